@@ -1,0 +1,26 @@
+/*  error.c - names of the public ZX_* codes. */
+#include "zexec.h"
+
+const char *zx_strerror(int code)
+{
+    switch (code) {
+    case ZX_OK: return "success";
+    case ZX_ETIMEOUT: return "timed out waiting";
+    case ZX_ECANCELLED: return "cancelled";
+    case ZX_ERAISED: return "the task raised an error";
+    case ZX_ESHUTDOWN: return "executor is shut down";
+    case ZX_EINVAL: return "invalid argument";
+    case ZX_ENOMEM: return "out of memory";
+    case ZX_ECONN: return "broker unreachable";
+    case ZX_ENOFUNC: return "no worker offers the function";
+    case ZX_ETIMELIMIT: return "task exceeded its time limit";
+    case ZX_ECRASHED: return "the process running the task crashed";
+    case ZX_EWORKERLOST: return "worker lost and retries exhausted";
+    case ZX_EREJECTED: return "rejected by the broker";
+    case ZX_EMEMORY: return "task exceeded its memory limit";
+    case ZX_ENOTALLOWED: return "not allowed on this worker or pool";
+    case ZX_EPROTO: return "protocol error";
+    case ZX_EEND: return "no more items";
+    default: return "unknown error";
+    }
+}

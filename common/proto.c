@@ -1,0 +1,821 @@
+/*  proto.c - ZXP/1 encoding and strict decoding.
+
+    Every received message is validated completely (frame 0, header shape of
+    every item, payload count) before anyone reads a field, so the getters
+    cannot fail and handlers never see a half-checked message. Untrusted
+    msgpack passes zxp_mp_check before msgpack_unpack: msgpack-c sizes an
+    array's storage from its header count before reading any element
+    (msgpack-c issues 985, 1013), so counts are checked against the bytes left.
+*/
+#include "zx_proto.h"
+
+#include <string.h>
+
+/* ---- msgpack bounds check --------------------------------------------------- */
+
+static uint64_t s_be(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+long zxp_mp_check(const void *data, size_t len, int max_depth)
+{
+    const uint8_t *start = data, *p = data, *end = p + len;
+    uint64_t left[64]; /* values still to read at each open level */
+    int depth = 0;
+    if (max_depth > 63) {
+        max_depth = 63;
+    }
+    left[0] = 1;
+    while (depth >= 0) {
+        if (left[depth] == 0) {
+            depth--;
+            continue;
+        }
+        left[depth]--;
+        if (p >= end) {
+            return -1;
+        }
+        uint8_t b = *p++;
+        size_t avail = (size_t)(end - p);
+        uint64_t skip = 0, children = 0;
+        int lenbytes = 0;
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+            continue;
+        } else if ((b & 0xf0) == 0x80) {
+            children = 2 * (uint64_t)(b & 0x0f);
+        } else if ((b & 0xf0) == 0x90) {
+            children = b & 0x0f;
+        } else if ((b & 0xe0) == 0xa0) {
+            skip = b & 0x1f;
+        } else {
+            switch (b) {
+            case 0xc4: case 0xd9: lenbytes = 1; break;
+            case 0xc5: case 0xda: lenbytes = 2; break;
+            case 0xc6: case 0xdb: lenbytes = 4; break;
+            case 0xc7: lenbytes = 1; skip = 1; break; /* ext: +1 type byte */
+            case 0xc8: lenbytes = 2; skip = 1; break;
+            case 0xc9: lenbytes = 4; skip = 1; break;
+            case 0xca: skip = 4; break;
+            case 0xcb: skip = 8; break;
+            case 0xcc: case 0xd0: skip = 1; break;
+            case 0xcd: case 0xd1: skip = 2; break;
+            case 0xce: case 0xd2: skip = 4; break;
+            case 0xcf: case 0xd3: skip = 8; break;
+            case 0xd4: skip = 2; break;
+            case 0xd5: skip = 3; break;
+            case 0xd6: skip = 5; break;
+            case 0xd7: skip = 9; break;
+            case 0xd8: skip = 17; break;
+            case 0xdc: case 0xdd: case 0xde: case 0xdf: {
+                int n = (b == 0xdc || b == 0xde) ? 2 : 4;
+                if (avail < (size_t)n) {
+                    return -1;
+                }
+                children = s_be(p, n);
+                if (b >= 0xde) {
+                    children *= 2;
+                }
+                p += n;
+                avail -= (size_t)n;
+                break;
+            }
+            default: /* 0xc1 is never used */
+                return -1;
+            }
+            if (lenbytes) {
+                if (avail < (size_t)lenbytes) {
+                    return -1;
+                }
+                skip += s_be(p, lenbytes);
+                p += lenbytes;
+                avail -= (size_t)lenbytes;
+            }
+        }
+        if (children) {
+            /* every element takes at least one byte */
+            if (children > avail || depth + 1 > max_depth) {
+                return -1;
+            }
+            left[++depth] = children;
+        } else {
+            if (skip > avail) {
+                return -1;
+            }
+            p += skip;
+        }
+    }
+    return (long)(p - start);
+}
+
+int zxp_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_object *obj)
+{
+    if (len == 0 || zxp_mp_check(data, len, ZXP_MAX_DEPTH) != (long)len) {
+        return -1;
+    }
+    size_t off = 0;
+    msgpack_unpack_return rc = msgpack_unpack(data, len, &off, zone, obj);
+    return (rc == MSGPACK_UNPACK_SUCCESS && off == len) ? 0 : -1;
+}
+
+/* ---- command table ----------------------------------------------------------- */
+
+/* Field types: u uint, i int, s str-or-bin, n name (str 1..255), k id (16-byte
+   bin), B bool, a array, m map, x anything. */
+typedef struct {
+    uint8_t cmd;
+    const char *name;
+    bool batch;
+    bool payload; /* one payload frame per item */
+    const char *fields;
+    uint8_t roles; /* bit (1 << role) for each role that accepts it */
+} s_cmd_t;
+
+#define R(r) (1u << (r))
+static const s_cmd_t s_cmds[] = {
+    {ZXP_HELLO, "HELLO", false, false, "uknu", R(ZXP_ROLE_BROKER_C)},
+    {ZXP_WELCOME, "WELCOME", false, false, "kuuu", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+    {ZXP_SUBMIT, "SUBMIT", true, true, "unuiiuu", R(ZXP_ROLE_BROKER_C)},
+    {ZXP_STARTED, "STARTED", true, false, "usu", R(ZXP_ROLE_CLIENT)},
+    {ZXP_RESULT, "RESULT", true, true, "uusuuu", R(ZXP_ROLE_CLIENT)},
+    {ZXP_CANCEL, "CANCEL", true, false, "uB", R(ZXP_ROLE_BROKER_C)},
+    {ZXP_CANCELLED, "CANCELLED", true, false, "uu", R(ZXP_ROLE_CLIENT)},
+    {ZXP_HEARTBEAT, "HEARTBEAT", false, false, "",
+     R(ZXP_ROLE_BROKER_C) | R(ZXP_ROLE_BROKER_W) | R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+    {ZXP_BYE, "BYE", false, false, "", R(ZXP_ROLE_BROKER_C) | R(ZXP_ROLE_BROKER_W)},
+    {ZXP_STATUS, "STATUS", false, false, "", R(ZXP_ROLE_BROKER_C)},
+    {ZXP_STATUS_REPLY, "STATUS-REPLY", false, false, "m", R(ZXP_ROLE_CLIENT)},
+    {ZXP_ERROR, "ERROR", false, false, "us", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+    {ZXP_RESET, "RESET", false, false, "", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+    {ZXP_READY, "READY", false, false, "uknuuuuuaa", R(ZXP_ROLE_BROKER_W)},
+    {ZXP_TASK, "TASK", true, true, "kunuuuu", R(ZXP_ROLE_WORKER)},
+    {ZXP_WSTARTED, "WSTARTED", true, false, "kuuu", R(ZXP_ROLE_BROKER_W)},
+    {ZXP_WRESULT, "WRESULT", true, true, "kuuuuB", R(ZXP_ROLE_BROKER_W)},
+    {ZXP_CREDIT, "CREDIT", false, false, "uu", R(ZXP_ROLE_BROKER_W)},
+    {ZXP_WCANCEL, "WCANCEL", true, false, "kuB", R(ZXP_ROLE_WORKER)},
+    {ZXP_WCANCELLED, "WCANCELLED", true, false, "kuu", R(ZXP_ROLE_BROKER_W)},
+    {ZXP_DRAIN, "DRAIN", false, false, "", R(ZXP_ROLE_BROKER_W)},
+    {ZXP_SHUTDOWN, "SHUTDOWN", false, false, "", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+};
+#undef R
+
+static const s_cmd_t *s_cmd(int cmd)
+{
+    for (size_t i = 0; i < sizeof s_cmds / sizeof s_cmds[0]; i++) {
+        if (s_cmds[i].cmd == cmd) {
+            return &s_cmds[i];
+        }
+    }
+    return NULL;
+}
+
+const char *zxp_cmd_name(int cmd)
+{
+    const s_cmd_t *c = s_cmd(cmd);
+    return c ? c->name : "?";
+}
+
+const char *zxp_strerror(int code)
+{
+    switch (code) {
+    case 0: return "ok";
+    case ZXP_E_SHORT: return "too few frames";
+    case ZXP_E_SIG: return "bad signature frame";
+    case ZXP_E_VERSION: return "unsupported protocol version";
+    case ZXP_E_CMD: return "unknown or unexpected command";
+    case ZXP_E_SIZE: return "header too large";
+    case ZXP_E_MSGPACK: return "malformed msgpack header";
+    case ZXP_E_SHAPE: return "header has the wrong shape";
+    case ZXP_E_PAYLOADS: return "payload frames do not match the items";
+    case ZXP_E_BATCH: return "batch too large";
+    default: return "unknown protocol error";
+    }
+}
+
+/* ---- decoding ---------------------------------------------------------------- */
+
+void zxp_in_init(zxp_in_t *in)
+{
+    memset(in, 0, sizeof *in);
+    msgpack_zone_init(&in->zone, 4096);
+}
+
+static void s_in_release(zxp_in_t *in)
+{
+    zmsg_destroy(&in->msg);
+    zframe_destroy(&in->header);
+    msgpack_zone_clear(&in->zone);
+    in->count = 0;
+    in->cmd = 0;
+}
+
+void zxp_in_fini(zxp_in_t *in)
+{
+    s_in_release(in);
+    msgpack_zone_destroy(&in->zone);
+}
+
+static bool s_field_ok(const msgpack_object *o, char t)
+{
+    switch (t) {
+    case 'u': return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+    case 'i':
+        return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+               o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+    case 's': return o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN;
+    case 'n':
+        return o->type == MSGPACK_OBJECT_STR && o->via.str.size >= 1 &&
+               o->via.str.size <= ZXP_MAX_NAME;
+    case 'k': return o->type == MSGPACK_OBJECT_BIN && o->via.bin.size == ZXP_ID_LEN;
+    case 'B': return o->type == MSGPACK_OBJECT_BOOLEAN;
+    case 'a': return o->type == MSGPACK_OBJECT_ARRAY;
+    case 'm': return o->type == MSGPACK_OBJECT_MAP;
+    default: return true;
+    }
+}
+
+/* Extra fields after the known ones are allowed (later minor versions may
+   append); missing ones are not. */
+static bool s_shape_ok(const msgpack_object *o, const char *fields)
+{
+    size_t n = strlen(fields);
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < n) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!s_field_ok(&o->via.array.ptr[i], fields[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool s_u_max(const msgpack_object *arr, size_t f, uint64_t max)
+{
+    return arr->via.array.ptr[f].via.u64 <= max;
+}
+
+/* Range checks beyond types, per command. */
+static bool s_ranges_ok(int cmd, const msgpack_object *it)
+{
+    switch (cmd) {
+    case ZXP_SUBMIT: {
+        int64_t prio = zxp_i(it, 3), retries = zxp_i(it, 4);
+        return s_u_max(it, 2, 2) && prio >= -128 && prio <= 127 && retries >= -1 &&
+               retries <= 100 && s_u_max(it, 5, UINT32_MAX) && s_u_max(it, 6, UINT32_MAX);
+    }
+    case ZXP_TASK:
+        return s_u_max(it, 3, 2) && s_u_max(it, 4, UINT32_MAX) && s_u_max(it, 5, UINT32_MAX) &&
+               s_u_max(it, 6, UINT32_MAX);
+    case ZXP_RESULT:
+        return s_u_max(it, 1, ZXP_ST_MAX) && s_u_max(it, 3, UINT32_MAX) && s_u_max(it, 4, 2);
+    case ZXP_WRESULT:
+        return s_u_max(it, 2, ZXP_ST_MAX) && s_u_max(it, 3, UINT32_MAX) && s_u_max(it, 4, 2);
+    case ZXP_WSTARTED: return s_u_max(it, 2, UINT32_MAX) && s_u_max(it, 3, 2);
+    case ZXP_CREDIT:
+        return zxp_u(it, 0) >= 1 && s_u_max(it, 0, 2) && s_u_max(it, 1, 1000000);
+    case ZXP_CANCELLED:
+    case ZXP_WCANCELLED: return s_u_max(it, cmd == ZXP_CANCELLED ? 1 : 2, 2);
+    case ZXP_READY: {
+        for (size_t i = 3; i <= 7; i++) {
+            if (!s_u_max(it, i, 1000000)) {
+                return false;
+            }
+        }
+        const msgpack_object *fns = zxp_o(it, 8), *run = zxp_o(it, 9);
+        for (uint32_t i = 0; i < fns->via.array.size; i++) {
+            const msgpack_object *f = &fns->via.array.ptr[i];
+            if (!s_shape_ok(f, "nu") || !s_u_max(f, 1, 3)) {
+                return false;
+            }
+        }
+        for (uint32_t i = 0; i < run->via.array.size; i++) {
+            const msgpack_object *r = &run->via.array.ptr[i];
+            if (!s_shape_ok(r, "kuu") || !s_u_max(r, 2, 2)) {
+                return false;
+            }
+        }
+        return true;
+    }
+    case ZXP_HELLO:
+    case ZXP_WELCOME:
+        return s_u_max(it, cmd == ZXP_HELLO ? 3 : 1, 3600000);
+    default: return true;
+    }
+}
+
+int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role)
+{
+    s_in_release(in);
+    in->msg = *msg_p;
+    *msg_p = NULL;
+    in->reason = NULL;
+    if (!in->msg || zmsg_size(in->msg) < 2) {
+        in->reason = "fewer than 2 frames";
+        return ZXP_E_SHORT;
+    }
+    zframe_t *sig = zmsg_pop(in->msg);
+    const uint8_t *s = zframe_data(sig);
+    int rc = 0;
+    if (zframe_size(sig) != 4 || s[0] != ZXP_SIG0 || s[1] != ZXP_SIG1) {
+        in->reason = "frame 0 is not 'ZX' version command";
+        rc = ZXP_E_SIG;
+    } else if (s[2] != ZXP_VERSION) {
+        in->reason = "protocol version is not 1";
+        rc = ZXP_E_VERSION;
+    } else {
+        in->cmd = s[3];
+    }
+    zframe_destroy(&sig);
+    if (rc) {
+        return rc;
+    }
+    const s_cmd_t *c = s_cmd(in->cmd);
+    if (!c || !(c->roles & (1u << role))) {
+        in->reason = c ? "command not accepted on this endpoint" : "unknown command";
+        return ZXP_E_CMD;
+    }
+    in->header = zmsg_pop(in->msg);
+    size_t hlen = zframe_size(in->header);
+    if (hlen > ZXP_MAX_HEADER) {
+        in->reason = "header frame over the limit";
+        return ZXP_E_SIZE;
+    }
+    if (zxp_mp_unpack(zframe_data(in->header), hlen, &in->zone, &in->hdr) != 0) {
+        in->reason = "header is not one bounded msgpack value";
+        return ZXP_E_MSGPACK;
+    }
+    if (in->hdr.type != MSGPACK_OBJECT_ARRAY) {
+        in->reason = "header is not an array";
+        return ZXP_E_SHAPE;
+    }
+    size_t payloads = zmsg_size(in->msg);
+    if (c->batch) {
+        in->count = in->hdr.via.array.size;
+        if (in->count > ZXP_MAX_BATCH) {
+            in->reason = "more items than the batch limit";
+            return ZXP_E_BATCH;
+        }
+        for (size_t i = 0; i < in->count; i++) {
+            const msgpack_object *it = &in->hdr.via.array.ptr[i];
+            if (!s_shape_ok(it, c->fields) || !s_ranges_ok(in->cmd, it)) {
+                in->reason = "an item has the wrong fields or values";
+                return ZXP_E_SHAPE;
+            }
+        }
+    } else {
+        in->count = 1;
+        if (!s_shape_ok(&in->hdr, c->fields) || !s_ranges_ok(in->cmd, &in->hdr)) {
+            in->reason = "header has the wrong fields or values";
+            return ZXP_E_SHAPE;
+        }
+    }
+    if (payloads != (c->payload ? in->count : 0)) {
+        in->reason = "payload frame count does not match the items";
+        return ZXP_E_PAYLOADS;
+    }
+    return 0;
+}
+
+const msgpack_object *zxp_item(const zxp_in_t *in, size_t i)
+{
+    const s_cmd_t *c = s_cmd(in->cmd);
+    assert(c && i < in->count);
+    return c->batch ? &in->hdr.via.array.ptr[i] : &in->hdr;
+}
+
+uint64_t zxp_u(const msgpack_object *arr, size_t field)
+{
+    return arr->via.array.ptr[field].via.u64;
+}
+
+int64_t zxp_i(const msgpack_object *arr, size_t field)
+{
+    const msgpack_object *o = &arr->via.array.ptr[field];
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        return o->via.u64 > INT64_MAX ? INT64_MAX : (int64_t)o->via.u64;
+    }
+    return o->via.i64;
+}
+
+bool zxp_b(const msgpack_object *arr, size_t field)
+{
+    return arr->via.array.ptr[field].via.boolean;
+}
+
+zxp_str_t zxp_s(const msgpack_object *arr, size_t field)
+{
+    const msgpack_object *o = &arr->via.array.ptr[field];
+    zxp_str_t s = {o->via.str.ptr, o->via.str.size}; /* str and bin share layout */
+    if (o->type == MSGPACK_OBJECT_BIN) {
+        s.ptr = o->via.bin.ptr;
+        s.len = o->via.bin.size;
+    }
+    return s;
+}
+
+const msgpack_object *zxp_o(const msgpack_object *arr, size_t field)
+{
+    return &arr->via.array.ptr[field];
+}
+
+zframe_t *zxp_payload_take(zxp_in_t *in)
+{
+    return in->msg ? zmsg_pop(in->msg) : NULL;
+}
+
+void zxp_get_submit(const zxp_in_t *in, size_t i, zxp_submit_t *out)
+{
+    const msgpack_object *it = zxp_item(in, i);
+    out->seq = zxp_u(it, 0);
+    out->fn = zxp_s(it, 1);
+    out->pool = (uint8_t)zxp_u(it, 2);
+    out->priority = (int8_t)zxp_i(it, 3);
+    out->retries = (int32_t)zxp_i(it, 4);
+    out->timeout_ms = (uint32_t)zxp_u(it, 5);
+    out->flags = (uint32_t)zxp_u(it, 6);
+}
+
+void zxp_get_task(const zxp_in_t *in, size_t i, zxp_task_t *out)
+{
+    const msgpack_object *it = zxp_item(in, i);
+    out->session = (const uint8_t *)zxp_s(it, 0).ptr;
+    out->seq = zxp_u(it, 1);
+    out->fn = zxp_s(it, 2);
+    out->pool = (uint8_t)zxp_u(it, 3);
+    out->timeout_ms = (uint32_t)zxp_u(it, 4);
+    out->attempt = (uint32_t)zxp_u(it, 5);
+    out->flags = (uint32_t)zxp_u(it, 6);
+}
+
+void zxp_get_wresult(const zxp_in_t *in, size_t i, zxp_wresult_t *out)
+{
+    const msgpack_object *it = zxp_item(in, i);
+    out->session = (const uint8_t *)zxp_s(it, 0).ptr;
+    out->seq = zxp_u(it, 1);
+    out->status = (uint32_t)zxp_u(it, 2);
+    out->pid = (uint32_t)zxp_u(it, 3);
+    out->pool = (uint8_t)zxp_u(it, 4);
+    out->slot_freed = zxp_b(it, 5);
+}
+
+void zxp_get_result(const zxp_in_t *in, size_t i, zxp_result_t *out)
+{
+    const msgpack_object *it = zxp_item(in, i);
+    out->seq = zxp_u(it, 0);
+    out->status = (uint32_t)zxp_u(it, 1);
+    out->node = zxp_s(it, 2);
+    out->pid = (uint32_t)zxp_u(it, 3);
+    out->pool = (uint8_t)zxp_u(it, 4);
+    out->attempts = (uint32_t)zxp_u(it, 5);
+}
+
+/* ---- encoding ---------------------------------------------------------------- */
+
+void zxp_out_init(zxp_out_t *out)
+{
+    memset(out, 0, sizeof *out);
+    msgpack_sbuffer_init(&out->buf);
+    msgpack_packer_init(&out->pk, &out->buf, msgpack_sbuffer_write);
+}
+
+void zxp_out_fini(zxp_out_t *out)
+{
+    msgpack_sbuffer_destroy(&out->buf);
+    zmsg_destroy(&out->payloads);
+}
+
+void zxp_out_begin(zxp_out_t *out, uint8_t cmd)
+{
+    const s_cmd_t *c = s_cmd(cmd);
+    assert(c);
+    out->cmd = cmd;
+    out->batch = c->batch;
+    out->count = 0;
+    msgpack_sbuffer_clear(&out->buf);
+    zmsg_destroy(&out->payloads);
+    out->payloads = zmsg_new();
+    if (out->batch) {
+        /* array32 with its count patched at send time */
+        static const char hdr[5] = {(char)0xdd, 0, 0, 0, 0};
+        msgpack_sbuffer_write(&out->buf, hdr, sizeof hdr);
+    }
+}
+
+msgpack_packer *zxp_out_pk(zxp_out_t *out)
+{
+    return &out->pk;
+}
+
+void zxp_out_payload(zxp_out_t *out, zframe_t **frame_p)
+{
+    zframe_t *f = frame_p && *frame_p ? *frame_p : zframe_new(NULL, 0);
+    if (frame_p) {
+        *frame_p = NULL;
+    }
+    zmsg_append(out->payloads, &f);
+}
+
+void zxp_out_payload_mem(zxp_out_t *out, const void *data, size_t len)
+{
+    zmsg_addmem(out->payloads, data, len);
+}
+
+int zxp_out_send(zxp_out_t *out, zsock_t *sock, zframe_t *routing_id)
+{
+    if (out->batch) {
+        uint8_t *h = (uint8_t *)out->buf.data;
+        uint32_t n = (uint32_t)out->count;
+        h[1] = (uint8_t)(n >> 24);
+        h[2] = (uint8_t)(n >> 16);
+        h[3] = (uint8_t)(n >> 8);
+        h[4] = (uint8_t)n;
+    }
+    zmsg_t *msg = out->payloads;
+    out->payloads = NULL;
+    uint8_t sig[4] = {ZXP_SIG0, ZXP_SIG1, ZXP_VERSION, out->cmd};
+    zmsg_pushmem(msg, out->buf.data, out->buf.size);
+    zmsg_pushmem(msg, sig, sizeof sig);
+    if (routing_id) {
+        zmsg_pushmem(msg, zframe_data(routing_id), zframe_size(routing_id));
+    }
+    int rc = zmsg_send(&msg, sock);
+    zmsg_destroy(&msg);
+    out->count = 0;
+    msgpack_sbuffer_clear(&out->buf);
+    out->payloads = zmsg_new();
+    if (out->batch) {
+        static const char hdr[5] = {(char)0xdd, 0, 0, 0, 0};
+        msgpack_sbuffer_write(&out->buf, hdr, sizeof hdr);
+    }
+    return rc;
+}
+
+static void s_pack_str(msgpack_packer *pk, const char *s, size_t len)
+{
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, s, len);
+}
+
+static void s_pack_id(msgpack_packer *pk, const uint8_t *id)
+{
+    msgpack_pack_bin(pk, ZXP_ID_LEN);
+    msgpack_pack_bin_body(pk, id, ZXP_ID_LEN);
+}
+
+static msgpack_packer *s_item(zxp_out_t *out, size_t fields)
+{
+    assert(out->batch);
+    out->count++;
+    msgpack_pack_array(&out->pk, fields);
+    return &out->pk;
+}
+
+void zxp_put_submit(zxp_out_t *out, const zxp_submit_t *s)
+{
+    msgpack_packer *pk = s_item(out, 7);
+    msgpack_pack_uint64(pk, s->seq);
+    s_pack_str(pk, s->fn.ptr, s->fn.len);
+    msgpack_pack_uint8(pk, s->pool);
+    msgpack_pack_int8(pk, s->priority);
+    msgpack_pack_int32(pk, s->retries);
+    msgpack_pack_uint32(pk, s->timeout_ms);
+    msgpack_pack_uint32(pk, s->flags);
+}
+
+void zxp_put_started(zxp_out_t *out, uint64_t seq, const char *node, size_t node_len,
+                     uint32_t pid)
+{
+    msgpack_packer *pk = s_item(out, 3);
+    msgpack_pack_uint64(pk, seq);
+    s_pack_str(pk, node, node_len);
+    msgpack_pack_uint32(pk, pid);
+}
+
+void zxp_put_result(zxp_out_t *out, const zxp_result_t *r)
+{
+    msgpack_packer *pk = s_item(out, 6);
+    msgpack_pack_uint64(pk, r->seq);
+    msgpack_pack_uint32(pk, r->status);
+    s_pack_str(pk, r->node.ptr ? r->node.ptr : "", r->node.len);
+    msgpack_pack_uint32(pk, r->pid);
+    msgpack_pack_uint8(pk, r->pool);
+    msgpack_pack_uint32(pk, r->attempts);
+}
+
+void zxp_put_cancel(zxp_out_t *out, uint64_t seq, bool terminate)
+{
+    msgpack_packer *pk = s_item(out, 2);
+    msgpack_pack_uint64(pk, seq);
+    if (terminate) {
+        msgpack_pack_true(pk);
+    } else {
+        msgpack_pack_false(pk);
+    }
+}
+
+void zxp_put_cancelled(zxp_out_t *out, uint64_t seq, uint32_t outcome)
+{
+    msgpack_packer *pk = s_item(out, 2);
+    msgpack_pack_uint64(pk, seq);
+    msgpack_pack_uint32(pk, outcome);
+}
+
+void zxp_put_task(zxp_out_t *out, const zxp_task_t *t)
+{
+    msgpack_packer *pk = s_item(out, 7);
+    s_pack_id(pk, t->session);
+    msgpack_pack_uint64(pk, t->seq);
+    s_pack_str(pk, t->fn.ptr, t->fn.len);
+    msgpack_pack_uint8(pk, t->pool);
+    msgpack_pack_uint32(pk, t->timeout_ms);
+    msgpack_pack_uint32(pk, t->attempt);
+    msgpack_pack_uint32(pk, t->flags);
+}
+
+void zxp_put_wstarted(zxp_out_t *out, const uint8_t *session, uint64_t seq, uint32_t pid,
+                      uint8_t pool)
+{
+    msgpack_packer *pk = s_item(out, 4);
+    s_pack_id(pk, session);
+    msgpack_pack_uint64(pk, seq);
+    msgpack_pack_uint32(pk, pid);
+    msgpack_pack_uint8(pk, pool);
+}
+
+void zxp_put_wresult(zxp_out_t *out, const zxp_wresult_t *r)
+{
+    msgpack_packer *pk = s_item(out, 6);
+    s_pack_id(pk, r->session);
+    msgpack_pack_uint64(pk, r->seq);
+    msgpack_pack_uint32(pk, r->status);
+    msgpack_pack_uint32(pk, r->pid);
+    msgpack_pack_uint8(pk, r->pool);
+    if (r->slot_freed) {
+        msgpack_pack_true(pk);
+    } else {
+        msgpack_pack_false(pk);
+    }
+}
+
+void zxp_put_wcancel(zxp_out_t *out, const uint8_t *session, uint64_t seq, bool terminate)
+{
+    msgpack_packer *pk = s_item(out, 3);
+    s_pack_id(pk, session);
+    msgpack_pack_uint64(pk, seq);
+    if (terminate) {
+        msgpack_pack_true(pk);
+    } else {
+        msgpack_pack_false(pk);
+    }
+}
+
+void zxp_put_wcancelled(zxp_out_t *out, const uint8_t *session, uint64_t seq, uint32_t outcome)
+{
+    msgpack_packer *pk = s_item(out, 3);
+    s_pack_id(pk, session);
+    msgpack_pack_uint64(pk, seq);
+    msgpack_pack_uint32(pk, outcome);
+}
+
+/* Control messages are rare: a fresh builder each is fine. */
+static int s_send_built(zxp_out_t *o, zsock_t *sock, zframe_t *rid)
+{
+    int rc = zxp_out_send(o, sock, rid);
+    zxp_out_fini(o);
+    return rc;
+}
+
+int zxp_send_empty(zsock_t *sock, zframe_t *routing_id, uint8_t cmd)
+{
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, cmd);
+    msgpack_pack_array(&o.pk, 0);
+    return s_send_built(&o, sock, routing_id);
+}
+
+int zxp_send_hello(zsock_t *sock, const uint8_t *session, const char *name,
+                   uint32_t heartbeat_ms)
+{
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_HELLO);
+    msgpack_pack_array(&o.pk, 4);
+    msgpack_pack_uint32(&o.pk, ZXP_VERSION);
+    s_pack_id(&o.pk, session);
+    s_pack_str(&o.pk, name, strlen(name));
+    msgpack_pack_uint32(&o.pk, heartbeat_ms);
+    return s_send_built(&o, sock, NULL);
+}
+
+int zxp_send_welcome(zsock_t *sock, zframe_t *routing_id, const uint8_t *broker_id,
+                     uint32_t heartbeat_ms, uint32_t liveness, uint32_t max_msg)
+{
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_WELCOME);
+    msgpack_pack_array(&o.pk, 4);
+    s_pack_id(&o.pk, broker_id);
+    msgpack_pack_uint32(&o.pk, heartbeat_ms);
+    msgpack_pack_uint32(&o.pk, liveness);
+    msgpack_pack_uint32(&o.pk, max_msg);
+    return s_send_built(&o, sock, routing_id);
+}
+
+int zxp_send_error(zsock_t *sock, zframe_t *routing_id, uint32_t code, const char *message)
+{
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_ERROR);
+    msgpack_pack_array(&o.pk, 2);
+    msgpack_pack_uint32(&o.pk, code);
+    s_pack_str(&o.pk, message, strlen(message));
+    return s_send_built(&o, sock, routing_id);
+}
+
+int zxp_send_credit(zsock_t *sock, uint8_t pool, uint32_t n)
+{
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_CREDIT);
+    msgpack_pack_array(&o.pk, 2);
+    msgpack_pack_uint8(&o.pk, pool);
+    msgpack_pack_uint32(&o.pk, n);
+    return s_send_built(&o, sock, NULL);
+}
+
+zframe_t *zxp_error_frame(const char *type, const char *message, const char *traceback)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 3);
+    s_pack_str(&pk, type ? type : "Error", strlen(type ? type : "Error"));
+    s_pack_str(&pk, message ? message : "", strlen(message ? message : ""));
+    s_pack_str(&pk, traceback ? traceback : "", strlen(traceback ? traceback : ""));
+    zframe_t *f = zframe_new(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return f;
+}
+
+void zxp_sock_setup(zsock_t *sock)
+{
+    zsock_set_maxmsgsize(sock, ZXP_MAX_MSG);
+    zsock_set_linger(sock, 0);
+    zsock_set_sndhwm(sock, 0); /* flow control is by credit and quotas, not by drops */
+    zsock_set_rcvhwm(sock, 0);
+    zsock_set_handshake_ivl(sock, 10000);
+}
+
+/* ---- peers and counters ------------------------------------------------------ */
+
+void zxp_hex(const uint8_t *id, size_t len, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    if (len > 16) {
+        len = 16;
+    }
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = hex[id[i] >> 4];
+        out[2 * i + 1] = hex[id[i] & 15];
+    }
+    out[2 * len] = 0;
+}
+
+void zxp_drops_init(zxp_drops_t *d)
+{
+    d->total = 0;
+    d->seen = zhashx_new();
+}
+
+void zxp_drops_fini(zxp_drops_t *d)
+{
+    zhashx_destroy(&d->seen);
+}
+
+void zxp_drop(zxp_drops_t *d, const char *where, zframe_t *peer, int code, const char *reason)
+{
+    d->total++;
+    char hex[33] = "-";
+    if (peer) {
+        zxp_hex(zframe_data(peer), zframe_size(peer), hex);
+    }
+    char key[80];
+    snprintf(key, sizeof key, "%s/%d", hex, code);
+    /* the table is bounded, so a flood from many peers cannot grow it */
+    if (zhashx_lookup(d->seen, key)) {
+        return;
+    }
+    if (zhashx_size(d->seen) < 4096) {
+        zhashx_insert(d->seen, key, (void *)1);
+    }
+    zsys_warning("%s: dropped a message from peer %s: %s (%s); further drops of this kind "
+                 "from this peer are counted, not logged",
+                 where, hex, zxp_strerror(code), reason ? reason : "");
+}

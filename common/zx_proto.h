@@ -1,0 +1,282 @@
+/*  zx_proto.h - the zexec wire protocol (ZXP/1), shared by broker, worker and
+    client. docs/protocol.md is the specification; this is its only encoder
+    and decoder.
+
+    A message is a ZeroMQ multipart message:
+      frame 0  4 bytes: 'Z' 'X' version command
+      frame 1  msgpack header: an array (fields, or for batch commands a list
+               of item arrays)
+      frame 2+ payloads, opaque bytes, one per item for SUBMIT/TASK/RESULT
+    ROUTER sockets see the peer's routing id in front of frame 0.
+*/
+#ifndef ZX_PROTO_H
+#define ZX_PROTO_H
+
+#include <czmq.h>
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define ZXP_SIG0 'Z'
+#define ZXP_SIG1 'X'
+#define ZXP_VERSION 1
+
+/* Limits (docs/protocol.md "Limits"). */
+#define ZXP_MAX_MSG (64 * 1024 * 1024) /* ZMQ_MAXMSGSIZE: largest frame */
+#define ZXP_MAX_HEADER (4 * 1024 * 1024)
+#define ZXP_MAX_BATCH 4096 /* items in one batch message */
+#define ZXP_MAX_DEPTH 32   /* msgpack nesting */
+#define ZXP_MAX_NAME 255   /* function and node names */
+#define ZXP_ID_LEN 16      /* session and worker ids */
+
+/* Commands. 0x0_ client endpoint, 0x2_ worker endpoint, some on both. */
+enum {
+    ZXP_HELLO = 0x01,        /* c->b [version, session, name, heartbeat_ms] */
+    ZXP_WELCOME = 0x02,      /* b->c, b->w [broker_id, heartbeat_ms, liveness, max_msg] */
+    ZXP_SUBMIT = 0x03,       /* c->b batch [seq, fn, pool, priority, retries, timeout_ms, flags] +1 */
+    ZXP_STARTED = 0x04,      /* b->c batch [seq, node, pid] */
+    ZXP_RESULT = 0x05,       /* b->c batch [seq, status, node, pid, pool, attempts] +1 */
+    ZXP_CANCEL = 0x06,       /* c->b batch [seq, terminate] */
+    ZXP_CANCELLED = 0x07,    /* b->c batch [seq, outcome] */
+    ZXP_HEARTBEAT = 0x08,    /* any [] */
+    ZXP_BYE = 0x09,          /* c->b, w->b [] */
+    ZXP_STATUS = 0x0A,       /* c->b [] */
+    ZXP_STATUS_REPLY = 0x0B, /* b->c [map] */
+    ZXP_ERROR = 0x0C,        /* b->c, b->w [code, message] */
+    ZXP_RESET = 0x0D,        /* b->c, b->w []: unknown peer, say HELLO/READY again */
+    ZXP_READY = 0x21,     /* w->b [version, worker_id, node, pid, threads, procs, prefetch,
+                             heartbeat_ms, functions [[name, pools]..], running [[session, seq, pool]..]] */
+    ZXP_TASK = 0x22,      /* b->w batch [session, seq, fn, pool, timeout_ms, attempt, flags] +1 */
+    ZXP_WSTARTED = 0x23,  /* w->b batch [session, seq, pid, pool] */
+    ZXP_WRESULT = 0x24,   /* w->b batch [session, seq, status, pid, pool, slot_freed] +1 */
+    ZXP_CREDIT = 0x25,    /* w->b [pool, n]: n slots of pool freed late */
+    ZXP_WCANCEL = 0x26,   /* b->w batch [session, seq, terminate] */
+    ZXP_WCANCELLED = 0x27, /* w->b batch [session, seq, outcome] */
+    ZXP_DRAIN = 0x28,     /* w->b []: send me no more tasks */
+    ZXP_SHUTDOWN = 0x29,  /* b->w, b->c []: the broker is stopping */
+};
+
+/* Pool kinds (also zx_pool_t) and masks of pools a function allows. */
+enum { ZXP_POOL_ANY = 0, ZXP_POOL_THREAD = 1, ZXP_POOL_PROCESS = 2 };
+enum { ZXP_POOLS_THREAD = 1, ZXP_POOLS_PROCESS = 2 };
+
+/* Task flags (SUBMIT, TASK). */
+enum {
+    ZXP_F_CHUNK = 1 /* payload is an array of argument arrays; the result an array of
+                       [ok, value-or-error] pairs */
+};
+
+/* RESULT status. Payload: the msgpack value for OK, else an error array
+   [type, message, traceback]. */
+enum {
+    ZXP_ST_OK = 0,
+    ZXP_ST_RAISED = 1,
+    ZXP_ST_NOFUNC = 2,
+    ZXP_ST_TIMELIMIT = 3,
+    ZXP_ST_CRASHED = 4,
+    ZXP_ST_WORKERLOST = 5,
+    ZXP_ST_CANCELLED = 6, /* terminated while running */
+    ZXP_ST_REJECTED = 7,
+    ZXP_ST_MEMORY = 8,
+    ZXP_ST_NOTALLOWED = 9,
+    ZXP_ST_MAX = 9
+};
+
+/* CANCELLED outcome. */
+enum {
+    ZXP_CANCEL_DONE = 0,       /* cancelled before it started: it never runs, no RESULT */
+    ZXP_CANCEL_REFUSED = 1,    /* running, finished or unknown: a RESULT follows or came */
+    ZXP_CANCEL_TERMINATED = 2, /* killed while running: no RESULT follows */
+};
+
+/* Roles: which commands a receiver accepts. */
+enum {
+    ZXP_ROLE_BROKER_C = 1, /* broker, client endpoint */
+    ZXP_ROLE_BROKER_W = 2, /* broker, worker endpoint */
+    ZXP_ROLE_CLIENT = 3,
+    ZXP_ROLE_WORKER = 4,
+};
+
+/* Decode errors (negative), each with a name from zxp_strerror. */
+enum {
+    ZXP_E_SHORT = -100,     /* too few frames */
+    ZXP_E_SIG = -101,       /* frame 0 is not 'Z' 'X' v c */
+    ZXP_E_VERSION = -102,   /* unsupported protocol version */
+    ZXP_E_CMD = -103,       /* unknown command, or not accepted by this role */
+    ZXP_E_SIZE = -104,      /* header too large */
+    ZXP_E_MSGPACK = -105,   /* header is not one well-formed bounded msgpack value */
+    ZXP_E_SHAPE = -106,     /* header has the wrong shape or types */
+    ZXP_E_PAYLOADS = -107,  /* payload frame count does not match the items */
+    ZXP_E_BATCH = -108,     /* too many items */
+};
+const char *zxp_strerror(int code);
+const char *zxp_cmd_name(int cmd);
+
+/* A string view into a received header (not NUL-terminated). */
+typedef struct {
+    const char *ptr;
+    uint32_t len;
+} zxp_str_t;
+
+/* ---- validating untrusted msgpack ------------------------------------------ */
+
+/* Checks that data[0..len) starts with one well-formed msgpack value whose
+   containers never claim more elements than bytes remain and whose nesting
+   is at most max_depth: after this, msgpack_unpack allocates O(len). Returns
+   the value's size in bytes, or -1. */
+long zxp_mp_check(const void *data, size_t len, int max_depth);
+
+/* Unpacks untrusted bytes into zone after zxp_mp_check; the whole buffer must
+   be exactly one value. Returns 0 or -1. */
+int zxp_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_object *obj);
+
+/* ---- receiving ------------------------------------------------------------ */
+
+typedef struct zxp_in {
+    uint8_t cmd;
+    zmsg_t *msg;         /* frame 0 and header popped; payload frames remain */
+    zframe_t *header;    /* owns the bytes the header object points into */
+    msgpack_zone zone;
+    msgpack_object hdr;  /* the header array */
+    size_t count;        /* batch commands: number of items */
+    const char *reason;  /* on error: what was wrong, for the log */
+} zxp_in_t;
+
+void zxp_in_init(zxp_in_t *in);
+void zxp_in_fini(zxp_in_t *in);
+/* Releases the previous message, takes *msg_p (consumed, also on error:
+   *msg_p is set to NULL) and validates it completely for role: frame 0,
+   header shape of every item, payload count. ZX_OK (0) or a ZXP_E_* code with
+   in->reason set. After success the getters below cannot fail. */
+int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role);
+
+/* Item i of a batch header, or the header itself for non-batch commands. */
+const msgpack_object *zxp_item(const zxp_in_t *in, size_t i);
+uint64_t zxp_u(const msgpack_object *arr, size_t field);
+int64_t zxp_i(const msgpack_object *arr, size_t field);
+bool zxp_b(const msgpack_object *arr, size_t field);
+zxp_str_t zxp_s(const msgpack_object *arr, size_t field);     /* str or bin */
+const msgpack_object *zxp_o(const msgpack_object *arr, size_t field);
+/* Takes the next payload frame (zero copy); caller owns it. NULL if none. */
+zframe_t *zxp_payload_take(zxp_in_t *in);
+
+/* Typed views of hot-path items. */
+typedef struct {
+    uint64_t seq;
+    zxp_str_t fn;
+    uint8_t pool;
+    int8_t priority;
+    int32_t retries; /* -1: none; 0: default */
+    uint32_t timeout_ms;
+    uint32_t flags;
+} zxp_submit_t;
+void zxp_get_submit(const zxp_in_t *in, size_t i, zxp_submit_t *out);
+
+typedef struct {
+    const uint8_t *session; /* ZXP_ID_LEN bytes */
+    uint64_t seq;
+    zxp_str_t fn;
+    uint8_t pool;
+    uint32_t timeout_ms;
+    uint32_t attempt;
+    uint32_t flags;
+} zxp_task_t;
+void zxp_get_task(const zxp_in_t *in, size_t i, zxp_task_t *out);
+
+typedef struct {
+    const uint8_t *session;
+    uint64_t seq;
+    uint32_t status;
+    uint32_t pid;
+    uint8_t pool;
+    bool slot_freed;
+} zxp_wresult_t;
+void zxp_get_wresult(const zxp_in_t *in, size_t i, zxp_wresult_t *out);
+
+typedef struct {
+    uint64_t seq;
+    uint32_t status;
+    zxp_str_t node;
+    uint32_t pid;
+    uint8_t pool;
+    uint32_t attempts;
+} zxp_result_t;
+void zxp_get_result(const zxp_in_t *in, size_t i, zxp_result_t *out);
+
+/* ---- sending -------------------------------------------------------------- */
+
+/* A message under construction. Batch items are appended one by one; the
+   header's item count is patched in at send time, so a sender can coalesce
+   whatever is ready without counting first. */
+typedef struct zxp_out {
+    uint8_t cmd;
+    bool batch;
+    size_t count;
+    msgpack_sbuffer buf;
+    msgpack_packer pk;
+    zmsg_t *payloads;
+} zxp_out_t;
+
+void zxp_out_init(zxp_out_t *out);
+void zxp_out_fini(zxp_out_t *out);
+/* Starts a message (discarding any unsent one). For non-batch commands pack
+   the header array yourself with zxp_out_pk after begin. */
+void zxp_out_begin(zxp_out_t *out, uint8_t cmd);
+msgpack_packer *zxp_out_pk(zxp_out_t *out);
+/* Appends one payload frame (consumed; NULL appends an empty frame). */
+void zxp_out_payload(zxp_out_t *out, zframe_t **frame_p);
+/* Appends a copy of bytes as a payload frame. */
+void zxp_out_payload_mem(zxp_out_t *out, const void *data, size_t len);
+/* Sends frame 0, the header and the payloads, to routing_id on a ROUTER
+   (borrowed, NULL on a DEALER). Resets out. 0, or -1 if the socket refused
+   (the message is dropped either way). */
+int zxp_out_send(zxp_out_t *out, zsock_t *sock, zframe_t *routing_id);
+
+/* Batch item encoders: each starts a new item array in the open batch.
+   The caller appends the item's payload with zxp_out_payload where the
+   command carries one. */
+void zxp_put_submit(zxp_out_t *out, const zxp_submit_t *s);
+void zxp_put_started(zxp_out_t *out, uint64_t seq, const char *node, size_t node_len,
+                     uint32_t pid);
+void zxp_put_result(zxp_out_t *out, const zxp_result_t *r);
+void zxp_put_cancel(zxp_out_t *out, uint64_t seq, bool terminate);
+void zxp_put_cancelled(zxp_out_t *out, uint64_t seq, uint32_t outcome);
+void zxp_put_task(zxp_out_t *out, const zxp_task_t *t);
+void zxp_put_wstarted(zxp_out_t *out, const uint8_t *session, uint64_t seq, uint32_t pid,
+                      uint8_t pool);
+void zxp_put_wresult(zxp_out_t *out, const zxp_wresult_t *r);
+void zxp_put_wcancel(zxp_out_t *out, const uint8_t *session, uint64_t seq, bool terminate);
+void zxp_put_wcancelled(zxp_out_t *out, const uint8_t *session, uint64_t seq, uint32_t outcome);
+
+/* Control messages, sent at once. 0 or -1. */
+int zxp_send_empty(zsock_t *sock, zframe_t *routing_id, uint8_t cmd); /* HEARTBEAT, BYE, ... */
+int zxp_send_hello(zsock_t *sock, const uint8_t *session, const char *name,
+                   uint32_t heartbeat_ms);
+int zxp_send_welcome(zsock_t *sock, zframe_t *routing_id, const uint8_t *broker_id,
+                     uint32_t heartbeat_ms, uint32_t liveness, uint32_t max_msg);
+int zxp_send_error(zsock_t *sock, zframe_t *routing_id, uint32_t code, const char *message);
+int zxp_send_credit(zsock_t *sock, uint8_t pool, uint32_t n);
+
+/* Packs an error payload [type, message, traceback] into a new frame. */
+zframe_t *zxp_error_frame(const char *type, const char *message, const char *traceback);
+
+/* Socket options every zexec socket gets: ZMQ_MAXMSGSIZE, linger, HWMs,
+   handshake interval. */
+void zxp_sock_setup(zsock_t *sock);
+
+/* ---- peers and counters ---------------------------------------------------- */
+
+/* Hex of a routing id or session, for logs: writes at most 2*16+1 bytes. */
+void zxp_hex(const uint8_t *id, size_t len, char out[33]);
+
+/* Counts a dropped message and logs it at most once per (peer, reason),
+   so a garbage flood costs a counter, not a log line each. */
+typedef struct zxp_drops {
+    uint64_t total;
+    zhashx_t *seen;
+} zxp_drops_t;
+void zxp_drops_init(zxp_drops_t *d);
+void zxp_drops_fini(zxp_drops_t *d);
+void zxp_drop(zxp_drops_t *d, const char *where, zframe_t *peer, int code, const char *reason);
+
+#endif

@@ -1,0 +1,87 @@
+/*  zx_client_int.h - internals shared inside libzexec's client side: the
+    executor interface (remote and local executors implement it) and the
+    future's completion API (executors complete futures; the future core does
+    not know about the network).
+
+    Lock order: executor lock, then future lock, then waiter lock. Futures
+    never call back into an executor while holding their own lock; user
+    callbacks run with no lock held.
+*/
+#ifndef ZX_CLIENT_INT_H
+#define ZX_CLIENT_INT_H
+
+#include "zexec.h"
+
+#include <pthread.h>
+
+/* ---- executors -------------------------------------------------------------- */
+
+typedef struct zx__executor_ops {
+    const char *kind; /* "remote" or "local" */
+    /* Creates and queues a task; returns a new future (one ref for the caller)
+       or NULL with *err set. flags are ZXP_F_* (ZXP_F_CHUNK for map chunks). */
+    zx_future_t *(*submit)(zx_executor_t *ex, const char *fn, const void *args, size_t len,
+                           const zx_task_opts_t *opts, uint32_t flags, int *err);
+    /* Decides a cancel for a future of this executor that was PENDING when
+       asked. Returns true if the task will never run; the executor has then
+       completed the future as cancelled (zx__future_set_cancelled). With
+       terminate, may also kill a running process-pool task (true, future
+       cancelled). Called with no lock held; may block for one round trip. */
+    bool (*cancel)(zx_executor_t *ex, zx_future_t *f, bool terminate);
+    int (*shutdown)(zx_executor_t *ex, bool wait, bool cancel_futures);
+    void (*destroy)(zx_executor_t *ex); /* after shutdown(wait); frees ex */
+    int (*register_fn)(zx_executor_t *ex, const char *name, zx_task_fn *fn); /* NULL: EINVAL */
+    const char *(*endpoint)(zx_executor_t *ex);
+} zx__executor_ops_t;
+
+/* Every executor struct starts with this header. */
+struct zx_executor {
+    const zx__executor_ops_t *ops;
+};
+
+/* Submit with internal flags (map uses ZXP_F_CHUNK). */
+zx_future_t *zx__submit_flags(zx_executor_t *ex, const char *fn, const void *args, size_t len,
+                              const zx_task_opts_t *opts, uint32_t flags);
+
+/* Sets this thread's last error (zx_last_error). */
+void zx__set_last_error(int code);
+
+/* Constructors used by zx_executor_new. */
+zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts);
+
+/* ---- futures ---------------------------------------------------------------- */
+
+/* A new PENDING future with one reference. ex is borrowed and used only for
+   cancel/terminate while the future is not done (executors outlive their
+   unresolved futures: shutdown/destroy resolves them first). fn copied. */
+zx_future_t *zx__future_new(zx_executor_t *ex, const char *fn, uint64_t seq);
+uint64_t zx__future_seq(const zx_future_t *f);
+zx_executor_t *zx__future_executor(const zx_future_t *f);
+
+/* Executor-private slot (e.g. the remote executor's pending-table entry). */
+void zx__future_set_priv(zx_future_t *f, void *priv);
+void *zx__future_priv(const zx_future_t *f);
+
+/* Completion. Each returns true if it changed the state, false if the future
+   was already done (first completion wins; later ones are ignored). They
+   wake waiters and run done-callbacks with no lock held. */
+bool zx__future_set_running(zx_future_t *f); /* PENDING -> RUNNING */
+bool zx__future_set_result(zx_future_t *f, const void *value, size_t len); /* copies */
+/* Takes ownership of value (malloc'd), avoiding a copy. */
+bool zx__future_set_result_owned(zx_future_t *f, void *value, size_t len);
+bool zx__future_set_exception(zx_future_t *f, int code, const char *type, const char *message,
+                              const char *traceback, const char *node, int pid);
+/* reason: "" for a plain cancel, or e.g. "terminated while running". */
+bool zx__future_set_cancelled(zx_future_t *f, const char *reason);
+
+/* Completes f from a RESULT/WRESULT-style status and payload (ZXP_ST_*):
+   OK -> value; errors -> exception decoded from the [type, message,
+   traceback] payload (a malformed one still fails the future, with
+   ZX_EPROTO); CANCELLED -> cancelled. Returns as zx__future_set_*. */
+bool zx__future_complete(zx_future_t *f, int status, const void *payload, size_t len,
+                         const char *node, int pid);
+
+/* Maps a ZXP_ST_* status to a ZX_E* code. */
+int zx__status_code(int status);
+
+#endif

@@ -1,0 +1,229 @@
+/*  testutil.c - start and stop the real binaries for integration tests. */
+#include "zx_testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void s_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int zxt_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
+        port = ntohs(a.sin_port);
+    }
+    close(fd);
+    return port;
+}
+
+static char *s_join(const char *dir, const char *name)
+{
+    char *p = NULL;
+    if (asprintf(&p, "%s/%s", dir, name) < 0) {
+        return NULL;
+    }
+    return p;
+}
+
+char *zxt_bin(const char *name)
+{
+    const char *dir = getenv("ZEXEC_BIN_DIR");
+    return s_join(dir ? dir : ".", name);
+}
+
+char *zxt_plugin(const char *name)
+{
+    const char *dir = getenv("ZEXEC_PLUGIN_DIR");
+    char *file = NULL;
+    if (asprintf(&file, "lib%s.so", name) < 0) {
+        return NULL;
+    }
+    char *p = s_join(dir ? dir : "./examples", file);
+    free(file);
+    return p;
+}
+
+pid_t zxt_spawn(char *const argv[])
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0) {
+        return pid;
+    }
+    /* the child dies with the test process, whatever kills it */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) {
+        _exit(127);
+    }
+    if (!getenv("ZXT_VERBOSE")) {
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) {
+            dup2(null, STDOUT_FILENO);
+            dup2(null, STDERR_FILENO);
+            close(null);
+        }
+    }
+    execv(argv[0], argv);
+    _exit(127);
+}
+
+bool zxt_wait_exit(pid_t pid, double timeout, int *status)
+{
+    double end = s_now() + timeout;
+    int st = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid || (r < 0 && errno == ECHILD)) {
+            if (status) {
+                *status = st;
+            }
+            return true;
+        }
+        if (s_now() >= end) {
+            return false;
+        }
+        s_sleep_ms(5);
+    }
+}
+
+void zxt_stop(pid_t pid)
+{
+    if (pid <= 0) {
+        return;
+    }
+    kill(pid, SIGTERM);
+    if (!zxt_wait_exit(pid, 5.0, NULL)) {
+        zxt_kill(pid);
+    }
+}
+
+void zxt_kill(pid_t pid)
+{
+    if (pid <= 0) {
+        return;
+    }
+    kill(pid, SIGKILL);
+    zxt_wait_exit(pid, 5.0, NULL);
+}
+
+/* argv = fixed args + extra (NULL-terminated), then NULL */
+static pid_t s_spawn_with(char **fixed, size_t nfixed, const char *const extra[])
+{
+    size_t nextra = 0;
+    while (extra && extra[nextra]) {
+        nextra++;
+    }
+    char **argv = calloc(nfixed + nextra + 1, sizeof *argv);
+    if (!argv) {
+        return -1;
+    }
+    memcpy(argv, fixed, nfixed * sizeof *argv);
+    for (size_t i = 0; i < nextra; i++) {
+        argv[nfixed + i] = (char *)extra[i];
+    }
+    pid_t pid = zxt_spawn(argv);
+    free(argv);
+    return pid;
+}
+
+static pid_t s_broker_spawn(zxt_cluster_t *c, const char *const extra[])
+{
+    char *bin = zxt_bin("zexec-broker");
+    char *fixed[] = {bin, "--clients", c->client_ep, "--workers", c->worker_ep};
+    pid_t pid = s_spawn_with(fixed, 5, extra);
+    free(bin);
+    return pid;
+}
+
+int zxt_broker_start(zxt_cluster_t *c, const char *const extra[])
+{
+    memset(c, 0, sizeof *c);
+    c->client_port = zxt_free_port();
+    c->worker_port = zxt_free_port();
+    while (c->worker_port == c->client_port) {
+        c->worker_port = zxt_free_port();
+    }
+    if (c->client_port < 0 || c->worker_port < 0) {
+        return -1;
+    }
+    snprintf(c->client_ep, sizeof c->client_ep, "tcp://127.0.0.1:%d", c->client_port);
+    snprintf(c->worker_ep, sizeof c->worker_ep, "tcp://127.0.0.1:%d", c->worker_port);
+    c->broker = s_broker_spawn(c, extra);
+    return c->broker > 0 ? 0 : -1;
+}
+
+int zxt_broker_restart(zxt_cluster_t *c, const char *const extra[])
+{
+    c->broker = s_broker_spawn(c, extra);
+    return c->broker > 0 ? 0 : -1;
+}
+
+pid_t zxt_worker_start(zxt_cluster_t *c, const char *node, const char *const extra[])
+{
+    if (c->nworkers >= ZXT_MAX_WORKERS) {
+        return -1;
+    }
+    char *bin = zxt_bin("zexec-worker");
+    char *fixed[] = {bin, "--broker", c->worker_ep, "--node", (char *)node};
+    pid_t pid = s_spawn_with(fixed, 5, extra);
+    free(bin);
+    if (pid > 0) {
+        c->workers[c->nworkers++] = pid;
+    }
+    return pid;
+}
+
+void zxt_cluster_stop(zxt_cluster_t *c)
+{
+    for (int i = 0; i < c->nworkers; i++) {
+        zxt_stop(c->workers[i]);
+        c->workers[i] = 0;
+    }
+    c->nworkers = 0;
+    zxt_stop(c->broker);
+    c->broker = 0;
+}
+
+bool zxt_wait_for(bool (*cond)(void *arg), void *arg, double timeout)
+{
+    double end = s_now() + timeout;
+    for (;;) {
+        if (cond(arg)) {
+            return true;
+        }
+        if (s_now() >= end) {
+            return false;
+        }
+        s_sleep_ms(10);
+    }
+}

@@ -1,0 +1,252 @@
+/*  test_proto.c - ZXP/1: every message kind round-trips through the encoder
+    and the strict decoder; every malformed case is rejected with its code. */
+#include "zx_proto.h"
+
+#include <criterion/criterion.h>
+#include <string.h>
+
+static const uint8_t SESSION[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+
+/* A PAIR of inproc sockets stands in for the wire: what zxp_out_send writes
+   is exactly what a peer receives. */
+static zsock_t *tx, *rx;
+
+static void setup(void)
+{
+    tx = zsock_new_pair("@inproc://zxp-test");
+    rx = zsock_new_pair(">inproc://zxp-test");
+    cr_assert(tx && rx);
+}
+
+static void teardown(void)
+{
+    zsock_destroy(&tx);
+    zsock_destroy(&rx);
+}
+
+TestSuite(proto, .init = setup, .fini = teardown, .timeout = 10);
+
+static int s_recv(zxp_in_t *in, int role)
+{
+    zmsg_t *msg = zmsg_recv(rx);
+    cr_assert(msg);
+    return zxp_decode(in, &msg, role);
+}
+
+static zmsg_t *s_raw(const void *sig, size_t siglen, const void *hdr, size_t hdrlen)
+{
+    zmsg_t *m = zmsg_new();
+    zmsg_addmem(m, sig, siglen);
+    zmsg_addmem(m, hdr, hdrlen);
+    return m;
+}
+
+Test(proto, submit_batch_round_trips_with_payloads)
+{
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_out_begin(&out, ZXP_SUBMIT);
+    for (uint64_t i = 0; i < 100; i++) {
+        zxp_submit_t s = {.seq = i + 1, .fn = {"echo", 4}, .pool = (uint8_t)(i % 3),
+                          .priority = (int8_t)(i % 7) - 3, .retries = (int32_t)(i % 5) - 1,
+                          .timeout_ms = (uint32_t)i * 10, .flags = (uint32_t)(i & 1)};
+        zxp_put_submit(&out, &s);
+        zxp_out_payload_mem(&out, &i, sizeof i);
+    }
+    cr_assert_eq(zxp_out_send(&out, tx, NULL), 0);
+    zxp_out_fini(&out);
+
+    zxp_in_t in;
+    zxp_in_init(&in);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_C), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_SUBMIT);
+    cr_assert_eq(in.count, 100);
+    for (uint64_t i = 0; i < 100; i++) {
+        zxp_submit_t s;
+        zxp_get_submit(&in, i, &s);
+        cr_assert_eq(s.seq, i + 1);
+        cr_assert_eq(s.fn.len, 4);
+        cr_assert(memcmp(s.fn.ptr, "echo", 4) == 0);
+        cr_assert_eq(s.pool, i % 3);
+        cr_assert_eq(s.priority, (int8_t)(i % 7) - 3);
+        cr_assert_eq(s.retries, (int32_t)(i % 5) - 1);
+        cr_assert_eq(s.timeout_ms, i * 10);
+        cr_assert_eq(s.flags, i & 1);
+        zframe_t *p = zxp_payload_take(&in);
+        cr_assert_eq(zframe_size(p), sizeof i);
+        cr_assert(memcmp(zframe_data(p), &i, sizeof i) == 0);
+        zframe_destroy(&p);
+    }
+    zxp_in_fini(&in);
+}
+
+Test(proto, worker_messages_round_trip)
+{
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_in_t in;
+    zxp_in_init(&in);
+
+    zxp_out_begin(&out, ZXP_TASK);
+    zxp_task_t t = {.session = SESSION, .seq = 7, .fn = {"sq", 2}, .pool = ZXP_POOL_PROCESS,
+                    .timeout_ms = 1500, .attempt = 2, .flags = ZXP_F_CHUNK};
+    zxp_put_task(&out, &t);
+    zxp_out_payload(&out, NULL);
+    zxp_out_send(&out, tx, NULL);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_WORKER), 0, "%s", in.reason);
+    zxp_task_t t2;
+    zxp_get_task(&in, 0, &t2);
+    cr_assert(memcmp(t2.session, SESSION, 16) == 0);
+    cr_assert_eq(t2.seq, 7);
+    cr_assert_eq(t2.pool, ZXP_POOL_PROCESS);
+    cr_assert_eq(t2.timeout_ms, 1500);
+    cr_assert_eq(t2.attempt, 2);
+    cr_assert_eq(t2.flags, ZXP_F_CHUNK);
+
+    zxp_out_begin(&out, ZXP_WRESULT);
+    zxp_wresult_t r = {.session = SESSION, .seq = 7, .status = ZXP_ST_CRASHED, .pid = 4242,
+                       .pool = ZXP_POOL_PROCESS, .slot_freed = false};
+    zxp_put_wresult(&out, &r);
+    zframe_t *err = zxp_error_frame("ProcessCrashed", "signal 11", "");
+    zxp_out_payload(&out, &err);
+    cr_assert_null(err);
+    zxp_out_send(&out, tx, NULL);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_W), 0, "%s", in.reason);
+    zxp_wresult_t r2;
+    zxp_get_wresult(&in, 0, &r2);
+    cr_assert_eq(r2.status, ZXP_ST_CRASHED);
+    cr_assert_eq(r2.pid, 4242);
+    cr_assert_eq(r2.slot_freed, false);
+
+    zxp_out_begin(&out, ZXP_WCANCELLED);
+    zxp_put_wcancelled(&out, SESSION, 9, ZXP_CANCEL_TERMINATED);
+    zxp_out_send(&out, tx, NULL);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_W), 0, "%s", in.reason);
+    cr_assert_eq(zxp_u(zxp_item(&in, 0), 2), ZXP_CANCEL_TERMINATED);
+
+    cr_assert_eq(zxp_send_credit(tx, ZXP_POOL_THREAD, 3), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_W), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_CREDIT);
+    cr_assert_eq(zxp_u(&in.hdr, 1), 3);
+
+    zxp_out_fini(&out);
+    zxp_in_fini(&in);
+}
+
+Test(proto, client_control_messages_round_trip)
+{
+    zxp_in_t in;
+    zxp_in_init(&in);
+    cr_assert_eq(zxp_send_hello(tx, SESSION, "tester", 1000), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_C), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_HELLO);
+    cr_assert_eq(zxp_u(&in.hdr, 3), 1000);
+    zxp_str_t name = zxp_s(&in.hdr, 2);
+    cr_assert(name.len == 6 && memcmp(name.ptr, "tester", 6) == 0);
+
+    cr_assert_eq(zxp_send_welcome(tx, NULL, SESSION, 500, 3, ZXP_MAX_MSG), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_CLIENT), 0, "%s", in.reason);
+    cr_assert_eq(zxp_u(&in.hdr, 2), 3);
+
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_out_begin(&out, ZXP_RESULT);
+    zxp_result_t r = {.seq = 5, .status = ZXP_ST_OK, .node = {"n1", 2}, .pid = 9,
+                      .pool = ZXP_POOL_THREAD, .attempts = 1};
+    zxp_put_result(&out, &r);
+    zxp_out_payload_mem(&out, "\x05", 1);
+    zxp_out_send(&out, tx, NULL);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_CLIENT), 0, "%s", in.reason);
+    zxp_result_t r2;
+    zxp_get_result(&in, 0, &r2);
+    cr_assert_eq(r2.seq, 5);
+    cr_assert(r2.node.len == 2 && memcmp(r2.node.ptr, "n1", 2) == 0);
+
+    for (int cmd = ZXP_HEARTBEAT; cmd <= ZXP_BYE; cmd++) {
+        zxp_send_empty(tx, NULL, (uint8_t)cmd);
+        cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_C), 0);
+        cr_assert_eq(in.cmd, cmd);
+    }
+    zxp_out_fini(&out);
+    zxp_in_fini(&in);
+}
+
+static void s_expect(zmsg_t *m, int role, int code)
+{
+    zxp_in_t in;
+    zxp_in_init(&in);
+    int rc = zxp_decode(&in, &m, role);
+    cr_assert_null(m, "decode consumes the message");
+    cr_assert_eq(rc, code, "got %d (%s), wanted %d", rc, zxp_strerror(rc), code);
+    cr_assert(in.reason != NULL);
+    zxp_in_fini(&in);
+}
+
+Test(proto, malformed_messages_are_rejected_with_their_reason)
+{
+    const uint8_t sig_ok[4] = {'Z', 'X', 1, ZXP_HEARTBEAT};
+    const uint8_t empty[1] = {0x90};
+    s_expect(zmsg_new(), ZXP_ROLE_BROKER_C, ZXP_E_SHORT);
+    s_expect(s_raw("ZY\x01\x08", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_SIG);
+    s_expect(s_raw("ZX\x01", 3, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_SIG);
+    s_expect(s_raw("ZX\x02\x08", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_VERSION);
+    s_expect(s_raw("ZX\x01\x7f", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_CMD);
+    /* TASK is for workers, not for the broker's client endpoint */
+    s_expect(s_raw("ZX\x01\x22", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_CMD);
+    /* msgpack-c would reserve ~96 GB for this array header */
+    s_expect(s_raw(sig_ok, 4, "\xdd\xff\xff\xff\xff", 5), ZXP_ROLE_BROKER_C, ZXP_E_MSGPACK);
+    s_expect(s_raw(sig_ok, 4, "\xdf\xff\xff\xff\xff", 5), ZXP_ROLE_BROKER_C, ZXP_E_MSGPACK);
+    s_expect(s_raw(sig_ok, 4, "\x92\x01", 2), ZXP_ROLE_BROKER_C, ZXP_E_MSGPACK); /* truncated */
+    s_expect(s_raw(sig_ok, 4, "\x90\x90", 2), ZXP_ROLE_BROKER_C, ZXP_E_MSGPACK); /* trailing */
+    s_expect(s_raw(sig_ok, 4, "\x01", 1), ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);      /* not array */
+    /* SUBMIT item with a string where the seq belongs */
+    s_expect(s_raw("ZX\x01\x03", 4, "\x91\x97\xa1x\xa1" "f\x00\x00\x00\x00\x00", 11),
+             ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);
+    /* a valid SUBMIT item but no payload frame */
+    s_expect(s_raw("ZX\x01\x03", 4, "\x91\x97\x01\xa1" "f\x00\x00\x00\x00\x00", 10),
+             ZXP_ROLE_BROKER_C, ZXP_E_PAYLOADS);
+    /* pool 9 does not exist */
+    zmsg_t *m = s_raw("ZX\x01\x03", 4, "\x91\x97\x01\xa1" "f\x09\x00\x00\x00\x00", 10);
+    zmsg_addmem(m, "\x90", 1);
+    s_expect(m, ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);
+    /* a header over the limit */
+    size_t big = ZXP_MAX_HEADER + 1;
+    char *buf = calloc(1, big);
+    s_expect(s_raw(sig_ok, 4, buf, big), ZXP_ROLE_BROKER_C, ZXP_E_SIZE);
+    free(buf);
+}
+
+Test(proto, mp_check_bounds_nesting_and_lengths)
+{
+    char deep[10000];
+    memset(deep, 0x91, sizeof deep); /* 10,000 nested one-element arrays */
+    cr_assert_eq(zxp_mp_check(deep, sizeof deep, ZXP_MAX_DEPTH), -1);
+    char ok[33];
+    memset(ok, 0x91, 32);
+    ok[32] = 0x01;
+    cr_assert_eq(zxp_mp_check(ok, 33, ZXP_MAX_DEPTH), 33);
+    cr_assert_eq(zxp_mp_check(ok, 33, 31), -1);
+    cr_assert_eq(zxp_mp_check("\xdb\xff\xff\xff\xff", 5, 32), -1); /* str32 past the end */
+    cr_assert_eq(zxp_mp_check("\xc6\x00\x00\x00\x02" "ab", 7, 32), 7);
+    cr_assert_eq(zxp_mp_check("\xc1", 1, 32), -1);
+    cr_assert_eq(zxp_mp_check("\x82\x01\x02\x03\x04", 5, 32), 5);
+    cr_assert_eq(zxp_mp_check("\x82\x01\x02\x03", 4, 32), -1);
+    cr_assert_eq(zxp_mp_check("\xd8\x01" "0123456789abcdef", 18, 32), 18);
+}
+
+Test(proto, batch_limit_is_enforced)
+{
+    /* ZXP_MAX_BATCH + 1 CANCEL items */
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_out_begin(&out, ZXP_CANCEL);
+    for (int i = 0; i <= ZXP_MAX_BATCH; i++) {
+        zxp_put_cancel(&out, (uint64_t)i, false);
+    }
+    zxp_out_send(&out, tx, NULL);
+    zxp_out_fini(&out);
+    zxp_in_t in;
+    zxp_in_init(&in);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_C), ZXP_E_BATCH);
+    zxp_in_fini(&in);
+}

@@ -54,24 +54,43 @@ long zxp_mp_check(const void *data, size_t len, int max_depth)
             skip = b & 0x1f;
         } else {
             switch (b) {
-            case 0xc4: case 0xd9: lenbytes = 1; break;
-            case 0xc5: case 0xda: lenbytes = 2; break;
-            case 0xc6: case 0xdb: lenbytes = 4; break;
-            case 0xc7: lenbytes = 1; skip = 1; break; /* ext: +1 type byte */
-            case 0xc8: lenbytes = 2; skip = 1; break;
-            case 0xc9: lenbytes = 4; skip = 1; break;
+            case 0xc4:
+            case 0xd9: lenbytes = 1; break;
+            case 0xc5:
+            case 0xda: lenbytes = 2; break;
+            case 0xc6:
+            case 0xdb: lenbytes = 4; break;
+            case 0xc7:
+                lenbytes = 1;
+                skip = 1;
+                break; /* ext: +1 type byte */
+            case 0xc8:
+                lenbytes = 2;
+                skip = 1;
+                break;
+            case 0xc9:
+                lenbytes = 4;
+                skip = 1;
+                break;
             case 0xca: skip = 4; break;
             case 0xcb: skip = 8; break;
-            case 0xcc: case 0xd0: skip = 1; break;
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: skip = 4; break;
-            case 0xcf: case 0xd3: skip = 8; break;
+            case 0xcc:
+            case 0xd0: skip = 1; break;
+            case 0xcd:
+            case 0xd1: skip = 2; break;
+            case 0xce:
+            case 0xd2: skip = 4; break;
+            case 0xcf:
+            case 0xd3: skip = 8; break;
             case 0xd4: skip = 2; break;
             case 0xd5: skip = 3; break;
             case 0xd6: skip = 5; break;
             case 0xd7: skip = 9; break;
             case 0xd8: skip = 17; break;
-            case 0xdc: case 0xdd: case 0xde: case 0xdf: {
+            case 0xdc:
+            case 0xdd:
+            case 0xde:
+            case 0xdf: {
                 int n = (b == 0xdc || b == 0xde) ? 2 : 4;
                 if (avail < (size_t)n) {
                     return -1;
@@ -84,8 +103,7 @@ long zxp_mp_check(const void *data, size_t len, int max_depth)
                 avail -= (size_t)n;
                 break;
             }
-            default: /* 0xc1 is never used */
-                return -1;
+            default: /* 0xc1 is never used */ return -1;
             }
             if (lenbytes) {
                 if (avail < (size_t)lenbytes) {
@@ -276,8 +294,7 @@ static bool s_ranges_ok(int cmd, const msgpack_object *it)
     case ZXP_WRESULT:
         return s_u_max(it, 2, ZXP_ST_MAX) && s_u_max(it, 3, UINT32_MAX) && s_u_max(it, 4, 2);
     case ZXP_WSTARTED: return s_u_max(it, 2, UINT32_MAX) && s_u_max(it, 3, 2);
-    case ZXP_CREDIT:
-        return zxp_u(it, 0) >= 1 && s_u_max(it, 0, 2) && s_u_max(it, 1, 1000000);
+    case ZXP_CREDIT: return zxp_u(it, 0) >= 1 && s_u_max(it, 0, 2) && s_u_max(it, 1, 1000000);
     case ZXP_CANCELLED:
     case ZXP_WCANCELLED: return s_u_max(it, cmd == ZXP_CANCELLED ? 1 : 2, 2);
     case ZXP_READY: {
@@ -302,8 +319,7 @@ static bool s_ranges_ok(int cmd, const msgpack_object *it)
         return true;
     }
     case ZXP_HELLO:
-    case ZXP_WELCOME:
-        return s_u_max(it, cmd == ZXP_HELLO ? 3 : 1, 3600000);
+    case ZXP_WELCOME: return s_u_max(it, cmd == ZXP_HELLO ? 3 : 1, 3600000);
     default: return true;
     }
 }
@@ -587,8 +603,7 @@ void zxp_put_submit(zxp_out_t *out, const zxp_submit_t *s)
     msgpack_pack_uint32(pk, s->flags);
 }
 
-void zxp_put_started(zxp_out_t *out, uint64_t seq, const char *node, size_t node_len,
-                     uint32_t pid)
+void zxp_put_started(zxp_out_t *out, uint64_t seq, const char *node, size_t node_len, uint32_t pid)
 {
     msgpack_packer *pk = s_item(out, 3);
     msgpack_pack_uint64(pk, seq);
@@ -699,8 +714,7 @@ int zxp_send_empty(zsock_t *sock, zframe_t *routing_id, uint8_t cmd)
     return s_send_built(&o, sock, routing_id);
 }
 
-int zxp_send_hello(zsock_t *sock, const uint8_t *session, const char *name,
-                   uint32_t heartbeat_ms)
+int zxp_send_hello(zsock_t *sock, const uint8_t *session, const char *name, uint32_t heartbeat_ms)
 {
     zxp_out_t o;
     zxp_out_init(&o);

@@ -70,8 +70,7 @@ bool zx_task_expired(const zx_task_t *task)
 void zx__pack_error(msgpack_packer *pk, const char *type, const char *message,
                     const char *traceback)
 {
-    const char *f[3] = {type ? type : "Error", message ? message : "",
-                        traceback ? traceback : ""};
+    const char *f[3] = {type ? type : "Error", message ? message : "", traceback ? traceback : ""};
     msgpack_pack_array(pk, 3);
     for (int i = 0; i < 3; i++) {
         size_t n = strlen(f[i]);

@@ -31,29 +31,30 @@
 
 /* Commands. 0x0_ client endpoint, 0x2_ worker endpoint, some on both. */
 enum {
-    ZXP_HELLO = 0x01,        /* c->b [version, session, name, heartbeat_ms] */
-    ZXP_WELCOME = 0x02,      /* b->c, b->w [broker_id, heartbeat_ms, liveness, max_msg] */
-    ZXP_SUBMIT = 0x03,       /* c->b batch [seq, fn, pool, priority, retries, timeout_ms, flags] +1 */
-    ZXP_STARTED = 0x04,      /* b->c batch [seq, node, pid] */
-    ZXP_RESULT = 0x05,       /* b->c batch [seq, status, node, pid, pool, attempts] +1 */
-    ZXP_CANCEL = 0x06,       /* c->b batch [seq, terminate] */
-    ZXP_CANCELLED = 0x07,    /* b->c batch [seq, outcome] */
-    ZXP_HEARTBEAT = 0x08,    /* any [] */
-    ZXP_BYE = 0x09,          /* c->b, w->b [] */
-    ZXP_STATUS = 0x0A,       /* c->b [] */
+    ZXP_HELLO = 0x01,     /* c->b [version, session, name, heartbeat_ms] */
+    ZXP_WELCOME = 0x02,   /* b->c, b->w [broker_id, heartbeat_ms, liveness, max_msg] */
+    ZXP_SUBMIT = 0x03,    /* c->b batch [seq, fn, pool, priority, retries, timeout_ms, flags] +1 */
+    ZXP_STARTED = 0x04,   /* b->c batch [seq, node, pid] */
+    ZXP_RESULT = 0x05,    /* b->c batch [seq, status, node, pid, pool, attempts] +1 */
+    ZXP_CANCEL = 0x06,    /* c->b batch [seq, terminate] */
+    ZXP_CANCELLED = 0x07, /* b->c batch [seq, outcome] */
+    ZXP_HEARTBEAT = 0x08, /* any [] */
+    ZXP_BYE = 0x09,       /* c->b, w->b [] */
+    ZXP_STATUS = 0x0A,    /* c->b [] */
     ZXP_STATUS_REPLY = 0x0B, /* b->c [map] */
     ZXP_ERROR = 0x0C,        /* b->c, b->w [code, message] */
     ZXP_RESET = 0x0D,        /* b->c, b->w []: unknown peer, say HELLO/READY again */
-    ZXP_READY = 0x21,     /* w->b [version, worker_id, node, pid, threads, procs, prefetch,
-                             heartbeat_ms, functions [[name, pools]..], running [[session, seq, pool]..]] */
-    ZXP_TASK = 0x22,      /* b->w batch [session, seq, fn, pool, timeout_ms, attempt, flags] +1 */
-    ZXP_WSTARTED = 0x23,  /* w->b batch [session, seq, pid, pool] */
-    ZXP_WRESULT = 0x24,   /* w->b batch [session, seq, status, pid, pool, slot_freed] +1 */
-    ZXP_CREDIT = 0x25,    /* w->b [pool, n]: n slots of pool freed late */
-    ZXP_WCANCEL = 0x26,   /* b->w batch [session, seq, terminate] */
+    ZXP_READY =
+        0x21,              /* w->b [version, worker_id, node, pid, threads, procs, prefetch,
+                              heartbeat_ms, functions [[name, pools]..], running [[session, seq, pool]..]] */
+    ZXP_TASK = 0x22,       /* b->w batch [session, seq, fn, pool, timeout_ms, attempt, flags] +1 */
+    ZXP_WSTARTED = 0x23,   /* w->b batch [session, seq, pid, pool] */
+    ZXP_WRESULT = 0x24,    /* w->b batch [session, seq, status, pid, pool, slot_freed] +1 */
+    ZXP_CREDIT = 0x25,     /* w->b [pool, n]: n slots of pool freed late */
+    ZXP_WCANCEL = 0x26,    /* b->w batch [session, seq, terminate] */
     ZXP_WCANCELLED = 0x27, /* w->b batch [session, seq, outcome] */
-    ZXP_DRAIN = 0x28,     /* w->b []: send me no more tasks */
-    ZXP_SHUTDOWN = 0x29,  /* b->w, b->c []: the broker is stopping */
+    ZXP_DRAIN = 0x28,      /* w->b []: send me no more tasks */
+    ZXP_SHUTDOWN = 0x29,   /* b->w, b->c []: the broker is stopping */
 };
 
 /* Pool kinds (also zx_pool_t) and masks of pools a function allows. */
@@ -99,15 +100,15 @@ enum {
 
 /* Decode errors (negative), each with a name from zxp_strerror. */
 enum {
-    ZXP_E_SHORT = -100,     /* too few frames */
-    ZXP_E_SIG = -101,       /* frame 0 is not 'Z' 'X' v c */
-    ZXP_E_VERSION = -102,   /* unsupported protocol version */
-    ZXP_E_CMD = -103,       /* unknown command, or not accepted by this role */
-    ZXP_E_SIZE = -104,      /* header too large */
-    ZXP_E_MSGPACK = -105,   /* header is not one well-formed bounded msgpack value */
-    ZXP_E_SHAPE = -106,     /* header has the wrong shape or types */
-    ZXP_E_PAYLOADS = -107,  /* payload frame count does not match the items */
-    ZXP_E_BATCH = -108,     /* too many items */
+    ZXP_E_SHORT = -100,    /* too few frames */
+    ZXP_E_SIG = -101,      /* frame 0 is not 'Z' 'X' v c */
+    ZXP_E_VERSION = -102,  /* unsupported protocol version */
+    ZXP_E_CMD = -103,      /* unknown command, or not accepted by this role */
+    ZXP_E_SIZE = -104,     /* header too large */
+    ZXP_E_MSGPACK = -105,  /* header is not one well-formed bounded msgpack value */
+    ZXP_E_SHAPE = -106,    /* header has the wrong shape or types */
+    ZXP_E_PAYLOADS = -107, /* payload frame count does not match the items */
+    ZXP_E_BATCH = -108,    /* too many items */
 };
 const char *zxp_strerror(int code);
 const char *zxp_cmd_name(int cmd);
@@ -134,12 +135,12 @@ int zxp_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_obje
 
 typedef struct zxp_in {
     uint8_t cmd;
-    zmsg_t *msg;         /* frame 0 and header popped; payload frames remain */
-    zframe_t *header;    /* owns the bytes the header object points into */
+    zmsg_t *msg;      /* frame 0 and header popped; payload frames remain */
+    zframe_t *header; /* owns the bytes the header object points into */
     msgpack_zone zone;
-    msgpack_object hdr;  /* the header array */
-    size_t count;        /* batch commands: number of items */
-    const char *reason;  /* on error: what was wrong, for the log */
+    msgpack_object hdr; /* the header array */
+    size_t count;       /* batch commands: number of items */
+    const char *reason; /* on error: what was wrong, for the log */
 } zxp_in_t;
 
 void zxp_in_init(zxp_in_t *in);
@@ -155,7 +156,7 @@ const msgpack_object *zxp_item(const zxp_in_t *in, size_t i);
 uint64_t zxp_u(const msgpack_object *arr, size_t field);
 int64_t zxp_i(const msgpack_object *arr, size_t field);
 bool zxp_b(const msgpack_object *arr, size_t field);
-zxp_str_t zxp_s(const msgpack_object *arr, size_t field);     /* str or bin */
+zxp_str_t zxp_s(const msgpack_object *arr, size_t field); /* str or bin */
 const msgpack_object *zxp_o(const msgpack_object *arr, size_t field);
 /* Takes the next payload frame (zero copy); caller owns it. NULL if none. */
 zframe_t *zxp_payload_take(zxp_in_t *in);
@@ -236,8 +237,7 @@ int zxp_out_send(zxp_out_t *out, zsock_t *sock, zframe_t *routing_id);
    The caller appends the item's payload with zxp_out_payload where the
    command carries one. */
 void zxp_put_submit(zxp_out_t *out, const zxp_submit_t *s);
-void zxp_put_started(zxp_out_t *out, uint64_t seq, const char *node, size_t node_len,
-                     uint32_t pid);
+void zxp_put_started(zxp_out_t *out, uint64_t seq, const char *node, size_t node_len, uint32_t pid);
 void zxp_put_result(zxp_out_t *out, const zxp_result_t *r);
 void zxp_put_cancel(zxp_out_t *out, uint64_t seq, bool terminate);
 void zxp_put_cancelled(zxp_out_t *out, uint64_t seq, uint32_t outcome);
@@ -250,8 +250,7 @@ void zxp_put_wcancelled(zxp_out_t *out, const uint8_t *session, uint64_t seq, ui
 
 /* Control messages, sent at once. 0 or -1. */
 int zxp_send_empty(zsock_t *sock, zframe_t *routing_id, uint8_t cmd); /* HEARTBEAT, BYE, ... */
-int zxp_send_hello(zsock_t *sock, const uint8_t *session, const char *name,
-                   uint32_t heartbeat_ms);
+int zxp_send_hello(zsock_t *sock, const uint8_t *session, const char *name, uint32_t heartbeat_ms);
 int zxp_send_welcome(zsock_t *sock, zframe_t *routing_id, const uint8_t *broker_id,
                      uint32_t heartbeat_ms, uint32_t liveness, uint32_t max_msg);
 int zxp_send_error(zsock_t *sock, zframe_t *routing_id, uint32_t code, const char *message);

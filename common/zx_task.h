@@ -6,9 +6,9 @@
 #include "zexec.h"
 
 struct zx_task {
-    const char *fn;        /* borrowed function name */
-    int pool;              /* ZX_POOL_THREAD or ZX_POOL_PROCESS */
-    int64_t deadline_ms;   /* zclock_mono() deadline, 0: none */
+    const char *fn;      /* borrowed function name */
+    int pool;            /* ZX_POOL_THREAD or ZX_POOL_PROCESS */
+    int64_t deadline_ms; /* zclock_mono() deadline, 0: none */
     /* set by zx_raise; freed by zx__task_fini */
     char *err_type;
     char *err_message;

@@ -65,7 +65,7 @@ void *zx__future_priv(const zx_future_t *f);
 /* Completion. Each returns true if it changed the state, false if the future
    was already done (first completion wins; later ones are ignored). They
    wake waiters and run done-callbacks with no lock held. */
-bool zx__future_set_running(zx_future_t *f); /* PENDING -> RUNNING */
+bool zx__future_set_running(zx_future_t *f);                               /* PENDING -> RUNNING */
 bool zx__future_set_result(zx_future_t *f, const void *value, size_t len); /* copies */
 /* Takes ownership of value (malloc'd), avoiding a copy. */
 bool zx__future_set_result_owned(zx_future_t *f, void *value, size_t len);

@@ -47,9 +47,13 @@ Test(proto, submit_batch_round_trips_with_payloads)
     zxp_out_init(&out);
     zxp_out_begin(&out, ZXP_SUBMIT);
     for (uint64_t i = 0; i < 100; i++) {
-        zxp_submit_t s = {.seq = i + 1, .fn = {"echo", 4}, .pool = (uint8_t)(i % 3),
-                          .priority = (int8_t)(i % 7) - 3, .retries = (int32_t)(i % 5) - 1,
-                          .timeout_ms = (uint32_t)i * 10, .flags = (uint32_t)(i & 1)};
+        zxp_submit_t s = {.seq = i + 1,
+                          .fn = {"echo", 4},
+                          .pool = (uint8_t)(i % 3),
+                          .priority = (int8_t)(i % 7) - 3,
+                          .retries = (int32_t)(i % 5) - 1,
+                          .timeout_ms = (uint32_t)i * 10,
+                          .flags = (uint32_t)(i & 1)};
         zxp_put_submit(&out, &s);
         zxp_out_payload_mem(&out, &i, sizeof i);
     }
@@ -88,8 +92,13 @@ Test(proto, worker_messages_round_trip)
     zxp_in_init(&in);
 
     zxp_out_begin(&out, ZXP_TASK);
-    zxp_task_t t = {.session = SESSION, .seq = 7, .fn = {"sq", 2}, .pool = ZXP_POOL_PROCESS,
-                    .timeout_ms = 1500, .attempt = 2, .flags = ZXP_F_CHUNK};
+    zxp_task_t t = {.session = SESSION,
+                    .seq = 7,
+                    .fn = {"sq", 2},
+                    .pool = ZXP_POOL_PROCESS,
+                    .timeout_ms = 1500,
+                    .attempt = 2,
+                    .flags = ZXP_F_CHUNK};
     zxp_put_task(&out, &t);
     zxp_out_payload(&out, NULL);
     zxp_out_send(&out, tx, NULL);
@@ -104,8 +113,12 @@ Test(proto, worker_messages_round_trip)
     cr_assert_eq(t2.flags, ZXP_F_CHUNK);
 
     zxp_out_begin(&out, ZXP_WRESULT);
-    zxp_wresult_t r = {.session = SESSION, .seq = 7, .status = ZXP_ST_CRASHED, .pid = 4242,
-                       .pool = ZXP_POOL_PROCESS, .slot_freed = false};
+    zxp_wresult_t r = {.session = SESSION,
+                       .seq = 7,
+                       .status = ZXP_ST_CRASHED,
+                       .pid = 4242,
+                       .pool = ZXP_POOL_PROCESS,
+                       .slot_freed = false};
     zxp_put_wresult(&out, &r);
     zframe_t *err = zxp_error_frame("ProcessCrashed", "signal 11", "");
     zxp_out_payload(&out, &err);
@@ -151,8 +164,12 @@ Test(proto, client_control_messages_round_trip)
     zxp_out_t out;
     zxp_out_init(&out);
     zxp_out_begin(&out, ZXP_RESULT);
-    zxp_result_t r = {.seq = 5, .status = ZXP_ST_OK, .node = {"n1", 2}, .pid = 9,
-                      .pool = ZXP_POOL_THREAD, .attempts = 1};
+    zxp_result_t r = {.seq = 5,
+                      .status = ZXP_ST_OK,
+                      .node = {"n1", 2},
+                      .pid = 9,
+                      .pool = ZXP_POOL_THREAD,
+                      .attempts = 1};
     zxp_put_result(&out, &r);
     zxp_out_payload_mem(&out, "\x05", 1);
     zxp_out_send(&out, tx, NULL);
@@ -198,15 +215,24 @@ Test(proto, malformed_messages_are_rejected_with_their_reason)
     s_expect(s_raw(sig_ok, 4, "\xdf\xff\xff\xff\xff", 5), ZXP_ROLE_BROKER_C, ZXP_E_MSGPACK);
     s_expect(s_raw(sig_ok, 4, "\x92\x01", 2), ZXP_ROLE_BROKER_C, ZXP_E_MSGPACK); /* truncated */
     s_expect(s_raw(sig_ok, 4, "\x90\x90", 2), ZXP_ROLE_BROKER_C, ZXP_E_MSGPACK); /* trailing */
-    s_expect(s_raw(sig_ok, 4, "\x01", 1), ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);      /* not array */
+    s_expect(s_raw(sig_ok, 4, "\x01", 1), ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);       /* not array */
     /* SUBMIT item with a string where the seq belongs */
-    s_expect(s_raw("ZX\x01\x03", 4, "\x91\x97\xa1x\xa1" "f\x00\x00\x00\x00\x00", 11),
+    s_expect(s_raw("ZX\x01\x03", 4,
+                   "\x91\x97\xa1x\xa1"
+                   "f\x00\x00\x00\x00\x00",
+                   11),
              ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);
     /* a valid SUBMIT item but no payload frame */
-    s_expect(s_raw("ZX\x01\x03", 4, "\x91\x97\x01\xa1" "f\x00\x00\x00\x00\x00", 10),
+    s_expect(s_raw("ZX\x01\x03", 4,
+                   "\x91\x97\x01\xa1"
+                   "f\x00\x00\x00\x00\x00",
+                   10),
              ZXP_ROLE_BROKER_C, ZXP_E_PAYLOADS);
     /* pool 9 does not exist */
-    zmsg_t *m = s_raw("ZX\x01\x03", 4, "\x91\x97\x01\xa1" "f\x09\x00\x00\x00\x00", 10);
+    zmsg_t *m = s_raw("ZX\x01\x03", 4,
+                      "\x91\x97\x01\xa1"
+                      "f\x09\x00\x00\x00\x00",
+                      10);
     zmsg_addmem(m, "\x90", 1);
     s_expect(m, ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);
     /* a header over the limit */
@@ -227,11 +253,17 @@ Test(proto, mp_check_bounds_nesting_and_lengths)
     cr_assert_eq(zxp_mp_check(ok, 33, ZXP_MAX_DEPTH), 33);
     cr_assert_eq(zxp_mp_check(ok, 33, 31), -1);
     cr_assert_eq(zxp_mp_check("\xdb\xff\xff\xff\xff", 5, 32), -1); /* str32 past the end */
-    cr_assert_eq(zxp_mp_check("\xc6\x00\x00\x00\x02" "ab", 7, 32), 7);
+    cr_assert_eq(zxp_mp_check("\xc6\x00\x00\x00\x02"
+                              "ab",
+                              7, 32),
+                 7);
     cr_assert_eq(zxp_mp_check("\xc1", 1, 32), -1);
     cr_assert_eq(zxp_mp_check("\x82\x01\x02\x03\x04", 5, 32), 5);
     cr_assert_eq(zxp_mp_check("\x82\x01\x02\x03", 4, 32), -1);
-    cr_assert_eq(zxp_mp_check("\xd8\x01" "0123456789abcdef", 18, 32), 18);
+    cr_assert_eq(zxp_mp_check("\xd8\x01"
+                              "0123456789abcdef",
+                              18, 32),
+                 18);
 }
 
 Test(proto, batch_limit_is_enforced)

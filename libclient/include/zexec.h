@@ -93,13 +93,13 @@ typedef struct zx_options {
                               been unreachable this long; default 60 s */
     size_t max_batch;      /* most tasks per SUBMIT message; default 256 */
     /* Local cluster (endpoint NULL) only: */
-    int local_workers;     /* worker processes; default 2 */
-    int local_threads;     /* thread-pool size per worker; default: cores */
-    int local_procs;       /* process-pool size per worker; default: cores */
-    const char *bin_dir;   /* where zexec-broker and zexec-worker are; default: $ZEXEC_BIN_DIR,
-                              then the install prefix, then $PATH */
+    int local_workers;          /* worker processes; default 2 */
+    int local_threads;          /* thread-pool size per worker; default: cores */
+    int local_procs;            /* process-pool size per worker; default: cores */
+    const char *bin_dir;        /* where zexec-broker and zexec-worker are; default: $ZEXEC_BIN_DIR,
+                                   then the install prefix, then $PATH */
     const char *const *plugins; /* NULL-terminated plugin paths given to each local worker */
-    bool allow_exec;       /* local workers get --allow-exec */
+    bool allow_exec;            /* local workers get --allow-exec */
 } zx_options_t;
 
 /* Per-task options for zx_submit_opts. All-zero means every default. */
@@ -169,8 +169,8 @@ zx_future_t *zx_submit(zx_executor_t *ex, const char *fn, const void *args, size
    n nil, m raw msgpack (const void *, size_t) inserted as one argument. */
 zx_future_t *zx_submitf(zx_executor_t *ex, const char *fn, const char *fmt, ...);
 
-zx_future_t *zx_submit_opts(zx_executor_t *ex, const char *fn, const void *args,
-                            size_t args_len, const zx_task_opts_t *opts);
+zx_future_t *zx_submit_opts(zx_executor_t *ex, const char *fn, const void *args, size_t args_len,
+                            const zx_task_opts_t *opts);
 
 /* The code that made the last NULL-returning call of this thread fail. */
 int zx_last_error(void);
@@ -178,8 +178,8 @@ int zx_last_error(void);
 /* ---- futures -------------------------------------------------------------- */
 
 zx_state_t zx_future_state(zx_future_t *f);
-bool zx_future_done(zx_future_t *f);      /* FINISHED or CANCELLED */
-bool zx_future_running(zx_future_t *f);   /* a worker has started it */
+bool zx_future_done(zx_future_t *f);    /* FINISHED or CANCELLED */
+bool zx_future_running(zx_future_t *f); /* a worker has started it */
 bool zx_future_cancelled(zx_future_t *f);
 
 /* Cancels a task that has not started: true if it is now CANCELLED (it will

@@ -1,0 +1,269 @@
+/*  waiters.c - waiting on many futures at once: zx_as_completed_* and
+    zx_wait, as CPython's concurrent.futures does them. One waiter object
+    (zx_waiter.h) is registered on every future not yet done; completion
+    appends the future to the waiter and signals it, so the waiting thread
+    sleeps on one condition variable and is woken by completion, never by a
+    polling timer. Futures of any executor mix, since only the future core is
+    involved.
+
+    Lock order: future lock, then waiter lock (futures notify under their own
+    lock). Here the waiter lock is never held while a future lock is taken.
+*/
+#include "zx_client_int.h"
+#include "zx_waiter.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <string.h>
+
+/* ---- de-duplication ------------------------------------------------------- */
+
+static size_t s_ptr_hash(const void *key)
+{
+    uintptr_t p = (uintptr_t)key;
+    return (size_t)((p >> 4) * 0x9E3779B97F4A7C15ull);
+}
+
+static int s_ptr_cmp(const void *a, const void *b)
+{
+    return a == b ? 0 : ((uintptr_t)a < (uintptr_t)b ? -1 : 1);
+}
+
+/* Copies the non-NULL entries of fs into out, each pointer once, in input
+   order. Returns how many, or -1 out of memory. */
+static long s_unique(zx_future_t *const *fs, size_t n, zx_future_t **out)
+{
+    if (n <= 8) {
+        /* a hash table costs more than a scan for the common handful */
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            bool seen = !fs[i];
+            for (size_t j = 0; j < k && !seen; j++) {
+                seen = out[j] == fs[i];
+            }
+            if (!seen) {
+                out[k++] = fs[i];
+            }
+        }
+        return (long)k;
+    }
+    zhashx_t *set = zhashx_new();
+    if (!set) {
+        return -1;
+    }
+    zhashx_set_key_hasher(set, s_ptr_hash);
+    zhashx_set_key_comparator(set, s_ptr_cmp);
+    zhashx_set_key_duplicator(set, NULL);
+    zhashx_set_key_destructor(set, NULL);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fs[i] && zhashx_insert(set, fs[i], fs[i]) == 0) {
+            out[k++] = fs[i];
+        }
+    }
+    zhashx_destroy(&set);
+    return (long)k;
+}
+
+/* ---- as_completed --------------------------------------------------------- */
+
+struct zx_as_completed {
+    zx_future_t **fs;         /* unique futures, one reference each */
+    zx__waiter_link_t *links; /* per future; linked ones are registered */
+    size_t n;
+    zx_future_t **early; /* done at the call, in input order (borrowed from fs) */
+    size_t n_early, early_pos;
+    zx__waiter_t waiter;
+    size_t late_pos;  /* next index into waiter.done */
+    size_t n_pending; /* registered at the call */
+    struct timespec deadline;
+    int status;
+};
+
+zx_as_completed_t *zx_as_completed_new(zx_future_t *const *fs, size_t n, double timeout)
+{
+    if (!fs && n) {
+        zx__set_last_error(ZX_EINVAL);
+        return NULL;
+    }
+    zx_as_completed_t *it = calloc(1, sizeof *it);
+    if (!it) {
+        goto fail;
+    }
+    it->deadline = zx__deadline(timeout);
+    it->fs = calloc(n ? n : 1, sizeof *it->fs);
+    it->early = calloc(n ? n : 1, sizeof *it->early);
+    it->links = calloc(n ? n : 1, sizeof *it->links);
+    if (!it->fs || !it->early || !it->links) {
+        goto fail_it;
+    }
+    long k = s_unique(fs, n, it->fs);
+    if (k < 0 || zx__waiter_init(&it->waiter, (size_t)k) != ZX_OK) {
+        goto fail_it;
+    }
+    it->n = (size_t)k;
+    for (size_t i = 0; i < it->n; i++) {
+        zx_future_ref(it->fs[i]);
+        if (zx__future_add_waiter(it->fs[i], &it->waiter, &it->links[i])) {
+            it->n_pending++;
+        } else {
+            it->early[it->n_early++] = it->fs[i];
+        }
+    }
+    return it;
+
+fail_it:
+    free(it->fs);
+    free(it->early);
+    free(it->links);
+    free(it);
+fail:
+    zx__set_last_error(ZX_ENOMEM);
+    return NULL;
+}
+
+zx_future_t *zx_as_completed_next(zx_as_completed_t *it)
+{
+    if (!it) {
+        return NULL;
+    }
+    if (it->early_pos < it->n_early) {
+        return it->early[it->early_pos++];
+    }
+    if (it->status != ZX_OK || it->late_pos >= it->n_pending) {
+        return NULL;
+    }
+    zx_future_t *f = NULL;
+    pthread_mutex_lock(&it->waiter.lock);
+    while (it->late_pos >= it->waiter.n_done) {
+        if (zx__cond_wait_until(&it->waiter.cond, &it->waiter.lock, &it->deadline) == ETIMEDOUT &&
+            it->late_pos >= it->waiter.n_done) {
+            it->status = ZX_ETIMEOUT;
+            break;
+        }
+    }
+    if (it->status == ZX_OK) {
+        f = it->waiter.done[it->late_pos++];
+    }
+    pthread_mutex_unlock(&it->waiter.lock);
+    return f;
+}
+
+int zx_as_completed_status(zx_as_completed_t *it)
+{
+    return it ? it->status : ZX_EINVAL;
+}
+
+void zx_as_completed_destroy(zx_as_completed_t **it_p)
+{
+    if (!it_p || !*it_p) {
+        return;
+    }
+    zx_as_completed_t *it = *it_p;
+    *it_p = NULL;
+    for (size_t i = 0; i < it->n; i++) {
+        zx__future_remove_waiter(it->fs[i], &it->links[i]);
+    }
+    /* no future can reach the waiter any more */
+    for (size_t i = 0; i < it->n; i++) {
+        zx_future_unref(&it->fs[i]);
+    }
+    zx__waiter_fini(&it->waiter);
+    free(it->fs);
+    free(it->early);
+    free(it->links);
+    free(it);
+}
+
+/* ---- wait ----------------------------------------------------------------- */
+
+/* Whether the return_when condition holds for these counts. */
+static bool s_condition(zx_return_when_t when, size_t n, size_t n_done, size_t n_failed)
+{
+    switch (when) {
+    case ZX_FIRST_COMPLETED: return n_done > 0 || n == 0;
+    case ZX_FIRST_EXCEPTION: return n_failed > 0 || n_done == n;
+    default: return n_done == n;
+    }
+}
+
+int zx_wait(zx_future_t *const *fs, size_t n, double timeout, zx_return_when_t when,
+            zx_future_t **done, size_t *n_done, zx_future_t **not_done, size_t *n_not_done)
+{
+    if ((!fs && n) || when < ZX_FIRST_COMPLETED || when > ZX_ALL_COMPLETED) {
+        return ZX_EINVAL;
+    }
+    struct timespec deadline = zx__deadline(timeout);
+    zx_future_t **u = calloc(n ? n : 1, sizeof *u);
+    zx__waiter_link_t *links = calloc(n ? n : 1, sizeof *links);
+    long k = u && links ? s_unique(fs, n, u) : -1;
+    if (k < 0) {
+        free(u);
+        free(links);
+        return ZX_ENOMEM;
+    }
+    size_t m = (size_t)k;
+    /* The caller's references keep fs alive for the call: no refs taken. */
+    size_t d0 = 0, f0 = 0;
+    for (size_t i = 0; i < m; i++) {
+        if (zx_future_done(u[i])) {
+            d0++;
+            f0 += zx__future_failed(u[i]);
+        }
+    }
+    int rc = ZX_OK;
+    if (!s_condition(when, m, d0, f0)) {
+        zx__waiter_t w;
+        if (zx__waiter_init(&w, m) != ZX_OK) {
+            free(u);
+            free(links);
+            return ZX_ENOMEM;
+        }
+        /* Re-count while registering: a future may finish between the scan
+           above and its registration; then it is counted here, not notified. */
+        size_t d = 0, fl = 0;
+        for (size_t i = 0; i < m; i++) {
+            if (!zx__future_add_waiter(u[i], &w, &links[i])) {
+                d++;
+                fl += zx__future_failed(u[i]);
+            }
+        }
+        pthread_mutex_lock(&w.lock);
+        while (!s_condition(when, m, d + w.n_done, fl + w.n_failed)) {
+            if (zx__cond_wait_until(&w.cond, &w.lock, &deadline) == ETIMEDOUT) {
+                break;
+            }
+        }
+        pthread_mutex_unlock(&w.lock);
+        for (size_t i = 0; i < m; i++) {
+            zx__future_remove_waiter(u[i], &links[i]);
+        }
+        zx__waiter_fini(&w);
+    }
+    /* The sets reflect the states now, which can only have moved forward. */
+    size_t nd = 0, nn = 0, nf = 0;
+    for (size_t i = 0; i < m; i++) {
+        if (zx_future_done(u[i])) {
+            nf += zx__future_failed(u[i]);
+            if (done) {
+                done[nd] = u[i];
+            }
+            nd++;
+        } else {
+            if (not_done) {
+                not_done[nn] = u[i];
+            }
+            nn++;
+        }
+    }
+    if (n_done) {
+        *n_done = nd;
+    }
+    if (n_not_done) {
+        *n_not_done = nn;
+    }
+    rc = s_condition(when, m, nd, nf) ? ZX_OK : ZX_ETIMEOUT;
+    free(u);
+    free(links);
+    return rc;
+}

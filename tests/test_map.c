@@ -1,0 +1,289 @@
+/*  test_map.c - zx_map_* (libclient/map.c) on a local executor: input
+    order, chunks, the stop at a raised element, timeouts from the call,
+    cancellation on destroy, and a million-input generator in bounded
+    memory. */
+#include "zexec.h"
+#include "zx_test_fns.h"
+
+#include <criterion/criterion.h>
+#include <czmq.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* n argument arrays [i] (or [i, bad]) with their lengths. */
+typedef struct {
+    msgpack_sbuffer sb[64];
+    const void *args[64];
+    size_t lens[64];
+    size_t n;
+} inputs_t;
+
+static void s_inputs(inputs_t *in, size_t n, int nargs, int64_t bad)
+{
+    in->n = n;
+    for (size_t i = 0; i < n; i++) {
+        msgpack_sbuffer_init(&in->sb[i]);
+        zxt_args_int(&in->sb[i], nargs, (int64_t)i, bad);
+        in->args[i] = in->sb[i].data;
+        in->lens[i] = in->sb[i].size;
+    }
+}
+
+static void s_inputs_fini(inputs_t *in)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        msgpack_sbuffer_destroy(&in->sb[i]);
+    }
+}
+
+static zx_executor_t *s_ex(int threads)
+{
+    zx_executor_t *ex = zx_executor_new_local(threads);
+    cr_assert_not_null(ex);
+    zxt_register_all(ex);
+    return ex;
+}
+
+Test(map, yields_results_in_input_order_with_and_without_chunks, .timeout = 30)
+{
+    zx_executor_t *ex = s_ex(4);
+    inputs_t in;
+    s_inputs(&in, 50, 1, 0);
+    size_t chunks[] = {0, 1, 3, 7, 50, 100};
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        zx_map_t *m = zx_map_new(ex, "square", in.args, in.lens, in.n, chunks[c], 10);
+        cr_assert_not_null(m);
+        const void *v;
+        size_t len;
+        for (int64_t i = 0; i < 50; i++) {
+            cr_assert_eq(zx_map_next(m, &v, &len), ZX_OK, "chunk %zu item %lld", chunks[c],
+                         (long long)i);
+            cr_assert_eq(zxt_value_int(v, len), i * i);
+        }
+        cr_assert_eq(zx_map_next(m, &v, &len), ZX_EEND);
+        cr_assert_eq(zx_map_next(m, &v, &len), ZX_EEND, "stays at the end");
+        cr_assert_null(zx_map_exception(m));
+        zx_map_destroy(&m);
+        cr_assert_null(m);
+    }
+    s_inputs_fini(&in);
+    zx_executor_destroy(&ex);
+}
+
+Test(map, empty_input_ends_at_once, .timeout = 30)
+{
+    zx_executor_t *ex = s_ex(1);
+    zx_map_t *m = zx_map_new(ex, "square", NULL, NULL, 0, 1, ZX_FOREVER);
+    cr_assert_not_null(m);
+    cr_assert_eq(zx_map_next(m, NULL, NULL), ZX_EEND);
+    zx_map_destroy(&m);
+    zx_executor_destroy(&ex);
+}
+
+static void s_check_raised_stop(size_t chunksize)
+{
+    zx_executor_t *ex = s_ex(2);
+    inputs_t in;
+    s_inputs(&in, 20, 2, 5); /* fail_if(i, 5): element 5 raises */
+    zx_map_t *m = zx_map_new(ex, "fail_if", in.args, in.lens, in.n, chunksize, 10);
+    const void *v;
+    size_t len;
+    for (int64_t i = 0; i < 5; i++) {
+        cr_assert_eq(zx_map_next(m, &v, &len), ZX_OK);
+        cr_assert_eq(zxt_value_int(v, len), i);
+    }
+    cr_assert_eq(zx_map_next(m, &v, &len), ZX_ERAISED);
+    const zx_error_t *e = zx_map_exception(m);
+    cr_assert_not_null(e);
+    cr_assert_eq(e->code, ZX_ERAISED);
+    cr_assert_str_eq(e->type, "ValueError");
+    cr_assert_str_eq(e->message, "bad input 5");
+    cr_assert_str_eq(e->node, "local");
+    cr_assert_eq(e->pid, getpid());
+    cr_assert_eq(zx_map_next(m, &v, &len), ZX_ERAISED, "the map stops there");
+    cr_assert_str_eq(zx_map_exception(m)->message, "bad input 5");
+    zx_map_destroy(&m);
+    s_inputs_fini(&in);
+    zx_executor_destroy(&ex);
+}
+
+Test(map, stops_at_a_raised_element, .timeout = 30)
+{
+    s_check_raised_stop(1);
+}
+
+Test(map, stops_at_a_raised_element_inside_a_chunk, .timeout = 30)
+{
+    s_check_raised_stop(4);
+}
+
+Test(map, unknown_function_stops_with_its_error, .timeout = 30)
+{
+    zx_executor_t *ex = s_ex(1);
+    inputs_t in;
+    s_inputs(&in, 3, 1, 0);
+    zx_map_t *m = zx_map_new(ex, "nope", in.args, in.lens, in.n, 1, 10);
+    cr_assert_eq(zx_map_next(m, NULL, NULL), ZX_ERAISED);
+    cr_assert_eq(zx_map_exception(m)->code, ZX_ENOFUNC);
+    zx_map_destroy(&m);
+    s_inputs_fini(&in);
+    zx_executor_destroy(&ex);
+}
+
+Test(map, timeout_counts_from_the_call_and_destroy_cancels_the_rest, .timeout = 30)
+{
+    zxt_gate_reset();
+    zx_executor_t *ex = s_ex(1);
+    inputs_t in;
+    s_inputs(&in, 40, 1, 0);
+    int64_t t0 = zclock_mono();
+    zx_map_t *m = zx_map_new(ex, "block", in.args, in.lens, in.n, 1, 0.2);
+    cr_assert(zxt_gate_wait_started(1, 10));
+    cr_assert_eq(zx_map_next(m, NULL, NULL), ZX_ETIMEOUT);
+    int64_t took = zclock_mono() - t0;
+    cr_assert_geq(took, 190);
+    cr_assert_lt(took, 5000);
+    cr_assert_eq(zx_map_exception(m)->code, ZX_ETIMEOUT);
+    cr_assert_eq(zx_map_next(m, NULL, NULL), ZX_ETIMEOUT, "stays timed out");
+    zx_map_destroy(&m);
+    zxt_gate_open();
+    zx_executor_shutdown(ex, true, false);
+    cr_assert_eq(atomic_load(&zxt_trace), 1, "the 39 queued tasks were cancelled");
+    s_inputs_fini(&in);
+    zx_executor_destroy(&ex);
+}
+
+Test(map, destroy_before_consuming_cancels_pending_tasks, .timeout = 30)
+{
+    zxt_gate_reset();
+    zx_executor_t *ex = s_ex(1);
+    inputs_t in;
+    s_inputs(&in, 64, 1, 0);
+    zx_map_t *m = zx_map_new(ex, "block", in.args, in.lens, in.n, 4, ZX_FOREVER);
+    cr_assert(zxt_gate_wait_started(1, 10));
+    zx_map_destroy(&m);
+    zxt_gate_open();
+    zx_executor_shutdown(ex, true, false);
+    cr_assert_eq(atomic_load(&zxt_trace), 4, "only the first chunk ran");
+    s_inputs_fini(&in);
+    zx_executor_destroy(&ex);
+}
+
+Test(map, on_a_shut_down_executor_fails_at_the_call, .timeout = 30)
+{
+    zx_executor_t *ex = s_ex(1);
+    zx_executor_shutdown(ex, true, false);
+    inputs_t in;
+    s_inputs(&in, 3, 1, 0);
+    cr_assert_null(zx_map_new(ex, "square", in.args, in.lens, in.n, 1, 10));
+    cr_assert_eq(zx_last_error(), ZX_ESHUTDOWN);
+    cr_assert_null(zx_map_new(ex, "square", in.args, in.lens, in.n, 2, 10));
+    cr_assert_eq(zx_last_error(), ZX_ESHUTDOWN);
+    cr_assert_null(zx_map_new(NULL, "square", in.args, in.lens, in.n, 1, 10));
+    cr_assert_eq(zx_last_error(), ZX_EINVAL);
+    s_inputs_fini(&in);
+    zx_executor_destroy(&ex);
+}
+
+/* ---- generator ------------------------------------------------------------ */
+
+typedef struct {
+    size_t n, produced;
+    int fail_at; /* < 0: never */
+    unsigned char buf[16];
+    msgpack_sbuffer sb;
+} gen_t;
+
+static int s_gen(void *arg, const void **args, size_t *len)
+{
+    gen_t *g = arg;
+    if (g->produced >= g->n) {
+        return 0;
+    }
+    if (g->fail_at >= 0 && g->produced == (size_t)g->fail_at) {
+        return ZX_EINVAL;
+    }
+    zxt_args_int(&g->sb, 1, (int64_t)g->produced, 0);
+    g->produced++;
+    *args = g->sb.data; /* reused next call: zexec copies at once */
+    *len = g->sb.size;
+    return 1;
+}
+
+static long s_rss_kb(void)
+{
+    FILE *fp = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (fp) {
+        if (fscanf(fp, "%ld %ld", &pages, &rss) != 2) {
+            rss = 0;
+        }
+        fclose(fp);
+    }
+    return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void s_run_gen(size_t n, size_t chunksize, size_t max_in_flight, bool check_rss)
+{
+    zx_executor_t *ex = s_ex(2);
+    gen_t g = {.n = n, .fail_at = -1};
+    msgpack_sbuffer_init(&g.sb);
+    long rss0 = 0;
+    zx_map_t *m = zx_map_new_gen(ex, "square", s_gen, &g, chunksize, ZX_FOREVER);
+    cr_assert_not_null(m);
+    const void *v;
+    size_t len;
+    size_t most = 0;
+    for (size_t i = 0; i < n; i++) {
+        int rc = zx_map_next(m, &v, &len);
+        if (rc != ZX_OK) {
+            cr_assert_fail("item %zu: %s", i, zx_strerror(rc));
+        }
+        if (zxt_value_int(v, len) != (int64_t)(i * i)) {
+            cr_assert_fail("item %zu: wrong value", i);
+        }
+        size_t in_flight = g.produced - i;
+        most = in_flight > most ? in_flight : most;
+        if (check_rss && i == n / 10) {
+            rss0 = s_rss_kb(); /* after warm-up: allocator pools are in place */
+        }
+    }
+    cr_assert_eq(zx_map_next(m, &v, &len), ZX_EEND);
+    cr_assert_leq(most, max_in_flight, "inputs taken ahead of the consumer: %zu", most);
+    if (check_rss) {
+        long growth = s_rss_kb() - rss0;
+        cr_assert_lt(growth, 32 * 1024, "RSS grew %ld kB over %zu inputs", growth, n);
+    }
+    zx_map_destroy(&m);
+    msgpack_sbuffer_destroy(&g.sb);
+    zx_executor_destroy(&ex);
+}
+
+Test(map, generator_keeps_a_bounded_window_unchunked, .timeout = 120)
+{
+    s_run_gen(20000, 1, 128 + 1, false);
+}
+
+Test(map, generator_over_a_million_inputs_runs_in_bounded_memory, .timeout = 280)
+{
+    /* 1024 inputs in flight at most with chunks of 256: window of 4 chunks */
+    s_run_gen(1000000, 256, 1024 + 256, true);
+}
+
+Test(map, generator_error_stops_the_map_after_earlier_results, .timeout = 30)
+{
+    zx_executor_t *ex = s_ex(2);
+    gen_t g = {.n = 100, .fail_at = 3};
+    msgpack_sbuffer_init(&g.sb);
+    zx_map_t *m = zx_map_new_gen(ex, "square", s_gen, &g, 1, 10);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(zx_map_next(m, NULL, NULL), ZX_OK);
+    }
+    cr_assert_eq(zx_map_next(m, NULL, NULL), ZX_EINVAL);
+    cr_assert_eq(zx_map_exception(m)->code, ZX_EINVAL);
+    cr_assert_eq(zx_map_next(m, NULL, NULL), ZX_EINVAL);
+    zx_map_destroy(&m);
+    msgpack_sbuffer_destroy(&g.sb);
+    zx_executor_destroy(&ex);
+}

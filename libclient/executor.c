@@ -23,17 +23,6 @@ int zx_last_error(void)
     return s_last_error;
 }
 
-/* Fallback until libclient/remote.c provides the real constructor.
-   NOTE: a weak definition stops the static archive (libzexec.a) from pulling
-   remote.o in for this symbol, so this fallback must be deleted when remote.c
-   lands. */
-__attribute__((weak)) zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
-{
-    zsys_error("zexec: remote executors are not built into this library");
-    zx__set_last_error(ZX_EINVAL);
-    return NULL;
-}
-
 zx_executor_t *zx_executor_new(const char *endpoint, const zx_options_t *opts)
 {
     zx__set_last_error(ZX_OK);

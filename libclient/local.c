@@ -120,7 +120,14 @@ static void s_run_job(s_job_t *job, zx_task_fn *fn, int64_t deadline_ms)
     int st = (job->flags & ZXP_F_CHUNK) ? zx__task_call_chunk(&task, fn, job->args, job->len, &sb)
                                         : zx__task_call(&task, fn, job->args, job->len, &sb);
     zx__task_fini(&task);
-    zx__future_complete(f, st, sb.data, sb.size, "local", getpid());
+    if (deadline_ms && zclock_mono() >= deadline_ms) {
+        /* past the limit: the future fails even if the function won the race
+           with the timer thread (typically by checking zx_task_expired) */
+        zx__future_set_exception(f, ZX_ETIMELIMIT, "TimeLimitError",
+                                 "the task ran past its time limit", "", "local", getpid());
+    } else {
+        zx__future_complete(f, st, sb.data, sb.size, "local", getpid());
+    }
     msgpack_sbuffer_destroy(&sb);
 }
 

@@ -1,0 +1,348 @@
+/*  test_worker.c - the real zexec-worker against a fake broker: READY,
+    the thread pool, errors, cancel, time limits, drain and reconnect. */
+#include "worker_fb.h"
+
+Test(worker, announces_pools_functions_and_identity_in_ready, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-ready", "--threads", "3", "--procs", "2", "--prefetch", "4", "--heartbeat",
+             "0.5", NULL);
+    cr_assert_eq(fb.ready_pid, (uint32_t)fb.pid);
+    cr_assert_str_eq(fb.ready_node, "n-ready");
+    cr_assert_eq(fb.ready_threads, 3);
+    cr_assert_eq(fb.ready_procs, 2);
+    cr_assert_eq(fb.ready_prefetch, 4);
+    cr_assert_eq(fb.ready_hb, 500);
+    cr_assert_eq(fb.ready_nrunning, 0);
+    /* the routing id is the worker id */
+    cr_assert_eq(zframe_size(fb.rid), ZXP_ID_LEN);
+    cr_assert(memcmp(zframe_data(fb.rid), fb.ready_wid, ZXP_ID_LEN) == 0);
+    const char *want[] = {"echo:3,",   "sleep:3,", "fail:3,", "pid:3,",       "exec:2,",
+                          "square:3,", "crash:2,", "busy:2,", "init_count:3,"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char pat[64];
+        snprintf(pat, sizeof pat, ",%s", want[i]);
+        char all[4200];
+        snprintf(all, sizeof all, ",%s", fb.ready_fns);
+        cr_assert(strstr(all, pat), "READY lacks %s in %s", want[i], fb.ready_fns);
+    }
+    fb_stop(&fb);
+}
+
+Test(worker, echo_returns_its_arguments_byte_for_byte, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-echo", "--threads", "2", "--procs", "1", NULL);
+    /* a bin with every byte value, a nested map, a str */
+    fb_args_t a;
+    msgpack_packer *pk = fb_args_begin(&a, 3);
+    char bin[100000];
+    for (size_t i = 0; i < sizeof bin; i++) {
+        bin[i] = (char)(i * 7);
+    }
+    msgpack_pack_bin(pk, sizeof bin);
+    msgpack_pack_bin_body(pk, bin, sizeof bin);
+    msgpack_pack_map(pk, 1);
+    fb_pack_str(pk, "k");
+    msgpack_pack_int(pk, -5);
+    fb_pack_str(pk, "hello");
+    char *copy = malloc(a.sb.size);
+    memcpy(copy, a.sb.data, a.sb.size);
+    size_t len = a.sb.size;
+    fb_args_t b;
+    msgpack_sbuffer_init(&b.sb);
+    msgpack_sbuffer_write(&b.sb, copy, len);
+    fb_send(&fb, 1, "echo", ZXP_POOL_THREAD, 0, &a);
+    fb_send(&fb, 2, "echo", ZXP_POOL_PROCESS, 0, &b);
+    cr_assert(fb_wait(&fb, fb_c_results_upto, 2, 10));
+    for (int s = 1; s <= 2; s++) {
+        cr_assert_eq(fb.res[s].status, ZXP_ST_OK);
+        cr_assert_eq(fb.res[s].len, len);
+        cr_assert(memcmp(fb.res[s].data, copy, len) == 0, "echo changed the bytes");
+        cr_assert(fb.res[s].slot_freed);
+        cr_assert(fb.started[s], "no WSTARTED before the result");
+    }
+    cr_assert_eq(fb.res[1].pool, ZXP_POOL_THREAD);
+    cr_assert_eq(fb.res[1].pid, (uint32_t)fb.pid);
+    cr_assert_eq(fb.res[2].pool, ZXP_POOL_PROCESS);
+    cr_assert_neq(fb.res[2].pid, (uint32_t)fb.pid, "process task ran in the worker itself");
+    free(copy);
+    fb_stop(&fb);
+}
+
+Test(worker, plugin_error_arrives_with_type_and_message, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-err", "--threads", "1", "--procs", "1", NULL);
+    fb_args_t a;
+    msgpack_packer *pk = fb_args_begin(&a, 2);
+    msgpack_pack_int(pk, 1);
+    msgpack_pack_int(pk, 0);
+    fb_send(&fb, 1, "divide", ZXP_POOL_ANY, 0, &a);
+    pk = fb_args_begin(&a, 2);
+    fb_pack_str(pk, "ValueError");
+    fb_pack_str(pk, "bad value 42");
+    fb_send(&fb, 2, "fail", ZXP_POOL_PROCESS, 0, &a);
+    fb_send_num(&fb, 3, "square", ZXP_POOL_ANY, 0, 12, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_results_upto, 3, 10));
+    char type[64], msg[256];
+    cr_assert_eq(fb.res[1].status, ZXP_ST_RAISED);
+    fb_error(&fb, 1, type, sizeof type, msg, sizeof msg);
+    cr_assert_str_eq(type, "ZeroDivisionError");
+    cr_assert_str_eq(msg, "division by zero");
+    cr_assert_eq(fb.res[2].status, ZXP_ST_RAISED);
+    fb_error(&fb, 2, type, sizeof type, msg, sizeof msg);
+    cr_assert_str_eq(type, "ValueError");
+    cr_assert_str_eq(msg, "bad value 42");
+    cr_assert_eq(fb.res[3].status, ZXP_ST_OK);
+    cr_assert_eq(fb_int(&fb, 3), 144);
+    fb_stop(&fb);
+}
+
+Test(worker, unknown_function_and_forbidden_pool_are_refused, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-nofn", "--threads", "1", "--procs", "1", NULL);
+    fb_send0(&fb, 1, "no_such_function", ZXP_POOL_ANY, 0);
+    fb_send0(&fb, 2, "crash", ZXP_POOL_THREAD, 0); /* process-only */
+    cr_assert(fb_wait(&fb, fb_c_results_upto, 2, 10));
+    char type[64], msg[256];
+    cr_assert_eq(fb.res[1].status, ZXP_ST_NOFUNC);
+    fb_error(&fb, 1, type, sizeof type, msg, sizeof msg);
+    cr_assert_str_eq(type, "NoFunctionError");
+    cr_assert(strstr(msg, "no_such_function"), "%s", msg);
+    cr_assert(fb.res[1].slot_freed);
+    cr_assert_eq(fb.res[2].status, ZXP_ST_NOTALLOWED);
+    fb_error(&fb, 2, type, sizeof type, msg, sizeof msg);
+    cr_assert(strstr(msg, "thread pool"), "%s", msg);
+    fb_stop(&fb);
+}
+
+Test(worker, a_worker_without_a_process_pool_refuses_process_tasks, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-noproc", "--threads", "1", "--procs", "0", NULL);
+    cr_assert_eq(fb.ready_procs, 0);
+    cr_assert(strstr(fb.ready_fns, "crash") == NULL, "process-only function announced");
+    fb_send_num(&fb, 1, "square", ZXP_POOL_PROCESS, 0, 3, 1, 0);
+    fb_send_num(&fb, 2, "square", ZXP_POOL_ANY, 0, 3, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_results_upto, 2, 10));
+    cr_assert_eq(fb.res[1].status, ZXP_ST_NOTALLOWED);
+    cr_assert_eq(fb.res[2].status, ZXP_ST_OK);
+    cr_assert_eq(fb.res[2].pool, ZXP_POOL_THREAD);
+    fb_stop(&fb);
+}
+
+Test(worker, chunk_tasks_return_ok_and_error_pairs, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-chunk", "--threads", "1", "--procs", "1", NULL);
+    for (int pool = ZXP_POOL_THREAD; pool <= ZXP_POOL_PROCESS; pool++) {
+        fb_args_t a;
+        msgpack_packer *pk = fb_args_begin(&a, 2);
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_int(pk, 6);
+        msgpack_pack_int(pk, 3);
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_int(pk, 1);
+        msgpack_pack_int(pk, 0);
+        fb_send_raw(&fb, (uint64_t)pool, "divide", pool, 0, ZXP_F_CHUNK, a.sb.data, a.sb.size);
+        msgpack_sbuffer_destroy(&a.sb);
+    }
+    cr_assert(fb_wait(&fb, fb_c_results_upto, 2, 10));
+    for (int s = 1; s <= 2; s++) {
+        cr_assert_eq(fb.res[s].status, ZXP_ST_OK);
+        msgpack_zone z;
+        msgpack_zone_init(&z, 256);
+        msgpack_object o = fb_value(&fb, (uint64_t)s, &z);
+        cr_assert_eq(o.type, MSGPACK_OBJECT_ARRAY);
+        cr_assert_eq(o.via.array.size, 2);
+        cr_assert(o.via.array.ptr[0].via.array.ptr[0].via.boolean);
+        cr_assert_float_eq(o.via.array.ptr[0].via.array.ptr[1].via.f64, 2.0, 1e-9);
+        cr_assert_not(o.via.array.ptr[1].via.array.ptr[0].via.boolean);
+        msgpack_zone_destroy(&z);
+    }
+    fb_stop(&fb);
+}
+
+Test(worker, thread_time_limit_fails_on_time_and_credits_the_slot_later, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-ttl", "--threads", "1", "--procs", "0", NULL);
+    int64_t t0 = zclock_mono();
+    /* the seeds' task: a plain sleep that ignores the limit */
+    fb_send_num(&fb, 1, "task", ZXP_POOL_THREAD, 500, 2, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_result, 1, 10));
+    int64_t took = fb.res[1].at - t0;
+    cr_assert_eq(fb.res[1].status, ZXP_ST_TIMELIMIT);
+    cr_assert_not(fb.res[1].slot_freed, "the thread is still busy");
+    cr_assert(took >= 400 && took < 1500, "TIMELIMIT after %lld ms", (long long)took);
+    char type[64], msg[256];
+    fb_error(&fb, 1, type, sizeof type, msg, sizeof msg);
+    cr_assert_str_eq(type, "TimeLimitError");
+    cr_assert_eq(fb.credits_thread, 0);
+    /* when the thread is done, its slot comes back as CREDIT, not a result */
+    cr_assert(fb_wait(&fb, fb_c_credits, 1, 10));
+    cr_assert_geq(zclock_mono() - t0, 1800);
+    cr_assert_eq(fb.res[1].count, 1, "a second result came for the timed-out task");
+    /* the freed thread serves the next task */
+    fb_send_num(&fb, 2, "square", ZXP_POOL_THREAD, 0, 5, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_result, 2, 10));
+    cr_assert_eq(fb_int(&fb, 2), 25);
+    fb_stop(&fb);
+}
+
+Test(worker, worker_default_time_limit_applies_to_tasks_without_one, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-deflim", "--threads", "1", "--procs", "0", "--time-limit", "0.3", NULL);
+    fb_send_num(&fb, 1, "sleep", ZXP_POOL_THREAD, 0, 5, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_result, 1, 5));
+    cr_assert_eq(fb.res[1].status, ZXP_ST_TIMELIMIT);
+    /* sleep stops at its limit, so the slot comes back at once: either in
+       the result itself or as a CREDIT right after */
+    cr_assert(fb.res[1].slot_freed || fb_wait(&fb, fb_c_credits, 1, 3));
+    fb_stop(&fb);
+}
+
+Test(worker, cancel_of_a_running_thread_task_is_refused_and_its_result_follows, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-cref", "--threads", "1", "--procs", "0", NULL);
+    fb_send_num(&fb, 1, "sleep", ZXP_POOL_THREAD, 0, 0.5, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_started, 1, 5));
+    fb_cancel(&fb, 1, true);
+    cr_assert(fb_wait(&fb, fb_c_cancelled, 1, 5));
+    cr_assert_eq(fb.cancelled[1] - 1, ZXP_CANCEL_REFUSED);
+    cr_assert(fb_wait(&fb, fb_c_result, 1, 5));
+    cr_assert_eq(fb.res[1].status, ZXP_ST_OK);
+    cr_assert_float_eq(fb_double(&fb, 1), 0.5, 1e-9);
+    /* an unknown task: refused too */
+    fb_cancel(&fb, 999, false);
+    cr_assert(fb_wait(&fb, fb_c_cancelled, 999, 5));
+    cr_assert_eq(fb.cancelled[999] - 1, ZXP_CANCEL_REFUSED);
+    fb_stop(&fb);
+}
+
+Test(worker, cancel_of_a_queued_thread_task_is_done_and_it_never_runs, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-cq", "--threads", "1", "--procs", "0", NULL);
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/zx_worker_cq_%d", (int)getpid());
+    unlink(path);
+    fb_send_num(&fb, 1, "sleep", ZXP_POOL_THREAD, 0, 0.5, 1, 0);
+    fb_args_t a;
+    fb_pack_str(fb_args_begin(&a, 1), path);
+    fb_send(&fb, 2, "touch", ZXP_POOL_THREAD, 0, &a);
+    cr_assert(fb_wait(&fb, fb_c_started, 1, 5));
+    fb_cancel(&fb, 2, false);
+    cr_assert(fb_wait(&fb, fb_c_cancelled, 2, 5));
+    cr_assert_eq(fb.cancelled[2] - 1, ZXP_CANCEL_DONE);
+    fb_send_num(&fb, 3, "square", ZXP_POOL_THREAD, 0, 2, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_result, 3, 5));
+    cr_assert_not(fb.res[2].have, "a cancelled task got a result");
+    cr_assert_not(fb.started[2], "a cancelled task started");
+    cr_assert_neq(access(path, F_OK), 0, "the cancelled task ran");
+    fb_stop(&fb);
+}
+
+Test(worker, sigterm_drains_a_running_task_before_bye, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-drain", "--threads", "1", "--procs", "1", NULL);
+    fb_send_num(&fb, 1, "sleep", ZXP_POOL_THREAD, 0, 0.8, 1, 0);
+    fb_send_num(&fb, 2, "task", ZXP_POOL_PROCESS, 0, 0.8, 1, 0);
+    fb_send_num(&fb, 3, "square", ZXP_POOL_THREAD, 0, 4, 1, 0); /* queued behind 1 */
+    cr_assert(fb_wait(&fb, fb_c_started, 1, 5));
+    cr_assert(fb_wait(&fb, fb_c_started, 2, 5));
+    cr_assert_eq(kill(fb.pid, SIGTERM), 0);
+    cr_assert(fb_wait(&fb, fb_c_drains, 1, 5), "no DRAIN");
+    cr_assert_not(fb.res[1].have, "DRAIN came after the result");
+    cr_assert(fb_wait(&fb, fb_c_byes, 1, 10), "no BYE");
+    cr_assert(fb.res[1].have && fb.res[2].have, "BYE before the running tasks' results");
+    cr_assert_eq(fb.res[1].status, ZXP_ST_OK);
+    cr_assert_eq(fb.res[2].status, ZXP_ST_OK);
+    cr_assert_not(fb.res[3].have, "a queued task ran during the drain");
+    int status = -1;
+    cr_assert(zxt_wait_exit(fb.pid, 5, &status));
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
+    fb.pid = 0;
+    fb_stop(&fb);
+}
+
+Test(worker, silent_broker_gets_ready_again_with_the_running_tasks, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-silent", "--threads", "1", "--procs", "1", "--heartbeat", "0.2", "--liveness",
+             "3", NULL);
+    fb_send_num(&fb, 7, "task", ZXP_POOL_PROCESS, 0, 1.5, 1, 0);
+    fb_send_num(&fb, 8, "task", ZXP_POOL_THREAD, 0, 1.5, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_started, 7, 5));
+    cr_assert(fb_wait(&fb, fb_c_started, 8, 5));
+    fb.heartbeats = false; /* the broker goes quiet */
+    int64_t t0 = zclock_mono();
+    cr_assert(fb_wait(&fb, fb_c_readies, 2, 5), "no second READY");
+    int64_t took = fb.last_ready_at - t0;
+    cr_assert(took >= 400 && took < 2000, "READY again after %lld ms", (long long)took);
+    cr_assert_eq(fb.ready_nrunning, 2);
+    bool seen7 = false, seen8 = false;
+    for (size_t i = 0; i < fb.ready_nrunning; i++) {
+        seen7 |= fb.ready_running[i] == 7;
+        seen8 |= fb.ready_running[i] == 8;
+    }
+    cr_assert(seen7 && seen8, "READY does not list the running tasks");
+    /* the same identity on the new connection */
+    cr_assert(memcmp(zframe_data(fb.rid), fb.ready_wid, ZXP_ID_LEN) == 0);
+    /* while the broker stays silent, finished results are held (and READY
+       keeps listing them), then delivered when it speaks */
+    cr_assert_not(fb_wait(&fb, fb_c_result, 7, 2.5), "a result went to a silent broker");
+    cr_assert_geq(fb.readies, 3);
+    cr_assert_eq(fb.ready_nrunning, 2);
+    fb.heartbeats = true;
+    cr_assert(fb_wait(&fb, fb_c_result, 7, 5));
+    cr_assert(fb_wait(&fb, fb_c_result, 8, 5));
+    cr_assert_eq(fb.res[7].status, ZXP_ST_OK);
+    cr_assert_eq(fb.res[8].status, ZXP_ST_OK);
+    cr_assert_float_eq(fb_double(&fb, 7), 15.0, 1e-9);
+    fb_stop(&fb);
+}
+
+Test(worker, garbage_from_the_broker_is_dropped_and_the_worker_goes_on, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-garbage", "--threads", "1", "--procs", "0", NULL);
+    zmsg_t *m = zmsg_new();
+    zmsg_append(m, &(zframe_t *){zframe_dup(fb.rid)});
+    zmsg_addstr(m, "not a protocol frame");
+    zmsg_send(&m, fb.router);
+    m = zmsg_new();
+    zmsg_append(m, &(zframe_t *){zframe_dup(fb.rid)});
+    uint8_t sig[4] = {'Z', 'X', 1, ZXP_TASK};
+    zmsg_addmem(m, sig, 4);
+    uint8_t huge[5] = {0xdd, 0xff, 0xff, 0xff, 0xff}; /* array of 4 G items */
+    zmsg_addmem(m, huge, 5);
+    zmsg_send(&m, fb.router);
+    fb_send_num(&fb, 1, "square", ZXP_POOL_THREAD, 0, 9, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_result, 1, 5));
+    cr_assert_eq(fb_int(&fb, 1), 81);
+    fb_stop(&fb);
+}
+
+Test(worker, bad_flags_exit_with_status_2, .timeout = 30)
+{
+    char *bin = zxt_bin("zexec-worker");
+    const char *bad[][3] = {{"--threads", "lots", NULL},
+                            {"--child-memory", "12Q", NULL},
+                            {"--heartbeat", "-1", NULL},
+                            {"--no-such-flag", NULL, NULL}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *argv[] = {bin, (char *)bad[i][0], (char *)bad[i][1], NULL};
+        pid_t pid = zxt_spawn(argv);
+        int status = -1;
+        cr_assert(zxt_wait_exit(pid, 5, &status));
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2, "%s %s: status %d", bad[i][0],
+                  bad[i][1] ? bad[i][1] : "", status);
+    }
+    free(bin);
+}

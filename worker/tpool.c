@@ -1,0 +1,267 @@
+/*  tpool.c - the worker's thread pool: N threads taking jobs from one locked
+    FIFO queue and reporting "started" and "done" events back to the main
+    loop through two intrusive lists and a wake-up pipe.
+
+    Lock order: one lock (self->lock) guards the queue, every queued or
+    running job's state, and the event lists. Taking a job off the queue and
+    cancelling it both happen under it, so exactly one of them wins; the same
+    for a job finishing and the main loop expiring it at its deadline.
+
+    The pipe is written only when the event lists go from empty to non-empty
+    (the signalled flag), so a burst of results costs one wake-up and the
+    main loop sends them as one batch.
+*/
+#include "zx_worker_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct zxw_tpool {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    zlistx_t *queue; /* of zxw_job_t */
+    pthread_t *threads;
+    int nthreads;
+    bool stopping;
+    size_t busy;
+    zxw_job_t *st_head, *st_tail, *dn_head, *dn_tail;
+    bool signalled;
+    int pipe[2];
+    uint32_t pid;
+};
+
+/* Under the lock. True if the caller must write the pipe after unlocking. */
+static bool s_mark_event(zxw_tpool_t *self)
+{
+    if (self->signalled) {
+        return false;
+    }
+    self->signalled = true;
+    return true;
+}
+
+static void s_wake(zxw_tpool_t *self)
+{
+    char c = 1;
+    if (write(self->pipe[1], &c, 1) < 0 && errno != EAGAIN) {
+        zsys_error("worker: thread pool cannot wake the main loop: %s", strerror(errno));
+    }
+}
+
+static void s_run(zxw_job_t *job)
+{
+    zx_task_t task;
+    zx__task_init(&task, job->fn->name, ZX_POOL_THREAD, job->deadline);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    const void *data = zframe_data(job->args);
+    size_t len = zframe_size(job->args);
+    int st = (job->flags & ZXP_F_CHUNK) ? zx__task_call_chunk(&task, job->fn->fn, data, len, &sb)
+                                        : zx__task_call(&task, job->fn->fn, data, len, &sb);
+    job->status = zxw_status_of(&task, st);
+    zx__task_fini(&task);
+    job->result = zframe_new(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void *s_thread(void *arg)
+{
+    zxw_tpool_t *self = arg;
+    pthread_mutex_lock(&self->lock);
+    for (;;) {
+        while (!self->stopping && zlistx_size(self->queue) == 0) {
+            pthread_cond_wait(&self->cond, &self->lock);
+        }
+        if (self->stopping) {
+            break;
+        }
+        zxw_job_t *job = zlistx_detach(self->queue, NULL);
+        job->qhandle = NULL;
+        job->state = ZXW_RUNNING;
+        job->pid = self->pid;
+        job->deadline = job->limit_ms ? zclock_mono() + job->limit_ms : 0;
+        job->started_next = NULL;
+        if (self->st_tail) {
+            self->st_tail->started_next = job;
+        } else {
+            self->st_head = job;
+        }
+        self->st_tail = job;
+        self->busy++;
+        bool wake = s_mark_event(self);
+        pthread_mutex_unlock(&self->lock);
+        if (wake) {
+            s_wake(self);
+        }
+
+        s_run(job);
+
+        pthread_mutex_lock(&self->lock);
+        if (job->state == ZXW_RUNNING) {
+            job->state = ZXW_FINISHED;
+        }
+        job->done_next = NULL;
+        if (self->dn_tail) {
+            self->dn_tail->done_next = job;
+        } else {
+            self->dn_head = job;
+        }
+        self->dn_tail = job;
+        self->busy--;
+        wake = s_mark_event(self);
+        pthread_mutex_unlock(&self->lock);
+        if (wake) {
+            s_wake(self);
+        }
+        pthread_mutex_lock(&self->lock);
+    }
+    pthread_mutex_unlock(&self->lock);
+    return NULL;
+}
+
+zxw_tpool_t *zxw_tpool_new(int n)
+{
+    zxw_tpool_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        return NULL;
+    }
+    pthread_mutex_init(&self->lock, NULL);
+    pthread_cond_init(&self->cond, NULL);
+    self->queue = zlistx_new();
+    self->pid = (uint32_t)getpid();
+    self->threads = calloc((size_t)n, sizeof(pthread_t));
+    if (!self->queue || !self->threads || pipe2(self->pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        goto fail;
+    }
+    for (int i = 0; i < n; i++) {
+        if (pthread_create(&self->threads[i], NULL, s_thread, self) != 0) {
+            zsys_error("worker: cannot start thread %d of the pool: %s", i, strerror(errno));
+            break;
+        }
+        self->nthreads++;
+    }
+    if (self->nthreads == 0) {
+        goto fail;
+    }
+    return self;
+fail:
+    zxw_tpool_destroy(&self);
+    return NULL;
+}
+
+bool zxw_tpool_destroy(zxw_tpool_t **self_p)
+{
+    zxw_tpool_t *self = *self_p;
+    if (!self) {
+        return true;
+    }
+    *self_p = NULL;
+    pthread_mutex_lock(&self->lock);
+    self->stopping = true;
+    bool stuck = self->busy > 0;
+    pthread_cond_broadcast(&self->cond);
+    pthread_mutex_unlock(&self->lock);
+    if (stuck) {
+        /* a function past its time limit may never return: let its thread
+           finish on its own time and keep the pool it touches alive */
+        for (int i = 0; i < self->nthreads; i++) {
+            pthread_detach(self->threads[i]);
+        }
+        zsys_warning("worker: %zu thread-pool task(s) still running at exit were left behind",
+                     self->busy);
+        return false;
+    }
+    for (int i = 0; i < self->nthreads; i++) {
+        pthread_join(self->threads[i], NULL);
+    }
+    zlistx_destroy(&self->queue);
+    free(self->threads);
+    if (self->pipe[0] >= 0 || self->pipe[1] >= 0) {
+        close(self->pipe[0]);
+        close(self->pipe[1]);
+    }
+    pthread_cond_destroy(&self->cond);
+    pthread_mutex_destroy(&self->lock);
+    free(self);
+    return true;
+}
+
+int zxw_tpool_fd(zxw_tpool_t *self)
+{
+    return self->pipe[0];
+}
+
+void zxw_tpool_push(zxw_tpool_t *self, zxw_job_t *job)
+{
+    pthread_mutex_lock(&self->lock);
+    job->state = ZXW_QUEUED;
+    job->qhandle = zlistx_add_end(self->queue, job);
+    pthread_cond_signal(&self->cond);
+    pthread_mutex_unlock(&self->lock);
+}
+
+bool zxw_tpool_cancel(zxw_tpool_t *self, zxw_job_t *job)
+{
+    pthread_mutex_lock(&self->lock);
+    bool removed = job->state == ZXW_QUEUED && job->qhandle;
+    if (removed) {
+        zlistx_detach(self->queue, job->qhandle);
+        job->qhandle = NULL;
+        job->state = ZXW_CANCELLED;
+    }
+    pthread_mutex_unlock(&self->lock);
+    return removed;
+}
+
+bool zxw_tpool_expire(zxw_tpool_t *self, zxw_job_t *job)
+{
+    pthread_mutex_lock(&self->lock);
+    bool expired = job->state == ZXW_RUNNING;
+    if (expired) {
+        job->state = ZXW_TIMEDOUT;
+    }
+    pthread_mutex_unlock(&self->lock);
+    return expired;
+}
+
+void zxw_tpool_drop_queued(zxw_tpool_t *self, void (*fn)(void *arg, zxw_job_t *job), void *arg)
+{
+    pthread_mutex_lock(&self->lock);
+    zlistx_t *taken = self->queue;
+    self->queue = zlistx_new();
+    for (zxw_job_t *job = zlistx_first(taken); job; job = zlistx_next(taken)) {
+        job->qhandle = NULL;
+        job->state = ZXW_CANCELLED;
+    }
+    pthread_mutex_unlock(&self->lock);
+    for (zxw_job_t *job = zlistx_first(taken); job; job = zlistx_next(taken)) {
+        fn(arg, job);
+    }
+    zlistx_destroy(&taken);
+}
+
+void zxw_tpool_take(zxw_tpool_t *self, zxw_job_t **started, zxw_job_t **done)
+{
+    char buf[64];
+    while (read(self->pipe[0], buf, sizeof buf) > 0) {
+    }
+    pthread_mutex_lock(&self->lock);
+    *started = self->st_head;
+    *done = self->dn_head;
+    self->st_head = self->st_tail = NULL;
+    self->dn_head = self->dn_tail = NULL;
+    self->signalled = false;
+    pthread_mutex_unlock(&self->lock);
+}
+
+size_t zxw_tpool_busy(zxw_tpool_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    size_t n = self->busy;
+    pthread_mutex_unlock(&self->lock);
+    return n;
+}

@@ -1,1 +1,252 @@
-int main(void) { return 0; }
+/*  main.c - zexec-broker: flags, logging, then the broker loop (broker.c).
+    Bad flags exit with status 2 and a message naming the flag.
+*/
+#include "zxb.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: zexec-broker [OPTIONS]\n"
+            "The zexec broker: queues tasks from clients and dispatches them to workers.\n"
+            "\n"
+            "  --clients ENDPOINT       client endpoint to bind (default tcp://127.0.0.1:5570)\n"
+            "  --workers ENDPOINT       worker endpoint to bind (default tcp://127.0.0.1:5571)\n"
+            "  --heartbeat SECONDS      heartbeat interval sent to peers (default 1)\n"
+            "  --liveness N             missed heartbeats before a peer is lost (default 3)\n"
+            "  --nofunc-grace SECONDS   how long a task waits for a worker offering its\n"
+            "                           function before it fails with NoWorkerError (default 10)\n"
+            "  --retries N              default re-runs of a task whose worker is lost\n"
+            "                           (default 3; a task may ask for its own)\n"
+            "  --max-queued N           queued tasks per client before RESULTs say REJECTED\n"
+            "                           (default 1000000)\n"
+            "  --max-queued-bytes BYTES queued argument bytes per client (default 1G;\n"
+            "                           suffixes K, M, G are powers of 1024)\n"
+            "  --client-timeout SECONDS after a broker restart, how long tasks that workers\n"
+            "                           report wait for their client to come back (default 60)\n"
+            "  --insecure               allow binding non-loopback addresses without\n"
+            "                           authentication (logged as a warning)\n"
+            "  -v, --verbose            log every task dispatch and failure\n"
+            "  -q, --quiet              log warnings and errors only\n"
+            "  -h, --help               this help\n"
+            "  --version                print the version\n");
+}
+
+static int s_bad(const char *flag, const char *value, const char *why)
+{
+    fprintf(stderr, "zexec-broker: invalid value '%s' for %s: %s\n", value, flag, why);
+    fprintf(stderr, "Try 'zexec-broker --help'.\n");
+    return 2;
+}
+
+static int s_parse_seconds(const char *flag, const char *v, double min, double max, int64_t *ms)
+{
+    char *end = NULL;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(d)) {
+        return s_bad(flag, v, "expected a number of seconds");
+    }
+    if (d < min || d > max) {
+        char why[96];
+        snprintf(why, sizeof why, "must be between %g and %g seconds", min, max);
+        return s_bad(flag, v, why);
+    }
+    *ms = (int64_t)llround(d * 1000.0);
+    return 0;
+}
+
+static int s_parse_int(const char *flag, const char *v, long long min, long long max,
+                       long long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v || *end) {
+        return s_bad(flag, v, "expected an integer");
+    }
+    if (n < min || n > max) {
+        char why[96];
+        snprintf(why, sizeof why, "must be between %lld and %lld", min, max);
+        return s_bad(flag, v, why);
+    }
+    *out = n;
+    return 0;
+}
+
+static int s_parse_bytes(const char *flag, const char *v, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno || end == v || v[0] == '-') {
+        return s_bad(flag, v, "expected a number of bytes");
+    }
+    unsigned long long mult = 1;
+    if (*end) {
+        switch (*end) {
+        case 'k':
+        case 'K': mult = 1ull << 10; break;
+        case 'm':
+        case 'M': mult = 1ull << 20; break;
+        case 'g':
+        case 'G': mult = 1ull << 30; break;
+        default: return s_bad(flag, v, "unknown suffix (use K, M or G)");
+        }
+        if (end[1] && strcmp(end + 1, "iB") != 0 && strcmp(end + 1, "B") != 0) {
+            return s_bad(flag, v, "unknown suffix (use K, M or G)");
+        }
+    }
+    if (n == 0 || n > UINT64_MAX / mult) {
+        return s_bad(flag, v, "must be at least 1 and fit in 64 bits");
+    }
+    *out = n * mult;
+    return 0;
+}
+
+enum {
+    OPT_CLIENTS = 1000,
+    OPT_WORKERS,
+    OPT_HEARTBEAT,
+    OPT_LIVENESS,
+    OPT_NOFUNC,
+    OPT_RETRIES,
+    OPT_MAXQ,
+    OPT_MAXQB,
+    OPT_CLIENT_TIMEOUT,
+    OPT_INSECURE,
+    OPT_VERSION,
+};
+
+int main(int argc, char *argv[])
+{
+    zxb_config_t cfg = {
+        .clients_ep = "tcp://127.0.0.1:5570",
+        .workers_ep = "tcp://127.0.0.1:5571",
+        .heartbeat_ms = 1000,
+        .liveness = 3,
+        .nofunc_grace_ms = 10000,
+        .client_timeout_ms = 60000,
+        .max_queued = 1000000,
+        .max_queued_bytes = 1ull << 30,
+        .retries = 3,
+        .insecure = false,
+        .verbose = 1,
+    };
+    static const struct option opts[] = {
+        {"clients", required_argument, NULL, OPT_CLIENTS},
+        {"workers", required_argument, NULL, OPT_WORKERS},
+        {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
+        {"liveness", required_argument, NULL, OPT_LIVENESS},
+        {"nofunc-grace", required_argument, NULL, OPT_NOFUNC},
+        {"retries", required_argument, NULL, OPT_RETRIES},
+        {"max-queued", required_argument, NULL, OPT_MAXQ},
+        {"max-queued-bytes", required_argument, NULL, OPT_MAXQB},
+        {"client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"verbose", no_argument, NULL, 'v'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0;
+    int c, rc = 0;
+    int64_t ms;
+    long long n;
+    while ((c = getopt_long(argc, argv, ":vqh", opts, NULL)) != -1) {
+        const char *flag = argv[optind - 1];
+        switch (c) {
+        case OPT_CLIENTS:
+        case OPT_WORKERS:
+            if (!strstr(optarg, "://")) {
+                return s_bad(c == OPT_CLIENTS ? "--clients" : "--workers", optarg,
+                             "expected an endpoint such as tcp://127.0.0.1:5570");
+            }
+            if (c == OPT_CLIENTS) {
+                cfg.clients_ep = optarg;
+            } else {
+                cfg.workers_ep = optarg;
+            }
+            break;
+        case OPT_HEARTBEAT:
+            if ((rc = s_parse_seconds("--heartbeat", optarg, 0.01, 3600, &ms))) {
+                return rc;
+            }
+            cfg.heartbeat_ms = (uint32_t)ms;
+            break;
+        case OPT_LIVENESS:
+            if ((rc = s_parse_int("--liveness", optarg, 1, 1000, &n))) {
+                return rc;
+            }
+            cfg.liveness = (uint32_t)n;
+            break;
+        case OPT_NOFUNC:
+            if ((rc = s_parse_seconds("--nofunc-grace", optarg, 0, 86400 * 365.0, &ms))) {
+                return rc;
+            }
+            cfg.nofunc_grace_ms = ms;
+            break;
+        case OPT_CLIENT_TIMEOUT:
+            if ((rc = s_parse_seconds("--client-timeout", optarg, 0, 86400 * 365.0, &ms))) {
+                return rc;
+            }
+            cfg.client_timeout_ms = ms;
+            break;
+        case OPT_RETRIES:
+            if ((rc = s_parse_int("--retries", optarg, 0, 100, &n))) {
+                return rc;
+            }
+            cfg.retries = (int)n;
+            break;
+        case OPT_MAXQ:
+            if ((rc = s_parse_int("--max-queued", optarg, 1, INT64_MAX, &n))) {
+                return rc;
+            }
+            cfg.max_queued = (uint64_t)n;
+            break;
+        case OPT_MAXQB:
+            if ((rc = s_parse_bytes("--max-queued-bytes", optarg, &cfg.max_queued_bytes))) {
+                return rc;
+            }
+            break;
+        case OPT_INSECURE: cfg.insecure = true; break;
+        case 'v': cfg.verbose = 2; break;
+        case 'q': cfg.verbose = 0; break;
+        case 'h': s_usage(stdout); return 0;
+        case OPT_VERSION: printf("zexec-broker 0.1.0\n"); return 0;
+        case ':':
+            fprintf(stderr, "zexec-broker: %s needs a value\nTry 'zexec-broker --help'.\n", flag);
+            return 2;
+        default:
+            if (optopt > 0 && optopt < 128) {
+                fprintf(stderr, "zexec-broker: unknown option '-%c'\n", optopt);
+            } else {
+                fprintf(stderr, "zexec-broker: unknown option '%s'\n", flag);
+            }
+            fprintf(stderr, "Try 'zexec-broker --help'.\n");
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "zexec-broker: unexpected argument '%s'\nTry 'zexec-broker --help'.\n",
+                argv[optind]);
+        return 2;
+    }
+    zsys_init();
+    zsys_set_logstream(stderr);
+    zsys_set_logident("zexec-broker");
+    zxb_broker_t *broker = zxb_broker_new(&cfg);
+    if (!broker) {
+        return 1;
+    }
+    zxb_broker_run(broker);
+    zxb_broker_destroy(&broker);
+    return 0;
+}

@@ -210,6 +210,7 @@ const char *zxp_strerror(int code)
     case ZXP_E_SHAPE: return "header has the wrong shape";
     case ZXP_E_PAYLOADS: return "payload frames do not match the items";
     case ZXP_E_BATCH: return "batch too large";
+    case ZXP_E_UNKNOWN: return "reply for an unknown task";
     default: return "unknown protocol error";
     }
 }
@@ -499,10 +500,28 @@ void zxp_out_init(zxp_out_t *out)
     msgpack_packer_init(&out->pk, &out->buf, msgpack_sbuffer_write);
 }
 
+/* Destroys the unsent payloads except the borrowed ones (zxp_out_payload_share),
+   which stay their owner's. */
+static void s_out_drop_payloads(zxp_out_t *out)
+{
+    if (out->payloads && out->shared && zlist_size(out->shared) > 0) {
+        zframe_t *f;
+        while ((f = zmsg_pop(out->payloads))) {
+            if (f == zlist_first(out->shared)) {
+                zlist_pop(out->shared);
+            } else {
+                zframe_destroy(&f);
+            }
+        }
+    }
+    zmsg_destroy(&out->payloads);
+}
+
 void zxp_out_fini(zxp_out_t *out)
 {
     msgpack_sbuffer_destroy(&out->buf);
-    zmsg_destroy(&out->payloads);
+    s_out_drop_payloads(out);
+    zlist_destroy(&out->shared);
 }
 
 void zxp_out_begin(zxp_out_t *out, uint8_t cmd)
@@ -513,7 +532,7 @@ void zxp_out_begin(zxp_out_t *out, uint8_t cmd)
     out->batch = c->batch;
     out->count = 0;
     msgpack_sbuffer_clear(&out->buf);
-    zmsg_destroy(&out->payloads);
+    s_out_drop_payloads(out);
     out->payloads = zmsg_new();
     if (out->batch) {
         /* array32 with its count patched at send time */
@@ -533,6 +552,20 @@ void zxp_out_payload(zxp_out_t *out, zframe_t **frame_p)
     if (frame_p) {
         *frame_p = NULL;
     }
+    zmsg_append(out->payloads, &f);
+}
+
+void zxp_out_payload_share(zxp_out_t *out, zframe_t *frame)
+{
+    if (!frame) {
+        zxp_out_payload(out, NULL);
+        return;
+    }
+    if (!out->shared) {
+        out->shared = zlist_new();
+    }
+    zlist_append(out->shared, frame);
+    zframe_t *f = frame;
     zmsg_append(out->payloads, &f);
 }
 
@@ -559,7 +592,30 @@ int zxp_out_send(zxp_out_t *out, zsock_t *sock, zframe_t *routing_id)
     if (routing_id) {
         zmsg_pushmem(msg, zframe_data(routing_id), zframe_size(routing_id));
     }
-    int rc = zmsg_send(&msg, sock);
+    int rc = 0;
+    if (out->shared && zlist_size(out->shared) > 0) {
+        /* frame by frame, so borrowed payloads go with ZFRAME_REUSE: ZeroMQ
+           sends a reference-counted copy of the zmq_msg_t, not of the bytes */
+        zframe_t *f;
+        while ((f = zmsg_pop(msg))) {
+            int more = zmsg_size(msg) > 0 ? ZFRAME_MORE : 0;
+            if (f == zlist_first(out->shared)) {
+                zlist_pop(out->shared);
+                if (rc == 0 && zframe_send(&f, sock, more | ZFRAME_REUSE) != 0) {
+                    rc = -1;
+                }
+            } else if (rc == 0) {
+                if (zframe_send(&f, sock, more) != 0) {
+                    rc = -1;
+                    zframe_destroy(&f);
+                }
+            } else {
+                zframe_destroy(&f);
+            }
+        }
+    } else {
+        rc = zmsg_send(&msg, sock);
+    }
     zmsg_destroy(&msg);
     out->count = 0;
     msgpack_sbuffer_clear(&out->buf);

@@ -109,6 +109,7 @@ enum {
     ZXP_E_SHAPE = -106,    /* header has the wrong shape or types */
     ZXP_E_PAYLOADS = -107, /* payload frame count does not match the items */
     ZXP_E_BATCH = -108,    /* too many items */
+    ZXP_E_UNKNOWN = -109,  /* a reply for a task the receiver does not know */
 };
 const char *zxp_strerror(int code);
 const char *zxp_cmd_name(int cmd);
@@ -216,6 +217,7 @@ typedef struct zxp_out {
     msgpack_sbuffer buf;
     msgpack_packer pk;
     zmsg_t *payloads;
+    zlist_t *shared; /* frames of payloads appended by zxp_out_payload_share (borrowed) */
 } zxp_out_t;
 
 void zxp_out_init(zxp_out_t *out);
@@ -226,6 +228,11 @@ void zxp_out_begin(zxp_out_t *out, uint8_t cmd);
 msgpack_packer *zxp_out_pk(zxp_out_t *out);
 /* Appends one payload frame (consumed; NULL appends an empty frame). */
 void zxp_out_payload(zxp_out_t *out, zframe_t **frame_p);
+/* Appends frame as a payload without copying its bytes and without taking it:
+   it is sent with ZFRAME_REUSE, so ZeroMQ shares the buffer (reference
+   counted) and the caller keeps frame (the broker keeps a task's arguments
+   for a retry). frame must stay alive until zxp_out_send or zxp_out_begin. */
+void zxp_out_payload_share(zxp_out_t *out, zframe_t *frame);
 /* Appends a copy of bytes as a payload frame. */
 void zxp_out_payload_mem(zxp_out_t *out, const void *data, size_t len);
 /* Sends frame 0, the header and the payloads, to routing_id on a ROUTER

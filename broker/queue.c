@@ -1,0 +1,673 @@
+/*  queue.c - the broker's scheduling structures: tasks, the (session, seq)
+    table, interned function names, the priority/fair/FIFO queues, the lists
+    of workers with free credit, and deadline FIFOs for timers.
+
+    The benchmark asks that a scheduling decision cost the same with 1M
+    queued tasks as with 10k, and with 200 idle workers as with 1, and that a
+    queued task cost at most 300 bytes beyond its payload. So:
+
+    - Task: one ~104-byte struct from a slab (chunks of 1024, free list), no
+      per-task malloc. The function is a pointer to an interned name; the
+      session is the client record's; links are intrusive.
+    - Task table: an intrusive chained hash keyed by (client record, seq),
+      power-of-two buckets grown at load 1 (8-16 bytes per task).
+    - Queue: one per (function, requested pool kind ANY/THREAD/PROCESS).
+      A 256-bit bitmap says which priority levels are non-empty; per level a
+      ring of per-client FIFOs (zxb_fifo_t, intrusive doubly linked lists of
+      tasks) holds the clients with work at that level, and cur[level] is the
+      client whose turn it is. peek = highest set bit (4 words) -> cur -> head;
+      pop advances cur to the next client (fair turns), and a FIFO that empties
+      leaves the ring (clearing the bit if the level empties). A client finds
+      its FIFO through its own hash of (function id, pool, level), with a
+      one-entry cache for bursts.
+    - Free lists: per function and pool kind (thread/process), an intrusive
+      list of the workers that offer it there and have free credit. A worker
+      joins or leaves the lists of its functions only when its credit for a
+      pool crosses zero (O(its function count)); a new task looks at the list
+      heads of its function, so idle workers elsewhere cost nothing.
+      A worker with free credit looks only at the queues of the functions it
+      offers (two per function and pool: the pool's own and ANY), choosing
+      the highest priority head, ties by the oldest arrival.
+    - Timers (no-worker grace, held results): FIFOs of (task, generation,
+      deadline) in deadline order; a task freed meanwhile bumped its
+      generation, so its entry is skipped when it comes up.
+*/
+#include "zxb.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define S_SLAB 1024
+#define S_LEVELS 256
+
+struct zxb_fifo {
+    zxb_task_t *head, *tail;
+    zxb_fifo_t *rnext, *rprev; /* ring of non-empty FIFOs at this level */
+    zxb_client_t *client;
+    zxb_queue_t *queue;
+    uint64_t key;
+    uint64_t n;
+    uint8_t level;
+    bool in_ring;
+};
+
+struct zxb_queue {
+    zxb_fn_t *fn;
+    uint8_t pool_req;
+    uint64_t bits[S_LEVELS / 64];
+    uint64_t depth;
+    zxb_fifo_t *cur[S_LEVELS];
+};
+
+struct zxb_sched {
+    /* slab */
+    zxb_task_t **chunks;
+    size_t nchunks, capchunks;
+    zxb_task_t *free_tasks;
+    /* table */
+    zxb_task_t **buckets;
+    size_t nbuckets, count;
+    /* functions */
+    zhashx_t *fns;
+    uint32_t next_fn_id;
+    /* arrival stamps */
+    int64_t start_ms;
+    uint64_t counter;
+};
+
+zxb_sched_t *zxb_sched_new(void)
+{
+    zxb_sched_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        return NULL;
+    }
+    self->nbuckets = 1024;
+    self->buckets = calloc(self->nbuckets, sizeof *self->buckets);
+    self->fns = zhashx_new();
+    self->start_ms = zclock_mono();
+    self->next_fn_id = 1;
+    if (!self->buckets || !self->fns) {
+        zxb_sched_destroy(&self);
+    }
+    return self;
+}
+
+static void s_queue_destroy(zxb_queue_t **q_p)
+{
+    free(*q_p);
+    *q_p = NULL;
+}
+
+static void s_fn_destroy(zxb_fn_t **fn_p)
+{
+    zxb_fn_t *fn = *fn_p;
+    if (fn) {
+        for (int i = 0; i < 3; i++) {
+            s_queue_destroy(&fn->q[i]);
+        }
+        free(fn->name);
+        free(fn);
+        *fn_p = NULL;
+    }
+}
+
+static void s_fn_destructor(void **item)
+{
+    s_fn_destroy((zxb_fn_t **)item);
+}
+
+void zxb_sched_destroy(zxb_sched_t **self_p)
+{
+    zxb_sched_t *self = *self_p;
+    if (!self) {
+        return;
+    }
+    /* tasks still alive own payloads */
+    for (size_t i = 0; i < self->nbuckets && self->buckets; i++) {
+        for (zxb_task_t *t = self->buckets[i]; t; t = t->hnext) {
+            zframe_destroy(&t->payload);
+        }
+    }
+    for (size_t i = 0; i < self->nchunks; i++) {
+        free(self->chunks[i]);
+    }
+    free(self->chunks);
+    free(self->buckets);
+    if (self->fns) {
+        zhashx_set_destructor(self->fns, s_fn_destructor);
+        zhashx_destroy(&self->fns);
+    }
+    free(self);
+    *self_p = NULL;
+}
+
+/* ---- tasks ----------------------------------------------------------------------- */
+
+zxb_task_t *zxb_task_alloc(zxb_sched_t *self)
+{
+    if (!self->free_tasks) {
+        if (self->nchunks == self->capchunks) {
+            size_t cap = self->capchunks ? self->capchunks * 2 : 16;
+            zxb_task_t **c = realloc(self->chunks, cap * sizeof *c);
+            if (!c) {
+                return NULL;
+            }
+            self->chunks = c;
+            self->capchunks = cap;
+        }
+        zxb_task_t *chunk = calloc(S_SLAB, sizeof *chunk);
+        if (!chunk) {
+            return NULL;
+        }
+        self->chunks[self->nchunks++] = chunk;
+        for (size_t i = S_SLAB; i-- > 0;) {
+            chunk[i].next = self->free_tasks;
+            self->free_tasks = &chunk[i];
+        }
+    }
+    zxb_task_t *t = self->free_tasks;
+    self->free_tasks = t->next;
+    uint32_t gen = t->gen;
+    memset(t, 0, sizeof *t);
+    t->gen = gen;
+    return t;
+}
+
+void zxb_task_free(zxb_sched_t *self, zxb_task_t *task)
+{
+    zframe_destroy(&task->payload);
+    task->state = ZXB_T_FREE;
+    task->gen++;
+    task->next = self->free_tasks;
+    self->free_tasks = task;
+}
+
+static size_t s_hash(const zxb_client_t *client, uint64_t seq)
+{
+    uint64_t h = (uint64_t)(uintptr_t)client * 0x9E3779B97F4A7C15ull;
+    h ^= seq * 0xC2B2AE3D27D4EB4Full;
+    h ^= h >> 31;
+    h *= 0x94D049BB133111EBull;
+    h ^= h >> 29;
+    return (size_t)h;
+}
+
+/* Doubling rehash: amortized O(1) per insert. */
+static void s_table_grow(zxb_sched_t *self)
+{
+    size_t n = self->nbuckets * 2;
+    zxb_task_t **b = calloc(n, sizeof *b);
+    if (!b) {
+        return; /* longer chains, still correct */
+    }
+    for (size_t i = 0; i < self->nbuckets; i++) {
+        zxb_task_t *t = self->buckets[i];
+        while (t) {
+            zxb_task_t *next = t->hnext;
+            size_t j = s_hash(t->client, t->seq) & (n - 1);
+            t->hnext = b[j];
+            b[j] = t;
+            t = next;
+        }
+    }
+    free(self->buckets);
+    self->buckets = b;
+    self->nbuckets = n;
+}
+
+void zxb_task_index(zxb_sched_t *self, zxb_task_t *task)
+{
+    if (self->count >= self->nbuckets) {
+        s_table_grow(self);
+    }
+    size_t i = s_hash(task->client, task->seq) & (self->nbuckets - 1);
+    task->hnext = self->buckets[i];
+    self->buckets[i] = task;
+    self->count++;
+}
+
+void zxb_task_unindex(zxb_sched_t *self, zxb_task_t *task)
+{
+    size_t i = s_hash(task->client, task->seq) & (self->nbuckets - 1);
+    for (zxb_task_t **pp = &self->buckets[i]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == task) {
+            *pp = task->hnext;
+            task->hnext = NULL;
+            self->count--;
+            return;
+        }
+    }
+}
+
+zxb_task_t *zxb_task_find(zxb_sched_t *self, const zxb_client_t *client, uint64_t seq)
+{
+    size_t i = s_hash(client, seq) & (self->nbuckets - 1);
+    for (zxb_task_t *t = self->buckets[i]; t; t = t->hnext) {
+        if (t->client == client && t->seq == seq) {
+            return t;
+        }
+    }
+    return NULL;
+}
+
+size_t zxb_task_count(zxb_sched_t *self)
+{
+    return self->count;
+}
+
+uint64_t zxb_arrival_now(zxb_sched_t *self, int64_t now_ms)
+{
+    uint64_t ms = (uint64_t)(now_ms - self->start_ms);
+    return (ms << 20) | (self->counter++ & 0xFFFFF);
+}
+
+int64_t zxb_arrival_ms(uint64_t arrival)
+{
+    return (int64_t)(arrival >> 20);
+}
+
+/* ---- functions ------------------------------------------------------------------- */
+
+zxb_fn_t *zxb_fn_intern(zxb_sched_t *self, const char *name, size_t len)
+{
+    if (len == 0 || len > ZXP_MAX_NAME) {
+        return NULL;
+    }
+    char key[ZXP_MAX_NAME + 1];
+    memcpy(key, name, len);
+    key[len] = 0;
+    zxb_fn_t *fn = zhashx_lookup(self->fns, key);
+    if (fn) {
+        return fn;
+    }
+    fn = calloc(1, sizeof *fn);
+    if (!fn) {
+        return NULL;
+    }
+    fn->name = strdup(key);
+    fn->len = (uint32_t)len;
+    fn->id = self->next_fn_id++;
+    if (!fn->name) {
+        free(fn);
+        return NULL;
+    }
+    zhashx_insert(self->fns, key, fn);
+    return fn;
+}
+
+void zxb_fn_gc(zxb_sched_t *self)
+{
+    if (zhashx_size(self->fns) < 4096) {
+        return;
+    }
+    zlist_t *dead = zlist_new();
+    for (zxb_fn_t *fn = zhashx_first(self->fns); fn; fn = zhashx_next(self->fns)) {
+        if (fn->refs == 0 && !fn->orphan_listed) {
+            zlist_append(dead, fn);
+        }
+    }
+    for (zxb_fn_t *fn = zlist_first(dead); fn; fn = zlist_next(dead)) {
+        zhashx_delete(self->fns, fn->name);
+        s_fn_destroy(&fn);
+    }
+    zlist_destroy(&dead);
+}
+
+zxb_fn_t *zxb_fn_first(zxb_sched_t *self)
+{
+    return zhashx_first(self->fns);
+}
+
+zxb_fn_t *zxb_fn_next(zxb_sched_t *self)
+{
+    return zhashx_next(self->fns);
+}
+
+/* ---- queues ---------------------------------------------------------------------- */
+
+static size_t s_key_hash(const void *key)
+{
+    uint64_t h = *(const uint64_t *)key * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h ^ (h >> 32));
+}
+
+static int s_key_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void s_fifo_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
+{
+    uint64_t key = ((uint64_t)q->fn->id << 10) | ((uint64_t)q->pool_req << 8) | level;
+    if (c->last_fifo && c->last_fifo->key == key) {
+        return c->last_fifo;
+    }
+    if (!c->fifos) {
+        c->fifos = zhashx_new();
+        zhashx_set_key_hasher(c->fifos, s_key_hash);
+        zhashx_set_key_comparator(c->fifos, s_key_cmp);
+        zhashx_set_key_duplicator(c->fifos, NULL);
+        zhashx_set_key_destructor(c->fifos, NULL);
+        zhashx_set_destructor(c->fifos, s_fifo_free);
+    }
+    zxb_fifo_t *f = zhashx_lookup(c->fifos, &key);
+    if (!f) {
+        f = calloc(1, sizeof *f);
+        if (!f) {
+            return NULL;
+        }
+        f->key = key;
+        f->client = c;
+        f->queue = q;
+        f->level = level;
+        zhashx_insert(c->fifos, &f->key, f);
+    }
+    c->last_fifo = f;
+    return f;
+}
+
+static void s_ring_insert(zxb_queue_t *q, zxb_fifo_t *f)
+{
+    zxb_fifo_t *cur = q->cur[f->level];
+    if (!cur) {
+        f->rnext = f->rprev = f;
+        q->cur[f->level] = f;
+        q->bits[f->level / 64] |= 1ull << (f->level % 64);
+    } else {
+        /* just before the client whose turn it is: a newcomer waits one round */
+        f->rnext = cur;
+        f->rprev = cur->rprev;
+        cur->rprev->rnext = f;
+        cur->rprev = f;
+    }
+    f->in_ring = true;
+}
+
+static void s_ring_remove(zxb_queue_t *q, zxb_fifo_t *f)
+{
+    if (f->rnext == f) {
+        q->cur[f->level] = NULL;
+        q->bits[f->level / 64] &= ~(1ull << (f->level % 64));
+    } else {
+        f->rprev->rnext = f->rnext;
+        f->rnext->rprev = f->rprev;
+        if (q->cur[f->level] == f) {
+            q->cur[f->level] = f->rnext;
+        }
+    }
+    f->rnext = f->rprev = NULL;
+    f->in_ring = false;
+}
+
+void zxb_queue_push(zxb_sched_t *self, zxb_task_t *t, bool front)
+{
+    (void)self;
+    zxb_fn_t *fn = t->fn;
+    zxb_queue_t *q = fn->q[t->pool_req];
+    if (!q) {
+        q = calloc(1, sizeof *q);
+        assert(q); /* a daemon may abort on out of memory */
+        q->fn = fn;
+        q->pool_req = t->pool_req;
+        fn->q[t->pool_req] = q;
+    }
+    uint8_t level = (uint8_t)(t->priority + 128);
+    zxb_fifo_t *f = s_fifo_get(t->client, q, level);
+    assert(f);
+    if (front) {
+        t->prev = NULL;
+        t->next = f->head;
+        if (f->head) {
+            f->head->prev = t;
+        } else {
+            f->tail = t;
+        }
+        f->head = t;
+    } else {
+        t->next = NULL;
+        t->prev = f->tail;
+        if (f->tail) {
+            f->tail->next = t;
+        } else {
+            f->head = t;
+        }
+        f->tail = t;
+    }
+    f->n++;
+    q->depth++;
+    if (!f->in_ring) {
+        s_ring_insert(q, f);
+    }
+    t->state = ZXB_T_QUEUED;
+}
+
+static int s_top_level(const zxb_queue_t *q)
+{
+    for (int i = S_LEVELS / 64 - 1; i >= 0; i--) {
+        if (q->bits[i]) {
+            return i * 64 + 63 - __builtin_clzll(q->bits[i]);
+        }
+    }
+    return -1;
+}
+
+zxb_task_t *zxb_queue_peek(const zxb_queue_t *q)
+{
+    if (!q || q->depth == 0) {
+        return NULL;
+    }
+    int level = s_top_level(q);
+    return level < 0 ? NULL : q->cur[level]->head;
+}
+
+static void s_unlink(zxb_queue_t *q, zxb_fifo_t *f, zxb_task_t *t, bool advance)
+{
+    if (t->prev) {
+        t->prev->next = t->next;
+    } else {
+        f->head = t->next;
+    }
+    if (t->next) {
+        t->next->prev = t->prev;
+    } else {
+        f->tail = t->prev;
+    }
+    t->next = t->prev = NULL;
+    f->n--;
+    q->depth--;
+    if (f->n == 0) {
+        s_ring_remove(q, f);
+    } else if (advance && q->cur[f->level] == f) {
+        q->cur[f->level] = f->rnext;
+    }
+}
+
+zxb_task_t *zxb_queue_pop(zxb_sched_t *self, zxb_queue_t *q)
+{
+    (void)self;
+    if (!q || q->depth == 0) {
+        return NULL;
+    }
+    int level = s_top_level(q);
+    zxb_fifo_t *f = q->cur[level];
+    zxb_task_t *t = f->head;
+    s_unlink(q, f, t, true);
+    return t;
+}
+
+void zxb_queue_remove(zxb_sched_t *self, zxb_task_t *t)
+{
+    (void)self;
+    zxb_queue_t *q = t->fn->q[t->pool_req];
+    zxb_fifo_t *f = s_fifo_get(t->client, q, (uint8_t)(t->priority + 128));
+    assert(f && f->n > 0);
+    s_unlink(q, f, t, false);
+}
+
+uint64_t zxb_queue_depth(const zxb_queue_t *q)
+{
+    return q ? q->depth : 0;
+}
+
+void zxb_queue_each(zxb_sched_t *self, zxb_queue_t *q, void (*fn)(zxb_task_t *, void *), void *arg)
+{
+    (void)self;
+    if (!q) {
+        return;
+    }
+    for (int level = S_LEVELS - 1; level >= 0; level--) {
+        if (!q->cur[level]) {
+            continue;
+        }
+        size_t nring = 0;
+        zxb_fifo_t *f = q->cur[level];
+        do {
+            nring++;
+            f = f->rnext;
+        } while (f != q->cur[level]);
+        for (size_t i = 0; i < nring && f; i++) {
+            zxb_fifo_t *nextf = f->rnext; /* f may leave the ring below */
+            zxb_task_t *t = f->head;
+            while (t) {
+                zxb_task_t *nt = t->next;
+                fn(t, arg);
+                t = nt;
+            }
+            f = nextf;
+        }
+    }
+}
+
+void zxb_client_fifos_drain(zxb_sched_t *self, zxb_client_t *c, void (*fn)(zxb_task_t *, void *),
+                            void *arg)
+{
+    (void)self;
+    if (!c->fifos) {
+        return;
+    }
+    for (zxb_fifo_t *f = zhashx_first(c->fifos); f; f = zhashx_next(c->fifos)) {
+        /* an empty FIFO's queue may be gone with its function: never touch it */
+        while (f->n > 0) {
+            zxb_task_t *t = f->head;
+            s_unlink(f->queue, f, t, false);
+            fn(t, arg);
+        }
+    }
+}
+
+void zxb_client_fifos_destroy(zxb_client_t *c)
+{
+    zhashx_destroy(&c->fifos);
+    c->last_fifo = NULL;
+}
+
+void zxb_client_depths(zxb_client_t *c, void (*fn)(zxb_fn_t *, uint64_t, void *), void *arg)
+{
+    if (!c->fifos) {
+        return;
+    }
+    for (zxb_fifo_t *f = zhashx_first(c->fifos); f; f = zhashx_next(c->fifos)) {
+        if (f->n > 0) {
+            fn(f->queue->fn, f->n, arg);
+        }
+    }
+}
+
+/* ---- free-credit lists ----------------------------------------------------------- */
+
+void zxb_free_link(zxb_wfn_t *wf, int p)
+{
+    if (wf->linked[p]) {
+        return;
+    }
+    zxb_fn_t *fn = wf->fn;
+    wf->fnext[p] = NULL;
+    wf->fprev[p] = fn->free_tail[p];
+    if (fn->free_tail[p]) {
+        fn->free_tail[p]->fnext[p] = wf;
+    } else {
+        fn->free_head[p] = wf;
+    }
+    fn->free_tail[p] = wf;
+    wf->linked[p] = true;
+}
+
+void zxb_free_unlink(zxb_wfn_t *wf, int p)
+{
+    if (!wf->linked[p]) {
+        return;
+    }
+    zxb_fn_t *fn = wf->fn;
+    if (wf->fprev[p]) {
+        wf->fprev[p]->fnext[p] = wf->fnext[p];
+    } else {
+        fn->free_head[p] = wf->fnext[p];
+    }
+    if (wf->fnext[p]) {
+        wf->fnext[p]->fprev[p] = wf->fprev[p];
+    } else {
+        fn->free_tail[p] = wf->fprev[p];
+    }
+    wf->fnext[p] = wf->fprev[p] = NULL;
+    wf->linked[p] = false;
+}
+
+void zxb_free_rotate(zxb_wfn_t *wf, int p)
+{
+    if (wf->linked[p] && wf->fn->free_tail[p] != wf) {
+        zxb_free_unlink(wf, p);
+        zxb_free_link(wf, p);
+    }
+}
+
+/* ---- timer FIFOs ------------------------------------------------------------------- */
+
+void zxb_timer_push(zxb_timer_fifo_t *f, zxb_task_t *task, int64_t deadline)
+{
+    if (f->count == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 64;
+        zxb_timer_entry_t *r = malloc(cap * sizeof *r);
+        assert(r);
+        for (size_t i = 0; i < f->count; i++) {
+            r[i] = f->ring[(f->head + i) % f->cap];
+        }
+        free(f->ring);
+        f->ring = r;
+        f->cap = cap;
+        f->head = 0;
+    }
+    f->ring[(f->head + f->count) % f->cap] =
+        (zxb_timer_entry_t){.task = task, .gen = task->gen, .deadline = deadline};
+    f->count++;
+}
+
+bool zxb_timer_pop_due(zxb_timer_fifo_t *f, int64_t now, zxb_timer_entry_t *out)
+{
+    while (f->count > 0) {
+        zxb_timer_entry_t *e = &f->ring[f->head];
+        bool stale = e->task->gen != e->gen;
+        if (!stale && e->deadline > now) {
+            return false;
+        }
+        *out = *e;
+        f->head = (f->head + 1) % f->cap;
+        f->count--;
+        if (!stale) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void zxb_timer_fini(zxb_timer_fifo_t *f)
+{
+    free(f->ring);
+    memset(f, 0, sizeof *f);
+}

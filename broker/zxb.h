@@ -1,0 +1,246 @@
+/*  zxb.h - zexec-broker internals shared by its files: configuration, the
+    records for clients, workers, functions and tasks, and the scheduling
+    structures of queue.c (described at the top of queue.c).
+
+    The broker is one thread; nothing here is locked. Records point at each
+    other freely; queue.c owns tasks, functions and queues, broker.c owns
+    clients and workers and the sockets.
+*/
+#ifndef ZXB_H
+#define ZXB_H
+
+#include "zx_proto.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* ---- configuration (main.c fills it from flags) ----------------------------- */
+
+typedef struct {
+    const char *clients_ep;
+    const char *workers_ep;
+    uint32_t heartbeat_ms;
+    uint32_t liveness;
+    int64_t nofunc_grace_ms;
+    int64_t client_timeout_ms; /* recovered tasks wait this long for their client */
+    uint64_t max_queued;
+    uint64_t max_queued_bytes;
+    int retries; /* default retries of a task after its worker is lost */
+    bool insecure;
+    int verbose; /* 0 quiet (warnings), 1 normal, 2 verbose */
+} zxb_config_t;
+
+/* Log helpers: what happened to whom, at the level the operator chose. */
+extern int zxb_log_level;
+#define ZXB_INFO(...)                                                                              \
+    do {                                                                                           \
+        if (zxb_log_level >= 1) {                                                                  \
+            zsys_info(__VA_ARGS__);                                                                \
+        }                                                                                          \
+    } while (0)
+#define ZXB_DEBUG(...)                                                                             \
+    do {                                                                                           \
+        if (zxb_log_level >= 2) {                                                                  \
+            zsys_info(__VA_ARGS__);                                                                \
+        }                                                                                          \
+    } while (0)
+
+/* security.c: the one place that decides whether an endpoint may be bound.
+   0: bind it; -1: refuse (the reason is logged). */
+int zx__bind_check(const char *endpoint, bool insecure);
+
+/* ---- records ------------------------------------------------------------------ */
+
+typedef struct zxb_task zxb_task_t;
+typedef struct zxb_client zxb_client_t;
+typedef struct zxb_worker zxb_worker_t;
+typedef struct zxb_fn zxb_fn_t;
+typedef struct zxb_wfn zxb_wfn_t;
+typedef struct zxb_queue zxb_queue_t;
+typedef struct zxb_fifo zxb_fifo_t;
+typedef struct zxb_sched zxb_sched_t;
+
+enum {
+    ZXB_T_FREE = 0,
+    ZXB_T_QUEUED,     /* in a queue, waiting for a worker */
+    ZXB_T_DISPATCHED, /* sent to task->worker, not started */
+    ZXB_T_RUNNING,    /* the worker said it started */
+    ZXB_T_HELD,       /* finished before its client re-submitted it: result kept */
+};
+
+/* One task. Kept small (the benchmark allows 300 bytes per queued task
+   beyond the payload): the function is an interned pointer, the session is
+   the client's, the links are intrusive. */
+struct zxb_task {
+    zxb_task_t *next, *prev; /* the client's FIFO while queued; the worker's list after */
+    zxb_task_t *hnext;       /* task table chain */
+    zxb_client_t *client;
+    zxb_fn_t *fn;      /* NULL: recovered from a worker's READY, not yet re-submitted */
+    zframe_t *payload; /* arguments (kept for retries), or the held result */
+    /* while ZXB_T_HELD, fn points at the interned name of the node that ran it */
+    zxb_worker_t *worker;
+    uint64_t seq;
+    uint64_t arrival; /* ms since broker start << 20 | counter: age and order */
+    union {
+        struct {
+            uint32_t timeout_ms, flags;
+        };
+        struct {
+            uint32_t held_pid, held_status; /* ZXB_T_HELD */
+        };
+    };
+    uint32_t gen;  /* bumped on free: timer entries check it */
+    uint32_t size; /* payload bytes, for the byte quota */
+    int8_t priority;
+    int8_t retries; /* as submitted: -1 none, 0 broker default */
+    uint8_t pool_req, pool, state, attempts;
+    uint8_t adopted : 1;   /* its client submitted it (not only a worker reported it) */
+    uint8_t bcancel : 1;   /* the broker sent WCANCEL because its client left */
+    uint8_t cancelled : 1; /* a CANCEL was forwarded to the worker */
+};
+
+/* A function a worker offers, with its place in the function's lists of
+   workers that have free credit (one list per pool kind). */
+struct zxb_wfn {
+    zxb_fn_t *fn;
+    zxb_worker_t *worker;
+    uint8_t mask; /* ZXP_POOLS_* this worker runs it in */
+    bool linked[3];
+    zxb_wfn_t *fprev[3], *fnext[3];
+};
+
+/* An interned function name with its queues (one per requested pool kind,
+   made on first use) and the workers that offer it. */
+struct zxb_fn {
+    char *name;
+    uint32_t len;
+    uint32_t id;
+    uint64_t refs;                          /* tasks and worker offers that point here */
+    uint32_t offered[3];                    /* non-draining workers offering it per pool kind */
+    zxb_queue_t *q[3];                      /* by requested pool: ANY, THREAD, PROCESS */
+    zxb_wfn_t *free_head[3], *free_tail[3]; /* workers with free credit, per pool kind */
+    int64_t orphan_deadline[3];             /* per requested pool: when its queue lost its last
+                                               worker, + grace; 0 when served */
+    bool orphan_listed;                     /* on the broker's list of orphaned functions */
+};
+
+struct zxb_worker {
+    uint8_t id[ZXP_ID_LEN];
+    zframe_t *rid;
+    char node[ZXP_MAX_NAME + 1];
+    uint32_t pid, threads, procs, prefetch, hb_ms;
+    uint32_t cap[3];      /* per pool kind: size + prefetch (0 when the pool is absent) */
+    uint32_t inflight[3]; /* dispatched, not resulted (and late slots, see held) */
+    uint32_t held[3];     /* slots kept by WRESULT slot_freed=false until CREDIT */
+    uint32_t foreign[3];  /* slots a re-READY reported for tasks now elsewhere */
+    bool listed[3];       /* on its functions' free lists for this pool kind */
+    bool draining;
+    bool dead;
+    int64_t last_recv, last_send;
+    size_t nfns;
+    zxb_wfn_t *fns;
+    zxb_task_t *tasks; /* in flight here: doubly linked through next/prev */
+    uint64_t ntasks, running, done, failed;
+    zxp_out_t *out_task, *out_cancel; /* batches being built this turn */
+    zxb_worker_t *dirty_next;
+    bool dirty;
+};
+
+struct zxb_client {
+    uint8_t session[ZXP_ID_LEN];
+    zframe_t *rid;
+    char name[ZXP_MAX_NAME + 1];
+    uint32_t hb_ms;
+    bool alive;   /* said HELLO and has not left */
+    bool ever;    /* has said HELLO since this broker started */
+    bool expired; /* a placeholder whose wait for HELLO ran out */
+    bool doomed;  /* gone with no task left: freed at the end of this turn */
+    int64_t last_recv, last_send, created;
+    zhashx_t *fifos;       /* key (queue, level) -> zxb_fifo_t */
+    zxb_fifo_t *last_fifo; /* one-entry cache for bursts of the same kind */
+    uint64_t ntasks;       /* tasks pointing at this record (it lives while > 0) */
+    uint64_t queued, queued_bytes;
+    zxp_out_t *out_started, *out_result, *out_cancelled;
+    zxb_client_t *dirty_next;
+    bool dirty;
+};
+
+/* ---- queue.c: tasks, functions, queues ------------------------------------------ */
+
+zxb_sched_t *zxb_sched_new(void);
+void zxb_sched_destroy(zxb_sched_t **self_p);
+
+/* Tasks come from a slab: zeroed, gen kept. task_free releases the payload. */
+zxb_task_t *zxb_task_alloc(zxb_sched_t *self);
+void zxb_task_free(zxb_sched_t *self, zxb_task_t *task);
+/* The (client, seq) table. */
+void zxb_task_index(zxb_sched_t *self, zxb_task_t *task);
+void zxb_task_unindex(zxb_sched_t *self, zxb_task_t *task);
+zxb_task_t *zxb_task_find(zxb_sched_t *self, const zxb_client_t *client, uint64_t seq);
+size_t zxb_task_count(zxb_sched_t *self);
+/* Next arrival stamp (ms since start << 20 | counter). */
+uint64_t zxb_arrival_now(zxb_sched_t *self, int64_t now_ms);
+int64_t zxb_arrival_ms(uint64_t arrival);
+
+/* Interned function names. intern creates; NULL only on a bad name. */
+zxb_fn_t *zxb_fn_intern(zxb_sched_t *self, const char *name, size_t len);
+/* Frees functions nobody points at, when there are many of them. */
+void zxb_fn_gc(zxb_sched_t *self);
+/* For STATUS and the nofunc timer: every function (first/next). */
+zxb_fn_t *zxb_fn_first(zxb_sched_t *self);
+zxb_fn_t *zxb_fn_next(zxb_sched_t *self);
+
+/* Queues. push puts a task at the back (or the front, for a retry) of its
+   client's FIFO at its priority in fn->q[pool_req]. */
+void zxb_queue_push(zxb_sched_t *self, zxb_task_t *task, bool front);
+/* The task a pop would return: highest priority, the client whose turn it
+   is, oldest first. NULL when empty. */
+zxb_task_t *zxb_queue_peek(const zxb_queue_t *q);
+/* Removes peek's task and gives the next client its turn. */
+zxb_task_t *zxb_queue_pop(zxb_sched_t *self, zxb_queue_t *q);
+/* Removes any queued task (cancel, client gone). */
+void zxb_queue_remove(zxb_sched_t *self, zxb_task_t *task);
+uint64_t zxb_queue_depth(const zxb_queue_t *q);
+/* Calls fn for every queued task of q, oldest levels last; fn may remove
+   the task it is given (and only that one). */
+void zxb_queue_each(zxb_sched_t *self, zxb_queue_t *q, void (*fn)(zxb_task_t *, void *), void *arg);
+/* Drops every queued task of client (its fifos), calling fn on each after
+   removal; fn frees it. */
+void zxb_client_fifos_drain(zxb_sched_t *self, zxb_client_t *client,
+                            void (*fn)(zxb_task_t *, void *), void *arg);
+void zxb_client_fifos_destroy(zxb_client_t *client);
+/* Per-function depth of client's queues, for STATUS: calls fn(fn, depth). */
+void zxb_client_depths(zxb_client_t *client, void (*fn)(zxb_fn_t *, uint64_t, void *), void *arg);
+
+/* Free-credit lists: workers offering fn in pool kind p that can take a task. */
+void zxb_free_link(zxb_wfn_t *wf, int pool);
+void zxb_free_unlink(zxb_wfn_t *wf, int pool);
+/* Moves wf to the back of its list so tasks spread over workers. */
+void zxb_free_rotate(zxb_wfn_t *wf, int pool);
+
+/* A FIFO of (task, gen, deadline) for timers that never scan all tasks:
+   entries are appended in deadline order (one fixed delay per timer). */
+typedef struct {
+    zxb_task_t *task;
+    uint32_t gen;
+    int64_t deadline;
+} zxb_timer_entry_t;
+typedef struct {
+    zxb_timer_entry_t *ring;
+    size_t cap, head, count;
+} zxb_timer_fifo_t;
+void zxb_timer_push(zxb_timer_fifo_t *f, zxb_task_t *task, int64_t deadline);
+/* The next entry due at now, or false. Stale entries (gen changed) are skipped. */
+bool zxb_timer_pop_due(zxb_timer_fifo_t *f, int64_t now, zxb_timer_entry_t *out);
+void zxb_timer_fini(zxb_timer_fifo_t *f);
+
+/* ---- broker.c ---------------------------------------------------------------------- */
+
+typedef struct zxb_broker zxb_broker_t;
+/* Binds both endpoints. NULL (logged) if an endpoint cannot be bound. */
+zxb_broker_t *zxb_broker_new(const zxb_config_t *config);
+void zxb_broker_destroy(zxb_broker_t **self_p);
+/* Runs until SIGINT/SIGTERM; then says SHUTDOWN to every peer. 0 */
+int zxb_broker_run(zxb_broker_t *self);
+
+#endif

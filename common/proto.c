@@ -8,7 +8,10 @@
     (msgpack-c issues 985, 1013), so counts are checked against the bytes left.
 */
 #include "zx_proto.h"
+#include "zx_sign.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 /* ---- msgpack bounds check --------------------------------------------------- */
@@ -211,7 +214,10 @@ const char *zxp_strerror(int code)
     case ZXP_E_PAYLOADS: return "payload frames do not match the items";
     case ZXP_E_BATCH: return "batch too large";
     case ZXP_E_UNKNOWN: return "reply for an unknown task";
-    default: return "unknown protocol error";
+    default:
+        /* the signing layer's codes, so zxp_drop names them too */
+        return code <= ZX_SIGN_E_MISSING && code >= ZX_SIGN_E_FULL ? zx_sign_strerror(code)
+                                                                   : "unknown protocol error";
     }
 }
 
@@ -574,6 +580,88 @@ void zxp_out_payload_mem(zxp_out_t *out, const void *data, size_t len)
     zmsg_addmem(out->payloads, data, len);
 }
 
+/* ---- signing hook and limits (zx_sign.h) -------------------------------------- */
+
+/* Sockets with a signer: few (two on a broker, one per executor or worker), so
+   a small table; the atomic count keeps unsigned sends to one load. */
+#define S_MAX_SIGNERS 64
+static struct {
+    zsock_t *sock;
+    zxp_signer_fn *fn;
+    void *arg;
+} s_signers[S_MAX_SIGNERS];
+static atomic_int s_nsigners;
+static pthread_mutex_t s_signers_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_llong s_max_msg = ZXP_MAX_MSG;
+
+void zxp_sock_set_signer(zsock_t *sock, zxp_signer_fn *fn, void *arg)
+{
+    pthread_mutex_lock(&s_signers_lock);
+    int free_slot = -1;
+    for (int i = 0; i < S_MAX_SIGNERS; i++) {
+        if (s_signers[i].sock == sock) {
+            s_signers[i].sock = NULL;
+            atomic_fetch_sub(&s_nsigners, 1);
+        }
+        if (!s_signers[i].sock && free_slot < 0) {
+            free_slot = i;
+        }
+    }
+    if (fn && free_slot >= 0) {
+        s_signers[free_slot].sock = sock;
+        s_signers[free_slot].fn = fn;
+        s_signers[free_slot].arg = arg;
+        atomic_fetch_add(&s_nsigners, 1);
+    } else if (fn) {
+        zsys_error("zxp_sock_set_signer: more than %d signed sockets", S_MAX_SIGNERS);
+    }
+    pthread_mutex_unlock(&s_signers_lock);
+}
+
+static int s_sign_hook(zsock_t *sock, zmsg_t *msg, zframe_t *routing_id)
+{
+    if (atomic_load_explicit(&s_nsigners, memory_order_relaxed) == 0) {
+        return 0;
+    }
+    zxp_signer_fn *fn = NULL;
+    void *arg = NULL;
+    pthread_mutex_lock(&s_signers_lock);
+    for (int i = 0; i < S_MAX_SIGNERS; i++) {
+        if (s_signers[i].sock == sock) {
+            fn = s_signers[i].fn;
+            arg = s_signers[i].arg;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s_signers_lock);
+    /* the signer belongs to the socket's thread: call it outside the lock */
+    return fn ? fn(arg, msg, routing_id) : 0;
+}
+
+/* Drops a built message whose borrowed payloads stay their owner's. */
+static void s_out_drop_msg(zxp_out_t *out, zmsg_t *msg)
+{
+    zframe_t *f;
+    while ((f = zmsg_pop(msg))) {
+        if (out->shared && f == zlist_first(out->shared)) {
+            zlist_pop(out->shared);
+        } else {
+            zframe_destroy(&f);
+        }
+    }
+    zmsg_destroy(&msg);
+}
+
+void zxp_set_max_msg(int64_t bytes)
+{
+    atomic_store(&s_max_msg, bytes > 0 ? bytes : ZXP_MAX_MSG);
+}
+
+int64_t zxp_max_msg(void)
+{
+    return atomic_load(&s_max_msg);
+}
+
 int zxp_out_send(zxp_out_t *out, zsock_t *sock, zframe_t *routing_id)
 {
     if (out->batch) {
@@ -589,11 +677,14 @@ int zxp_out_send(zxp_out_t *out, zsock_t *sock, zframe_t *routing_id)
     uint8_t sig[4] = {ZXP_SIG0, ZXP_SIG1, ZXP_VERSION, out->cmd};
     zmsg_pushmem(msg, out->buf.data, out->buf.size);
     zmsg_pushmem(msg, sig, sizeof sig);
+    int rc = s_sign_hook(sock, msg, routing_id);
     if (routing_id) {
         zmsg_pushmem(msg, zframe_data(routing_id), zframe_size(routing_id));
     }
-    int rc = 0;
-    if (out->shared && zlist_size(out->shared) > 0) {
+    if (rc != 0) {
+        s_out_drop_msg(out, msg); /* not signed: never sent */
+        msg = NULL;
+    } else if (out->shared && zlist_size(out->shared) > 0) {
         /* frame by frame, so borrowed payloads go with ZFRAME_REUSE: ZeroMQ
            sends a reference-counted copy of the zmq_msg_t, not of the bytes */
         zframe_t *f;
@@ -836,7 +927,7 @@ zframe_t *zxp_error_frame(const char *type, const char *message, const char *tra
 
 void zxp_sock_setup(zsock_t *sock)
 {
-    zsock_set_maxmsgsize(sock, ZXP_MAX_MSG);
+    zmq_setsockopt(zsock_resolve(sock), ZMQ_MAXMSGSIZE, &(int64_t){zxp_max_msg()}, sizeof(int64_t));
     zsock_set_linger(sock, 0);
     zsock_set_sndhwm(sock, 0); /* flow control is by credit and quotas, not by drops */
     zsock_set_rcvhwm(sock, 0);

@@ -270,6 +270,17 @@ zframe_t *zxp_error_frame(const char *type, const char *message, const char *tra
    handshake interval. */
 void zxp_sock_setup(zsock_t *sock);
 
+/* The ZMQ_MAXMSGSIZE zxp_sock_setup applies from now on (default ZXP_MAX_MSG;
+   a program's --max-msg). Call before making sockets. */
+void zxp_set_max_msg(int64_t bytes);
+int64_t zxp_max_msg(void);
+
+/* Signing hook (zx_sign.h installs it): zxp_out_send, and so every zxp_send_*,
+   on sock calls fn with the message (frame 0 first, no routing id) just
+   before sending; non-zero drops the message. fn NULL removes the hook. */
+typedef int(zxp_signer_fn)(void *arg, zmsg_t *msg, zframe_t *routing_id);
+void zxp_sock_set_signer(zsock_t *sock, zxp_signer_fn *fn, void *arg);
+
 /* ---- peers and counters ---------------------------------------------------- */
 
 /* Hex of a routing id or session, for logs: writes at most 2*16+1 bytes. */

@@ -1,0 +1,101 @@
+/*  zx_sign.h - shared-secret message signing for ZXP/1 (HMAC-SHA256 with
+    replay protection), usable by the broker, the worker and the client.
+
+    Every signed message carries one extra final frame, the envelope
+    (docs/security.md "Shared-secret mode", docs/protocol.md §10):
+
+      offset size
+       0      2   'Z' 'S'
+       2      1   envelope version (1)
+       3      1   receiver role (ZXP_ROLE_*): a message for one endpoint or
+                  direction is never valid on another
+       4     16   sender session: random per sender instance
+      20     16   epoch: the receiver's session as the sender last saw it
+                  (zero when it has not heard from the receiver yet)
+      36      8   seq: big-endian, strictly increasing per sender
+      44     32   HMAC-SHA256(K, "ZXS1" || bytes 2..43 || u32 frame count ||
+                  for each other frame: u64 length || bytes)
+
+    K = HMAC-SHA256(secret, "zexec ZXS1 key"). The routing id frame of a
+    ROUTER is not signed (it is not part of the message as sent).
+
+    Replay rules (a record is made only after the MAC verifies):
+    - the epoch must equal the receiver's current session. The broker draws
+      a new session at every start, so a message captured before a restart,
+      or sent to another broker, fails here (ZX_SIGN_E_EPOCH); the broker
+      answers such a message (its MAC verified) with a RESET signed under its
+      new session, which tells the peer the new epoch;
+    - seq must be above the highest seen from that sender session
+      (ZX_SIGN_E_REPLAY). The broker keeps the highest seq of every sender
+      session of its lifetime (only verified ones, so forgeries cannot fill
+      the table); a peer keeps the broker's, and draws a new session of its
+      own when the broker's changes, so nothing sent to the old one verifies.
+
+    A zx_sign_t is used by one thread: the one that owns its socket.
+*/
+#ifndef ZX_SIGN_H
+#define ZX_SIGN_H
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define ZX_SIGN_ENV_LEN 76
+#define ZX_SIGN_MAC_LEN 32
+#define ZX_SIGN_MIN_SECRET 16   /* bytes */
+#define ZX_SIGN_MAX_SECRET 4096 /* bytes */
+#define ZX_SIGN_MAX_SESSIONS 1000000
+
+enum {
+    ZX_SIGN_E_MISSING = -120, /* no envelope frame */
+    ZX_SIGN_E_FORMAT = -121,  /* envelope malformed, or for another role */
+    ZX_SIGN_E_MAC = -122,     /* signature does not verify */
+    ZX_SIGN_E_EPOCH = -123,   /* signed for another session of the receiver */
+    ZX_SIGN_E_REPLAY = -124,  /* seq not above the highest seen */
+    ZX_SIGN_E_FULL = -125,    /* too many sender sessions */
+};
+const char *zx_sign_strerror(int code);
+
+/* Reads the shared secret: secret_file if given, else the environment
+   variable ZEXEC_SECRET; trailing whitespace is dropped; 16..4096 bytes.
+   Returns 1 with key and len set (free *key with zx_sign_key_free), 0 when
+   neither is set, -1 with the reason logged. scrub_env unsets ZEXEC_SECRET
+   once read, so programs the process starts (the worker's exec built-in)
+   do not inherit it: only call it that way before starting threads. */
+int zx_sign_key_load(const char *secret_file, bool scrub_env, uint8_t **key, size_t *len);
+void zx_sign_key_free(uint8_t **key, size_t len);
+
+typedef struct zx_sign zx_sign_t;
+
+/* broker: many peers, told apart by routing id; otherwise one peer (the
+   broker). NULL on failure. The secret is copied (and the copy derived). */
+zx_sign_t *zx_sign_new(const uint8_t *secret, size_t len, bool broker);
+void zx_sign_destroy(zx_sign_t **self_p);
+
+/* Convenience: zx_sign_key_load + zx_sign_new. *rc: 1 signing on, 0 no
+   secret configured (NULL returned), -1 error (NULL returned). */
+zx_sign_t *zx_sign_new_from_config(const char *secret_file, bool scrub_env, bool broker, int *rc);
+
+/* Appends the envelope to msg, whose first frame is frame 0 (no routing id).
+   peer: the routing id the message goes to on a ROUTER, NULL on a DEALER.
+   role: the receiver's role. 0 or -1. */
+int zx_sign_msg(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role);
+
+/* Checks the envelope of msg (first frame is frame 0; the routing id popped
+   and given as peer on a ROUTER) for a receiver of role, records its seq,
+   and removes the envelope frame. 0 or a ZX_SIGN_E_* code; msg unchanged on
+   error. */
+int zx_sign_verify(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role);
+
+/* Makes every zxp_out_send and zxp_send_* on sock sign for a receiver of
+   peer_role (ZXP_ROLE_CLIENT on the broker's client socket, ZXP_ROLE_BROKER_C
+   on a client's, ...). self NULL detaches. self must outlive the socket's
+   use, or be detached first. */
+void zx_sign_attach(zx_sign_t *self, zsock_t *sock, int peer_role);
+
+/* This side's current session (16 bytes), for tests and logs. */
+const uint8_t *zx_sign_session(zx_sign_t *self);
+/* Messages verified and refused so far. */
+void zx_sign_counts(zx_sign_t *self, uint64_t *verified, uint64_t *refused);
+
+#endif

@@ -1,0 +1,389 @@
+/*  test_sign.c - the shared-secret envelope (common/sign.c): round trips in
+    both directions, every flipped byte of every frame refused, replays
+    refused in the same session, after a broker restart and on a second
+    broker, a million forgeries then a replay refused, the epoch handshake
+    (RESET) and the key loading rules. */
+#include "zx_proto.h"
+#include "zx_sign.h"
+
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const uint8_t KEY[] = "0123456789abcdef0123456789abcdef";
+static const uint8_t RID[16] = {0x42, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+
+TestSuite(sign, .timeout = 60);
+
+/* A SUBMIT of n items as it leaves a client: frame 0, header, payloads. */
+static zmsg_t *s_submit(int n)
+{
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_SUBMIT);
+    for (int i = 0; i < n; i++) {
+        zxp_submit_t s = {.seq = (uint64_t)i + 1, .fn = {"echo", 4}};
+        zxp_put_submit(&o, &s);
+        zxp_out_payload_mem(&o, "\x91\x2a", 2);
+    }
+    /* build the message the way zxp_out_send does, without a socket */
+    uint8_t *h = (uint8_t *)o.buf.data;
+    h[4] = (uint8_t)n;
+    zmsg_t *m = o.payloads;
+    o.payloads = NULL;
+    uint8_t sig[4] = {'Z', 'X', 1, ZXP_SUBMIT};
+    zmsg_pushmem(m, o.buf.data, o.buf.size);
+    zmsg_pushmem(m, sig, 4);
+    zxp_out_fini(&o);
+    return m;
+}
+
+static zframe_t *s_rid(void)
+{
+    return zframe_new(RID, sizeof RID);
+}
+
+/* Client and broker that have done the epoch handshake. */
+typedef struct {
+    zx_sign_t *client, *broker;
+    zframe_t *rid;
+} s_pair_t;
+
+static void s_handshake(zx_sign_t *client, zx_sign_t *broker, zframe_t *rid)
+{
+    /* the client's first message carries a zero epoch: the broker refuses it
+       (its MAC verified) and answers RESET under its own session */
+    zmsg_t *hello = s_submit(1);
+    cr_assert_eq(zx_sign_msg(client, hello, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx_sign_verify(broker, hello, rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_EPOCH);
+    zmsg_destroy(&hello);
+    zmsg_t *reset = zmsg_new();
+    zmsg_addmem(reset, (uint8_t[]){'Z', 'X', 1, ZXP_RESET}, 4);
+    zmsg_addmem(reset, "\x90", 1);
+    cr_assert_eq(zx_sign_msg(broker, reset, rid, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zx_sign_verify(client, reset, NULL, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zmsg_size(reset), 2, "the envelope is stripped");
+    zmsg_destroy(&reset);
+}
+
+static s_pair_t s_pair(void)
+{
+    s_pair_t p = {zx_sign_new(KEY, 32, false), zx_sign_new(KEY, 32, true), s_rid()};
+    cr_assert(p.client && p.broker);
+    s_handshake(p.client, p.broker, p.rid);
+    return p;
+}
+
+static void s_pair_free(s_pair_t *p)
+{
+    zx_sign_destroy(&p->client);
+    zx_sign_destroy(&p->broker);
+    zframe_destroy(&p->rid);
+}
+
+Test(sign, round_trips_both_ways_and_strips_the_envelope)
+{
+    s_pair_t p = s_pair();
+    for (int i = 0; i < 100; i++) {
+        zmsg_t *m = s_submit(3);
+        cr_assert_eq(zx_sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
+        cr_assert_eq(zmsg_size(m), 6);
+        cr_assert_eq(zframe_size(zmsg_last(m)), ZX_SIGN_ENV_LEN);
+        cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
+        zxp_in_t in;
+        zxp_in_init(&in);
+        cr_assert_eq(zxp_decode(&in, &m, ZXP_ROLE_BROKER_C), 0, "decodes after stripping");
+        cr_assert_eq(in.count, 3);
+        zxp_in_fini(&in);
+
+        zmsg_t *r = zmsg_new();
+        zmsg_addmem(r, (uint8_t[]){'Z', 'X', 1, ZXP_HEARTBEAT}, 4);
+        zmsg_addmem(r, "\x90", 1);
+        cr_assert_eq(zx_sign_msg(p.broker, r, p.rid, ZXP_ROLE_CLIENT), 0);
+        cr_assert_eq(zx_sign_verify(p.client, r, NULL, ZXP_ROLE_CLIENT), 0);
+        zmsg_destroy(&r);
+    }
+    s_pair_free(&p);
+}
+
+Test(sign, every_flipped_byte_of_every_frame_is_refused)
+{
+    s_pair_t p = s_pair();
+    zmsg_t *orig = s_submit(2);
+    cr_assert_eq(zx_sign_msg(p.client, orig, NULL, ZXP_ROLE_BROKER_C), 0);
+    size_t tried = 0, refused = 0, frame_no = 0, nframes = zmsg_size(orig);
+    for (; frame_no < nframes; frame_no++) {
+        /* zmsg_dup moves orig's cursor: find the frame by index each time */
+        zframe_t *f = zmsg_first(orig);
+        for (size_t k = 0; k < frame_no; k++) {
+            f = zmsg_next(orig);
+        }
+        size_t fsize = zframe_size(f);
+        for (size_t b = 0; b < fsize; b++) {
+            for (int bit = 0; bit < 8; bit += 7) { /* lowest and highest bit */
+                zmsg_t *m = zmsg_dup(orig);
+                zframe_t *g = zmsg_first(m);
+                for (size_t k = 0; k < frame_no; k++) {
+                    g = zmsg_next(m);
+                }
+                zframe_data(g)[b] ^= (uint8_t)(1u << bit);
+                tried++;
+                if (zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C) != 0) {
+                    refused++;
+                }
+                zmsg_destroy(&m);
+            }
+        }
+    }
+    cr_assert_eq(frame_no, 5, "frame 0, header, 2 payloads, envelope");
+    cr_assert_eq(refused, tried, "%zu of %zu flipped messages refused", refused, tried);
+    /* and the untouched message still verifies: no flip was recorded */
+    cr_assert_eq(zx_sign_verify(p.broker, orig, p.rid, ZXP_ROLE_BROKER_C), 0);
+    zmsg_destroy(&orig);
+    s_pair_free(&p);
+}
+
+Test(sign, a_dropped_added_or_reordered_frame_is_refused)
+{
+    s_pair_t p = s_pair();
+    zmsg_t *orig = s_submit(2);
+    cr_assert_eq(zx_sign_msg(p.client, orig, NULL, ZXP_ROLE_BROKER_C), 0);
+    zmsg_t *m = zmsg_dup(orig); /* drop payload 1 */
+    zframe_t *f = zmsg_first(m);
+    f = zmsg_next(m);
+    f = zmsg_next(m);
+    zmsg_remove(m, f);
+    zframe_destroy(&f);
+    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_MAC);
+    zmsg_destroy(&m);
+    m = zmsg_dup(orig); /* an extra empty payload in front */
+    zmsg_pushmem(m, "", 0);
+    cr_assert_neq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
+    zmsg_destroy(&m);
+    m = zmsg_dup(orig); /* bytes moved from one frame to the next */
+    zframe_t *a = zmsg_first(m);
+    zframe_t *h = zmsg_next(m);
+    zframe_t *joined = zframe_new(NULL, zframe_size(a) + zframe_size(h));
+    memcpy(zframe_data(joined), zframe_data(a), zframe_size(a));
+    memcpy(zframe_data(joined) + zframe_size(a), zframe_data(h), zframe_size(h));
+    zmsg_remove(m, a);
+    zmsg_remove(m, h);
+    zframe_destroy(&a);
+    zframe_destroy(&h);
+    zmsg_prepend(m, &joined);
+    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_MAC);
+    zmsg_destroy(&m);
+    cr_assert_eq(zx_sign_verify(p.broker, orig, p.rid, ZXP_ROLE_BROKER_C), 0);
+    zmsg_destroy(&orig);
+    s_pair_free(&p);
+}
+
+Test(sign, unsigned_wrong_role_and_wrong_key_are_refused)
+{
+    s_pair_t p = s_pair();
+    zmsg_t *m = s_submit(1);
+    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_MISSING);
+    cr_assert_eq(zx_sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_W), 0);
+    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_FORMAT,
+                 "a message for the worker endpoint is not valid on the client endpoint");
+    zmsg_destroy(&m);
+    zx_sign_t *other = zx_sign_new((const uint8_t *)"another secret of 32 bytes......", 32, false);
+    m = s_submit(1);
+    cr_assert_eq(zx_sign_msg(other, m, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_MAC);
+    zmsg_destroy(&m);
+    zx_sign_destroy(&other);
+    s_pair_free(&p);
+}
+
+Test(sign, a_replay_in_the_same_session_is_refused)
+{
+    s_pair_t p = s_pair();
+    zmsg_t *m = s_submit(1);
+    cr_assert_eq(zx_sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
+    zmsg_t *copy = zmsg_dup(m);
+    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx_sign_verify(p.broker, copy, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_REPLAY);
+    /* also from another connection (routing id) */
+    zframe_t *rid2 = zframe_new("\x77xyz", 4);
+    cr_assert_eq(zx_sign_verify(p.broker, copy, rid2, ZXP_ROLE_BROKER_C), ZX_SIGN_E_REPLAY);
+    /* an older message, delivered late, is refused too: seq must increase */
+    zmsg_t *m1 = s_submit(1), *m2 = s_submit(1);
+    cr_assert_eq(zx_sign_msg(p.client, m1, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx_sign_msg(p.client, m2, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx_sign_verify(p.broker, m2, p.rid, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx_sign_verify(p.broker, m1, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_REPLAY);
+    zmsg_destroy(&m);
+    zmsg_destroy(&copy);
+    zmsg_destroy(&m1);
+    zmsg_destroy(&m2);
+    zframe_destroy(&rid2);
+    s_pair_free(&p);
+}
+
+Test(sign, a_replay_after_a_broker_restart_or_to_another_broker_is_refused)
+{
+    s_pair_t p = s_pair();
+    zmsg_t *m = s_submit(1);
+    cr_assert_eq(zx_sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
+    zmsg_t *c1 = zmsg_dup(m), *c2 = zmsg_dup(m);
+    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
+    /* restart: a new broker object is a new process start (new session) */
+    zx_sign_destroy(&p.broker);
+    p.broker = zx_sign_new(KEY, 32, true);
+    cr_assert_eq(zx_sign_verify(p.broker, c1, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_EPOCH);
+    zx_sign_t *second = zx_sign_new(KEY, 32, true);
+    cr_assert_eq(zx_sign_verify(second, c2, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_EPOCH);
+    zx_sign_destroy(&second);
+    zmsg_destroy(&m);
+    zmsg_destroy(&c1);
+    zmsg_destroy(&c2);
+    s_pair_free(&p);
+}
+
+Test(sign, the_client_follows_a_restarted_broker_and_old_broker_messages_die)
+{
+    s_pair_t p = s_pair();
+    /* a message from the first broker, captured */
+    zmsg_t *old = zmsg_new();
+    zmsg_addmem(old, (uint8_t[]){'Z', 'X', 1, ZXP_HEARTBEAT}, 4);
+    zmsg_addmem(old, "\x90", 1);
+    cr_assert_eq(zx_sign_msg(p.broker, old, p.rid, ZXP_ROLE_CLIENT), 0);
+    zmsg_t *old_copy = zmsg_dup(old);
+    cr_assert_eq(zx_sign_verify(p.client, old, NULL, ZXP_ROLE_CLIENT), 0);
+    zx_sign_destroy(&p.broker);
+    p.broker = zx_sign_new(KEY, 32, true);
+    uint8_t before[16];
+    memcpy(before, zx_sign_session(p.client), 16);
+    /* the client still signs for the old broker: refused, answered by RESET */
+    s_handshake(p.client, p.broker, p.rid);
+    cr_assert_neq(memcmp(before, zx_sign_session(p.client), 16), 0,
+                  "the client took a new session when the broker's changed");
+    cr_assert_eq(zx_sign_verify(p.client, old_copy, NULL, ZXP_ROLE_CLIENT), ZX_SIGN_E_EPOCH,
+                 "the old broker's messages never verify again");
+    /* and the new pair works */
+    zmsg_t *m = s_submit(1);
+    cr_assert_eq(zx_sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
+    zmsg_destroy(&m);
+    zmsg_destroy(&old);
+    zmsg_destroy(&old_copy);
+    s_pair_free(&p);
+}
+
+Test(sign, a_million_forgeries_then_a_replay_all_refused_and_nothing_recorded, .timeout = 120)
+{
+    s_pair_t p = s_pair();
+    zmsg_t *real = s_submit(1);
+    cr_assert_eq(zx_sign_msg(p.client, real, NULL, ZXP_ROLE_BROKER_C), 0);
+    zmsg_t *capture = zmsg_dup(real);
+    cr_assert_eq(zx_sign_verify(p.broker, real, p.rid, ZXP_ROLE_BROKER_C), 0);
+    /* forgeries: the captured envelope with every seq above the real one
+       and random MACs: would evict or advance state if recorded first */
+    zmsg_t *forged = zmsg_dup(capture);
+    uint8_t *env = zframe_data(zmsg_last(forged));
+    size_t accepted = 0;
+    for (uint64_t i = 0; i < 1000000; i++) {
+        uint64_t seq = 1000 + i;
+        for (int b = 0; b < 8; b++) {
+            env[36 + b] = (uint8_t)(seq >> (56 - 8 * b));
+        }
+        memcpy(env + 44, &i, sizeof i);
+        if (zx_sign_verify(p.broker, forged, p.rid, ZXP_ROLE_BROKER_C) == 0) {
+            accepted++;
+        }
+    }
+    cr_assert_eq(accepted, 0);
+    uint64_t ok, bad;
+    zx_sign_counts(p.broker, &ok, &bad);
+    cr_assert_geq(bad, 1000000);
+    cr_assert_eq(zx_sign_verify(p.broker, capture, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_REPLAY);
+    /* the legitimate client's next message is still accepted: forgeries
+       never advanced its seq */
+    zmsg_t *next = s_submit(1);
+    cr_assert_eq(zx_sign_msg(p.client, next, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx_sign_verify(p.broker, next, p.rid, ZXP_ROLE_BROKER_C), 0);
+    zmsg_destroy(&next);
+    zmsg_destroy(&forged);
+    zmsg_destroy(&capture);
+    zmsg_destroy(&real);
+    s_pair_free(&p);
+}
+
+Test(sign, signs_through_the_zxp_send_hook_on_real_sockets)
+{
+    zsock_t *router = zsock_new(ZMQ_ROUTER), *dealer = zsock_new(ZMQ_DEALER);
+    cr_assert_eq(zsock_bind(router, "inproc://sign-hook"), 0);
+    zsock_set_identity(dealer, "\x01session-0000001");
+    cr_assert_eq(zsock_connect(dealer, "inproc://sign-hook"), 0);
+    s_pair_t p = {zx_sign_new(KEY, 32, false), zx_sign_new(KEY, 32, true), NULL};
+    zx_sign_attach(p.client, dealer, ZXP_ROLE_BROKER_C);
+    zx_sign_attach(p.broker, router, ZXP_ROLE_CLIENT);
+    uint8_t session[16] = {1, 2, 3};
+    zxp_in_t in;
+    zxp_in_init(&in);
+    int welcomed = 0, resets = 0;
+    cr_assert_eq(zxp_send_hello(dealer, session, "c", 1000), 0);
+    for (int round = 0; round < 4 && !welcomed; round++) {
+        zmsg_t *m = zmsg_recv(router);
+        zframe_t *rid = zmsg_pop(m);
+        int rc = zx_sign_verify(p.broker, m, rid, ZXP_ROLE_BROKER_C);
+        if (rc == ZX_SIGN_E_EPOCH) {
+            zmsg_destroy(&m);
+            cr_assert_eq(zxp_send_empty(router, rid, ZXP_RESET), 0);
+        } else {
+            cr_assert_eq(rc, 0);
+            cr_assert_eq(zxp_decode(&in, &m, ZXP_ROLE_BROKER_C), 0);
+            cr_assert_eq(in.cmd, ZXP_HELLO);
+            cr_assert_eq(zxp_send_welcome(router, rid, session, 1000, 3, 1 << 20), 0);
+        }
+        zframe_destroy(&rid);
+        zmsg_t *r = zmsg_recv(dealer);
+        cr_assert_eq(zx_sign_verify(p.client, r, NULL, ZXP_ROLE_CLIENT), 0);
+        cr_assert_eq(zxp_decode(&in, &r, ZXP_ROLE_CLIENT), 0);
+        if (in.cmd == ZXP_RESET) {
+            resets++;
+            cr_assert_eq(zxp_send_hello(dealer, session, "c", 1000), 0);
+        } else {
+            cr_assert_eq(in.cmd, ZXP_WELCOME);
+            welcomed = 1;
+        }
+    }
+    cr_assert_eq(resets, 1, "one RESET tells the client the broker's session");
+    cr_assert(welcomed);
+    zxp_in_fini(&in);
+    zsock_destroy(&dealer);
+    zsock_destroy(&router);
+    s_pair_free(&p);
+}
+
+Test(sign, the_secret_comes_from_a_file_or_the_environment_never_too_short)
+{
+    char path[] = "/tmp/zx-secret-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, "a-secret-of-24-bytes....\n", 25), 25);
+    close(fd);
+    uint8_t *key;
+    size_t len;
+    unsetenv("ZEXEC_SECRET");
+    cr_assert_eq(zx_sign_key_load(NULL, false, &key, &len), 0, "nothing configured");
+    cr_assert_eq(zx_sign_key_load(path, false, &key, &len), 1);
+    cr_assert_eq(len, 24, "the trailing newline is not part of the secret");
+    zx_sign_key_free(&key, len);
+    cr_assert_eq(zx_sign_key_load("/nonexistent/zx", false, &key, &len), -1);
+    setenv("ZEXEC_SECRET", "short", 1);
+    cr_assert_eq(zx_sign_key_load(NULL, false, &key, &len), -1, "under 16 bytes");
+    setenv("ZEXEC_SECRET", "an environment secret", 1);
+    cr_assert_eq(zx_sign_key_load(NULL, true, &key, &len), 1);
+    cr_assert_eq(len, strlen("an environment secret"));
+    cr_assert_null(getenv("ZEXEC_SECRET"), "scrubbed so child programs do not inherit it");
+    zx_sign_key_free(&key, len);
+    int rc;
+    zx_sign_t *s = zx_sign_new_from_config(path, false, true, &rc);
+    cr_assert(s);
+    cr_assert_eq(rc, 1);
+    zx_sign_destroy(&s);
+    unlink(path);
+}

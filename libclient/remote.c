@@ -144,6 +144,10 @@ static _Thread_local s_remote_t *s_on_actor; /* the executor whose actor runs th
 
 static const zx__executor_ops_t s_ops;
 
+/* A future's priv while a cancelling thread owns its unlinked record. */
+static char s_cancelling;
+#define S_CANCELLING ((void *)&s_cancelling)
+
 /* ---- pending table ------------------------------------------------------------ */
 
 static size_t s_slot(const s_table_t *t, uint64_t k)
@@ -895,8 +899,17 @@ static void s_actor(zsock_t *pipe, void *arg)
             if (errno == EINTR) {
                 continue;
             }
-            zsys_error("zexec client: I/O thread stops: %s", zmq_strerror(errno));
-            break;
+            /* ETERM/ENOTSOCK: czmq's atexit handler closed every socket
+               because the program exits without destroying this executor.
+               Returning would make czmq's actor shim use its closed pipe
+               (an assertion); the process is exiting, so this thread parks
+               until it does. */
+            zsys_warning("zexec client: I/O thread stops (%s): executor not destroyed "
+                         "before exit",
+                         zmq_strerror(errno));
+            for (;;) {
+                pause();
+            }
         }
         if (items[0].revents & ZMQ_POLLIN) {
             char *cmd = zstr_recv(pipe);
@@ -935,8 +948,12 @@ static void s_actor(zsock_t *pipe, void *arg)
         zxp_send_empty(io->dealer, NULL, ZXP_BYE);
         zsock_set_linger(io->dealer, 200); /* let BYE leave */
     }
-    s_actor_finish(ex);
     zsock_destroy(&io->dealer);
+    io->state = S_CONNECTING; /* nothing may be sent any more */
+    /* last: its unlock is what orders the actor's writes before destroy's
+       reads (zactor's own handshake goes through ZeroMQ, which sanitizers
+       cannot see) */
+    s_actor_finish(ex);
     s_on_actor = NULL;
 }
 
@@ -1067,9 +1084,10 @@ static bool s_cancel(zx_executor_t *base, zx_future_t *f, bool terminate)
     pthread_mutex_lock(&ex->lock);
     if (seq > ex->sent_upto) {
         s_task_t *t = zx__future_priv(f);
-        if (!t) {
+        if (t == S_CANCELLING || !t) {
             pthread_mutex_unlock(&ex->lock);
-            return true; /* another thread is cancelling it right now */
+            /* another thread is cancelling it right now, or it failed */
+            return t == S_CANCELLING || zx_future_cancelled(f);
         }
         if (t->prev) {
             t->prev->next = t->next;
@@ -1081,7 +1099,7 @@ static bool s_cancel(zx_executor_t *base, zx_future_t *f, bool terminate)
         } else {
             ex->out_tail = t->prev;
         }
-        zx__future_set_priv(f, NULL);
+        zx__future_set_priv(f, S_CANCELLING);
         s_resolved_locked(ex, 1);
         if (ex->waiters) {
             pthread_cond_broadcast(&ex->cond);
@@ -1180,6 +1198,8 @@ static void s_destroy(zx_executor_t *base)
     }
     s_shutdown(base, true, false);
     zactor_destroy(&ex->actor);
+    pthread_mutex_lock(&ex->lock); /* pairs with the actor's last unlock */
+    pthread_mutex_unlock(&ex->lock);
     if (ex->io.dealer) {
         zsock_destroy(&ex->io.dealer); /* the actor never started */
     }

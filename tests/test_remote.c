@@ -7,6 +7,7 @@
     re-sends); and integration tests with the real zexec-broker and
     zexec-worker binaries, started and stopped by PID. */
 #include "remote.h"
+#include "zx_waiter.h"
 #include "zx_proto.h"
 #include "zx_testutil.h"
 #include "zexec.h"
@@ -128,7 +129,7 @@ static void s_fake_on_msg(fake_t *fk, zmsg_t *msg)
     switch (in.cmd) {
     case ZXP_HELLO:
         fk->hellos++;
-        zxp_send_welcome(fk->router, rid, fk->broker_id, 200, 3, ZXP_MAX_MSG);
+        zxp_send_welcome(fk->router, rid, fk->broker_id, 60000, 3, ZXP_MAX_MSG);
         break;
     case ZXP_SUBMIT:
         zxp_out_begin(&out, ZXP_RESULT);
@@ -505,4 +506,330 @@ Test(remote_nobroker, local_cluster_without_binaries_is_einval)
     }
     free(saved);
     free(path);
+}
+
+/* ---- with the real zexec-broker and zexec-worker ---------------------------------------- */
+
+static zxt_cluster_t C;
+
+static void s_stop_all(void)
+{
+    zxt_cluster_stop(&C);
+}
+
+TestSuite(remote, .fini = s_stop_all, .timeout = 120);
+
+static void s_start(const char *const broker_extra[])
+{
+    cr_assert_eq(zxt_broker_start(&C, broker_extra), 0);
+}
+
+static pid_t s_worker(const char *node, const char *const extra[])
+{
+    pid_t pid = zxt_worker_start(&C, node, extra);
+    cr_assert_gt(pid, 0);
+    return pid;
+}
+
+static zx_executor_t *s_connect(double broker_timeout)
+{
+    zx_options_t o = s_opts();
+    o.broker_timeout = broker_timeout;
+    zx_executor_t *ex = zx_executor_new(C.client_ep, &o);
+    cr_assert(ex);
+    return ex;
+}
+
+static zx_future_t *s_sleep(zx_executor_t *ex, double secs, int retries)
+{
+    zx_task_opts_t to = {.retries = retries};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_double(&pk, secs);
+    zx_future_t *f = zx_submit_opts(ex, "sleep", sb.data, sb.size, &to);
+    msgpack_sbuffer_destroy(&sb);
+    cr_assert(f);
+    return f;
+}
+
+static void s_assert_ok(zx_future_t *f, double timeout)
+{
+    const zx_error_t *e = zx_future_exception(f, timeout);
+    cr_assert_null(e, "task failed: %s %s: %s", e ? zx_strerror(e->code) : "", e ? e->type : "",
+                   e ? e->message : "");
+    cr_assert_eq(zx_future_result(f, 0, NULL, NULL), ZX_OK);
+}
+
+Test(remote, ten_thousand_echo_tasks_over_two_workers_return_their_own_arguments)
+{
+    s_start(NULL);
+    s_worker("w1", NULL);
+    s_worker("w2", NULL);
+    zx_executor_t *ex = s_connect(60);
+    enum { N = 10000 };
+    zx_future_t **fs = calloc(N, sizeof *fs);
+    for (int i = 0; i < N; i++) {
+        uint8_t buf[16];
+        size_t n = s_args_int(buf, sizeof buf, i * 7 + 1);
+        fs[i] = zx_submit(ex, "echo", buf, n);
+        cr_assert(fs[i]);
+    }
+    int on_w1 = 0, on_w2 = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(s_first_int(fs[i]), i * 7 + 1);
+        const char *node = NULL;
+        zx__future_origin(fs[i], &node, NULL);
+        on_w1 += node && streq(node, "w1");
+        on_w2 += node && streq(node, "w2");
+        zx_future_unref(&fs[i]);
+    }
+    free(fs);
+    cr_assert_eq(on_w1 + on_w2, N, "every result names its node");
+    cr_assert(on_w1 > 0 && on_w2 > 0, "both workers ran tasks (%d, %d)", on_w1, on_w2);
+    zx_executor_destroy(&ex);
+}
+
+Test(remote, a_plugin_error_arrives_with_its_type_and_message)
+{
+    char *plugin = zxt_plugin("zexec_demo_plugin");
+    s_start(NULL);
+    const char *extra[] = {"--plugin", plugin, NULL};
+    s_worker("w1", extra);
+    zx_executor_t *ex = s_connect(60);
+    zx_future_t *f = zx_submitf(ex, "divide", "ii", 1, 0);
+    cr_assert(f);
+    const zx_error_t *e = zx_future_exception(f, 30);
+    cr_assert(e);
+    cr_assert_eq(e->code, ZX_ERAISED);
+    cr_assert_str_eq(e->type, "ZeroDivisionError");
+    cr_assert_neq(strlen(e->message), 0);
+    cr_assert_str_eq(e->node, "w1");
+    cr_assert_gt(e->pid, 0);
+    cr_assert_eq(zx_future_result(f, 0, NULL, NULL), ZX_ERAISED);
+    zx_future_unref(&f);
+    zx_executor_destroy(&ex);
+    free(plugin);
+}
+
+Test(remote, an_unknown_function_fails_with_enofunc)
+{
+    const char *bextra[] = {"--nofunc-grace", "1", NULL};
+    s_start(bextra);
+    s_worker("w1", NULL);
+    zx_executor_t *ex = s_connect(60);
+    zx_future_t *f = zx_submitf(ex, "no_such_function", "i", 1);
+    const zx_error_t *e = zx_future_exception(f, 30);
+    cr_assert(e);
+    cr_assert_eq(e->code, ZX_ENOFUNC, "got %s (%s: %s)", zx_strerror(e->code), e->type, e->message);
+    cr_assert(strstr(e->message, "no_such_function"), "message names it: %s", e->message);
+    zx_future_unref(&f);
+    zx_executor_destroy(&ex);
+}
+
+typedef struct {
+    zx_future_t **fs;
+    int n, want;
+} running_arg_t;
+
+static bool s_n_running(void *arg)
+{
+    running_arg_t *a = arg;
+    int k = 0;
+    for (int i = 0; i < a->n; i++) {
+        k += zx_future_running(a->fs[i]);
+    }
+    return k >= a->want;
+}
+
+Test(remote, running_sleep_tasks_of_a_killed_worker_finish_on_the_other)
+{
+    s_start(NULL);
+    const char *extra[] = {"--threads", "2", NULL};
+    pid_t w1 = s_worker("w1", extra);
+    s_worker("w2", extra);
+    zx_executor_t *ex = s_connect(60);
+    enum { N = 6 };
+    zx_future_t *fs[N];
+    for (int i = 0; i < N; i++) {
+        fs[i] = s_sleep(ex, 3.0, 0);
+    }
+    /* two threads each: four running means each worker runs two */
+    running_arg_t a = {fs, N, 4};
+    cr_assert(zxt_wait_for(s_n_running, &a, 20), "four tasks never ran at once");
+    zxt_kill(w1);
+    for (int i = 0; i < N; i++) {
+        s_assert_ok(fs[i], 60);
+        const char *node = NULL;
+        zx__future_origin(fs[i], &node, NULL);
+        cr_assert_str_eq(node, "w2", "task %d finished on %s", i, node);
+        zx_future_unref(&fs[i]);
+    }
+    zx_executor_destroy(&ex);
+}
+
+Test(remote, a_task_whose_only_worker_dies_fails_as_worker_lost)
+{
+    s_start(NULL);
+    pid_t w1 = s_worker("w1", NULL);
+    zx_executor_t *ex = s_connect(60);
+    zx_future_t *f = s_sleep(ex, 60, -1);
+    cr_assert(zxt_wait_for(s_running_cond, f, 20));
+    zxt_kill(w1);
+    const zx_error_t *e = zx_future_exception(f, 30);
+    cr_assert(e, "no hang: the future ends");
+    cr_assert_eq(e->code, ZX_EWORKERLOST, "got %s (%s)", zx_strerror(e->code), e->message);
+    zx_future_unref(&f);
+    zx_executor_destroy(&ex);
+}
+
+Test(remote, pending_tasks_complete_after_the_broker_restarts_on_the_same_ports)
+{
+    s_start(NULL);
+    const char *extra[] = {"--threads", "2", NULL};
+    s_worker("w1", extra);
+    zx_executor_t *ex = s_connect(60);
+    enum { N = 12 };
+    zx_future_t *fs[N];
+    for (int i = 0; i < N; i++) {
+        fs[i] = s_sleep(ex, 0.3, 0);
+    }
+    cr_assert(zxt_wait_for(s_running_cond, fs[0], 20));
+    zxt_kill(C.broker);
+    C.broker = 0;
+    /* work submitted while it is away waits in the client */
+    zx_future_t *late = zx_submitf(ex, "echo", "i", 77);
+    cr_assert_eq(zxt_broker_restart(&C, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        s_assert_ok(fs[i], 60);
+        zx_future_unref(&fs[i]);
+    }
+    cr_assert_eq(s_first_int(late), 77);
+    zx_future_unref(&late);
+    zx_executor_destroy(&ex);
+}
+
+Test(remote, futures_fail_with_econn_when_the_broker_is_gone_for_good)
+{
+    s_start(NULL);
+    s_worker("w1", NULL);
+    zx_executor_t *ex = s_connect(2.0);
+    zx_future_t *ok = zx_submitf(ex, "echo", "i", 1);
+    cr_assert_eq(s_first_int(ok), 1);
+    zx_future_t *f = s_sleep(ex, 30, 0);
+    cr_assert(zxt_wait_for(s_running_cond, f, 20));
+    zxt_kill(C.broker);
+    C.broker = 0;
+    zx_future_t *g = zx_submitf(ex, "echo", "i", 2);
+    const zx_error_t *e = zx_future_exception(f, 20);
+    cr_assert(e);
+    cr_assert_eq(e->code, ZX_ECONN);
+    cr_assert_str_eq(e->type, "BrokerUnreachableError");
+    cr_assert(strstr(e->message, C.client_ep), "%s", e->message);
+    e = zx_future_exception(g, 20);
+    cr_assert(e);
+    cr_assert_eq(e->code, ZX_ECONN);
+    zx_future_unref(&ok);
+    zx_future_unref(&f);
+    zx_future_unref(&g);
+    zx_executor_destroy(&ex);
+}
+
+Test(remote, a_local_cluster_runs_tasks_and_destroy_leaves_no_child)
+{
+    zx_options_t o = s_opts();
+    o.local_workers = 2;
+    o.local_threads = 2;
+    zx_executor_t *ex = zx_executor_new(NULL, &o);
+    cr_assert(ex, "local cluster: %s", zx_strerror(zx_last_error()));
+    cr_assert(strncmp(zx_executor_endpoint(ex), "tcp://127.0.0.1:", 16) == 0);
+    pid_t pids[8];
+    size_t n = zx__cluster_pids(zx__remote_cluster(ex), pids, 8);
+    cr_assert_eq(n, 3, "one broker and two workers");
+    zx_future_t *fs[100];
+    for (int i = 0; i < 100; i++) {
+        fs[i] = zx_submitf(ex, "echo", "i", i);
+    }
+    for (int i = 0; i < 100; i++) {
+        cr_assert_eq(s_first_int(fs[i]), i);
+        zx_future_unref(&fs[i]);
+    }
+    zx_executor_destroy(&ex);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(s_gone_cond(&pids[i]), "child %d still exists", (int)pids[i]);
+        cr_assert_eq(waitpid(pids[i], NULL, WNOHANG), -1, "child %d not reaped", (int)pids[i]);
+    }
+}
+
+Test(remote, running_becomes_true_only_once_a_worker_started_the_task)
+{
+    s_start(NULL);
+    const char *extra[] = {"--threads", "1", NULL};
+    s_worker("w1", extra);
+    zx_executor_t *ex = s_connect(60);
+    zx_future_t *a = s_sleep(ex, 1.0, 0);
+    zx_future_t *b = s_sleep(ex, 0.1, 0);
+    cr_assert_not(zx_future_running(a) && zx_future_running(b));
+    cr_assert(zxt_wait_for(s_running_cond, a, 20));
+    cr_assert_eq(zx_future_state(a), ZX_RUNNING);
+    /* one thread: b waits (queued or prefetched) and must not look running */
+    cr_assert_not(zx_future_running(b));
+    cr_assert_eq(zx_future_state(b), ZX_PENDING);
+    s_assert_ok(a, 20);
+    s_assert_ok(b, 20);
+    cr_assert_eq(zx_future_state(b), ZX_FINISHED);
+    zx_future_unref(&a);
+    zx_future_unref(&b);
+    zx_executor_destroy(&ex);
+}
+
+static bool s_file_exists(void *arg)
+{
+    struct stat st;
+    return stat(arg, &st) == 0;
+}
+
+Test(remote, cancelling_a_queued_task_succeeds_and_it_never_runs)
+{
+    char *plugin = zxt_plugin("zexec_demo_plugin");
+    s_start(NULL);
+    const char *extra[] = {"--threads", "1", "--plugin", plugin, NULL};
+    s_worker("w1", extra);
+    zx_executor_t *ex = s_connect(60);
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/zexec-test-remote-%d-touch", (int)getpid());
+    unlink(path);
+    zx_future_t *busy = s_sleep(ex, 1.0, 0);
+    cr_assert(zxt_wait_for(s_running_cond, busy, 20));
+    zx_future_t *t = zx_submitf(ex, "touch", "s", path);
+    cr_assert(t);
+    cr_assert(zx_future_cancel(t), "a task that has not started can be cancelled");
+    cr_assert(zx_future_cancelled(t));
+    cr_assert_eq(zx_future_result(t, 0, NULL, NULL), ZX_ECANCELLED);
+    s_assert_ok(busy, 20);
+    /* the single thread runs what comes next where t would have run */
+    zx_future_t *after = zx_submitf(ex, "echo", "i", 3);
+    cr_assert_eq(s_first_int(after), 3);
+    cr_assert_not(s_file_exists(path), "the cancelled task ran");
+    zx_future_unref(&busy);
+    zx_future_unref(&t);
+    zx_future_unref(&after);
+    zx_executor_destroy(&ex);
+    free(plugin);
+}
+
+Test(remote, cancelling_a_running_task_fails_and_it_completes)
+{
+    s_start(NULL);
+    s_worker("w1", NULL);
+    zx_executor_t *ex = s_connect(60);
+    zx_future_t *f = s_sleep(ex, 0.5, 0);
+    cr_assert(zxt_wait_for(s_running_cond, f, 20));
+    cr_assert_not(zx_future_cancel(f));
+    cr_assert_not(zx_future_cancelled(f));
+    s_assert_ok(f, 20);
+    zx_future_unref(&f);
+    zx_executor_destroy(&ex);
 }

@@ -79,7 +79,10 @@ void bu_die(const char *fmt, ...)
 
 pid_t bu_spawn(char *const argv[])
 {
+    /* fork + exec with only async-signal-safe calls in between: the caller
+       may run threads (a zexec executor's I/O thread) */
     pid_t parent = getpid();
+    bool quiet = !getenv("BENCH_VERBOSE");
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
@@ -90,7 +93,7 @@ pid_t bu_spawn(char *const argv[])
     if (getppid() != parent) {
         _exit(127);
     }
-    if (!getenv("BENCH_VERBOSE")) {
+    if (quiet) {
         int fd = open("/dev/null", O_RDWR);
         if (fd >= 0) {
             dup2(fd, 1);
@@ -99,7 +102,6 @@ pid_t bu_spawn(char *const argv[])
         }
     }
     execvp(argv[0], argv);
-    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
     _exit(127);
 }
 

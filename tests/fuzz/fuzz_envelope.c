@@ -1,0 +1,9 @@
+/*  fuzz_envelope.c - libFuzzer target: zxf_envelope in fuzz_harness.h. */
+#include "fuzz_harness.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    return zxf_envelope(data, size);
+}

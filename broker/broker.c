@@ -26,7 +26,6 @@
 int zxb_log_level = 1;
 
 #define S_DRAIN_MAX 1024
-#define S_SHARE_MIN 1024 /* smaller payloads are copied: cheaper than sharing */
 #define S_HELD_MAX 100000
 #define S_OUTPOOL_MAX 64
 
@@ -397,13 +396,7 @@ static void s_dispatch(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, uint8
                        .flags = t->flags};
     zxp_put_task(out, &item);
     /* the task keeps its arguments for a retry; ZeroMQ shares the bytes */
-    if (!t->payload) {
-        zxp_out_payload(out, NULL);
-    } else if (t->size < S_SHARE_MIN) {
-        zxp_out_payload_mem(out, zframe_data(t->payload), t->size);
-    } else {
-        zxp_out_payload_share(out, t->payload);
-    }
+    zxb_task_payload_put(t, out);
     ZXB_DEBUG("task %" PRIu64 " of client %s (%s) -> worker %s %s pool, attempt %u", t->seq,
               t->client->name, t->fn->name, w->node, s_pool_name(pool), t->attempts);
 }
@@ -723,8 +716,7 @@ static void s_adopt(zxb_broker_t *self, zxb_task_t *t, const zxp_submit_t *s, zf
     t->pool_req = s->pool;
     if (t->state == ZXB_T_HELD) {
         zxb_fn_t *node = t->fn; /* the interned node name, see zxb_task */
-        zframe_t *res = t->payload;
-        t->payload = NULL;
+        zframe_t *res = zxb_task_payload_take(t);
         zframe_destroy(payload);
         s_result_send(self, t, t->held_status, node->name, node->len, t->held_pid, t->pool, &res);
         self->nheld--;
@@ -735,9 +727,7 @@ static void s_adopt(zxb_broker_t *self, zxb_task_t *t, const zxp_submit_t *s, zf
     fn->refs++;
     t->timeout_ms = s->timeout_ms;
     t->flags = s->flags;
-    t->payload = *payload;
-    *payload = NULL;
-    t->size = t->payload ? (uint32_t)zframe_size(t->payload) : 0;
+    zxb_task_payload_set(t, payload);
     if (t->state == ZXB_T_RUNNING && t->worker && c->alive) {
         zxb_worker_t *w = t->worker;
         zxp_put_started(s_client_batch(self, c, ZXP_STARTED), t->seq, w->node, strlen(w->node), 0);
@@ -792,8 +782,7 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
         t->seq = s.seq;
         t->fn = fn;
         fn->refs++;
-        t->payload = payload;
-        t->size = (uint32_t)size;
+        zxb_task_payload_set(t, &payload);
         t->timeout_ms = s.timeout_ms;
         t->flags = s.flags;
         t->priority = s.priority;
@@ -1125,8 +1114,7 @@ static void s_hold_result(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t,
     t->state = ZXB_T_HELD;
     t->fn = node;
     node->refs++;
-    t->payload = *payload;
-    *payload = NULL;
+    zxb_task_payload_set(t, payload);
     t->held_status = r->status;
     t->held_pid = r->pid;
     self->nheld++;

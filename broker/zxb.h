@@ -68,6 +68,15 @@ enum {
     ZXB_T_HELD,       /* finished before its client re-submitted it: result kept */
 };
 
+/* Where a task keeps its payload. A zframe_t costs about 370 bytes in
+   Debian's czmq (draft fields compiled in), more than the whole per-task
+   budget, so small payloads are copied out of their frame: inline up to 16
+   bytes, else a bare heap copy; frames are kept from 1 KiB on, where the
+   overhead is small and zero-copy sharing pays. */
+enum { ZXB_PL_NONE = 0, ZXB_PL_INLINE, ZXB_PL_HEAP, ZXB_PL_FRAME };
+#define ZXB_PL_INLINE_MAX 16
+#define ZXB_PL_FRAME_MIN 1024
+
 /* One task. Kept small (the benchmark allows 300 bytes per queued task
    beyond the payload): the function is an interned pointer, the session is
    the client's, the links are intrusive. */
@@ -75,10 +84,15 @@ struct zxb_task {
     zxb_task_t *next, *prev; /* the client's FIFO while queued; the worker's list after */
     zxb_task_t *hnext;       /* task table chain */
     zxb_client_t *client;
-    zxb_fn_t *fn;      /* NULL: recovered from a worker's READY, not yet re-submitted */
-    zframe_t *payload; /* arguments (kept for retries), or the held result */
-    /* while ZXB_T_HELD, fn points at the interned name of the node that ran it */
+    /* NULL: recovered from a worker's READY, not yet re-submitted; while
+       ZXB_T_HELD, the interned name of the node that ran it */
+    zxb_fn_t *fn;
     zxb_worker_t *worker;
+    union {
+        zframe_t *frame; /* ZXB_PL_FRAME */
+        uint8_t *heap;   /* ZXB_PL_HEAP */
+        uint8_t inl[ZXB_PL_INLINE_MAX];
+    } pl; /* arguments (kept for retries), or the held result */
     uint64_t seq;
     uint64_t arrival; /* ms since broker start << 20 | counter: age and order */
     union {
@@ -89,11 +103,12 @@ struct zxb_task {
             uint32_t held_pid, held_status; /* ZXB_T_HELD */
         };
     };
-    uint32_t gen;  /* bumped on free: timer entries check it */
+    uint32_t gen;  /* bumped on free and dispatch: timer entries check it */
     uint32_t size; /* payload bytes, for the byte quota */
     int8_t priority;
     int8_t retries; /* as submitted: -1 none, 0 broker default */
     uint8_t pool_req, pool, state, attempts;
+    uint8_t pl_kind : 2;   /* ZXB_PL_* */
     uint8_t adopted : 1;   /* its client submitted it (not only a worker reported it) */
     uint8_t bcancel : 1;   /* the broker sent WCANCEL because its client left */
     uint8_t cancelled : 1; /* a CANCEL was forwarded to the worker */
@@ -169,6 +184,14 @@ struct zxb_client {
 
 zxb_sched_t *zxb_sched_new(void);
 void zxb_sched_destroy(zxb_sched_t **self_p);
+
+/* Payloads: set takes *frame_p (NULL for none) and sets size; put appends
+   it to out and keeps it (copied when small, shared when a frame); take
+   gives it up as a frame (NULL for none). */
+void zxb_task_payload_set(zxb_task_t *task, zframe_t **frame_p);
+void zxb_task_payload_put(zxb_task_t *task, zxp_out_t *out);
+zframe_t *zxb_task_payload_take(zxb_task_t *task);
+void zxb_task_payload_clear(zxb_task_t *task);
 
 /* Tasks come from a slab: zeroed, gen kept. task_free releases the payload. */
 zxb_task_t *zxb_task_alloc(zxb_sched_t *self);

@@ -346,3 +346,141 @@ Test(worker, bad_flags_exit_with_status_2, .timeout = 30)
     }
     free(bin);
 }
+
+Test(worker, ten_thousand_echo_tasks_in_batches_all_come_back_once, .timeout = 120)
+{
+    fb_t fb;
+    fb_start(&fb, "n-many", "--threads", "2", "--procs", "2", NULL);
+    enum { N = 10000, BATCH = 500 };
+    int *seen = calloc(N, sizeof *seen);
+    int got = 0;
+    for (int base = 0; base < N; base += BATCH) {
+        zxp_out_t o;
+        zxp_out_init(&o);
+        zxp_out_begin(&o, ZXP_TASK);
+        for (int i = base; i < base + BATCH; i++) {
+            zxp_task_t t = {fb.session,
+                            (uint64_t)i + 100000,
+                            {"echo", 4},
+                            (uint8_t)(i % 2 ? ZXP_POOL_THREAD : ZXP_POOL_PROCESS),
+                            0,
+                            1,
+                            0};
+            zxp_put_task(&o, &t);
+            fb_args_t a;
+            msgpack_pack_int(fb_args_begin(&a, 1), i);
+            zxp_out_payload_mem(&o, a.sb.data, a.sb.size);
+            msgpack_sbuffer_destroy(&a.sb);
+        }
+        cr_assert_eq(zxp_out_send(&o, fb.router, fb.rid), 0);
+        zxp_out_fini(&o);
+    }
+    /* seqs beyond FB_MAXSEQ are not recorded by fb_record: count here */
+    int64_t end = zclock_mono() + 100000;
+    int batches = 0;
+    while (got < N && zclock_mono() < end) {
+        zpoller_t *p = zpoller_new(fb.router, NULL);
+        void *r = zpoller_wait(p, 1000);
+        zpoller_destroy(&p);
+        if (!r) {
+            continue;
+        }
+        zmsg_t *msg = zmsg_recv(fb.router);
+        zframe_t *rid = zmsg_pop(msg);
+        zframe_destroy(&rid);
+        cr_assert_eq(zxp_decode(&fb.in, &msg, ZXP_ROLE_BROKER_W), 0);
+        if (fb.in.cmd != ZXP_WRESULT) {
+            continue;
+        }
+        batches++;
+        for (size_t i = 0; i < fb.in.count; i++) {
+            zxp_wresult_t w;
+            zxp_get_wresult(&fb.in, i, &w);
+            zframe_t *pl = zxp_payload_take(&fb.in);
+            cr_assert_eq(w.status, ZXP_ST_OK);
+            cr_assert(w.seq >= 100000 && w.seq < 100000 + N);
+            int k = (int)(w.seq - 100000);
+            msgpack_zone z;
+            msgpack_zone_init(&z, 64);
+            msgpack_object o;
+            cr_assert_eq(zxp_mp_unpack(zframe_data(pl), zframe_size(pl), &z, &o), 0);
+            cr_assert(o.type == MSGPACK_OBJECT_ARRAY && o.via.array.size == 1);
+            int v = (int)o.via.array.ptr[0].via.u64;
+            msgpack_zone_destroy(&z);
+            cr_assert_eq(v, k, "task %d came back with %d", k, v);
+            cr_assert_eq(seen[k], 0, "task %d came back twice", k);
+            seen[k] = 1;
+            got++;
+            zframe_destroy(&pl);
+        }
+    }
+    cr_assert_eq(got, N);
+    /* results are coalesced: far fewer messages than tasks */
+    cr_assert_lt(batches, N / 2, "%d result messages for %d tasks", batches, N);
+    free(seen);
+    fb_stop(&fb);
+}
+
+Test(worker, the_embedded_worker_example_serves_its_own_function, .timeout = 30)
+{
+    fb_t fb;
+    memset(&fb, 0, sizeof fb);
+    zxp_in_init(&fb.in);
+    fb.heartbeats = true;
+    fb.router = zsock_new(ZMQ_ROUTER);
+    zxp_sock_setup(fb.router);
+    int port = zxt_free_port();
+    snprintf(fb.ep, sizeof fb.ep, "tcp://127.0.0.1:%d", port);
+    cr_assert_geq(zsock_bind(fb.router, "%s", fb.ep), 0);
+    char *bin = zxt_bin("examples/embedded_worker");
+    char *argv[] = {bin, fb.ep, NULL};
+    fb.pid = zxt_spawn(argv);
+    free(bin);
+    cr_assert(fb_wait(&fb, fb_c_readies, 1, 10));
+    cr_assert_str_eq(fb.ready_node, "embedded");
+    cr_assert(strstr(fb.ready_fns, "reverse:3,"), "%s", fb.ready_fns);
+    for (int pool = ZXP_POOL_THREAD; pool <= ZXP_POOL_PROCESS; pool++) {
+        fb_args_t a;
+        fb_pack_str(fb_args_begin(&a, 1), "stressed");
+        fb_send(&fb, (uint64_t)pool, "reverse", pool, 0, &a);
+    }
+    cr_assert(fb_wait(&fb, fb_c_results_upto, 2, 10));
+    for (int s = 1; s <= 2; s++) {
+        cr_assert_eq(fb.res[s].status, ZXP_ST_OK);
+        cr_assert_eq(fb.res[s].len, 9); /* fixstr header + 8 bytes */
+        cr_assert(memcmp(fb.res[s].data + 1, "desserts", 8) == 0);
+    }
+    cr_assert_neq(fb.res[2].pid, (uint32_t)fb.pid, "the process pool ran it in the worker");
+    fb_stop(&fb);
+}
+
+Test(worker, reset_and_shutdown_from_the_broker_bring_ready_again, .timeout = 30)
+{
+    fb_t fb;
+    fb_start(&fb, "n-reset", "--threads", "1", "--procs", "0", NULL);
+    fb_send_num(&fb, 1, "sleep", ZXP_POOL_THREAD, 0, 1.0, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_started, 1, 5));
+    cr_assert_eq(zxp_send_empty(fb.router, fb.rid, ZXP_RESET), 0);
+    cr_assert(fb_wait(&fb, fb_c_readies, 2, 5), "no READY after RESET");
+    cr_assert_eq(fb.ready_nrunning, 1);
+    cr_assert_eq(fb.ready_running[0], 1);
+    cr_assert_eq(zxp_send_empty(fb.router, fb.rid, ZXP_SHUTDOWN), 0);
+    cr_assert(fb_wait(&fb, fb_c_readies, 3, 5), "no READY after SHUTDOWN");
+    cr_assert(fb_wait(&fb, fb_c_result, 1, 5));
+    cr_assert_eq(fb.res[1].status, ZXP_ST_OK);
+    fb_stop(&fb);
+}
+
+Test(worker, a_plugin_that_clashes_with_loaded_names_stops_the_start, .timeout = 30)
+{
+    char *bin = zxt_bin("zexec-worker");
+    char *plugin = zxt_plugin("zexec_demo_plugin");
+    char *argv[] = {bin,    "--broker", "tcp://127.0.0.1:1", "--plugin", plugin, "--plugin",
+                    plugin, NULL};
+    pid_t pid = zxt_spawn(argv);
+    int status = -1;
+    cr_assert(zxt_wait_exit(pid, 10, &status));
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d", status);
+    free(bin);
+    free(plugin);
+}

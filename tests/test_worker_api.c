@@ -1,0 +1,64 @@
+/*  test_worker_api.c - the embeddable worker API without running it:
+    registration and plugin loading validate what they are given. */
+#include <criterion/criterion.h>
+
+#include "zexec_worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int s_fn(zx_task_t *task, const msgpack_object *args, msgpack_packer *result)
+{
+    msgpack_pack_nil(result);
+    return ZX_OK;
+}
+
+Test(worker_api, register_rejects_bad_names_duplicates_and_bad_pools)
+{
+    zx_worker_t *w = zx_worker_new("tcp://127.0.0.1:1", NULL);
+    cr_assert_not_null(w);
+    cr_assert_eq(zx_worker_register(w, "mine", s_fn, ZX_POOLS_ANY), ZX_OK);
+    cr_assert_eq(zx_worker_register(w, "mine", s_fn, ZX_POOLS_ANY), ZX_EINVAL);
+    cr_assert_eq(zx_worker_register(w, "echo", s_fn, 0), ZX_EINVAL, "a built-in was replaced");
+    cr_assert_eq(zx_worker_register(w, "", s_fn, 0), ZX_EINVAL);
+    cr_assert_eq(zx_worker_register(w, NULL, s_fn, 0), ZX_EINVAL);
+    cr_assert_eq(zx_worker_register(w, "nofn", NULL, 0), ZX_EINVAL);
+    cr_assert_eq(zx_worker_register(w, "badpools", s_fn, 7), ZX_EINVAL);
+    char long_name[300];
+    memset(long_name, 'x', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = 0;
+    cr_assert_eq(zx_worker_register(w, long_name, s_fn, 0), ZX_EINVAL);
+    zx_worker_destroy(&w);
+    cr_assert_null(w);
+    zx_worker_destroy(&w); /* NULL is fine */
+}
+
+Test(worker_api, no_builtins_leaves_the_names_free)
+{
+    zx_worker_opts_t o = {.no_builtins = true, .node = "api"};
+    zx_worker_t *w = zx_worker_new(NULL, &o);
+    cr_assert_not_null(w);
+    cr_assert_eq(zx_worker_register(w, "echo", s_fn, ZX_POOLS_THREAD), ZX_OK);
+    zx_worker_destroy(&w);
+}
+
+Test(worker_api, bad_options_make_no_worker)
+{
+    zx_worker_opts_t o = {.threads = -2};
+    cr_assert_null(zx_worker_new(NULL, &o));
+    zx_worker_opts_t o2 = {.node = ""};
+    cr_assert_null(zx_worker_new(NULL, &o2));
+    zx_worker_opts_t o3 = {.heartbeat = -1};
+    cr_assert_null(zx_worker_new(NULL, &o3));
+}
+
+Test(worker_api, load_plugin_checks_the_file_and_its_table)
+{
+    /* (a plugin's own symbols resolve against the program that loads it,
+       so loading the demo plugin is tested through zexec-worker) */
+    zx_worker_t *w = zx_worker_new(NULL, NULL);
+    cr_assert_eq(zx_worker_load_plugin(w, "/nonexistent/libnothing.so"), ZX_EINVAL);
+    cr_assert_eq(zx_worker_load_plugin(w, "libm.so.6"), ZX_EINVAL, "a library without a table");
+    cr_assert_eq(zx_worker_load_plugin(w, NULL), ZX_EINVAL);
+    zx_worker_destroy(&w);
+}

@@ -18,7 +18,7 @@
 
 static char example_plugin[4096];
 
-static zx_executor_t *example_executor(int argc, char **argv, int workers)
+static inline zx_executor_t *example_executor(int argc, char **argv, int workers)
 {
     const char *ep = argc > 1 ? argv[1] : getenv("ZEXEC_ENDPOINT");
     const char *dir = getenv("ZEXEC_PLUGIN_DIR");
@@ -36,7 +36,7 @@ static zx_executor_t *example_executor(int argc, char **argv, int workers)
     return ex;
 }
 
-static double example_scale(void)
+static inline double example_scale(void)
 {
     const char *s = getenv("ZEXEC_EXAMPLE_SCALE");
     double v = s ? atof(s) : 1.0;
@@ -44,13 +44,13 @@ static double example_scale(void)
 }
 
 /* Decodes one msgpack value; *obj lives in zone. 0 or -1. */
-static int example_unpack(const void *v, size_t n, msgpack_zone *zone, msgpack_object *obj)
+static inline int example_unpack(const void *v, size_t n, msgpack_zone *zone, msgpack_object *obj)
 {
     size_t off = 0;
     return msgpack_unpack(v, n, &off, zone, obj) == MSGPACK_UNPACK_SUCCESS ? 0 : -1;
 }
 
-static double example_number(const msgpack_object *o)
+static inline double example_number(const msgpack_object *o)
 {
     switch (o->type) {
     case MSGPACK_OBJECT_POSITIVE_INTEGER: return (double)o->via.u64;
@@ -62,7 +62,7 @@ static double example_number(const msgpack_object *o)
 }
 
 /* The result of a future as a number (the seeds return numbers). */
-static double example_result_number(zx_future_t *f)
+static inline double example_result_number(zx_future_t *f)
 {
     const void *v;
     size_t n;
@@ -78,7 +78,7 @@ static double example_result_number(zx_future_t *f)
 }
 
 /* Prints a msgpack value the way Python would print it, roughly. */
-static void example_print(FILE *out, const void *v, size_t n)
+static inline void example_print(FILE *out, const void *v, size_t n)
 {
     msgpack_zone zone;
     msgpack_object obj;

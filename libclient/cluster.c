@@ -145,6 +145,14 @@ static bool s_listening(int port)
     return ok;
 }
 
+/* The daemons of a local cluster log only warnings and errors (to stderr,
+   which they share with the program), unless ZEXEC_VERBOSE is set. NULL
+   ends an argv early, so it is passed last. */
+static char *s_quiet(void)
+{
+    return getenv("ZEXEC_VERBOSE") ? NULL : "-q";
+}
+
 /* posix_spawn with default signal dispositions and an empty mask (the
    parent may ignore or block signals the daemons rely on), stdout to
    /dev/null unless ZEXEC_VERBOSE is set (the daemons log there; a user's
@@ -234,7 +242,8 @@ static int s_start_broker(zx__cluster_t *c, const char *bin)
         }
         snprintf(c->client_ep, sizeof c->client_ep, "tcp://127.0.0.1:%d", cp);
         snprintf(c->worker_ep, sizeof c->worker_ep, "tcp://127.0.0.1:%d", wp);
-        char *argv[] = {(char *)bin, "--clients", c->client_ep, "--workers", c->worker_ep, NULL};
+        char *argv[] = {(char *)bin,  "--clients", c->client_ep, "--workers",
+                        c->worker_ep, s_quiet(),   NULL};
         pid_t pid = s_spawn(argv);
         if (pid < 0) {
             return ZX_EINVAL;
@@ -275,6 +284,9 @@ static int s_start_worker(zx__cluster_t *c, const char *bin, const zx_options_t 
     argv[k++] = c->worker_ep;
     argv[k++] = "--node";
     argv[k++] = node;
+    if (s_quiet()) {
+        argv[k++] = s_quiet();
+    }
     if (opts && opts->local_threads > 0) {
         snprintf(threads, sizeof threads, "%d", opts->local_threads);
         argv[k++] = "--threads";

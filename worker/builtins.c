@@ -36,6 +36,22 @@ int zxw_status_of(const zx_task_t *task, int st)
     return st;
 }
 
+int zxw_check_result_size(int st, msgpack_sbuffer *sb)
+{
+    size_t max = (size_t)zxp_max_msg();
+    if (sb->size <= max) {
+        return st;
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg, "the result (%zu bytes) is larger than the message limit (%zu bytes)",
+             sb->size, max);
+    msgpack_sbuffer_clear(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    zx__pack_error(&pk, "ResultTooLarge", msg, "");
+    return ZXP_ST_RAISED;
+}
+
 static void s_pack_str(msgpack_packer *pk, const char *s, size_t n)
 {
     msgpack_pack_str(pk, n);

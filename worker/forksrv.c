@@ -108,6 +108,7 @@ static void s_child_main(int fd, const zxw_child_cfg_t *cfg)
             st = zxw_status_of(&task, st);
             zx__task_fini(&task);
         }
+        st = zxw_check_result_size(st, &sb);
         s_child_send(fd, ZXW_CR_RESULT, (uint32_t)st, sb.data, sb.size);
         /* a big argument buffer is not kept for the child's whole life */
         if (cap > (1u << 20)) {

@@ -34,6 +34,11 @@ static void s_usage(FILE *out)
             "  --child-memory BYTES      address-space limit per child; K, M, G suffixes\n"
             "  --heartbeat S             heartbeat interval in seconds (default 1)\n"
             "  --liveness N              missed heartbeats before the broker is lost (default 3)\n"
+            "  --server-key FILE         CURVE: the broker's public certificate (with --key)\n"
+            "  --key FILE                CURVE: this worker's secret certificate (zexec keygen)\n"
+            "  --secret-file FILE        sign every message with this shared secret (default:\n"
+            "                            $ZEXEC_SECRET, then unset so tasks never see it)\n"
+            "  --max-msg BYTES           largest message accepted (default 64M; K, M, G)\n"
             "  -v, --verbose             log every task\n"
             "  -q, --quiet               log only warnings and errors\n"
             "  -h, --help                this text\n"
@@ -121,6 +126,10 @@ enum {
     OPT_CHILD_MEMORY,
     OPT_HEARTBEAT,
     OPT_LIVENESS,
+    OPT_SERVER_KEY,
+    OPT_KEY,
+    OPT_SECRET_FILE,
+    OPT_MAX_MSG,
 };
 
 int main(int argc, char *argv[])
@@ -139,6 +148,10 @@ int main(int argc, char *argv[])
         {"child-memory", required_argument, NULL, OPT_CHILD_MEMORY},
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
         {"liveness", required_argument, NULL, OPT_LIVENESS},
+        {"server-key", required_argument, NULL, OPT_SERVER_KEY},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
+        {"max-msg", required_argument, NULL, OPT_MAX_MSG},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -217,6 +230,17 @@ int main(int argc, char *argv[])
             }
             o.liveness = (int)n;
             break;
+        case OPT_SERVER_KEY: o.server_key = optarg; break;
+        case OPT_KEY: o.key = optarg; break;
+        case OPT_SECRET_FILE: o.secret_file = optarg; break;
+        case OPT_MAX_MSG: {
+            size_t max = 0;
+            if (!s_parse_bytes(optarg, &max) || max < 4096 || max > (size_t)INT64_MAX) {
+                rc = s_bad("max-msg", optarg, "must be bytes >= 4096, K/M/G suffixes");
+            }
+            zxp_set_max_msg((int64_t)max);
+            break;
+        }
         case 'v': log_level = 2; break;
         case 'q': log_level = 0; break;
         case 'h':

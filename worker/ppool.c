@@ -330,7 +330,7 @@ static bool s_child_read(zxw_ppool_t *self, zxw_child_t *c)
         memcpy(&len, c->hdr, 4);
         memcpy(&c->kind, c->hdr + 4, 4);
         memcpy(&c->status, c->hdr + 8, 4);
-        if (len < 8 || len - 8 > ZXP_MAX_MSG) {
+        if (len < 8 || (int64_t)len - 8 > zxp_max_msg()) {
             zsys_error("worker: process-pool child %d sent a malformed frame; killing it",
                        (int)c->pid);
             zxw_job_t *job = c->job;

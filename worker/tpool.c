@@ -62,7 +62,7 @@ static void s_run(zxw_job_t *job)
     size_t len = zframe_size(job->args);
     int st = (job->flags & ZXP_F_CHUNK) ? zx__task_call_chunk(&task, job->fn->fn, data, len, &sb)
                                         : zx__task_call(&task, job->fn->fn, data, len, &sb);
-    job->status = zxw_status_of(&task, st);
+    job->status = zxw_check_result_size(zxw_status_of(&task, st), &sb);
     zx__task_fini(&task);
     job->result = zframe_new(sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);

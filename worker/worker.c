@@ -13,6 +13,7 @@
     is sent with every task the worker still holds. Results that finish
     while the broker is away are held (bounded) and sent when it speaks.
 */
+#include "zx_security.h"
 #include "zx_worker_int.h"
 
 #include <dlfcn.h>
@@ -84,6 +85,7 @@ struct zx_worker {
     bool draining, forced, said_drain;
     size_t tzombies; /* thread jobs past their limit, still running */
     size_t tjobs;    /* thread jobs pushed and not yet ended for the broker */
+    zx_sec_t *sec;   /* CURVE keys and signer (security.c) */
 };
 
 /* ---- job keys and allocation ------------------------------------------- */
@@ -235,6 +237,11 @@ zx_worker_t *zx_worker_new(const char *broker_endpoint, const zx_worker_opts_t *
     }
     o.node = w->node;
     w->opts = o;
+    w->sec = zx_sec_new(o.key, o.server_key, o.secret_file, true);
+    if (!w->sec) {
+        zx_worker_destroy(&w);
+        return NULL;
+    }
     if (!o.no_builtins) {
         s_register(w, "echo", zxw_builtin_echo, ZX_POOLS_ANY, false);
         s_register(w, "sleep", zxw_builtin_sleep, ZX_POOLS_ANY, false);
@@ -342,6 +349,7 @@ void zx_worker_destroy(zx_worker_t **w_p)
     free(w->inits);
     free(w->endpoint);
     free(w->node);
+    zx_sec_destroy(&w->sec);
     for (int i = 0; i < 2; i++) {
         if (w->stop_pipe[i] >= 0) {
             close(w->stop_pipe[i]);
@@ -692,6 +700,7 @@ static int s_connect(zx_worker_t *w)
         return ZX_ENOMEM;
     }
     zxp_sock_setup(w->dealer);
+    zx_sec_socket(w->sec, w->dealer, ZXP_ROLE_BROKER_W);
     zmq_setsockopt(zsock_resolve(w->dealer), ZMQ_ROUTING_ID, w->wid, ZXP_ID_LEN);
     if (zsock_connect(w->dealer, "%s", w->endpoint) != 0) {
         zsys_error("worker: cannot connect to %s: %s", w->endpoint, zmq_strerror(zmq_errno()));
@@ -737,7 +746,13 @@ static void s_begin_drain(zx_worker_t *w)
 
 static void s_on_message(zx_worker_t *w, zmsg_t **msg_p)
 {
-    int rc = zxp_decode(&w->in, msg_p, ZXP_ROLE_WORKER);
+    int rc = zx_sec_verify(w->sec, *msg_p, ZXP_ROLE_WORKER);
+    if (rc != 0) {
+        zmsg_destroy(msg_p);
+        zxp_drop(&w->drops, "worker", NULL, rc, "signature check failed");
+        return;
+    }
+    rc = zxp_decode(&w->in, msg_p, ZXP_ROLE_WORKER);
     if (rc != 0) {
         zxp_drop(&w->drops, "worker", NULL, rc, w->in.reason);
         return;

@@ -46,6 +46,10 @@ zx_task_fn zxw_builtin_echo, zxw_builtin_sleep, zxw_builtin_fail, zxw_builtin_pi
    those kinds itself. */
 int zxw_status_of(const zx_task_t *task, int st);
 
+/* A result larger than the largest frame the broker accepts would cost the
+   worker its connection: it is replaced by a ResultTooLarge error. */
+int zxw_check_result_size(int st, msgpack_sbuffer *sb);
+
 /* ---- jobs --------------------------------------------------------------- */
 
 enum {

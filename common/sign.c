@@ -434,6 +434,15 @@ void zx_sign_attach(zx_sign_t *self, zsock_t *sock, int peer_role)
         zxp_sock_set_signer(sock, NULL, NULL);
         return;
     }
+    if (!self->broker) {
+        /* one peer, one socket: a reconnect's new DEALER replaces the old */
+        for (int i = 0; i < S_MAX_ATTACH; i++) {
+            if (self->attach[i].sock && self->attach[i].sock != sock) {
+                zxp_sock_set_signer(self->attach[i].sock, NULL, NULL);
+            }
+            self->attach[i].sock = NULL;
+        }
+    }
     for (int i = 0; i < S_MAX_ATTACH; i++) {
         s_attach_t *a = &self->attach[i];
         if (!a->sock || a->sock == sock) {

@@ -90,7 +90,8 @@ int zx_sign_verify(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role);
 /* Makes every zxp_out_send and zxp_send_* on sock sign for a receiver of
    peer_role (ZXP_ROLE_CLIENT on the broker's client socket, ZXP_ROLE_BROKER_C
    on a client's, ...). self NULL detaches. self must outlive the socket's
-   use, or be detached first. */
+   use, or be detached first. A peer (not broker) signer signs one socket:
+   attaching a new one (after a reconnect) detaches the old. */
 void zx_sign_attach(zx_sign_t *self, zsock_t *sock, int peer_role);
 
 /* This side's current session (16 bytes), for tests and logs. */

@@ -29,6 +29,7 @@
 #include "remote.h"
 
 #include "zx_proto.h"
+#include "zx_security.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -138,6 +139,7 @@ typedef struct {
     s_req_t *reqs;
     size_t nreqs;
     int waiters;
+    zx_sec_t *sec; /* CURVE keys and signer (common/security.c) */
 } s_remote_t;
 
 static _Thread_local s_remote_t *s_on_actor; /* the executor whose actor runs this thread */
@@ -699,7 +701,6 @@ static void s_on_welcome(s_remote_t *ex)
     io->state = S_CONNECTED;
     if (!was) {
         s_set_connected(ex, true);
-        zsys_debug("zexec client: connected to %s", ex->endpoint);
     }
     if (changed || io->need_resend) {
         io->need_resend = false;
@@ -725,7 +726,13 @@ static void s_lost(s_remote_t *ex, const char *why)
 static void s_on_message(s_remote_t *ex, zmsg_t *msg)
 {
     s_io_t *io = &ex->io;
-    int rc = zxp_decode(&io->in, &msg, ZXP_ROLE_CLIENT);
+    int rc = zx_sec_verify(ex->sec, msg, ZXP_ROLE_CLIENT);
+    if (rc != 0) {
+        zmsg_destroy(&msg);
+        zxp_drop(&io->drops, "client", NULL, rc, "signature check failed");
+        return;
+    }
+    rc = zxp_decode(&io->in, &msg, ZXP_ROLE_CLIENT);
     if (rc != 0) {
         zxp_drop(&io->drops, "client", NULL, rc, io->in.reason);
         return;
@@ -742,7 +749,12 @@ static void s_on_message(s_remote_t *ex, zmsg_t *msg)
             s_lost(ex, "does not know this session (RESET)");
             s_send_hello(ex);
         }
-        /* while connecting, a HELLO is already on its way */
+        /* while connecting, a HELLO is already on its way; when signing, the
+           RESET answered a HELLO signed for an unknown broker session: say
+           HELLO again now, under the session it told us */
+        if (io->state != S_CONNECTED && zx_sec_signing(ex->sec)) {
+            s_send_hello(ex);
+        }
         io->need_resend = true;
         break;
     case ZXP_SHUTDOWN: s_lost(ex, "is shutting down"); break;
@@ -1214,6 +1226,7 @@ static void s_destroy(zx_executor_t *base)
     pthread_cond_destroy(&ex->cond);
     pthread_mutex_destroy(&ex->lock);
     zx__cluster_stop(&ex->cluster);
+    zx_sec_destroy(&ex->sec);
     free(ex->endpoint);
     free(ex->name);
     free(ex);
@@ -1329,6 +1342,11 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
         goto fail;
     }
     zxp_sock_setup(ex->io.dealer);
+    ex->sec = zx_sec_new(o.key, o.server_key, o.secret_file, false);
+    if (!ex->sec || zx_sec_socket(ex->sec, ex->io.dealer, ZXP_ROLE_BROKER_C) != 0) {
+        err = ZX_EINVAL;
+        goto fail;
+    }
     /* the session is the routing id, so the broker knows us across reconnects */
     zmq_setsockopt(zsock_resolve(ex->io.dealer), ZMQ_ROUTING_ID, ex->session, ZXP_ID_LEN);
     if (zsock_connect(ex->io.dealer, "%s", ex->endpoint) != 0) {

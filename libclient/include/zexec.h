@@ -100,6 +100,10 @@ typedef struct zx_options {
                                    then the install prefix, then $PATH */
     const char *const *plugins; /* NULL-terminated plugin paths given to each local worker */
     bool allow_exec;            /* local workers get --allow-exec */
+    /* Security (docs/security.md). CURVE: both or neither. */
+    const char *server_key;  /* the broker's public certificate file */
+    const char *key;         /* this client's secret certificate file */
+    const char *secret_file; /* shared secret for signing; default $ZEXEC_SECRET */
 } zx_options_t;
 
 /* Per-task options for zx_submit_opts. All-zero means every default. */

@@ -53,6 +53,11 @@ typedef struct zx_worker_opts {
     size_t child_memory;     /* RLIMIT_AS of each child in bytes; 0: unlimited */
     bool allow_exec;         /* offer the built-in "exec" (runs command lines) */
     bool no_builtins;        /* do not offer echo, sleep, fail */
+    /* Security (docs/security.md). CURVE: both or neither. */
+    const char *server_key;  /* the broker's public certificate file */
+    const char *key;         /* this worker's secret certificate file */
+    const char *secret_file; /* shared secret for signing; default $ZEXEC_SECRET (which the
+                                worker then unsets, so tasks and exec never see it) */
 } zx_worker_opts_t;
 
 /* Makes a worker for the broker's worker endpoint (NULL: the loopback default).

@@ -1,20 +1,8 @@
 /*  seed_map_order - seeds 001/002: task(n) sleeps n seconds and returns n * 10;
     over range(5, 0, -1) on two worker slots, map returns the results in input
-    order, while the done-callbacks log the order in which tasks completed.
+    order, while as_completed logs the order in which the same tasks completed.
     usage: seed_map_order [ENDPOINT] */
 #include "example.h"
-
-#include <pthread.h>
-
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void s_done(zx_future_t *f, void *arg)
-{
-    pthread_mutex_lock(&lock);
-    printf("done with %d\n", (int)(intptr_t)arg);
-    fflush(stdout);
-    pthread_mutex_unlock(&lock);
-}
 
 int main(int argc, char **argv)
 {
@@ -22,15 +10,18 @@ int main(int argc, char **argv)
     double scale = example_scale();
     printf("main: starting\n");
 
-    /* The log of completions: the same calls as futures with callbacks. */
+    /* The log of completions: the same calls as futures, in completion order. */
     zx_future_t *fs[5];
     for (int n = 5; n >= 1; n--) {
-        zx_future_t *f = zx_submitf(ex, "task", "id", n, scale);
-        zx_future_add_done_callback(f, s_done, (void *)(intptr_t)n);
-        fs[5 - n] = f;
+        fs[5 - n] = zx_submitf(ex, "task", "id", n, scale);
+        zx_future_set_data(fs[5 - n], (void *)(intptr_t)n);
     }
+    zx_as_completed_t *it = zx_as_completed_new(fs, 5, ZX_FOREVER);
+    for (zx_future_t *f; (f = zx_as_completed_next(it));) {
+        printf("done with %d\n", (int)(intptr_t)zx_future_data(f));
+    }
+    zx_as_completed_destroy(&it);
     for (int i = 0; i < 5; i++) {
-        zx_future_result(fs[i], ZX_FOREVER, NULL, NULL);
         zx_future_unref(&fs[i]);
     }
 

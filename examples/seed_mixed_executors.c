@@ -27,8 +27,7 @@ int main(int argc, char **argv)
         zx_submit_opts(remote, "pid", noargs, 1, &process),
         zx_submit(local, "pid", noargs, 1),
     };
-    static const char *kinds[] = {"remote thread pool", "remote process pool",
-                                  "local executor"};
+    static const char *kinds[] = {"remote thread pool", "remote process pool", "local executor"};
     for (int i = 0; i < 3; i++) {
         zx_future_set_data(fs[i], (void *)kinds[i]);
     }

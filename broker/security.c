@@ -1,42 +1,113 @@
-/*  security.c - the one place that decides whether the broker may bind an
-    endpoint. Until authentication lands (the security issue: CURVE and
-    shared-secret modes), a non-loopback bind is allowed with a warning;
-    that issue replaces this function with a refusal unless keys, a secret or
-    --insecure are configured.
+/*  security.c - the broker's security: whether an endpoint may be bound,
+    CURVE on both ROUTER sockets with one ZAP domain (and allowlist) each,
+    and shared-secret signing. The mechanisms live in common/ (auth.c,
+    sign.c); this file is their configuration for the broker. See
+    docs/security.md.
 */
 #include "zxb.h"
+#include "zxb_sec.h"
+#include "zx_auth.h"
+#include "zx_sign.h"
 
 #include <string.h>
 
-/* True for endpoints only this machine can reach: ipc, inproc, and tcp on
-   127.0.0.0/8, ::1 or localhost. */
-static bool s_is_local(const char *endpoint)
+static struct {
+    bool ready;
+    zcert_t *cert;
+    zx_auth_t *auth;
+    zx_sign_t *sign;
+} s_sec;
+
+int zx__sec_init(const zxb_sec_config_t *cfg)
 {
-    if (strncmp(endpoint, "ipc://", 6) == 0 || strncmp(endpoint, "inproc://", 9) == 0) {
-        return true;
+    char err[512];
+    zxp_set_max_msg(cfg->max_msg);
+    if ((cfg->client_keys || cfg->worker_keys) && !cfg->key) {
+        zsys_error("--client-keys and --worker-keys need --key (the broker's secret "
+                   "certificate: zexec keygen DIR broker)");
+        return -1;
     }
-    if (strncmp(endpoint, "tcp://", 6) != 0) {
-        return false;
+    if (cfg->key) {
+        s_sec.cert = zx_auth_cert_load(cfg->key, true, err, sizeof err);
+        if (!s_sec.cert) {
+            zsys_error("--key %s", err);
+            return -1;
+        }
+        /* folders missing or empty are not fatal, but refuse every peer of
+           that endpoint (fail closed), loudly */
+        s_sec.auth = zx_auth_new(cfg->client_keys, cfg->worker_keys);
+        if (!s_sec.auth) {
+            zx__sec_fini();
+            return -1;
+        }
+        zsys_info("CURVE on: server key %s; clients from %s, workers from %s",
+                  zcert_public_txt(s_sec.cert), cfg->client_keys ? cfg->client_keys : "(none)",
+                  cfg->worker_keys ? cfg->worker_keys : "(none)");
     }
-    const char *host = endpoint + 6;
-    return strncmp(host, "127.", 4) == 0 || strncmp(host, "localhost:", 10) == 0 ||
-           strncmp(host, "[::1]:", 6) == 0;
+    int rc;
+    s_sec.sign = zx_sign_new_from_config(cfg->secret_file, true, true, &rc);
+    if (rc < 0) {
+        zx__sec_fini();
+        return -1;
+    }
+    if (s_sec.sign) {
+        zsys_info("signing on: every message carries an HMAC-SHA256 envelope");
+    }
+    s_sec.ready = true;
+    return 0;
+}
+
+void zx__sec_fini(void)
+{
+    zx_auth_destroy(&s_sec.auth);
+    zx_sign_destroy(&s_sec.sign);
+    zcert_destroy(&s_sec.cert);
+    s_sec.ready = false;
+}
+
+bool zx__sec_curve(void)
+{
+    return s_sec.cert != NULL;
+}
+
+bool zx__sec_signing(void)
+{
+    return s_sec.sign != NULL;
+}
+
+int zx__sec_socket(zsock_t *sock, bool workers)
+{
+    if (s_sec.cert &&
+        zx_auth_server_setup(sock, s_sec.cert,
+                             workers ? ZX_AUTH_DOMAIN_WORKERS : ZX_AUTH_DOMAIN_CLIENTS) != 0) {
+        return -1;
+    }
+    if (s_sec.sign) {
+        zx_sign_attach(s_sec.sign, sock, workers ? ZXP_ROLE_WORKER : ZXP_ROLE_CLIENT);
+    }
+    return 0;
+}
+
+int zx__sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_drops_t *drops)
+{
+    if (!s_sec.sign) {
+        return 0;
+    }
+    int rc = zx_sign_verify(s_sec.sign, msg, rid, workers ? ZXP_ROLE_BROKER_W : ZXP_ROLE_BROKER_C);
+    if (rc == 0) {
+        return 0;
+    }
+    zxp_drop(drops, workers ? "workers" : "clients", rid, rc, "signature check failed");
+    if (rc == ZX_SIGN_E_EPOCH) {
+        /* authentic, but signed for a previous broker session (or before
+           the peer knew ours): RESET, signed under ours, tells it the
+           session to sign for; it then says HELLO/READY again */
+        zxp_send_empty(sock, rid, ZXP_RESET);
+    }
+    return -1;
 }
 
 int zx__bind_check(const char *endpoint, bool insecure)
 {
-    if (s_is_local(endpoint)) {
-        return 0;
-    }
-    if (insecure) {
-        zsys_warning("binding %s with --insecure: anyone who can reach it may submit tasks or "
-                     "register as a worker",
-                     endpoint);
-    } else {
-        zsys_warning("binding %s, which is not loopback, without authentication: anyone who can "
-                     "reach it may submit tasks or register as a worker (authentication arrives "
-                     "with the security issue; it will then refuse unless --insecure is given)",
-                     endpoint);
-    }
-    return 0;
+    return zx_auth_bind_check(endpoint, s_sec.cert != NULL, s_sec.sign != NULL, insecure);
 }

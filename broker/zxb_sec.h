@@ -1,0 +1,37 @@
+/*  zxb_sec.h - the broker side of zexec security (broker/security.c): the
+    bind policy, CURVE server sockets with a ZAP handler per endpoint, and
+    shared-secret signing. Process-wide state: one broker per process.
+    Order: zx__sec_init, then sockets (zx__sec_socket after zxp_sock_setup,
+    before bind), zx__sec_verify on every received message before
+    zxp_decode; zx__sec_fini after the sockets are gone.
+*/
+#ifndef ZXB_SEC_H
+#define ZXB_SEC_H
+
+#include "zx_proto.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *key;         /* --key: the broker's secret certificate (CURVE on) */
+    const char *client_keys; /* --client-keys DIR */
+    const char *worker_keys; /* --worker-keys DIR */
+    const char *secret_file; /* --secret-file (else $ZEXEC_SECRET) */
+    int64_t max_msg;         /* --max-msg; 0: ZXP_MAX_MSG */
+} zxb_sec_config_t;
+
+/* Loads keys and the secret, starts the ZAP handler, sets the message
+   limit. 0, or -1 with the reason logged (the broker must not start). */
+int zx__sec_init(const zxb_sec_config_t *cfg);
+void zx__sec_fini(void);
+/* CURVE server and signing on one of the two ROUTER sockets. 0 or -1. */
+int zx__sec_socket(zsock_t *sock, bool workers);
+/* Checks and strips the signature of a message from rid (frame 0 first).
+   0: go on; -1: dropped and counted (and answered by RESET when it was
+   signed under a previous broker session). */
+int zx__sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_drops_t *drops);
+bool zx__sec_curve(void);
+bool zx__sec_signing(void);
+
+#endif

@@ -9,7 +9,8 @@
          map with chunksize 1 and 256. tasks/s.
       B  5,000 sequential submit-then-result: p50/p99/mean us.
       C  as_completed over 10,000 tasks sleeping uniformly 0-2 ms on 2 slots:
-         wall time and the ideal (sum of sleeps / 2).
+         wall time and the ideal (sum of sleeps / 2); and, to calibrate, the
+         wall time of the same sleeps on 2 local threads (nanosleep overshoot).
       D  500 tasks with a 1 MiB bytes argument returning its length: MB/s of
          argument payload (1 MB = 1e6 bytes).
       E  broker memory per queued no-op task (1,000,000 queued, no worker):
@@ -33,6 +34,7 @@
 
 #include <czmq.h>
 #include <dirent.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -155,8 +157,19 @@ static void s_worker_start(s_cluster_t *c, int threads)
     snprintf(node, sizeof node, "bench-%d", c->nworkers + 1);
     snprintf(th, sizeof th, "%d", threads);
     /* --procs 0: no process pool, so the worker has exactly `threads` slots */
-    const char *argv[] = {bin, "--broker", c->worker_ep, "--node",   node,     "--threads",
-                          th,  "--procs",  "0",          "--plugin", s_plugin, NULL};
+    const char *argv[32] = {bin, "--broker", c->worker_ep, "--node",   node,     "--threads",
+                            th,  "--procs",  "0",          "--plugin", s_plugin, NULL};
+    /* BENCH_WORKER_ARGS: extra worker flags for experiments, e.g. "--prefetch 256"
+       (the figures in bench/results are taken without) */
+    char extra[256];
+    snprintf(extra, sizeof extra, "%s",
+             getenv("BENCH_WORKER_ARGS") ? getenv("BENCH_WORKER_ARGS") : "");
+    int k = 11;
+    for (char *save = NULL, *tok = strtok_r(extra, " ", &save); tok && k < 31;
+         tok = strtok_r(NULL, " ", &save)) {
+        argv[k++] = tok;
+    }
+    argv[k] = NULL;
     pid_t pid = bu_spawn((char *const *)argv);
     if (pid < 0) {
         bu_die("cannot start %s", bin);
@@ -490,6 +503,41 @@ static void s_workload_b(void)
 
 /* ---- C: sleeping tasks on 2 slots ---------------------------------------------------------- */
 
+/* The same sleeps on 2 plain threads of this process pulling from a shared
+   index: what nanosleep's overshoot allows on this machine (a calibration
+   beside the ideal, which assumes sleeps end on time). */
+typedef struct {
+    const double *ms;
+    long n;
+    atomic_long next;
+} s_local_sleeps_t;
+
+static void *s_local_sleeper(void *arg)
+{
+    s_local_sleeps_t *ls = arg;
+    long i;
+    while ((i = atomic_fetch_add(&ls->next, 1)) < ls->n) {
+        double ms = ls->ms[i];
+        struct timespec ts = {(time_t)(ms / 1000), (long)(fmod(ms, 1000.0) * 1e6)};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static double s_local_sleeps(const double *ms, long n)
+{
+    s_local_sleeps_t ls = {.ms = ms, .n = n};
+    pthread_t th[2];
+    double t0 = bu_now();
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&th[i], NULL, s_local_sleeper, &ls);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+    }
+    return bu_now() - t0;
+}
+
 static void s_workload_c(void)
 {
     long n = s_quick ? 400 : 10000;
@@ -536,6 +584,7 @@ static void s_workload_c(void)
     }
     bu_result("zexec.C_wall", wall, "s");
     bu_result("zexec.C_ideal", sum / 1000.0 / 2, "s");
+    bu_result("zexec.C_local_wall", s_local_sleeps(ms, n), "s");
     zx_as_completed_destroy(&it);
     for (long i = 0; i < n; i++) {
         zx_future_unref(&fs[i]);

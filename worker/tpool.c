@@ -129,6 +129,7 @@ zxw_tpool_t *zxw_tpool_new(int n)
     if (!self) {
         return NULL;
     }
+    self->pipe[0] = self->pipe[1] = -1;
     pthread_mutex_init(&self->lock, NULL);
     pthread_cond_init(&self->cond, NULL);
     self->queue = zlistx_new();
@@ -180,9 +181,10 @@ bool zxw_tpool_destroy(zxw_tpool_t **self_p)
     }
     zlistx_destroy(&self->queue);
     free(self->threads);
-    if (self->pipe[0] >= 0 || self->pipe[1] >= 0) {
-        close(self->pipe[0]);
-        close(self->pipe[1]);
+    for (int i = 0; i < 2; i++) {
+        if (self->pipe[i] >= 0) {
+            close(self->pipe[i]);
+        }
     }
     pthread_cond_destroy(&self->cond);
     pthread_mutex_destroy(&self->lock);

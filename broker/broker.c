@@ -15,6 +15,7 @@
     that frees a slot only needs the queues of its own functions.
 */
 #include "zxb.h"
+#include "zxb_sec.h"
 
 #include "zexec.h"
 
@@ -1543,7 +1544,7 @@ static void s_drain(zxb_broker_t *self, bool workers)
             break;
         }
         zframe_t *rid = zmsg_pop(msg);
-        if (rid) {
+        if (rid && zx__sec_verify(sock, workers, rid, msg, &self->drops) == 0) {
             if (workers) {
                 s_worker_msg(self, rid, &msg);
             } else {
@@ -1593,6 +1594,10 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
         }
         *socks[i] = s;
         zxp_sock_setup(s);
+        if (zx__sec_socket(s, i == 1) != 0) {
+            zxb_broker_destroy(&self);
+            return NULL;
+        }
         zsock_set_router_handover(s, 1);
         zsock_set_router_mandatory(s, 0);
         zsock_set_rcvtimeo(s, 0);

@@ -2,6 +2,7 @@
     Bad flags exit with status 2 and a message naming the flag.
 */
 #include "zxb.h"
+#include "zxb_sec.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -32,6 +33,12 @@ static void s_usage(FILE *out)
             "                           report wait for their client to come back (default 60)\n"
             "  --insecure               allow binding non-loopback addresses without\n"
             "                           authentication (logged as a warning)\n"
+            "  --key FILE               CURVE: the broker's secret certificate (zexec keygen)\n"
+            "  --client-keys DIR        CURVE: public certificates of the admitted clients\n"
+            "  --worker-keys DIR        CURVE: public certificates of the admitted workers\n"
+            "  --secret-file FILE       sign every message with this shared secret (default:\n"
+            "                           $ZEXEC_SECRET); never give a secret on the command line\n"
+            "  --max-msg BYTES          largest message accepted (default 64M)\n"
             "  -v, --verbose            log every task dispatch and failure\n"
             "  -q, --quiet              log warnings and errors only\n"
             "  -h, --help               this help\n"
@@ -121,6 +128,11 @@ enum {
     OPT_MAXQB,
     OPT_CLIENT_TIMEOUT,
     OPT_INSECURE,
+    OPT_KEY,
+    OPT_CLIENT_KEYS,
+    OPT_WORKER_KEYS,
+    OPT_SECRET_FILE,
+    OPT_MAX_MSG,
     OPT_VERSION,
 };
 
@@ -139,6 +151,7 @@ int main(int argc, char *argv[])
         .insecure = false,
         .verbose = 1,
     };
+    zxb_sec_config_t sec = {0};
     static const struct option opts[] = {
         {"clients", required_argument, NULL, OPT_CLIENTS},
         {"workers", required_argument, NULL, OPT_WORKERS},
@@ -150,6 +163,11 @@ int main(int argc, char *argv[])
         {"max-queued-bytes", required_argument, NULL, OPT_MAXQB},
         {"client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT},
         {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"client-keys", required_argument, NULL, OPT_CLIENT_KEYS},
+        {"worker-keys", required_argument, NULL, OPT_WORKER_KEYS},
+        {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
+        {"max-msg", required_argument, NULL, OPT_MAX_MSG},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -217,6 +235,21 @@ int main(int argc, char *argv[])
             }
             break;
         case OPT_INSECURE: cfg.insecure = true; break;
+        case OPT_KEY: sec.key = optarg; break;
+        case OPT_CLIENT_KEYS: sec.client_keys = optarg; break;
+        case OPT_WORKER_KEYS: sec.worker_keys = optarg; break;
+        case OPT_SECRET_FILE: sec.secret_file = optarg; break;
+        case OPT_MAX_MSG: {
+            uint64_t max = 0;
+            if ((rc = s_parse_bytes("--max-msg", optarg, &max))) {
+                return rc;
+            }
+            if (max < 4096 || max > INT64_MAX) {
+                return s_bad("--max-msg", optarg, "must be at least 4096 bytes");
+            }
+            sec.max_msg = (int64_t)max;
+            break;
+        }
         case 'v': cfg.verbose = 2; break;
         case 'q': cfg.verbose = 0; break;
         case 'h': s_usage(stdout); return 0;
@@ -242,11 +275,16 @@ int main(int argc, char *argv[])
     zsys_init();
     zsys_set_logstream(stderr);
     zsys_set_logident("zexec-broker");
+    if (zx__sec_init(&sec) != 0) {
+        return 1;
+    }
     zxb_broker_t *broker = zxb_broker_new(&cfg);
     if (!broker) {
+        zx__sec_fini();
         return 1;
     }
     zxb_broker_run(broker);
     zxb_broker_destroy(&broker);
+    zx__sec_fini(); /* after the sockets: the ZAP handler outlives them */
     return 0;
 }

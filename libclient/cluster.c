@@ -251,8 +251,9 @@ static int s_start_broker(zx__cluster_t *c, const char *bin)
         c->pids[0] = pid;
         c->npids = 1;
         double end = s_now() + S_BROKER_UP_S;
+        int status = 0;
         while (s_now() < end) {
-            if (waitpid(pid, NULL, WNOHANG) == pid) {
+            if (waitpid(pid, &status, WNOHANG) == pid) {
                 c->pids[0] = 0;
                 break; /* it exited: most likely a port was taken; try others */
             }
@@ -267,7 +268,9 @@ static int s_start_broker(zx__cluster_t *c, const char *bin)
                        S_BROKER_UP_S);
             return ZX_ECONN;
         }
-        zsys_warning("zexec: local zexec-broker exited at start (port taken?); retrying");
+        zsys_warning("zexec: local %s exited at start (%s %d; port taken?); retrying", bin,
+                     WIFSIGNALED(status) ? "signal" : "exit status",
+                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
     }
     zsys_error("zexec: local zexec-broker failed to start %d times", S_PORT_TRIES);
     return ZX_ECONN;

@@ -483,29 +483,34 @@ Test(remote_nobroker, bad_endpoint_is_einval)
     cr_assert_eq(zx_last_error(), ZX_EINVAL);
 }
 
-Test(remote_nobroker, local_cluster_without_binaries_is_einval)
+Test(remote_nobroker, a_local_cluster_uses_bin_dir_first_and_fails_if_its_broker_exits)
 {
-    char *saved = getenv("ZEXEC_BIN_DIR") ? strdup(getenv("ZEXEC_BIN_DIR")) : NULL;
-    char *path = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
-    setenv("ZEXEC_BIN_DIR", "/nonexistent", 1);
-    setenv("PATH", "/nonexistent", 1);
+    /* bin_dir holds stand-ins that exit at once: the cluster must pick them
+       over the build tree, see the broker die, retry, and give up cleanly */
+    char dir[] = "/tmp/zexec-test-bin-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char path[128];
+    const char *names[] = {"zexec-broker", "zexec-worker"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        FILE *f = fopen(path, "w");
+        cr_assert(f);
+        fputs("#!/bin/sh\nexit 3\n", f);
+        fclose(f);
+        chmod(path, 0755);
+    }
     zx_options_t o = s_opts();
-    o.bin_dir = "/nonexistent-either";
+    o.bin_dir = dir;
+    int64_t t0 = zclock_mono();
     zx_executor_t *ex = zx_executor_new(NULL, &o);
-    /* the build tree (ZX_BUILD_BIN_DIR) still has the binaries when built */
-    if (ex) {
-        zx_executor_destroy(&ex);
-    } else {
-        cr_assert_eq(zx_last_error(), ZX_EINVAL);
+    cr_assert_null(ex);
+    cr_assert_eq(zx_last_error(), ZX_ECONN);
+    cr_assert_lt(zclock_mono() - t0, 10000);
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
     }
-    if (saved) {
-        setenv("ZEXEC_BIN_DIR", saved, 1);
-    }
-    if (path) {
-        setenv("PATH", path, 1);
-    }
-    free(saved);
-    free(path);
+    rmdir(dir);
 }
 
 /* ---- with the real zexec-broker and zexec-worker ---------------------------------------- */

@@ -688,7 +688,7 @@ static void s_on_hello(zxb_broker_t *self, zxb_client_t *c, zframe_t *rid)
         ZXB_INFO("client %s (session %s) connected", c->name, hex);
     }
     zxp_send_welcome(self->csock, c->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
-                     ZXP_MAX_MSG);
+                     (uint32_t)zxp_max_msg());
     c->last_send = self->now;
 }
 
@@ -1341,7 +1341,7 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
     zhashx_insert(self->workers, w->id, w);
     s_worker_offer(self, w, +1);
     zxp_send_welcome(self->wsock, w->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
-                     ZXP_MAX_MSG);
+                     (uint32_t)zxp_max_msg());
     char hex[33];
     s_hex(w->id, hex);
     ZXB_INFO("worker %s (pid %u, id %s) ready: %u threads, %u processes, prefetch %u, %zu "

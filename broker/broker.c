@@ -1468,6 +1468,11 @@ static void s_tick_peers(zxb_broker_t *self)
             w->last_send = now;
         }
     }
+    /* all of them dead first, so tasks re-queued from one never go to another */
+    for (zxb_worker_t *w = lost ? zlist_first(lost) : NULL; w; w = zlist_next(lost)) {
+        w->dead = true;
+        s_worker_relist(w);
+    }
     for (zxb_worker_t *w = lost ? zlist_first(lost) : NULL; w; w = zlist_next(lost)) {
         char why[64];
         snprintf(why, sizeof why, "silent for %" PRId64 " ms", now - w->last_recv);

@@ -25,7 +25,7 @@
 
 int zx__worker_log_level = 1;
 
-#define ZXW_HELD_MAX_JOBS 100000
+#define ZXW_HELD_MAX_JOBS 10000 /* READY lists them: keep it under the header limit */
 #define ZXW_HELD_MAX_BYTES (256u << 20)
 #define ZXW_BATCH_BYTES (16u << 20) /* flush a result batch past this */
 #define ZXW_RECV_BURST 256          /* messages read per loop turn */
@@ -457,11 +457,6 @@ static void s_emit_started(zx_worker_t *w, zxw_job_t *job)
 static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
                           uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload)
 {
-    if (w->started_open) {
-        /* keep STARTED ahead of a RESULT that may flush early below */
-        zxp_out_send(&w->out_started, w->dealer, NULL);
-        w->started_open = false;
-    }
     if (!w->result_open) {
         zxp_out_begin(&w->out_result, ZXP_WRESULT);
         w->result_open = true;
@@ -471,6 +466,11 @@ static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, 
     w->result_bytes += *payload ? zframe_size(*payload) : 0;
     zxp_out_payload(&w->out_result, payload);
     if (w->out_result.count >= ZXP_MAX_BATCH || w->result_bytes >= ZXW_BATCH_BYTES) {
+        if (w->started_open) {
+            /* a task's STARTED always goes out ahead of its RESULT */
+            zxp_out_send(&w->out_started, w->dealer, NULL);
+            w->started_open = false;
+        }
         zxp_out_send(&w->out_result, w->dealer, NULL);
         w->result_open = false;
         w->result_bytes = 0;

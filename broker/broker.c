@@ -743,7 +743,11 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
         zxp_submit_t s;
         zxp_get_submit(in, i, &s);
         zframe_t *payload = zxp_payload_take(in);
-        zxb_task_t *t = zxb_task_find(self->sched, c, s.seq);
+        /* clients number tasks upwards: only a re-send can be known already */
+        zxb_task_t *t = s.seq > c->max_seq ? NULL : zxb_task_find(self->sched, c, s.seq);
+        if (s.seq > c->max_seq) {
+            c->max_seq = s.seq;
+        }
         if (t) {
             if (!t->adopted) {
                 s_adopt(self, t, &s, &payload);
@@ -1270,6 +1274,9 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
         t->client = c;
         t->seq = seq;
         t->attempts = 1;
+        if (seq > c->max_seq) {
+            c->max_seq = seq;
+        }
         t->arrival = zxb_arrival_now(self->sched, self->now);
         zxb_task_index(self->sched, t);
         c->ntasks++;

@@ -175,6 +175,7 @@ struct zxb_client {
     zxb_fifo_t *last_fifo; /* one-entry cache for bursts of the same kind */
     uint64_t ntasks;       /* tasks pointing at this record (it lives while > 0) */
     uint64_t queued, queued_bytes;
+    uint64_t max_seq; /* highest seq seen: above it a SUBMIT needs no duplicate lookup */
     zxp_out_t *out_started, *out_result, *out_cancelled;
     zxb_client_t *dirty_next;
     bool dirty;

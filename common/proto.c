@@ -139,7 +139,19 @@ int zxp_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_obje
         return -1;
     }
     size_t off = 0;
+    /* msgpack-c grows a zone by doubling its chunk size until a request
+       fits, so one big array can cost up to twice what it needs (48 bytes
+       per input byte). After zxp_mp_check every object takes at least one
+       input byte, so all of them fit in 24 * len bytes (kv pairs: 48 per 2):
+       with that as the chunk size a growing zone allocates it once, exactly,
+       and decoding n bytes stays under 32n + 64 KiB (test_security_bounds).
+       The size is restored at once: msgpack_zone_clear trusts it. */
+    size_t chunk = zone->chunk_size;
+    if (len <= (SIZE_MAX - 64) / sizeof(msgpack_object)) {
+        zone->chunk_size = len * sizeof(msgpack_object) + 64;
+    }
     msgpack_unpack_return rc = msgpack_unpack(data, len, &off, zone, obj);
+    zone->chunk_size = chunk;
     return (rc == MSGPACK_UNPACK_SUCCESS && off == len) ? 0 : -1;
 }
 

@@ -415,6 +415,51 @@ Test(remote_fake, cancel_refused_by_the_broker_is_false_and_the_result_follows)
     zactor_destroy(&fake);
 }
 
+typedef struct {
+    zx_future_t *other;
+    bool result;
+    int calls;
+} cb_cancel_t;
+
+static void s_cancel_other(zx_future_t *f, void *arg)
+{
+    (void)f;
+    cb_cancel_t *c = arg;
+    c->result = zx_future_cancel(c->other);
+    __atomic_add_fetch(&c->calls, 1, __ATOMIC_SEQ_CST);
+}
+
+static bool s_cb_called(void *arg)
+{
+    return __atomic_load_n(&((cb_cancel_t *)arg)->calls, __ATOMIC_SEQ_CST) == 1;
+}
+
+Test(remote_fake, a_done_callback_on_the_io_thread_can_cancel_another_future)
+{
+    fake_cfg_t cfg = {.mode = FAKE_HOLD, .cancel_outcome = ZXP_CANCEL_DONE};
+    char ep[64];
+    zactor_t *fake = s_fake_start(&cfg, ep, sizeof ep);
+    zx_options_t o = s_opts();
+    zx_executor_t *ex = zx_executor_new(ep, &o);
+    zx_future_t *a = zx_submitf(ex, "echo", "i", 1);
+    zx_future_t *b = zx_submitf(ex, "echo", "i", 2);
+    stats_arg_t st = {fake, 2};
+    cr_assert(zxt_wait_for(s_submits_reach, &st, 10));
+    cb_cancel_t c = {.other = b};
+    cr_assert_eq(zx_future_add_done_callback(a, s_cancel_other, &c), ZX_OK);
+    /* answers a (and would answer b, but b is cancelled first, in a's callback,
+       without a round trip: the I/O thread cannot wait for itself) */
+    s_fake_cmd(fake, "ANSWER");
+    cr_assert(zxt_wait_for(s_cb_called, &c, 10));
+    cr_assert(zx_future_done(a));
+    cr_assert(c.result);
+    cr_assert(zx_future_cancelled(b));
+    zx_future_unref(&a);
+    zx_future_unref(&b);
+    zx_executor_destroy(&ex);
+    zactor_destroy(&fake);
+}
+
 Test(remote_fake, shutdown_cancel_futures_cancels_sent_tasks_and_refuses_submits)
 {
     fake_cfg_t cfg = {.mode = FAKE_HOLD, .cancel_outcome = ZXP_CANCEL_DONE};
@@ -836,5 +881,30 @@ Test(remote, cancelling_a_running_task_fails_and_it_completes)
     cr_assert_not(zx_future_cancelled(f));
     s_assert_ok(f, 20);
     zx_future_unref(&f);
+    zx_executor_destroy(&ex);
+}
+
+Test(remote, terminating_a_running_process_pool_task_cancels_it)
+{
+    s_start(NULL);
+    const char *extra[] = {"--threads", "1", "--procs", "1", NULL};
+    s_worker("w1", extra);
+    zx_executor_t *ex = s_connect(60);
+    zx_task_opts_t to = {.pool = ZX_POOL_PROCESS};
+    static const uint8_t thirty[] = {0x91, 0x1e}; /* [30] */
+    zx_future_t *f = zx_submit_opts(ex, "sleep", thirty, sizeof thirty, &to);
+    cr_assert(f);
+    cr_assert(zxt_wait_for(s_running_cond, f, 20));
+    cr_assert_not(zx_future_cancel(f), "plain cancel of a running task is refused");
+    cr_assert(zx_future_terminate(f));
+    cr_assert(zx_future_cancelled(f));
+    const zx_error_t *e = zx_future_exception(f, 0);
+    cr_assert(e);
+    cr_assert_eq(e->code, ZX_ECANCELLED);
+    /* the worker is still serving */
+    zx_future_t *g = zx_submitf(ex, "echo", "i", 9);
+    cr_assert_eq(s_first_int(g), 9);
+    zx_future_unref(&f);
+    zx_future_unref(&g);
     zx_executor_destroy(&ex);
 }

@@ -81,9 +81,11 @@ enum { ZXB_PL_NONE = 0, ZXB_PL_INLINE, ZXB_PL_HEAP, ZXB_PL_FRAME };
    beyond the payload): the function is an interned pointer, the session is
    the client's, the links are intrusive. */
 struct zxb_task {
-    zxb_task_t *next, *prev; /* the client's FIFO while queued; the worker's list after */
-    zxb_task_t *hnext;       /* task table chain */
+    /* what a table lookup reads, together at the start (one cache line) */
+    zxb_task_t *hnext; /* task table chain */
     zxb_client_t *client;
+    uint64_t seq;
+    zxb_task_t *next, *prev; /* the client's FIFO while queued; the worker's list after */
     /* NULL: recovered from a worker's READY, not yet re-submitted; while
        ZXB_T_HELD, the interned name of the node that ran it */
     zxb_fn_t *fn;
@@ -92,8 +94,7 @@ struct zxb_task {
         zframe_t *frame; /* ZXB_PL_FRAME */
         uint8_t *heap;   /* ZXB_PL_HEAP */
         uint8_t inl[ZXB_PL_INLINE_MAX];
-    } pl; /* arguments (kept for retries), or the held result */
-    uint64_t seq;
+    } pl;             /* arguments (kept for retries), or the held result */
     uint64_t arrival; /* ms since broker start << 20 | counter: age and order */
     union {
         struct {

@@ -181,8 +181,8 @@ Test(worker_pool, memory_limit_fails_the_task_with_memory_error_and_the_next_suc
     cr_skip_test("RLIMIT_AS cannot work under AddressSanitizer's shadow memory");
 #else
     fb_t fb;
-    fb_start(&fb, "n-mem", "--threads", "1", "--procs", "1", "--child-memory", "256M", NULL);
-    fb_send_num(&fb, 1, "alloc", ZXP_POOL_PROCESS, 0, 512.0 * 1024 * 1024, 1, 0);
+    fb_start(&fb, "n-mem", "--threads", "1", "--procs", "1", "--child-memory", "64M", NULL);
+    fb_send_num(&fb, 1, "alloc", ZXP_POOL_PROCESS, 0, 128.0 * 1024 * 1024, 1, 0);
     cr_assert(fb_wait(&fb, fb_c_result, 1, 10));
     cr_assert_eq(fb.res[1].status, ZXP_ST_MEMORY);
     char type[64], msg[256];
@@ -193,6 +193,20 @@ Test(worker_pool, memory_limit_fails_the_task_with_memory_error_and_the_next_suc
     cr_assert_eq(fb.res[2].status, ZXP_ST_OK);
     cr_assert_eq(fb_int(&fb, 2), 1024 * 1024);
     cr_assert_neq(fb.res[2].pid, fb.res[1].pid, "the child that ran out was kept");
+    /* a function that crashes when malloc fails: still a memory error */
+    fb_send0(&fb, 3, "hog", ZXP_POOL_PROCESS, 0);
+    cr_assert(fb_wait(&fb, fb_c_result, 3, 20));
+    fb_error(&fb, 3, type, sizeof type, msg, sizeof msg);
+    cr_assert_eq(fb.res[3].status, ZXP_ST_MEMORY, "%s: %s", type, msg);
+    cr_assert_str_eq(type, "MemoryError");
+    cr_assert(strstr(msg, "signal 11"), "%s", msg);
+    fb_send_num(&fb, 4, "square", ZXP_POOL_PROCESS, 0, 3, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_result, 4, 10));
+    cr_assert_eq(fb.res[4].status, ZXP_ST_OK);
+    /* a crash far below the limit stays a crash */
+    fb_send0(&fb, 5, "crash", ZXP_POOL_PROCESS, 0);
+    cr_assert(fb_wait(&fb, fb_c_result, 5, 10));
+    cr_assert_eq(fb.res[5].status, ZXP_ST_CRASHED);
     fb_stop(&fb);
 #endif
 }

@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,7 +57,8 @@ static void s_child_main(int fd, const zxw_child_cfg_t *cfg)
             _exit(1);
         }
     }
-    s_child_send(fd, ZXW_CR_HELLO, 0, NULL, 0);
+    uint64_t nonres = zxw_plat_vm_nonresident();
+    s_child_send(fd, ZXW_CR_HELLO, 0, &nonres, sizeof nonres);
 
     char *buf = NULL;
     size_t cap = 0;
@@ -217,9 +219,13 @@ void zxw_forksrv_main(int ctl, const zxw_child_cfg_t *cfg)
         /* reap on every wake-up: a SIGCHLD can land before the pid is tracked */
         int status;
         pid_t pid;
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        struct rusage ru;
+        while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0) {
             s_pids_remove(&pids, pid);
-            zxw_ctl_t msg = {ZXW_CTL_EXITED, pid, status, 0};
+            /* the peak resident size lets the worker tell a child that died
+               at its memory limit from another crash */
+            long kib = ru.ru_maxrss > INT32_MAX ? INT32_MAX : ru.ru_maxrss;
+            zxw_ctl_t msg = {ZXW_CTL_EXITED, pid, status, (int32_t)kib};
             if (zxw_plat_send_ctl(ctl, &msg, -1) != 0) {
                 s_quit(&pids);
             }

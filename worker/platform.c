@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -314,6 +315,20 @@ void zxw_plat_stop_handlers_restore(void)
 void zxw_plat_ignore_sigpipe(void)
 {
     signal(SIGPIPE, SIG_IGN);
+}
+
+uint64_t zxw_plat_vm_nonresident(void)
+{
+    uint64_t size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (!f) {
+        return 0;
+    }
+    if (fscanf(f, "%" SCNu64 " %" SCNu64, &size, &resident) != 2 || resident > size) {
+        size = resident = 0;
+    }
+    fclose(f);
+    return (size - resident) * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 int zxw_plat_cores(void)

@@ -43,6 +43,7 @@ struct zxw_child {
     zframe_t *body;
     size_t body_len, body_got;
     char *start_error;
+    uint64_t nonres; /* address space not resident at start */
 };
 
 typedef struct {
@@ -256,6 +257,9 @@ static bool s_child_frame(zxw_ppool_t *self, zxw_child_t *c, zframe_t **body_p)
     if (c->kind == ZXW_CR_HELLO) {
         if (c->state == C_SPAWNING && c->status == 0) {
             c->state = C_IDLE;
+            if (zframe_size(*body_p) == sizeof c->nonres) {
+                memcpy(&c->nonres, zframe_data(*body_p), sizeof c->nonres);
+            }
             self->start_failures = 0;
         } else if (c->state == C_SPAWNING) {
             free(c->start_error);
@@ -351,7 +355,19 @@ static bool s_child_read(zxw_ppool_t *self, zxw_child_t *c)
     return false;
 }
 
-static void s_child_exited(zxw_ppool_t *self, zxw_child_t *c, int status)
+/* A crash counts as running out of memory when the child had a limit and
+   its address space came within 5% of it: RLIMIT_AS makes allocations fail,
+   and code that does not check for that then crashes or aborts. The size at
+   death is estimated as the peak resident size plus what was mapped but
+   not resident when the child started (libraries' untouched pages). */
+static bool s_died_of_memory(zxw_ppool_t *self, zxw_child_t *c, int status, int64_t maxrss_kib)
+{
+    size_t limit = self->cfg->child_memory;
+    uint64_t vm = (uint64_t)maxrss_kib * 1024 + c->nonres;
+    return limit > 0 && WIFSIGNALED(status) && vm >= limit / 20 * 19;
+}
+
+static void s_child_exited(zxw_ppool_t *self, zxw_child_t *c, int status, int64_t maxrss_kib)
 {
     /* a child that wrote its result and then died still delivers it */
     if (c->fd >= 0 && s_child_read(self, c)) {
@@ -381,14 +397,20 @@ static void s_child_exited(zxw_ppool_t *self, zxw_child_t *c, int status)
         c->job = NULL;
         self->busy--;
         char msg[512];
-        snprintf(msg, sizeof msg, "child pid %d %s while running %s on node %s", (int)c->pid, what,
-                 job->fn->name, self->cfg->node);
+        bool memory = s_died_of_memory(self, c, status, maxrss_kib);
+        snprintf(msg, sizeof msg, "child pid %d %s while running %s on node %s%s", (int)c->pid,
+                 what, job->fn->name, self->cfg->node, memory ? ", at its memory limit" : "");
         if (zx__worker_log_level >= 1) {
-            zsys_warning("worker: process-pool %s; replacing it", msg);
+            zsys_warning("worker: process-pool %s (peak resident %lld KiB); replacing it", msg,
+                         (long long)maxrss_kib);
         }
         s_child_free(self, c);
         s_request_spawns(self);
-        s_fail(self, job, ZXP_ST_CRASHED, "ProcessCrashed", msg);
+        if (memory) {
+            s_fail(self, job, ZXP_ST_MEMORY, "MemoryError", msg);
+        } else {
+            s_fail(self, job, ZXP_ST_CRASHED, "ProcessCrashed", msg);
+        }
         return;
     } else if (c->state != C_DEAD || WIFSIGNALED(status) || WEXITSTATUS(status) != 0) {
         zsys_warning("worker: idle process-pool child %d %s; replacing it", (int)c->pid, what);
@@ -442,7 +464,7 @@ static void s_ctl_read(zxw_ppool_t *self)
             for (int i = 0; i < self->procs; i++) {
                 zxw_child_t *c = self->slots[i];
                 if (c && c->pid == m.pid) {
-                    s_child_exited(self, c, m.status);
+                    s_child_exited(self, c, m.status, m.maxrss);
                     break;
                 }
             }

@@ -173,7 +173,7 @@ typedef struct {
     int32_t op;
     int32_t pid;
     int32_t status; /* EXITED: waitpid status; FAILED: errno */
-    int32_t spare;
+    int32_t maxrss; /* EXITED: peak resident size in KiB */
 } zxw_ctl_t;
 
 /* Worker <-> child frames on the child's stream socket: a uint32 length,
@@ -184,6 +184,9 @@ typedef struct {
     uint32_t flags;
     uint32_t fn_len; /* then fn_len bytes of name, then the args */
 } zxw_ctask_t;
+/* HELLO: status 0 and a uint64 body (the child's non-resident address
+   space at start, for telling memory-limit deaths), or status 1 and why
+   it could not start. */
 enum { ZXW_CR_HELLO = 1, ZXW_CR_RESULT = 2 };
 typedef struct {
     uint32_t kind;
@@ -218,6 +221,9 @@ void zxw_plat_stop_handlers_install(void (*fn)(void *), void *arg);
 void zxw_plat_stop_handlers_restore(void);
 void zxw_plat_ignore_sigpipe(void);
 int zxw_plat_cores(void);
+/* Bytes of this process's address space that are not resident (Linux
+   /proc/self/statm), 0 when unknown. */
+uint64_t zxw_plat_vm_nonresident(void);
 
 /* exec: runs argv with its own pipes and process group, within deadline
    (zclock_mono, 0: none). */

@@ -17,6 +17,8 @@
       busy []               -> loops forever             (process pool only)
       alloc [bytes]         -> malloc + memset, returns bytes; MemoryError if
                                malloc fails              (process pool only)
+      hog []                -> takes memory until malloc fails, then segfaults
+                                                         (process pool only)
 
     zexec_plugin_init runs once in the worker and once in each new
     process-pool child (as Python's initializer). */
@@ -251,6 +253,21 @@ static int s_alloc(zx_task_t *task, const msgpack_object *args, msgpack_packer *
     return ZX_OK;
 }
 
+/* Takes memory 1 MiB at a time until malloc fails, then crashes the way
+   code that does not check malloc does (keeps what it took: the child is
+   about to die anyway). */
+static int s_hog(zx_task_t *task, const msgpack_object *args, msgpack_packer *result)
+{
+    for (;;) {
+        char *p = malloc(1 << 20);
+        if (!p) {
+            raise(SIGSEGV);
+            return zx_raise(task, "RuntimeError", "still alive after SIGSEGV");
+        }
+        memset(p, 0x5a, 1 << 20);
+    }
+}
+
 const zx_plugin_entry_t zexec_plugin[] = {
     {"square", s_square, ZX_POOLS_ANY},
     {"divide", s_divide, ZX_POOLS_ANY},
@@ -266,5 +283,6 @@ const zx_plugin_entry_t zexec_plugin[] = {
     {"exit_", s_exit, ZX_POOLS_PROCESS},
     {"busy", s_busy, ZX_POOLS_PROCESS},
     {"alloc", s_alloc, ZX_POOLS_PROCESS},
+    {"hog", s_hog, ZX_POOLS_PROCESS},
     {NULL, NULL, 0},
 };

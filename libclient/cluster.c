@@ -146,8 +146,7 @@ static bool s_listening(int port)
 }
 
 /* The daemons of a local cluster log only warnings and errors (to stderr,
-   which they share with the program), unless ZEXEC_VERBOSE is set. NULL
-   ends an argv early, so it is passed last. */
+   which they share with the program), unless ZEXEC_VERBOSE is set. */
 static char *s_quiet(void)
 {
     return getenv("ZEXEC_VERBOSE") ? NULL : "-q";
@@ -230,7 +229,7 @@ static void s_stop_range(zx__cluster_t *c, size_t from, size_t to, double grace)
 
 /* Starts the broker on fresh ports; retries when it cannot bind (another
    process took a port between our probe and its bind). */
-static int s_start_broker(zx__cluster_t *c, const char *bin)
+static int s_start_broker(zx__cluster_t *c, const char *bin, const zx_options_t *opts)
 {
     for (int attempt = 0; attempt < S_PORT_TRIES; attempt++) {
         int cp = s_free_port(), wp = s_free_port();
@@ -242,8 +241,22 @@ static int s_start_broker(zx__cluster_t *c, const char *bin)
         }
         snprintf(c->client_ep, sizeof c->client_ep, "tcp://127.0.0.1:%d", cp);
         snprintf(c->worker_ep, sizeof c->worker_ep, "tcp://127.0.0.1:%d", wp);
-        char *argv[] = {(char *)bin,  "--clients", c->client_ep, "--workers",
-                        c->worker_ep, s_quiet(),   NULL};
+        char *argv[10];
+        size_t k = 0;
+        argv[k++] = (char *)bin;
+        argv[k++] = "--clients";
+        argv[k++] = c->client_ep;
+        argv[k++] = "--workers";
+        argv[k++] = c->worker_ep;
+        if (opts && opts->secret_file) {
+            /* a client that signs needs a broker that does */
+            argv[k++] = "--secret-file";
+            argv[k++] = (char *)opts->secret_file;
+        }
+        if (s_quiet()) {
+            argv[k++] = s_quiet();
+        }
+        argv[k] = NULL;
         pid_t pid = s_spawn(argv);
         if (pid < 0) {
             return ZX_EINVAL;
@@ -301,7 +314,7 @@ static int s_start_worker(zx__cluster_t *c, const char *bin, const zx_options_t 
         argv[k++] = procs;
     }
     for (size_t i = 0; opts && opts->plugins && opts->plugins[i]; i++) {
-        if (k + 4 >= sizeof argv / sizeof argv[0]) {
+        if (k + 6 >= sizeof argv / sizeof argv[0]) {
             zsys_error("zexec: too many plugins for a local worker (at most 64)");
             return ZX_EINVAL;
         }
@@ -310,6 +323,10 @@ static int s_start_worker(zx__cluster_t *c, const char *bin, const zx_options_t 
     }
     if (opts && opts->allow_exec) {
         argv[k++] = "--allow-exec";
+    }
+    if (opts && opts->secret_file) {
+        argv[k++] = "--secret-file";
+        argv[k++] = opts->secret_file;
     }
     argv[k] = NULL;
     pid_t pid = s_spawn((char *const *)argv);
@@ -344,7 +361,7 @@ zx__cluster_t *zx__cluster_start(const zx_options_t *opts)
     if (!c) {
         goto fail;
     }
-    if ((rc = s_start_broker(c, broker)) != ZX_OK) {
+    if ((rc = s_start_broker(c, broker, opts)) != ZX_OK) {
         goto fail;
     }
     for (int i = 1; i <= nworkers; i++) {

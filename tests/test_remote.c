@@ -908,3 +908,23 @@ Test(remote, terminating_a_running_process_pool_task_cancels_it)
     zx_future_unref(&g);
     zx_executor_destroy(&ex);
 }
+
+Test(remote, a_local_cluster_signs_with_the_clients_secret_file)
+{
+    char path[] = "/tmp/zexec-test-secret-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    const char secret[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n";
+    cr_assert_eq(write(fd, secret, sizeof secret - 1), (ssize_t)(sizeof secret - 1));
+    close(fd);
+    zx_options_t o = s_opts();
+    o.local_workers = 1;
+    o.secret_file = path;
+    zx_executor_t *ex = zx_executor_new(NULL, &o);
+    cr_assert(ex, "local cluster: %s", zx_strerror(zx_last_error()));
+    zx_future_t *f = zx_submitf(ex, "echo", "i", 11);
+    cr_assert_eq(s_first_int(f), 11);
+    zx_future_unref(&f);
+    zx_executor_destroy(&ex);
+    unlink(path);
+}

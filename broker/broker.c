@@ -1343,7 +1343,8 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
         s_recover_running(self, w, old, &running->via.array.ptr[i]);
     }
     if (old) {
-        s_worker_remove(self, old, true, "registered again (READY)");
+        /* it is alive: a task it did not list crossed its READY in flight */
+        s_worker_remove(self, old, false, "registered again (READY)");
     }
     zhashx_insert(self->workers, w->id, w);
     s_worker_offer(self, w, +1);

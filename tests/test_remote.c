@@ -59,11 +59,6 @@ static int64_t s_first_int(zx_future_t *f)
     return x;
 }
 
-static bool s_done_cond(void *arg)
-{
-    return zx_future_done(arg);
-}
-
 static bool s_running_cond(void *arg)
 {
     return zx_future_running(arg);
@@ -322,6 +317,11 @@ Test(remote_fake, completes_every_future_with_its_own_echo)
     zactor_destroy(&fake);
 }
 
+static bool s_bye_seen(void *fake)
+{
+    return s_fake_stats(fake).byes == 1;
+}
+
 Test(remote_fake, says_bye_on_destroy)
 {
     fake_cfg_t cfg = {.mode = FAKE_ECHO};
@@ -334,16 +334,8 @@ Test(remote_fake, says_bye_on_destroy)
     zx_future_unref(&f);
     zx_executor_destroy(&ex);
     cr_assert_null(ex);
-    /* BYE is the last thing the actor sends; give the wire a moment */
-    stats_arg_t a = {fake, 0};
-    (void)a;
-    bool got = false;
-    for (int i = 0; i < 200 && !got; i++) {
-        got = s_fake_stats(fake).byes == 1;
-        if (!got) {
-            zclock_sleep(10);
-        }
-    }
+    /* BYE is the last thing the actor sends: wait for it to cross the wire */
+    bool got = zxt_wait_for(s_bye_seen, fake, 5);
     cr_assert(got, "the broker never saw BYE");
     zactor_destroy(&fake);
 }

@@ -15,6 +15,7 @@
     that frees a slot only needs the queues of its own functions.
 */
 #include "zxb.h"
+#include "zx_parent.h"
 #include "zxb_sec.h"
 
 #include "zexec.h"
@@ -1713,6 +1714,10 @@ int zxb_broker_run(zxb_broker_t *self)
         s_flush(self);
         if (self->now >= next_tick) {
             next_tick = self->now + tick_ms;
+            if (zx__parent_gone()) {
+                zsys_warning("the program that started this local cluster is gone; stopping");
+                break;
+            }
             s_tick_nofunc(self);
             s_tick_peers(self);
             zxb_fn_gc(self->sched);

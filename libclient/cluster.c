@@ -10,6 +10,7 @@
     too, and are otherwise tracked by PID only.
 */
 #include "remote.h"
+#include "zx_parent.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -176,8 +177,27 @@ static pid_t s_spawn(char *const argv[])
     if (!getenv("ZEXEC_VERBOSE")) {
         posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
     }
+    /* our pid tells the daemons when they are orphaned (zx_parent.h) */
+    size_t n = 0;
+    while (environ[n]) {
+        n++;
+    }
+    char **env = calloc(n + 2, sizeof *env);
+    char parent[64];
+    snprintf(parent, sizeof parent, ZX_PARENT_ENV "=%ld", (long)getpid());
+    size_t k = 0;
+    for (size_t i = 0; env && i < n; i++) {
+        if (strncmp(environ[i], ZX_PARENT_ENV "=", strlen(ZX_PARENT_ENV) + 1) != 0) {
+            env[k++] = environ[i];
+        }
+    }
     pid_t pid = -1;
-    int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv, environ);
+    int rc = ENOMEM;
+    if (env) {
+        env[k] = parent;
+        rc = posix_spawn(&pid, argv[0], &fa, &attr, argv, env);
+    }
+    free(env);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     if (rc != 0) {

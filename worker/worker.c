@@ -14,6 +14,7 @@
     while the broker is away are held (bounded) and sent when it speaks.
 */
 #include "zx_security.h"
+#include "zx_parent.h"
 #include "zx_worker_int.h"
 
 #include <dlfcn.h>
@@ -984,6 +985,12 @@ static void s_loop(zx_worker_t *w)
         if (now >= w->next_hb) {
             zxp_send_empty(w->dealer, NULL, ZXP_HEARTBEAT);
             w->next_hb = now + w->hb_ms;
+            if (zx__parent_gone() && !w->draining) {
+                /* nobody is left to take the results: leave at once */
+                zsys_warning("worker: the program that started this local cluster is gone");
+                s_begin_drain(w);
+                w->forced = true;
+            }
         }
         s_flush(w);
         if (w->draining && (w->forced || s_running(w) == 0)) {

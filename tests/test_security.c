@@ -585,3 +585,22 @@ Test(security, a_captured_submit_replayed_runs_nowhere, .init = s_setup, .fini =
     zxt_stop(b.broker);
     zxt_stop(b2.broker);
 }
+
+Test(security, a_signed_cluster_survives_a_broker_restart, .init = s_setup, .fini = s_teardown)
+{
+    s_broker_t b = {0};
+    const char *bargs[] = {"--secret-file", s_path("secret"), NULL};
+    cr_assert_gt(s_broker_start(&b, bargs), 0);
+    pid_t w1 = s_worker_start(b.wep, bargs);
+    zx_options_t o = {.secret_file = s_path("secret")};
+    zx_executor_t *ex = zx_executor_new(b.cep, &o);
+    cr_assert_eq(s_run(ex, 100, 60), 100);
+    /* the new broker has a new session: every peer is RESET once, signs for
+       the new session, and goes on */
+    zxt_kill(b.broker);
+    cr_assert_gt(s_broker_start(&b, bargs), 0);
+    cr_assert_eq(s_run(ex, 100, 60), 100, "tasks after the restart complete");
+    zx_executor_destroy(&ex);
+    zxt_stop(w1);
+    zxt_stop(b.broker);
+}

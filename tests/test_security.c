@@ -78,6 +78,8 @@ static void s_setup(void)
     f = fopen(s_path("wrong_secret"), "w");
     fputs("another secret, not the cluster's\n", f);
     fclose(f);
+    chmod(s_path("secret"), 0600); /* as an operator would: no mode warning */
+    chmod(s_path("wrong_secret"), 0600);
 }
 
 static void s_teardown(void)

@@ -611,7 +611,9 @@ void zxp_sock_set_signer(zsock_t *sock, zxp_signer_fn *fn, void *arg)
     pthread_mutex_lock(&s_signers_lock);
     int free_slot = -1;
     for (int i = 0; i < S_MAX_SIGNERS; i++) {
-        if (s_signers[i].sock == sock) {
+        /* removing (fn NULL) with an arg only removes that arg's hook: the
+           socket may be gone and its address reused by another signer's */
+        if (s_signers[i].sock == sock && (fn || !arg || s_signers[i].arg == arg)) {
             s_signers[i].sock = NULL;
             atomic_fetch_sub(&s_nsigners, 1);
         }

@@ -229,7 +229,8 @@ void zx_sign_destroy(zx_sign_t **self_p)
     zx_sign_t *self = *self_p;
     for (int i = 0; i < S_MAX_ATTACH; i++) {
         if (self->attach[i].sock) {
-            zxp_sock_set_signer(self->attach[i].sock, NULL, NULL);
+            /* only our own hook: the socket may be gone and its address reused */
+            zxp_sock_set_signer(self->attach[i].sock, NULL, &self->attach[i]);
         }
     }
     EVP_MAC_CTX_free(self->ctx);
@@ -438,7 +439,7 @@ void zx_sign_attach(zx_sign_t *self, zsock_t *sock, int peer_role)
         /* one peer, one socket: a reconnect's new DEALER replaces the old */
         for (int i = 0; i < S_MAX_ATTACH; i++) {
             if (self->attach[i].sock && self->attach[i].sock != sock) {
-                zxp_sock_set_signer(self->attach[i].sock, NULL, NULL);
+                zxp_sock_set_signer(self->attach[i].sock, NULL, &self->attach[i]);
             }
             self->attach[i].sock = NULL;
         }

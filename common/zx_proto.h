@@ -277,7 +277,8 @@ int64_t zxp_max_msg(void);
 
 /* Signing hook (zx_sign.h installs it): zxp_out_send, and so every zxp_send_*,
    on sock calls fn with the message (frame 0 first, no routing id) just
-   before sending; non-zero drops the message. fn NULL removes the hook. */
+   before sending; non-zero drops the message. fn NULL removes the hook (with
+   arg not NULL, only if it is the hook installed with that arg). */
 typedef int(zxp_signer_fn)(void *arg, zmsg_t *msg, zframe_t *routing_id);
 void zxp_sock_set_signer(zsock_t *sock, zxp_signer_fn *fn, void *arg);
 

@@ -77,20 +77,35 @@ static inline double example_result_number(zx_future_t *f)
     return d;
 }
 
-/* Prints a msgpack value the way Python would print it, roughly. */
+/* Prints a msgpack value the way Python would print it: 50.0, "text" at
+   the top level without quotes, arrays as [1, 10.0]. */
+static inline void example_print_obj(FILE *out, const msgpack_object *o, int depth)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: fprintf(out, "%.1f", o->via.f64); break;
+    case MSGPACK_OBJECT_STR:
+        fprintf(out, depth ? "\"%.*s\"" : "%.*s", (int)o->via.str.size, o->via.str.ptr);
+        break;
+    case MSGPACK_OBJECT_ARRAY:
+        fprintf(out, "[");
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            fprintf(out, i ? ", " : "");
+            example_print_obj(out, &o->via.array.ptr[i], depth + 1);
+        }
+        fprintf(out, "]");
+        break;
+    default: msgpack_object_print(out, *o); break;
+    }
+}
+
 static inline void example_print(FILE *out, const void *v, size_t n)
 {
     msgpack_zone zone;
     msgpack_object obj;
     msgpack_zone_init(&zone, 256);
     if (example_unpack(v, n, &zone, &obj) == 0) {
-        if (obj.type == MSGPACK_OBJECT_STR) {
-            fprintf(out, "%.*s", (int)obj.via.str.size, obj.via.str.ptr);
-        } else if (obj.type == MSGPACK_OBJECT_FLOAT64 || obj.type == MSGPACK_OBJECT_FLOAT32) {
-            fprintf(out, "%.1f", obj.via.f64);
-        } else {
-            msgpack_object_print(out, obj);
-        }
+        example_print_obj(out, &obj, 0);
     }
     msgpack_zone_destroy(&zone);
 }

@@ -108,7 +108,7 @@ Test(examples, as_completed_yields_all_five)
     cr_assert_eq(s_count(out, "main: result: "), 5, "%s", out);
     for (int n = 1; n <= 5; n++) {
         char want[32];
-        snprintf(want, sizeof want, "[%d, %d", n, n * 10);
+        snprintf(want, sizeof want, "[%d, %d.0]", n, n * 10);
         cr_assert(strstr(out, want), "missing %s in %s", want, out);
     }
     free(out);

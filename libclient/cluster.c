@@ -10,6 +10,7 @@
     too, and are otherwise tracked by PID only.
 */
 #include "remote.h"
+#include "zx_net.h"
 #include "zx_parent.h"
 
 #include <arpa/inet.h>
@@ -111,25 +112,6 @@ static char *s_find(const zx_options_t *opts, const char *name, char *where, siz
         snprintf(where + used, where_size - used, "%s$PATH", used ? ", " : "");
     }
     return NULL;
-}
-
-/* A loopback TCP port that was free a moment ago (bind port 0, read, close). */
-static int s_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return -1;
-    }
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
-        port = ntohs(a.sin_port);
-    }
-    close(fd);
-    return port;
 }
 
 /* True once something accepts TCP connections on 127.0.0.1:port. */
@@ -252,9 +234,9 @@ static void s_stop_range(zx__cluster_t *c, size_t from, size_t to, double grace)
 static int s_start_broker(zx__cluster_t *c, const char *bin, const zx_options_t *opts)
 {
     for (int attempt = 0; attempt < S_PORT_TRIES; attempt++) {
-        int cp = s_free_port(), wp = s_free_port();
+        int cp = zx__free_tcp_port(), wp = zx__free_tcp_port();
         while (cp > 0 && wp == cp) {
-            wp = s_free_port();
+            wp = zx__free_tcp_port();
         }
         if (cp < 0 || wp < 0) {
             continue;

@@ -1,5 +1,6 @@
 /*  testutil.c - start and stop the real binaries for integration tests. */
 #include "zx_testutil.h"
+#include "zx_net.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,20 +31,7 @@ static void s_sleep_ms(int ms)
 
 int zxt_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) {
-        return -1;
-    }
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
-        port = ntohs(a.sin_port);
-    }
-    close(fd);
-    return port;
+    return zx__free_tcp_port();
 }
 
 static char *s_join(const char *dir, const char *name)

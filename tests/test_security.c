@@ -1,5 +1,5 @@
 /*  test_security.c - the attacks of docs/security.md against the real
-    zexec-broker and zexec-worker on a non-loopback address of this machine:
+    zexec-broker and zexec-worker on a non-loopback address made for the test:
     the CURVE authentication matrix (every refused case: 0 tasks queued, 0
     run, while the legitimate client completes all of its tasks), the ZAP
     handler gone and an empty key folder (the right key is refused too), the
@@ -13,8 +13,6 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <ifaddrs.h>
-#include <net/if.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -25,23 +23,42 @@ TestSuite(security, .timeout = 240);
 static char s_ip[64];
 static char s_dir[64];
 
-/* The first non-loopback IPv4 address that is up (the broker must refuse to
-   bind it without security, so it is the real case, not 127.0.0.1). */
+/* A non-loopback address that only this test can reach: a veth pair made
+   here with a private /32 on one end (the broker must refuse to bind it
+   without security, so it is the real case, not 127.0.0.1). Needs root;
+   removed by s_teardown. The machine's own interfaces are never used. */
+static char s_veth[16];
+
 static bool s_find_ip(void)
 {
-    struct ifaddrs *ifs, *i;
-    if (getifaddrs(&ifs) != 0) {
+    if (geteuid() != 0) {
         return false;
     }
-    s_ip[0] = 0;
-    for (i = ifs; i && !s_ip[0]; i = i->ifa_next) {
-        if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && (i->ifa_flags & IFF_UP) &&
-            !(i->ifa_flags & IFF_LOOPBACK)) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, s_ip, sizeof s_ip);
-        }
+    unsigned id = (unsigned)getpid();
+    snprintf(s_veth, sizeof s_veth, "zxs%u", id % 100000);
+    snprintf(s_ip, sizeof s_ip, "10.233.%u.%u", (id / 250) % 250, 1 + id % 250);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "ip link add %s type veth peer name %sp && ip addr add %s/32 dev %s && "
+             "ip link set %s up && ip link set %sp up",
+             s_veth, s_veth, s_ip, s_veth, s_veth, s_veth);
+    if (system(cmd) != 0) {
+        snprintf(cmd, sizeof cmd, "ip link del %s 2>/dev/null", s_veth);
+        (void)!system(cmd);
+        s_veth[0] = 0;
+        return false;
     }
-    freeifaddrs(ifs);
-    return s_ip[0] != 0;
+    return true;
+}
+
+static void s_drop_ip(void)
+{
+    if (s_veth[0]) {
+        char cmd[64];
+        snprintf(cmd, sizeof cmd, "ip link del %s 2>/dev/null", s_veth);
+        (void)!system(cmd);
+        s_veth[0] = 0;
+    }
 }
 
 static char *s_path(const char *name)
@@ -56,7 +73,7 @@ static char *s_path(const char *name)
 static void s_setup(void)
 {
     if (!s_find_ip()) {
-        cr_skip_test("no non-loopback IPv4 address on this machine");
+        cr_skip_test("needs root and iproute2 to make a private non-loopback address (veth)");
     }
     snprintf(s_dir, sizeof s_dir, "/tmp/zx-sec-XXXXXX");
     cr_assert(mkdtemp(s_dir));
@@ -84,6 +101,7 @@ static void s_setup(void)
 
 static void s_teardown(void)
 {
+    s_drop_ip();
     if (s_dir[0]) {
         char cmd[128];
         snprintf(cmd, sizeof cmd, "rm -rf %s", s_dir);

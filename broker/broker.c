@@ -38,6 +38,7 @@ struct zxb_broker {
     char id_hex[33];
     int64_t started;
     int64_t now;
+    int64_t now_us; /* the same instant in microseconds, for run-time accounting */
     zxb_sched_t *sched;
     zhashx_t *clients; /* session -> zxb_client_t */
     zhashx_t *workers; /* worker id -> zxb_worker_t */
@@ -425,6 +426,70 @@ static zxb_queue_t *s_worker_best(zxb_worker_t *w, int p)
         }
     }
     return best;
+}
+
+/* Adaptive prefetch. A worker announces its slots and a prefetch; with the
+   announced prefetch alone (usually 1) a worker running 10 us tasks idles
+   for a network round trip between batches. So the broker measures how
+   long tasks run on each worker pool (the integral of the started count
+   over time, divided by the tasks that finished) and widens the window to
+   slots + slots * target / run time, between the announced prefetch and
+   --prefetch-max. Long tasks keep the announced prefetch, so they spread
+   over workers instead of waiting behind each other at one node. */
+static void s_busy_mark(zxb_worker_t *w, int p, int64_t now_us)
+{
+    if (now_us > w->mark_us[p]) {
+        w->busy_us[p] += (int64_t)w->started_p[p] * (now_us - w->mark_us[p]);
+    }
+    w->mark_us[p] = now_us;
+}
+
+static void s_worker_fill(zxb_broker_t *self, zxb_worker_t *w);
+
+static void s_adapt(zxb_broker_t *self, zxb_worker_t *w)
+{
+    bool wider = false;
+    for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
+        uint32_t slots = p == ZXP_POOL_THREAD ? w->threads : w->procs;
+        if (!slots || w->cap[p] == 0) {
+            continue;
+        }
+        s_busy_mark(w, p, self->now_us);
+        if (w->nres[p] > 0) {
+            double sample = (double)w->busy_us[p] / (double)w->nres[p];
+            w->run_us[p] = w->run_us[p] > 0 ? 0.5 * w->run_us[p] + 0.5 * sample : sample;
+        } else if (w->started_p[p] > 0) {
+            /* nothing finished since the last tick: tasks run at least this long */
+            double floor_us = (double)w->busy_us[p] / (double)w->started_p[p];
+            if (floor_us > w->run_us[p]) {
+                w->run_us[p] = floor_us;
+            }
+        }
+        w->busy_us[p] = 0;
+        w->nres[p] = 0;
+        if (w->run_us[p] <= 0) {
+            continue;
+        }
+        double want = (double)slots * self->cfg.prefetch_target_ms * 1000.0 /
+                      (w->run_us[p] > 1.0 ? w->run_us[p] : 1.0);
+        uint32_t pf =
+            want >= (double)self->cfg.prefetch_max ? self->cfg.prefetch_max : (uint32_t)want;
+        if (pf < w->prefetch) {
+            pf = w->prefetch;
+        }
+        uint32_t cap = slots + pf;
+        if (cap != w->cap[p]) {
+            wider = wider || cap > w->cap[p];
+            ZXB_DEBUG("worker %s: %s window %u -> %u (tasks run about %.0f us)", w->node,
+                      p == ZXP_POOL_THREAD ? "thread" : "process", w->cap[p], cap, w->run_us[p]);
+            w->cap[p] = cap;
+        }
+    }
+    if (wider) {
+        s_worker_fill(self, w);
+    } else {
+        s_worker_relist(w);
+    }
 }
 
 static bool s_worker_take(zxb_broker_t *self, zxb_worker_t *w, int p)
@@ -1084,6 +1149,8 @@ static void s_on_wstarted(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
         if (t->state == ZXB_T_DISPATCHED) {
             t->state = ZXB_T_RUNNING;
             w->running++;
+            s_busy_mark(w, t->pool, self->now_us);
+            w->started_p[t->pool]++;
         }
         zxb_client_t *c = t->client;
         if (c->alive && t->adopted && !t->bcancel) {
@@ -1098,6 +1165,11 @@ static void s_task_off_worker(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t
 {
     if (t->state == ZXB_T_RUNNING) {
         w->running--;
+        s_busy_mark(w, t->pool, self->now_us);
+        if (w->started_p[t->pool] > 0) {
+            w->started_p[t->pool]--;
+        }
+        w->nres[t->pool]++;
     }
     s_task_unlink(w, t);
     self->running--;
@@ -1472,9 +1544,14 @@ static void s_tick_peers(zxb_broker_t *self)
                 lost = zlist_new();
             }
             zlist_append(lost, w);
-        } else if (now - w->last_send >= hb) {
-            zxp_send_empty(self->wsock, w->rid, ZXP_HEARTBEAT);
-            w->last_send = now;
+        } else {
+            if (now - w->last_send >= hb) {
+                zxp_send_empty(self->wsock, w->rid, ZXP_HEARTBEAT);
+                w->last_send = now;
+            }
+            if (self->cfg.prefetch_target_ms > 0 && !w->dead && !w->draining) {
+                s_adapt(self, w);
+            }
         }
     }
     /* all of them dead first, so tasks re-queued from one never go to another */
@@ -1579,6 +1656,7 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     self->cfg = *config;
     zxb_log_level = config->verbose;
     self->started = self->now = zclock_mono();
+    self->now_us = zclock_usecs();
     self->rate_sec = self->now / 1000;
     zuuid_t *uuid = zuuid_new();
     memcpy(self->id, zuuid_data(uuid), ZXP_ID_LEN);
@@ -1704,6 +1782,7 @@ int zxb_broker_run(zxb_broker_t *self)
             break;
         }
         self->now = zclock_mono();
+        self->now_us = zclock_usecs();
         /* workers first: their results free the credit new submissions need */
         if (items[0].revents & ZMQ_POLLIN) {
             s_drain(self, true);

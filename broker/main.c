@@ -31,6 +31,10 @@ static void s_usage(FILE *out)
             "                           suffixes K, M, G are powers of 1024)\n"
             "  --client-timeout SECONDS after a broker restart, how long tasks that workers\n"
             "                           report wait for their client to come back (default 60)\n"
+            "  --prefetch-target-ms MS  adaptive prefetch: send each worker enough short tasks\n"
+            "                           to keep a slot busy this long (default 2; 0: only the\n"
+            "                           prefetch the worker announces)\n"
+            "  --prefetch-max N         most tasks beyond a pool's slots (default 1024)\n"
             "  --insecure               allow binding non-loopback addresses without\n"
             "                           authentication (logged as a warning)\n"
             "  --key FILE               CURVE: the broker's secret certificate (zexec keygen)\n"
@@ -127,6 +131,8 @@ enum {
     OPT_MAXQ,
     OPT_MAXQB,
     OPT_CLIENT_TIMEOUT,
+    OPT_PREFETCH_TARGET,
+    OPT_PREFETCH_MAX,
     OPT_INSECURE,
     OPT_KEY,
     OPT_CLIENT_KEYS,
@@ -148,6 +154,8 @@ int main(int argc, char *argv[])
         .max_queued = 1000000,
         .max_queued_bytes = 1ull << 30,
         .retries = 3,
+        .prefetch_target_ms = 2.0,
+        .prefetch_max = 1024,
         .insecure = false,
         .verbose = 1,
     };
@@ -162,6 +170,8 @@ int main(int argc, char *argv[])
         {"max-queued", required_argument, NULL, OPT_MAXQ},
         {"max-queued-bytes", required_argument, NULL, OPT_MAXQB},
         {"client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT},
+        {"prefetch-target-ms", required_argument, NULL, OPT_PREFETCH_TARGET},
+        {"prefetch-max", required_argument, NULL, OPT_PREFETCH_MAX},
         {"insecure", no_argument, NULL, OPT_INSECURE},
         {"key", required_argument, NULL, OPT_KEY},
         {"client-keys", required_argument, NULL, OPT_CLIENT_KEYS},
@@ -216,6 +226,23 @@ int main(int argc, char *argv[])
                 return rc;
             }
             cfg.client_timeout_ms = ms;
+            break;
+        case OPT_PREFETCH_TARGET: {
+            char *end = NULL;
+            errno = 0;
+            double d = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !isfinite(d) || d < 0 || d > 60000) {
+                return s_bad("--prefetch-target-ms", optarg,
+                             "expected milliseconds between 0 and 60000");
+            }
+            cfg.prefetch_target_ms = d;
+            break;
+        }
+        case OPT_PREFETCH_MAX:
+            if ((rc = s_parse_int("--prefetch-max", optarg, 0, 100000, &n))) {
+                return rc;
+            }
+            cfg.prefetch_max = (uint32_t)n;
             break;
         case OPT_RETRIES:
             if ((rc = s_parse_int("--retries", optarg, 0, 100, &n))) {

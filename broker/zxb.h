@@ -25,7 +25,9 @@ typedef struct {
     int64_t client_timeout_ms; /* recovered tasks wait this long for their client */
     uint64_t max_queued;
     uint64_t max_queued_bytes;
-    int retries; /* default retries of a task after its worker is lost */
+    int retries;               /* default retries of a task after its worker is lost */
+    double prefetch_target_ms; /* adaptive prefetch: queue this much work per slot; 0: off */
+    uint32_t prefetch_max;     /* adaptive prefetch: most tasks beyond the slots, per pool */
     bool insecure;
     int verbose; /* 0 quiet (warnings), 1 normal, 2 verbose */
 } zxb_config_t;
@@ -149,7 +151,13 @@ struct zxb_worker {
     uint32_t inflight[3]; /* dispatched, not resulted (and late slots, see held) */
     uint32_t held[3];     /* slots kept by WRESULT slot_freed=false until CREDIT */
     uint32_t foreign[3];  /* slots a re-READY reported for tasks now elsewhere */
-    bool listed[3];       /* on its functions' free lists for this pool kind */
+    /* adaptive prefetch (broker.c s_adapt): the time tasks spend running,
+       measured as the integral of the started count over time */
+    uint32_t started_p[3];
+    uint32_t nres[3];
+    int64_t busy_us[3], mark_us[3];
+    double run_us[3]; /* smoothed run time per task; 0: not measured yet */
+    bool listed[3];   /* on its functions' free lists for this pool kind */
     bool draining;
     bool dead;
     int64_t last_recv, last_send;

@@ -1,0 +1,183 @@
+/*  conn.c - what every network subcommand shares: the connection flags, a
+    quick "is the broker there" probe, and the executor. The library never
+    blocks on connect (an unreachable broker shows as futures that fail after
+    broker_timeout, 60 s), which suits programs but not a person at a shell:
+    so each subcommand first says HELLO on a raw socket and gives up with a
+    clear message after a few seconds. The same raw socket asks for STATUS.
+*/
+#include "zxc.h"
+#include "zx_proto.h"
+#include "zx_security.h"
+
+#include <czmq.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+void zxc_conn_init(zxc_conn_t *c)
+{
+    memset(c, 0, sizeof *c);
+    const char *env = getenv("ZEXEC_BROKER");
+    c->broker = env && *env ? env : ZX_DEFAULT_CLIENT_ENDPOINT;
+}
+
+bool zxc_conn_flag(zxc_conn_t *c, int opt, const char *arg)
+{
+    switch (opt) {
+    case ZXC_OPT_BROKER: c->broker = arg; return true;
+    case ZXC_OPT_KEY: c->key = arg; return true;
+    case ZXC_OPT_SERVER_KEY: c->server_key = arg; return true;
+    case ZXC_OPT_SECRET_FILE: c->secret_file = arg; return true;
+    default: return false;
+    }
+}
+
+static double s_connect_timeout(double timeout)
+{
+    if (timeout > 0) {
+        return timeout;
+    }
+    const char *env = getenv("ZEXEC_CONNECT_TIMEOUT");
+    double t;
+    if (env && zxc_parse_secs(env, 0.1, 3600, &t)) {
+        return t;
+    }
+    return ZXC_CONNECT_TIMEOUT;
+}
+
+int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, size_t errlen)
+{
+    timeout = s_connect_timeout(timeout);
+    int rc = -1;
+    bool welcomed = false;
+    zxp_in_t in;
+    zxp_in_init(&in);
+    zx_sec_t *sec = zx_sec_new(c->key, c->server_key, c->secret_file, false);
+    zsock_t *sock = zsock_new(ZMQ_DEALER);
+    zpoller_t *poller = NULL;
+    if (!sec) {
+        snprintf(err, errlen, "bad security configuration (see the message above)");
+        goto done;
+    }
+    if (!sock) {
+        snprintf(err, errlen, "cannot make a socket");
+        goto done;
+    }
+    zxp_sock_setup(sock);
+    uint8_t session[ZXP_ID_LEN];
+    if (getrandom(session, sizeof session, 0) != (ssize_t)sizeof session) {
+        snprintf(err, errlen, "no randomness for a session id");
+        goto done;
+    }
+    zmq_setsockopt(zsock_resolve(sock), ZMQ_ROUTING_ID, session, sizeof session);
+    zx_sec_socket(sec, sock, ZXP_ROLE_BROKER_C);
+    if (zsock_connect(sock, "%s", c->broker) != 0) {
+        snprintf(err, errlen, "invalid broker endpoint '%s' (expected e.g. tcp://HOST:5570)",
+                 c->broker);
+        goto done;
+    }
+    poller = zpoller_new(sock, NULL);
+    int64_t deadline = zclock_mono() + (int64_t)(timeout * 1000.0);
+    int64_t next_hello = 0;
+    while (true) {
+        int64_t now = zclock_mono();
+        if (now >= deadline) {
+            snprintf(err, errlen,
+                     "no answer from the broker at %s within %.1f s (is zexec-broker running "
+                     "there? do --key/--server-key/--secret-file match its configuration?)",
+                     c->broker, timeout);
+            goto done;
+        }
+        if (!welcomed && now >= next_hello) {
+            zxp_send_hello(sock, session, "zexec", 1000);
+            next_hello = now + 500;
+        }
+        int64_t wait = (welcomed ? deadline : next_hello) - now;
+        if (wait > deadline - now) {
+            wait = deadline - now;
+        }
+        if (!zpoller_wait(poller, (int)(wait > 0 ? wait : 1))) {
+            if (zpoller_terminated(poller)) {
+                snprintf(err, errlen, "interrupted");
+                goto done;
+            }
+            continue;
+        }
+        zmsg_t *msg = zmsg_recv(sock);
+        if (!msg) {
+            continue;
+        }
+        if (zx_sec_verify(sec, msg, ZXP_ROLE_CLIENT) != 0 ||
+            zxp_decode(&in, &msg, ZXP_ROLE_CLIENT) != 0) {
+            zmsg_destroy(&msg);
+            continue;
+        }
+        if (in.cmd == ZXP_WELCOME && !welcomed) {
+            welcomed = true;
+            if (!status) {
+                rc = 0;
+                goto done;
+            }
+            zxp_send_empty(sock, NULL, ZXP_STATUS);
+        } else if (in.cmd == ZXP_RESET) {
+            /* the broker does not know us (yet, or any more): HELLO again */
+            welcomed = false;
+            next_hello = 0;
+        } else if (in.cmd == ZXP_ERROR) {
+            const msgpack_object *h = zxp_item(&in, 0);
+            zxp_str_t m = zxp_s(h, 1);
+            snprintf(err, errlen, "the broker at %s refused: %.*s", c->broker, (int)m.len, m.ptr);
+            goto done;
+        } else if (in.cmd == ZXP_STATUS_REPLY && status) {
+            *status = zxc_mp_to_json(zxp_o(zxp_item(&in, 0), 0));
+            rc = *status ? 0 : -1;
+            if (rc) {
+                snprintf(err, errlen, "out of memory");
+            }
+            goto done;
+        }
+    }
+done:
+    if (welcomed && sock) {
+        zxp_send_empty(sock, NULL, ZXP_BYE);
+    }
+    zpoller_destroy(&poller);
+    zsock_destroy(&sock);
+    zx_sec_destroy(&sec);
+    zxp_in_fini(&in);
+    return rc;
+}
+
+zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd)
+{
+    char err[512];
+    if (zxc_probe(c, 0, NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "zexec %s: %s\n", cmd, err);
+        return NULL;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "zexec %s", cmd);
+    zx_options_t opts = {
+        .name = name, .key = c->key, .server_key = c->server_key, .secret_file = c->secret_file};
+    zx_executor_t *ex = zx_executor_new(c->broker, &opts);
+    if (!ex) {
+        fprintf(stderr, "zexec %s: cannot connect to %s: %s\n", cmd, c->broker,
+                zx_strerror(zx_last_error()));
+    }
+    return ex;
+}
+
+void zxc_print_error(FILE *out, const char *cmd, const zx_error_t *e)
+{
+    fprintf(out, "zexec %s: %s: %s", cmd, e->type && *e->type ? e->type : "Error",
+            e->message ? e->message : "");
+    if (e->node && *e->node) {
+        fprintf(out, " (node %s, pid %d)", e->node, e->pid);
+    }
+    fputc('\n', out);
+    /* exec's traceback is the stderr tail its message already carries */
+    if (e->traceback && *e->traceback && (!e->message || !strstr(e->message, e->traceback))) {
+        fprintf(out, "%s%s", e->traceback,
+                e->traceback[strlen(e->traceback) - 1] == '\n' ? "" : "\n");
+    }
+}

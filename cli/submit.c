@@ -1,0 +1,319 @@
+/*  submit.c - `zexec submit` (one call, result as JSON) and `zexec map`
+    (JSON argument lists on stdin, JSON results on stdout in input order,
+    streamed through zx_map_new_gen so an endless producer works too).
+*/
+#include "zxc.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- submit -------------------------------------------------------------------- */
+
+static void s_submit_usage(FILE *out)
+{
+    fprintf(out, "usage: zexec submit [OPTIONS] FN [ARGS]\n"
+                 "Calls FN once on the cluster with ARGS, a JSON array (default []), and prints\n"
+                 "the result as one line of JSON. On failure prints the exception (type,\n"
+                 "message, node) on stderr and exits 1.\n"
+                 "\n" ZXC_CONN_HELP "  --pool POOL          thread, process or any (default any)\n"
+                 "  --timeout S          the task's time limit in seconds (default: the worker's)\n"
+                 "  --priority N         -128..127, higher runs first (default 0)\n"
+                 "  -h, --help           this text\n"
+                 "\n"
+                 "example: zexec submit square '[7]'   ->  49\n");
+}
+
+/* Parses text as a JSON array and packs it; exit status 2 on bad input. */
+static int s_pack_args(const char *cmd, const char *text, msgpack_sbuffer *sb, char *err,
+                       size_t errlen)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(text, JSON_DECODE_ANY, &jerr);
+    if (!j) {
+        snprintf(err, errlen, "not valid JSON: %s (column %d)", jerr.text, jerr.column);
+        return -1;
+    }
+    if (!json_is_array(j)) {
+        snprintf(err, errlen, "arguments must be a JSON array, e.g. [1, \"a\"]");
+        json_decref(j);
+        return -1;
+    }
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    int rc = zxc_json_to_mp(j, &pk);
+    json_decref(j);
+    if (rc != 0) {
+        snprintf(err, errlen, "out of memory");
+    }
+    (void)cmd;
+    return rc;
+}
+
+int zxc_submit_main(int argc, char **argv)
+{
+    static const struct option longopts[] = {ZXC_CONN_OPTIONS,
+                                             {"pool", required_argument, NULL, 'p'},
+                                             {"timeout", required_argument, NULL, 't'},
+                                             {"priority", required_argument, NULL, 'P'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    zxc_conn_t conn;
+    zxc_conn_init(&conn);
+    zx_task_opts_t topts = {0};
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+        long l;
+        if (zxc_conn_flag(&conn, opt, optarg)) {
+            continue;
+        }
+        switch (opt) {
+        case 'h': s_submit_usage(stdout); return 0;
+        case 'p':
+            if (strcmp(optarg, "thread") == 0) {
+                topts.pool = ZX_POOL_THREAD;
+            } else if (strcmp(optarg, "process") == 0) {
+                topts.pool = ZX_POOL_PROCESS;
+            } else if (strcmp(optarg, "any") == 0) {
+                topts.pool = ZX_POOL_ANY;
+            } else {
+                return zxc_usage_error("submit", "invalid --pool '%s': thread, process or any",
+                                       optarg);
+            }
+            break;
+        case 't':
+            if (!zxc_parse_secs(optarg, 0.001, 1e7, &topts.time_limit)) {
+                return zxc_usage_error("submit", "invalid --timeout '%s': seconds > 0", optarg);
+            }
+            break;
+        case 'P':
+            if (!zxc_parse_long(optarg, -128, 127, &l)) {
+                return zxc_usage_error("submit", "invalid --priority '%s': -128..127", optarg);
+            }
+            topts.priority = (int)l;
+            break;
+        default: return zxc_bad_flag("submit", argc, argv);
+        }
+    }
+    if (optind >= argc) {
+        return zxc_usage_error("submit", "missing the function name");
+    }
+    if (argc - optind > 2) {
+        return zxc_usage_error("submit", "too many arguments: give ARGS as one JSON array");
+    }
+    const char *fn = argv[optind];
+    if (!*fn || strlen(fn) > 255) {
+        return zxc_usage_error("submit", "invalid function name '%s'", fn);
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    char err[256];
+    if (s_pack_args("submit", optind + 1 < argc ? argv[optind + 1] : "[]", &sb, err, sizeof err)) {
+        msgpack_sbuffer_destroy(&sb);
+        return zxc_usage_error("submit", "ARGS: %s", err);
+    }
+    int rc = ZXC_EXIT_FAIL;
+    zx_executor_t *ex = zxc_executor(&conn, "submit");
+    zx_future_t *f = ex ? zx_submit_opts(ex, fn, sb.data, sb.size, &topts) : NULL;
+    if (ex && !f) {
+        fprintf(stderr, "zexec submit: %s\n", zx_strerror(zx_last_error()));
+    }
+    if (f) {
+        const void *v;
+        size_t n;
+        if (zx_future_result(f, ZX_FOREVER, &v, &n) == ZX_OK) {
+            json_t *j = zxc_mp_buf_to_json(v, n);
+            if (j) {
+                zxc_json_print(stdout, j);
+                putchar('\n');
+                rc = 0;
+            } else {
+                fprintf(stderr, "zexec submit: the result is not valid msgpack\n");
+            }
+            json_decref(j);
+        } else {
+            zxc_print_error(stderr, "submit", zx_future_exception(f, 0));
+        }
+    }
+    zx_future_unref(&f);
+    zx_executor_destroy(&ex);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* ---- map ----------------------------------------------------------------------- */
+
+static void s_map_usage(FILE *out)
+{
+    fprintf(out, "usage: zexec map [OPTIONS] FN < ARGS.jsonl\n"
+                 "Reads one JSON array of arguments per line from stdin (blank lines are\n"
+                 "skipped), calls FN on each across the cluster and writes one JSON result per\n"
+                 "line to stdout, in input order. Stops at the first task that fails (its\n"
+                 "exception on stderr, exit 1), as Python's Executor.map does. A line that is\n"
+                 "not a JSON array stops the map with its line number (exit 2).\n"
+                 "\n" ZXC_CONN_HELP "  --chunksize N        inputs per task (default 1)\n"
+                 "  --timeout S          give up after S seconds in all (default: none)\n"
+                 "  -q, --quiet          no progress display on stderr\n"
+                 "  -h, --help           this text\n"
+                 "\n"
+                 "example: seq 5 | sed 's/.*/[&]/' | zexec map square\n");
+}
+
+typedef struct {
+    char *line;
+    size_t cap;
+    size_t lineno; /* lines read */
+    size_t inputs; /* argument arrays handed out */
+    msgpack_sbuffer sb;
+    bool eof;
+    size_t bad_line; /* 0: none */
+    char bad[256];
+} s_gen_t;
+
+static int s_gen_next(void *arg, const void **args, size_t *args_len)
+{
+    s_gen_t *g = arg;
+    while (true) {
+        ssize_t n = getline(&g->line, &g->cap, stdin);
+        if (n < 0) {
+            g->eof = true;
+            return 0;
+        }
+        g->lineno++;
+        const char *p = g->line;
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
+            p++;
+        }
+        if (!*p) {
+            continue;
+        }
+        json_error_t jerr;
+        json_t *j = json_loadb(g->line, (size_t)n, JSON_DECODE_ANY, &jerr);
+        if (!j || !json_is_array(j)) {
+            g->bad_line = g->lineno;
+            if (j) {
+                snprintf(g->bad, sizeof g->bad, "expected a JSON array of arguments, e.g. [1, 2]");
+            } else {
+                snprintf(g->bad, sizeof g->bad, "not valid JSON: %s (column %d)", jerr.text,
+                         jerr.column);
+            }
+            json_decref(j);
+            return ZX_EINVAL;
+        }
+        msgpack_sbuffer_clear(&g->sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &g->sb, msgpack_sbuffer_write);
+        int rc = zxc_json_to_mp(j, &pk);
+        json_decref(j);
+        if (rc != 0) {
+            return ZX_ENOMEM;
+        }
+        g->inputs++;
+        *args = g->sb.data;
+        *args_len = g->sb.size;
+        return 1;
+    }
+}
+
+int zxc_map_main(int argc, char **argv)
+{
+    static const struct option longopts[] = {ZXC_CONN_OPTIONS,
+                                             {"chunksize", required_argument, NULL, 'c'},
+                                             {"timeout", required_argument, NULL, 't'},
+                                             {"quiet", no_argument, NULL, 'q'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    zxc_conn_t conn;
+    zxc_conn_init(&conn);
+    long chunksize = 1;
+    double timeout = ZX_FOREVER;
+    bool quiet = false;
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+hq", longopts, NULL)) != -1) {
+        if (zxc_conn_flag(&conn, opt, optarg)) {
+            continue;
+        }
+        switch (opt) {
+        case 'h': s_map_usage(stdout); return 0;
+        case 'q': quiet = true; break;
+        case 'c':
+            if (!zxc_parse_long(optarg, 1, 1000000, &chunksize)) {
+                return zxc_usage_error("map", "invalid --chunksize '%s': 1..1000000", optarg);
+            }
+            break;
+        case 't':
+            if (!zxc_parse_secs(optarg, 0.001, 1e9, &timeout)) {
+                return zxc_usage_error("map", "invalid --timeout '%s': seconds > 0", optarg);
+            }
+            break;
+        default: return zxc_bad_flag("map", argc, argv);
+        }
+    }
+    if (optind >= argc) {
+        return zxc_usage_error("map", "missing the function name");
+    }
+    if (argc - optind > 1) {
+        return zxc_usage_error("map", "unexpected argument '%s' (arguments come from stdin)",
+                               argv[optind + 1]);
+    }
+    const char *fn = argv[optind];
+    zx_executor_t *ex = zxc_executor(&conn, "map");
+    if (!ex) {
+        return ZXC_EXIT_FAIL;
+    }
+    s_gen_t g = {0};
+    msgpack_sbuffer_init(&g.sb);
+    zxc_progress_t *prog = zxc_progress_new("map", 0, quiet);
+    zx_map_t *m = zx_map_new_gen(ex, fn, s_gen_next, &g, (size_t)chunksize, timeout);
+    int rc = 0, code = m ? ZX_OK : zx_last_error();
+    size_t done = 0;
+    while (m) {
+        const void *v;
+        size_t n;
+        code = zx_map_next(m, &v, &n);
+        if (code != ZX_OK) {
+            break;
+        }
+        json_t *j = zxc_mp_buf_to_json(v, n);
+        zxc_progress_clear(prog);
+        if (j) {
+            zxc_json_print(stdout, j);
+        } else {
+            fputs("null", stdout);
+        }
+        json_decref(j);
+        putchar('\n');
+        fflush(stdout);
+        done++;
+        if (g.eof) {
+            zxc_progress_total(prog, g.inputs);
+        }
+        zxc_progress_update(prog, done, 0);
+    }
+    if (code != ZX_EEND) {
+        zxc_progress_update(prog, done, 1);
+    }
+    zxc_progress_destroy(&prog);
+    if (g.bad_line) {
+        fprintf(stderr, "zexec map: stdin line %zu: %s\n", g.bad_line, g.bad);
+        rc = ZXC_EXIT_USAGE;
+    } else if (code == ZX_ERAISED || code == ZX_ECANCELLED || code == ZX_ETIMEOUT) {
+        const zx_error_t *e = zx_map_exception(m);
+        if (e) {
+            zxc_print_error(stderr, "map", e);
+        } else {
+            fprintf(stderr, "zexec map: %s\n", zx_strerror(code));
+        }
+        rc = ZXC_EXIT_FAIL;
+    } else if (code != ZX_EEND) {
+        fprintf(stderr, "zexec map: %s\n", zx_strerror(code));
+        rc = ZXC_EXIT_FAIL;
+    }
+    zx_map_destroy(&m);
+    zx_executor_destroy(&ex);
+    msgpack_sbuffer_destroy(&g.sb);
+    free(g.line);
+    return rc;
+}

@@ -1,0 +1,114 @@
+/*  zxc.h - internals of the zexec command (cli/): the subcommands' entry
+    points, flag parsing shared by them, the connection options every
+    network subcommand takes, JSON <-> msgpack conversion (jansson) and the
+    progress display. Only the zexec program uses these.
+*/
+#ifndef ZXC_H
+#define ZXC_H
+
+#include <zexec.h>
+
+#include <jansson.h>
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Exit statuses shared by every subcommand. */
+enum { ZXC_EXIT_OK = 0, ZXC_EXIT_FAIL = 1, ZXC_EXIT_USAGE = 2 };
+
+/* How many seconds a subcommand waits for the broker's WELCOME before it
+   says the broker cannot be reached ($ZEXEC_CONNECT_TIMEOUT overrides). */
+#define ZXC_CONNECT_TIMEOUT 3.0
+
+/* ---- subcommands -------------------------------------------------------------- */
+int zxc_run_main(int argc, char **argv);
+int zxc_submit_main(int argc, char **argv);
+int zxc_map_main(int argc, char **argv);
+int zxc_status_main(int argc, char **argv);
+int zxc_cluster_main(int argc, char **argv);
+int zx__keygen_main(int argc, char **argv); /* keygen.c */
+
+/* ---- flags ---------------------------------------------------------------------- */
+
+/* Prints "zexec CMD: <message>" and a hint to --help on stderr; returns
+   ZXC_EXIT_USAGE for the caller to return. */
+int zxc_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Reports getopt's '?' (unknown flag or missing value) by name. */
+int zxc_bad_flag(const char *cmd, int argc, char **argv);
+bool zxc_parse_long(const char *s, long min, long max, long *out);
+bool zxc_parse_secs(const char *s, double min, double max, double *out);
+
+/* The connection flags of run/submit/map/status: --broker EP (default
+   $ZEXEC_BROKER, then ZX_DEFAULT_CLIENT_ENDPOINT), --key, --server-key,
+   --secret-file (default $ZEXEC_SECRET). */
+typedef struct {
+    const char *broker;
+    const char *key;
+    const char *server_key;
+    const char *secret_file;
+} zxc_conn_t;
+
+/* Long-option ids for the connection flags; each subcommand's option table
+   includes ZXC_CONN_OPTIONS and hands unknown ids to zxc_conn_flag. */
+enum { ZXC_OPT_BROKER = 1000, ZXC_OPT_KEY, ZXC_OPT_SERVER_KEY, ZXC_OPT_SECRET_FILE };
+#define ZXC_CONN_OPTIONS                                                                           \
+    {"broker", required_argument, NULL, ZXC_OPT_BROKER},                                           \
+        {"key", required_argument, NULL, ZXC_OPT_KEY},                                             \
+        {"server-key", required_argument, NULL, ZXC_OPT_SERVER_KEY},                               \
+    {                                                                                              \
+        "secret-file", required_argument, NULL, ZXC_OPT_SECRET_FILE                                \
+    }
+#define ZXC_CONN_HELP                                                                              \
+    "  --broker EP          broker client endpoint (default $ZEXEC_BROKER, else\n"                 \
+    "                       tcp://127.0.0.1:5570)\n"                                               \
+    "  --server-key FILE    CURVE: the broker's public certificate (with --key)\n"                 \
+    "  --key FILE           CURVE: this client's secret certificate\n"                             \
+    "  --secret-file FILE   sign messages with this shared secret (default $ZEXEC_SECRET)\n"
+
+void zxc_conn_init(zxc_conn_t *c);
+/* true if opt was a connection flag (and stored). */
+bool zxc_conn_flag(zxc_conn_t *c, int opt, const char *arg);
+
+/* Checks within timeout seconds (<= 0: ZXC_CONNECT_TIMEOUT or
+   $ZEXEC_CONNECT_TIMEOUT) that the broker answers HELLO. 0, or -1 with a
+   message for the user in err. If status is not NULL, also asks for STATUS
+   and stores the reply as JSON in *status (caller json_decref's). */
+int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, size_t errlen);
+
+/* A remote executor for c; NULL with a message on stderr. */
+zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd);
+
+/* Prints a task's exception as "TYPE: message (node N, pid P)" to out. */
+void zxc_print_error(FILE *out, const char *cmd, const zx_error_t *e);
+
+/* ---- JSON <-> msgpack ----------------------------------------------------------- */
+
+/* A new JSON value for a msgpack object: nil null, bool, ints, floats,
+   str string, bin lowercase hex string, array, map object (non-string keys
+   become their compact JSON text), ext null. Never NULL unless out of memory. */
+json_t *zxc_mp_to_json(const msgpack_object *o);
+/* Unpacks one msgpack value of len bytes and converts it; NULL if malformed. */
+json_t *zxc_mp_buf_to_json(const void *buf, size_t len);
+/* Packs a JSON value: integer int64, real double, string str, true/false,
+   null nil, array, object map. 0, or -1 (out of memory). */
+int zxc_json_to_mp(const json_t *j, msgpack_packer *pk);
+/* Writes a JSON value compactly on one line (no newline). */
+int zxc_json_print(FILE *out, const json_t *j);
+
+/* ---- progress ------------------------------------------------------------------- */
+
+typedef struct zxc_progress zxc_progress_t;
+/* A progress display on stderr: a redrawn bar when stderr is a terminal,
+   a plain line every few seconds otherwise; NULL when quiet. total 0:
+   unknown (no bar, no ETA) until zxc_progress_total. */
+zxc_progress_t *zxc_progress_new(const char *what, size_t total, bool quiet);
+void zxc_progress_total(zxc_progress_t *self, size_t total);
+/* Records the counts and redraws if it is time; NULL self: nothing. */
+void zxc_progress_update(zxc_progress_t *self, size_t done, size_t failed);
+/* Erases the bar so other output can be written cleanly; the next update
+   draws it again. */
+void zxc_progress_clear(zxc_progress_t *self);
+/* Prints the final line and frees. */
+void zxc_progress_destroy(zxc_progress_t **self_p);
+
+#endif

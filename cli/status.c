@@ -5,6 +5,7 @@
 */
 #include "zxc.h"
 
+#include <czmq.h>
 #include <getopt.h>
 #include <string.h>
 
@@ -16,7 +17,10 @@ static void s_usage(FILE *out)
                  "client, and totals with the task rate. Exits 1 if the broker does not answer\n"
                  "within a few seconds.\n"
                  "\n" ZXC_CONN_HELP "  --json               print the reply as one JSON object\n"
-                 "  --timeout S          how long to wait for the broker (default 3)\n"
+                 "  --timeout S          how long to wait for the broker (default 3, or 60\n"
+                 "                       with --wait-workers)\n"
+                 "  --wait-workers N     first wait until at least N workers are registered\n"
+                 "                       (for scripts and healthchecks; exit 1 on timeout)\n"
                  "  -h, --help           this text\n");
 }
 
@@ -103,12 +107,14 @@ int zxc_status_main(int argc, char **argv)
     static const struct option longopts[] = {ZXC_CONN_OPTIONS,
                                              {"json", no_argument, NULL, 'j'},
                                              {"timeout", required_argument, NULL, 't'},
+                                             {"wait-workers", required_argument, NULL, 'w'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     zxc_conn_t conn;
     zxc_conn_init(&conn);
     bool as_json = false;
     double timeout = 0;
+    long want = -1;
     opterr = 0;
     int opt;
     while ((opt = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
@@ -123,6 +129,11 @@ int zxc_status_main(int argc, char **argv)
                 return zxc_usage_error("status", "invalid --timeout '%s': seconds >= 0.1", optarg);
             }
             break;
+        case 'w':
+            if (!zxc_parse_long(optarg, 0, 100000, &want)) {
+                return zxc_usage_error("status", "invalid --wait-workers '%s': 0..100000", optarg);
+            }
+            break;
         default: return zxc_bad_flag("status", argc, argv);
         }
     }
@@ -130,8 +141,34 @@ int zxc_status_main(int argc, char **argv)
         return zxc_usage_error("status", "unexpected argument '%s'", argv[optind]);
     }
     json_t *st = NULL;
-    char err[512];
-    if (zxc_probe(&conn, timeout, &st, err, sizeof err) != 0) {
+    char err[512] = "no answer from the broker";
+    if (want >= 0) {
+        /* poll: STATUS is cheap for the broker, and registration has no
+           event a client could wait on */
+        double limit = timeout > 0 ? timeout : 60.0;
+        int64_t end = zclock_mono() + (int64_t)(limit * 1000.0);
+        size_t have = 0;
+        while (true) {
+            double left = (double)(end - zclock_mono()) / 1000.0;
+            if (left < 0.1) {
+                left = 0.1;
+            }
+            if (zxc_probe(&conn, left < 3.0 ? left : 3.0, &st, err, sizeof err) == 0) {
+                have = json_array_size(json_object_get(st, "workers"));
+                if (have >= (size_t)want) {
+                    break;
+                }
+                json_decref(st);
+                st = NULL;
+            }
+            if (zclock_mono() >= end) {
+                fprintf(stderr, "zexec status: %zu of %ld workers registered after %.1f s%s%s\n",
+                        have, want, limit, have ? "" : ": ", have ? "" : err);
+                return ZXC_EXIT_FAIL;
+            }
+            zclock_sleep(250);
+        }
+    } else if (zxc_probe(&conn, timeout, &st, err, sizeof err) != 0) {
         fprintf(stderr, "zexec status: %s\n", err);
         return ZXC_EXIT_FAIL;
     }

@@ -147,7 +147,7 @@ int zxc_cluster_main(int argc, char **argv)
     bool allow_exec = false, quiet = false;
     opterr = 0;
     int opt;
-    while ((opt = getopt_long(argc, argv, "+hq", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
         switch (opt) {
         case 'h': s_usage(stdout); return 0;
         case 'q': quiet = true; break;

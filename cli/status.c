@@ -117,7 +117,7 @@ int zxc_status_main(int argc, char **argv)
     long want = -1;
     opterr = 0;
     int opt;
-    while ((opt = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         if (zxc_conn_flag(&conn, opt, optarg)) {
             continue;
         }

@@ -63,7 +63,7 @@ int zxc_submit_main(int argc, char **argv)
     zx_task_opts_t topts = {0};
     opterr = 0;
     int opt;
-    while ((opt = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         long l;
         if (zxc_conn_flag(&conn, opt, optarg)) {
             continue;
@@ -231,7 +231,7 @@ int zxc_map_main(int argc, char **argv)
     bool quiet = false;
     opterr = 0;
     int opt;
-    while ((opt = getopt_long(argc, argv, "+hq", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
         if (zxc_conn_flag(&conn, opt, optarg)) {
             continue;
         }

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The docker-compose file for real, under rootful podman (../shared recipe,
+# docs/deployment.md): build the image from the Dockerfile, bring up the
+# broker and two workers, run the client service, check both workers took
+# tasks, restart the broker, run the client again, tear everything down.
+#
+# Exit status: 0 passed; 77 skipped (a capability is missing: the reason is
+# the last line of output); anything else failed. Cleans up on every exit.
+# Bounded: each step has its own timeout, the whole run ZEXEC_COMPOSE_BUDGET
+# seconds (default 280, under CTest's 300).
+set -uo pipefail
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+BUDGET=${ZEXEC_COMPOSE_BUDGET:-280}
+START=$(date +%s)
+P=zxcompose$$
+export ZEXEC_IMAGE=localhost/zexec-test:latest
+export ZEXEC_BASE=localhost/debian:bookworm
+skip() { echo "SKIP: $*"; exit 77; }
+fail() { echo "FAIL: $*"; exit 1; }
+step() { echo "== $* ($(( $(date +%s) - START )) s)"; }
+left() { local l=$(( BUDGET - ($(date +%s) - START) )); [ $l -gt 5 ] && echo $l || echo 5; }
+# runs a command with the smaller of its own limit and what is left
+t() { local lim=$1; shift; local l; l=$(left); [ "$l" -lt "$lim" ] && lim=$l; timeout -k 5 "$lim" "$@"; }
+
+[ "$(id -u)" -eq 0 ] || skip "not root: rootful podman is needed"
+if ! command -v podman >/dev/null || ! command -v podman-compose >/dev/null ||
+   ! command -v debootstrap >/dev/null || ! command -v runc >/dev/null; then
+  command -v apt-get >/dev/null || skip "podman is not installed and there is no apt-get"
+  step "installing podman, podman-compose, debootstrap"
+  { t 200 apt-get update -qq && DEBIAN_FRONTEND=noninteractive t 200 apt-get install -y -qq \
+      podman podman-compose debootstrap runc; } >/tmp/$P.apt.log 2>&1 ||
+    skip "podman could not be installed: $(tail -1 /tmp/$P.apt.log)"
+fi
+
+# podman asks for more than the sandbox's hard limits without the ulimits
+# line (the recipe's fix); crun refuses a cgroup v1/v2 hybrid whose v2 tree
+# has a controller ("cgroups in hybrid mode not supported"), runc does not.
+# A private file, so the machine's own configuration is untouched.
+CONF=$(mktemp /tmp/$P.containers.XXXXXX.conf)
+cat >"$CONF" <<CONF
+[containers]
+default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+CONF
+export CONTAINERS_CONF=$CONF
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
+    echo "-- logs"
+    for c in $(podman ps -a --format '{{.Names}}' --filter "label=io.podman.compose.project=$P" 2>/dev/null); do
+      echo "--- $c"; podman logs --tail 30 "$c" 2>&1 | tail -30
+    done
+  fi
+  (cd "$SRC" && timeout 60 podman-compose -p "$P" down -t 2 >/dev/null 2>&1)
+  for c in $(podman ps -a -q --filter "label=io.podman.compose.project=$P" 2>/dev/null); do
+    podman rm -f "$c" >/dev/null 2>&1
+  done
+  podman network rm -f "${P}_default" >/dev/null 2>&1
+  rm -f "$CONF" /tmp/$P.*
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+if ! podman image exists "$ZEXEC_BASE"; then
+  step "making the base image $ZEXEC_BASE with debootstrap"
+  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
+  [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+  root=$(mktemp -d /tmp/$P.rootfs.XXXXXX)
+  t 240 debootstrap --variant=minbase bookworm "$root" "$mirror" >/tmp/$P.deb.log 2>&1 ||
+    { rm -rf "$root"; skip "debootstrap could not make a base image: $(tail -1 /tmp/$P.deb.log)"; }
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  tar -C "$root" -c . | podman import - "$ZEXEC_BASE" >/dev/null || { rm -rf "$root"; fail "podman import"; }
+  rm -rf "$root"
+fi
+
+cd "$SRC"
+step "building the image from the Dockerfile"
+t 240 podman build -q --build-arg BASE="$ZEXEC_BASE" -t "$ZEXEC_IMAGE" . >/tmp/$P.build.log 2>&1 ||
+  { tail -30 /tmp/$P.build.log; fail "image build"; }
+
+export ZEXEC_CLIENT_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $(( 20000 + RANDOM % 20000 )))
+step "up: broker, 2 workers, client"
+# --scale for Docker; podman-compose 1.0.3 takes the count from deploy.replicas
+export ZEXEC_WORKERS=2
+t 120 podman-compose -p "$P" up -d --scale worker=2 >/tmp/$P.up.log 2>&1 ||
+  { cat /tmp/$P.up.log; fail "compose up"; }
+B=${P}_broker_1
+CL=${P}_client_1
+st() { t 30 podman exec "$B" zexec status --broker tcp://127.0.0.1:5570 "$@"; }
+st --wait-workers 2 --timeout 60 >/dev/null || fail "two workers did not register"
+rc=$(t 120 podman wait "$CL") || fail "the client did not finish"
+out=$(podman logs "$CL" 2>&1)
+echo "$out" | sed 's/^/client: /'
+[ "$rc" = 0 ] || fail "the client service exited $rc"
+echo "$out" | grep -q '^map: 1 4 9 16 25$' || fail "the client's output is wrong"
+
+step "both workers take tasks"
+# 24 sleeps of 0.3 s are more than one worker's slots (2+2 plus prefetch)
+t 60 podman exec "$B" sh -c 'for i in $(seq 24); do echo "[0.3]"; done |
+  zexec map -q --broker tcp://127.0.0.1:5570 sleep >/dev/null' || fail "zexec map sleep"
+table=$(st) || fail "zexec status"
+echo "$table"
+# NODE PID THREADS PROCS FREE_T FREE_P RUNNING DONE ...: DONE is column 8
+busy=$(echo "$table" | awk '/^NODE/{w=1; next} w && NF >= 11 && $8 > 0 {n++} END{print n+0}')
+[ "$busy" -eq 2 ] || fail "$busy of 2 workers ran tasks"
+# healthchecks call zexec status: run the broker's and a worker's (three
+# tries, as the compose file's retries: the machine may be loaded)
+hc() { for _ in 1 2 3; do t 30 podman healthcheck run "$1" >/dev/null 2>&1 && return 0; sleep 1; done; return 1; }
+hc "$B" || fail "the broker's healthcheck"
+hc "${P}_worker_1" || fail "worker 1's healthcheck"
+
+step "restarting the broker container"
+t 60 podman restart -t 2 "$B" >/dev/null 2>&1 || fail "podman restart broker"
+for _ in $(seq 20); do
+  [ "$(podman inspect "$B" --format '{{.State.Status}}' 2>/dev/null)" = running ] && break
+  sleep 1
+done
+podman ps -a --format '{{.Names}} {{.Status}}' --filter "label=io.podman.compose.project=$P"
+st --wait-workers 2 --timeout 60 >/dev/null || fail "the workers did not reconnect to the new broker"
+rc=$(t 120 podman start -a "$CL" >/tmp/$P.client2.log 2>&1; echo $?)
+sed 's/^/client again: /' /tmp/$P.client2.log
+[ "$rc" = 0 ] || fail "the second client run exited $rc"
+grep -q '^map: 1 4 9 16 25$' /tmp/$P.client2.log || fail "the second client's output is wrong"
+step "passed"
+exit 0

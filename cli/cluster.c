@@ -291,10 +291,16 @@ int zxc_cluster_main(int argc, char **argv)
         npids++;
     }
     sigprocmask(SIG_BLOCK, &set, NULL);
+    /* every PID, so a script (or a test) can check they are all gone later */
     fprintf(stderr,
             "zexec cluster: broker pid %d (clients %s, workers %s), %ld worker%s; Ctrl-C "
             "stops\n",
             (int)pids[0], cep, wep, nworkers, nworkers == 1 ? "" : "s");
+    fprintf(stderr, "zexec cluster: worker pids");
+    for (int i = 1; i < npids; i++) {
+        fprintf(stderr, " %d", (int)pids[i]);
+    }
+    fputc('\n', stderr);
     while (true) {
         struct timespec tick = {0, 200 * 1000000L};
         int sig = sigtimedwait(&set, NULL, &tick);

@@ -151,14 +151,19 @@ done:
 zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd)
 {
     char err[512];
-    if (zxc_probe(c, 0, NULL, err, sizeof err) != 0) {
+    if (zxc_probe(c, c->timeout, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "zexec %s: %s\n", cmd, err);
         return NULL;
     }
     char name[64];
     snprintf(name, sizeof name, "zexec %s", cmd);
     zx_options_t opts = {
-        .name = name, .key = c->key, .server_key = c->server_key, .secret_file = c->secret_file};
+        .name = name,
+        .key = c->key,
+        .server_key = c->server_key,
+        .secret_file = c->secret_file,
+        /* if the broker goes away after the probe, fail after this long, not 60 s */
+        .broker_timeout = c->timeout};
     zx_executor_t *ex = zx_executor_new(c->broker, &opts);
     if (!ex) {
         fprintf(stderr, "zexec %s: cannot connect to %s: %s\n", cmd, c->broker,

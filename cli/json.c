@@ -1,29 +1,39 @@
 /*  json.c - JSON <-> msgpack for submit, map and status, with jansson: the
     command line speaks JSON, the cluster msgpack. msgpack bin has no JSON
-    counterpart; it becomes a string of lowercase hex digits (two per byte),
-    which survives any JSON tool unchanged (docs/cli.md says so).
+    counterpart: bytes that are valid UTF-8 text without NULs (exec's stdout,
+    most of the time) become a plain JSON string, anything else an object
+    {"$hex": "<two lowercase hex digits per byte>"} so a reader can tell
+    text from binary and get the bytes back (docs/cli.md says so).
 */
 #include "zxc.h"
 #include "zx_proto.h"
 
 #include <string.h>
 
-static json_t *s_str(const char *p, size_t n)
+/* {"$hex": "..."} for bytes that are not text. */
+static json_t *s_hex(const char *p, size_t n)
 {
-    json_t *j = json_stringn(p, n);
-    if (!j) {
-        /* not UTF-8 (msgpack str may hold anything): keep the bytes as hex */
-        char *hex = malloc(2 * n + 1);
-        if (!hex) {
-            return NULL;
-        }
-        for (size_t i = 0; i < n; i++) {
-            snprintf(hex + 2 * i, 3, "%02x", (unsigned char)p[i]);
-        }
-        j = json_stringn(hex, 2 * n);
-        free(hex);
+    char *hex = malloc(2 * n + 1);
+    if (!hex) {
+        return NULL;
     }
+    for (size_t i = 0; i < n; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", (unsigned char)p[i]);
+    }
+    json_t *j = json_pack("{s:s%}", "$hex", hex, 2 * n);
+    free(hex);
     return j;
+}
+
+/* msgpack str and bin alike: a JSON string when the bytes are UTF-8 text
+   without NULs (json_stringn checks UTF-8), else {"$hex": ...}. */
+static json_t *s_bytes(const char *p, size_t n)
+{
+    if (n == 0) {
+        return json_string(""); /* p may be NULL then */
+    }
+    json_t *j = memchr(p, 0, n) ? NULL : json_stringn(p, n);
+    return j ? j : s_hex(p, n);
 }
 
 static json_t *s_to_json(const msgpack_object *o, int depth)
@@ -41,19 +51,8 @@ static json_t *s_to_json(const msgpack_object *o, int depth)
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer((json_int_t)o->via.i64);
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
-    case MSGPACK_OBJECT_STR: return s_str(o->via.str.ptr, o->via.str.size);
-    case MSGPACK_OBJECT_BIN: {
-        char *hex = malloc(2 * (size_t)o->via.bin.size + 1);
-        if (!hex) {
-            return NULL;
-        }
-        for (uint32_t i = 0; i < o->via.bin.size; i++) {
-            snprintf(hex + 2 * i, 3, "%02x", (unsigned char)o->via.bin.ptr[i]);
-        }
-        json_t *j = json_stringn(hex, 2 * (size_t)o->via.bin.size);
-        free(hex);
-        return j;
-    }
+    case MSGPACK_OBJECT_STR: return s_bytes(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_BIN: return s_bytes(o->via.bin.ptr, o->via.bin.size);
     case MSGPACK_OBJECT_ARRAY: {
         json_t *a = json_array();
         for (uint32_t i = 0; a && i < o->via.array.size; i++) {

@@ -16,7 +16,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#define S_DEFAULT_JOBS 1000
+#define S_DEFAULT_JOBS 256
 #define S_MAX_FAILED_EXIT 101
 #define S_EXIT_ERROR 255 /* could not run at all (broker unreachable, bad input file) */
 
@@ -86,7 +86,7 @@ static void s_usage(FILE *out)
             "                       process pools decide how many run at once)\n"
             "  --retries N          re-run a failed job up to N more times (default 0)\n"
             "  --timeout S          kill a job's command after S seconds (exit 124 in the log)\n"
-            "  --joblog FILE        a TSV log: Seq Input Node Exit Start Duration Attempts\n"
+            "  --joblog FILE        a TSV log: Seq Input Node Exitval Starttime Runtime Attempts\n"
             "  --resume             with --joblog: skip the jobs the log shows succeeded\n"
             "  -k, --keep-order     print outputs in input order (default: as jobs complete)\n"
             "  -q, --quiet          no progress display on stderr\n"
@@ -662,7 +662,7 @@ int zxc_run_main(int argc, char **argv)
             return S_EXIT_ERROR;
         }
         if (ftell(r.joblog) == 0) {
-            fprintf(r.joblog, "Seq\tInput\tNode\tExit\tStart\tDuration\tAttempts\n");
+            fprintf(r.joblog, "Seq\tInput\tNode\tExitval\tStarttime\tRuntime\tAttempts\n");
             fflush(r.joblog);
         }
         for (size_t i = 0; r.succeeded && i < r.njobs; i++) {

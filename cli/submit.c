@@ -17,7 +17,9 @@ static void s_submit_usage(FILE *out)
                  "the result as one line of JSON. On failure prints the exception (type,\n"
                  "message, node) on stderr and exits 1.\n"
                  "\n" ZXC_CONN_HELP "  --pool POOL          thread, process or any (default any)\n"
-                 "  --timeout S          the task's time limit in seconds (default: the worker's)\n"
+                 "  --time-limit S       the task's time limit in seconds (default: the worker's)\n"
+                 "  --timeout S          give up when the broker is unreachable this long\n"
+                 "                       (default 3 s to connect, 60 s once connected)\n"
                  "  --priority N         -128..127, higher runs first (default 0)\n"
                  "  -h, --help           this text\n"
                  "\n"
@@ -54,6 +56,7 @@ int zxc_submit_main(int argc, char **argv)
 {
     static const struct option longopts[] = {ZXC_CONN_OPTIONS,
                                              {"pool", required_argument, NULL, 'p'},
+                                             {"time-limit", required_argument, NULL, 'L'},
                                              {"timeout", required_argument, NULL, 't'},
                                              {"priority", required_argument, NULL, 'P'},
                                              {"help", no_argument, NULL, 'h'},
@@ -82,8 +85,13 @@ int zxc_submit_main(int argc, char **argv)
                                        optarg);
             }
             break;
-        case 't':
+        case 'L':
             if (!zxc_parse_secs(optarg, 0.001, 1e7, &topts.time_limit)) {
+                return zxc_usage_error("submit", "invalid --time-limit '%s': seconds > 0", optarg);
+            }
+            break;
+        case 't':
+            if (!zxc_parse_secs(optarg, 0.1, 1e7, &conn.timeout)) {
                 return zxc_usage_error("submit", "invalid --timeout '%s': seconds > 0", optarg);
             }
             break;

@@ -46,6 +46,7 @@ typedef struct {
     const char *key;
     const char *server_key;
     const char *secret_file;
+    double timeout; /* > 0: the probe's wait and the executor's broker_timeout */
 } zxc_conn_t;
 
 /* Long-option ids for the connection flags; each subcommand's option table
@@ -84,7 +85,8 @@ void zxc_print_error(FILE *out, const char *cmd, const zx_error_t *e);
 /* ---- JSON <-> msgpack ----------------------------------------------------------- */
 
 /* A new JSON value for a msgpack object: nil null, bool, ints, floats,
-   str string, bin lowercase hex string, array, map object (non-string keys
+   str and bin a string when UTF-8 text without NULs, else {"$hex": "..."},
+   array, map object (non-string keys
    become their compact JSON text), ext null. Never NULL unless out of memory. */
 json_t *zxc_mp_to_json(const msgpack_object *o);
 /* Unpacks one msgpack value of len bytes and converts it; NULL if malformed. */

@@ -254,7 +254,7 @@ Test(cli, run_counts_failures_in_its_exit_status_and_the_joblog_and_resume_skips
               "stderr: %s", r.err);
     s_free(&r);
     char *text = s_slurp(log);
-    cr_assert(strncmp(text, "Seq\tInput\tNode\tExit\tStart\tDuration\tAttempts\n", 44) == 0);
+    cr_assert(strncmp(text, "Seq\tInput\tNode\tExitval\tStarttime\tRuntime\tAttempts\n", 50) == 0);
     int failed = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         lines++;
@@ -432,4 +432,144 @@ Test(cli, cluster_serves_until_sigterm_then_stops_its_daemons)
     r = s_zx(NULL, 10, c);
     cr_assert_eq(r.status, 1, "the broker is gone too");
     s_free(&r);
+}
+
+Test(cli, bytes_come_back_as_text_or_as_hex_objects)
+{
+    /* exec's stdout is msgpack bin: text stays a string, other bytes become $hex */
+    const char *a[] = {"submit",
+                       "--broker",
+                       s_c.client_ep,
+                       "--pool",
+                       "process",
+                       "exec",
+                       "[[\"printf\", \"hi\\\\001\\\\000x\"], {}]",
+                       NULL};
+    s_res_t r = s_zx(NULL, 30, a);
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    cr_assert(strstr(r.out, "\"stdout\":{\"$hex\":\"6869010078\"}"), "stdout: %s", r.out);
+    cr_assert(strstr(r.out, "\"stderr\":\"\""), "stdout: %s", r.out);
+    s_free(&r);
+    const char *b[] = {
+        "submit", "--broker", s_c.client_ep, "exec", "[[\"printf\", \"h\\u00e9llo\"], {}]", NULL};
+    r = s_zx(NULL, 30, b);
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    cr_assert(strstr(r.out, "\"stdout\":\"h\\u00e9llo\"") || strstr(r.out, "\"stdout\":\"héllo\""),
+              "stdout: %s", r.out);
+    s_free(&r);
+    const char *c[] = {"submit",
+                       "--broker",
+                       s_c.client_ep,
+                       "echo",
+                       "[null, true, -5, 2.5, \"s\", [1], {\"k\": {}}]",
+                       NULL};
+    r = s_zx(NULL, 30, c);
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    cr_assert_str_eq(r.out, "[null,true,-5,2.5,\"s\",[1],{\"k\":{}}]\n");
+    s_free(&r);
+}
+
+Test(cli, submit_time_limit_and_timeout_are_separate_flags)
+{
+    const char *a[] = {"submit", "--broker", s_c.client_ep, "--time-limit",
+                       "0.3",    "sleep",    "[5]",         NULL};
+    s_res_t r = s_zx(NULL, 30, a);
+    cr_assert_eq(r.status, 1, "stdout %s stderr %s", r.out, r.err);
+    cr_assert(strstr(r.err, "TimeLimitError"), "stderr: %s", r.err);
+    cr_assert_lt(r.secs, 4.0);
+    s_free(&r);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", zxt_free_port());
+    const char *b[] = {"submit", "--broker", ep, "--timeout", "1", "square", "[2]", NULL};
+    r = s_zx(NULL, 30, b);
+    cr_assert_eq(r.status, 1);
+    cr_assert_lt(r.secs, 3.0, "took %.1f s", r.secs);
+    cr_assert(strstr(r.err, ep), "stderr: %s", r.err);
+    s_free(&r);
+}
+
+/* Reads pid numbers after `key` in text into pids; returns how many. */
+static int s_pids_after(const char *text, const char *key, pid_t *pids, int max)
+{
+    const char *p = strstr(text, key);
+    int n = 0;
+    if (!p) {
+        return 0;
+    }
+    p += strlen(key);
+    while (n < max) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v <= 0) {
+            break;
+        }
+        pids[n++] = (pid_t)v;
+        p = end;
+    }
+    return n;
+}
+
+typedef struct {
+    const char *path;
+    const char *needle;
+} s_grep_t;
+
+static bool s_file_has(void *arg)
+{
+    s_grep_t *g = arg;
+    char *t = s_slurp(g->path);
+    bool ok = strstr(t, g->needle) != NULL;
+    free(t);
+    return ok;
+}
+
+Test(cli, cluster_stops_every_child_it_printed_on_sigint)
+{
+    char cep[64], wep[64], errp[600];
+    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", zxt_free_port());
+    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", zxt_free_port());
+    snprintf(errp, sizeof errp, "%s/cluster.err", s_dir);
+    char *argv[] = {s_zexec,   "cluster", "--workers", "2", "--threads",          "1",
+                    "--procs", "1",       "--clients", cep, "--workers-endpoint", wep,
+                    "-q",      NULL};
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int e = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(e, 2);
+        execv(s_zexec, argv);
+        _exit(127);
+    }
+    s_grep_t g = {errp, "worker pids"};
+    cr_assert(zxt_wait_for(s_file_has, &g, 20), "no start line");
+    /* the worker line is complete once its newline is there */
+    g.needle = "worker pids ";
+    char *text = NULL;
+    pid_t pids[3] = {0};
+    int64_t deadline = zclock_mono() + 10000;
+    int nw = 0;
+    while (zclock_mono() < deadline) {
+        free(text);
+        text = s_slurp(errp);
+        const char *w = strstr(text, "worker pids");
+        if (w && strchr(w, '\n')) {
+            nw = s_pids_after(text, "worker pids", pids + 1, 2);
+            break;
+        }
+        zclock_sleep(20);
+    }
+    cr_assert_eq(nw, 2, "stderr: %s", text);
+    cr_assert_eq(s_pids_after(text, "broker pid", pids, 1), 1, "stderr: %s", text);
+    cr_assert(strstr(text, cep) && strstr(text, wep), "endpoints printed: %s", text);
+    free(text);
+    const char *a[] = {"status", "--broker", cep, "--wait-workers", "2", "--timeout", "20", NULL};
+    s_res_t r = s_zx(NULL, 30, a);
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    s_free(&r);
+    kill(pid, SIGINT);
+    int st;
+    cr_assert(zxt_wait_exit(pid, 20, &st), "zexec cluster exits after SIGINT");
+    for (int i = 0; i < 3; i++) {
+        cr_assert(zxt_wait_for(s_gone, &pids[i], 5), "child %d is gone", (int)pids[i]);
+    }
 }

@@ -148,7 +148,9 @@ Test(cli, submit_failure_prints_type_message_and_node_and_exits_1)
     s_res_t r = s_zx(NULL, 30, a);
     cr_assert_eq(r.status, 1);
     cr_assert_str_eq(r.out, "");
-    cr_assert(strstr(r.err, "Error") && strstr(r.err, "(node cli-w"), "stderr: %s", r.err);
+    cr_assert(strstr(r.err, "ZeroDivisionError: division by zero (node cli-w") &&
+                  strstr(r.err, ", pid "),
+              "stderr: %s", r.err);
     s_free(&r);
 }
 

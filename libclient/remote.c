@@ -45,6 +45,7 @@
 
 #define S_CANCEL_WAIT_MS 5000 /* a cancel waits this long for the broker */
 #define S_RECV_BURST 256      /* messages read per turn before looking at the rest */
+#define S_FRAME_MIN 1024      /* arguments this long go in their own frame (see s_task_t) */
 
 /* A task: the record submit makes, the outbox holds and the pending table
    keeps until the task resolves. One allocation with fn and args inline. */
@@ -65,7 +66,12 @@ struct s_task {
        copy: never re-sent; a CANCEL goes out on reconnect; a late answer for
        it is swallowed. Not counted as unresolved. */
     bool abandoned;
-    char data[]; /* fn, NUL, args */
+    /* Arguments from S_FRAME_MIN bytes on: copied once, at submit, straight
+       into the ZeroMQ message that carries them, and sent shared
+       (ZFRAME_REUSE: reference counted, no copy) on every send and re-send.
+       Smaller ones stay inline in data, where one allocation is cheaper. */
+    zframe_t *payload;
+    char data[]; /* fn, NUL, args (when inline) */
 };
 
 /* Pending table: linear probing on seq (never 0), backward-shift delete. */
@@ -279,6 +285,7 @@ static void s_task_free(s_task_t *t)
 {
     if (t) {
         zx_future_unref(&t->future);
+        zframe_destroy(&t->payload);
         free(t);
     }
 }
@@ -347,7 +354,11 @@ static void s_put_task(s_io_t *io, s_task_t *t)
                       .timeout_ms = t->timeout_ms,
                       .flags = t->flags};
     zxp_put_submit(&io->out, &s);
-    zxp_out_payload_mem(&io->out, t->data + t->fn_len + 1, t->args_len);
+    if (t->payload) {
+        zxp_out_payload_share(&io->out, t->payload);
+    } else {
+        zxp_out_payload_mem(&io->out, t->data + t->fn_len + 1, t->args_len);
+    }
 }
 
 static void s_flush(s_remote_t *ex, zxp_out_t *out)
@@ -991,8 +1002,15 @@ static zx_future_t *s_submit(zx_executor_t *base, const char *fn, const void *ar
         *err = ZX_EINVAL;
         return NULL;
     }
-    s_task_t *t = malloc(sizeof *t + fn_len + 1 + len);
+    bool framed = len >= S_FRAME_MIN;
+    s_task_t *t = malloc(sizeof *t + fn_len + 1 + (framed ? 0 : len));
     if (!t) {
+        *err = ZX_ENOMEM;
+        return NULL;
+    }
+    t->payload = NULL;
+    if (framed && !(t->payload = zframe_new(args, len))) {
+        free(t);
         *err = ZX_ENOMEM;
         return NULL;
     }
@@ -1006,12 +1024,15 @@ static zx_future_t *s_submit(zx_executor_t *base, const char *fn, const void *ar
     t->fn_len = (uint8_t)fn_len;
     t->abandoned = false;
     memcpy(t->data, fn, fn_len + 1);
-    memcpy(t->data + fn_len + 1, args, len);
+    if (!framed) {
+        memcpy(t->data + fn_len + 1, args, len);
+    }
     t->t_submit = zclock_mono();
 
     pthread_mutex_lock(&ex->lock);
     if (!ex->accepting) {
         pthread_mutex_unlock(&ex->lock);
+        zframe_destroy(&t->payload);
         free(t);
         *err = ZX_ESHUTDOWN;
         return NULL;
@@ -1022,6 +1043,7 @@ static zx_future_t *s_submit(zx_executor_t *base, const char *fn, const void *ar
     t->future = zx__future_new(base, fn, t->seq);
     if (!t->future) {
         pthread_mutex_unlock(&ex->lock);
+        zframe_destroy(&t->payload);
         free(t);
         *err = ZX_ENOMEM;
         return NULL;

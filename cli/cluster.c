@@ -320,10 +320,12 @@ int zxc_cluster_main(int argc, char **argv)
                             i == 0 ? "the broker" : "a worker", (int)dead,
                             WIFSIGNALED(st) ? "was killed by signal" : "exited with status",
                             WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
-                    if (i == 0) {
-                        rc = ZXC_EXIT_FAIL;
-                        goto stop;
-                    }
+                    /* a cluster short of a member is not what was asked for:
+                       say so by stopping everything and exiting 1, so a
+                       supervisor (systemd, a script) notices and restarts it */
+                    fprintf(stderr, "zexec cluster: stopping the rest\n");
+                    rc = ZXC_EXIT_FAIL;
+                    goto stop;
                 }
             }
         }
@@ -331,7 +333,7 @@ int zxc_cluster_main(int argc, char **argv)
 stop:
     /* workers first (they drain and say BYE), then the broker */
     if (npids > 1) {
-        s_stop(pids + 1, npids - 1, 10.0);
+        s_stop(pids + 1, npids - 1, 5.0);
     }
     if (npids > 0) {
         s_stop(pids, 1, 5.0);

@@ -511,24 +511,12 @@ static int s_pids_after(const char *text, const char *key, pid_t *pids, int max)
     return n;
 }
 
-typedef struct {
-    const char *path;
-    const char *needle;
-} s_grep_t;
-
-static bool s_file_has(void *arg)
+/* Starts `zexec cluster` with 2 workers; returns its pid and fills pids with
+   the broker's and the workers' as it printed them. */
+static pid_t s_cluster_start(pid_t pids[3], char *cep, size_t ceplen)
 {
-    s_grep_t *g = arg;
-    char *t = s_slurp(g->path);
-    bool ok = strstr(t, g->needle) != NULL;
-    free(t);
-    return ok;
-}
-
-Test(cli, cluster_stops_every_child_it_printed_on_sigint)
-{
-    char cep[64], wep[64], errp[600];
-    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", zxt_free_port());
+    char wep[64], errp[600];
+    snprintf(cep, ceplen, "tcp://127.0.0.1:%d", zxt_free_port());
     snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", zxt_free_port());
     snprintf(errp, sizeof errp, "%s/cluster.err", s_dir);
     char *argv[] = {s_zexec,   "cluster", "--workers", "2", "--threads",          "1",
@@ -542,13 +530,8 @@ Test(cli, cluster_stops_every_child_it_printed_on_sigint)
         execv(s_zexec, argv);
         _exit(127);
     }
-    s_grep_t g = {errp, "worker pids"};
-    cr_assert(zxt_wait_for(s_file_has, &g, 20), "no start line");
-    /* the worker line is complete once its newline is there */
-    g.needle = "worker pids ";
     char *text = NULL;
-    pid_t pids[3] = {0};
-    int64_t deadline = zclock_mono() + 10000;
+    int64_t deadline = zclock_mono() + 20000;
     int nw = 0;
     while (zclock_mono() < deadline) {
         free(text);
@@ -568,9 +551,37 @@ Test(cli, cluster_stops_every_child_it_printed_on_sigint)
     s_res_t r = s_zx(NULL, 30, a);
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
     s_free(&r);
+    return pid;
+}
+
+Test(cli, cluster_stops_every_child_it_printed_on_sigint)
+{
+    pid_t pids[3] = {0};
+    char cep[64];
+    pid_t pid = s_cluster_start(pids, cep, sizeof cep);
     kill(pid, SIGINT);
     int st;
     cr_assert(zxt_wait_exit(pid, 20, &st), "zexec cluster exits after SIGINT");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert(zxt_wait_for(s_gone, &pids[i], 5), "child %d is gone", (int)pids[i]);
+    }
+}
+
+Test(cli, cluster_exits_1_and_stops_the_rest_when_a_worker_dies)
+{
+    pid_t pids[3] = {0};
+    char cep[64];
+    pid_t pid = s_cluster_start(pids, cep, sizeof cep);
+    kill(pids[2], SIGKILL);
+    int st;
+    bool exited = zxt_wait_exit(pid, 20, &st);
+    if (!exited) {
+        kill(pid, SIGINT); /* do not leave it behind */
+        zxt_wait_exit(pid, 20, &st);
+    }
+    cr_assert(exited, "zexec cluster exits when a worker dies");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "status %d", st);
     for (int i = 0; i < 3; i++) {
         cr_assert(zxt_wait_for(s_gone, &pids[i], 5), "child %d is gone", (int)pids[i]);
     }

@@ -13,6 +13,21 @@
     worker with free credit for a pool could take a queued task, so a new
     task only needs the head of its function's free-worker list, and a worker
     that frees a slot only needs the queues of its own functions.
+
+    Adaptive prefetch (s_adapt, s_has_credit): a worker announces its slots
+    and a prefetch (usually 1), and with that window alone a worker running
+    10 us tasks idles for a network round trip between them. The broker
+    measures how long tasks run on each worker pool (from its own clock: the
+    time each task spends between its WSTARTED and its WRESULT, summed as
+    the integral of the started count and divided by the tasks that ended,
+    smoothed per tick) and widens the pool's window to slots + slots *
+    --prefetch-target-ms / run time, between the announced prefetch and
+    --prefetch-max. Until a pool has a measurement, and with a target of 0,
+    the announced window applies; long tasks keep it, so they spread over
+    workers instead of waiting behind each other at one node. The widened
+    part also stops while the pool's tasks in flight carry --prefetch-bytes
+    of arguments. A window change moves the worker onto or off its
+    functions' free-credit lists like any other change of credit.
 */
 #include "zxb.h"
 #include "zx_parent.h"
@@ -332,10 +347,23 @@ static bool s_served(const zxb_fn_t *fn, int pool_req)
 
 /* Puts the worker on (or takes it off) its functions' free lists when its
    credit for a pool crosses zero: O(its functions), only on a crossing. */
-static void s_worker_relist(zxb_worker_t *w)
+/* Whether w can take one more task in pool p: below its window, and, past
+   the window it announced, below the byte budget of adaptive prefetch
+   (widening is for short tasks; megabytes of arguments parked at one
+   worker only cost memory there and page faults on fresh buffers). */
+static bool s_has_credit(const zxb_broker_t *self, const zxb_worker_t *w, int p)
+{
+    if (w->dead || w->draining || w->cap[p] <= w->inflight[p]) {
+        return false;
+    }
+    uint32_t slots = p == ZXP_POOL_THREAD ? w->threads : w->procs;
+    return w->inflight[p] < slots + w->prefetch || w->bytes[p] < self->cfg.prefetch_bytes;
+}
+
+static void s_worker_relist(const zxb_broker_t *self, zxb_worker_t *w)
 {
     for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
-        bool want = !w->dead && !w->draining && w->cap[p] > w->inflight[p];
+        bool want = s_has_credit(self, w, p);
         if (want == w->listed[p]) {
             continue;
         }
@@ -362,6 +390,7 @@ static void s_task_link(zxb_worker_t *w, zxb_task_t *t)
     }
     w->tasks = t;
     w->ntasks++;
+    w->bytes[t->pool] += t->size;
 }
 
 static void s_task_unlink(zxb_worker_t *w, zxb_task_t *t)
@@ -377,6 +406,7 @@ static void s_task_unlink(zxb_worker_t *w, zxb_task_t *t)
     t->next = t->prev = NULL;
     t->worker = NULL;
     w->ntasks--;
+    w->bytes[t->pool] -= t->size;
 }
 
 static void s_dispatch(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, uint8_t pool)
@@ -488,13 +518,13 @@ static void s_adapt(zxb_broker_t *self, zxb_worker_t *w)
     if (wider) {
         s_worker_fill(self, w);
     } else {
-        s_worker_relist(w);
+        s_worker_relist(self, w);
     }
 }
 
 static bool s_worker_take(zxb_broker_t *self, zxb_worker_t *w, int p)
 {
-    if (w->dead || w->draining || w->cap[p] <= w->inflight[p]) {
+    if (!s_has_credit(self, w, p)) {
         return false;
     }
     zxb_queue_t *q = s_worker_best(w, p);
@@ -512,7 +542,7 @@ static void s_worker_fill(zxb_broker_t *self, zxb_worker_t *w)
         while (s_worker_take(self, w, p)) {
         }
     }
-    s_worker_relist(w);
+    s_worker_relist(self, w);
 }
 
 /* A task just queued: hand it to a worker with free credit, if its function
@@ -532,7 +562,7 @@ static void s_dispatch_new(zxb_broker_t *self, zxb_task_t *t)
             zxb_worker_t *w = wf->worker;
             zxb_free_rotate(wf, p);
             s_worker_take(self, w, p);
-            s_worker_relist(w);
+            s_worker_relist(self, w);
             return;
         }
     }
@@ -668,7 +698,7 @@ static void s_worker_remove(zxb_broker_t *self, zxb_worker_t *w, bool lost, cons
     w->dead = true;
     s_out_put(self, &w->out_task); /* unsent batches never reach it */
     s_out_put(self, &w->out_cancel);
-    s_worker_relist(w);
+    s_worker_relist(self, w);
     if (!w->draining) {
         s_worker_offer(self, w, -1);
     }
@@ -794,7 +824,12 @@ static void s_adopt(zxb_broker_t *self, zxb_task_t *t, const zxp_submit_t *s, zf
     fn->refs++;
     t->timeout_ms = s->timeout_ms;
     t->flags = s->flags;
+    uint32_t before = t->size;
     zxb_task_payload_set(t, payload);
+    if (t->worker) {
+        /* recovered on a worker: its bytes count there (s_task_link) */
+        t->worker->bytes[t->pool] = t->worker->bytes[t->pool] - before + t->size;
+    }
     if (t->state == ZXB_T_RUNNING && t->worker && c->alive) {
         zxb_worker_t *w = t->worker;
         zxp_put_started(s_client_batch(self, c, ZXP_STARTED), t->seq, w->node, strlen(w->node), 0);
@@ -1307,7 +1342,7 @@ static void s_on_drain(zxb_broker_t *self, zxb_worker_t *w)
         return;
     }
     w->draining = true;
-    s_worker_relist(w);
+    s_worker_relist(self, w);
     s_worker_offer(self, w, -1);
     ZXB_INFO("worker %s (pid %u) is draining: no new tasks; %" PRIu64 " still assigned", w->node,
              w->pid, w->ntasks);
@@ -1557,7 +1592,7 @@ static void s_tick_peers(zxb_broker_t *self)
     /* all of them dead first, so tasks re-queued from one never go to another */
     for (zxb_worker_t *w = lost ? zlist_first(lost) : NULL; w; w = zlist_next(lost)) {
         w->dead = true;
-        s_worker_relist(w);
+        s_worker_relist(self, w);
     }
     for (zxb_worker_t *w = lost ? zlist_first(lost) : NULL; w; w = zlist_next(lost)) {
         char why[64];

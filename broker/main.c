@@ -35,6 +35,9 @@ static void s_usage(FILE *out)
             "                           to keep a slot busy this long (default 2; 0: only the\n"
             "                           prefetch the worker announces)\n"
             "  --prefetch-max N         most tasks beyond a pool's slots (default 1024)\n"
+            "  --prefetch-bytes BYTES   widen a pool's window only while its tasks in flight\n"
+            "                           carry fewer argument bytes than this (default 4M;\n"
+            "                           suffixes K, M, G)\n"
             "  --insecure               allow binding non-loopback addresses without\n"
             "                           authentication (logged as a warning)\n"
             "  --key FILE               CURVE: the broker's secret certificate (zexec keygen)\n"
@@ -133,6 +136,7 @@ enum {
     OPT_CLIENT_TIMEOUT,
     OPT_PREFETCH_TARGET,
     OPT_PREFETCH_MAX,
+    OPT_PREFETCH_BYTES,
     OPT_INSECURE,
     OPT_KEY,
     OPT_CLIENT_KEYS,
@@ -156,6 +160,7 @@ int main(int argc, char *argv[])
         .retries = 3,
         .prefetch_target_ms = 2.0,
         .prefetch_max = 1024,
+        .prefetch_bytes = 4ull << 20,
         .insecure = false,
         .verbose = 1,
     };
@@ -172,6 +177,7 @@ int main(int argc, char *argv[])
         {"client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT},
         {"prefetch-target-ms", required_argument, NULL, OPT_PREFETCH_TARGET},
         {"prefetch-max", required_argument, NULL, OPT_PREFETCH_MAX},
+        {"prefetch-bytes", required_argument, NULL, OPT_PREFETCH_BYTES},
         {"insecure", no_argument, NULL, OPT_INSECURE},
         {"key", required_argument, NULL, OPT_KEY},
         {"client-keys", required_argument, NULL, OPT_CLIENT_KEYS},
@@ -243,6 +249,11 @@ int main(int argc, char *argv[])
                 return rc;
             }
             cfg.prefetch_max = (uint32_t)n;
+            break;
+        case OPT_PREFETCH_BYTES:
+            if ((rc = s_parse_bytes("--prefetch-bytes", optarg, &cfg.prefetch_bytes))) {
+                return rc;
+            }
             break;
         case OPT_RETRIES:
             if ((rc = s_parse_int("--retries", optarg, 0, 100, &n))) {

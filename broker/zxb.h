@@ -28,6 +28,8 @@ typedef struct {
     int retries;               /* default retries of a task after its worker is lost */
     double prefetch_target_ms; /* adaptive prefetch: queue this much work per slot; 0: off */
     uint32_t prefetch_max;     /* adaptive prefetch: most tasks beyond the slots, per pool */
+    uint64_t prefetch_bytes;   /* adaptive prefetch: argument bytes in flight per pool
+                                  beyond which only the announced window applies */
     bool insecure;
     int verbose; /* 0 quiet (warnings), 1 normal, 2 verbose */
 } zxb_config_t;
@@ -151,6 +153,7 @@ struct zxb_worker {
     uint32_t inflight[3]; /* dispatched, not resulted (and late slots, see held) */
     uint32_t held[3];     /* slots kept by WRESULT slot_freed=false until CREDIT */
     uint32_t foreign[3];  /* slots a re-READY reported for tasks now elsewhere */
+    uint64_t bytes[3];    /* argument bytes of the tasks linked here (w->tasks) */
     /* adaptive prefetch (broker.c s_adapt): the time tasks spend running,
        measured as the integral of the started count over time */
     uint32_t started_p[3];

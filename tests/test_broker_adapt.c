@@ -96,3 +96,76 @@ Test(adapt, long_tasks_keep_slots_plus_prefetch, .timeout = 60, .fini = s_stop)
     fp_fini(&w);
     fp_fini(&c);
 }
+
+/* Tasks with large arguments: however short, the widened part of the
+   window stops at --prefetch-bytes in flight, so megabytes are not parked
+   at one worker. The fake worker never says STARTED for them, so the run
+   time the broker measured on the small tasks (short) stays, and only the
+   byte budget can hold the window back. */
+Test(adapt, large_arguments_stop_widening_at_the_byte_budget, .timeout = 60, .fini = s_stop)
+{
+    static const char *const args[] = {"--heartbeat", "0.2", "--prefetch-bytes", "1M", NULL};
+    fb_start(&s_cluster, args);
+    fp_t w, c;
+    fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fw_ready(&w, "fast", 2, 1, "echo");
+    fc_hello(&c, "tester");
+    /* short tasks first, until the window has grown */
+    uint64_t seq = 0;
+    size_t widest = 0;
+    for (int round = 0; round < 200 && widest <= 3; round++) {
+        for (int i = 0; i < 500; i++) {
+            fc_submit(&c, ++seq, "echo");
+        }
+        size_t got = 0;
+        while (got < 500) {
+            cr_assert(fp_expect(&w, ZXP_TASK, 5000), "small tasks stopped coming");
+            got += w.in.count;
+            widest = w.in.count > widest ? w.in.count : widest;
+            s_started_all(&w);
+            fw_answer_all(&w);
+        }
+    }
+    cr_assert_gt(widest, 3, "the window never grew past 3 for short tasks");
+
+    /* then 256 KiB arguments: 3 (slots + prefetch) plus one more while the
+       bytes in flight (768 KiB) are under the 1 MiB budget */
+    enum { BIG = 256 * 1024, NBIG = 40 };
+    uint8_t *arg = calloc(1, BIG + 6);
+    cr_assert_not_null(arg);
+    arg[0] = 0x91; /* [bin32] */
+    arg[1] = 0xc6;
+    arg[2] = (uint8_t)(BIG >> 24);
+    arg[3] = (uint8_t)(BIG >> 16);
+    arg[4] = (uint8_t)(BIG >> 8);
+    arg[5] = (uint8_t)BIG;
+    for (int i = 0; i < NBIG; i++) {
+        fc_submit_ex(&c, ++seq, "echo", ZXP_POOL_ANY, 0, 0, arg, BIG + 6);
+    }
+    free(arg);
+    size_t done = 0;
+    while (done < NBIG) {
+        /* take everything the broker grants before answering any of it */
+        uint64_t seqs[64];
+        uint8_t session[ZXP_ID_LEN];
+        size_t n = 0;
+        while (fp_recv(&w, n == 0 ? 5000 : 300) == ZXP_TASK) {
+            for (size_t i = 0; i < w.in.count; i++) {
+                zxp_task_t t;
+                zxp_get_task(&w.in, i, &t);
+                cr_assert_lt(n, 64);
+                memcpy(session, t.session, ZXP_ID_LEN);
+                seqs[n++] = t.seq;
+            }
+        }
+        cr_assert_gt(n, 0, "large tasks stopped coming after %zu", done);
+        cr_assert_leq(n, 4, "%zu tasks of 256 KiB in flight with a 1 MiB budget", n);
+        for (size_t i = 0; i < n; i++) {
+            fw_result_ex(&w, session, seqs[i], ZXP_ST_OK, ZXP_POOL_THREAD, true, "\x91\x01", 2);
+        }
+        done += n;
+    }
+    fp_fini(&w);
+    fp_fini(&c);
+}

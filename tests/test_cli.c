@@ -586,3 +586,39 @@ Test(cli, cluster_exits_1_and_stops_the_rest_when_a_worker_dies)
         cr_assert(zxt_wait_for(s_gone, &pids[i], 5), "child %d is gone", (int)pids[i]);
     }
 }
+
+Test(cli, a_shared_secret_signs_status_and_submit_and_without_it_the_broker_is_silent)
+{
+    char secret[600];
+    snprintf(secret, sizeof secret, "%s/secret", s_dir);
+    const char *k[] = {"keygen", "--secret", secret, NULL};
+    s_res_t r = s_zx(NULL, 10, k);
+    cr_assert_eq(r.status, 0, "keygen: %s", r.err);
+    s_free(&r);
+    zxt_cluster_t c;
+    const char *bargs[] = {"--secret-file", secret, NULL};
+    cr_assert_eq(zxt_broker_start(&c, bargs), 0);
+    const char *wargs[] = {"--secret-file", secret, "--plugin", s_plugin, NULL};
+    cr_assert_gt(zxt_worker_start(&c, "cli-signed", wargs), 0);
+    const char *a[] = {"status", "--json",         "--broker", c.client_ep, "--secret-file",
+                       secret,   "--wait-workers", "1",        "--timeout", "20",
+                       NULL};
+    r = s_zx(NULL, 30, a);
+    bool ok = r.status == 0 && strstr(r.out, "\"node\":\"cli-signed\"");
+    char *msg = strdup(r.err);
+    s_free(&r);
+    const char *b[] = {"submit", "--broker", c.client_ep, "--secret-file",
+                       secret,   "square",   "[12]",      NULL};
+    r = s_zx(NULL, 30, b);
+    bool ok2 = r.status == 0 && strcmp(r.out, "144\n") == 0;
+    s_free(&r);
+    const char *d[] = {"status", "--broker", c.client_ep, "--timeout", "1", NULL};
+    r = s_zx(NULL, 10, d);
+    int unsigned_status = r.status;
+    s_free(&r);
+    zxt_cluster_stop(&c);
+    cr_assert(ok, "signed status: %s", msg);
+    free(msg);
+    cr_assert(ok2, "signed submit");
+    cr_assert_eq(unsigned_status, 1, "an unsigned status gets no answer");
+}

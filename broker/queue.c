@@ -250,14 +250,24 @@ void zxb_task_free(zxb_sched_t *self, zxb_task_t *task)
     self->free_tasks = task;
 }
 
+/* Runs of S_RUN consecutive seqs of a client land in consecutive buckets
+   at a hashed offset. Clients number tasks upwards and the slab hands out
+   tasks in arrival order, so the lookups of a stream (SUBMIT, WSTARTED,
+   WRESULT come in seq order) walk the bucket array and the tasks in order
+   instead of missing the cache and the TLB twice per lookup: at 1M queued
+   tasks that was most of the broker's time per task. Distinct seqs of a run
+   never share a bucket; runs are spread like single keys, so chains stay
+   as short as with a per-seq hash. */
+#define S_RUN 512
+
 static size_t s_hash(const zxb_client_t *client, uint64_t seq)
 {
     uint64_t h = (uint64_t)(uintptr_t)client * 0x9E3779B97F4A7C15ull;
-    h ^= seq * 0xC2B2AE3D27D4EB4Full;
+    h ^= (seq / S_RUN) * 0xC2B2AE3D27D4EB4Full;
     h ^= h >> 31;
     h *= 0x94D049BB133111EBull;
     h ^= h >> 29;
-    return (size_t)h;
+    return (size_t)(h + seq % S_RUN);
 }
 
 /* Doubling rehash: amortized O(1) per insert. */

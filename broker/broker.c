@@ -20,7 +20,8 @@
     measures how long tasks run on each worker pool (from its own clock: the
     time each task spends between its WSTARTED and its WRESULT, summed as
     the integral of the started count and divided by the tasks that ended,
-    smoothed per tick) and widens the pool's window to slots + slots *
+    smoothed per tick; the first estimate comes after 16 results, without
+    waiting for the tick) and widens the pool's window to slots + slots *
     --prefetch-target-ms / run time, between the announced prefetch and
     --prefetch-max. Until a pool has a measurement, and with a target of 0,
     the announced window applies; long tasks keep it, so they spread over
@@ -45,6 +46,7 @@ int zxb_log_level = 1;
 #define S_DRAIN_MAX 1024
 #define S_HELD_MAX 100000
 #define S_OUTPOOL_MAX 64
+#define S_ADAPT_FIRST 16 /* results that give a pool its first run-time estimate */
 
 struct zxb_broker {
     zxb_config_t cfg;
@@ -486,7 +488,10 @@ static void s_adapt(zxb_broker_t *self, zxb_worker_t *w)
         }
         s_busy_mark(w, p, self->now_us);
         if (w->nres[p] > 0) {
+            /* at least 1 us: STARTED and RESULT read in one loop turn (one
+               clock reading) measure 0, and 0 means "not measured yet" */
             double sample = (double)w->busy_us[p] / (double)w->nres[p];
+            sample = sample < 1.0 ? 1.0 : sample;
             w->run_us[p] = w->run_us[p] > 0 ? 0.5 * w->run_us[p] + 0.5 * sample : sample;
         } else if (w->started_p[p] > 0) {
             /* nothing finished since the last tick: tasks run at least this long */
@@ -1273,6 +1278,13 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
         }
         s_result_send(self, t, r.status, w->node, strlen(w->node), r.pid, t->pool, &payload);
         s_task_release(self, t);
+    }
+    /* the first measurement of a pool need not wait for the tick: a burst
+       of short tasks may be over before it */
+    if (self->cfg.prefetch_target_ms > 0 && !w->dead && !w->draining &&
+        ((w->run_us[ZXP_POOL_THREAD] <= 0 && w->nres[ZXP_POOL_THREAD] >= S_ADAPT_FIRST) ||
+         (w->run_us[ZXP_POOL_PROCESS] <= 0 && w->nres[ZXP_POOL_PROCESS] >= S_ADAPT_FIRST))) {
+        s_adapt(self, w);
     }
     s_worker_fill(self, w);
 }

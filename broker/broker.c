@@ -1020,11 +1020,14 @@ static void s_on_status(zxb_broker_t *self, zxb_client_t *c)
         s_pack_kv_u(pk, "threads", w->threads);
         s_pack_kv_u(pk, "procs", w->procs);
         s_pack_kv_u(pk, "prefetch", w->prefetch);
+        /* free slots: pool size less the tasks assigned to that pool, so
+           never more than the pool (the window, prefetch included, is a
+           dispatch matter, not a free slot) */
         int p1 = ZXP_POOL_THREAD, p2 = ZXP_POOL_PROCESS;
         s_pack_kv_u(pk, "free_thread",
-                    w->cap[p1] > w->inflight[p1] ? w->cap[p1] - w->inflight[p1] : 0);
+                    w->threads > w->inflight[p1] ? w->threads - w->inflight[p1] : 0);
         s_pack_kv_u(pk, "free_process",
-                    w->cap[p2] > w->inflight[p2] ? w->cap[p2] - w->inflight[p2] : 0);
+                    w->procs > w->inflight[p2] ? w->procs - w->inflight[p2] : 0);
         s_pack_kv_u(pk, "running", w->running);
         s_pack_kv_u(pk, "assigned", w->ntasks);
         s_pack_kv_u(pk, "done", w->done);

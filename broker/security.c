@@ -101,8 +101,12 @@ int zx__sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_
     if (rc == 0) {
         return 0;
     }
-    zxp_drop(drops, workers ? "workers" : "clients", rid, rc, "signature check failed");
-    if (rc == ZX_SIGN_E_EPOCH) {
+    if (rc != ZX_SIGN_E_FIRST) {
+        /* a first contact is every new peer's normal start, not worth a
+           warning; the rest are */
+        zxp_drop(drops, workers ? "workers" : "clients", rid, rc, "signature check failed");
+    }
+    if (rc == ZX_SIGN_E_EPOCH || rc == ZX_SIGN_E_FIRST) {
         /* authentic, but signed for a previous broker session (or before
            the peer knew ours): RESET, signed under ours, tells it the
            session to sign for; it then says HELLO/READY again */

@@ -46,8 +46,9 @@ int main(int argc, char **argv)
         printf("zexec %d.%d.%d\n", ZEXEC_VERSION_MAJOR, ZEXEC_VERSION_MINOR, ZEXEC_VERSION_PATCH);
         return 0;
     }
-    /* czmq logs to stderr with a timestamp; the command's own messages are
-       enough, so only warnings and errors from the library get through */
+    /* czmq logs to stdout unless told otherwise; stdout carries results
+       (JSON lines, job output), so the library's log lines go to stderr */
+    zsys_set_logstream(stderr);
     zsys_set_logident("zexec");
     static const struct {
         const char *name;

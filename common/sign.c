@@ -51,6 +51,7 @@ const char *zx_sign_strerror(int code)
     case ZX_SIGN_E_FORMAT: return "malformed envelope, or signed for another endpoint";
     case ZX_SIGN_E_MAC: return "signature does not verify";
     case ZX_SIGN_E_EPOCH: return "signed for another session of the receiver (restart or replay)";
+    case ZX_SIGN_E_FIRST: return "first contact: not yet signed for the receiver's session";
     case ZX_SIGN_E_REPLAY: return "sequence number not above the last one (replay)";
     case ZX_SIGN_E_FULL: return "too many sender sessions";
     default: return "unknown signing error";
@@ -372,7 +373,8 @@ int zx_sign_verify(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
         }
     }
     if (memcmp(epoch, self->session, 16) != 0) {
-        rc = ZX_SIGN_E_EPOCH;
+        static const uint8_t zero[16];
+        rc = memcmp(epoch, zero, 16) == 0 ? ZX_SIGN_E_FIRST : ZX_SIGN_E_EPOCH;
         goto out;
     }
     if (self->broker) {

@@ -53,6 +53,8 @@ enum {
     ZX_SIGN_E_EPOCH = -123,   /* signed for another session of the receiver */
     ZX_SIGN_E_REPLAY = -124,  /* seq not above the highest seen */
     ZX_SIGN_E_FULL = -125,    /* too many sender sessions */
+    ZX_SIGN_E_FIRST = -126,   /* epoch zero: first contact, the sender does not
+                                 know the receiver's session yet */
 };
 const char *zx_sign_strerror(int code);
 

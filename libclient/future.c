@@ -252,6 +252,24 @@ const char *zx_future_fn(zx_future_t *f)
     return f ? f->fn : NULL;
 }
 
+const char *zx_future_node(zx_future_t *f)
+{
+    const char *node = "";
+    if (f && zx_future_done(f)) { /* node is set once, with the outcome */
+        zx__future_origin(f, &node, NULL);
+    }
+    return node;
+}
+
+int zx_future_pid(zx_future_t *f)
+{
+    int pid = 0;
+    if (f && zx_future_done(f)) {
+        zx__future_origin(f, NULL, &pid);
+    }
+    return pid;
+}
+
 zx_state_t zx_future_state(zx_future_t *f)
 {
     if (!f) {

@@ -40,7 +40,7 @@ cleanup() {
   if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
     for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -15 "$f"; }; done
   fi
-  rm -rf "$TMP"
+  [ -n "${ZEXEC_KEEP_TMP:-}" ] && cp -r "$TMP" /tmp/zxmh-keep; rm -rf "$TMP"
   exit $rc
 }
 trap cleanup EXIT
@@ -68,13 +68,19 @@ on() { local h=$1; shift; ip netns exec "$T-$h" "$@"; }
 SEC=(--secret-file "$TMP/secret")
 CEP=tcp://$BR:5570
 WEP=tcp://$BR:5571
+# Background processes are started as plain commands, never through the
+# on() function: a backgrounded function is a subshell, $! would be its pid,
+# and killing it would leave the daemon running. `ip netns exec` execs the
+# daemon, so $! is the daemon. ZEXEC_PARENT_PID (this script) is the net
+# under that: the daemons exit when the script is gone.
+export ZEXEC_PARENT_PID=$$
 broker_start() {
-  on br "$BIN/zexec-broker" --clients "$CEP" --workers "$WEP" "${SEC[@]}" >>"$TMP/broker.log" 2>&1 &
+  ip netns exec "$T-br" "$BIN/zexec-broker" --clients "$CEP" --workers "$WEP" "${SEC[@]}" >>"$TMP/broker.log" 2>&1 &
   BPID=$!
   PIDS+=("$BPID")
 }
 worker_start() { # host
-  on "$1" "$BIN/zexec-worker" --broker "$WEP" --node "$1" --threads 2 --procs 2 "${SEC[@]}" \
+  ip netns exec "$T-$1" "$BIN/zexec-worker" --broker "$WEP" --node "$1" --threads 2 --procs 2 "${SEC[@]}" \
     >>"$TMP/$1.log" 2>&1 &
   PIDS+=("$!")
 }
@@ -101,7 +107,7 @@ echo "pid results: w1 $n1, w2 $n2"
 
 step "cutting w1's link in the middle of a run"
 seq 400 | sed 's/.*/[0.05]/' >"$TMP/sleep.jsonl"
-on cl "$Z" map -q sleep --broker "$CEP" "${SEC[@]}" <"$TMP/sleep.jsonl" >"$TMP/out2.jsonl" \
+ip netns exec "$T-cl" "$Z" map -q sleep --broker "$CEP" "${SEC[@]}" <"$TMP/sleep.jsonl" >"$TMP/out2.jsonl" \
   2>"$TMP/map3.log" &
 MAP=$!
 PIDS+=("$MAP")
@@ -131,7 +137,7 @@ echo "after the rejoin w1 ran $n1 of 400 (its done count was ${w1_before:-gone} 
 [ "$n1" -gt 0 ] || fail "w1 receives no work after rejoining"
 
 step "killing the broker mid-run and starting it again on $BR"
-on cl "$Z" map -q sleep --broker "$CEP" "${SEC[@]}" <"$TMP/sleep.jsonl" >"$TMP/out3.jsonl" \
+ip netns exec "$T-cl" "$Z" map -q sleep --broker "$CEP" "${SEC[@]}" <"$TMP/sleep.jsonl" >"$TMP/out3.jsonl" \
   2>"$TMP/map5.log" &
 MAP=$!
 PIDS+=("$MAP")

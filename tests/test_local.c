@@ -23,6 +23,8 @@ Test(local, runs_a_registered_function_and_reports_local_origin, .timeout = 30)
     cr_assert_str_eq(zx_future_fn(f), "square");
     cr_assert_eq(zxt_result_int(f, 10), 144);
     cr_assert_eq(zx_future_state(f), ZX_FINISHED);
+    cr_assert_str_eq(zx_future_node(f), "local");
+    cr_assert_eq(zx_future_pid(f), getpid());
     zx_future_unref(&f);
 
     f = zxt_submit_int(ex, "fail_if", 2, 5, 5);

@@ -622,10 +622,10 @@ Test(remote, ten_thousand_echo_tasks_over_two_workers_return_their_own_arguments
     int on_w1 = 0, on_w2 = 0;
     for (int i = 0; i < N; i++) {
         cr_assert_eq(s_first_int(fs[i]), i * 7 + 1);
-        const char *node = NULL;
-        zx__future_origin(fs[i], &node, NULL);
-        on_w1 += node && streq(node, "w1");
-        on_w2 += node && streq(node, "w2");
+        const char *node = zx_future_node(fs[i]);
+        cr_assert_gt(zx_future_pid(fs[i]), 0);
+        on_w1 += streq(node, "w1");
+        on_w2 += streq(node, "w2");
         zx_future_unref(&fs[i]);
     }
     free(fs);

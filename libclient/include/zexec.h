@@ -220,6 +220,13 @@ void *zx_future_data(zx_future_t *f);
 /* The name of the function the future runs; borrowed. */
 const char *zx_future_fn(zx_future_t *f);
 
+/* Where a done future ran: the worker node's name and the pid of the worker
+   process or of its process-pool child; "local" and this process's pid for
+   a local executor; "" and 0 when it ran nowhere (cancelled while queued) or
+   is not done yet. The string is borrowed and lives as long as the future. */
+const char *zx_future_node(zx_future_t *f);
+int zx_future_pid(zx_future_t *f);
+
 zx_future_t *zx_future_ref(zx_future_t *f);
 void zx_future_unref(zx_future_t **f_p);
 

@@ -156,6 +156,9 @@ static inline void fc_hello(fp_t *c, const char *name)
 static inline void fc_submit_ex(fp_t *c, uint64_t seq, const char *fn, uint8_t pool, int8_t prio,
                                 int32_t retries, const void *data, size_t len)
 {
+    /* a long run of submits (20,000 under ASan takes seconds) must not
+       leave the fake workers silent long enough for the broker to drop them */
+    fp_heartbeats();
     zxp_out_t out;
     zxp_out_init(&out);
     zxp_out_begin(&out, ZXP_SUBMIT);

@@ -90,10 +90,11 @@ t 120 podman-compose -p "$P" up -d --scale worker=2 >/tmp/$P.up.log 2>&1 ||
   { cat /tmp/$P.up.log; fail "compose up"; }
 B=${P}_broker_1
 CL=${P}_client_1
-# a status call may wait up to 80 s (--wait-workers ... --timeout): after a
-# broker restart podman's DNS (aardvark-dns) has been seen to answer only
-# some 20-30 s later, and the workers resolve the broker's new address then
-st() { t 90 podman exec "$B" zexec status --broker tcp://127.0.0.1:5570 "$@"; }
+# a status call may wait up to 120 s (--wait-workers ... --timeout): after a
+# broker restart the broker has a new address, and podman 4.3's name service
+# has been seen to give it out only 20-45 s later (other times at once); the
+# workers re-resolve the name at each reconnect and come back then
+st() { t 130 podman exec "$B" zexec status --broker tcp://127.0.0.1:5570 "$@"; }
 st --wait-workers 2 --timeout 60 >/dev/null || fail "two workers did not register"
 rc=$(t 120 podman wait "$CL") || fail "the client did not finish"
 out=$(podman logs "$CL" 2>&1)
@@ -128,7 +129,7 @@ for _ in $(seq 20); do
 done
 podman ps -a --format '{{.Names}} {{.Status}}' --filter "label=io.podman.compose.project=$P"
 t0=$(date +%s)
-st --wait-workers 2 --timeout 80 >/dev/null ||
+st --wait-workers 2 --timeout 120 >/dev/null ||
   { podman top "$B" 2>&1 | head -5; fail "the workers did not reconnect to the new broker"; }
 echo "both workers back after $(( $(date +%s) - t0 )) s"
 rc=$(t 120 podman start -a "$CL" >/tmp/$P.client2.log 2>&1; echo $?)

@@ -388,6 +388,55 @@ Test(remote_fake, cancel_of_a_sent_task_follows_the_broker_answer)
     zactor_destroy(&fake);
 }
 
+/* The send window: with 100 KiB of window and 40 KiB arguments two tasks
+   are out at a time; the rest wait in the client, where a cancel is decided
+   at once and the broker never sees the task. */
+Test(remote_fake, the_send_window_holds_large_arguments_in_the_client)
+{
+    fake_cfg_t cfg = {.mode = FAKE_HOLD, .cancel_outcome = ZXP_CANCEL_DONE};
+    char ep[64];
+    zactor_t *fake = s_fake_start(&cfg, ep, sizeof ep);
+    zx_options_t o = s_opts();
+    o.max_inflight_bytes = 100 * 1024;
+    zx_executor_t *ex = zx_executor_new(ep, &o);
+    cr_assert(ex);
+    enum { N = 10, ARG = 40 * 1024 };
+    char *arg = calloc(1, ARG);
+    zx_future_t *fs[N];
+    for (int i = 0; i < N; i++) {
+        fs[i] = zx_submitf(ex, "echo", "y", arg, (size_t)ARG);
+        cr_assert(fs[i]);
+    }
+    free(arg);
+    stats_arg_t a = {fake, 2};
+    cr_assert(zxt_wait_for(s_submits_reach, &a, 10));
+    zclock_sleep(300); /* a window that leaked would send the rest by now */
+    cr_assert_eq(s_fake_stats(fake).submits, 2, "two 40 KiB tasks fit a 100 KiB window");
+    /* the last one waits in the client: cancelled here, never sent */
+    cr_assert(zx_future_cancel(fs[N - 1]));
+    cr_assert(zx_future_cancelled(fs[N - 1]));
+    cr_assert_eq(s_fake_stats(fake).cancels, 0);
+    for (size_t sent = 2; sent < N - 1;) {
+        s_fake_cmd(fake, "ANSWER"); /* results make room: two more go */
+        size_t want = sent + 2 < N - 1 ? sent + 2 : N - 1;
+        a.at_least = want;
+        cr_assert(zxt_wait_for(s_submits_reach, &a, 10), "window did not reopen at %zu", sent);
+        zclock_sleep(100);
+        cr_assert_eq(s_fake_stats(fake).submits, want);
+        sent = want;
+    }
+    s_fake_cmd(fake, "ANSWER");
+    for (int i = 0; i < N - 1; i++) {
+        cr_assert_eq(zx_future_result(fs[i], 10, NULL, NULL), ZX_OK, "task %d", i);
+    }
+    cr_assert_eq(s_fake_stats(fake).submits, N - 1, "the cancelled task never left");
+    for (int i = 0; i < N; i++) {
+        zx_future_unref(&fs[i]);
+    }
+    zx_executor_destroy(&ex);
+    zactor_destroy(&fake);
+}
+
 Test(remote_fake, cancel_refused_by_the_broker_is_false_and_the_result_follows)
 {
     fake_cfg_t cfg = {.mode = FAKE_HOLD, .cancel_outcome = ZXP_CANCEL_REFUSED};

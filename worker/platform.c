@@ -167,6 +167,13 @@ bool zxw_plat_read_all(int fd, void *data, size_t len)
     return true;
 }
 
+void zxw_plat_precise_timers(void)
+{
+#ifdef __linux__
+    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+#endif
+}
+
 static void s_die_with_parent(void)
 {
 #ifdef __linux__
@@ -228,6 +235,7 @@ int zxw_plat_child_setup(size_t child_memory)
         s_chld_pipe[0] = s_chld_pipe[1] = -1;
     }
     s_ignore_stop_signals();
+    zxw_plat_precise_timers();
     /* a crash must end the child with its own signal, so the worker can name
        it (a sanitizer's handler would turn it into exit status 1) */
     static const int crash[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};

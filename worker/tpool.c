@@ -71,6 +71,7 @@ static void s_run(zxw_job_t *job)
 static void *s_thread(void *arg)
 {
     zxw_tpool_t *self = arg;
+    zxw_plat_precise_timers();
     pthread_mutex_lock(&self->lock);
     for (;;) {
         while (!self->stopping && zlistx_size(self->queue) == 0) {

@@ -92,6 +92,12 @@ typedef struct zx_options {
     double broker_timeout; /* unresolved futures fail with ZX_ECONN after the broker has
                               been unreachable this long; default 60 s */
     size_t max_batch;      /* most tasks per SUBMIT message; default 256 */
+    /* Send window: argument bytes sent to the broker and not yet resolved.
+       Beyond it further tasks wait in the client (in submit order, still
+       cancellable at once) until results make room; a task larger than the
+       window goes alone. Keeps a burst of large arguments from being parked
+       in the broker's memory. Default 64 MiB. */
+    size_t max_inflight_bytes;
     /* Local cluster (endpoint NULL) only: */
     int local_workers;          /* worker processes; default 2 */
     int local_threads;          /* thread-pool size per worker; default: cores */

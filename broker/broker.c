@@ -1213,6 +1213,11 @@ static void s_task_off_worker(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t
             w->started_p[t->pool]--;
         }
         w->nres[t->pool]++;
+    } else if (t->state == ZXB_T_DISPATCHED) {
+        /* a result with no WSTARTED before it: the worker leaves WSTARTED
+           out for a task that ended within a millisecond of its start, so it
+           counts as a run of (about) no time for the adaptive window */
+        w->nres[t->pool]++;
     }
     s_task_unlink(w, t);
     self->running--;

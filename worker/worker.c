@@ -805,6 +805,9 @@ static void s_tpool_events(zx_worker_t *w)
     zxw_job_t *started, *done;
     zxw_tpool_take(w->tpool, &started, &done);
     for (zxw_job_t *job = started; job; job = job->started_next) {
+        if (job->quick) {
+            continue; /* done too: its WRESULT alone says it ran */
+        }
         job->rhandle = zlistx_add_end(w->trunning, job);
         s_emit_started(w, job);
     }

@@ -81,6 +81,7 @@ struct zxw_job {
     void *qhandle;           /* in the pool's queue */
     zxw_job_t *started_next; /* event lists: each link is written once */
     zxw_job_t *done_next;
+    bool quick; /* set by zxw_tpool_take: its start and end came in one take */
     /* main thread only */
     void *rhandle;           /* in the worker's running or held list */
     struct zxw_child *child; /* process pool: the child running it */

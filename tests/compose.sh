@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The docker-compose file for real, under rootful podman (../shared recipe,
-# docs/deployment.md): build the image from the Dockerfile, bring up the
+# docs/operations.md): build the image from the Dockerfile, bring up the
 # broker and two workers, run the client service, check both workers took
 # tasks, restart the broker, run the client again, tear everything down.
 #

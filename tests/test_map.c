@@ -266,13 +266,61 @@ static void s_run_gen(size_t n, size_t chunksize, size_t max_in_flight, bool che
 
 Test(map, generator_keeps_a_bounded_window_unchunked, .timeout = 120)
 {
-    s_run_gen(20000, 1, 128 + 1, false);
+    s_run_gen(20000, 1, 2048 + 1, false);
 }
 
 Test(map, generator_over_a_million_inputs_runs_in_bounded_memory, .timeout = 280)
 {
-    /* 1024 inputs in flight at most with chunks of 256: window of 4 chunks */
-    s_run_gen(1000000, 256, 1024 + 256, true);
+    /* 8192 inputs in flight at most with chunks of 256: window of 32 chunks */
+    s_run_gen(1000000, 256, 8192 + 256, true);
+}
+
+/* 1 MiB arguments: the 64 MiB byte bound of the window, not its 2048 tasks,
+   limits what is taken ahead of the consumer. */
+typedef struct {
+    size_t n, produced;
+    msgpack_sbuffer sb;
+} big_gen_t;
+
+static int s_big_gen(void *arg, const void **args, size_t *len)
+{
+    big_gen_t *g = arg;
+    if (g->produced >= g->n) {
+        return 0;
+    }
+    g->produced++;
+    *args = g->sb.data;
+    *len = g->sb.size;
+    return 1;
+}
+
+Test(map, large_arguments_bound_the_window_by_bytes, .timeout = 60)
+{
+    zx_executor_t *ex = s_ex(2);
+    big_gen_t g = {.n = 200};
+    msgpack_sbuffer_init(&g.sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &g.sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 1);
+    static char mib[1 << 20];
+    msgpack_pack_bin(&pk, sizeof mib);
+    msgpack_pack_bin_body(&pk, mib, sizeof mib);
+    zx_map_t *m = zx_map_new_gen(ex, "echo", s_big_gen, &g, 1, ZX_FOREVER);
+    cr_assert_not_null(m);
+    size_t most = 0;
+    const void *v;
+    size_t len;
+    for (size_t i = 0; i < g.n; i++) {
+        cr_assert_eq(zx_map_next(m, &v, &len), ZX_OK, "item %zu", i);
+        cr_assert_eq(len, g.sb.size, "item %zu echoed %zu bytes", i, len);
+        most = g.produced - i > most ? g.produced - i : most;
+    }
+    cr_assert_eq(zx_map_next(m, &v, &len), ZX_EEND);
+    cr_assert_leq(most, 64 + 1, "%zu arguments of 1 MiB taken ahead", most);
+    cr_assert_geq(most, 2, "the window still pipelines (%zu)", most);
+    zx_map_destroy(&m);
+    msgpack_sbuffer_destroy(&g.sb);
+    zx_executor_destroy(&ex);
 }
 
 Test(map, generator_error_stops_the_map_after_earlier_results, .timeout = 30)

@@ -1,11 +1,14 @@
 /*  test_worker_api.c - the embeddable worker API without running it:
-    registration and plugin loading validate what they are given. */
+    registration and plugin loading validate what they are given; and a
+    built-in called directly. */
 #include <criterion/criterion.h>
 
 #include "zexec_worker.h"
+#include "zx_worker_int.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int s_fn(zx_task_t *task, const msgpack_object *args, msgpack_packer *result)
 {
@@ -61,4 +64,36 @@ Test(worker_api, load_plugin_checks_the_file_and_its_table)
     cr_assert_eq(zx_worker_load_plugin(w, "libm.so.6"), ZX_EINVAL, "a library without a table");
     cr_assert_eq(zx_worker_load_plugin(w, NULL), ZX_EINVAL);
     zx_worker_destroy(&w);
+}
+
+/* The built-in sleep keeps sub-millisecond precision (it once rounded to
+   whole milliseconds of zclock_mono, so 1.5 ms could end after 1.0). A lower
+   bound only: how late it ends is the machine's business. */
+Test(worker_api, builtin_sleep_sleeps_at_least_its_fractional_seconds)
+{
+    msgpack_sbuffer args, out;
+    msgpack_sbuffer_init(&args);
+    msgpack_sbuffer_init(&out);
+    msgpack_packer pk, rk;
+    msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
+    msgpack_packer_init(&rk, &out, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_double(&pk, 0.0015);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    cr_assert_eq(msgpack_unpack_next(&u, args.data, args.size, NULL), MSGPACK_UNPACK_SUCCESS);
+    for (int i = 0; i < 20; i++) {
+        zx_task_t task;
+        zx__task_init(&task, "sleep", ZX_POOL_THREAD, 0);
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        cr_assert_eq(zxw_builtin_sleep(&task, &u.data, &rk), ZX_OK);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        zx__task_fini(&task);
+        int64_t ns = (int64_t)(b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec);
+        cr_assert_geq(ns, 1500000, "sleep(0.0015) took %lld ns", (long long)ns);
+    }
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&args);
+    msgpack_sbuffer_destroy(&out);
 }

@@ -116,17 +116,17 @@ int zxw_builtin_sleep(zx_task_t *task, const msgpack_object *args, msgpack_packe
         secs > 1e9) {
         return zx_raise(task, "TypeError", "sleep takes one argument: seconds (a number >= 0)");
     }
-    int64_t end = zclock_mono() + (int64_t)(secs * 1000.0);
+    /* to the nanosecond on CLOCK_MONOTONIC (zclock_mono's clock, in ms), so
+       sleep(0.0005) sleeps half a millisecond, as Python's time.sleep does */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t end = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec + (int64_t)(secs * 1e9);
     /* stop at the time limit: a thread-pool sleeper frees its thread on time */
-    bool cut = task->deadline_ms && task->deadline_ms < end;
-    int64_t until = cut ? task->deadline_ms : end;
-    for (;;) {
-        int64_t left = until - zclock_mono();
-        if (left <= 0) {
-            break;
-        }
-        struct timespec ts = {left / 1000, (long)(left % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
+    int64_t limit = task->deadline_ms * 1000000;
+    bool cut = task->deadline_ms && limit < end;
+    int64_t until = cut ? limit : end;
+    struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
     }
     if (cut) {
         return zx_raise(task, "TimeLimitError", "sleep cut short by the task's time limit");

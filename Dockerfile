@@ -28,7 +28,7 @@ FROM ${BASE}
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends \
-        libzmq5 libczmq4 libmsgpackc2 libssl3 libjansson4 \
+        libzmq5 libczmq4 libmsgpackc2 libssl3 libjansson4 libmicrohttpd12 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --home-dir /home/zexec zexec
 COPY --from=build /stage/ /

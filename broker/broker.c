@@ -74,6 +74,8 @@ struct zxb_broker {
     uint64_t queued, running;
     uint64_t rate[10];
     int64_t rate_sec;
+    zxb_metrics_t *metrics; /* --metrics: the page is rebuilt once a second */
+    int64_t metrics_at;
 };
 
 /* ---- small helpers -------------------------------------------------------------- */
@@ -1083,6 +1085,123 @@ static void s_on_status(zxb_broker_t *self, zxb_client_t *c)
     zxp_out_send(out, self->csock, c->rid);
 }
 
+/* ---- Prometheus metrics (metrics.c serves them) ------------------------------ */
+
+/* A label value as the text format wants it: \\, \" and \n escaped. */
+static void s_label(FILE *f, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"') {
+            fputc('\\', f);
+            fputc(*v, f);
+        } else if (*v == '\n') {
+            fputs("\\n", f);
+        } else {
+            fputc(*v, f);
+        }
+    }
+}
+
+static void s_metric_head(FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void s_metric(FILE *f, const char *name, const char *type, const char *help, double v)
+{
+    s_metric_head(f, name, type, help);
+    fprintf(f, "%s %.17g\n", name, v);
+}
+
+typedef struct {
+    FILE *f;
+    zxb_client_t *client;
+} s_qmetrics_t;
+
+static void s_queue_metric(zxb_fn_t *fn, uint64_t depth, void *arg)
+{
+    s_qmetrics_t *q = arg;
+    fputs("zexec_queue_depth{function=\"", q->f);
+    s_label(q->f, fn->name);
+    fputs("\",client=\"", q->f);
+    s_label(q->f, q->client->name);
+    fprintf(q->f, "\"} %" PRIu64 "\n", depth);
+}
+
+/* The page: broker totals, then one series per worker (and pool), then the
+   queue depth per function and client; the figures of STATUS. */
+static void s_metrics_publish(zxb_broker_t *self)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
+        return;
+    }
+    s_metric(f, "zexec_uptime_seconds", "gauge", "Seconds since the broker started.",
+             (double)(self->now - self->started) / 1000.0);
+    s_metric(f, "zexec_tasks_submitted_total", "counter", "Tasks accepted from clients.",
+             (double)self->submitted);
+    s_metric(f, "zexec_tasks_done_total", "counter", "Tasks that returned a value.",
+             (double)self->done);
+    s_metric(f, "zexec_tasks_failed_total", "counter", "Tasks that ended with an error.",
+             (double)self->failed);
+    s_metric(f, "zexec_tasks_cancelled_total", "counter", "Tasks cancelled before they ran.",
+             (double)self->cancelled);
+    s_metric(f, "zexec_tasks_rejected_total", "counter", "Tasks refused by a client quota.",
+             (double)self->rejected);
+    s_metric(f, "zexec_tasks_duplicate_total", "counter",
+             "Re-sent tasks the broker already had (dropped).", (double)self->duplicates);
+    s_metric(f, "zexec_tasks_queued", "gauge", "Tasks waiting for a worker.", (double)self->queued);
+    s_metric(f, "zexec_tasks_running", "gauge", "Tasks on workers.", (double)self->running);
+    s_metric(f, "zexec_clients", "gauge", "Connected clients.", (double)zhashx_size(self->clients));
+    s_metric(f, "zexec_workers", "gauge", "Connected workers.", (double)zhashx_size(self->workers));
+    s_metric(f, "zexec_dropped_messages_total", "counter",
+             "Malformed, unsigned or unexpected messages dropped.", (double)self->drops.total);
+
+    static const struct {
+        const char *name, *type, *help;
+    } wm[] = {
+        {"zexec_worker_slots", "gauge", "Pool size of a worker."},
+        {"zexec_worker_free_slots", "gauge", "Pool slots with no task assigned."},
+        {"zexec_worker_running", "gauge", "Tasks a worker has started and not finished."},
+        {"zexec_worker_tasks_done_total", "counter", "Tasks a worker finished with a value."},
+        {"zexec_worker_tasks_failed_total", "counter", "Tasks a worker finished with an error."},
+    };
+    for (size_t k = 0; k < sizeof wm / sizeof wm[0]; k++) {
+        s_metric_head(f, wm[k].name, wm[k].type, wm[k].help);
+        for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+            for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
+                if (k >= 2 && p == ZXP_POOL_PROCESS) {
+                    break; /* per worker, not per pool */
+                }
+                uint32_t slots = p == ZXP_POOL_THREAD ? w->threads : w->procs;
+                double v = k == 0   ? slots
+                           : k == 1 ? (slots > w->inflight[p] ? slots - w->inflight[p] : 0)
+                           : k == 2 ? (double)w->running
+                           : k == 3 ? (double)w->done
+                                    : (double)w->failed;
+                fprintf(f, "%s{node=\"", wm[k].name);
+                s_label(f, w->node);
+                if (k < 2) {
+                    fprintf(f, "\",pool=\"%s", s_pool_name(p));
+                }
+                fprintf(f, "\"} %.17g\n", v);
+            }
+        }
+    }
+    s_metric_head(f, "zexec_queue_depth", "gauge", "Queued tasks per function and client.");
+    for (zxb_client_t *cl = zhashx_first(self->clients); cl; cl = zhashx_next(self->clients)) {
+        s_qmetrics_t q = {f, cl};
+        zxb_client_depths(cl, s_queue_metric, &q);
+    }
+    if (fclose(f) != 0 || !text) {
+        free(text);
+        return;
+    }
+    zxb_metrics_publish(self->metrics, text, len);
+}
+
 static void s_client_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
 {
     int rc = zxp_decode(&self->in, msg_p, ZXP_ROLE_BROKER_C);
@@ -1755,6 +1874,14 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
             return NULL;
         }
     }
+    if (config->metrics_addr) {
+        self->metrics = zxb_metrics_new(config->metrics_addr, config->insecure);
+        if (!self->metrics) {
+            zxb_broker_destroy(&self);
+            return NULL;
+        }
+        ZXB_INFO("Prometheus metrics on http://%s/metrics", config->metrics_addr);
+    }
     return self;
 }
 
@@ -1777,6 +1904,7 @@ void zxb_broker_destroy(zxb_broker_t **self_p)
     if (!self) {
         return;
     }
+    zxb_metrics_destroy(&self->metrics); /* first: its thread copies only its own page */
     self->dirty_clients = NULL;
     self->dirty_workers = NULL;
     if (self->workers) {
@@ -1854,6 +1982,10 @@ int zxb_broker_run(zxb_broker_t *self)
             }
             s_tick_nofunc(self);
             s_tick_peers(self);
+            if (self->metrics && self->now - self->metrics_at >= 1000) {
+                self->metrics_at = self->now;
+                s_metrics_publish(self);
+            }
             zxb_fn_gc(self->sched);
             s_flush(self);
         }

@@ -38,6 +38,8 @@ static void s_usage(FILE *out)
             "  --prefetch-bytes BYTES   widen a pool's window only while its tasks in flight\n"
             "                           carry fewer argument bytes than this (default 4M;\n"
             "                           suffixes K, M, G)\n"
+            "  --metrics HOST:PORT      serve Prometheus metrics over HTTP at /metrics\n"
+            "                           (e.g. 127.0.0.1:5572; off by default)\n"
             "  --insecure               allow binding non-loopback addresses without\n"
             "                           authentication (logged as a warning)\n"
             "  --key FILE               CURVE: the broker's secret certificate (zexec keygen)\n"
@@ -138,6 +140,7 @@ enum {
     OPT_PREFETCH_MAX,
     OPT_PREFETCH_BYTES,
     OPT_INSECURE,
+    OPT_METRICS,
     OPT_KEY,
     OPT_CLIENT_KEYS,
     OPT_WORKER_KEYS,
@@ -179,6 +182,7 @@ int main(int argc, char *argv[])
         {"prefetch-max", required_argument, NULL, OPT_PREFETCH_MAX},
         {"prefetch-bytes", required_argument, NULL, OPT_PREFETCH_BYTES},
         {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"metrics", required_argument, NULL, OPT_METRICS},
         {"key", required_argument, NULL, OPT_KEY},
         {"client-keys", required_argument, NULL, OPT_CLIENT_KEYS},
         {"worker-keys", required_argument, NULL, OPT_WORKER_KEYS},
@@ -273,6 +277,12 @@ int main(int argc, char *argv[])
             }
             break;
         case OPT_INSECURE: cfg.insecure = true; break;
+        case OPT_METRICS:
+            if (!zxb_metrics_addr_ok(optarg)) {
+                return s_bad("--metrics", optarg, "expected HOST:PORT with an IPv4 host or *");
+            }
+            cfg.metrics_addr = optarg;
+            break;
         case OPT_KEY: sec.key = optarg; break;
         case OPT_CLIENT_KEYS: sec.client_keys = optarg; break;
         case OPT_WORKER_KEYS: sec.worker_keys = optarg; break;

@@ -31,8 +31,17 @@ typedef struct {
     uint64_t prefetch_bytes;   /* adaptive prefetch: argument bytes in flight per pool
                                   beyond which only the announced window applies */
     bool insecure;
-    int verbose; /* 0 quiet (warnings), 1 normal, 2 verbose */
+    int verbose;              /* 0 quiet (warnings), 1 normal, 2 verbose */
+    const char *metrics_addr; /* Prometheus HTTP endpoint, HOST:PORT; NULL: none */
 } zxb_config_t;
+
+/* metrics.c: the Prometheus endpoint. new: NULL on a bad or refused
+   address (logged). publish: takes text (malloc'd) as the page to serve. */
+typedef struct zxb_metrics zxb_metrics_t;
+zxb_metrics_t *zxb_metrics_new(const char *addr, bool insecure);
+bool zxb_metrics_addr_ok(const char *addr); /* HOST:PORT, IPv4 or "*" */
+void zxb_metrics_destroy(zxb_metrics_t **self_p);
+void zxb_metrics_publish(zxb_metrics_t *self, char *text, size_t len);
 
 /* Log helpers: what happened to whom, at the level the operator chose. */
 extern int zxb_log_level;

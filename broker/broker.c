@@ -104,6 +104,12 @@ static zhashx_t *s_id_table(void)
     return h;
 }
 
+/* A worker's pool size for a pool kind (thread or process). */
+static uint32_t s_slots(const zxb_worker_t *w, int pool)
+{
+    return pool == ZXP_POOL_THREAD ? w->threads : w->procs;
+}
+
 static const char *s_pool_name(int pool)
 {
     return pool == ZXP_POOL_THREAD ? "thread" : pool == ZXP_POOL_PROCESS ? "process" : "any";
@@ -360,7 +366,7 @@ static bool s_has_credit(const zxb_broker_t *self, const zxb_worker_t *w, int p)
     if (w->dead || w->draining || w->cap[p] <= w->inflight[p]) {
         return false;
     }
-    uint32_t slots = p == ZXP_POOL_THREAD ? w->threads : w->procs;
+    uint32_t slots = s_slots(w, p);
     return w->inflight[p] < slots + w->prefetch || w->bytes[p] < self->cfg.prefetch_bytes;
 }
 
@@ -484,7 +490,7 @@ static void s_adapt(zxb_broker_t *self, zxb_worker_t *w)
 {
     bool wider = false;
     for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
-        uint32_t slots = p == ZXP_POOL_THREAD ? w->threads : w->procs;
+        uint32_t slots = s_slots(w, p);
         if (!slots || w->cap[p] == 0) {
             continue;
         }
@@ -982,6 +988,15 @@ static void s_depth_cb(zxb_fn_t *fn, uint64_t depth, void *arg)
     s_pack_kv_u(d->pk, "depth", depth);
 }
 
+/* Pool size less the tasks assigned to that pool, so never more than the
+   pool (the window, prefetch included, is a dispatch matter, not a free
+   slot). STATUS and the metrics report it. */
+static uint32_t s_free_slots(const zxb_worker_t *w, int pool)
+{
+    uint32_t slots = s_slots(w, pool);
+    return slots > w->inflight[pool] ? slots - w->inflight[pool] : 0;
+}
+
 static void s_on_status(zxb_broker_t *self, zxb_client_t *c)
 {
     zxp_out_t *out = &self->ctl;
@@ -1022,14 +1037,8 @@ static void s_on_status(zxb_broker_t *self, zxb_client_t *c)
         s_pack_kv_u(pk, "threads", w->threads);
         s_pack_kv_u(pk, "procs", w->procs);
         s_pack_kv_u(pk, "prefetch", w->prefetch);
-        /* free slots: pool size less the tasks assigned to that pool, so
-           never more than the pool (the window, prefetch included, is a
-           dispatch matter, not a free slot) */
-        int p1 = ZXP_POOL_THREAD, p2 = ZXP_POOL_PROCESS;
-        s_pack_kv_u(pk, "free_thread",
-                    w->threads > w->inflight[p1] ? w->threads - w->inflight[p1] : 0);
-        s_pack_kv_u(pk, "free_process",
-                    w->procs > w->inflight[p2] ? w->procs - w->inflight[p2] : 0);
+        s_pack_kv_u(pk, "free_thread", s_free_slots(w, ZXP_POOL_THREAD));
+        s_pack_kv_u(pk, "free_process", s_free_slots(w, ZXP_POOL_PROCESS));
         s_pack_kv_u(pk, "running", w->running);
         s_pack_kv_u(pk, "assigned", w->ntasks);
         s_pack_kv_u(pk, "done", w->done);
@@ -1128,6 +1137,29 @@ static void s_queue_metric(zxb_fn_t *fn, uint64_t depth, void *arg)
     fprintf(q->f, "\"} %" PRIu64 "\n", depth);
 }
 
+enum { S_WM_SLOTS, S_WM_FREE, S_WM_RUNNING, S_WM_DONE, S_WM_FAILED };
+
+/* One line per worker (per worker and pool kind for slots and free slots). */
+static void s_worker_series(zxb_broker_t *self, FILE *f, const char *name, int what)
+{
+    bool per_pool = what == S_WM_SLOTS || what == S_WM_FREE;
+    for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        for (int p = ZXP_POOL_THREAD; p <= (per_pool ? ZXP_POOL_PROCESS : ZXP_POOL_THREAD); p++) {
+            uint64_t v = what == S_WM_SLOTS     ? s_slots(w, p)
+                         : what == S_WM_FREE    ? s_free_slots(w, p)
+                         : what == S_WM_RUNNING ? w->running
+                         : what == S_WM_DONE    ? w->done
+                                                : w->failed;
+            fprintf(f, "%s{node=\"", name);
+            s_label(f, w->node);
+            if (per_pool) {
+                fprintf(f, "\",pool=\"%s", s_pool_name(p));
+            }
+            fprintf(f, "\"} %" PRIu64 "\n", v);
+        }
+    }
+}
+
 /* The page: broker totals, then one series per worker (and pool), then the
    queue depth per function and client; the figures of STATUS. */
 static void s_metrics_publish(zxb_broker_t *self)
@@ -1159,37 +1191,20 @@ static void s_metrics_publish(zxb_broker_t *self)
     s_metric(f, "zexec_dropped_messages_total", "counter",
              "Malformed, unsigned or unexpected messages dropped.", (double)self->drops.total);
 
-    static const struct {
-        const char *name, *type, *help;
-    } wm[] = {
-        {"zexec_worker_slots", "gauge", "Pool size of a worker."},
-        {"zexec_worker_free_slots", "gauge", "Pool slots with no task assigned."},
-        {"zexec_worker_running", "gauge", "Tasks a worker has started and not finished."},
-        {"zexec_worker_tasks_done_total", "counter", "Tasks a worker finished with a value."},
-        {"zexec_worker_tasks_failed_total", "counter", "Tasks a worker finished with an error."},
-    };
-    for (size_t k = 0; k < sizeof wm / sizeof wm[0]; k++) {
-        s_metric_head(f, wm[k].name, wm[k].type, wm[k].help);
-        for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
-            for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
-                if (k >= 2 && p == ZXP_POOL_PROCESS) {
-                    break; /* per worker, not per pool */
-                }
-                uint32_t slots = p == ZXP_POOL_THREAD ? w->threads : w->procs;
-                double v = k == 0   ? slots
-                           : k == 1 ? (slots > w->inflight[p] ? slots - w->inflight[p] : 0)
-                           : k == 2 ? (double)w->running
-                           : k == 3 ? (double)w->done
-                                    : (double)w->failed;
-                fprintf(f, "%s{node=\"", wm[k].name);
-                s_label(f, w->node);
-                if (k < 2) {
-                    fprintf(f, "\",pool=\"%s", s_pool_name(p));
-                }
-                fprintf(f, "\"} %.17g\n", v);
-            }
-        }
-    }
+    /* per worker and pool kind, then per worker */
+    s_metric_head(f, "zexec_worker_slots", "gauge", "Pool size of a worker.");
+    s_worker_series(self, f, "zexec_worker_slots", S_WM_SLOTS);
+    s_metric_head(f, "zexec_worker_free_slots", "gauge", "Pool slots with no task assigned.");
+    s_worker_series(self, f, "zexec_worker_free_slots", S_WM_FREE);
+    s_metric_head(f, "zexec_worker_running", "gauge",
+                  "Tasks a worker has started and not finished.");
+    s_worker_series(self, f, "zexec_worker_running", S_WM_RUNNING);
+    s_metric_head(f, "zexec_worker_tasks_done_total", "counter",
+                  "Tasks a worker finished with a value.");
+    s_worker_series(self, f, "zexec_worker_tasks_done_total", S_WM_DONE);
+    s_metric_head(f, "zexec_worker_tasks_failed_total", "counter",
+                  "Tasks a worker finished with an error.");
+    s_worker_series(self, f, "zexec_worker_tasks_failed_total", S_WM_FAILED);
     s_metric_head(f, "zexec_queue_depth", "gauge", "Queued tasks per function and client.");
     for (zxb_client_t *cl = zhashx_first(self->clients); cl; cl = zhashx_next(self->clients)) {
         s_qmetrics_t q = {f, cl};

@@ -22,7 +22,6 @@ struct zxb_metrics {
     pthread_mutex_t lock;
     char *text; /* last published, NUL-terminated */
     size_t len;
-    int port;
 };
 
 static enum MHD_Result s_reply(struct MHD_Connection *conn, unsigned status, const char *text,
@@ -153,8 +152,6 @@ zxb_metrics_t *zxb_metrics_new(const char *addr, bool insecure)
         zxb_metrics_destroy(&self);
         return NULL;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(self->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    self->port = info ? (int)info->port : ntohs(sa.sin_port);
     return self;
 }
 

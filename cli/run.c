@@ -420,8 +420,9 @@ static void s_complete(s_run_t *r, s_job_t *j)
     if (rc == ZX_OK) {
         j->ok = true;
         j->exit_code = 0;
+        const char *node = zx_future_node(j->f);
         free(j->node);
-        j->node = *zx_future_node(j->f) ? strdup(zx_future_node(j->f)) : NULL;
+        j->node = *node ? strdup(node) : NULL;
         msgpack_zone zone;
         msgpack_zone_init(&zone, 256);
         msgpack_object obj;

@@ -36,7 +36,9 @@
 
 #include "zexec.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1815,13 +1817,15 @@ static void s_flush(zxb_broker_t *self)
     }
 }
 
-static void s_drain(zxb_broker_t *self, bool workers)
+/* Reads up to S_DRAIN_MAX messages; true if it stopped at that bound (more
+   may wait), false once the socket said EAGAIN. */
+static bool s_drain(zxb_broker_t *self, bool workers)
 {
     zsock_t *sock = workers ? self->wsock : self->csock;
     for (int i = 0; i < S_DRAIN_MAX; i++) {
         zmsg_t *msg = zmsg_recv(sock); /* RCVTIMEO 0: NULL when nothing is left */
         if (!msg) {
-            break;
+            return false;
         }
         zframe_t *rid = zmsg_pop(msg);
         if (rid && zx__sec_verify(sock, workers, rid, msg, &self->drops) == 0) {
@@ -1834,6 +1838,7 @@ static void s_drain(zxb_broker_t *self, bool workers)
         zmsg_destroy(&msg);
         zframe_destroy(&rid);
     }
+    return true;
 }
 
 zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
@@ -1967,26 +1972,42 @@ int zxb_broker_run(zxb_broker_t *self)
         tick_ms = 5;
     }
     int64_t next_tick = zclock_mono() + tick_ms;
-    zmq_pollitem_t items[2] = {{zsock_resolve(self->wsock), 0, ZMQ_POLLIN, 0},
-                               {zsock_resolve(self->csock), 0, ZMQ_POLLIN, 0}};
+    /* The loop polls the sockets' ZMQ_FDs itself. zmq_poll would cost two
+       poll calls and four ZMQ_EVENTS checks (each a getpid and a poll
+       inside libzmq) per wake-up; syscalls are most of a lone task's cost
+       (docs/performance.md). ZMQ_FD only says the socket's state changed,
+       and a send may consume that change, so before sleeping the loop asks
+       ZMQ_EVENTS once per socket; a socket read until EAGAIN needs nothing
+       more. */
+    struct pollfd fds[2] = {{zsock_fd(self->wsock), POLLIN, 0}, {zsock_fd(self->csock), POLLIN, 0}};
+    bool more[2] = {true, true}; /* messages may wait: read before sleeping */
     while (!zsys_interrupted) {
-        int64_t wait = next_tick - zclock_mono();
-        int rc = zmq_poll(items, 2, wait > 0 ? (long)wait : 0);
-        if (rc < 0) {
-            if (zmq_errno() == EINTR) {
-                continue;
+        /* (a socket left with more to read is read again without asking;
+           the other is asked, so that it is not starved) */
+        if (!more[0]) {
+            more[0] = zsock_events(self->wsock) & ZMQ_POLLIN;
+        }
+        if (!more[1]) {
+            more[1] = zsock_events(self->csock) & ZMQ_POLLIN;
+        }
+        if (!more[0] && !more[1]) {
+            int64_t wait = next_tick - zclock_mono();
+            int rc = poll(fds, 2, wait > 0 ? (int)wait : 0);
+            if (rc < 0 && errno != EINTR) {
+                zsys_error("poll failed: %s", strerror(errno));
+                break;
             }
-            zsys_error("poll failed: %s", zmq_strerror(zmq_errno()));
-            break;
+            more[0] = rc > 0 && fds[0].revents;
+            more[1] = rc > 0 && fds[1].revents;
         }
         self->now = zclock_mono();
         self->now_us = zclock_usecs();
         /* workers first: their results free the credit new submissions need */
-        if (items[0].revents & ZMQ_POLLIN) {
-            s_drain(self, true);
+        if (more[0]) {
+            more[0] = s_drain(self, true);
         }
-        if (items[1].revents & ZMQ_POLLIN) {
-            s_drain(self, false);
+        if (more[1]) {
+            more[1] = s_drain(self, false);
         }
         s_flush(self);
         if (self->now >= next_tick) {

@@ -17,6 +17,8 @@
 #include <czmq.h>
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -46,6 +48,7 @@ struct zx_future {
     int pid;
     s_callback_t *cb_head, *cb_tail;
     zx__waiter_link_t *waiters; /* registrations, doubly linked */
+    atomic_bool finished;       /* set with state, read by spinning waiters */
 };
 
 static const zx_error_t s_timeout_error = {
@@ -367,6 +370,7 @@ void zx__future_remove_waiter(zx_future_t *f, zx__waiter_link_t *link)
    executor, and detaches the callback list for the caller to run unlocked. */
 static s_callback_t *s_finish_locked(zx_future_t *f)
 {
+    atomic_store_explicit(&f->finished, true, memory_order_release);
     f->ex = NULL;
     f->priv = NULL;
     bool failed = f->state == ZX_FINISHED && f->has_error;
@@ -646,6 +650,60 @@ bool zx__future_complete(zx_future_t *f, int status, const void *payload, size_t
 
 /* ---- user API ------------------------------------------------------------- */
 
+/* Waiting spins a little before it sleeps. A remote result comes back
+   through a chain of threads in three processes; each thread that sleeps
+   lets its core halt, and on a virtual machine waking a halted core costs
+   tens of microseconds (docs/performance.md, "Waiting"). So a thread whose
+   recent waits were short spins, for at most ZEXEC_SPIN_US microseconds
+   (default 250; 0: never), before it sleeps on the condition variable.
+   Bounded three ways: only while this thread's recent waits averaged under
+   that bound, never past the caller's timeout, and one spinning thread per
+   process, so that spinners cannot take every core from the threads that
+   would finish their futures. */
+#define S_SPIN_DEFAULT_US 250
+
+static int s_spin_max_us;
+static pthread_once_t s_spin_once = PTHREAD_ONCE_INIT;
+static atomic_bool s_spinning;                /* one spinner per process */
+static _Thread_local double s_recent_wait_us; /* this thread's waits, smoothed */
+
+static void s_spin_init(void)
+{
+    const char *e = getenv("ZEXEC_SPIN_US");
+    char *end;
+    long v = e ? strtol(e, &end, 10) : S_SPIN_DEFAULT_US;
+    if (e && (*e == '\0' || *end != '\0' || v < 0 || v > 1000000)) {
+        zsys_warning("zexec: ZEXEC_SPIN_US='%s' is not 0..1000000 microseconds; using %d", e,
+                     S_SPIN_DEFAULT_US);
+        v = S_SPIN_DEFAULT_US;
+    }
+    s_spin_max_us = (int)v;
+}
+
+static int64_t s_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* f->lock not held. Returns when f is done, at until_us, or at once if
+   another thread spins already. It yields rather than pauses: the thread
+   stays runnable, so its core does not halt, yet a thread the scheduler
+   placed on this core (the client's I/O thread, say) runs at once instead
+   of waiting for this one to be preempted (pausing measured bimodal,
+   half the runs slower than not spinning at all). */
+static void s_spin(zx_future_t *f, int64_t until_us)
+{
+    if (atomic_exchange(&s_spinning, true)) {
+        return;
+    }
+    while (!atomic_load_explicit(&f->finished, memory_order_acquire) && s_now_us() < until_us) {
+        sched_yield();
+    }
+    atomic_store(&s_spinning, false);
+}
+
 /* Waits (f->lock held) until f is done or the deadline passes; true if done. */
 static bool s_wait_done_locked(zx_future_t *f, double timeout)
 {
@@ -653,11 +711,23 @@ static bool s_wait_done_locked(zx_future_t *f, double timeout)
         return s_done(f);
     }
     struct timespec dl = zx__deadline(timeout);
+    pthread_once(&s_spin_once, s_spin_init);
+    int64_t t0 = s_now_us();
+    double spin = s_recent_wait_us <= s_spin_max_us ? s_spin_max_us : 0;
+    if (timeout > 0 && spin > timeout * 1e6) {
+        spin = timeout * 1e6;
+    }
+    if (spin >= 1) {
+        pthread_mutex_unlock(&f->lock);
+        s_spin(f, t0 + (int64_t)spin);
+        pthread_mutex_lock(&f->lock);
+    }
     while (!s_done(f)) {
         if (zx__cond_wait_until(&f->cond, &f->lock, &dl) == ETIMEDOUT) {
             break;
         }
     }
+    s_recent_wait_us += ((double)(s_now_us() - t0) - s_recent_wait_us) / 4;
     return s_done(f);
 }
 

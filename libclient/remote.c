@@ -2,18 +2,23 @@
     tasks to a zexec-broker and their results back, over one DEALER socket
     owned by one I/O thread (a czmq actor) per executor.
 
-    Submitting never touches the network: zx_submit creates the future, packs
-    the task into one record (function name and argument bytes copied once)
-    and appends it to a mutex-protected outbox; the actor is woken (eventfd)
-    only when the outbox goes from empty to non-empty. The actor drains the
-    whole outbox at each turn into SUBMIT batches of up to max_batch tasks, so
-    under load one message carries many tasks, and a lone task still leaves at
-    once. Sent tasks live in the actor's pending table (open addressing keyed
-    by seq, no allocation per lookup, no scans) until their RESULT arrives.
-    The outbox drains only while the argument bytes in that table stay under
-    max_inflight_bytes (the send window): a burst of large arguments waits
-    here, where memory is already spent, instead of being copied into the
-    broker's memory, which measured slower (page faults) for no gain.
+    zx_submit creates the future, packs the task into one record (function
+    name and argument bytes copied once) and appends it to a mutex-protected
+    outbox; the actor is woken (eventfd) only when the outbox goes from empty
+    to non-empty. The actor drains the whole outbox at each turn into SUBMIT
+    batches of up to max_batch tasks, so under load one message carries many
+    tasks. A lone task (nothing else in flight) is sent by the submitting
+    thread itself when the actor sleeps: the socket and the actor's state
+    (s_io_t) belong to whoever holds ex->iolock, which the actor lets go of
+    only while it sleeps in poll. That spares the lone task a thread
+    hand-off (bench B); the actor polls the socket's raw ZMQ_FD so that
+    sleeping never touches the socket, and as ZMQ_FD only signals changes,
+    which a send may consume, whoever lets go of iolock first asks
+    ZMQ_EVENTS whether a message waits. Sent tasks live in the actor's pending table (open
+   addressing keyed by seq, no allocation per lookup, no scans) until their RESULT arrives. The
+   outbox drains only while the argument bytes in that table stay under max_inflight_bytes (the send
+   window): a burst of large arguments waits here, where memory is already spent, instead of being
+   copied into the broker's memory, which measured slower (page faults) for no gain.
 
     Threads: futures are completed on the actor thread, so done-callbacks of
     remote futures run there. They must not block; they may submit and
@@ -27,8 +32,9 @@
     seq)). A task fails with ZX_ECONN (BrokerUnreachableError) once the
     broker has been unreachable for broker_timeout during the task's life.
 
-    Lock order: ex->lock, then a future's lock (zx_future_done etc.). No
-    future is completed and no socket is used while ex->lock is held.
+    Lock order: ex->iolock, then ex->lock, then a future's lock
+    (zx_future_done etc.). No future is completed and no socket is used while
+    ex->lock is held.
 */
 #include "remote.h"
 
@@ -36,6 +42,7 @@
 #include "zx_security.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,7 +111,7 @@ struct s_req {
 
 enum { S_CONNECTING, S_CONNECTED };
 
-/* State only the actor thread touches. */
+/* State of whoever holds ex->iolock: the actor, or a submitting thread. */
 typedef struct {
     zsock_t *dealer;
     int state;
@@ -137,6 +144,7 @@ typedef struct {
     uint64_t max_inflight; /* argument bytes sent and unresolved (send window) */
     int efd;               /* wakes the actor */
     zactor_t *actor;
+    pthread_mutex_t iolock; /* io and the socket (see the top) */
     s_io_t io;
 
     pthread_mutex_t lock;
@@ -944,6 +952,7 @@ static void s_actor(zsock_t *pipe, void *arg)
     s_remote_t *ex = arg;
     s_io_t *io = &ex->io;
     s_on_actor = ex;
+    pthread_mutex_lock(&ex->iolock);
     zsock_signal(pipe, 0);
 
     io->last_rx = zclock_mono();
@@ -952,51 +961,70 @@ static void s_actor(zsock_t *pipe, void *arg)
     s_send_hello(ex);
     int64_t next_tick = zclock_mono() + ex->hb_ms;
 
-    zmq_pollitem_t items[3] = {{zsock_resolve(pipe), 0, ZMQ_POLLIN, 0},
-                               {zsock_resolve(io->dealer), 0, ZMQ_POLLIN, 0},
-                               {NULL, ex->efd, ZMQ_POLLIN, 0}};
+    /* raw fds, plain poll: see the top. The pipe's ZMQ_FD is safe to poll
+       raw because only this thread touches the pipe, and only when it
+       signals. */
+    struct pollfd fds[3] = {
+        {zsock_fd(pipe), POLLIN, 0}, {zsock_fd(io->dealer), POLLIN, 0}, {ex->efd, POLLIN, 0}};
+    bool more = true; /* messages may wait on the dealer */
+    /* the signal above was an operation on the pipe: until its commands are
+       processed, ZMQ_FD would not signal the next message ($TERM) */
+    bool term = zsock_events(pipe) & ZMQ_POLLIN;
     bool running = true;
     while (running) {
         int64_t now = zclock_mono();
-        long wait = next_tick > now ? (long)(next_tick - now) : 0;
-        if (io->kick) {
+        int wait = next_tick > now ? (int)(next_tick - now) : 0;
+        if (!more) {
+            more = zsock_events(io->dealer) & ZMQ_POLLIN;
+        }
+        if (io->kick || more || term) {
             wait = 0;
         }
-        int rc = zmq_poll(items, 3, wait);
+        pthread_mutex_unlock(&ex->iolock);
+        int rc = poll(fds, 3, wait);
+        pthread_mutex_lock(&ex->iolock);
         if (rc < 0) {
             if (errno == EINTR) {
                 continue;
             }
-            /* ETERM/ENOTSOCK: czmq's atexit handler closed every socket
-               because the program exits without destroying this executor.
-               Returning would make czmq's actor shim use its closed pipe
-               (an assertion); the process is exiting, so this thread parks
-               until it does. */
-            zsys_warning("zexec client: I/O thread stops (%s): executor not destroyed "
-                         "before exit",
-                         zmq_strerror(errno));
+            zsys_error("zexec client: I/O thread poll: %s", strerror(errno));
+            break;
+        }
+        if (rc > 0 && ((fds[0].revents | fds[1].revents) & POLLNVAL)) {
+            /* czmq's atexit handler closed every socket because the program
+               exits without destroying this executor. Returning would make
+               czmq's actor shim use its closed pipe (an assertion); the
+               process is exiting, so this thread parks until it does. */
+            zsys_warning("zexec client: I/O thread stops: executor not destroyed before exit");
+            pthread_mutex_unlock(&ex->iolock);
             for (;;) {
                 pause();
             }
         }
-        if (items[0].revents & ZMQ_POLLIN) {
-            char *cmd = zstr_recv(pipe);
-            running = !(cmd && streq(cmd, "$TERM")) && cmd;
-            zstr_free(&cmd);
+        if (term || (rc > 0 && fds[0].revents)) {
+            term = false;
+            /* ends with ZMQ_EVENTS saying no: then ZMQ_FD signals the next */
+            while (running && (zsock_events(pipe) & ZMQ_POLLIN)) {
+                char *cmd = zstr_recv(pipe);
+                running = !(cmd && streq(cmd, "$TERM")) && cmd;
+                zstr_free(&cmd);
+            }
             if (!running) {
                 break;
             }
         }
-        if (items[1].revents & ZMQ_POLLIN) {
-            for (int i = 0; i < S_RECV_BURST && (zsock_events(io->dealer) & ZMQ_POLLIN); i++) {
-                zmsg_t *msg = zmsg_recv(io->dealer);
+        if (more || (rc > 0 && fds[1].revents)) {
+            more = false;
+            for (int i = 0; i < S_RECV_BURST; i++) {
+                zmsg_t *msg = zmsg_recv(io->dealer); /* RCVTIMEO 0: NULL when none is left */
                 if (!msg) {
                     break;
                 }
                 s_on_message(ex, msg);
+                more = i + 1 == S_RECV_BURST;
             }
         }
-        if (items[2].revents & ZMQ_POLLIN) {
+        if (rc > 0 && fds[2].revents) {
             uint64_t v;
             if (read(ex->efd, &v, sizeof v) < 0 && errno != EAGAIN) {
                 zsys_warning("zexec client: eventfd read: %s", strerror(errno));
@@ -1026,7 +1054,36 @@ static void s_actor(zsock_t *pipe, void *arg)
        reads (zactor's own handshake goes through ZeroMQ, which sanitizers
        cannot see) */
     s_actor_finish(ex);
+    pthread_mutex_unlock(&ex->iolock);
     s_on_actor = NULL;
+}
+
+/* A lone task (nothing in flight) leaves from the submitting thread when the
+   actor sleeps: true if it was sent here, false if the actor must be woken.
+   Under load the actor batches instead: the first task of a burst goes from
+   here, the rest queue behind it in the outbox. */
+static bool s_submit_here(s_remote_t *ex)
+{
+    if (s_on_actor == ex || pthread_mutex_trylock(&ex->iolock) != 0) {
+        return false; /* the actor is awake (or this is it): it sends */
+    }
+    s_io_t *io = &ex->io;
+    bool sent = io->state == S_CONNECTED && io->dealer && io->table.count == 0 && !io->held;
+    bool more = false;
+    if (sent) {
+        /* done-callbacks of futures failed here run on this thread, which
+           stands in for the actor until it lets go of iolock */
+        s_remote_t *was = s_on_actor;
+        s_on_actor = ex;
+        s_control(ex);
+        s_on_actor = was;
+        more = zsock_events(io->dealer) & ZMQ_POLLIN;
+    }
+    pthread_mutex_unlock(&ex->iolock);
+    if (more) {
+        s_wake(ex); /* our send took the signal the actor sleeps on */
+    }
+    return sent;
 }
 
 /* ---- the executor interface --------------------------------------------------- */
@@ -1111,7 +1168,7 @@ static zx_future_t *s_submit(zx_executor_t *base, const char *fn, const void *ar
     ex->out_bytes += t->args_len;
     ex->unresolved++;
     pthread_mutex_unlock(&ex->lock);
-    if (was_empty) {
+    if (was_empty && !s_submit_here(ex)) {
         s_wake(ex);
     }
     return f;
@@ -1298,6 +1355,7 @@ static void s_destroy(zx_executor_t *base)
     }
     pthread_cond_destroy(&ex->cond);
     pthread_mutex_destroy(&ex->lock);
+    pthread_mutex_destroy(&ex->iolock);
     zx__cluster_stop(&ex->cluster);
     zx_sec_destroy(&ex->sec);
     free(ex->endpoint);
@@ -1396,6 +1454,7 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
     pthread_cond_init(&ex->cond, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&ex->lock, NULL);
+    pthread_mutex_init(&ex->iolock, NULL);
     zxp_in_init(&ex->io.in);
     zxp_out_init(&ex->io.out);
     zxp_out_init(&ex->io.out2);
@@ -1416,6 +1475,7 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
         goto fail;
     }
     zxp_sock_setup(ex->io.dealer);
+    zsock_set_rcvtimeo(ex->io.dealer, 0); /* the actor reads until EAGAIN */
     ex->sec = zx_sec_new(o.key, o.server_key, o.secret_file, false);
     if (!ex->sec || zx_sec_socket(ex->sec, ex->io.dealer, ZXP_ROLE_BROKER_C) != 0) {
         err = ZX_EINVAL;

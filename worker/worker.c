@@ -1,12 +1,21 @@
 /*  worker.c - the worker node: the embeddable API of zexec_worker.h and the
     main loop that talks ZXP/1 to the broker.
 
-    One thread (the caller of zx_worker_run) owns the DEALER socket, the job
-    table and the outgoing batches. It polls the socket, the thread pool's
-    wake-up pipe, the stop pipe, and the process pool's fork-server and child
-    sockets in one zmq_poll, handles everything that is ready, then flushes:
-    all WSTARTED items of one loop turn go out as one message, then all
-    WRESULT items as one, so a burst of finished tasks costs one send.
+    One thread (the caller of zx_worker_run) runs the main loop. It polls the
+    socket's ZMQ_FD, the thread pool's wake-up fd, the stop pipe, and the
+    process pool's fork-server and child sockets in one poll, handles
+    everything that is ready, then flushes: all WSTARTED items of one loop
+    turn go out as one message, then all WRESULT items as one, so a burst of
+    finished tasks costs one send.
+
+    The DEALER socket, the job table and the outgoing batches belong to
+    whoever holds w->lock: the loop holds it except while it sleeps in poll,
+    and a pool thread that finishes a task while the loop sleeps takes it to
+    send its result itself (s_direct). ZeroMQ allows a socket to move
+    between threads behind a full barrier, which the mutex is. The loop
+    polls the raw ZMQ_FD rather than the socket so that sleeping never
+    touches the socket; as ZMQ_FD is edge-triggered, every holder checks
+    ZMQ_EVENTS before it lets go (s_more_input).
 
     The broker's silence for liveness x heartbeat means it is gone: the
     DEALER is destroyed and made again with the same routing id, and READY
@@ -20,6 +29,8 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,6 +72,8 @@ struct zx_worker {
     int stop_pipe[2];
     int stop_requests; /* atomic: written from signal handlers */
     bool running;
+    pthread_mutex_t lock; /* everything below, while running (see the top) */
+    bool looping;         /* the loop runs: s_direct may stand in for it */
 
     /* while running */
     uint8_t wid[ZXP_ID_LEN];
@@ -210,6 +223,7 @@ zx_worker_t *zx_worker_new(const char *broker_endpoint, const zx_worker_opts_t *
         return NULL;
     }
     w->stop_pipe[0] = w->stop_pipe[1] = -1;
+    pthread_mutex_init(&w->lock, NULL);
     w->endpoint = strdup(broker_endpoint ? broker_endpoint : ZX_DEFAULT_WORKER_ENDPOINT);
     w->node = o.node ? strdup(o.node) : s_hostname();
     w->fns = zhashx_new();
@@ -319,6 +333,15 @@ int zx_worker_load_plugin(zx_worker_t *w, const char *path)
     return ZX_OK;
 }
 
+/* Wakes the loop without asking it to stop. */
+static void s_kick(zx_worker_t *w)
+{
+    char c = 0;
+    if (write(w->stop_pipe[1], &c, 1) < 0) {
+        /* full pipe: the loop is already woken */
+    }
+}
+
 void zx_worker_stop(zx_worker_t *w)
 {
     if (!w) {
@@ -356,6 +379,7 @@ void zx_worker_destroy(zx_worker_t **w_p)
             close(w->stop_pipe[i]);
         }
     }
+    pthread_mutex_destroy(&w->lock);
     free(w);
 }
 
@@ -701,6 +725,7 @@ static int s_connect(zx_worker_t *w)
         return ZX_ENOMEM;
     }
     zxp_sock_setup(w->dealer);
+    zsock_set_rcvtimeo(w->dealer, 0); /* the loop reads until EAGAIN */
     zx_sec_socket(w->sec, w->dealer, ZXP_ROLE_BROKER_W);
     zmq_setsockopt(zsock_resolve(w->dealer), ZMQ_ROUTING_ID, w->wid, ZXP_ID_LEN);
     if (zsock_connect(w->dealer, "%s", w->endpoint) != 0) {
@@ -800,10 +825,10 @@ static void s_on_message(zx_worker_t *w, zmsg_t **msg_p)
 
 /* ---- thread-pool events and deadlines ----------------------------------------- */
 
-static void s_tpool_events(zx_worker_t *w)
+static void s_tpool_events(zx_worker_t *w, bool disarm)
 {
     zxw_job_t *started, *done;
-    zxw_tpool_take(w->tpool, &started, &done);
+    zxw_tpool_take(w->tpool, &started, &done, disarm);
     for (zxw_job_t *job = started; job; job = job->started_next) {
         if (job->quick) {
             continue; /* done too: its WRESULT alone says it ran */
@@ -901,19 +926,60 @@ static void s_stop_cb(void *arg)
     zx_worker_stop(arg);
 }
 
+/* Under the lock, before letting go of it: whether a message waits on the
+   socket. ZMQ_FD only signals a change, and a send or this very check may
+   consume the change that said a message came, so whoever lets go of the
+   lock asks here and makes sure the loop does not sleep on it. */
+static bool s_more_input(zx_worker_t *w)
+{
+    return w->dealer && (zsock_events(w->dealer) & ZMQ_POLLIN);
+}
+
+/* The pool's direct hook, on a pool thread that just finished a task: if
+   the loop sleeps (the lock is free), do its work for the thread pool's
+   events here and send the result now, sparing the loop a wake-up. */
+static bool s_direct(void *arg)
+{
+    zx_worker_t *w = arg;
+    if (pthread_mutex_trylock(&w->lock) != 0) {
+        return false; /* the loop is awake: it takes the events itself */
+    }
+    bool done = w->looping && !w->draining; /* draining: the loop counts down */
+    bool wake = false;
+    if (done) {
+        s_tpool_events(w, true);
+        s_flush(w);
+        wake = s_more_input(w);
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (wake) {
+        s_kick(w);
+    }
+    return done;
+}
+
 static void s_loop(zx_worker_t *w)
 {
     size_t max_items = 3 + (w->ppool ? zxw_ppool_max_items(w->ppool) : 0);
     zmq_pollitem_t *items = calloc(max_items, sizeof *items);
-    if (!items) {
+    struct pollfd *fds = calloc(max_items, sizeof *fds);
+    if (!items || !fds) {
+        free(items);
+        free(fds);
         return;
     }
     int64_t live_ms = w->hb_ms * (int64_t)w->opts.liveness;
     w->next_hb = zclock_mono() + w->hb_ms;
+    pthread_mutex_lock(&w->lock);
+    w->looping = true;
+    bool input = true; /* messages may wait on the socket: read before sleeping */
+    if (w->tpool) {
+        zxw_tpool_set_direct(w->tpool, s_direct, w);
+    }
     for (;;) {
         size_t n = 0;
         void *dealer_handle = zsock_resolve(w->dealer);
-        items[n++] = (zmq_pollitem_t){dealer_handle, 0, ZMQ_POLLIN, 0};
+        items[n++] = (zmq_pollitem_t){NULL, zsock_fd(w->dealer), ZMQ_POLLIN, 0};
         items[n++] = (zmq_pollitem_t){NULL, w->stop_pipe[0], ZMQ_POLLIN, 0};
         size_t tp_at = n;
         if (w->tpool) {
@@ -936,10 +1002,28 @@ static void s_loop(zx_worker_t *w)
         if (t && t < wake) {
             wake = t;
         }
-        long timeout = wake > now ? (long)(wake - now) : 0;
-        if (zmq_poll(items, (int)n, timeout) < 0 && zmq_errno() != EINTR) {
-            zsys_error("worker: poll failed: %s", zmq_strerror(zmq_errno()));
+        int timeout = wake > now ? (int)(wake - now) : 0;
+        if (!input) {
+            input = s_more_input(w);
+        }
+        if (input) {
+            timeout = 0;
+        }
+        for (size_t i = 0; i < n; i++) {
+            fds[i] = (struct pollfd){items[i].fd, POLLIN, 0};
+        }
+        /* plain poll on raw fds: zmq_poll would first poll with a zero
+           timeout (one more syscall per wake-up), and must not touch the
+           socket while a pool thread may hold it */
+        pthread_mutex_unlock(&w->lock);
+        int rc = poll(fds, (nfds_t)n, timeout);
+        pthread_mutex_lock(&w->lock);
+        if (rc < 0 && errno != EINTR) {
+            zsys_error("worker: poll failed: %s", strerror(errno));
             break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            items[i].revents = rc > 0 ? (short)(fds[i].revents & (POLLIN | POLLERR | POLLHUP)) : 0;
         }
         now = zclock_mono();
         if (items[1].revents) {
@@ -960,15 +1044,15 @@ static void s_loop(zx_worker_t *w)
             zxw_ppool_handle(w->ppool, items + pp_at, n - pp_at);
         }
         if (w->tpool && items[tp_at].revents) {
-            s_tpool_events(w);
+            s_tpool_events(w, false);
         }
-        /* the socket may have been replaced since the poll */
-        if (items[0].revents && zsock_resolve(w->dealer) == dealer_handle) {
+        /* ZMQ_FD readable or not, ask the socket: the signal may have been
+           consumed by a pool thread's send (and the socket may have been
+           replaced since the poll) */
+        if ((input || items[0].revents) && zsock_resolve(w->dealer) == dealer_handle) {
+            input = false;
             for (int k = 0; k < ZXW_RECV_BURST; k++) {
-                if (!(zsock_events(w->dealer) & ZMQ_POLLIN)) {
-                    break;
-                }
-                zmsg_t *msg = zmsg_recv(w->dealer);
+                zmsg_t *msg = zmsg_recv(w->dealer); /* RCVTIMEO 0: NULL when none is left */
                 if (!msg) {
                     break;
                 }
@@ -976,6 +1060,7 @@ static void s_loop(zx_worker_t *w)
                 if (zsock_resolve(w->dealer) != dealer_handle) {
                     break;
                 }
+                input = k + 1 == ZXW_RECV_BURST;
             }
         }
         if (w->tpool) {
@@ -1000,7 +1085,12 @@ static void s_loop(zx_worker_t *w)
             break;
         }
     }
+    /* from here on only this thread touches the socket (zx_worker_run's
+       last sends and the pool's shutdown) */
+    w->looping = false;
+    pthread_mutex_unlock(&w->lock);
     free(items);
+    free(fds);
 }
 
 int zx_worker_run(zx_worker_t *w)

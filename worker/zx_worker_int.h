@@ -110,8 +110,16 @@ bool zxw_tpool_expire(zxw_tpool_t *self, zxw_job_t *job);
 /* Removes every queued job, passing each to fn (drain). */
 void zxw_tpool_drop_queued(zxw_tpool_t *self, void (*fn)(void *arg, zxw_job_t *job), void *arg);
 /* Takes the pending events: jobs that started, and jobs that ended, each in
-   order. The lists are linked by started_next / done_next. */
-void zxw_tpool_take(zxw_tpool_t *self, zxw_job_t **started, zxw_job_t **done);
+   order. The lists are linked by started_next / done_next. disarm: also
+   cancel the delayed wake-up for the starts taken (a pool thread taking the
+   events itself, through the direct hook; the main loop's own wake-up has
+   already replaced it). */
+void zxw_tpool_take(zxw_tpool_t *self, zxw_job_t **started, zxw_job_t **done, bool disarm);
+/* Called by a pool thread that just queued a done event and would wake the
+   main loop: returns true if it handled the events itself (and the loop
+   need not wake), false to wake the loop as usual. */
+typedef bool zxw_tpool_direct_fn(void *arg);
+void zxw_tpool_set_direct(zxw_tpool_t *self, zxw_tpool_direct_fn *fn, void *arg);
 /* Tasks running, including ones past their limit. */
 size_t zxw_tpool_busy(zxw_tpool_t *self);
 

@@ -1,0 +1,144 @@
+/*  stress_remote.c - the remote executor's and the worker's threads under
+    load, for ThreadSanitizer: a real zexec-broker (its own process) and a
+    worker embedded in this process (zx_worker_run on a thread), so that the
+    sanitizer sees both ends that share a socket between threads: a client
+    thread sending its lone task itself instead of its I/O thread, and a
+    worker pool thread sending its result itself instead of the worker's
+    loop (docs/performance.md, 11). A plain program, as criterion cannot
+    start under ThreadSanitizer; exit status 0: pass.
+
+    Checks: every lone result is right; every future of a burst ends done and
+    right; a cancelled future never carries a result; the worker drains and
+    returns. */
+#include "zexec.h"
+#include "zexec_worker.h"
+#include "zx_net.h"
+#include "zx_test_fns.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define THREADS 4
+#define ROUNDS 300
+#define BURST 32
+
+static zx_executor_t *s_ex;
+
+#define CHECK(cond, what)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "stress_remote: %s failed (%s:%d)\n", what, __FILE__, __LINE__);       \
+            return (void *)1;                                                                      \
+        }                                                                                          \
+    } while (0)
+
+static void *s_user(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    for (int r = 0; r < ROUNDS; r++) {
+        int64_t x = id * 100000 + r;
+        /* one at a time: the direct paths at both ends */
+        zx_future_t *f = zxt_submit_int(s_ex, "square", 1, x, 0);
+        CHECK(f, "submit");
+        CHECK(zxt_result_int(f, 30) == x * x, "lone result");
+        zx_future_unref(&f);
+        if (r % 10 == 0) {
+            /* a burst: the I/O thread's batches, the worker loop's events */
+            zx_future_t *fs[BURST];
+            for (int i = 0; i < BURST; i++) {
+                fs[i] = zxt_submit_int(s_ex, "square", 1, x + i, 0);
+                CHECK(fs[i], "burst submit");
+            }
+            size_t nd = 0;
+            CHECK(zx_wait(fs, BURST, 30, ZX_ALL_COMPLETED, NULL, &nd, NULL, NULL) == ZX_OK &&
+                      nd == BURST,
+                  "burst wait");
+            for (int i = 0; i < BURST; i++) {
+                CHECK(zxt_result_int(fs[i], 0) == (x + i) * (x + i), "burst result");
+                zx_future_unref(&fs[i]);
+            }
+        }
+        if (r % 7 == 0) {
+            /* a cancel racing the send and the run */
+            zx_future_t *c = zxt_submit_int(s_ex, "square", 1, x, 0);
+            CHECK(c, "submit to cancel");
+            bool cancelled = zx_future_cancel(c);
+            int64_t v = zxt_result_int(c, 30);
+            CHECK(cancelled ? zx_future_cancelled(c) && v == INT64_MIN : v == x * x,
+                  "cancel outcome");
+            zx_future_unref(&c);
+        }
+    }
+    return NULL;
+}
+
+static void *s_worker_main(void *arg)
+{
+    return (void *)(intptr_t)zx_worker_run(arg);
+}
+
+int main(void)
+{
+    int cport = zx__free_tcp_port(), wport = zx__free_tcp_port();
+    while (wport == cport) {
+        wport = zx__free_tcp_port();
+    }
+    char cep[64], wep[64], bin[4096];
+    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", cport);
+    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", wport);
+    const char *dir = getenv("ZEXEC_BIN_DIR");
+    snprintf(bin, sizeof bin, "%s/zexec-broker", dir ? dir : ".");
+    /* forked before this process has any thread or ZeroMQ context */
+    pid_t broker = fork();
+    if (broker == 0) {
+        execl(bin, bin, "--clients", cep, "--workers", wep, "-q", (char *)NULL);
+        _exit(127);
+    }
+    if (broker < 0) {
+        perror("stress_remote: fork");
+        return 1;
+    }
+    zx_worker_opts_t wo = {.threads = 2, .procs = -1, .no_builtins = true};
+    zx_worker_t *w = zx_worker_new(wep, &wo);
+    int failed = !w || zx_worker_register(w, "square", zxt_fn_square, ZX_POOLS_THREAD) != ZX_OK;
+    pthread_t wt;
+    bool worker_started = !failed && pthread_create(&wt, NULL, s_worker_main, w) == 0;
+    failed = failed || !worker_started;
+    if (!failed) {
+        s_ex = zx_executor_new(cep, &(zx_options_t){.name = "stress"});
+        failed = !s_ex;
+    }
+    if (!failed) {
+        pthread_t t[THREADS];
+        for (int i = 0; i < THREADS; i++) {
+            pthread_create(&t[i], NULL, s_user, (void *)(intptr_t)i);
+        }
+        for (int i = 0; i < THREADS; i++) {
+            void *rv;
+            pthread_join(t[i], &rv);
+            failed |= rv != NULL;
+        }
+        zx_executor_destroy(&s_ex);
+    }
+    if (worker_started) {
+        zx_worker_stop(w);
+        void *rv = NULL;
+        pthread_join(wt, &rv);
+        if (rv != (void *)(intptr_t)ZX_OK) {
+            fprintf(stderr, "stress_remote: the worker returned %d\n", (int)(intptr_t)rv);
+            failed = 1;
+        }
+    }
+    zx_worker_destroy(&w);
+    kill(broker, SIGTERM);
+    int st = 0;
+    if (waitpid(broker, &st, 0) != broker || !WIFEXITED(st)) {
+        fprintf(stderr, "stress_remote: the broker did not exit cleanly\n");
+        failed = 1;
+    }
+    printf("stress_remote: %s\n", failed ? "FAILED" : "ok");
+    return failed;
+}

@@ -18,10 +18,11 @@
     A longer task is reported running 1 ms after it starts. Elsewhere a pipe
     is written at once for both.
 
-    A thread that finishes a task while the main loop sleeps does not wake
-    it: the direct hook (worker.c) takes the worker's lock and sends the
-    result itself, one thread hand-off less per task (bench B). When the
-    loop is busy the hook declines and the wake-up goes out as before.
+    A thread that finishes a lone task (no other queued or running) while
+    the main loop sleeps does not wake it: the direct hook (worker.c) takes
+    the worker's lock and sends the result itself, one thread hand-off less
+    per task (bench B). Under load, or when the loop is busy, the wake-up
+    goes out as before and the loop sends the results in batches.
 */
 #include "zx_worker_int.h"
 
@@ -161,7 +162,9 @@ static void *s_thread(void *arg)
         self->dn_tail = job;
         self->busy--;
         wake = s_mark_event(self, false);
-        zxw_tpool_direct_fn *direct = wake == S_WAKE_NOW ? self->direct : NULL;
+        /* only a lone task: under load the main loop batches results */
+        bool lone = self->busy == 0 && zlistx_size(self->queue) == 0;
+        zxw_tpool_direct_fn *direct = wake == S_WAKE_NOW && lone ? self->direct : NULL;
         pthread_mutex_unlock(&self->lock);
         if (!direct || !direct(self->direct_arg)) {
             s_wake(self, wake);

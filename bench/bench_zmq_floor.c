@@ -5,6 +5,9 @@
       relay64   client DEALER -> ROUTER/DEALER zmq_proxy (own process) ->
                 echo worker DEALER (own process), 64 B, one at a time:
                 p50/p99 round trip.
+      relay64 spin: the same, with a client that polls with ZMQ_DONTWAIT and
+                sched_yield instead of sleeping in zmq_recv (info, beside
+                zexec's B, whose result() yield-spins for short waits).
       relay64 pipelined: the same path with a window of messages in flight:
                 msgs/s (the ceiling for a no-op task stream).
       push64    PUSH -> PULL (two processes), 64 B one way: msgs/s.
@@ -20,7 +23,10 @@
     Usage: bench_zmq_floor [--quick] */
 #include "bench_util.h"
 
+#include <errno.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,10 +227,16 @@ static void s_send_small(void *sock, uint64_t seq)
     }
 }
 
-static void s_recv_small(void *sock, uint64_t expect)
+/* spin: poll with ZMQ_DONTWAIT and sched_yield between tries instead of
+   sleeping in zmq_recv (what zexec's result() does for short waits) */
+static void s_recv_small(void *sock, uint64_t expect, bool spin)
 {
     char buf[SMALL + 1], want[SMALL];
-    int n = zmq_recv(sock, buf, sizeof buf, 0);
+    int n;
+    while ((n = zmq_recv(sock, buf, sizeof buf, spin ? ZMQ_DONTWAIT : 0)) < 0 && spin &&
+           zmq_errno() == EAGAIN) {
+        sched_yield();
+    }
     memset(want, 'x', sizeof want);
     memcpy(want, &expect, sizeof expect);
     if (n != SMALL || memcmp(buf, want, SMALL) != 0) {
@@ -239,13 +251,13 @@ static void s_bench_relay64(long rounds, long warmup, long pipelined)
     uint64_t seq = 0;
     for (long i = 0; i < warmup; i++, seq++) {
         s_send_small(r.sock, seq);
-        s_recv_small(r.sock, seq);
+        s_recv_small(r.sock, seq, false);
     }
     double *lat = malloc(sizeof(double) * (size_t)rounds);
     for (long i = 0; i < rounds; i++, seq++) {
         double t0 = bu_now();
         s_send_small(r.sock, seq);
-        s_recv_small(r.sock, seq);
+        s_recv_small(r.sock, seq, false);
         lat[i] = (bu_now() - t0) * 1e6;
     }
     double mean = 0;
@@ -255,6 +267,16 @@ static void s_bench_relay64(long rounds, long warmup, long pipelined)
     bu_result("floor.relay64_p50", bu_percentile(lat, (size_t)rounds, 50), "us");
     bu_result("floor.relay64_p99", bu_percentile(lat, (size_t)rounds, 99), "us");
     bu_result("floor.relay64_mean", mean / (double)rounds, "us");
+    /* the same with a client that yield-spins instead of sleeping (info:
+       the floor for a waiting technique zexec uses, docs/performance.md) */
+    for (long i = 0; i < rounds; i++, seq++) {
+        double t0 = bu_now();
+        s_send_small(r.sock, seq);
+        s_recv_small(r.sock, seq, true);
+        lat[i] = (bu_now() - t0) * 1e6;
+    }
+    bu_result("floor.relay64_spin_p50", bu_percentile(lat, (size_t)rounds, 50), "us");
+    bu_result("floor.relay64_spin_p99", bu_percentile(lat, (size_t)rounds, 99), "us");
     free(lat);
 
     /* Pipelined: a window of 1000 in flight; the proxy and the echo worker
@@ -266,7 +288,7 @@ static void s_bench_relay64(long rounds, long warmup, long pipelined)
         while (sent < pipelined && sent - got < window) {
             s_send_small(r.sock, base + (uint64_t)sent++);
         }
-        s_recv_small(r.sock, base + (uint64_t)got++);
+        s_recv_small(r.sock, base + (uint64_t)got++, false);
     }
     bu_result("floor.relay64_pipelined", (double)pipelined / (bu_now() - t0), "msgs/s");
     s_relay_stop(&r);

@@ -110,6 +110,15 @@ def targets(f):
               "<= 1.25x")
     ratio_row("B p99 vs raw two-hop relay p99", "zexec.B_p99", "floor.relay64_p99", "<=", 2.0,
               "<= 2x")
+    for what, a_name, b_name in (
+            ("B p50 with the waiting spin off (ZEXEC_SPIN_US=0) vs raw relay p50",
+             "zexec.B_nospin_p50", "floor.relay64_p50"),
+            ("B p50 vs raw relay p50 with a yield-spinning client", "zexec.B_p50",
+             "floor.relay64_spin_p50")):
+        a, b = get(f, a_name), get(f, b_name)
+        if a is not None and b:
+            out.append((what, f"{fmt(a)} / {fmt(b)} = {a / b:.2f}x",
+                        "(info: how much of B is the wait technique)", "info"))
     ratio_row("C wall vs ideal (sum of sleeps / 2 slots)", "zexec.C_wall", "zexec.C_ideal", "<=",
               1.05, "<= 1.05x")
     w, loc = get(f, "zexec.C_wall"), get(f, "zexec.C_local_wall")

@@ -315,9 +315,11 @@ void zxw_tpool_drop_queued(zxw_tpool_t *self, void (*fn)(void *arg, zxw_job_t *j
 void zxw_tpool_take(zxw_tpool_t *self, zxw_job_t **started, zxw_job_t **done, bool disarm)
 {
     /* clear the wake-up before taking the lists: a wake-up armed after
-       this read is seen at the next poll, never lost */
+       this read is seen at the next poll, never lost. (A pool thread
+       standing in for the loop leaves it: one that fired anyway only makes
+       the loop take empty lists.) */
     char buf[64];
-    while (read(self->pipe[0], buf, sizeof buf) > 0) {
+    while (!disarm && read(self->pipe[0], buf, sizeof buf) > 0) {
     }
     pthread_mutex_lock(&self->lock);
     *started = self->st_head;

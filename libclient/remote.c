@@ -1068,11 +1068,17 @@ static bool s_submit_here(s_remote_t *ex)
         return false; /* the actor is awake (or this is it): it sends */
     }
     s_io_t *io = &ex->io;
-    bool sent = io->state == S_CONNECTED && io->dealer && io->table.count == 0 && !io->held;
+    pthread_mutex_lock(&ex->lock);
+    /* cancels to decide (their futures' callbacks would run here) are the
+       actor's */
+    bool plain = ex->nreqs == 0 && !ex->cancel_all;
+    pthread_mutex_unlock(&ex->lock);
+    bool sent =
+        plain && io->state == S_CONNECTED && io->dealer && io->table.count == 0 && !io->held;
     bool more = false;
     if (sent) {
-        /* done-callbacks of futures failed here run on this thread, which
-           stands in for the actor until it lets go of iolock */
+        /* a task failed here for want of memory completes on this thread,
+           which stands in for the actor until it lets go of iolock */
         s_remote_t *was = s_on_actor;
         s_on_actor = ex;
         s_control(ex);

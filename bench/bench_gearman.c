@@ -5,7 +5,8 @@
 
       A  no-op tasks (n -> n+1) as individual jobs, all added then run
          together (gearman_client_add_task + gearman_client_run_tasks, the
-         equivalent of submit + as_completed): tasks/s.
+         equivalent of submit + as_completed): tasks/s, the median of five
+         batches.
       B  sequential gearman_client_do round trips: p50/p99 us.
       D  1 MiB workloads to a `len` function that returns the length, in
          windows of 8 jobs: MB/s (40 jobs, not 500: see s_bench_d's caller).
@@ -148,13 +149,23 @@ static void s_run_inc_batch(gearman_client_st *c, long first, long count)
     free(args);
 }
 
+/* The median of 5 batches: consecutive batches of the same binary measured
+   from 3,300 to 29,000 tasks/s on the 2-core VM (gearmand's job hand-out
+   varies), so a single batch decided the "20x Gearman" target by luck. */
+#define S_A_REPEATS 5
+
 static void s_bench_a(int port, long count)
 {
     gearman_client_st *c = s_client_new(port);
     s_run_inc_batch(c, 0, 100); /* warm-up: connections, function registration */
-    double t0 = bu_now();
-    s_run_inc_batch(c, 1000, count);
-    bu_result("gearman.A_submit", (double)count / (bu_now() - t0), "tasks/s");
+    double rates[S_A_REPEATS];
+    for (int r = 0; r < S_A_REPEATS; r++) {
+        double t0 = bu_now();
+        s_run_inc_batch(c, 1000 + r * count, count);
+        rates[r] = (double)count / (bu_now() - t0);
+        printf("# gearman A batch %d: %.0f tasks/s\n", r + 1, rates[r]);
+    }
+    bu_result("gearman.A_submit", bu_percentile(rates, S_A_REPEATS, 50), "tasks/s");
     gearman_client_free(c);
 }
 

@@ -11,14 +11,17 @@
     thread itself when the actor sleeps: the socket and the actor's state
     (s_io_t) belong to whoever holds ex->iolock, which the actor lets go of
     only while it sleeps in poll. That spares the lone task a thread
-    hand-off (bench B); the actor polls the socket's raw ZMQ_FD so that
-    sleeping never touches the socket, and as ZMQ_FD only signals changes,
-    which a send may consume, whoever lets go of iolock first asks
-    ZMQ_EVENTS whether a message waits. Sent tasks live in the actor's pending table (open
-   addressing keyed by seq, no allocation per lookup, no scans) until their RESULT arrives. The
-   outbox drains only while the argument bytes in that table stay under max_inflight_bytes (the send
-   window): a burst of large arguments waits here, where memory is already spent, instead of being
-   copied into the broker's memory, which measured slower (page faults) for no gain.
+    hand-off (bench B). The actor polls the socket's raw ZMQ_FD so that
+    sleeping never touches the socket; as ZMQ_FD only signals changes, which
+    a send may consume, whoever lets go of iolock asks ZMQ_EVENTS first
+    whether a message waits.
+
+    Sent tasks live in the pending table (open addressing keyed by seq, no
+    allocation per lookup, no scans) until their RESULT arrives. The outbox
+    drains only while the argument bytes in that table stay under
+    max_inflight_bytes (the send window): a burst of large arguments waits
+    here, where memory is already spent, instead of being copied into the
+    broker's memory, which measured slower (page faults) for no gain.
 
     Threads: futures are completed on the actor thread, so done-callbacks of
     remote futures run there. They must not block; they may submit and

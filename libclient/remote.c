@@ -41,6 +41,7 @@
 */
 #include "remote.h"
 
+#include "zx_czmq.h"
 #include "zx_proto.h"
 #include "zx_security.h"
 
@@ -1479,6 +1480,7 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
     /* A library must not take over SIGINT/SIGTERM: czmq would otherwise
        install its own handlers on first use. */
     zsys_handler_set(NULL);
+    zx__czmq_init();
     ex->io.dealer = zsock_new(ZMQ_DEALER);
     if (!ex->io.dealer) {
         goto fail;

@@ -22,8 +22,9 @@
     is sent with every task the worker still holds. Results that finish
     while the broker is away are held (bounded) and sent when it speaks.
 */
-#include "zx_security.h"
+#include "zx_czmq.h"
 #include "zx_parent.h"
+#include "zx_security.h"
 #include "zx_worker_int.h"
 
 #include <dlfcn.h>
@@ -1124,7 +1125,7 @@ int zx_worker_run(zx_worker_t *w)
             return ZX_ENOMEM;
         }
     }
-    zsys_init();
+    zx__czmq_init();
     /* after zsys_init, whose own handler would otherwise replace ours */
     zxw_plat_stop_handlers_install(s_stop_cb, w);
     w->jobs = zhashx_new();

@@ -9,6 +9,8 @@
 
 #include <czmq.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 static _Thread_local int s_last_error;
@@ -113,16 +115,54 @@ zx_future_t *zx_submit_opts(zx_executor_t *ex, const char *fn, const void *args,
     return zx__submit_flags(ex, fn, args, args_len, opts, 0);
 }
 
+/* zx_submitf's arguments are packed on the stack while they fit (a task's
+   arguments are usually a few bytes; msgpack_sbuffer would allocate 8 KiB
+   per call) and on the heap beyond. */
+typedef struct {
+    char *data;
+    size_t size, alloc;
+    bool failed;
+    char small[256];
+} s_argbuf_t;
+
+static int s_argbuf_write(void *p, const char *buf, size_t len)
+{
+    s_argbuf_t *b = p;
+    if (len > b->alloc - b->size) {
+        size_t n = b->alloc * 2;
+        while (n - b->size < len) {
+            n *= 2;
+        }
+        bool small = b->data == b->small;
+        char *d = small ? malloc(n) : realloc(b->data, n);
+        if (!d) {
+            b->failed = true;
+            return -1;
+        }
+        if (small) {
+            memcpy(d, b->small, b->size);
+        }
+        b->data = d;
+        b->alloc = n;
+    }
+    memcpy(b->data + b->size, buf, len);
+    b->size += len;
+    return 0;
+}
+
 zx_future_t *zx_submitf(zx_executor_t *ex, const char *fn, const char *fmt, ...)
 {
     if (!fmt) {
         zx__set_last_error(ZX_EINVAL);
         return NULL;
     }
-    msgpack_sbuffer sb;
+    s_argbuf_t sb;
+    sb.data = sb.small;
+    sb.size = 0;
+    sb.alloc = sizeof sb.small;
+    sb.failed = false;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &sb, s_argbuf_write);
     size_t n = strlen(fmt);
     msgpack_pack_array(&pk, n);
     va_list ap;
@@ -173,7 +213,7 @@ zx_future_t *zx_submitf(zx_executor_t *ex, const char *fn, const char *fmt, ...)
                 ok = false;
                 break;
             }
-            msgpack_sbuffer_write(&sb, p, ml);
+            s_argbuf_write(&sb, p, ml);
             break;
         }
         default: ok = false; break;
@@ -181,11 +221,13 @@ zx_future_t *zx_submitf(zx_executor_t *ex, const char *fn, const char *fmt, ...)
     }
     va_end(ap);
     zx_future_t *f = NULL;
-    if (ok) {
+    if (ok && !sb.failed) {
         f = zx__submit_flags(ex, fn, sb.data, sb.size, NULL, 0);
     } else {
-        zx__set_last_error(ZX_EINVAL);
+        zx__set_last_error(ok ? ZX_ENOMEM : ZX_EINVAL);
     }
-    msgpack_sbuffer_destroy(&sb);
+    if (sb.data != sb.small) {
+        free(sb.data);
+    }
     return f;
 }

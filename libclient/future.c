@@ -49,6 +49,7 @@ struct zx_future {
     s_callback_t *cb_head, *cb_tail;
     zx__waiter_link_t *waiters; /* registrations, doubly linked */
     atomic_bool finished;       /* set with state, read by spinning waiters */
+    char fn_store[];            /* fn points here */
 };
 
 static const zx_error_t s_timeout_error = {
@@ -136,13 +137,15 @@ void zx__waiter_fini(zx__waiter_t *w)
 
 zx_future_t *zx__future_new(zx_executor_t *ex, const char *fn, uint64_t seq)
 {
-    zx_future_t *f = calloc(1, sizeof *f);
+    /* one allocation, the function name inline */
+    size_t fn_len = fn ? strlen(fn) : 0;
+    zx_future_t *f = calloc(1, sizeof *f + fn_len + 1);
     if (!f) {
         return NULL;
     }
-    f->fn = strdup(fn ? fn : "");
-    if (!f->fn || zx__cond_init(&f->cond) != ZX_OK) {
-        free(f->fn);
+    f->fn = memcpy(f->fn_store, fn ? fn : "", fn_len);
+    f->fn[fn_len] = '\0';
+    if (zx__cond_init(&f->cond) != ZX_OK) {
         free(f);
         return NULL;
     }
@@ -191,7 +194,6 @@ void zx_future_unref(zx_future_t **f_p)
     s_error_free(f);
     free(f->value);
     free(f->node);
-    free(f->fn);
     pthread_cond_destroy(&f->cond);
     pthread_mutex_destroy(&f->lock);
     free(f);

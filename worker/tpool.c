@@ -102,26 +102,36 @@ static void s_wake(zxw_tpool_t *self, int how)
     }
 }
 
-static void s_run(zxw_job_t *job)
+/* A result buffer kept larger than this is given back after the task. */
+#define S_KEEP_BUFFER (1u << 20)
+
+/* sb is the thread's own result buffer, reused from task to task
+   (msgpack_sbuffer allocates 8 KiB at its first write: once per task was a
+   malloc and free of a size no per-thread cache keeps). */
+static void s_run(zxw_job_t *job, msgpack_sbuffer *sb)
 {
     zx_task_t task;
     zx__task_init(&task, job->fn->name, ZX_POOL_THREAD, job->deadline);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    msgpack_sbuffer_clear(sb);
     const void *data = zframe_data(job->args);
     size_t len = zframe_size(job->args);
-    int st = (job->flags & ZXP_F_CHUNK) ? zx__task_call_chunk(&task, job->fn->fn, data, len, &sb)
-                                        : zx__task_call(&task, job->fn->fn, data, len, &sb);
-    job->status = zxw_check_result_size(zxw_status_of(&task, st), &sb);
+    int st = (job->flags & ZXP_F_CHUNK) ? zx__task_call_chunk(&task, job->fn->fn, data, len, sb)
+                                        : zx__task_call(&task, job->fn->fn, data, len, sb);
+    job->status = zxw_check_result_size(zxw_status_of(&task, st), sb);
     zx__task_fini(&task);
-    job->result = zframe_new(sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
+    job->result = zframe_new(sb->data, sb->size);
+    if (sb->alloc > S_KEEP_BUFFER) {
+        msgpack_sbuffer_destroy(sb);
+        msgpack_sbuffer_init(sb);
+    }
 }
 
 static void *s_thread(void *arg)
 {
     zxw_tpool_t *self = arg;
     zxw_plat_precise_timers();
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
     pthread_mutex_lock(&self->lock);
     for (;;) {
         while (!self->stopping && zlistx_size(self->queue) == 0) {
@@ -147,7 +157,7 @@ static void *s_thread(void *arg)
         pthread_mutex_unlock(&self->lock);
         s_wake(self, wake);
 
-        s_run(job);
+        s_run(job, &sb);
 
         pthread_mutex_lock(&self->lock);
         if (job->state == ZXW_RUNNING) {
@@ -172,6 +182,7 @@ static void *s_thread(void *arg)
         pthread_mutex_lock(&self->lock);
     }
     pthread_mutex_unlock(&self->lock);
+    msgpack_sbuffer_destroy(&sb);
     return NULL;
 }
 

@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -94,6 +95,7 @@ int main(void)
     /* forked before this process has any thread or ZeroMQ context */
     pid_t broker = fork();
     if (broker == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with this test, however it ends */
         execl(bin, bin, "--clients", cep, "--workers", wep, "-q", (char *)NULL);
         _exit(127);
     }

@@ -9,6 +9,7 @@
 #include <czmq.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -126,6 +127,43 @@ Test(local, result_timeout_leaves_the_task_to_complete_later, .timeout = 30)
     cr_assert_eq(zx_future_state(f), ZX_RUNNING);
     zxt_gate_open();
     cr_assert_eq(zxt_result_int(f, ZX_FOREVER), 3);
+    zx_future_unref(&f);
+    zx_executor_destroy(&ex);
+}
+
+/* result() spins (yields) for up to ZEXEC_SPIN_US before it sleeps
+   (libclient/future.c). Criterion runs each test in its own process, and
+   the bound is read at the process's first wait. */
+Test(local, waiting_spin_never_passes_the_timeout, .timeout = 30)
+{
+    setenv("ZEXEC_SPIN_US", "1000000", 1); /* a bound far past the timeout */
+    zxt_gate_reset();
+    zx_executor_t *ex = zx_executor_new_local(1);
+    zxt_register_all(ex);
+    zx_future_t *f = zxt_submit_int(ex, "block", 1, 7, 0);
+    cr_assert(zxt_gate_wait_started(1, 10));
+    int64_t t0 = zclock_usecs();
+    cr_assert_eq(zx_future_result(f, 0.05, NULL, NULL), ZX_ETIMEOUT);
+    int64_t dt = zclock_usecs() - t0;
+    cr_assert(dt >= 50000 && dt < 500000, "waited %lld us for a 50 ms timeout", (long long)dt);
+    zxt_gate_open();
+    cr_assert_eq(zxt_result_int(f, ZX_FOREVER), 7);
+    zx_future_unref(&f);
+    zx_executor_destroy(&ex);
+}
+
+Test(local, waiting_spin_ends_when_the_future_completes, .timeout = 30)
+{
+    setenv("ZEXEC_SPIN_US", "1000000", 1);
+    zx_executor_t *ex = zx_executor_new_local(1);
+    zxt_register_all(ex);
+    /* 20 ms of work: done while the waiter still spins; the wait must end
+       then, not at the 1 s bound */
+    zx_future_t *f = zxt_submit_int(ex, "spin_ms", 1, 20, 0);
+    int64_t t0 = zclock_usecs();
+    cr_assert_eq(zx_future_result(f, 10, NULL, NULL), ZX_OK);
+    int64_t dt = zclock_usecs() - t0;
+    cr_assert(dt < 500000, "waited %lld us for a 20 ms task", (long long)dt);
     zx_future_unref(&f);
     zx_executor_destroy(&ex);
 }

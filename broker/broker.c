@@ -1,5 +1,5 @@
 /*  broker.c - the zexec-broker event loop: two ROUTER sockets (clients,
-    workers), the peers' records, and what each ZXP/1 command does to tasks.
+    workers), the peers' records, and what each ZXP command does to tasks.
 
     One thread. Each turn of the loop drains what is readable on each socket
     (at most 1024 messages, without blocking), appending outgoing items to

@@ -1,4 +1,4 @@
-/*  proto.c - ZXP/1 encoding and strict decoding.
+/*  proto.c - ZXP encoding and strict decoding.
 
     Every received message is validated completely (frame 0, header shape of
     every item, payload count) before anyone reads a field, so the getters
@@ -247,6 +247,7 @@ static void s_in_release(zxp_in_t *in)
     zframe_destroy(&in->header);
     msgpack_zone_clear(&in->zone);
     in->count = 0;
+    in->taken = 0;
     in->cmd = 0;
 }
 
@@ -360,7 +361,7 @@ int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role)
         in->reason = "frame 0 is not 'ZX' version command";
         rc = ZXP_E_SIG;
     } else if (s[2] != ZXP_VERSION) {
-        in->reason = "protocol version is not 1";
+        in->reason = "protocol version is not 2";
         rc = ZXP_E_VERSION;
     } else {
         in->cmd = s[3];
@@ -389,16 +390,30 @@ int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role)
         return ZXP_E_SHAPE;
     }
     size_t payloads = zmsg_size(in->msg);
+    size_t framed = 0; /* items whose payload is a frame */
     if (c->batch) {
         in->count = in->hdr.via.array.size;
         if (in->count > ZXP_MAX_BATCH) {
             in->reason = "more items than the batch limit";
             return ZXP_E_BATCH;
         }
+        size_t nf = strlen(c->fields);
         for (size_t i = 0; i < in->count; i++) {
             const msgpack_object *it = &in->hdr.via.array.ptr[i];
             if (!s_shape_ok(it, c->fields) || !s_ranges_ok(in->cmd, it)) {
                 in->reason = "an item has the wrong fields or values";
+                return ZXP_E_SHAPE;
+            }
+            if (!c->payload) {
+                continue;
+            }
+            /* the field after the command's own: the payload inline (bin),
+               or nil or absent for a payload frame; later fields ignored */
+            int t = it->via.array.size > nf ? (int)it->via.array.ptr[nf].type : MSGPACK_OBJECT_NIL;
+            if (t == MSGPACK_OBJECT_NIL) {
+                framed++;
+            } else if (t != MSGPACK_OBJECT_BIN) {
+                in->reason = "an item's inline payload is neither bin nor nil";
                 return ZXP_E_SHAPE;
             }
         }
@@ -409,7 +424,7 @@ int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role)
             return ZXP_E_SHAPE;
         }
     }
-    if (payloads != (c->payload ? in->count : 0)) {
+    if (payloads != (c->payload ? framed : 0)) {
         in->reason = "payload frame count does not match the items";
         return ZXP_E_PAYLOADS;
     }
@@ -458,8 +473,24 @@ const msgpack_object *zxp_o(const msgpack_object *arr, size_t field)
     return &arr->via.array.ptr[field];
 }
 
+/* Whether item it of command c carries its payload inline: the field right
+   after the command's own is a bin (nil or absent: a frame). */
+static bool s_item_inline(const s_cmd_t *c, const msgpack_object *it)
+{
+    size_t nf = strlen(c->fields);
+    return it->via.array.size > nf && it->via.array.ptr[nf].type == MSGPACK_OBJECT_BIN;
+}
+
 zframe_t *zxp_payload_take(zxp_in_t *in)
 {
+    const s_cmd_t *c = s_cmd(in->cmd);
+    if (c && c->payload && in->taken < in->count) {
+        const msgpack_object *it = zxp_item(in, in->taken++);
+        if (s_item_inline(c, it)) {
+            const msgpack_object *b = &it->via.array.ptr[strlen(c->fields)];
+            return zframe_new(b->via.bin.ptr, b->via.bin.size);
+        }
+    }
     return in->msg ? zmsg_pop(in->msg) : NULL;
 }
 
@@ -549,6 +580,7 @@ void zxp_out_begin(zxp_out_t *out, uint8_t cmd)
     out->cmd = cmd;
     out->batch = c->batch;
     out->count = 0;
+    out->item_open = false;
     msgpack_sbuffer_clear(&out->buf);
     s_out_drop_payloads(out);
     out->payloads = zmsg_new();
@@ -564,9 +596,20 @@ msgpack_packer *zxp_out_pk(zxp_out_t *out)
     return &out->pk;
 }
 
+static bool s_inline(zxp_out_t *out, const void *data, size_t len);
+
 void zxp_out_payload(zxp_out_t *out, zframe_t **frame_p)
 {
-    zframe_t *f = frame_p && *frame_p ? *frame_p : zframe_new(NULL, 0);
+    zframe_t *f = frame_p ? *frame_p : NULL;
+    if (s_inline(out, f ? zframe_data(f) : NULL, f ? zframe_size(f) : 0)) {
+        if (frame_p) {
+            zframe_destroy(frame_p);
+        }
+        return;
+    }
+    if (!f) {
+        f = zframe_new(NULL, 0);
+    }
     if (frame_p) {
         *frame_p = NULL;
     }
@@ -579,6 +622,9 @@ void zxp_out_payload_share(zxp_out_t *out, zframe_t *frame)
         zxp_out_payload(out, NULL);
         return;
     }
+    if (s_inline(out, zframe_data(frame), zframe_size(frame))) {
+        return;
+    }
     if (!out->shared) {
         out->shared = zlist_new();
     }
@@ -589,7 +635,9 @@ void zxp_out_payload_share(zxp_out_t *out, zframe_t *frame)
 
 void zxp_out_payload_mem(zxp_out_t *out, const void *data, size_t len)
 {
-    zmsg_addmem(out->payloads, data, len);
+    if (!s_inline(out, data, len)) {
+        zmsg_addmem(out->payloads, data, len);
+    }
 }
 
 /* ---- signing hook and limits (zx_sign.h) -------------------------------------- */
@@ -723,6 +771,7 @@ int zxp_out_send(zxp_out_t *out, zsock_t *sock, zframe_t *routing_id)
     }
     zmsg_destroy(&msg);
     out->count = 0;
+    out->item_open = false;
     msgpack_sbuffer_clear(&out->buf);
     out->payloads = zmsg_new();
     if (out->batch) {
@@ -746,10 +795,26 @@ static void s_pack_id(msgpack_packer *pk, const uint8_t *id)
 
 static msgpack_packer *s_item(zxp_out_t *out, size_t fields)
 {
-    assert(out->batch);
+    assert(out->batch && fields < 15); /* a fixarray: one byte, patched below */
     out->count++;
+    out->item_at = out->buf.size;
+    out->item_open = s_cmd(out->cmd)->payload;
     msgpack_pack_array(&out->pk, fields);
     return &out->pk;
+}
+
+/* Puts len bytes inline as the last item's trailing bin field, if they are
+   small enough and that item takes a payload; false: use a frame. */
+static bool s_inline(zxp_out_t *out, const void *data, size_t len)
+{
+    bool ok = out->item_open && len <= ZXP_INLINE_MAX;
+    out->item_open = false;
+    if (ok) {
+        msgpack_pack_bin(&out->pk, len);
+        msgpack_pack_bin_body(&out->pk, data, len);
+        out->buf.data[out->item_at]++; /* fixarray of n fields -> n + 1 */
+    }
+    return ok;
 }
 
 void zxp_put_submit(zxp_out_t *out, const zxp_submit_t *s)

@@ -1,4 +1,4 @@
-/*  sign.c - the ZXP/1 shared-secret envelope: HMAC-SHA256 over every frame
+/*  sign.c - the ZXP shared-secret envelope: HMAC-SHA256 over every frame
     of a message plus a session, an epoch and a sequence number, with replay
     rules that survive a broker restart without any state on disk (the
     epoch is the receiver's per-start session). zx_sign.h has the format;

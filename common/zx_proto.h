@@ -1,4 +1,4 @@
-/*  zx_proto.h - the zexec wire protocol (ZXP/1), shared by broker, worker and
+/*  zx_proto.h - the zexec wire protocol (ZXP), shared by broker, worker and
     client. docs/protocol.md is the specification; this is its only encoder
     and decoder.
 
@@ -19,15 +19,19 @@
 
 #define ZXP_SIG0 'Z'
 #define ZXP_SIG1 'X'
-#define ZXP_VERSION 1
+#define ZXP_VERSION 2 /* 2: small payloads ride inline in their item */
 
 /* Limits (docs/protocol.md "Limits"). */
 #define ZXP_MAX_MSG (64 * 1024 * 1024) /* ZMQ_MAXMSGSIZE: largest frame */
 #define ZXP_MAX_HEADER (4 * 1024 * 1024)
 #define ZXP_MAX_BATCH 4096 /* items in one batch message */
-#define ZXP_MAX_DEPTH 32   /* msgpack nesting */
-#define ZXP_MAX_NAME 255   /* function and node names */
-#define ZXP_ID_LEN 16      /* session and worker ids */
+/* Payloads up to this size travel inside their item (a trailing bin field)
+   rather than in a frame of their own (docs/protocol.md). 4096 items of
+   this much stay well under ZXP_MAX_HEADER. */
+#define ZXP_INLINE_MAX 256
+#define ZXP_MAX_DEPTH 32 /* msgpack nesting */
+#define ZXP_MAX_NAME 255 /* function and node names */
+#define ZXP_ID_LEN 16    /* session and worker ids */
 
 /* Commands. 0x0_ client endpoint, 0x2_ worker endpoint, some on both. */
 enum {
@@ -141,6 +145,7 @@ typedef struct zxp_in {
     msgpack_zone zone;
     msgpack_object hdr; /* the header array */
     size_t count;       /* batch commands: number of items */
+    size_t taken;       /* payloads taken so far (zxp_payload_take) */
     const char *reason; /* on error: what was wrong, for the log */
 } zxp_in_t;
 
@@ -159,7 +164,9 @@ int64_t zxp_i(const msgpack_object *arr, size_t field);
 bool zxp_b(const msgpack_object *arr, size_t field);
 zxp_str_t zxp_s(const msgpack_object *arr, size_t field); /* str or bin */
 const msgpack_object *zxp_o(const msgpack_object *arr, size_t field);
-/* Takes the next payload frame (zero copy); caller owns it. NULL if none. */
+/* Takes the payload of the next item, in item order, once per item: its
+   frame (zero copy), or a new frame holding the bytes it carried inline.
+   Caller owns it. NULL if none. */
 zframe_t *zxp_payload_take(zxp_in_t *in);
 
 /* Typed views of hot-path items. */
@@ -216,6 +223,8 @@ typedef struct zxp_out {
     size_t count;
     msgpack_sbuffer buf;
     msgpack_packer pk;
+    size_t item_at; /* offset of the last item's array header in buf */
+    bool item_open; /* that item may still take its payload inline */
     zmsg_t *payloads;
     zlist_t *shared; /* frames of payloads appended by zxp_out_payload_share (borrowed) */
 } zxp_out_t;
@@ -226,7 +235,10 @@ void zxp_out_fini(zxp_out_t *out);
    the header array yourself with zxp_out_pk after begin. */
 void zxp_out_begin(zxp_out_t *out, uint8_t cmd);
 msgpack_packer *zxp_out_pk(zxp_out_t *out);
-/* Appends one payload frame (consumed; NULL appends an empty frame). */
+/* The payload of the item just put: up to ZXP_INLINE_MAX bytes go inline
+   in the item (copied into the header), larger ones as a frame of their
+   own. Exactly one payload call per item of SUBMIT, TASK, RESULT, WRESULT. */
+/* Appends one payload (the frame is consumed; NULL: an empty payload). */
 void zxp_out_payload(zxp_out_t *out, zframe_t **frame_p);
 /* Appends frame as a payload without copying its bytes and without taking it:
    it is sent with ZFRAME_REUSE, so ZeroMQ shares the buffer (reference

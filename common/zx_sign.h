@@ -1,4 +1,4 @@
-/*  zx_sign.h - shared-secret message signing for ZXP/1 (HMAC-SHA256 with
+/*  zx_sign.h - shared-secret message signing for ZXP (HMAC-SHA256 with
     replay protection), usable by the broker, the worker and the client.
 
     Every signed message carries one extra final frame, the envelope

@@ -1,5 +1,5 @@
 /*  broker_peers.h - fake clients and workers for the broker tests: raw
-    DEALER sockets speaking ZXP/1 through the zxp_* encoders, so the tests
+    DEALER sockets speaking ZXP through the zxp_* encoders, so the tests
     drive the real zexec-broker binary message by message.
 
     Header-only (static inline) so each test program gets its own copy.

@@ -189,10 +189,10 @@ static void s_raw(zsock_t *s, int nframes, const void *const *data, const size_t
 
 static void s_garbage(zsock_t *s, uint8_t cmd_ok)
 {
-    const uint8_t sig[4] = {'Z', 'X', 1, cmd_ok};
+    const uint8_t sig[4] = {'Z', 'X', ZXP_VERSION, cmd_ok};
     const uint8_t badsig[4] = {'Q', 'X', 1, cmd_ok};
     const uint8_t badver[4] = {'Z', 'X', 9, cmd_ok};
-    const uint8_t badcmd[4] = {'Z', 'X', 1, 0x7f};
+    const uint8_t badcmd[4] = {'Z', 'X', ZXP_VERSION, 0x7f};
     const uint8_t bomb[5] = {0xdd, 0xff, 0xff, 0xff, 0xff};
     const uint8_t mapbomb[5] = {0xdf, 0xff, 0xff, 0xff, 0xff};
     const uint8_t trunc[3] = {0x93, 0x01, 0xa5};

@@ -1,4 +1,4 @@
-/*  test_proto.c - ZXP/1: every message kind round-trips through the encoder
+/*  test_proto.c - ZXP: every message kind round-trips through the encoder
     and the strict decoder; every malformed case is rejected with its code. */
 #include "zx_proto.h"
 
@@ -81,6 +81,84 @@ Test(proto, submit_batch_round_trips_with_payloads)
         cr_assert(memcmp(zframe_data(p), &i, sizeof i) == 0);
         zframe_destroy(&p);
     }
+    zxp_in_fini(&in);
+}
+
+/* Payloads up to ZXP_INLINE_MAX ride inside their item, larger ones in
+   frames; a batch mixes both and each item gets its own back, in order,
+   through all three ways of appending one. */
+Test(proto, small_payloads_go_inline_and_large_ones_in_frames)
+{
+    enum { N = 12 };
+    size_t sizes[N] = {0, 1, 2, 255, 256, 257, 300, 1000, 3, ZXP_INLINE_MAX, 4096, 7};
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_out_begin(&out, ZXP_WRESULT);
+    size_t framed = 0;
+    uint8_t sess[ZXP_ID_LEN] = {1};
+    for (size_t i = 0; i < N; i++) {
+        uint8_t *b = malloc(sizes[i] + 1);
+        memset(b, (int)('a' + i), sizes[i]);
+        zxp_wresult_t r = {sess, i + 1, 0, 42, ZXP_POOL_THREAD, true};
+        zxp_put_wresult(&out, &r);
+        zframe_t *f = zframe_new(b, sizes[i]);
+        switch (i % 3) {
+        case 0: zxp_out_payload_mem(&out, b, sizes[i]); break;
+        case 1: zxp_out_payload(&out, &f); break;
+        default: zxp_out_payload_share(&out, f); break;
+        }
+        framed += sizes[i] > ZXP_INLINE_MAX;
+        if (i % 3 != 2) {
+            zframe_destroy(&f); /* NULL after zxp_out_payload took it */
+        }
+        cr_assert_eq(zmsg_size(out.payloads), framed, "item %zu (%zu bytes)", i, sizes[i]);
+        if (i % 3 == 2) {
+            /* a shared frame must outlive the send: keep it until then */
+            zframe_t *keep = f;
+            cr_assert_eq(zxp_out_send(&out, tx, NULL), 0);
+            zframe_destroy(&keep);
+            zxp_out_begin(&out, ZXP_WRESULT);
+            framed = 0;
+        }
+        free(b);
+    }
+    zxp_out_fini(&out);
+
+    zxp_in_t in;
+    zxp_in_init(&in);
+    for (size_t i = 0; i < N; i++) {
+        if (i % 3 == 0) {
+            cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_W), 0, "%s", in.reason);
+            cr_assert_eq(in.count, 3);
+        }
+        zxp_wresult_t r;
+        zxp_get_wresult(&in, i % 3, &r);
+        cr_assert_eq(r.seq, i + 1);
+        cr_assert_eq(r.pid, 42);
+        zframe_t *p = zxp_payload_take(&in);
+        cr_assert_not_null(p);
+        cr_assert_eq(zframe_size(p), sizes[i], "item %zu", i);
+        for (size_t k = 0; k < sizes[i]; k++) {
+            cr_assert_eq(zframe_data(p)[k], (uint8_t)('a' + i));
+        }
+        zframe_destroy(&p);
+    }
+    cr_assert_null(zxp_payload_take(&in), "one payload per item, no more");
+
+    /* nil in the payload's place means "in a frame"; later fields are a
+       newer version's, ignored */
+    zmsg_t *m = s_raw("ZX\x02\x03", 4,
+                      "\x91\x99\x05\xa1"
+                      "f\x00\x00\x00\x00\x00\xc0\x07",
+                      12);
+    zmsg_addmem(m, "\x91\x01", 2);
+    cr_assert_eq(zxp_decode(&in, &m, ZXP_ROLE_BROKER_C), 0, "%s", in.reason);
+    zxp_submit_t sub;
+    zxp_get_submit(&in, 0, &sub);
+    cr_assert_eq(sub.seq, 5);
+    zframe_t *p = zxp_payload_take(&in);
+    cr_assert(p && zframe_size(p) == 2 && memcmp(zframe_data(p), "\x91\x01", 2) == 0);
+    zframe_destroy(&p);
     zxp_in_fini(&in);
 }
 
@@ -201,15 +279,15 @@ static void s_expect(zmsg_t *m, int role, int code)
 
 Test(proto, malformed_messages_are_rejected_with_their_reason)
 {
-    const uint8_t sig_ok[4] = {'Z', 'X', 1, ZXP_HEARTBEAT};
+    const uint8_t sig_ok[4] = {'Z', 'X', ZXP_VERSION, ZXP_HEARTBEAT};
     const uint8_t empty[1] = {0x90};
     s_expect(zmsg_new(), ZXP_ROLE_BROKER_C, ZXP_E_SHORT);
     s_expect(s_raw("ZY\x01\x08", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_SIG);
-    s_expect(s_raw("ZX\x01", 3, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_SIG);
-    s_expect(s_raw("ZX\x02\x08", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_VERSION);
-    s_expect(s_raw("ZX\x01\x7f", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_CMD);
+    s_expect(s_raw("ZX\x02", 3, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_SIG);
+    s_expect(s_raw("ZX\x03\x08", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_VERSION);
+    s_expect(s_raw("ZX\x02\x7f", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_CMD);
     /* TASK is for workers, not for the broker's client endpoint */
-    s_expect(s_raw("ZX\x01\x22", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_CMD);
+    s_expect(s_raw("ZX\x02\x22", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_CMD);
     /* msgpack-c would reserve ~96 GB for this array header */
     s_expect(s_raw(sig_ok, 4, "\xdd\xff\xff\xff\xff", 5), ZXP_ROLE_BROKER_C, ZXP_E_MSGPACK);
     s_expect(s_raw(sig_ok, 4, "\xdf\xff\xff\xff\xff", 5), ZXP_ROLE_BROKER_C, ZXP_E_MSGPACK);
@@ -217,19 +295,32 @@ Test(proto, malformed_messages_are_rejected_with_their_reason)
     s_expect(s_raw(sig_ok, 4, "\x90\x90", 2), ZXP_ROLE_BROKER_C, ZXP_E_MSGPACK); /* trailing */
     s_expect(s_raw(sig_ok, 4, "\x01", 1), ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);       /* not array */
     /* SUBMIT item with a string where the seq belongs */
-    s_expect(s_raw("ZX\x01\x03", 4,
+    s_expect(s_raw("ZX\x02\x03", 4,
                    "\x91\x97\xa1x\xa1"
                    "f\x00\x00\x00\x00\x00",
                    11),
              ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);
     /* a valid SUBMIT item but no payload frame */
-    s_expect(s_raw("ZX\x01\x03", 4,
+    s_expect(s_raw("ZX\x02\x03", 4,
                    "\x91\x97\x01\xa1"
                    "f\x00\x00\x00\x00\x00",
                    10),
              ZXP_ROLE_BROKER_C, ZXP_E_PAYLOADS);
+    /* an inline payload that is not a bin */
+    zmsg_t *m0 = s_raw("ZX\x02\x03", 4,
+                       "\x91\x98\x01\xa1"
+                       "f\x00\x00\x00\x00\x00\xa1x",
+                       12);
+    s_expect(m0, ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);
+    /* an inline payload and a frame as well */
+    m0 = s_raw("ZX\x02\x03", 4,
+               "\x91\x98\x01\xa1"
+               "f\x00\x00\x00\x00\x00\xc4\x01\x90",
+               13);
+    zmsg_addmem(m0, "\x90", 1);
+    s_expect(m0, ZXP_ROLE_BROKER_C, ZXP_E_PAYLOADS);
     /* pool 9 does not exist */
-    zmsg_t *m = s_raw("ZX\x01\x03", 4,
+    zmsg_t *m = s_raw("ZX\x02\x03", 4,
                       "\x91\x97\x01\xa1"
                       "f\x09\x00\x00\x00\x00",
                       10);

@@ -2,7 +2,7 @@
     libclient/cluster.c).
 
     Two kinds of tests: against a scripted fake broker in this process (a
-    ROUTER speaking ZXP/1 through common/proto.c), for protocol behaviour the
+    ROUTER speaking ZXP through common/proto.c), for protocol behaviour the
     real broker makes hard to provoke on demand (RESET, cancel answers,
     re-sends); and integration tests with the real zexec-broker and
     zexec-worker binaries, started and stopped by PID. */

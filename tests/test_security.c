@@ -510,7 +510,7 @@ static zmsg_t *s_signed_submit(zx_sign_t *sign, uint64_t seq)
     uint8_t *h = (uint8_t *)o.buf.data;
     h[4] = 1;
     zmsg_t *m = zmsg_new();
-    zmsg_addmem(m, (uint8_t[]){'Z', 'X', 1, ZXP_SUBMIT}, 4);
+    zmsg_addmem(m, (uint8_t[]){'Z', 'X', ZXP_VERSION, ZXP_SUBMIT}, 4);
     zmsg_addmem(m, o.buf.data, o.buf.size);
     zmsg_addmem(m, ARGS, sizeof ARGS);
     zxp_out_fini(&o);

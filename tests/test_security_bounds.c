@@ -74,7 +74,7 @@ static int s_decode(const uint8_t *hdr, size_t len, size_t *bytes)
     zxp_in_t in;
     zxp_in_init(&in);
     zmsg_t *m = zmsg_new();
-    zmsg_addmem(m, (uint8_t[]){'Z', 'X', 1, ZXP_STATUS_REPLY}, 4);
+    zmsg_addmem(m, (uint8_t[]){'Z', 'X', ZXP_VERSION, ZXP_STATUS_REPLY}, 4);
     zmsg_addmem(m, hdr, len);
 #if S_COUNTING
     s_allocated = 0;

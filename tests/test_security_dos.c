@@ -6,6 +6,7 @@
     claims 1 GiB, which ZMQ_MAXMSGSIZE refuses by dropping the connection
     before anything is allocated. */
 #include "zexec.h"
+#include "zx_proto.h"
 #include "zx_testutil.h"
 
 #include <arpa/inet.h>
@@ -232,7 +233,7 @@ Test(dos, a_frame_claiming_one_gib_drops_the_connection_without_allocating)
     /* control: the same handshake and a small frame keep the connection, so
        the drop below is the size limit's doing, not a bad handshake */
     int ctl = s_zmtp(c.client_port);
-    static const uint8_t small[] = {0x00, 4, 'Z', 'X', 1, 0x08};
+    static const uint8_t small[] = {0x00, 4, 'Z', 'X', ZXP_VERSION, 0x08};
     cr_assert_eq(write(ctl, small, sizeof small), (ssize_t)sizeof small);
     cr_assert_eq(s_open_after(ctl, 1000), 1, "a well-formed peer stays connected");
 

@@ -22,17 +22,21 @@ static zmsg_t *s_submit(int n)
     zxp_out_t o;
     zxp_out_init(&o);
     zxp_out_begin(&o, ZXP_SUBMIT);
+    /* payloads past ZXP_INLINE_MAX, so each travels in a frame of its own
+       and the envelope's per-frame checks have frames to check: [bin 300] */
+    uint8_t pay[4 + 300] = {0x91, 0xc5, 0x01, 0x2c};
+    memset(pay + 4, 'p', 300);
     for (int i = 0; i < n; i++) {
         zxp_submit_t s = {.seq = (uint64_t)i + 1, .fn = {"echo", 4}};
         zxp_put_submit(&o, &s);
-        zxp_out_payload_mem(&o, "\x91\x2a", 2);
+        zxp_out_payload_mem(&o, pay, sizeof pay);
     }
     /* build the message the way zxp_out_send does, without a socket */
     uint8_t *h = (uint8_t *)o.buf.data;
     h[4] = (uint8_t)n;
     zmsg_t *m = o.payloads;
     o.payloads = NULL;
-    uint8_t sig[4] = {'Z', 'X', 1, ZXP_SUBMIT};
+    uint8_t sig[4] = {'Z', 'X', ZXP_VERSION, ZXP_SUBMIT};
     zmsg_pushmem(m, o.buf.data, o.buf.size);
     zmsg_pushmem(m, sig, 4);
     zxp_out_fini(&o);
@@ -61,7 +65,7 @@ static void s_handshake(zx_sign_t *client, zx_sign_t *broker, zframe_t *rid, int
     cr_assert_eq(zx_sign_verify(broker, hello, rid, ZXP_ROLE_BROKER_C), expect);
     zmsg_destroy(&hello);
     zmsg_t *reset = zmsg_new();
-    zmsg_addmem(reset, (uint8_t[]){'Z', 'X', 1, ZXP_RESET}, 4);
+    zmsg_addmem(reset, (uint8_t[]){'Z', 'X', ZXP_VERSION, ZXP_RESET}, 4);
     zmsg_addmem(reset, "\x90", 1);
     cr_assert_eq(zx_sign_msg(broker, reset, rid, ZXP_ROLE_CLIENT), 0);
     cr_assert_eq(zx_sign_verify(client, reset, NULL, ZXP_ROLE_CLIENT), 0);
@@ -100,7 +104,7 @@ Test(sign, round_trips_both_ways_and_strips_the_envelope)
         zxp_in_fini(&in);
 
         zmsg_t *r = zmsg_new();
-        zmsg_addmem(r, (uint8_t[]){'Z', 'X', 1, ZXP_HEARTBEAT}, 4);
+        zmsg_addmem(r, (uint8_t[]){'Z', 'X', ZXP_VERSION, ZXP_HEARTBEAT}, 4);
         zmsg_addmem(r, "\x90", 1);
         cr_assert_eq(zx_sign_msg(p.broker, r, p.rid, ZXP_ROLE_CLIENT), 0);
         cr_assert_eq(zx_sign_verify(p.client, r, NULL, ZXP_ROLE_CLIENT), 0);
@@ -249,7 +253,7 @@ Test(sign, the_client_follows_a_restarted_broker_and_old_broker_messages_die)
     s_pair_t p = s_pair();
     /* a message from the first broker, captured */
     zmsg_t *old = zmsg_new();
-    zmsg_addmem(old, (uint8_t[]){'Z', 'X', 1, ZXP_HEARTBEAT}, 4);
+    zmsg_addmem(old, (uint8_t[]){'Z', 'X', ZXP_VERSION, ZXP_HEARTBEAT}, 4);
     zmsg_addmem(old, "\x90", 1);
     cr_assert_eq(zx_sign_msg(p.broker, old, p.rid, ZXP_ROLE_CLIENT), 0);
     zmsg_t *old_copy = zmsg_dup(old);

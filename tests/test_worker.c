@@ -322,7 +322,7 @@ Test(worker, garbage_from_the_broker_is_dropped_and_the_worker_goes_on, .timeout
     zmsg_send(&m, fb.router);
     m = zmsg_new();
     zmsg_append(m, &(zframe_t *){zframe_dup(fb.rid)});
-    uint8_t sig[4] = {'Z', 'X', 1, ZXP_TASK};
+    uint8_t sig[4] = {'Z', 'X', ZXP_VERSION, ZXP_TASK};
     zmsg_addmem(m, sig, 4);
     uint8_t huge[5] = {0xdd, 0xff, 0xff, 0xff, 0xff}; /* array of 4 G items */
     zmsg_addmem(m, huge, 5);

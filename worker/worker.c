@@ -1,5 +1,5 @@
 /*  worker.c - the worker node: the embeddable API of zexec_worker.h and the
-    main loop that talks ZXP/1 to the broker.
+    main loop that talks ZXP to the broker.
 
     One thread (the caller of zx_worker_run) runs the main loop. It polls the
     socket's ZMQ_FD, the thread pool's wake-up fd, the stop pipe, and the

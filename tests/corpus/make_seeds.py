@@ -31,8 +31,10 @@ ID = bytes(range(1, 17))
 PAY = b'\x91\x2a'
 C, W, CL, WK = 0, 1, 2, 3  # role byte: role - 1 (broker client/worker side, client, worker)
 msgs = {
-    'hello': (C, 0x01, [1, ID, 'c', 1000], 0),
+    'hello': (C, 0x01, [2, ID, 'c', 1000], 0),
     'submit': (C, 0x03, [[1, 'echo', 0, 0, 0, 0, 0], [2, 'sq', 2, -5, -1, 100, 1]], 2),
+    # the first item carries its payload inline, the second in a frame
+    'submit_inline': (C, 0x03, [[1, 'echo', 0, 0, 0, 0, 0, PAY], [2, 'sq', 2, -5, -1, 100, 1]], 1),
     'cancel': (C, 0x06, [[1, True]], 0),
     'status': (C, 0x0A, [], 0),
     'bye': (C, 0x09, [], 0),
@@ -42,7 +44,7 @@ msgs = {
     'cancelled': (CL, 0x07, [[1, 0]], 0),
     'status_reply': (CL, 0x0B, [{'queued': 1}], 0),
     'error': (CL, 0x0C, [1, 'bad'], 0),
-    'ready': (W, 0x21, [1, ID, 'node', 1, 2, 2, 1, 1000, [['echo', 3]], [[ID, 1, 1]]], 0),
+    'ready': (W, 0x21, [2, ID, 'node', 1, 2, 2, 1, 1000, [['echo', 3]], [[ID, 1, 1]]], 0),
     'wstarted': (W, 0x23, [[ID, 1, 5, 1]], 0),
     'wresult': (W, 0x24, [[ID, 1, 0, 5, 1, True]], 1),
     'credit': (W, 0x25, [1, 1], 0),
@@ -71,17 +73,17 @@ hostile = {
     'trailing': b'\x90\x90',
 }
 for name, (role, cmd, hdr, npay) in msgs.items():
-    body = [b'ZX\x01' + bytes([cmd]), mp(hdr)] + [PAY] * npay
+    body = [b'ZX\x02' + bytes([cmd]), mp(hdr)] + [PAY] * npay
     write('decode', name, bytes([role]) + frames(*body))
     write('msgpack', name, mp(hdr))
     write('envelope', name + '-signed', bytes([1 | 2, 0, 7]) + frames(*body))
     write('envelope', name + '-raw', bytes([1, 0, 0]) + frames(*body + [bytes(76)]))
 for name, data in hostile.items():
     write('msgpack', name, data)
-    write('decode', 'hdr-' + name, bytes([C]) + frames(b'ZX\x01\x03', data))
-write('decode', 'few_frames', bytes([C]) + frames(b'ZX\x01\x03'))
-write('decode', 'bad_version', bytes([C]) + frames(b'ZX\x02\x03', b'\x90'))
-write('decode', 'batch_4097', bytes([C]) + frames(b'ZX\x01\x06', b'\xdd' + struct.pack('>I', 4097) + b'\x92\x01\xc3' * 4097))
+    write('decode', 'hdr-' + name, bytes([C]) + frames(b'ZX\x02\x03', data))
+write('decode', 'few_frames', bytes([C]) + frames(b'ZX\x02\x03'))
+write('decode', 'bad_version', bytes([C]) + frames(b'ZX\x03\x03', b'\x90'))
+write('decode', 'batch_4097', bytes([C]) + frames(b'ZX\x02\x06', b'\xdd' + struct.pack('>I', 4097) + b'\x92\x01\xc3' * 4097))
 
 cert_pub = b'''#   ZeroMQ CURVE Public Certificate
 metadata

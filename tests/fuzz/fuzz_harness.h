@@ -134,7 +134,7 @@ static zx_sign_t *zxf_signer(bool broker)
                                    "fuzz-peer",
                                    10);
         zmsg_t *m = zmsg_new();
-        zmsg_addmem(m, "ZX\x01\x08", 4);
+        zmsg_addmem(m, "ZX\x02\x08", 4);
         zx_sign_msg(s[0], m, NULL, ZXP_ROLE_BROKER_C);
         zx_sign_verify(s[1], m, rid, ZXP_ROLE_BROKER_C); /* epoch refused, peer recorded */
         zmsg_destroy(&m);

@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int zxb_log_level = 1;
 
@@ -478,6 +479,15 @@ static zxb_queue_t *s_worker_best(zxb_worker_t *w, int p)
    slots + slots * target / run time, between the announced prefetch and
    --prefetch-max. Long tasks keep the announced prefetch, so they spread
    over workers instead of waiting behind each other at one node. */
+/* Microseconds on the monotonic clock: run times must not move with the
+   wall clock (zclock_usecs is gettimeofday). */
+static int64_t s_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void s_busy_mark(zxb_worker_t *w, int p, int64_t now_us)
 {
     if (now_us > w->mark_us[p]) {
@@ -1850,7 +1860,7 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     self->cfg = *config;
     zxb_log_level = config->verbose;
     self->started = self->now = zclock_mono();
-    self->now_us = zclock_usecs();
+    self->now_us = s_mono_us();
     self->rate_sec = self->now / 1000;
     zuuid_t *uuid = zuuid_new();
     memcpy(self->id, zuuid_data(uuid), ZXP_ID_LEN);
@@ -2001,7 +2011,7 @@ int zxb_broker_run(zxb_broker_t *self)
             more[1] = rc > 0 && fds[1].revents;
         }
         self->now = zclock_mono();
-        self->now_us = zclock_usecs();
+        self->now_us = s_mono_us();
         /* workers first: their results free the credit new submissions need */
         if (more[0]) {
             more[0] = s_drain(self, true);

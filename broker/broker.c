@@ -31,6 +31,7 @@
     functions' free-credit lists like any other change of credit.
 */
 #include "zxb.h"
+#include "zx_clock.h"
 #include "zx_parent.h"
 #include "zxb_sec.h"
 
@@ -42,7 +43,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 int zxb_log_level = 1;
 
@@ -58,7 +58,7 @@ struct zxb_broker {
     char id_hex[33];
     int64_t started;
     int64_t now;
-    int64_t now_us; /* the same instant in microseconds, for run-time accounting */
+    int64_t now_us; /* monotonic microseconds (not the wall clock), for run times */
     zxb_sched_t *sched;
     zhashx_t *clients; /* session -> zxb_client_t */
     zhashx_t *workers; /* worker id -> zxb_worker_t */
@@ -479,15 +479,6 @@ static zxb_queue_t *s_worker_best(zxb_worker_t *w, int p)
    slots + slots * target / run time, between the announced prefetch and
    --prefetch-max. Long tasks keep the announced prefetch, so they spread
    over workers instead of waiting behind each other at one node. */
-/* Microseconds on the monotonic clock: run times must not move with the
-   wall clock (zclock_usecs is gettimeofday). */
-static int64_t s_mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void s_busy_mark(zxb_worker_t *w, int p, int64_t now_us)
 {
     if (now_us > w->mark_us[p]) {
@@ -1860,7 +1851,7 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     self->cfg = *config;
     zxb_log_level = config->verbose;
     self->started = self->now = zclock_mono();
-    self->now_us = s_mono_us();
+    self->now_us = zx__mono_us();
     self->rate_sec = self->now / 1000;
     zuuid_t *uuid = zuuid_new();
     memcpy(self->id, zuuid_data(uuid), ZXP_ID_LEN);
@@ -1987,8 +1978,7 @@ int zxb_broker_run(zxb_broker_t *self)
        inside libzmq) per wake-up; syscalls are most of a lone task's cost
        (docs/performance.md). ZMQ_FD only says the socket's state changed,
        and a send may consume that change, so before sleeping the loop asks
-       ZMQ_EVENTS once per socket; a socket read until EAGAIN needs nothing
-       more. */
+       ZMQ_EVENTS of each socket. */
     struct pollfd fds[2] = {{zsock_fd(self->wsock), POLLIN, 0}, {zsock_fd(self->csock), POLLIN, 0}};
     bool more[2] = {true, true}; /* messages may wait: read before sleeping */
     while (!zsys_interrupted) {
@@ -2011,7 +2001,7 @@ int zxb_broker_run(zxb_broker_t *self)
             more[1] = rc > 0 && fds[1].revents;
         }
         self->now = zclock_mono();
-        self->now_us = s_mono_us();
+        self->now_us = zx__mono_us();
         /* workers first: their results free the credit new submissions need */
         if (more[0]) {
             more[0] = s_drain(self, true);

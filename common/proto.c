@@ -248,6 +248,7 @@ static void s_in_release(zxp_in_t *in)
     msgpack_zone_clear(&in->zone);
     in->count = 0;
     in->taken = 0;
+    in->inline_at = 0;
     in->cmd = 0;
 }
 
@@ -398,6 +399,7 @@ int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role)
             return ZXP_E_BATCH;
         }
         size_t nf = strlen(c->fields);
+        in->inline_at = c->payload ? nf : 0;
         for (size_t i = 0; i < in->count; i++) {
             const msgpack_object *it = &in->hdr.via.array.ptr[i];
             if (!s_shape_ok(it, c->fields) || !s_ranges_ok(in->cmd, it)) {
@@ -473,21 +475,14 @@ const msgpack_object *zxp_o(const msgpack_object *arr, size_t field)
     return &arr->via.array.ptr[field];
 }
 
-/* Whether item it of command c carries its payload inline: the field right
-   after the command's own is a bin (nil or absent: a frame). */
-static bool s_item_inline(const s_cmd_t *c, const msgpack_object *it)
-{
-    size_t nf = strlen(c->fields);
-    return it->via.array.size > nf && it->via.array.ptr[nf].type == MSGPACK_OBJECT_BIN;
-}
-
 zframe_t *zxp_payload_take(zxp_in_t *in)
 {
-    const s_cmd_t *c = s_cmd(in->cmd);
-    if (c && c->payload && in->taken < in->count) {
-        const msgpack_object *it = zxp_item(in, in->taken++);
-        if (s_item_inline(c, it)) {
-            const msgpack_object *b = &it->via.array.ptr[strlen(c->fields)];
+    if (in->inline_at && in->taken < in->count) {
+        /* the field after the item's own: a bin inline, else a frame */
+        const msgpack_object *it = &in->hdr.via.array.ptr[in->taken++];
+        if (it->via.array.size > in->inline_at &&
+            it->via.array.ptr[in->inline_at].type == MSGPACK_OBJECT_BIN) {
+            const msgpack_object *b = &it->via.array.ptr[in->inline_at];
             return zframe_new(b->via.bin.ptr, b->via.bin.size);
         }
     }
@@ -579,6 +574,7 @@ void zxp_out_begin(zxp_out_t *out, uint8_t cmd)
     assert(c);
     out->cmd = cmd;
     out->batch = c->batch;
+    out->payload = c->payload;
     out->count = 0;
     out->item_open = false;
     msgpack_sbuffer_clear(&out->buf);
@@ -798,7 +794,7 @@ static msgpack_packer *s_item(zxp_out_t *out, size_t fields)
     assert(out->batch && fields < 15); /* a fixarray: one byte, patched below */
     out->count++;
     out->item_at = out->buf.size;
-    out->item_open = s_cmd(out->cmd)->payload;
+    out->item_open = out->payload;
     msgpack_pack_array(&out->pk, fields);
     return &out->pk;
 }

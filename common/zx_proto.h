@@ -146,6 +146,7 @@ typedef struct zxp_in {
     msgpack_object hdr; /* the header array */
     size_t count;       /* batch commands: number of items */
     size_t taken;       /* payloads taken so far (zxp_payload_take) */
+    size_t inline_at;   /* payload commands: the inline payload's field index; else 0 */
     const char *reason; /* on error: what was wrong, for the log */
 } zxp_in_t;
 
@@ -220,6 +221,7 @@ void zxp_get_result(const zxp_in_t *in, size_t i, zxp_result_t *out);
 typedef struct zxp_out {
     uint8_t cmd;
     bool batch;
+    bool payload; /* each item carries one payload */
     size_t count;
     msgpack_sbuffer buf;
     msgpack_packer pk;
@@ -235,10 +237,11 @@ void zxp_out_fini(zxp_out_t *out);
    the header array yourself with zxp_out_pk after begin. */
 void zxp_out_begin(zxp_out_t *out, uint8_t cmd);
 msgpack_packer *zxp_out_pk(zxp_out_t *out);
-/* The payload of the item just put: up to ZXP_INLINE_MAX bytes go inline
-   in the item (copied into the header), larger ones as a frame of their
-   own. Exactly one payload call per item of SUBMIT, TASK, RESULT, WRESULT. */
-/* Appends one payload (the frame is consumed; NULL: an empty payload). */
+/* The three payload calls below give the item just put its payload: up to
+   ZXP_INLINE_MAX bytes go inline in the item (copied into the header),
+   larger ones as a frame of their own. Exactly one call per item of SUBMIT,
+   TASK, RESULT, WRESULT.
+   zxp_out_payload: the frame is consumed; NULL is an empty payload. */
 void zxp_out_payload(zxp_out_t *out, zframe_t **frame_p);
 /* Appends frame as a payload without copying its bytes and without taking it:
    it is sent with ZFRAME_REUSE, so ZeroMQ shares the buffer (reference

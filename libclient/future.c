@@ -11,14 +11,15 @@
     thread. The refcount is atomic and needs no lock.
 */
 #include "zx_client_int.h"
+#include "zx_clock.h"
 #include "zx_proto.h"
 #include "zx_waiter.h"
 
 #include <czmq.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -682,13 +683,6 @@ static void s_spin_init(void)
     s_spin_max_us = (int)v;
 }
 
-static int64_t s_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* f->lock not held. Returns when f is done, at until_us, or at once if
    another thread spins already. It yields rather than pauses: the thread
    stays runnable, so its core does not halt, yet a thread the scheduler
@@ -700,7 +694,7 @@ static void s_spin(zx_future_t *f, int64_t until_us)
     if (atomic_exchange(&s_spinning, true)) {
         return;
     }
-    while (!atomic_load_explicit(&f->finished, memory_order_acquire) && s_now_us() < until_us) {
+    while (!atomic_load_explicit(&f->finished, memory_order_acquire) && zx__mono_us() < until_us) {
         sched_yield();
     }
     atomic_store(&s_spinning, false);
@@ -714,7 +708,7 @@ static bool s_wait_done_locked(zx_future_t *f, double timeout)
     }
     struct timespec dl = zx__deadline(timeout);
     pthread_once(&s_spin_once, s_spin_init);
-    int64_t t0 = s_now_us();
+    int64_t t0 = zx__mono_us();
     double spin = s_recent_wait_us <= s_spin_max_us ? s_spin_max_us : 0;
     if (timeout > 0 && spin > timeout * 1e6) {
         spin = timeout * 1e6;
@@ -729,7 +723,7 @@ static bool s_wait_done_locked(zx_future_t *f, double timeout)
             break;
         }
     }
-    s_recent_wait_us += ((double)(s_now_us() - t0) - s_recent_wait_us) / 4;
+    s_recent_wait_us += ((double)(zx__mono_us() - t0) - s_recent_wait_us) / 4;
     return s_done(f);
 }
 

@@ -654,12 +654,40 @@ static void s_assert_ok(zx_future_t *f, double timeout)
     cr_assert_eq(zx_future_result(f, 0, NULL, NULL), ZX_OK);
 }
 
+/* Waits until tasks have run on both nodes, so both are registered with
+   the broker: a worker process that starts is not yet a worker the broker
+   dispatches to, and a fast burst can be over before the second joins.
+   Rounds of more tasks than one worker's widest window (--prefetch-max
+   1024 plus its slots), so that a registered second worker gets some. */
+static void s_wait_two_nodes(zx_executor_t *ex, const char *a, const char *b)
+{
+    enum { ROUND = 2048 };
+    zx_future_t **fs = calloc(ROUND, sizeof *fs);
+    bool seen_a = false, seen_b = false;
+    int64_t end = zclock_mono() + 30000;
+    while (!(seen_a && seen_b) && zclock_mono() < end) {
+        for (int i = 0; i < ROUND; i++) {
+            fs[i] = zx_submitf(ex, "pid", "");
+            cr_assert(fs[i]);
+        }
+        for (int i = 0; i < ROUND; i++) {
+            cr_assert_eq(zx_future_result(fs[i], 30, NULL, NULL), ZX_OK);
+            seen_a |= streq(zx_future_node(fs[i]), a);
+            seen_b |= streq(zx_future_node(fs[i]), b);
+            zx_future_unref(&fs[i]);
+        }
+    }
+    free(fs);
+    cr_assert(seen_a && seen_b, "tasks ran on %s: %d, on %s: %d", a, seen_a, b, seen_b);
+}
+
 Test(remote, ten_thousand_echo_tasks_over_two_workers_return_their_own_arguments)
 {
     s_start(NULL);
     s_worker("w1", NULL);
     s_worker("w2", NULL);
     zx_executor_t *ex = s_connect(60);
+    s_wait_two_nodes(ex, "w1", "w2");
     enum { N = 10000 };
     zx_future_t **fs = calloc(N, sizeof *fs);
     for (int i = 0; i < N; i++) {

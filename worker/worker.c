@@ -334,7 +334,7 @@ int zx_worker_load_plugin(zx_worker_t *w, const char *path)
     return ZX_OK;
 }
 
-/* Wakes the loop without asking it to stop. */
+/* Wakes the loop (whether to stop is stop_requests' business). */
 static void s_kick(zx_worker_t *w)
 {
     char c = 0;
@@ -349,10 +349,7 @@ void zx_worker_stop(zx_worker_t *w)
         return;
     }
     __atomic_add_fetch(&w->stop_requests, 1, __ATOMIC_SEQ_CST);
-    char c = 1;
-    if (write(w->stop_pipe[1], &c, 1) < 0) {
-        /* full pipe: the loop is already woken */
-    }
+    s_kick(w); /* async-signal-safe: one write */
 }
 
 void zx_worker_destroy(zx_worker_t **w_p)

@@ -89,12 +89,19 @@ struct s_task {
     char data[]; /* fn, NUL, args (when inline) */
 };
 
-/* Pending table: linear probing on seq (never 0), backward-shift delete. */
+/* Pending table: open addressing on seq (never 0) with the seq itself as
+   the hash and Robin Hood probing. Seqs are handed out in order and mostly
+   resolve in order, so the live ones sit in consecutive slots at distance 0:
+   a submit, a lookup and a delete touch the next cache line, where a mixing
+   hash (Fibonacci, before) sent each to a random one, a cache miss per task
+   with 200,000 in flight (callgrind/perf: ~10% of the client in A). Robin
+   Hood keeps runs sorted by distance, so a miss and a backward-shift delete
+   stop at the first entry at its home slot instead of walking the run. */
 typedef struct {
     uint64_t *keys;
     s_task_t **vals;
     size_t mask;
-    unsigned shift;
+    unsigned bits;
     size_t count;
     uint64_t bytes; /* argument bytes of the tasks held (the send window) */
 } s_table_t;
@@ -179,9 +186,10 @@ static char s_cancelling;
 
 /* ---- pending table ------------------------------------------------------------ */
 
-static size_t s_slot(const s_table_t *t, uint64_t k)
+/* How far slot i is from k's home slot. */
+static size_t s_dist(const s_table_t *t, uint64_t k, size_t i)
 {
-    return (size_t)((k * 0x9E3779B97F4A7C15ull) >> t->shift);
+    return (i - (size_t)k) & t->mask;
 }
 
 static int s_table_init(s_table_t *t, unsigned bits)
@@ -195,7 +203,7 @@ static int s_table_init(s_table_t *t, unsigned bits)
         return -1;
     }
     t->mask = cap - 1;
-    t->shift = 64 - bits;
+    t->bits = bits;
     t->count = 0;
     t->bytes = 0;
     return 0;
@@ -208,28 +216,50 @@ static void s_table_fini(s_table_t *t)
     memset(t, 0, sizeof *t);
 }
 
-static s_task_t *s_table_get(const s_table_t *t, uint64_t k)
+/* The slot holding k, or SIZE_MAX. */
+static size_t s_table_find(const s_table_t *t, uint64_t k)
 {
-    for (size_t i = s_slot(t, k);; i = (i + 1) & t->mask) {
-        if (t->keys[i] == k) {
-            return t->vals[i];
+    size_t i = (size_t)k & t->mask;
+    for (size_t d = 0;; d++, i = (i + 1) & t->mask) {
+        uint64_t x = t->keys[i];
+        if (x == k) {
+            return i;
         }
-        if (t->keys[i] == 0) {
-            return NULL;
+        if (x == 0 || s_dist(t, x, i) < d) {
+            return SIZE_MAX; /* k would sit before this entry */
         }
     }
 }
 
+static s_task_t *s_table_get(const s_table_t *t, uint64_t k)
+{
+    size_t i = s_table_find(t, k);
+    return i == SIZE_MAX ? NULL : t->vals[i];
+}
+
 static void s_table_insert(s_table_t *t, s_task_t *v)
 {
-    size_t i = s_slot(t, v->seq);
-    while (t->keys[i] != 0) {
-        i = (i + 1) & t->mask;
-    }
-    t->keys[i] = v->seq;
-    t->vals[i] = v;
     t->count++;
     t->bytes += v->args_len;
+    uint64_t k = v->seq;
+    size_t i = (size_t)k & t->mask;
+    for (size_t d = 0;; d++, i = (i + 1) & t->mask) {
+        if (t->keys[i] == 0) {
+            t->keys[i] = k;
+            t->vals[i] = v;
+            return;
+        }
+        size_t e = s_dist(t, t->keys[i], i);
+        if (e < d) { /* the richer entry moves on: runs stay sorted by distance */
+            uint64_t tk = t->keys[i];
+            s_task_t *tv = t->vals[i];
+            t->keys[i] = k;
+            t->vals[i] = v;
+            k = tk;
+            v = tv;
+            d = e;
+        }
+    }
 }
 
 /* Keeps the load at most 1/2; -1 when it cannot grow. */
@@ -237,7 +267,7 @@ static int s_table_put(s_table_t *t, s_task_t *v)
 {
     if ((t->count + 1) * 2 > t->mask + 1) {
         s_table_t bigger;
-        if (s_table_init(&bigger, 64 - t->shift + 1) != 0) {
+        if (s_table_init(&bigger, t->bits + 1) != 0) {
             return -1;
         }
         for (size_t i = 0; i <= t->mask; i++) {
@@ -254,24 +284,17 @@ static int s_table_put(s_table_t *t, s_task_t *v)
 
 static void s_table_del(s_table_t *t, uint64_t k)
 {
-    size_t i = s_slot(t, k);
-    while (t->keys[i] != k) {
-        if (t->keys[i] == 0) {
-            return;
-        }
-        i = (i + 1) & t->mask;
+    size_t i = s_table_find(t, k);
+    if (i == SIZE_MAX) {
+        return;
     }
     t->bytes -= t->vals[i]->args_len;
-    /* backward shift: pull later entries of the probe run into the hole
-       unless their home slot lies cyclically in (hole, j] */
-    for (size_t j = (i + 1) & t->mask; t->keys[j] != 0; j = (j + 1) & t->mask) {
-        size_t h = s_slot(t, t->keys[j]);
-        bool stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
-        if (!stays) {
-            t->keys[i] = t->keys[j];
-            t->vals[i] = t->vals[j];
-            i = j;
-        }
+    /* backward shift until an empty slot or an entry at its home */
+    for (size_t j = (i + 1) & t->mask; t->keys[j] != 0 && s_dist(t, t->keys[j], j) > 0;
+         j = (j + 1) & t->mask) {
+        t->keys[i] = t->keys[j];
+        t->vals[i] = t->vals[j];
+        i = j;
     }
     t->keys[i] = 0;
     t->vals[i] = NULL;

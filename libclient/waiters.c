@@ -18,19 +18,11 @@
 
 /* ---- de-duplication ------------------------------------------------------- */
 
-static size_t s_ptr_hash(const void *key)
-{
-    uintptr_t p = (uintptr_t)key;
-    return (size_t)((p >> 4) * 0x9E3779B97F4A7C15ull);
-}
-
-static int s_ptr_cmp(const void *a, const void *b)
-{
-    return a == b ? 0 : ((uintptr_t)a < (uintptr_t)b ? -1 : 1);
-}
-
 /* Copies the non-NULL entries of fs into out, each pointer once, in input
-   order. Returns how many, or -1 out of memory. */
+   order. Returns how many, or -1 out of memory. Above a handful, a flat
+   open-addressing set of pointers (load <= 1/2, freed at once): a zhashx
+   allocated and freed an item per future, 12-18% of the client's CPU in
+   bench A's as_completed over 200,000 futures (perf). */
 static long s_unique(zx_future_t *const *fs, size_t n, zx_future_t **out)
 {
     if (n <= 8) {
@@ -47,21 +39,31 @@ static long s_unique(zx_future_t *const *fs, size_t n, zx_future_t **out)
         }
         return (long)k;
     }
-    zhashx_t *set = zhashx_new();
+    unsigned bits = 4;
+    while (((size_t)1 << bits) < 2 * n) {
+        bits++;
+    }
+    size_t mask = ((size_t)1 << bits) - 1;
+    zx_future_t **set = calloc(mask + 1, sizeof *set);
     if (!set) {
         return -1;
     }
-    zhashx_set_key_hasher(set, s_ptr_hash);
-    zhashx_set_key_comparator(set, s_ptr_cmp);
-    zhashx_set_key_duplicator(set, NULL);
-    zhashx_set_key_destructor(set, NULL);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (fs[i] && zhashx_insert(set, fs[i], fs[i]) == 0) {
-            out[k++] = fs[i];
+        zx_future_t *f = fs[i];
+        if (!f) {
+            continue;
+        }
+        size_t h = (size_t)(((uintptr_t)f >> 4) * 0x9E3779B97F4A7C15ull >> (64 - bits));
+        while (set[h] && set[h] != f) {
+            h = (h + 1) & mask;
+        }
+        if (!set[h]) {
+            set[h] = f;
+            out[k++] = f;
         }
     }
-    zhashx_destroy(&set);
+    free(set);
     return (long)k;
 }
 

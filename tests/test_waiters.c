@@ -71,6 +71,54 @@ Test(as_completed, yields_duplicates_once, .timeout = 10)
     s_unref_n(fs, 2);
 }
 
+Test(as_completed, many_inputs_with_duplicates_and_nulls_yield_each_once, .timeout = 10)
+{
+    /* 600 futures given three times each, between NULLs: the flat set */
+    enum { N = 600 };
+    zx_future_t *fs[N];
+    s_new_n(fs, N);
+    zx_future_t **in = calloc(4 * N, sizeof *in);
+    for (int r = 0; r < 3; r++) {
+        for (int i = 0; i < N; i++) {
+            in[r * N + i] = fs[(i * 7 + r * 11) % N];
+        }
+    }
+    for (int i = 0; i < N; i += 2) {
+        zx__future_set_result(fs[i], k_nil, 1); /* half done before the call */
+    }
+    zx_as_completed_t *it = zx_as_completed_new(in, 4 * N, 5);
+    cr_assert_not_null(it);
+    for (int i = 1; i < N; i += 2) {
+        zx__future_set_result(fs[i], k_nil, 1);
+    }
+    int seen[N] = {0};
+    int n = 0, next_early = 0;
+    zx_future_t *f;
+    while ((f = zx_as_completed_next(it))) {
+        long k = -1;
+        for (int i = 0; i < N && k < 0; i++) {
+            k = fs[i] == f ? i : -1;
+        }
+        cr_assert(k >= 0, "yielded a future that was not given");
+        cr_assert_eq(seen[k]++, 0, "future %ld yielded twice", k);
+        /* the early (even) ones come first, in order of first appearance:
+           the first round gives fs[(i * 7) % N] for i = 0, 1, ... */
+        if (n < N / 2) {
+            while ((next_early * 7) % N % 2 != 0) {
+                next_early++;
+            }
+            cr_assert_eq(k, (next_early * 7) % N, "early future %d out of input order", n);
+            next_early++;
+        }
+        n++;
+    }
+    cr_assert_eq(n, N, "each future once: %d of %d", n, N);
+    cr_assert_eq(zx_as_completed_status(it), ZX_OK);
+    zx_as_completed_destroy(&it);
+    free(in);
+    s_unref_n(fs, N);
+}
+
 Test(as_completed, timeout_counts_from_the_call_and_leaves_the_rest, .timeout = 10)
 {
     zx_future_t *fs[3];

@@ -98,9 +98,11 @@ struct zx_worker {
     int64_t hb_ms;
     int64_t last_recv, next_hb;
     bool draining, forced, said_drain;
-    size_t tzombies; /* thread jobs past their limit, still running */
-    size_t tjobs;    /* thread jobs pushed and not yet ended for the broker */
-    zx_sec_t *sec;   /* CURVE keys and signer (security.c) */
+    size_t tzombies;                    /* thread jobs past their limit, still running */
+    size_t tjobs;                       /* thread jobs pushed and not yet ended for the broker */
+    zxw_job_t *tpush_head, *tpush_tail; /* thread jobs of this message, not pushed yet */
+    int tpush_n;
+    zx_sec_t *sec; /* CURVE keys and signer (security.c) */
 };
 
 /* ---- job keys and allocation ------------------------------------------- */
@@ -607,6 +609,18 @@ static const char *s_pool_name(int pool)
     return pool == ZXP_POOL_THREAD ? "thread" : pool == ZXP_POOL_PROCESS ? "process" : "any";
 }
 
+/* Tasks for the thread pool are pushed in lists of up to this many: one
+   lock and one signal per list, and the pool starts on a long batch before
+   the whole message is decoded. */
+#define S_PUSH_BATCH 32
+
+static void s_push_thread_jobs(zx_worker_t *w)
+{
+    zxw_tpool_push(w->tpool, w->tpush_head);
+    w->tpush_head = w->tpush_tail = NULL;
+    w->tpush_n = 0;
+}
+
 static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload)
 {
     if (w->draining) {
@@ -681,7 +695,16 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload)
               s_pool_name(pool));
     if (pool == ZXP_POOL_THREAD) {
         w->tjobs++;
-        zxw_tpool_push(w->tpool, job);
+        /* pushed with the rest of the message's tasks (s_push_thread_jobs) */
+        if (w->tpush_tail) {
+            w->tpush_tail->tq_next = job;
+        } else {
+            w->tpush_head = job;
+        }
+        w->tpush_tail = job;
+        if (++w->tpush_n == S_PUSH_BATCH) {
+            s_push_thread_jobs(w);
+        }
     } else {
         zxw_ppool_push(w->ppool, job); /* may finish it at once (broken pool) */
     }
@@ -798,6 +821,7 @@ static void s_on_message(zx_worker_t *w, zmsg_t **msg_p)
             zframe_t *payload = zxp_payload_take(&w->in);
             s_on_task(w, &t, &payload);
         }
+        s_push_thread_jobs(w);
         break;
     case ZXP_WCANCEL:
         for (size_t i = 0; i < w->in.count; i++) {

@@ -78,8 +78,9 @@ struct zxw_job {
     zframe_t *result;
     /* thread pool: guarded by the pool lock */
     int state;
-    void *qhandle;           /* in the pool's queue */
-    zxw_job_t *started_next; /* event lists: each link is written once */
+    void *qhandle;                /* process pool: in its queue */
+    zxw_job_t *tq_prev, *tq_next; /* thread pool: its queue, or a list to push */
+    zxw_job_t *started_next;      /* event lists: each link is written once */
     zxw_job_t *done_next;
     bool quick; /* set by zxw_tpool_take: its start and end came in one take */
     /* main thread only */
@@ -101,7 +102,9 @@ zxw_tpool_t *zxw_tpool_new(int n);
 bool zxw_tpool_destroy(zxw_tpool_t **self_p);
 /* A pipe fd that becomes readable when events wait. */
 int zxw_tpool_fd(zxw_tpool_t *self);
-void zxw_tpool_push(zxw_tpool_t *self, zxw_job_t *job);
+/* Queues the jobs of a list linked by tq_next (tq_prev unset), in order,
+   under one lock: the main loop pushes a message's tasks at once. */
+void zxw_tpool_push(zxw_tpool_t *self, zxw_job_t *first);
 /* True if the job was still queued: it is removed and will never run. */
 bool zxw_tpool_cancel(zxw_tpool_t *self, zxw_job_t *job);
 /* True if the job was running: it is marked TIMEDOUT (its done event still

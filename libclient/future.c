@@ -50,7 +50,12 @@ struct zx_future {
     s_callback_t *cb_head, *cb_tail;
     zx__waiter_link_t *waiters; /* registrations, doubly linked */
     atomic_bool finished;       /* set with state, read by spinning waiters */
-    char fn_store[];            /* fn points here */
+    /* A small value and a short node name are kept here, not malloc'd: a
+       result was a malloc for its bytes and a strdup for its node, freed
+       with the future, two of the client's allocations per task. */
+    uint8_t value_store[24];
+    char node_store[32];
+    char fn_store[]; /* fn points here */
 };
 
 static const zx_error_t s_timeout_error = {
@@ -193,8 +198,12 @@ void zx_future_unref(zx_future_t **f_p)
         cb = next;
     }
     s_error_free(f);
-    free(f->value);
-    free(f->node);
+    if (f->value != (void *)f->value_store) {
+        free(f->value);
+    }
+    if (f->node != f->node_store) {
+        free(f->node);
+    }
     pthread_cond_destroy(&f->cond);
     pthread_mutex_destroy(&f->lock);
     free(f);
@@ -449,20 +458,47 @@ bool zx__future_set_result_owned(zx_future_t *f, void *value, size_t len)
     return true;
 }
 
-/* Like set_result_owned, also recording where it ran. */
-static bool s_set_result_from(zx_future_t *f, void *value, size_t len, const char *node, int pid)
+/* Whether node fits the future's own store. */
+static bool s_node_fits(const zx_future_t *f, const char *node)
 {
-    char *n = node && *node ? strdup(node) : NULL;
+    return node && *node && strlen(node) < sizeof f->node_store;
+}
+
+/* Under f->lock: records where the outcome came from (n: a copy made
+   before locking when it does not fit). */
+static void s_set_node(zx_future_t *f, const char *node, char *n)
+{
+    if (s_node_fits(f, node)) {
+        f->node = strcpy(f->node_store, node);
+    } else {
+        f->node = n;
+    }
+}
+
+/* Like set_result, copying the value and recording where it ran. */
+static bool s_set_result_from(zx_future_t *f, const void *value, size_t len, const char *node,
+                              int pid)
+{
+    char *n = node && *node && !s_node_fits(f, node) ? strdup(node) : NULL;
+    void *copy = NULL;
+    if (len > sizeof f->value_store && !(copy = malloc(len))) {
+        free(n);
+        return zx__future_set_exception(f, ZX_ENOMEM, "MemoryError",
+                                        "out of memory storing the result", "", node, pid);
+    }
     pthread_mutex_lock(&f->lock);
     if (s_done(f)) {
         pthread_mutex_unlock(&f->lock);
-        free(value);
+        free(copy);
         free(n);
         return false;
     }
-    f->value = value;
+    f->value = copy ? copy : f->value_store;
+    if (len) {
+        memcpy(f->value, value, len);
+    }
     f->value_len = len;
-    f->node = n;
+    s_set_node(f, node, n);
     f->pid = pid;
     f->state = ZX_FINISHED;
     s_callback_t *cbs = s_finish_locked(f);
@@ -494,7 +530,7 @@ static bool s_set_error(zx_future_t *f, zx_state_t state, int code, const char *
                         const char *message, const char *traceback, const char *node, int pid)
 {
     char *t = s_dup(type), *m = s_dup(message), *tb = s_dup(traceback);
-    char *n = node && *node ? strdup(node) : NULL;
+    char *n = node && *node && !s_node_fits(f, node) ? strdup(node) : NULL;
     pthread_mutex_lock(&f->lock);
     if (s_done(f) || !t || !m || !tb) {
         bool was_done = s_done(f);
@@ -514,7 +550,7 @@ static bool s_set_error(zx_future_t *f, zx_state_t state, int code, const char *
     f->error.type = t;
     f->error.message = m;
     f->error.traceback = tb;
-    f->node = n;
+    s_set_node(f, node, n);
     f->pid = pid;
     f->state = state;
     s_callback_t *cbs = s_finish_locked(f);
@@ -621,15 +657,7 @@ bool zx__future_complete(zx_future_t *f, int status, const void *payload, size_t
                          const char *node, int pid)
 {
     if (status == ZXP_ST_OK) {
-        void *copy = malloc(len ? len : 1);
-        if (!copy) {
-            return zx__future_set_exception(f, ZX_ENOMEM, "MemoryError",
-                                            "out of memory storing the result", "", node, pid);
-        }
-        if (len) {
-            memcpy(copy, payload, len);
-        }
-        return s_set_result_from(f, copy, len, node, pid);
+        return s_set_result_from(f, payload, len, node, pid);
     }
     char *type, *message, *traceback;
     bool decoded = s_decode_error(payload, len, &type, &message, &traceback) == 0;

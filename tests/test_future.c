@@ -308,6 +308,43 @@ Test(future, complete_ok_copies_the_value, .timeout = 10)
     zx_future_unref(&f);
 }
 
+Test(future, complete_ok_keeps_small_and_large_values_and_node_names, .timeout = 10)
+{
+    /* values and node names either side of the sizes kept in the future */
+    static const size_t vlens[] = {0, 1, 23, 24, 25, 200, 70000};
+    static const size_t nlens[] = {1, 30, 31, 32, 200};
+    for (size_t i = 0; i < sizeof vlens / sizeof vlens[0]; i++) {
+        for (size_t j = 0; j < sizeof nlens / sizeof nlens[0]; j++) {
+            unsigned char *buf = malloc(vlens[i] + 1);
+            for (size_t k = 0; k < vlens[i]; k++) {
+                buf[k] = (unsigned char)(k * 7 + i);
+            }
+            char node[256];
+            memset(node, 'a' + (int)j, nlens[j]);
+            node[nlens[j]] = 0;
+            zx_future_t *f = zx__future_new(NULL, "fn", 1);
+            cr_assert(zx__future_complete(f, ZXP_ST_OK, buf, vlens[i], node, 9));
+            /* a second completion changes nothing */
+            cr_assert_not(zx__future_complete(f, ZXP_ST_OK, "x", 1, "other", 1));
+            const void *v;
+            size_t len;
+            cr_assert_eq(zx_future_result(f, 0, &v, &len), ZX_OK);
+            cr_assert_eq(len, vlens[i]);
+            for (size_t k = 0; k < vlens[i]; k++) {
+                cr_assert_eq(((const unsigned char *)v)[k], (unsigned char)(k * 7 + i),
+                             "value %zu byte %zu", vlens[i], k);
+            }
+            const char *origin;
+            int pid;
+            zx__future_origin(f, &origin, &pid);
+            cr_assert_str_eq(origin, node, "node of length %zu", nlens[j]);
+            cr_assert_eq(pid, 9);
+            free(buf);
+            zx_future_unref(&f);
+        }
+    }
+}
+
 Test(future, malformed_error_payload_still_fails_with_eproto, .timeout = 10)
 {
     static const unsigned char bad[][4] = {

@@ -82,7 +82,7 @@ struct zx_worker {
     zsock_t *dealer;
     zxw_tpool_t *tpool;
     zxw_ppool_t *ppool;
-    zhashx_t *jobs;     /* key -> job: every job the broker should hear of */
+    zxw_jobtab_t jobs;  /* key -> job: every job the broker should hear of */
     zlistx_t *trunning; /* thread-pool jobs running (for their deadlines) */
     zlistx_t *held;     /* finished while the broker was away */
     size_t held_bytes;
@@ -106,22 +106,6 @@ struct zx_worker {
 };
 
 /* ---- job keys and allocation ------------------------------------------- */
-
-static size_t s_key_hash(const void *key)
-{
-    /* FNV-1a over the 24 bytes: sessions are random, seqs sequential */
-    const uint8_t *p = key;
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < ZXW_KEY_LEN; i++) {
-        h = (h ^ p[i]) * 1099511628211ULL;
-    }
-    return (size_t)h;
-}
-
-static int s_key_cmp(const void *a, const void *b)
-{
-    return memcmp(a, b, ZXW_KEY_LEN);
-}
 
 static void s_make_key(uint8_t key[ZXW_KEY_LEN], const uint8_t *session, uint64_t seq)
 {
@@ -426,8 +410,9 @@ static void s_send_ready(zx_worker_t *w)
     }
     /* every task this worker will still report on: queued, running, or
        finished with its result held */
-    msgpack_pack_array(pk, zhashx_size(w->jobs));
-    for (zxw_job_t *job = zhashx_first(w->jobs); job; job = zhashx_next(w->jobs)) {
+    msgpack_pack_array(pk, w->jobs.count);
+    size_t pos = 0;
+    for (zxw_job_t *job; (job = zxw_jobtab_next(&w->jobs, &pos));) {
         msgpack_pack_array(pk, 3);
         msgpack_pack_bin(pk, ZXP_ID_LEN);
         msgpack_pack_bin_body(pk, job->key, ZXP_ID_LEN);
@@ -436,7 +421,7 @@ static void s_send_ready(zx_worker_t *w)
     }
     zxp_out_send(&o, w->dealer, NULL);
     zxp_out_fini(&o);
-    ZXW_DEBUG("worker: READY sent (%zu functions, %zu tasks held)", nfns, zhashx_size(w->jobs));
+    ZXW_DEBUG("worker: READY sent (%zu functions, %zu tasks held)", nfns, w->jobs.count);
 }
 
 static void s_flush(zx_worker_t *w)
@@ -534,7 +519,7 @@ static void s_drop_held_oldest(zx_worker_t *w)
         return;
     }
     w->held_bytes -= old->result ? zframe_size(old->result) : 0;
-    zhashx_delete(w->jobs, old->key);
+    zxw_jobtab_del(&w->jobs, old->key);
     zsys_warning("worker: too many results held for an absent broker; dropped one (the broker "
                  "re-runs its task)");
     s_job_free(w, old);
@@ -556,7 +541,7 @@ static void s_job_finish(zx_worker_t *w, zxw_job_t *job, bool slot_freed)
     }
     s_emit_result(w, job->key, job->seq, job->status, job->pid, job->pool, slot_freed,
                   &job->result);
-    zhashx_delete(w->jobs, job->key);
+    zxw_jobtab_del(&w->jobs, job->key);
     s_job_free(w, job);
 }
 
@@ -598,7 +583,7 @@ static void s_drop_job(void *arg, zxw_job_t *job)
     if (job->pool == ZXP_POOL_THREAD) {
         w->tjobs--;
     }
-    zhashx_delete(w->jobs, job->key);
+    zxw_jobtab_del(&w->jobs, job->key);
     s_job_free(w, job);
 }
 
@@ -633,7 +618,7 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload)
     name[t->fn.len] = 0;
     uint8_t key[ZXW_KEY_LEN];
     s_make_key(key, t->session, t->seq);
-    if (zhashx_lookup(w->jobs, key)) {
+    if (zxw_jobtab_get(&w->jobs, key)) {
         ZXW_DEBUG("worker: duplicate task %s seq %llu ignored", name, (unsigned long long)t->seq);
         zframe_destroy(payload);
         return;
@@ -674,7 +659,7 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload)
         zframe_destroy(payload);
         return;
     }
-    zxw_job_t *job = zhashx_size(w->jobs) < ZXW_JOBS_MAX ? s_job_new(w) : NULL;
+    zxw_job_t *job = w->jobs.count < ZXW_JOBS_MAX ? s_job_new(w) : NULL;
     if (!job) {
         s_reject(w, t, ZXP_ST_REJECTED, "RejectedError", "worker is out of task slots");
         zframe_destroy(payload);
@@ -690,7 +675,11 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload)
     job->args = *payload ? *payload : zframe_new(NULL, 0);
     *payload = NULL;
     job->pid = w->pid;
-    zhashx_insert(w->jobs, job->key, job);
+    if (zxw_jobtab_put(&w->jobs, job) != 0) {
+        s_job_free(w, job);
+        s_reject(w, t, ZXP_ST_REJECTED, "RejectedError", "worker is out of memory");
+        return;
+    }
     ZXW_DEBUG("worker: task %s seq %llu -> %s pool", name, (unsigned long long)t->seq,
               s_pool_name(pool));
     if (pool == ZXP_POOL_THREAD) {
@@ -718,7 +707,7 @@ static void s_on_cancel(zx_worker_t *w, const zxp_in_t *in, size_t i)
     bool terminate = zxp_b(it, 2);
     uint8_t key[ZXW_KEY_LEN];
     s_make_key(key, session, seq);
-    zxw_job_t *job = zhashx_lookup(w->jobs, key);
+    zxw_job_t *job = zxw_jobtab_get(&w->jobs, key);
     int outcome = ZXP_CANCEL_REFUSED;
     if (job && !job->held) {
         if (job->pool == ZXP_POOL_THREAD) {
@@ -732,7 +721,7 @@ static void s_on_cancel(zx_worker_t *w, const zxp_in_t *in, size_t i)
         if (outcome != ZXP_CANCEL_REFUSED) {
             ZXW_DEBUG("worker: task %s seq %llu %s", job->fn->name, (unsigned long long)seq,
                       outcome == ZXP_CANCEL_DONE ? "cancelled" : "terminated");
-            zhashx_delete(w->jobs, key);
+            zxw_jobtab_del(&w->jobs, key);
             s_job_free(w, job);
         }
     }
@@ -898,7 +887,7 @@ static void s_thread_deadlines(zx_worker_t *w, int64_t now)
         if (!zxw_tpool_expire(w->tpool, job)) {
             continue; /* it just finished: its done event is on the way */
         }
-        zhashx_delete(w->jobs, job->key);
+        zxw_jobtab_del(&w->jobs, job->key);
         w->tzombies++;
         w->tjobs--;
         /* the thread keeps job; the broker hears now, from a stand-in */
@@ -918,7 +907,10 @@ static void s_thread_deadlines(zx_worker_t *w, int64_t now)
                  "thread finishes in the background",
                  (double)job->limit_ms / 1000.0, w->node);
         r->result = zxp_error_frame("TimeLimitError", msg, "");
-        zhashx_insert(w->jobs, r->key, r);
+        if (zxw_jobtab_put(&w->jobs, r) != 0) {
+            s_job_free(w, r);
+            continue;
+        }
         s_job_finish(w, r, false);
     }
 }
@@ -1149,18 +1141,17 @@ int zx_worker_run(zx_worker_t *w)
     zx__czmq_init();
     /* after zsys_init, whose own handler would otherwise replace ours */
     zxw_plat_stop_handlers_install(s_stop_cb, w);
-    w->jobs = zhashx_new();
     w->trunning = zlistx_new();
     w->held = zlistx_new();
-    zhashx_set_key_hasher(w->jobs, s_key_hash);
-    zhashx_set_key_comparator(w->jobs, s_key_cmp);
-    zhashx_set_key_duplicator(w->jobs, NULL);
-    zhashx_set_key_destructor(w->jobs, NULL);
     zxp_in_init(&w->in);
     zxp_out_init(&w->out_started);
     zxp_out_init(&w->out_result);
     zxp_out_init(&w->out_cancelled);
     zxp_drops_init(&w->drops);
+    if (zxw_jobtab_init(&w->jobs) != 0) {
+        rc = ZX_ENOMEM;
+        goto done;
+    }
     if (w->opts.threads > 0) {
         w->tpool = zxw_tpool_new(w->opts.threads);
         if (!w->tpool) {
@@ -1195,14 +1186,15 @@ done:;
     bool joined = zxw_tpool_destroy(&w->tpool);
     /* jobs left: forced stop or an early failure. A thread still running
        one keeps it (the pool was left behind with it). */
-    for (zxw_job_t *job = zhashx_first(w->jobs); job; job = zhashx_next(w->jobs)) {
+    size_t pos = 0;
+    for (zxw_job_t *job; (job = zxw_jobtab_next(&w->jobs, &pos));) {
         if (joined || job->pool != ZXP_POOL_THREAD || job->held) {
             zframe_destroy(&job->args);
             zframe_destroy(&job->result);
             free(job);
         }
     }
-    zhashx_destroy(&w->jobs);
+    zxw_jobtab_fini(&w->jobs);
     zlistx_destroy(&w->trunning);
     zlistx_destroy(&w->held);
     while (w->free_jobs) {

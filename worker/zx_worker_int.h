@@ -90,6 +90,25 @@ struct zxw_job {
     zxw_job_t *free_next;
 };
 
+/* ---- jobs by key (jobtab.c) --------------------------------------------- */
+
+typedef struct {
+    zxw_job_t **slots;
+    size_t mask;
+    size_t count;
+} zxw_jobtab_t;
+
+int zxw_jobtab_init(zxw_jobtab_t *t); /* 0, or -1 out of memory */
+void zxw_jobtab_fini(zxw_jobtab_t *t);
+/* The job whose key (ZXW_KEY_LEN bytes) this is, or NULL. */
+zxw_job_t *zxw_jobtab_get(const zxw_jobtab_t *t, const uint8_t *key);
+/* Adds job under job->key, which must not be there. 0, or -1 out of memory. */
+int zxw_jobtab_put(zxw_jobtab_t *t, zxw_job_t *job);
+/* Removes the job with this key, if any. */
+void zxw_jobtab_del(zxw_jobtab_t *t, const uint8_t *key);
+/* Iteration: *pos = 0 first; NULL at the end. No puts or dels meanwhile. */
+zxw_job_t *zxw_jobtab_next(const zxw_jobtab_t *t, size_t *pos);
+
 /* ---- thread pool (tpool.c) ---------------------------------------------- */
 
 typedef struct zxw_tpool zxw_tpool_t;

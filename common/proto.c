@@ -475,6 +475,22 @@ const msgpack_object *zxp_o(const msgpack_object *arr, size_t field)
     return &arr->via.array.ptr[field];
 }
 
+bool zxp_payload_take_inline(zxp_in_t *in, const void **data, size_t *len)
+{
+    if (in->inline_at && in->taken < in->count) {
+        const msgpack_object *it = &in->hdr.via.array.ptr[in->taken];
+        if (it->via.array.size > in->inline_at &&
+            it->via.array.ptr[in->inline_at].type == MSGPACK_OBJECT_BIN) {
+            const msgpack_object *b = &it->via.array.ptr[in->inline_at];
+            *data = b->via.bin.ptr;
+            *len = b->via.bin.size;
+            in->taken++;
+            return true;
+        }
+    }
+    return false;
+}
+
 zframe_t *zxp_payload_take(zxp_in_t *in)
 {
     if (in->inline_at && in->taken < in->count) {

@@ -169,6 +169,10 @@ const msgpack_object *zxp_o(const msgpack_object *arr, size_t field);
    frame (zero copy), or a new frame holding the bytes it carried inline.
    Caller owns it. NULL if none. */
 zframe_t *zxp_payload_take(zxp_in_t *in);
+/* Takes the next item's payload only if it rode inline: true with *data and
+   *len pointing into the decoded header (valid until the next decode into
+   in), no frame made; false, and nothing taken, if it is a frame. */
+bool zxp_payload_take_inline(zxp_in_t *in, const void **data, size_t *len);
 
 /* Typed views of hot-path items. */
 typedef struct {

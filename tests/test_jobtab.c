@@ -69,3 +69,23 @@ Test(jobtab, random_operations_match_a_reference, .timeout = 30)
     zxw_jobtab_fini(&t);
     cr_assert_null(zxw_jobtab_next(&t, &(size_t){0}), "a finished table iterates nothing");
 }
+
+Test(jobtab, sequential_seqs_of_one_session_spread_over_the_slots, .timeout = 30)
+{
+    /* one client's seqs count up: their keys must not pile into one probe
+       run (a hash that saw only the seq's top byte put all of them in one,
+       and every lookup walked it) */
+    zxw_jobtab_t t;
+    cr_assert_eq(zxw_jobtab_init(&t), 0);
+    for (int i = 0; i < 4096; i++) {
+        s_key(s_jobs[i].key, 0, (uint64_t)i + 1);
+        cr_assert_eq(zxw_jobtab_put(&t, &s_jobs[i]), 0);
+    }
+    size_t run = 0, longest = 0;
+    for (size_t i = 0; i <= t.mask; i++) {
+        run = t.slots[i] ? run + 1 : 0;
+        longest = run > longest ? run : longest;
+    }
+    cr_assert_lt(longest, 64, "a probe run of %zu slots over %zu", longest, t.mask + 1);
+    zxw_jobtab_fini(&t);
+}

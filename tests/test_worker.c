@@ -72,6 +72,44 @@ Test(worker, echo_returns_its_arguments_byte_for_byte, .timeout = 30)
     fb_stop(&fb);
 }
 
+Test(worker, echo_keeps_arguments_either_side_of_the_inline_sizes, .timeout = 60)
+{
+    /* arguments from 2 to 306 bytes, over the sizes kept in the job (64)
+       and carried inline in the message (256), in both pools */
+    fb_t fb;
+    fb_start(&fb, "n-sizes", "--threads", "2", "--procs", "1", NULL);
+    char *want[FB_MAXSEQ] = {0};
+    size_t want_len[FB_MAXSEQ] = {0};
+    uint64_t seq = 1;
+    for (int pool = ZXP_POOL_THREAD; pool <= ZXP_POOL_PROCESS; pool++) {
+        for (size_t n = 0; n <= 300; n += (n < 70 || (n > 240 && n < 270)) ? 1 : 23, seq++) {
+            fb_args_t a;
+            msgpack_packer *pk = fb_args_begin(&a, 1);
+            msgpack_pack_bin(pk, n);
+            char body[300];
+            for (size_t i = 0; i < n; i++) {
+                body[i] = (char)(i * 13 + n);
+            }
+            msgpack_pack_bin_body(pk, body, n);
+            want_len[seq] = a.sb.size;
+            want[seq] = malloc(a.sb.size);
+            memcpy(want[seq], a.sb.data, a.sb.size);
+            fb_send(&fb, seq, "echo", pool, 0, &a);
+        }
+    }
+    cr_assert(seq < FB_MAXSEQ);
+    cr_assert(fb_wait(&fb, fb_c_results_upto, seq - 1, 30), "not every echo came back");
+    for (uint64_t s = 1; s < seq; s++) {
+        cr_assert_eq(fb.res[s].status, ZXP_ST_OK, "task %llu", (unsigned long long)s);
+        cr_assert_eq(fb.res[s].len, want_len[s], "task %llu: %zu bytes back, %zu sent",
+                     (unsigned long long)s, fb.res[s].len, want_len[s]);
+        cr_assert(memcmp(fb.res[s].data, want[s], want_len[s]) == 0, "task %llu changed",
+                  (unsigned long long)s);
+        free(want[s]);
+    }
+    fb_stop(&fb);
+}
+
 Test(worker, plugin_error_arrives_with_type_and_message, .timeout = 30)
 {
     fb_t fb;

@@ -16,11 +16,18 @@ static uint64_t s_word(const uint8_t *p)
     return v;
 }
 
-/* Sessions are random: one word of the session plus the seq, mixed. */
+/* Sessions are random, seqs count up: one word of the session and the seq
+   (big-endian in the key), mixed so that sequential seqs spread over the
+   low bits. (A multiply alone carries differences only upwards: seqs read
+   as little-endian words vary in their top byte and all met in one slot.) */
 static size_t s_home(const zxw_jobtab_t *t, const uint8_t *key)
 {
-    uint64_t h = (s_word(key) ^ s_word(key + ZXP_ID_LEN)) * 0x9E3779B97F4A7C15ull;
-    return (size_t)(h >> 32) & t->mask;
+    uint64_t seq = 0;
+    for (int i = 0; i < 8; i++) {
+        seq = (seq << 8) | key[ZXP_ID_LEN + i];
+    }
+    uint64_t h = (s_word(key) ^ seq) * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h ^ (h >> 29)) & t->mask;
 }
 
 int zxw_jobtab_init(zxw_jobtab_t *t)

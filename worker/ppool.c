@@ -479,11 +479,13 @@ static bool s_send_task(zxw_child_t *c, zxw_job_t *job)
 {
     size_t fn_len = strlen(job->fn->name);
     zxw_ctask_t h = {job->seq, job->deadline, job->flags, (uint32_t)fn_len};
-    uint32_t len = (uint32_t)(sizeof h + fn_len + zframe_size(job->args));
+    size_t args_len;
+    const void *args = zxw_job_args(job, &args_len);
+    uint32_t len = (uint32_t)(sizeof h + fn_len + args_len);
     struct iovec iov[4] = {{&len, sizeof len},
                            {&h, sizeof h},
                            {(void *)job->fn->name, fn_len},
-                           {zframe_data(job->args), zframe_size(job->args)}};
+                           {(void *)args, args_len}};
     return zxw_plat_writev_all(c->fd, iov, 4);
 }
 

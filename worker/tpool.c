@@ -158,13 +158,20 @@ static void s_run(zxw_job_t *job, msgpack_sbuffer *sb)
     zx_task_t task;
     zx__task_init(&task, job->fn->name, ZX_POOL_THREAD, job->deadline);
     msgpack_sbuffer_clear(sb);
-    const void *data = zframe_data(job->args);
-    size_t len = zframe_size(job->args);
+    size_t len;
+    const void *data = zxw_job_args(job, &len);
     int st = (job->flags & ZXP_F_CHUNK) ? zx__task_call_chunk(&task, job->fn->fn, data, len, sb)
                                         : zx__task_call(&task, job->fn->fn, data, len, sb);
     job->status = zxw_check_result_size(zxw_status_of(&task, st), sb);
     zx__task_fini(&task);
-    job->result = zframe_new(sb->data, sb->size);
+    if (sb->size <= sizeof job->result_small) {
+        if (sb->size) {
+            memcpy(job->result_small, sb->data, sb->size);
+        }
+        job->result_len = (uint8_t)sb->size;
+    } else {
+        job->result = zframe_new(sb->data, sb->size);
+    }
     if (sb->alloc > S_KEEP_BUFFER) {
         msgpack_sbuffer_destroy(sb);
         msgpack_sbuffer_init(sb);

@@ -82,9 +82,10 @@ struct zx_worker {
     zsock_t *dealer;
     zxw_tpool_t *tpool;
     zxw_ppool_t *ppool;
-    zxw_jobtab_t jobs;  /* key -> job: every job the broker should hear of */
-    zlistx_t *trunning; /* thread-pool jobs running (for their deadlines) */
-    zlistx_t *held;     /* finished while the broker was away */
+    zxw_jobtab_t jobs;       /* key -> job: every job the broker should hear of */
+    const zxw_fn_t *last_fn; /* the function of the last task (s_on_task) */
+    zlistx_t *trunning;      /* thread-pool jobs running (for their deadlines) */
+    zlistx_t *held;          /* finished while the broker was away */
     size_t held_bytes;
     zxw_job_t *free_jobs;
     size_t nfree;
@@ -464,8 +465,11 @@ static void s_emit_started(zx_worker_t *w, zxw_job_t *job)
 }
 
 /* Emits one WRESULT item; the payload frame is consumed. */
+/* The payload is *payload (consumed), or when that is NULL the len bytes
+   at small (copied). */
 static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
-                          uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload)
+                          uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
+                          const void *small, size_t len)
 {
     if (!w->result_open) {
         zxp_out_begin(&w->out_result, ZXP_WRESULT);
@@ -473,8 +477,13 @@ static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, 
     }
     zxp_wresult_t r = {session, seq, (uint32_t)status, pid, pool, slot_freed};
     zxp_put_wresult(&w->out_result, &r);
-    w->result_bytes += *payload ? zframe_size(*payload) : 0;
-    zxp_out_payload(&w->out_result, payload);
+    if (*payload) {
+        w->result_bytes += zframe_size(*payload);
+        zxp_out_payload(&w->out_result, payload);
+    } else {
+        w->result_bytes += len;
+        zxp_out_payload_mem(&w->out_result, small, len);
+    }
     if (w->out_result.count >= ZXP_MAX_BATCH || w->result_bytes >= ZXW_BATCH_BYTES) {
         if (w->started_open) {
             /* a task's STARTED always goes out ahead of its RESULT */
@@ -507,10 +516,17 @@ static void s_reject(zx_worker_t *w, const zxp_task_t *t, int status, const char
     ZXW_DEBUG("worker: task %.*s refused: %s", (int)t->fn.len, t->fn.ptr, msg);
     zframe_t *err = zxp_error_frame(type, msg, "");
     s_emit_result(w, t->session, t->seq, status, w->pid, t->pool ? t->pool : ZXP_POOL_THREAD, true,
-                  &err);
+                  &err, NULL, 0);
 }
 
 /* ---- job endings ------------------------------------------------------------- */
+
+static size_t s_result_size(const zxw_job_t *job)
+{
+    size_t len;
+    zxw_job_result(job, &len);
+    return len;
+}
 
 static void s_drop_held_oldest(zx_worker_t *w)
 {
@@ -518,7 +534,7 @@ static void s_drop_held_oldest(zx_worker_t *w)
     if (!old) {
         return;
     }
-    w->held_bytes -= old->result ? zframe_size(old->result) : 0;
+    w->held_bytes -= s_result_size(old);
     zxw_jobtab_del(&w->jobs, old->key);
     zsys_warning("worker: too many results held for an absent broker; dropped one (the broker "
                  "re-runs its task)");
@@ -533,14 +549,16 @@ static void s_job_finish(zx_worker_t *w, zxw_job_t *job, bool slot_freed)
         job->held = true;
         job->state = slot_freed ? ZXW_FINISHED : ZXW_TIMEDOUT;
         job->rhandle = zlistx_add_end(w->held, job);
-        w->held_bytes += job->result ? zframe_size(job->result) : 0;
+        w->held_bytes += s_result_size(job);
         while (zlistx_size(w->held) > ZXW_HELD_MAX_JOBS || w->held_bytes > ZXW_HELD_MAX_BYTES) {
             s_drop_held_oldest(w);
         }
         return;
     }
-    s_emit_result(w, job->key, job->seq, job->status, job->pid, job->pool, slot_freed,
-                  &job->result);
+    size_t len;
+    const void *small = zxw_job_result(job, &len);
+    s_emit_result(w, job->key, job->seq, job->status, job->pid, job->pool, slot_freed, &job->result,
+                  small, len);
     zxw_jobtab_del(&w->jobs, job->key);
     s_job_free(w, job);
 }
@@ -552,7 +570,7 @@ static void s_release_held(zx_worker_t *w)
     while ((job = zlistx_detach(w->held, NULL))) {
         job->held = false;
         job->rhandle = NULL;
-        w->held_bytes -= job->result ? zframe_size(job->result) : 0;
+        w->held_bytes -= s_result_size(job);
         s_job_finish(w, job, job->state != ZXW_TIMEDOUT);
     }
     if (n) {
@@ -606,7 +624,10 @@ static void s_push_thread_jobs(zx_worker_t *w)
     w->tpush_n = 0;
 }
 
-static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload)
+/* The arguments are *payload (taken), or when that is NULL the len bytes
+   at data (copied). */
+static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload, const void *data,
+                      size_t len)
 {
     if (w->draining) {
         /* the broker re-queues what we never ran when it sees BYE */
@@ -624,7 +645,13 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload)
         return;
     }
     char msg[512];
-    const zxw_fn_t *fn = zhashx_lookup(w->fns, name);
+    /* tasks come in runs of one function: functions are never removed, so
+       the last one found stays valid */
+    const zxw_fn_t *fn = w->last_fn;
+    if (!fn || strcmp(fn->name, name) != 0) {
+        fn = zhashx_lookup(w->fns, name);
+        w->last_fn = fn ? fn : w->last_fn;
+    }
     if (!fn) {
         snprintf(msg, sizeof msg, "no function %s on node %s", name, w->node);
         s_reject(w, t, ZXP_ST_NOFUNC, "NoFunctionError", msg);
@@ -672,8 +699,19 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload)
     job->flags = t->flags;
     double limit = t->timeout_ms ? (double)t->timeout_ms : w->opts.time_limit * 1000.0;
     job->limit_ms = limit > 0 ? (int64_t)(limit + 0.5) : 0;
-    job->args = *payload ? *payload : zframe_new(NULL, 0);
-    *payload = NULL;
+    if (*payload) {
+        job->args = *payload;
+        *payload = NULL;
+    } else if (len <= sizeof job->args_small) {
+        if (len) {
+            memcpy(job->args_small, data, len);
+        }
+        job->args_len = (uint8_t)len;
+    } else if (!(job->args = zframe_new(data, len))) {
+        s_job_free(w, job);
+        s_reject(w, t, ZXP_ST_REJECTED, "RejectedError", "worker is out of memory");
+        return;
+    }
     job->pid = w->pid;
     if (zxw_jobtab_put(&w->jobs, job) != 0) {
         s_job_free(w, job);
@@ -807,8 +845,13 @@ static void s_on_message(zx_worker_t *w, zmsg_t **msg_p)
         for (size_t i = 0; i < w->in.count; i++) {
             zxp_task_t t;
             zxp_get_task(&w->in, i, &t);
-            zframe_t *payload = zxp_payload_take(&w->in);
-            s_on_task(w, &t, &payload);
+            const void *data = NULL;
+            size_t len = 0;
+            zframe_t *payload = NULL;
+            if (!zxp_payload_take_inline(&w->in, &data, &len)) {
+                payload = zxp_payload_take(&w->in);
+            }
+            s_on_task(w, &t, &payload, data, len);
         }
         s_push_thread_jobs(w);
         break;

@@ -666,7 +666,15 @@ static void s_on_result(s_remote_t *ex)
     for (size_t i = 0; i < io->in.count; i++) {
         zxp_result_t r;
         zxp_get_result(&io->in, i, &r);
-        zframe_t *payload = zxp_payload_take(&io->in);
+        /* an inline payload is read in place: no frame for it */
+        const void *data = NULL;
+        size_t len = 0;
+        zframe_t *payload = NULL;
+        if (!zxp_payload_take_inline(&io->in, &data, &len)) {
+            payload = zxp_payload_take(&io->in);
+            data = payload ? zframe_data(payload) : NULL;
+            len = payload ? zframe_size(payload) : 0;
+        }
         s_task_t *t = s_table_get(&io->table, r.seq);
         if (!t) {
             io->unknown++; /* a duplicate, or for a task failed here */
@@ -678,8 +686,7 @@ static void s_on_result(s_remote_t *ex)
             size_t n = r.node.len < sizeof node ? r.node.len : sizeof node - 1;
             memcpy(node, r.node.ptr, n);
             node[n] = '\0';
-            zx__future_complete(t->future, (int)r.status, zframe_data(payload),
-                                zframe_size(payload), node, (int)r.pid);
+            zx__future_complete(t->future, (int)r.status, data, len, node, (int)r.pid);
             resolved++;
         }
         zframe_destroy(&payload);

@@ -302,9 +302,12 @@ static void s_q_remove(zxb_broker_t *self, zxb_task_t *t)
     s_q_forget(self, t);
 }
 
-/* Sends a RESULT item to the task's client (when it listens). */
+/* Sends a RESULT item to the task's client (when it listens). Its payload
+   is *payload (consumed) or, when that is NULL, the len bytes at mem (an
+   inline payload read in place: no frame made and freed per result). */
 static void s_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const char *node,
-                          size_t node_len, uint32_t pid, uint8_t pool, zframe_t **payload)
+                          size_t node_len, uint32_t pid, uint8_t pool, zframe_t **payload,
+                          const void *mem, size_t len)
 {
     zxb_client_t *c = t->client;
     if (status == ZXP_ST_OK) {
@@ -325,7 +328,11 @@ static void s_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, co
                       .pool = pool,
                       .attempts = t->attempts};
     zxp_put_result(out, &r);
-    zxp_out_payload(out, payload);
+    if (*payload) {
+        zxp_out_payload(out, payload);
+    } else {
+        zxp_out_payload_mem(out, mem, len);
+    }
 }
 
 /* Fails a task the broker holds (not on a worker) with an error of its own. */
@@ -336,7 +343,7 @@ static void s_task_fail(zxb_broker_t *self, zxb_task_t *t, uint32_t status, cons
     ZXB_DEBUG("task %" PRIu64 " of client %s failed: %s: %s", t->seq, t->client->name, type,
               message);
     s_result_send(self, t, status, node ? node : "", node ? strlen(node) : 0, 0,
-                  t->pool ? t->pool : t->pool_req, &err);
+                  t->pool ? t->pool : t->pool_req, &err, NULL, 0);
     s_task_release(self, t);
 }
 
@@ -831,7 +838,8 @@ static void s_adopt(zxb_broker_t *self, zxb_task_t *t, const zxp_submit_t *s, zf
         zxb_fn_t *node = t->fn; /* the interned node name, see zxb_task */
         zframe_t *res = zxb_task_payload_take(t);
         zframe_destroy(payload);
-        s_result_send(self, t, t->held_status, node->name, node->len, t->held_pid, t->pool, &res);
+        s_result_send(self, t, t->held_status, node->name, node->len, t->held_pid, t->pool, &res,
+                      NULL, 0);
         self->nheld--;
         s_task_release(self, t);
         return;
@@ -859,13 +867,25 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
     for (size_t i = 0; i < in->count; i++) {
         zxp_submit_t s;
         zxp_get_submit(in, i, &s);
-        zframe_t *payload = zxp_payload_take(in);
+        /* an inline payload is read in place; a frame is made for it only
+           on the rare paths below that keep or answer with one */
+        const void *mem = NULL;
+        size_t size = 0;
+        zframe_t *payload = NULL;
+        bool inl = zxp_payload_take_inline(in, &mem, &size);
+        if (!inl) {
+            payload = zxp_payload_take(in);
+            size = payload ? zframe_size(payload) : 0;
+        }
         /* clients number tasks upwards: only a re-send can be known already */
         zxb_task_t *t = s.seq > c->max_seq ? NULL : zxb_task_find(self->sched, c, s.seq);
         if (s.seq > c->max_seq) {
             c->max_seq = s.seq;
         }
         if (t) {
+            if (inl) {
+                payload = zframe_new(mem, size);
+            }
             if (!t->adopted) {
                 s_adopt(self, t, &s, &payload);
             } else {
@@ -874,7 +894,10 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
             }
             continue;
         }
-        size_t size = payload ? zframe_size(payload) : 0;
+        if (inl && (c->queued >= self->cfg.max_queued ||
+                    c->queued_bytes + size > self->cfg.max_queued_bytes)) {
+            payload = zframe_new(mem, size); /* for s_reject */
+        }
         if (c->queued >= self->cfg.max_queued) {
             char msg[512];
             snprintf(msg, sizeof msg,
@@ -904,7 +927,11 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
         t->seq = s.seq;
         t->fn = fn;
         fn->refs++;
-        zxb_task_payload_set(t, &payload);
+        if (inl) {
+            zxb_task_payload_set_mem(t, mem, size);
+        } else {
+            zxb_task_payload_set(t, &payload);
+        }
         t->timeout_ms = s.timeout_ms;
         t->flags = s.flags;
         t->priority = s.priority;
@@ -1390,7 +1417,12 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
     for (size_t i = 0; i < in->count; i++) {
         zxp_wresult_t r;
         zxp_get_wresult(in, i, &r);
-        zframe_t *payload = zxp_payload_take(in);
+        const void *mem = NULL;
+        size_t len = 0;
+        zframe_t *payload = NULL;
+        if (!zxp_payload_take_inline(in, &mem, &len)) {
+            payload = zxp_payload_take(in);
+        }
         zxb_task_t *t = s_worker_task(self, w, r.session, r.seq, rid, false);
         if (!t) {
             uint8_t p = r.pool ? r.pool : ZXP_POOL_THREAD;
@@ -1401,7 +1433,8 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
                 zxb_task_t *q = s_find_any(self, r.session, r.seq);
                 if (q && q->state == ZXB_T_QUEUED && q->adopted) {
                     s_q_remove(self, q);
-                    s_result_send(self, q, r.status, w->node, strlen(w->node), r.pid, p, &payload);
+                    s_result_send(self, q, r.status, w->node, strlen(w->node), r.pid, p, &payload,
+                                  mem, len);
                     s_task_release(self, q);
                 }
             } else {
@@ -1418,10 +1451,14 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
             w->failed++;
         }
         if (!t->adopted) {
+            if (!payload && mem) {
+                payload = zframe_new(mem, len);
+            }
             s_hold_result(self, w, t, &r, &payload);
             continue;
         }
-        s_result_send(self, t, r.status, w->node, strlen(w->node), r.pid, t->pool, &payload);
+        s_result_send(self, t, r.status, w->node, strlen(w->node), r.pid, t->pool, &payload, mem,
+                      len);
         s_task_release(self, t);
     }
     /* the first measurement of a pool need not wait for the tick: a burst

@@ -187,6 +187,32 @@ void zxb_task_payload_clear(zxb_task_t *t)
     t->size = 0;
 }
 
+void zxb_task_payload_set_mem(zxb_task_t *t, const void *data, size_t size)
+{
+    zxb_task_payload_clear(t);
+    if (size == 0 && !data) {
+        return;
+    }
+    if (size >= ZXB_PL_FRAME_MIN) {
+        zframe_t *f = zframe_new(data, size);
+        assert(f); /* a daemon may abort on out of memory */
+        zxb_task_payload_set(t, &f);
+        return;
+    }
+    t->size = (uint32_t)size;
+    if (size <= ZXB_PL_INLINE_MAX) {
+        if (size) {
+            memcpy(t->pl.inl, data, size);
+        }
+        t->pl_kind = ZXB_PL_INLINE;
+    } else {
+        t->pl.heap = malloc(size);
+        assert(t->pl.heap); /* a daemon may abort on out of memory */
+        memcpy(t->pl.heap, data, size);
+        t->pl_kind = ZXB_PL_HEAP;
+    }
+}
+
 void zxb_task_payload_set(zxb_task_t *t, zframe_t **frame_p)
 {
     zxb_task_payload_clear(t);

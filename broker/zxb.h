@@ -211,6 +211,8 @@ void zxb_sched_destroy(zxb_sched_t **self_p);
    it to out and keeps it (copied when small, shared when a frame); take
    gives it up as a frame (NULL for none). */
 void zxb_task_payload_set(zxb_task_t *task, zframe_t **frame_p);
+/* The same from bytes (copied): an inline payload read in place. */
+void zxb_task_payload_set_mem(zxb_task_t *task, const void *data, size_t size);
 void zxb_task_payload_put(zxb_task_t *task, zxp_out_t *out);
 zframe_t *zxb_task_payload_take(zxb_task_t *task);
 void zxb_task_payload_clear(zxb_task_t *task);

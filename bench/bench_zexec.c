@@ -26,8 +26,9 @@
       F  A (submit and map(256)) with 1, 2 and 4 worker processes splitting
          4 threads (1x4, 2x2, 4x1): three clusters side by side, measured in
          turns (each turn led by the next shape), the median of five turns
-         each; submit over 200,000 tasks,
-         map(256) over 2,000,000 inputs.
+         each; submit over 200,000 tasks, map(256) over 2,000,000 inputs;
+         and each step (1 -> 2, 2 -> 4 workers) as the median of its
+         per-turn ratios.
 
     Every result received is checked; a wrong one exits with status 2.
     Usage: bench_zexec --workload A|B|C|D|E|F [--quick] --bin-dir DIR
@@ -987,6 +988,8 @@ static void s_workload_f(void)
             int i = (t + k) % SHAPES;
             sub[i][t] = s_a_submit(ex[i], n, 0);
             map[i][t] = s_a_map(ex[i], nm, 256, 0);
+            printf("# F turn %d, %d worker(s): submit %.0f, map(256) %.0f tasks/s\n", t + 1,
+                   counts[i], sub[i][t], map[i][t]);
         }
     }
     for (int i = 0; i < SHAPES; i++) {
@@ -995,6 +998,22 @@ static void s_workload_f(void)
         bu_result(name, bu_percentile(sub[i], TURNS, 50), "tasks/s");
         snprintf(name, sizeof name, "zexec.F_map_%dw", counts[i]);
         bu_result(name, bu_percentile(map[i], TURNS, 50), "tasks/s");
+    }
+    /* Each step (1 -> 2, 2 -> 4 workers) as the median of its per-turn
+       ratios: the shapes of one turn run seconds apart, while the machine's
+       speed drifted by 30% from turn to turn (one turn's every figure low),
+       which medians taken per shape compare across. */
+    for (int i = 1; i < SHAPES; i++) {
+        double rs[TURNS], rm[TURNS];
+        for (int t = 0; t < TURNS; t++) {
+            rs[t] = sub[i][t] / sub[i - 1][t];
+            rm[t] = map[i][t] / map[i - 1][t];
+        }
+        char name[64];
+        snprintf(name, sizeof name, "zexec.F_step%d", counts[i]);
+        bu_result(name, bu_percentile(rs, TURNS, 50), "x");
+        snprintf(name, sizeof name, "zexec.F_map_step%d", counts[i]);
+        bu_result(name, bu_percentile(rm, TURNS, 50), "x");
     }
     for (int i = 0; i < SHAPES; i++) {
         zx_executor_destroy(&ex[i]);

@@ -49,7 +49,8 @@ int zxb_log_level = 1;
 #define S_DRAIN_MAX 1024
 #define S_HELD_MAX 100000
 #define S_OUTPOOL_MAX 64
-#define S_ADAPT_FIRST 16 /* results that give a pool its first run-time estimate */
+#define S_ADAPT_FIRST 16  /* results that give a pool its first run-time estimate */
+#define S_ADAPT_EVERY 256 /* results that update it before the tick */
 
 struct zxb_broker {
     zxb_config_t cfg;
@@ -1462,10 +1463,14 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
         s_task_release(self, t);
     }
     /* the first measurement of a pool need not wait for the tick: a burst
-       of short tasks may be over before it */
+       of short tasks may be over before it; nor need later ones once
+       S_ADAPT_EVERY results have come (the estimate moves per sample, not
+       per 100 ms: after a phase of 40 us tasks, a stream of 1 us ones ran
+       its first half-second in the narrow window, halving it once a tick) */
     if (self->cfg.prefetch_target_ms > 0 && !w->dead && !w->draining &&
         ((w->run_us[ZXP_POOL_THREAD] <= 0 && w->nres[ZXP_POOL_THREAD] >= S_ADAPT_FIRST) ||
-         (w->run_us[ZXP_POOL_PROCESS] <= 0 && w->nres[ZXP_POOL_PROCESS] >= S_ADAPT_FIRST))) {
+         (w->run_us[ZXP_POOL_PROCESS] <= 0 && w->nres[ZXP_POOL_PROCESS] >= S_ADAPT_FIRST) ||
+         w->nres[ZXP_POOL_THREAD] >= S_ADAPT_EVERY || w->nres[ZXP_POOL_PROCESS] >= S_ADAPT_EVERY)) {
         s_adapt(self, w);
     }
     s_worker_fill(self, w);

@@ -193,3 +193,59 @@ Test(tpool, many_lists_on_two_threads_all_report_done, .timeout = 60)
     }
     cr_assert(zxw_tpool_destroy(&pool));
 }
+
+/* A second gate, for a job that must keep running while the first job's
+   result is awaited. */
+static atomic_bool s_gate2_open;
+
+static int s_gated2(zx_task_t *task, const msgpack_object *args, msgpack_packer *result)
+{
+    while (!atomic_load(&s_gate2_open)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return s_gated(task, args, result);
+}
+
+static zxw_fn_t s_fn2 = {"gated2", s_gated2, ZX_POOLS_THREAD, false};
+
+Test(tpool, a_result_under_load_reaches_the_loop_while_the_next_task_runs, .timeout = 30)
+{
+    /* one thread, job 1 then job 2: job 1's result waits for company (the
+       thread has job 2 to run) but must still reach the loop, promptly,
+       while job 2 runs on */
+    atomic_store(&s_gate_open, false);
+    atomic_store(&s_gate2_open, false);
+    atomic_store(&s_nran, 0);
+    zxw_tpool_t *pool = zxw_tpool_new(1);
+    cr_assert_not_null(pool);
+    zxw_job_t *list = s_list(2, (int[]){1, 2});
+    s_jobs[2].fn = &s_fn2;
+    zxw_tpool_push(pool, list);
+    s_wait_started(pool, 1);
+    zxw_job_t *st, *dn;
+    zxw_tpool_take(pool, &st, &dn, true); /* job 1's start, and its timer */
+    atomic_store(&s_gate_open, true);     /* job 1 ends; job 2 blocks on gate 2 */
+    int64_t t0 = zclock_mono();
+    zxw_job_t *got = NULL;
+    /* only a wake-up of the pool's descriptor lets the loop take events */
+    while (!got && zclock_mono() - t0 < 3000) {
+        struct pollfd p = {zxw_tpool_fd(pool), POLLIN, 0};
+        if (poll(&p, 1, 3000) == 1) {
+            zxw_tpool_take(pool, &st, &dn, false);
+            got = dn;
+        }
+    }
+    int64_t took = zclock_mono() - t0;
+    cr_assert_not_null(got, "job 1's result never reached the loop while job 2 ran");
+    cr_assert_eq(got->seq, 1);
+    cr_assert_null(got->done_next, "job 2 reported done while it still runs");
+    cr_assert_lt(took, 1000, "job 1's result took %lld ms", (long long)took);
+    cr_assert_eq(zxw_tpool_busy(pool), 1, "job 2 runs");
+    atomic_store(&s_gate2_open, true);
+    int done[2];
+    s_collect(pool, 1, done);
+    cr_assert_eq(done[0], 2);
+    cr_assert(zxw_tpool_destroy(&pool));
+    s_free_jobs();
+}

@@ -869,7 +869,7 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
         zxp_submit_t s;
         zxp_get_submit(in, i, &s);
         /* an inline payload is read in place; a frame is made for it only
-           on the rare paths below that keep or answer with one */
+           when an adopted task keeps it */
         const void *mem = NULL;
         size_t size = 0;
         zframe_t *payload = NULL;
@@ -884,20 +884,16 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
             c->max_seq = s.seq;
         }
         if (t) {
-            if (inl) {
-                payload = zframe_new(mem, size);
-            }
             if (!t->adopted) {
+                if (inl) {
+                    payload = zframe_new(mem, size); /* the adopted task keeps it */
+                }
                 s_adopt(self, t, &s, &payload);
             } else {
                 self->duplicates++; /* re-sent after a reconnect: we have it */
                 zframe_destroy(&payload);
             }
             continue;
-        }
-        if (inl && (c->queued >= self->cfg.max_queued ||
-                    c->queued_bytes + size > self->cfg.max_queued_bytes)) {
-            payload = zframe_new(mem, size); /* for s_reject */
         }
         if (c->queued >= self->cfg.max_queued) {
             char msg[512];

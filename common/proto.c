@@ -477,6 +477,8 @@ const msgpack_object *zxp_o(const msgpack_object *arr, size_t field)
 
 bool zxp_payload_take_inline(zxp_in_t *in, const void **data, size_t *len)
 {
+    /* the field after the item's own: a bin inline, else (nil or absent) a
+       frame */
     if (in->inline_at && in->taken < in->count) {
         const msgpack_object *it = &in->hdr.via.array.ptr[in->taken];
         if (it->via.array.size > in->inline_at &&
@@ -493,14 +495,13 @@ bool zxp_payload_take_inline(zxp_in_t *in, const void **data, size_t *len)
 
 zframe_t *zxp_payload_take(zxp_in_t *in)
 {
+    const void *data;
+    size_t len;
+    if (zxp_payload_take_inline(in, &data, &len)) {
+        return zframe_new(data, len);
+    }
     if (in->inline_at && in->taken < in->count) {
-        /* the field after the item's own: a bin inline, else a frame */
-        const msgpack_object *it = &in->hdr.via.array.ptr[in->taken++];
-        if (it->via.array.size > in->inline_at &&
-            it->via.array.ptr[in->inline_at].type == MSGPACK_OBJECT_BIN) {
-            const msgpack_object *b = &it->via.array.ptr[in->inline_at];
-            return zframe_new(b->via.bin.ptr, b->via.bin.size);
-        }
+        in->taken++; /* this item's payload is the next frame */
     }
     return in->msg ? zmsg_pop(in->msg) : NULL;
 }

@@ -8,6 +8,7 @@
     start never both happen (tasks that ran == futures that finished); results
     are right; as_completed and wait see every future once. */
 #include "zexec.h"
+#include "zx_stress.h"
 #include "zx_test_fns.h"
 
 #include <pthread.h>
@@ -30,13 +31,7 @@ static void s_cb(zx_future_t *f, void *arg)
     atomic_fetch_add(&s_callbacks, 1);
 }
 
-#define CHECK(cond, what)                                                                          \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "stress_futures: %s failed at %s:%d\n", what, __FILE__, __LINE__);     \
-            return (void *)1;                                                                      \
-        }                                                                                          \
-    } while (0)
+#define CHECK(cond, what) ZX_STRESS_CHECK("stress_futures", cond, what)
 
 static int s_gen(void *arg, const void **args, size_t *len)
 {

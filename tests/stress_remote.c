@@ -11,6 +11,7 @@
     right; a cancelled future never carries a result; the worker drains and
     returns. */
 #include "zexec.h"
+#include "zx_stress.h"
 #include "zexec_worker.h"
 #include "zx_net.h"
 #include "zx_test_fns.h"
@@ -28,13 +29,7 @@
 
 static zx_executor_t *s_ex;
 
-#define CHECK(cond, what)                                                                          \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "stress_remote: %s failed (%s:%d)\n", what, __FILE__, __LINE__);       \
-            return (void *)1;                                                                      \
-        }                                                                                          \
-    } while (0)
+#define CHECK(cond, what) ZX_STRESS_CHECK("stress_remote", cond, what)
 
 static void *s_user(void *arg)
 {

@@ -37,6 +37,7 @@
     per task (bench B). Under load, or when the loop is busy, the wake-up
     goes out as before and the loop sends the results in batches.
 */
+#include "zx_clock.h"
 #include "zx_worker_int.h"
 
 #include <errno.h>
@@ -83,9 +84,7 @@ static int64_t s_mark_event(zxw_tpool_t *self, int64_t delay_ns)
     }
 #ifdef S_TIMERFD
     if (delay_ns > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t at = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + delay_ns;
+        int64_t at = zx__mono_us() * 1000 + delay_ns;
         if (self->wake_at && self->wake_at <= at) {
             return S_NO_WAKE;
         }

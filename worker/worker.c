@@ -464,9 +464,8 @@ static void s_emit_started(zx_worker_t *w, zxw_job_t *job)
     }
 }
 
-/* Emits one WRESULT item; the payload frame is consumed. */
-/* The payload is *payload (consumed), or when that is NULL the len bytes
-   at small (copied). */
+/* Emits one WRESULT item. Its payload is *payload (consumed), or when that
+   is NULL the len bytes at small (copied). */
 static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
                           uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
                           const void *small, size_t len)
@@ -589,10 +588,7 @@ static void s_pp_done(void *arg, zxw_job_t *job)
 {
     zx_worker_t *w = arg;
     job->state = ZXW_FINISHED;
-    if (!job->result) {
-        job->result = zframe_new(NULL, 0);
-    }
-    s_job_finish(w, job, true);
+    s_job_finish(w, job, true); /* no result frame: an empty result */
 }
 
 static void s_drop_job(void *arg, zxw_job_t *job)

@@ -86,7 +86,10 @@ static int s_call_obj(zx_task_t *task, zx_task_fn *fn, const msgpack_object *arg
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     size_t mark = sb->size;
-    zx__task_fini(task);
+    /* only after an error: a chunk calls this for every input */
+    if (task->err_type || task->err_message || task->err_traceback) {
+        zx__task_fini(task);
+    }
     int rc = fn(task, args, &pk);
     if (rc == ZX_OK) {
         if (sb->size == mark) {
@@ -139,9 +142,10 @@ int zx__task_call_chunk(zx_task_t *task, zx_task_fn *fn, const void *args, size_
     msgpack_pack_array(&pk, obj.via.array.size);
     for (uint32_t i = 0; i < obj.via.array.size; i++) {
         const msgpack_object *a = &obj.via.array.ptr[i];
-        msgpack_pack_array(&pk, 2);
-        size_t flag_at = out->size;
-        msgpack_pack_true(&pk);
+        /* [true, (result)] header in one write; true becomes false on error */
+        static const char pair_ok[2] = {(char)0x92, (char)0xc3};
+        size_t flag_at = out->size + 1;
+        msgpack_sbuffer_write(out, pair_ok, sizeof pair_ok);
         if (a->type != MSGPACK_OBJECT_ARRAY) {
             out->data[flag_at] = (char)0xc2;
             zx__pack_error(&pk, "TypeError", "chunk element is not an argument array", "");

@@ -179,13 +179,17 @@ Test(worker, chunk_tasks_return_ok_and_error_pairs, .timeout = 30)
     fb_start(&fb, "n-chunk", "--threads", "1", "--procs", "1", NULL);
     for (int pool = ZXP_POOL_THREAD; pool <= ZXP_POOL_PROCESS; pool++) {
         fb_args_t a;
-        msgpack_packer *pk = fb_args_begin(&a, 2);
+        /* ok, error, ok: the error's flag and state stay with its element */
+        msgpack_packer *pk = fb_args_begin(&a, 3);
         msgpack_pack_array(pk, 2);
         msgpack_pack_int(pk, 6);
         msgpack_pack_int(pk, 3);
         msgpack_pack_array(pk, 2);
         msgpack_pack_int(pk, 1);
         msgpack_pack_int(pk, 0);
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_int(pk, 9);
+        msgpack_pack_int(pk, 2);
         fb_send_raw(&fb, (uint64_t)pool, "divide", pool, 0, ZXP_F_CHUNK, a.sb.data, a.sb.size);
         msgpack_sbuffer_destroy(&a.sb);
     }
@@ -196,10 +200,23 @@ Test(worker, chunk_tasks_return_ok_and_error_pairs, .timeout = 30)
         msgpack_zone_init(&z, 256);
         msgpack_object o = fb_value(&fb, (uint64_t)s, &z);
         cr_assert_eq(o.type, MSGPACK_OBJECT_ARRAY);
-        cr_assert_eq(o.via.array.size, 2);
+        cr_assert_eq(o.via.array.size, 3);
+        for (uint32_t i = 0; i < 3; i++) {
+            cr_assert_eq(o.via.array.ptr[i].type, MSGPACK_OBJECT_ARRAY);
+            cr_assert_eq(o.via.array.ptr[i].via.array.size, 2);
+            cr_assert_eq(o.via.array.ptr[i].via.array.ptr[0].type, MSGPACK_OBJECT_BOOLEAN);
+        }
         cr_assert(o.via.array.ptr[0].via.array.ptr[0].via.boolean);
         cr_assert_float_eq(o.via.array.ptr[0].via.array.ptr[1].via.f64, 2.0, 1e-9);
-        cr_assert_not(o.via.array.ptr[1].via.array.ptr[0].via.boolean);
+        const msgpack_object *err = &o.via.array.ptr[1];
+        cr_assert_not(err->via.array.ptr[0].via.boolean);
+        cr_assert_eq(err->via.array.ptr[1].type, MSGPACK_OBJECT_ARRAY);
+        cr_assert_eq(err->via.array.ptr[1].via.array.size, 3);
+        const msgpack_object *ty = &err->via.array.ptr[1].via.array.ptr[0];
+        cr_assert_eq(ty->type, MSGPACK_OBJECT_STR);
+        cr_assert(ty->via.str.size == 17 && memcmp(ty->via.str.ptr, "ZeroDivisionError", 17) == 0);
+        cr_assert(o.via.array.ptr[2].via.array.ptr[0].via.boolean);
+        cr_assert_float_eq(o.via.array.ptr[2].via.array.ptr[1].via.f64, 4.5, 1e-9);
         msgpack_zone_destroy(&z);
     }
     fb_stop(&fb);

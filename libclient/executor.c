@@ -85,8 +85,17 @@ static bool s_is_args_array(const void *data, size_t len)
 zx_future_t *zx__submit_flags(zx_executor_t *ex, const char *fn, const void *args, size_t len,
                               const zx_task_opts_t *opts, uint32_t flags)
 {
-    if (!ex || !fn || !*fn || strlen(fn) > ZXP_MAX_NAME || len > ZXP_MAX_MSG ||
-        !s_is_args_array(args, len)) {
+    if (!s_is_args_array(args, len)) {
+        zx__set_last_error(ZX_EINVAL);
+        return NULL;
+    }
+    return zx__submit_packed(ex, fn, args, len, opts, flags);
+}
+
+zx_future_t *zx__submit_packed(zx_executor_t *ex, const char *fn, const void *args, size_t len,
+                               const zx_task_opts_t *opts, uint32_t flags)
+{
+    if (!ex || !fn || !*fn || strlen(fn) > ZXP_MAX_NAME || len > ZXP_MAX_MSG || !args || len == 0) {
         zx__set_last_error(ZX_EINVAL);
         return NULL;
     }
@@ -222,7 +231,7 @@ zx_future_t *zx_submitf(zx_executor_t *ex, const char *fn, const char *fmt, ...)
     va_end(ap);
     zx_future_t *f = NULL;
     if (ok && !sb.failed) {
-        f = zx__submit_flags(ex, fn, sb.data, sb.size, NULL, 0);
+        f = zx__submit_packed(ex, fn, sb.data, sb.size, NULL, 0);
     } else {
         zx__set_last_error(ok ? ZX_ENOMEM : ZX_EINVAL);
     }

@@ -42,6 +42,11 @@ struct zx_executor {
 /* Submit with internal flags (map uses ZXP_F_CHUNK). */
 zx_future_t *zx__submit_flags(zx_executor_t *ex, const char *fn, const void *args, size_t len,
                               const zx_task_opts_t *opts, uint32_t flags);
+/* The same without checking that args is one msgpack array: for arguments
+   this library packed itself (zx_submitf, map's chunks of checked inputs),
+   where the check would walk every byte a second time. */
+zx_future_t *zx__submit_packed(zx_executor_t *ex, const char *fn, const void *args, size_t len,
+                               const zx_task_opts_t *opts, uint32_t flags);
 
 /* Sets this thread's last error (zx_last_error). */
 void zx__set_last_error(int code);

@@ -186,6 +186,39 @@ Test(map, on_a_shut_down_executor_fails_at_the_call, .timeout = 30)
     zx_executor_destroy(&ex);
 }
 
+Test(map, a_malformed_input_stops_the_map_after_the_results_before_it, .timeout = 30)
+{
+    /* chunks are packed from inputs checked one by one (and not checked
+       again whole): a bad input must still stop the map at its place */
+    zx_executor_t *ex = s_ex(2);
+    static const char truncated[] = {(char)0x92, 0x01}, scalar[] = {0x05};
+    const char *bad[] = {truncated, scalar};
+    size_t bad_len[] = {sizeof truncated, sizeof scalar};
+    size_t chunks[] = {1, 4};
+    for (size_t b = 0; b < 2; b++) {
+        for (size_t c = 0; c < 2; c++) {
+            inputs_t in;
+            s_inputs(&in, 10, 1, 0);
+            in.args[6] = bad[b];
+            in.lens[6] = bad_len[b];
+            zx_map_t *m = zx_map_new(ex, "square", in.args, in.lens, in.n, chunks[c], 10);
+            cr_assert_not_null(m);
+            const void *v;
+            size_t len;
+            for (int64_t i = 0; i < 6; i++) {
+                cr_assert_eq(zx_map_next(m, &v, &len), ZX_OK, "bad %zu chunk %zu item %lld", b,
+                             chunks[c], (long long)i);
+                cr_assert_eq(zxt_value_int(v, len), i * i);
+            }
+            cr_assert_eq(zx_map_next(m, &v, &len), ZX_EINVAL, "bad %zu chunk %zu", b, chunks[c]);
+            cr_assert_eq(zx_map_exception(m)->code, ZX_EINVAL);
+            zx_map_destroy(&m);
+            s_inputs_fini(&in);
+        }
+    }
+    zx_executor_destroy(&ex);
+}
+
 /* ---- generator ------------------------------------------------------------ */
 
 typedef struct {

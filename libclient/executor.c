@@ -70,9 +70,7 @@ const char *zx_executor_endpoint(zx_executor_t *ex)
     return ex->ops->endpoint(ex);
 }
 
-/* True if data[0..len) is exactly one well-formed msgpack array. The check is
-   one linear scan without allocation; it saves a round trip for a bad call. */
-static bool s_is_args_array(const void *data, size_t len)
+bool zx__is_args_array(const void *data, size_t len)
 {
     if (!data || len == 0) {
         return false;
@@ -85,7 +83,7 @@ static bool s_is_args_array(const void *data, size_t len)
 zx_future_t *zx__submit_flags(zx_executor_t *ex, const char *fn, const void *args, size_t len,
                               const zx_task_opts_t *opts, uint32_t flags)
 {
-    if (!s_is_args_array(args, len)) {
+    if (!zx__is_args_array(args, len)) {
         zx__set_last_error(ZX_EINVAL);
         return NULL;
     }

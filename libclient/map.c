@@ -141,16 +141,6 @@ static void s_input_stop(zx_map_t *m, int code)
     }
 }
 
-static bool s_is_array(const void *a, size_t len)
-{
-    if (!a || len == 0) {
-        return false;
-    }
-    uint8_t b = *(const uint8_t *)a;
-    bool array = (b >= 0x90 && b <= 0x9f) || b == 0xdc || b == 0xdd;
-    return array && zxp_mp_check(a, len, ZXP_MAX_DEPTH) == (long)len;
-}
-
 /* Submits one more task into the window. false when no task was added. */
 static bool s_submit_one(zx_map_t *m)
 {
@@ -182,7 +172,7 @@ static bool s_submit_one(zx_map_t *m)
                 s_input_stop(m, rc);
                 break;
             }
-            if (!s_is_array(a, len)) {
+            if (!zx__is_args_array(a, len)) {
                 s_input_stop(m, ZX_EINVAL);
                 break;
             }

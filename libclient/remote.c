@@ -865,6 +865,22 @@ static void s_on_message(s_remote_t *ex, zmsg_t *msg)
     }
 }
 
+/* Takes a task that was never sent out of the outbox (ex->lock held). */
+static void s_outbox_unlink(s_remote_t *ex, s_task_t *t)
+{
+    if (t->prev) {
+        t->prev->next = t->next;
+    } else {
+        ex->out_head = t->next;
+    }
+    if (t->next) {
+        t->next->prev = t->prev;
+    } else {
+        ex->out_tail = t->prev;
+    }
+    ex->out_bytes -= t->args_len;
+}
+
 /* Fails every task the broker has been unreachable for broker_timeout of
    its life: those in the table and those still in the outbox. */
 static void s_expire(s_remote_t *ex, int64_t now)
@@ -892,17 +908,7 @@ static void s_expire(s_remote_t *ex, int64_t now)
         if (now - from < ex->timeout_ms) {
             continue;
         }
-        if (t->prev) {
-            t->prev->next = t->next;
-        } else {
-            ex->out_head = t->next;
-        }
-        if (t->next) {
-            t->next->prev = t->prev;
-        } else {
-            ex->out_tail = t->prev;
-        }
-        ex->out_bytes -= t->args_len;
+        s_outbox_unlink(ex, t);
         zx__future_set_priv(t->future, NULL);
         t->next = expired;
         expired = t;
@@ -1270,17 +1276,7 @@ static bool s_cancel(zx_executor_t *base, zx_future_t *f, bool terminate)
             /* another thread is cancelling it right now, or it failed */
             return t == S_CANCELLING || zx_future_cancelled(f);
         }
-        if (t->prev) {
-            t->prev->next = t->next;
-        } else {
-            ex->out_head = t->next;
-        }
-        if (t->next) {
-            t->next->prev = t->prev;
-        } else {
-            ex->out_tail = t->prev;
-        }
-        ex->out_bytes -= t->args_len;
+        s_outbox_unlink(ex, t);
         zx__future_set_priv(f, S_CANCELLING);
         s_resolved_locked(ex, 1);
         if (ex->waiters) {

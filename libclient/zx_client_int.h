@@ -39,6 +39,10 @@ struct zx_executor {
     const zx__executor_ops_t *ops;
 };
 
+/* True if data[0..len) is exactly one well-formed msgpack array: one linear
+   scan without allocation, which saves a round trip for a bad call. */
+bool zx__is_args_array(const void *data, size_t len);
+
 /* Submit with internal flags (map uses ZXP_F_CHUNK). */
 zx_future_t *zx__submit_flags(zx_executor_t *ex, const char *fn, const void *args, size_t len,
                               const zx_task_opts_t *opts, uint32_t flags);

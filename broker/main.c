@@ -3,9 +3,11 @@
 */
 #include "zxb.h"
 #include "zxb_sec.h"
+#include "zx_parse.h"
 
-#include <errno.h>
+#include <float.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,8 +29,7 @@ static void s_usage(FILE *out)
             "                           (default 3; a task may ask for its own)\n"
             "  --max-queued N           queued tasks per client before RESULTs say REJECTED\n"
             "                           (default 1000000)\n"
-            "  --max-queued-bytes BYTES queued argument bytes per client (default 1G;\n"
-            "                           suffixes K, M, G are powers of 1024)\n"
+            "  --max-queued-bytes BYTES queued argument bytes per client (default 1G)\n"
             "  --client-timeout SECONDS after a broker restart, how long tasks that workers\n"
             "                           report wait for their client to come back (default 60)\n"
             "  --prefetch-target-ms MS  adaptive prefetch: send each worker enough short tasks\n"
@@ -36,8 +37,7 @@ static void s_usage(FILE *out)
             "                           prefetch the worker announces)\n"
             "  --prefetch-max N         most tasks beyond a pool's slots (default 1024)\n"
             "  --prefetch-bytes BYTES   widen a pool's window only while its tasks in flight\n"
-            "                           carry fewer argument bytes than this (default 4M;\n"
-            "                           suffixes K, M, G)\n"
+            "                           carry fewer argument bytes than this (default 4M)\n"
             "  --metrics HOST:PORT      serve Prometheus metrics over HTTP at /metrics\n"
             "                           (e.g. 127.0.0.1:5572; off by default)\n"
             "  --insecure               allow binding non-loopback addresses without\n"
@@ -51,7 +51,11 @@ static void s_usage(FILE *out)
             "  -v, --verbose            log every task dispatch and failure\n"
             "  -q, --quiet              log warnings and errors only\n"
             "  -h, --help               this help\n"
-            "  --version                print the version\n");
+            "  --version                print the version\n"
+            "\n"
+            "BYTES: digits, then optionally K, M or G (powers of 1024, either case), then\n"
+            "optionally B, b or (after a letter) iB: 4096, 512K, 64M, 64MB, 64MiB, 1g.\n"
+            "Byte flags must be at least 1.\n");
 }
 
 static int s_bad(const char *flag, const char *value, const char *why)
@@ -61,12 +65,12 @@ static int s_bad(const char *flag, const char *value, const char *why)
     return 2;
 }
 
+/* The wrappers below add only the flag's name and the bound to the shared
+   parsers' answer: syntax first, then range, so the message says which. */
 static int s_parse_seconds(const char *flag, const char *v, double min, double max, int64_t *ms)
 {
-    char *end = NULL;
-    errno = 0;
-    double d = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(d)) {
+    double d;
+    if (!zx__parse_double(v, -DBL_MAX, DBL_MAX, &d)) {
         return s_bad(flag, v, "expected a number of seconds");
     }
     if (d < min || d > max) {
@@ -78,51 +82,33 @@ static int s_parse_seconds(const char *flag, const char *v, double min, double m
     return 0;
 }
 
-static int s_parse_int(const char *flag, const char *v, long long min, long long max,
-                       long long *out)
+static int s_parse_int(const char *flag, const char *v, long min, long max, long *out)
 {
-    char *end = NULL;
-    errno = 0;
-    long long n = strtoll(v, &end, 10);
-    if (errno || end == v || *end) {
+    long n;
+    if (!zx__parse_long(v, LONG_MIN, LONG_MAX, &n)) {
         return s_bad(flag, v, "expected an integer");
     }
     if (n < min || n > max) {
         char why[96];
-        snprintf(why, sizeof why, "must be between %lld and %lld", min, max);
+        snprintf(why, sizeof why, "must be between %ld and %ld", min, max);
         return s_bad(flag, v, why);
     }
     *out = n;
     return 0;
 }
 
+/* Byte flags bound something, and a bound of 0 would refuse everything. */
 static int s_parse_bytes(const char *flag, const char *v, uint64_t *out)
 {
-    char *end = NULL;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (errno || end == v || v[0] == '-') {
-        return s_bad(flag, v, "expected a number of bytes");
+    uint64_t n;
+    const char *why = zx__parse_bytes(v, &n);
+    if (why) {
+        return s_bad(flag, v, why);
     }
-    unsigned long long mult = 1;
-    if (*end) {
-        switch (*end) {
-        case 'k':
-        case 'K': mult = 1ull << 10; break;
-        case 'm':
-        case 'M': mult = 1ull << 20; break;
-        case 'g':
-        case 'G': mult = 1ull << 30; break;
-        default: return s_bad(flag, v, "unknown suffix (use K, M or G)");
-        }
-        if (end[1] && strcmp(end + 1, "iB") != 0 && strcmp(end + 1, "B") != 0) {
-            return s_bad(flag, v, "unknown suffix (use K, M or G)");
-        }
+    if (n == 0) {
+        return s_bad(flag, v, "must be at least 1");
     }
-    if (n == 0 || n > UINT64_MAX / mult) {
-        return s_bad(flag, v, "must be at least 1 and fit in 64 bits");
-    }
-    *out = n * mult;
+    *out = n;
     return 0;
 }
 
@@ -197,7 +183,7 @@ int main(int argc, char *argv[])
     opterr = 0;
     int c, rc = 0;
     int64_t ms;
-    long long n;
+    long n;
     while ((c = getopt_long(argc, argv, ":vqh", opts, NULL)) != -1) {
         const char *flag = argv[optind - 1];
         switch (c) {
@@ -238,10 +224,8 @@ int main(int argc, char *argv[])
             cfg.client_timeout_ms = ms;
             break;
         case OPT_PREFETCH_TARGET: {
-            char *end = NULL;
-            errno = 0;
-            double d = strtod(optarg, &end);
-            if (errno || end == optarg || *end || !isfinite(d) || d < 0 || d > 60000) {
+            double d;
+            if (!zx__parse_double(optarg, 0, 60000, &d)) {
                 return s_bad("--prefetch-target-ms", optarg,
                              "expected milliseconds between 0 and 60000");
             }
@@ -266,7 +250,7 @@ int main(int argc, char *argv[])
             cfg.retries = (int)n;
             break;
         case OPT_MAXQ:
-            if ((rc = s_parse_int("--max-queued", optarg, 1, INT64_MAX, &n))) {
+            if ((rc = s_parse_int("--max-queued", optarg, 1, LONG_MAX, &n))) {
                 return rc;
             }
             cfg.max_queued = (uint64_t)n;

@@ -9,6 +9,7 @@
     them exit if this process is killed without a chance to stop them.
 */
 #include "zxc.h"
+#include "zx_parse.h"
 #include "zx_parent.h"
 
 #include <czmq.h>
@@ -152,18 +153,18 @@ int zxc_cluster_main(int argc, char **argv)
         case 'h': s_usage(stdout); return 0;
         case 'q': quiet = true; break;
         case O_WORKERS:
-            if (!zxc_parse_long(optarg, 0, S_MAX_WORKERS, &nworkers)) {
+            if (!zx__parse_long(optarg, 0, S_MAX_WORKERS, &nworkers)) {
                 return zxc_usage_error("cluster", "invalid --workers '%s': 0..%d", optarg,
                                        S_MAX_WORKERS);
             }
             break;
         case 't':
-            if (!zxc_parse_long(optarg, 0, 4096, &threads)) {
+            if (!zx__parse_long(optarg, 0, 4096, &threads)) {
                 return zxc_usage_error("cluster", "invalid --threads '%s': 0..4096", optarg);
             }
             break;
         case 'p':
-            if (!zxc_parse_long(optarg, 0, 4096, &procs)) {
+            if (!zx__parse_long(optarg, 0, 4096, &procs)) {
                 return zxc_usage_error("cluster", "invalid --procs '%s': 0..4096", optarg);
             }
             break;

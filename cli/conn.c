@@ -6,6 +6,7 @@
     clear message after a few seconds. The same raw socket asks for STATUS.
 */
 #include "zxc.h"
+#include "zx_parse.h"
 #include "zx_proto.h"
 #include "zx_security.h"
 
@@ -39,7 +40,7 @@ static double s_connect_timeout(double timeout)
     }
     const char *env = getenv("ZEXEC_CONNECT_TIMEOUT");
     double t;
-    if (env && zxc_parse_secs(env, 0.1, 3600, &t)) {
+    if (env && zx__parse_double(env, 0.1, 3600, &t)) {
         return t;
     }
     return ZXC_CONNECT_TIMEOUT;

@@ -5,9 +5,7 @@
 #include "zxc.h"
 
 #include <czmq.h>
-#include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,28 +85,4 @@ int zxc_bad_flag(const char *cmd, int argc, char **argv)
         return zxc_usage_error(cmd, "unknown flag or missing value: -%c", optopt);
     }
     return zxc_usage_error(cmd, "unknown flag or missing value: %s", what);
-}
-
-bool zxc_parse_long(const char *s, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max) {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-bool zxc_parse_secs(const char *s, double min, double max, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < min || v > max) {
-        return false;
-    }
-    *out = v;
-    return true;
 }

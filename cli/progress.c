@@ -7,6 +7,7 @@
     C programs, and it is sixty lines.
 */
 #include "zxc.h"
+#include "zx_parse.h"
 
 #include <czmq.h>
 #include <stdlib.h>
@@ -39,7 +40,7 @@ zxc_progress_t *zxc_progress_new(const char *what, size_t total, bool quiet)
     double every = ZXC_PROGRESS_EVERY;
     const char *env = getenv("ZEXEC_PROGRESS_EVERY"); /* seconds, for logs and tests */
     if (env) {
-        zxc_parse_secs(env, 0.01, 86400, &every);
+        zx__parse_double(env, 0.01, 86400, &every);
     }
     self->every_ms = self->tty ? ZXC_PROGRESS_TTY_MS : (int64_t)(every * 1000.0);
     return self;

@@ -6,6 +6,7 @@
     and refills the window: the I/O thread never waits on our stdout.
 */
 #include "zxc.h"
+#include "zx_parse.h"
 
 #include <czmq.h>
 #include <errno.h>
@@ -570,17 +571,17 @@ int zxc_run_main(int argc, char **argv)
         switch (opt) {
         case 'h': s_usage(stdout); return 0;
         case 'j':
-            if (!zxc_parse_long(optarg, 1, 1000000, &r.jobs)) {
+            if (!zx__parse_long(optarg, 1, 1000000, &r.jobs)) {
                 return zxc_usage_error("run", "invalid --jobs '%s': 1..1000000", optarg);
             }
             break;
         case 'r':
-            if (!zxc_parse_long(optarg, 0, 1000, &r.retries)) {
+            if (!zx__parse_long(optarg, 0, 1000, &r.retries)) {
                 return zxc_usage_error("run", "invalid --retries '%s': 0..1000", optarg);
             }
             break;
         case 't':
-            if (!zxc_parse_secs(optarg, 0.001, 1e7, &r.timeout)) {
+            if (!zx__parse_double(optarg, 0.001, 1e7, &r.timeout)) {
                 return zxc_usage_error("run", "invalid --timeout '%s': seconds > 0", optarg);
             }
             break;

@@ -4,6 +4,7 @@
     ones print as "-" in the tables, so the two need not change in step.
 */
 #include "zxc.h"
+#include "zx_parse.h"
 
 #include <czmq.h>
 #include <getopt.h>
@@ -125,12 +126,12 @@ int zxc_status_main(int argc, char **argv)
         case 'h': s_usage(stdout); return 0;
         case 'j': as_json = true; break;
         case 't':
-            if (!zxc_parse_secs(optarg, 0.1, 3600, &timeout)) {
+            if (!zx__parse_double(optarg, 0.1, 3600, &timeout)) {
                 return zxc_usage_error("status", "invalid --timeout '%s': seconds >= 0.1", optarg);
             }
             break;
         case 'w':
-            if (!zxc_parse_long(optarg, 0, 100000, &want)) {
+            if (!zx__parse_long(optarg, 0, 100000, &want)) {
                 return zxc_usage_error("status", "invalid --wait-workers '%s': 0..100000", optarg);
             }
             break;

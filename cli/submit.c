@@ -3,6 +3,7 @@
     streamed through zx_map_new_gen so an endless producer works too).
 */
 #include "zxc.h"
+#include "zx_parse.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -86,17 +87,17 @@ int zxc_submit_main(int argc, char **argv)
             }
             break;
         case 'L':
-            if (!zxc_parse_secs(optarg, 0.001, 1e7, &topts.time_limit)) {
+            if (!zx__parse_double(optarg, 0.001, 1e7, &topts.time_limit)) {
                 return zxc_usage_error("submit", "invalid --time-limit '%s': seconds > 0", optarg);
             }
             break;
         case 't':
-            if (!zxc_parse_secs(optarg, 0.1, 1e7, &conn.timeout)) {
+            if (!zx__parse_double(optarg, 0.1, 1e7, &conn.timeout)) {
                 return zxc_usage_error("submit", "invalid --timeout '%s': seconds > 0", optarg);
             }
             break;
         case 'P':
-            if (!zxc_parse_long(optarg, -128, 127, &l)) {
+            if (!zx__parse_long(optarg, -128, 127, &l)) {
                 return zxc_usage_error("submit", "invalid --priority '%s': -128..127", optarg);
             }
             topts.priority = (int)l;
@@ -247,12 +248,12 @@ int zxc_map_main(int argc, char **argv)
         case 'h': s_map_usage(stdout); return 0;
         case 'q': quiet = true; break;
         case 'c':
-            if (!zxc_parse_long(optarg, 1, 1000000, &chunksize)) {
+            if (!zx__parse_long(optarg, 1, 1000000, &chunksize)) {
                 return zxc_usage_error("map", "invalid --chunksize '%s': 1..1000000", optarg);
             }
             break;
         case 't':
-            if (!zxc_parse_secs(optarg, 0.001, 1e9, &timeout)) {
+            if (!zx__parse_double(optarg, 0.001, 1e9, &timeout)) {
                 return zxc_usage_error("map", "invalid --timeout '%s': seconds > 0", optarg);
             }
             break;

@@ -35,8 +35,6 @@ int zx__keygen_main(int argc, char **argv); /* keygen.c */
 int zxc_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Reports getopt's '?' (unknown flag or missing value) by name. */
 int zxc_bad_flag(const char *cmd, int argc, char **argv);
-bool zxc_parse_long(const char *s, long min, long max, long *out);
-bool zxc_parse_secs(const char *s, double min, double max, double *out);
 
 /* The connection flags of run/submit/map/status: --broker EP (default
    $ZEXEC_BROKER, then ZX_DEFAULT_CLIENT_ENDPOINT), --key, --server-key,

@@ -4,12 +4,11 @@
 */
 #include "zexec_worker.h"
 #include "zx_worker_int.h"
+#include "zx_parse.h"
 
 #include <czmq.h>
-#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,20 +30,23 @@ static void s_usage(FILE *out)
             "  --no-builtins             do not offer echo, sleep, fail, pid, exec\n"
             "  --time-limit S            default per-task time limit in seconds (0: none)\n"
             "  --max-tasks-per-child N   replace a process-pool child after N tasks (0: never)\n"
-            "  --child-memory BYTES      address-space limit per child; K, M, G suffixes\n"
+            "  --child-memory BYTES      address-space limit per child (at least 16M; 0: none)\n"
             "  --heartbeat S             heartbeat interval in seconds (default 1)\n"
             "  --liveness N              missed heartbeats before the broker is lost (default 3)\n"
             "  --server-key FILE         CURVE: the broker's public certificate (with --key)\n"
             "  --key FILE                CURVE: this worker's secret certificate (zexec keygen)\n"
             "  --secret-file FILE        sign every message with this shared secret (default:\n"
             "                            $ZEXEC_SECRET, then unset so tasks never see it)\n"
-            "  --max-msg BYTES           largest message accepted (default 64M; K, M, G)\n"
+            "  --max-msg BYTES           largest message accepted (default 64M)\n"
             "  -v, --verbose             log every task\n"
             "  -q, --quiet               log only warnings and errors\n"
             "  -h, --help                this text\n"
             "\n"
             "SIGTERM or SIGINT drains: running tasks finish, queued ones go back to the broker,\n"
-            "then the worker says BYE and exits 0. A second signal leaves at once.\n",
+            "then the worker says BYE and exits 0. A second signal leaves at once.\n"
+            "\n"
+            "BYTES: digits, then optionally K, M or G (powers of 1024, either case), then\n"
+            "optionally B, b or (after a letter) iB: 4096, 512K, 64M, 64MB, 64MiB, 1g.\n",
             ZX_DEFAULT_WORKER_ENDPOINT);
 }
 
@@ -52,64 +54,6 @@ static int s_bad(const char *flag, const char *value, const char *why)
 {
     fprintf(stderr, "zexec-worker: invalid value '%s' for --%s: %s\n", value, flag, why);
     return 2;
-}
-
-static bool s_parse_int(const char *s, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max) {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-static bool s_parse_secs(const char *s, double min, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < min || v > 1e7) {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-static bool s_parse_bytes(const char *s, size_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *s == '-') {
-        return false;
-    }
-    unsigned long long mul = 1;
-    if (*end) {
-        switch (*end) {
-        case 'k':
-        case 'K': mul = 1ULL << 10; break;
-        case 'm':
-        case 'M': mul = 1ULL << 20; break;
-        case 'g':
-        case 'G': mul = 1ULL << 30; break;
-        default: return false;
-        }
-        end++;
-        if (*end == 'b' || *end == 'B') {
-            end++;
-        }
-        if (*end) {
-            return false;
-        }
-    }
-    if (v > SIZE_MAX / mul) {
-        return false;
-    }
-    *out = (size_t)(v * mul);
-    return true;
 }
 
 enum {
@@ -181,7 +125,7 @@ int main(int argc, char *argv[])
             break;
         case OPT_THREADS:
         case OPT_PROCS:
-            if (!s_parse_int(optarg, 0, 4096, &n)) {
+            if (!zx__parse_long(optarg, 0, 4096, &n)) {
                 rc = s_bad(c == OPT_THREADS ? "threads" : "procs", optarg,
                            "must be an integer 0..4096");
             } else if (c == OPT_THREADS) {
@@ -191,7 +135,7 @@ int main(int argc, char *argv[])
             }
             break;
         case OPT_PREFETCH:
-            if (!s_parse_int(optarg, 0, 100000, &n)) {
+            if (!zx__parse_long(optarg, 0, 100000, &n)) {
                 rc = s_bad("prefetch", optarg, "must be an integer 0..100000");
             }
             o.prefetch = (int)n; /* 0 means the default (1) */
@@ -200,32 +144,36 @@ int main(int argc, char *argv[])
         case OPT_ALLOW_EXEC: o.allow_exec = true; break;
         case OPT_NO_BUILTINS: o.no_builtins = true; break;
         case OPT_TIME_LIMIT:
-            if (!s_parse_secs(optarg, 0, &d)) {
+            if (!zx__parse_double(optarg, 0, 1e7, &d)) {
                 rc = s_bad("time-limit", optarg, "must be seconds >= 0");
             }
             o.time_limit = d;
             break;
         case OPT_MAX_TASKS:
-            if (!s_parse_int(optarg, 0, INT_MAX, &n)) {
+            if (!zx__parse_long(optarg, 0, INT_MAX, &n)) {
                 rc = s_bad("max-tasks-per-child", optarg, "must be an integer >= 0");
             }
             o.max_tasks_per_child = (int)n;
             break;
-        case OPT_CHILD_MEMORY:
-            if (!s_parse_bytes(optarg, &o.child_memory)) {
+        case OPT_CHILD_MEMORY: {
+            uint64_t v = 0;
+            /* child_memory is a size_t: on a 32-bit build "8G" must fail, not wrap */
+            if (zx__parse_bytes(optarg, &v) || v > SIZE_MAX) {
                 rc = s_bad("child-memory", optarg, "must be bytes, with an optional K/M/G suffix");
-            } else if (o.child_memory && o.child_memory < (16u << 20)) {
+            } else if (v && v < (16u << 20)) {
                 rc = s_bad("child-memory", optarg, "must be at least 16M (or 0: unlimited)");
             }
+            o.child_memory = (size_t)v;
             break;
+        }
         case OPT_HEARTBEAT:
-            if (!s_parse_secs(optarg, 0.01, &d) || d > 3600) {
+            if (!zx__parse_double(optarg, 0.01, 3600, &d)) {
                 rc = s_bad("heartbeat", optarg, "must be seconds in 0.01..3600");
             }
             o.heartbeat = d;
             break;
         case OPT_LIVENESS:
-            if (!s_parse_int(optarg, 1, 1000, &n)) {
+            if (!zx__parse_long(optarg, 1, 1000, &n)) {
                 rc = s_bad("liveness", optarg, "must be an integer 1..1000");
             }
             o.liveness = (int)n;
@@ -234,8 +182,8 @@ int main(int argc, char *argv[])
         case OPT_KEY: o.key = optarg; break;
         case OPT_SECRET_FILE: o.secret_file = optarg; break;
         case OPT_MAX_MSG: {
-            size_t max = 0;
-            if (!s_parse_bytes(optarg, &max) || max < 4096 || max > (size_t)INT64_MAX) {
+            uint64_t max = 0;
+            if (zx__parse_bytes(optarg, &max) || max < 4096 || max > INT64_MAX) {
                 rc = s_bad("max-msg", optarg, "must be bytes >= 4096, K/M/G suffixes");
             }
             zxp_set_max_msg((int64_t)max);

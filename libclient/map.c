@@ -5,7 +5,7 @@
     same memory as a hundred-input one).
 
     Window: ZX_MAP_WINDOW (2048) tasks when chunksize <= 1; with chunks,
-    enough tasks for about ZX_MAP_WINDOW_INPUTS (65536) inputs, at least
+    enough tasks for about ZX_MAP_WINDOW_INPUTS (262144) inputs, at least
     ZX_MAP_MIN_CHUNKS (16) and at most ZX_MAP_WINDOW tasks; and, whatever
     the count, no more tasks once those in flight carry ZX_MAP_WINDOW_BYTES
     (64 MiB) of arguments (one at least). The window is what keeps the
@@ -15,10 +15,14 @@
     come back out of input order, and a window of 32 chunks (8192 inputs)
     left the consumer waiting on the one at its head while the rest sat
     done: 256 chunks (65536 inputs) ran 1 to 4 workers 15-50% faster
-    (bench F). A chunk task (ZXP_F_CHUNK) carries a msgpack
-    array of argument arrays; its result is an array of [ok, value-or-error]
-    pairs (zx__task_call_chunk is the other side), walked in place without
-    unpacking.
+    (bench F). Once chunks got cheaper to run, a worker that fell behind
+    for a moment still held the head while the others ran dry (four
+    single-thread workers' queues emptied on 8.5% of chunks); 1024 chunks
+    (262144 inputs) run map(256) 14% faster with one worker or four
+    (docs/performance.md, change 31). A chunk task (ZXP_F_CHUNK) carries a
+    msgpack array of argument arrays; its result is an array of [ok,
+    value-or-error] pairs (zx__task_call_chunk is the other side), walked
+    in place without unpacking.
 
     Stopping: the map stops, as Python's iterator does, at the first element
     that failed (ZX_ERAISED, or ZX_ECANCELLED if its task was cancelled), at a
@@ -35,7 +39,7 @@
 #include <string.h>
 
 #define ZX_MAP_WINDOW 2048
-#define ZX_MAP_WINDOW_INPUTS 65536
+#define ZX_MAP_WINDOW_INPUTS 262144
 #define ZX_MAP_MIN_CHUNKS 16
 #define ZX_MAP_WINDOW_BYTES ((size_t)64 << 20)
 

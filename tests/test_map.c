@@ -304,13 +304,13 @@ Test(map, generator_keeps_a_bounded_window_unchunked, .timeout = 120)
 
 Test(map, generator_over_a_million_inputs_runs_in_bounded_memory, .timeout = 280)
 {
-    /* 65536 inputs in flight at most with chunks of 256: window of 256 chunks */
-    s_run_gen(1000000, 256, 65536 + 256, true);
+    /* 262144 inputs in flight at most with chunks of 256: window of 1024 chunks */
+    s_run_gen(1000000, 256, 262144 + 256, true);
 }
 
 Test(map, small_chunks_keep_the_task_window, .timeout = 120)
 {
-    /* chunks of 4: 2048 tasks (8192 inputs), not 65536 / 4 tasks */
+    /* chunks of 4: 2048 tasks (8192 inputs), not 262144 / 4 tasks */
     s_run_gen(100000, 4, 2048 * 4 + 4, false);
 }
 

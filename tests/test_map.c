@@ -186,6 +186,83 @@ Test(map, on_a_shut_down_executor_fails_at_the_call, .timeout = 30)
     zx_executor_destroy(&ex);
 }
 
+/* A chunk's result values are measured inline when they are scalars and
+   walked otherwise (map.c s_scalar_len): every kind comes back byte for
+   byte, in a chunk beside the others. */
+Test(map, every_kind_of_value_comes_back_whole_from_a_chunk, .timeout = 30)
+{
+    zx_executor_t *ex = s_ex(2);
+    enum { N = 24 };
+    msgpack_sbuffer sb[N];
+    const void *args[N];
+    size_t lens[N];
+    static const char bin[3] = {1, 2, 3};
+    for (int i = 0; i < N; i++) {
+        msgpack_sbuffer_init(&sb[i]);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb[i], msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, 1);
+        switch (i) {
+        case 0: msgpack_pack_uint64(&pk, 7); break;             /* positive fixint */
+        case 1: msgpack_pack_int64(&pk, -5); break;             /* negative fixint */
+        case 2: msgpack_pack_uint8(&pk, 200); break;            /* 0xcc */
+        case 3: msgpack_pack_uint16(&pk, 60000); break;         /* 0xcd */
+        case 4: msgpack_pack_uint32(&pk, 4000000000u); break;   /* 0xce */
+        case 5: msgpack_pack_uint64(&pk, UINT64_MAX); break;    /* 0xcf */
+        case 6: msgpack_pack_int8(&pk, -100); break;            /* 0xd0 */
+        case 7: msgpack_pack_int16(&pk, -30000); break;         /* 0xd1 */
+        case 8: msgpack_pack_int32(&pk, -2000000000); break;    /* 0xd2 */
+        case 9: msgpack_pack_int64(&pk, INT64_MIN); break;      /* 0xd3 */
+        case 10: msgpack_pack_float(&pk, 1.5f); break;          /* 0xca */
+        case 11: msgpack_pack_double(&pk, -2.25); break;        /* 0xcb */
+        case 12: msgpack_pack_nil(&pk); break;                  /* 0xc0 */
+        case 13: msgpack_pack_true(&pk); break;                 /* 0xc3 */
+        case 14: msgpack_pack_false(&pk); break;                /* 0xc2 */
+        case 15: msgpack_pack_str_with_body(&pk, "", 0); break; /* fixstr 0 */
+        case 16:                                                /* fixstr 31 */
+            msgpack_pack_str_with_body(&pk, "abcdefghijklmnopqrstuvwxyz01234", 31);
+            break;
+        case 17: /* str8: walked */
+            msgpack_pack_str_with_body(&pk, "abcdefghijklmnopqrstuvwxyz012345", 32);
+            break;
+        case 18: msgpack_pack_bin_with_body(&pk, bin, sizeof bin); break; /* walked */
+        case 19:                                                          /* array: walked */
+            msgpack_pack_array(&pk, 2);
+            msgpack_pack_int(&pk, 1);
+            msgpack_pack_str_with_body(&pk, "x", 1);
+            break;
+        case 20: /* map: walked */
+            msgpack_pack_map(&pk, 1);
+            msgpack_pack_int(&pk, 1);
+            msgpack_pack_nil(&pk);
+            break;
+        default: msgpack_pack_int(&pk, i); break;
+        }
+        args[i] = sb[i].data;
+        lens[i] = sb[i].size;
+    }
+    size_t chunks[] = {1, 5, N};
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        zx_map_t *m = zx_map_new(ex, "first", args, lens, N, chunks[c], 10);
+        cr_assert_not_null(m);
+        for (int i = 0; i < N; i++) {
+            const void *v;
+            size_t len;
+            cr_assert_eq(zx_map_next(m, &v, &len), ZX_OK, "chunk %zu item %d", chunks[c], i);
+            /* the value is the input's one element: its bytes after 0x91 */
+            cr_assert_eq(len, lens[i] - 1, "chunk %zu item %d: %zu bytes", chunks[c], i, len);
+            cr_assert(memcmp(v, (const char *)args[i] + 1, len) == 0, "chunk %zu item %d",
+                      chunks[c], i);
+        }
+        cr_assert_eq(zx_map_next(m, NULL, NULL), ZX_EEND);
+        zx_map_destroy(&m);
+    }
+    for (int i = 0; i < N; i++) {
+        msgpack_sbuffer_destroy(&sb[i]);
+    }
+    zx_executor_destroy(&ex);
+}
+
 Test(map, a_malformed_input_stops_the_map_after_the_results_before_it, .timeout = 30)
 {
     /* chunks are packed from inputs checked one by one (and not checked

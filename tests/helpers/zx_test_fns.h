@@ -140,6 +140,16 @@ static inline int zxt_fn_echo(zx_task_t *task, const msgpack_object *args, msgpa
     return ZX_OK;
 }
 
+/* first(x, ...) -> x, as it came */
+static inline int zxt_fn_first(zx_task_t *task, const msgpack_object *args, msgpack_packer *result)
+{
+    if (args->type != MSGPACK_OBJECT_ARRAY || args->via.array.size < 1) {
+        return zx_raise(task, "TypeError", "first takes at least one argument");
+    }
+    msgpack_pack_object(result, args->via.array.ptr[0]);
+    return ZX_OK;
+}
+
 static inline void zxt_register_all(zx_executor_t *ex)
 {
     zx_executor_register(ex, "square", zxt_fn_square);
@@ -148,6 +158,7 @@ static inline void zxt_register_all(zx_executor_t *ex)
     zx_executor_register(ex, "block", zxt_fn_block);
     zx_executor_register(ex, "spin_ms", zxt_fn_spin_ms);
     zx_executor_register(ex, "echo", zxt_fn_echo);
+    zx_executor_register(ex, "first", zxt_fn_first);
 }
 
 /* ---- values --------------------------------------------------------------- */

@@ -251,12 +251,6 @@ static double s_cpu_ns(pid_t pid)
     return total;
 }
 
-static void s_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Asks the broker for its STATUS over a raw client connection (HELLO,
    STATUS, BYE; zx_proto.h): the number of connected workers and of queued
    tasks (the "workers" array and totals.queued of STATUS-REPLY). */
@@ -347,7 +341,7 @@ static double s_wait_status(const char *endpoint, long min_workers, long min_que
         if (s_status(endpoint, &w, &q) && w >= min_workers && q >= min_queued) {
             return bu_now() - t0;
         }
-        s_sleep_ms(50);
+        zclock_sleep(50);
     }
     bu_die("broker STATUS: %ld workers, %ld queued after %.0f s (waited for %ld and %ld)", w, q,
            timeout, min_workers, min_queued);
@@ -873,7 +867,7 @@ static void *s_idle_thread(void *arg)
             }
             next_beat = bu_now() + 0.3;
         }
-        s_sleep_ms(20); /* a load generator, not a waiter: a coarse tick is fine */
+        zclock_sleep(20); /* a load generator, not a waiter: a coarse tick is fine */
     }
     for (int i = 0; i < idle->n; i++) {
         zxp_send_empty(socks[i], NULL, ZXP_BYE);
@@ -943,7 +937,7 @@ static void s_workload_e(void)
     pthread_t th;
     pthread_create(&th, NULL, s_idle_thread, &idle);
     while (!atomic_load(&idle.sent_ready)) {
-        s_sleep_ms(10);
+        zclock_sleep(10);
     }
     s_wait_status(c.client_ep, 201, 0, 60);
     s_stream_cost(ex, c.broker, m, &cpu_200, &wall_200);

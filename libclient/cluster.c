@@ -50,19 +50,6 @@ struct zx__cluster {
     char worker_ep[64];
 };
 
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void s_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* dir/name if it is an executable regular file; malloc'd, or NULL. */
 static char *s_try(const char *dir, size_t dir_len, const char *name)
 {
@@ -192,16 +179,16 @@ static pid_t s_spawn(char *const argv[])
 /* Waits up to timeout for pid; true if it exited (and was reaped). */
 static bool s_reap(pid_t pid, double timeout)
 {
-    double end = s_now() + timeout;
+    int64_t end = zclock_mono() + (int64_t)(timeout * 1000);
     for (;;) {
         pid_t r = waitpid(pid, NULL, WNOHANG);
         if (r == pid || (r < 0 && errno == ECHILD)) {
             return true;
         }
-        if (s_now() >= end) {
+        if (zclock_mono() >= end) {
             return false;
         }
-        s_sleep_ms(5);
+        zclock_sleep(5);
     }
 }
 
@@ -213,12 +200,12 @@ static void s_stop_range(zx__cluster_t *c, size_t from, size_t to, double grace)
             kill(c->pids[i], SIGTERM);
         }
     }
-    double end = s_now() + grace;
+    int64_t end = zclock_mono() + (int64_t)(grace * 1000);
     for (size_t i = from; i < to; i++) {
         if (c->pids[i] <= 0) {
             continue;
         }
-        double left = end - s_now();
+        double left = (double)(end - zclock_mono()) / 1000.0;
         if (!s_reap(c->pids[i], left > 0 ? left : 0)) {
             zsys_warning("zexec: local cluster child %d ignored SIGTERM; killing it",
                          (int)c->pids[i]);
@@ -265,9 +252,9 @@ static int s_start_broker(zx__cluster_t *c, const char *bin, const zx_options_t 
         }
         c->pids[0] = pid;
         c->npids = 1;
-        double end = s_now() + S_BROKER_UP_S;
+        int64_t end = zclock_mono() + (int64_t)(S_BROKER_UP_S * 1000);
         int status = 0;
-        while (s_now() < end) {
+        while (zclock_mono() < end) {
             if (waitpid(pid, &status, WNOHANG) == pid) {
                 c->pids[0] = 0;
                 break; /* it exited: most likely a port was taken; try others */
@@ -275,7 +262,7 @@ static int s_start_broker(zx__cluster_t *c, const char *bin, const zx_options_t 
             if (s_listening(cp)) {
                 return ZX_OK;
             }
-            s_sleep_ms(5);
+            zclock_sleep(5);
         }
         if (c->pids[0] > 0) {
             s_stop_range(c, 0, 1, 2.0);

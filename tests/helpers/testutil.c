@@ -16,18 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void s_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+#include <czmq.h>
 
 int zxt_free_port(void)
 {
@@ -87,7 +76,7 @@ pid_t zxt_spawn(char *const argv[])
 
 bool zxt_wait_exit(pid_t pid, double timeout, int *status)
 {
-    double end = s_now() + timeout;
+    int64_t end = zclock_mono() + (int64_t)(timeout * 1000);
     int st = 0;
     for (;;) {
         pid_t r = waitpid(pid, &st, WNOHANG);
@@ -97,10 +86,10 @@ bool zxt_wait_exit(pid_t pid, double timeout, int *status)
             }
             return true;
         }
-        if (s_now() >= end) {
+        if (zclock_mono() >= end) {
             return false;
         }
-        s_sleep_ms(5);
+        zclock_sleep(5);
     }
 }
 
@@ -204,14 +193,14 @@ void zxt_cluster_stop(zxt_cluster_t *c)
 
 bool zxt_wait_for(bool (*cond)(void *arg), void *arg, double timeout)
 {
-    double end = s_now() + timeout;
+    int64_t end = zclock_mono() + (int64_t)(timeout * 1000);
     for (;;) {
         if (cond(arg)) {
             return true;
         }
-        if (s_now() >= end) {
+        if (zclock_mono() >= end) {
             return false;
         }
-        s_sleep_ms(10);
+        zclock_sleep(10);
     }
 }

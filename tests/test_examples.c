@@ -121,7 +121,16 @@ Test(examples, done_callback_reports_value_error_and_cancellation)
     cr_assert_eq(st, 0, "%s", out);
     cr_assert(strstr(out, "5: value returned: 50.0"), "%s", out);
     cr_assert(strstr(out, "0: error returned: ZeroDivisionError"), "%s", out);
-    cr_assert(strstr(out, "60: canceled"), "%s", out);
+    /* the callback reports what cancel() decided: cancelled, or (when a
+       free worker had started it first, on a loaded machine) its value */
+    if (strstr(out, "main: cancel of 60 before it started: yes")) {
+        cr_assert(strstr(out, "60: canceled"), "%s", out);
+        cr_assert_not(strstr(out, "60: value returned"), "%s", out);
+    } else {
+        cr_assert(strstr(out, "main: cancel of 60 before it started: no"), "%s", out);
+        cr_assert(strstr(out, "60: value returned: 600.0"), "%s", out);
+        cr_assert_not(strstr(out, "60: canceled"), "%s", out);
+    }
     free(out);
 }
 

@@ -187,18 +187,9 @@ void zxb_task_payload_clear(zxb_task_t *t)
     t->size = 0;
 }
 
-void zxb_task_payload_set_mem(zxb_task_t *t, const void *data, size_t size)
+/* Bytes below ZXB_PL_FRAME_MIN, copied: inside the task or on the heap. */
+static void s_payload_copy(zxb_task_t *t, const void *data, size_t size)
 {
-    zxb_task_payload_clear(t);
-    if (size == 0 && !data) {
-        return;
-    }
-    if (size >= ZXB_PL_FRAME_MIN) {
-        zframe_t *f = zframe_new(data, size);
-        assert(f); /* a daemon may abort on out of memory */
-        zxb_task_payload_set(t, &f);
-        return;
-    }
     t->size = (uint32_t)size;
     if (size <= ZXB_PL_INLINE_MAX) {
         if (size) {
@@ -213,6 +204,21 @@ void zxb_task_payload_set_mem(zxb_task_t *t, const void *data, size_t size)
     }
 }
 
+void zxb_task_payload_set_mem(zxb_task_t *t, const void *data, size_t size)
+{
+    zxb_task_payload_clear(t);
+    if (size == 0 && !data) {
+        return;
+    }
+    if (size >= ZXB_PL_FRAME_MIN) {
+        zframe_t *f = zframe_new(data, size);
+        assert(f); /* a daemon may abort on out of memory */
+        zxb_task_payload_set(t, &f);
+        return;
+    }
+    s_payload_copy(t, data, size);
+}
+
 void zxb_task_payload_set(zxb_task_t *t, zframe_t **frame_p)
 {
     zxb_task_payload_clear(t);
@@ -222,21 +228,13 @@ void zxb_task_payload_set(zxb_task_t *t, zframe_t **frame_p)
     }
     *frame_p = NULL;
     size_t size = zframe_size(f);
-    t->size = (uint32_t)size;
     if (size >= ZXB_PL_FRAME_MIN) {
+        t->size = (uint32_t)size;
         t->pl.frame = f;
         t->pl_kind = ZXB_PL_FRAME;
         return;
     }
-    if (size <= ZXB_PL_INLINE_MAX) {
-        memcpy(t->pl.inl, zframe_data(f), size);
-        t->pl_kind = ZXB_PL_INLINE;
-    } else {
-        t->pl.heap = malloc(size);
-        assert(t->pl.heap); /* a daemon may abort on out of memory */
-        memcpy(t->pl.heap, zframe_data(f), size);
-        t->pl_kind = ZXB_PL_HEAP;
-    }
+    s_payload_copy(t, zframe_data(f), size);
     zframe_destroy(&f);
 }
 

@@ -14,7 +14,13 @@
     Time limits: a timer thread sleeps until the earliest deadline among the
     running tasks and fails that future with TimeLimitError; the pool thread
     finishes the function in the background (zx_task_expired lets it stop
-    early) and its late result is ignored (first completion wins).
+    early) and its late result is ignored (first completion wins). Such a
+    future completes on the timer thread, so its done-callbacks run there.
+
+    Threads: shutdown(wait) and destroy join the pool and timer threads, so
+    on one of those threads (a task, a done-callback) shutdown does not wait
+    and destroy does not free (s_on_own_thread); the executor is joined by the
+    next shutdown(wait) or destroy from another thread.
 */
 #include "zx_client_int.h"
 #include "zx_proto.h"
@@ -61,6 +67,9 @@ typedef struct {
 } s_local_t;
 
 static const zx__executor_ops_t s_ops;
+
+/* The executor whose pool or timer thread this is; NULL on other threads. */
+static _Thread_local s_local_t *s_own_executor;
 
 /* Per-thread start argument. */
 typedef struct {
@@ -137,6 +146,7 @@ static void *s_worker(void *arg)
     s_local_t *self = ta->self;
     s_slot_t *slot = &self->slots[ta->index];
     free(ta);
+    s_own_executor = self;
     pthread_mutex_lock(&self->lock);
     while (true) {
         while (!self->head && !self->shutdown) {
@@ -182,6 +192,7 @@ static void *s_worker(void *arg)
 static void *s_timer(void *arg)
 {
     s_local_t *self = arg;
+    s_own_executor = self;
     pthread_mutex_lock(&self->lock);
     while (!self->stopping_timer) {
         int64_t now = zclock_mono();
@@ -277,19 +288,25 @@ static bool s_cancel(zx_executor_t *ex, zx_future_t *f, bool terminate)
     return true;
 }
 
-static void s_join(s_local_t *self)
+/* True on one of the executor's own threads: a pool thread (a task or a
+   done-callback it runs) or the timer thread (the done-callbacks of a future
+   failed by its time limit). Each of them sets s_own_executor when it starts;
+   thread ids are not compared because a joined thread's id can be reused. */
+static bool s_on_own_thread(s_local_t *self)
 {
+    return s_own_executor == self;
+}
+
+/* Joins the pool and timer threads once. On one of those threads it does
+   nothing and returns false: a thread cannot join itself, and taking
+   join_lock there would deadlock with another thread joining this one. */
+static bool s_join(s_local_t *self)
+{
+    if (s_on_own_thread(self)) {
+        return false;
+    }
     pthread_mutex_lock(&self->join_lock);
     if (!self->joined) {
-        for (int i = 0; i < self->nthreads; i++) {
-            /* a task that shuts its own executor down cannot join itself */
-            if (pthread_equal(self->threads[i], pthread_self())) {
-                pthread_mutex_unlock(&self->join_lock);
-                zsys_warning("zexec: local executor shut down with wait from its own thread; "
-                             "not waiting");
-                return;
-            }
-        }
         for (int i = 0; i < self->nthreads; i++) {
             pthread_join(self->threads[i], NULL);
         }
@@ -301,6 +318,7 @@ static void s_join(s_local_t *self)
         self->joined = true;
     }
     pthread_mutex_unlock(&self->join_lock);
+    return true;
 }
 
 static int s_shutdown(zx_executor_t *ex, bool wait, bool cancel_futures)
@@ -327,8 +345,9 @@ static int s_shutdown(zx_executor_t *ex, bool wait, bool cancel_futures)
         free(cancelled);
         cancelled = next;
     }
-    if (wait) {
-        s_join(self);
+    if (wait && !s_join(self)) {
+        zsys_warning("zexec client: shutdown(wait) from a local executor's own thread "
+                     "(a task or a done-callback) cannot wait; not waiting");
     }
     return ZX_OK;
 }
@@ -336,10 +355,11 @@ static int s_shutdown(zx_executor_t *ex, bool wait, bool cancel_futures)
 static void s_destroy(zx_executor_t *ex)
 {
     s_local_t *self = (s_local_t *)ex;
-    s_join(self);
-    if (!self->joined) {
-        /* destroyed from one of its own threads: leak rather than free memory
-           that thread still uses */
+    if (!s_join(self)) {
+        /* destroyed from one of its own threads (documented as not allowed):
+           leak rather than free memory that thread still uses */
+        zsys_error("zexec client: a local executor cannot be destroyed from its own "
+                   "thread; leaking it");
         return;
     }
     zhashx_destroy(&self->fns);

@@ -226,6 +226,93 @@ Test(local, time_limit_fails_the_future_at_the_deadline, .timeout = 30)
     zx_executor_destroy(&ex);
 }
 
+/* A future failed by its time limit completes on the executor's timer
+   thread, so its done-callbacks run there. A callback that shuts the executor
+   down with wait must not join the timer thread from itself (it once did:
+   EDEADLK was ignored, the executor counted as joined, and the destroy that
+   followed freed it under the running timer thread, a heap-use-after-free
+   under ASan). */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t thread;
+    int shutdown_rc;
+    bool shut_down;        /* the callback's shutdown(wait) returned */
+    bool destroy_returned; /* the test's zx_executor_destroy returned */
+    bool callback_returned;
+} s_tl = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static void s_tl_wait(bool *flag, int64_t ms)
+{
+    int64_t end = zclock_mono() + ms;
+    while (!*flag && zclock_mono() < end) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s_tl.cond, &s_tl.lock, &ts);
+    }
+}
+
+static void s_tl_cb(zx_future_t *f, void *arg)
+{
+    zx_executor_t *ex = arg;
+    zxt_gate_open(); /* lets the pool thread finish its (late) task */
+    int rc = zx_executor_shutdown(ex, true, false);
+    pthread_mutex_lock(&s_tl.lock);
+    s_tl.thread = pthread_self();
+    s_tl.shutdown_rc = rc;
+    s_tl.shut_down = true;
+    pthread_cond_broadcast(&s_tl.cond);
+    /* Stay in the callback while the test destroys the executor: a correct
+       destroy waits for this thread, so destroy_returned cannot become true
+       here and the wait ends at its bound; the old destroy returned at once
+       and freed the executor this thread goes back to. */
+    s_tl_wait(&s_tl.destroy_returned, 300);
+    s_tl.callback_returned = true;
+    pthread_mutex_unlock(&s_tl.lock);
+}
+
+Test(local, shutdown_wait_from_a_time_limit_callback_does_not_wait, .timeout = 30)
+{
+    zxt_gate_reset();
+    zx_executor_t *ex = zx_executor_new_local(1);
+    zxt_register_all(ex);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    zxt_args_int(&sb, 1, 1, 0);
+    /* "block" waits for the gate and never checks its limit, so it is the
+       timer thread, not the pool thread, that fails the future */
+    zx_task_opts_t opts = {.time_limit = 0.05};
+    zx_future_t *f = zx_submit_opts(ex, "block", sb.data, sb.size, &opts);
+    msgpack_sbuffer_destroy(&sb);
+    cr_assert_not_null(f);
+    cr_assert_eq(zx_future_add_done_callback(f, s_tl_cb, ex), ZX_OK);
+    cr_assert_eq(zx_future_result(f, 10, NULL, NULL), ZX_ERAISED);
+    cr_assert_eq(zx_future_exception(f, 0)->code, ZX_ETIMELIMIT);
+
+    pthread_mutex_lock(&s_tl.lock);
+    s_tl_wait(&s_tl.shut_down, 10000);
+    cr_assert(s_tl.shut_down, "the callback's shutdown(wait) returned");
+    cr_assert_eq(s_tl.shutdown_rc, ZX_OK);
+    cr_assert_not(pthread_equal(s_tl.thread, pthread_self()));
+    pthread_mutex_unlock(&s_tl.lock);
+
+    zx_executor_destroy(&ex); /* joins the timer thread: the callback is over */
+    pthread_mutex_lock(&s_tl.lock);
+    bool callback_over = s_tl.callback_returned;
+    s_tl.destroy_returned = true;
+    pthread_cond_broadcast(&s_tl.cond);
+    s_tl_wait(&s_tl.callback_returned, 10000);
+    pthread_mutex_unlock(&s_tl.lock);
+    cr_assert_eq(atomic_load(&zxt_trace), 1, "the timed-out task ran once");
+    cr_assert(callback_over, "destroy returned before the callback did");
+    zx_future_unref(&f);
+}
+
 Test(local, shutdown_cancel_futures_cancels_queued_and_rejects_submits, .timeout = 30)
 {
     zxt_gate_reset();

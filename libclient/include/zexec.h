@@ -156,7 +156,9 @@ double zx_task_time_left(const zx_task_t *task);
 bool zx_task_expired(const zx_task_t *task);
 
 /* Stops accepting work. cancel_futures cancels every task not yet started;
-   wait blocks until every other task is done. Idempotent. */
+   wait blocks until every other task is done, except on one of the executor's
+   own threads (a done-callback it runs, a local executor's task), where it logs
+   a warning and does not wait. Idempotent. */
 int zx_executor_shutdown(zx_executor_t *ex, bool wait, bool cancel_futures);
 
 /* shutdown(wait=true, cancel_futures=false), then frees the executor (and stops
@@ -213,9 +215,12 @@ int zx_future_result(zx_future_t *f, double timeout, const void **value, size_t 
 const zx_error_t *zx_future_exception(zx_future_t *f, double timeout);
 
 /* Calls fn(f, arg) once when f is done, after its result is visible, on the
-   thread that completes it (a remote executor's I/O thread, a local executor's
-   pool thread, or the cancelling thread). If f is already done, calls fn at
-   once on the caller's thread. fn must not block for long. */
+   thread that completes it: a remote executor's I/O thread; a local executor's
+   pool thread, or its timer thread when the task's time limit fails it; or the
+   cancelling thread. If f is already done, calls fn at once on the caller's
+   thread. fn must not block for long. fn may call any zexec function except
+   destroying the executor that runs it; zx_executor_shutdown(ex, true, ...)
+   called from it logs a warning and does not wait. */
 typedef void zx_done_fn(zx_future_t *f, void *arg);
 int zx_future_add_done_callback(zx_future_t *f, zx_done_fn *fn, void *arg);
 

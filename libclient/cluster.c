@@ -32,9 +32,6 @@
 
 extern char **environ;
 
-#ifndef ZX_BUILD_BIN_DIR
-#define ZX_BUILD_BIN_DIR ""
-#endif
 #ifndef ZX_INSTALL_BIN_DIR
 #define ZX_INSTALL_BIN_DIR ""
 #endif
@@ -72,9 +69,8 @@ static char *s_try(const char *dir, size_t dir_len, const char *name)
    looked to where (for the error message). */
 static char *s_find(const zx_options_t *opts, const char *name, char *where, size_t where_size)
 {
-    const char *dirs[] = {opts ? opts->bin_dir : NULL, getenv("ZEXEC_BIN_DIR"), ZX_BUILD_BIN_DIR,
-                          ZX_INSTALL_BIN_DIR};
-    const char *labels[] = {"opts->bin_dir", "$ZEXEC_BIN_DIR", "build tree", "install prefix"};
+    const char *dirs[] = {opts ? opts->bin_dir : NULL, getenv("ZEXEC_BIN_DIR"), ZX_INSTALL_BIN_DIR};
+    const char *labels[] = {"opts->bin_dir", "$ZEXEC_BIN_DIR", "install prefix"};
     char *p;
     size_t used = strlen(where);
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {

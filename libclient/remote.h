@@ -11,7 +11,7 @@
 
 typedef struct zx__cluster zx__cluster_t;
 
-/* Finds the binaries (opts->bin_dir, $ZEXEC_BIN_DIR, the build tree, the
+/* Finds the binaries (opts->bin_dir, $ZEXEC_BIN_DIR, the
    install prefix, $PATH), picks two free loopback ports and spawns the broker
    and opts->local_workers workers (posix_spawn, no fork). Returns NULL with
    zx_last_error set (ZX_EINVAL: binaries not found, logged with where it

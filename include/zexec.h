@@ -18,13 +18,16 @@
 
 #include <msgpack.h>
 
+#include "zexec_version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define ZEXEC_VERSION_MAJOR 0
-#define ZEXEC_VERSION_MINOR 1
-#define ZEXEC_VERSION_PATCH 0
+/* Marks the public API: libzexec is built with hidden visibility, so only
+   the functions declared with ZX_EXPORT in zexec.h and zexec_worker.h are
+   exported (abi/libzexec.symbols lists them; a CTest test compares). */
+#define ZX_EXPORT __attribute__((visibility("default")))
 
 #define ZX_FOREVER (-1.0)
 
@@ -55,7 +58,7 @@ enum {
 };
 
 /* Returns a static English description of a ZX_* code. */
-const char *zx_strerror(int code);
+ZX_EXPORT const char *zx_strerror(int code);
 
 typedef enum { ZX_PENDING = 0, ZX_RUNNING = 1, ZX_FINISHED = 2, ZX_CANCELLED = 3 } zx_state_t;
 
@@ -128,45 +131,45 @@ typedef struct zx_task_opts {
    and stopped by its destroy. opts may be NULL. Returns NULL on failure.
    Connecting never blocks: an unreachable broker shows as futures that stay
    PENDING, then fail with ZX_ECONN after opts->broker_timeout. */
-zx_executor_t *zx_executor_new(const char *endpoint, const zx_options_t *opts);
+ZX_EXPORT zx_executor_t *zx_executor_new(const char *endpoint, const zx_options_t *opts);
 
 /* An in-process thread pool of max_workers threads (<= 0: cores) running the
    functions registered with zx_executor_register. Its futures mix freely with
    remote ones. */
-zx_executor_t *zx_executor_new_local(int max_workers);
+ZX_EXPORT zx_executor_t *zx_executor_new_local(int max_workers);
 
 /* Local executors only: registers fn under name. ZX_EINVAL on a remote one. */
 /* A task function: reads its arguments (a msgpack array), packs exactly one
    result value into result and returns ZX_OK, or returns zx_raise(...).
    Shared by local executors and workers (zexec_worker.h). */
 typedef int zx_task_fn(zx_task_t *task, const msgpack_object *args, msgpack_packer *result);
-int zx_executor_register(zx_executor_t *ex, const char *name, zx_task_fn *fn);
+ZX_EXPORT int zx_executor_register(zx_executor_t *ex, const char *name, zx_task_fn *fn);
 
 /* Inside a task function: records an exception of the given type and
    printf-style message, and returns ZX_ERAISED for the function to return. */
-int zx_raise(zx_task_t *task, const char *type, const char *fmt, ...)
+ZX_EXPORT int zx_raise(zx_task_t *task, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Inside a task function: attaches a traceback/context string to the error. */
-void zx_task_set_traceback(zx_task_t *task, const char *text);
-const char *zx_task_fn_name(const zx_task_t *task);
+ZX_EXPORT void zx_task_set_traceback(zx_task_t *task, const char *text);
+ZX_EXPORT const char *zx_task_fn_name(const zx_task_t *task);
 /* Seconds left before the task's time limit, or ZX_FOREVER when it has none. */
-double zx_task_time_left(const zx_task_t *task);
+ZX_EXPORT double zx_task_time_left(const zx_task_t *task);
 /* True once the task's time limit has passed: long thread-pool functions
    should check it and return early (their future already failed). */
-bool zx_task_expired(const zx_task_t *task);
+ZX_EXPORT bool zx_task_expired(const zx_task_t *task);
 
 /* Stops accepting work. cancel_futures cancels every task not yet started;
    wait blocks until every other task is done, except on one of the executor's
    own threads (a done-callback it runs, a local executor's task), where it logs
    a warning and does not wait. Idempotent. */
-int zx_executor_shutdown(zx_executor_t *ex, bool wait, bool cancel_futures);
+ZX_EXPORT int zx_executor_shutdown(zx_executor_t *ex, bool wait, bool cancel_futures);
 
 /* shutdown(wait=true, cancel_futures=false), then frees the executor (and stops
    its local cluster). Futures still referenced stay valid. */
-void zx_executor_destroy(zx_executor_t **ex_p);
+ZX_EXPORT void zx_executor_destroy(zx_executor_t **ex_p);
 
 /* The local cluster's client endpoint, or the endpoint given; borrowed. */
-const char *zx_executor_endpoint(zx_executor_t *ex);
+ZX_EXPORT const char *zx_executor_endpoint(zx_executor_t *ex);
 
 /* ---- submitting ----------------------------------------------------------- */
 
@@ -174,45 +177,47 @@ const char *zx_executor_endpoint(zx_executor_t *ex);
    Returns a new future (one reference, the caller's) or NULL with errno-like
    detail from zx_last_error(): ZX_ESHUTDOWN, ZX_EINVAL, ZX_ENOMEM. Never blocks
    on the network. */
-zx_future_t *zx_submit(zx_executor_t *ex, const char *fn, const void *args, size_t args_len);
+ZX_EXPORT zx_future_t *zx_submit(zx_executor_t *ex, const char *fn, const void *args,
+                                 size_t args_len);
 
 /* As zx_submit, packing the arguments from fmt: i int, I int64_t, u unsigned,
    U uint64_t, d double, b bool (int), s C string, y bytes (const void *, size_t),
    n nil, m raw msgpack (const void *, size_t) inserted as one argument. */
-zx_future_t *zx_submitf(zx_executor_t *ex, const char *fn, const char *fmt, ...);
+ZX_EXPORT zx_future_t *zx_submitf(zx_executor_t *ex, const char *fn, const char *fmt, ...);
 
-zx_future_t *zx_submit_opts(zx_executor_t *ex, const char *fn, const void *args, size_t args_len,
-                            const zx_task_opts_t *opts);
+ZX_EXPORT zx_future_t *zx_submit_opts(zx_executor_t *ex, const char *fn, const void *args,
+                                      size_t args_len, const zx_task_opts_t *opts);
 
 /* The code that made the last NULL-returning call of this thread fail. */
-int zx_last_error(void);
+ZX_EXPORT int zx_last_error(void);
 
 /* ---- futures -------------------------------------------------------------- */
 
-zx_state_t zx_future_state(zx_future_t *f);
-bool zx_future_done(zx_future_t *f);    /* FINISHED or CANCELLED */
-bool zx_future_running(zx_future_t *f); /* a worker has started it */
-bool zx_future_cancelled(zx_future_t *f);
+ZX_EXPORT zx_state_t zx_future_state(zx_future_t *f);
+ZX_EXPORT bool zx_future_done(zx_future_t *f);    /* FINISHED or CANCELLED */
+ZX_EXPORT bool zx_future_running(zx_future_t *f); /* a worker has started it */
+ZX_EXPORT bool zx_future_cancelled(zx_future_t *f);
 
 /* Cancels a task that has not started: true if it is now CANCELLED (it will
    never run), false if it is running or done. May take one round trip to the
    broker, which decides races with dispatch. */
-bool zx_future_cancel(zx_future_t *f);
+ZX_EXPORT bool zx_future_cancel(zx_future_t *f);
 
 /* Beyond Python: as cancel for a pending task; for a task running in a process
    pool, kills its child and the future ends CANCELLED (reason: terminated while
    running). False for thread-pool tasks and finished futures. */
-bool zx_future_terminate(zx_future_t *f);
+ZX_EXPORT bool zx_future_terminate(zx_future_t *f);
 
 /* Waits at most timeout. ZX_OK: *value and *value_len (either may be NULL) point at
    the msgpack-encoded result, owned by the future. ZX_ETIMEOUT, ZX_ECANCELLED, or
    ZX_ERAISED (any failure; zx_future_exception tells which). */
-int zx_future_result(zx_future_t *f, double timeout, const void **value, size_t *value_len);
+ZX_EXPORT int zx_future_result(zx_future_t *f, double timeout, const void **value,
+                               size_t *value_len);
 
 /* Waits at most timeout. NULL when the task returned a value; else its error.
    On timeout or cancellation returns a static error with code ZX_ETIMEOUT or
    ZX_ECANCELLED (types "TimeoutError", "CancelledError"). */
-const zx_error_t *zx_future_exception(zx_future_t *f, double timeout);
+ZX_EXPORT const zx_error_t *zx_future_exception(zx_future_t *f, double timeout);
 
 /* Calls fn(f, arg) once when f is done, after its result is visible, on the
    thread that completes it: a remote executor's I/O thread; a local executor's
@@ -222,64 +227,65 @@ const zx_error_t *zx_future_exception(zx_future_t *f, double timeout);
    destroying the executor that runs it; zx_executor_shutdown(ex, true, ...)
    called from it logs a warning and does not wait. */
 typedef void zx_done_fn(zx_future_t *f, void *arg);
-int zx_future_add_done_callback(zx_future_t *f, zx_done_fn *fn, void *arg);
+ZX_EXPORT int zx_future_add_done_callback(zx_future_t *f, zx_done_fn *fn, void *arg);
 
 /* User data slot (the seed's future -> url dict idiom). Not freed by zexec. */
-void zx_future_set_data(zx_future_t *f, void *data);
-void *zx_future_data(zx_future_t *f);
+ZX_EXPORT void zx_future_set_data(zx_future_t *f, void *data);
+ZX_EXPORT void *zx_future_data(zx_future_t *f);
 
 /* The name of the function the future runs; borrowed. */
-const char *zx_future_fn(zx_future_t *f);
+ZX_EXPORT const char *zx_future_fn(zx_future_t *f);
 
 /* Where a done future ran: the worker node's name and the pid of the worker
    process or of its process-pool child; "local" and this process's pid for
    a local executor; "" and 0 when it ran nowhere (cancelled while queued) or
    is not done yet. The string is borrowed and lives as long as the future. */
-const char *zx_future_node(zx_future_t *f);
-int zx_future_pid(zx_future_t *f);
+ZX_EXPORT const char *zx_future_node(zx_future_t *f);
+ZX_EXPORT int zx_future_pid(zx_future_t *f);
 
-zx_future_t *zx_future_ref(zx_future_t *f);
-void zx_future_unref(zx_future_t **f_p);
+ZX_EXPORT zx_future_t *zx_future_ref(zx_future_t *f);
+ZX_EXPORT void zx_future_unref(zx_future_t **f_p);
 
 /* ---- waiting on many ------------------------------------------------------ */
 
 /* Yields the futures as they complete (already-done ones first, duplicates
    once). timeout counts from this call. The iterator holds references. */
-zx_as_completed_t *zx_as_completed_new(zx_future_t *const *fs, size_t n, double timeout);
+ZX_EXPORT zx_as_completed_t *zx_as_completed_new(zx_future_t *const *fs, size_t n, double timeout);
 /* The next completed future (borrowed: valid while the iterator lives, or
    take a ref), or NULL when all were yielded or time ran out. */
-zx_future_t *zx_as_completed_next(zx_as_completed_t *it);
-int zx_as_completed_status(zx_as_completed_t *it); /* ZX_OK or ZX_ETIMEOUT */
-void zx_as_completed_destroy(zx_as_completed_t **it_p);
+ZX_EXPORT zx_future_t *zx_as_completed_next(zx_as_completed_t *it);
+ZX_EXPORT int zx_as_completed_status(zx_as_completed_t *it); /* ZX_OK or ZX_ETIMEOUT */
+ZX_EXPORT void zx_as_completed_destroy(zx_as_completed_t **it_p);
 
 /* Waits until the condition holds or timeout. done and not_done are arrays of
    at least n entries (either may be NULL); they receive borrowed pointers from
    fs, duplicates once. ZX_OK when the condition holds, ZX_ETIMEOUT otherwise
    (the sets are filled either way). */
-int zx_wait(zx_future_t *const *fs, size_t n, double timeout, zx_return_when_t when,
-            zx_future_t **done, size_t *n_done, zx_future_t **not_done, size_t *n_not_done);
+ZX_EXPORT int zx_wait(zx_future_t *const *fs, size_t n, double timeout, zx_return_when_t when,
+                      zx_future_t **done, size_t *n_done, zx_future_t **not_done,
+                      size_t *n_not_done);
 
 /* ---- map ------------------------------------------------------------------ */
 
 /* Calls fn on each args[i] (msgpack arrays, borrowed until zx_map_destroy),
    chunksize inputs per task (<= 1: one each), keeping a bounded window of tasks
    in flight. timeout counts from this call (ZX_FOREVER: none). */
-zx_map_t *zx_map_new(zx_executor_t *ex, const char *fn, const void *const *args,
-                     const size_t *args_len, size_t n, size_t chunksize, double timeout);
+ZX_EXPORT zx_map_t *zx_map_new(zx_executor_t *ex, const char *fn, const void *const *args,
+                               const size_t *args_len, size_t n, size_t chunksize, double timeout);
 
 /* Generator variant: next(arg, &buf, &len) returns 1 and sets one msgpack
    argument array (copied by zexec at once), 0 at the end, or < 0 to stop the
    map with that error. */
 typedef int zx_map_gen_fn(void *arg, const void **args, size_t *args_len);
-zx_map_t *zx_map_new_gen(zx_executor_t *ex, const char *fn, zx_map_gen_fn *next, void *arg,
-                         size_t chunksize, double timeout);
+ZX_EXPORT zx_map_t *zx_map_new_gen(zx_executor_t *ex, const char *fn, zx_map_gen_fn *next,
+                                   void *arg, size_t chunksize, double timeout);
 
 /* The next result in input order. ZX_OK with *value (owned by the map, valid
    until the next call); ZX_EEND after the last; ZX_ETIMEOUT; ZX_ERAISED (then
    zx_map_exception tells what; the map stops there, as Python's does). */
-int zx_map_next(zx_map_t *m, const void **value, size_t *value_len);
-const zx_error_t *zx_map_exception(zx_map_t *m);
-void zx_map_destroy(zx_map_t **m_p); /* cancels what is still pending */
+ZX_EXPORT int zx_map_next(zx_map_t *m, const void **value, size_t *value_len);
+ZX_EXPORT const zx_error_t *zx_map_exception(zx_map_t *m);
+ZX_EXPORT void zx_map_destroy(zx_map_t **m_p); /* cancels what is still pending */
 
 #ifdef __cplusplus
 }

@@ -62,26 +62,26 @@ typedef struct zx_worker_opts {
 
 /* Makes a worker for the broker's worker endpoint (NULL: the loopback default).
    Nothing is started yet. opts may be NULL. */
-zx_worker_t *zx_worker_new(const char *broker_endpoint, const zx_worker_opts_t *opts);
+ZX_EXPORT zx_worker_t *zx_worker_new(const char *broker_endpoint, const zx_worker_opts_t *opts);
 
 /* Registers fn under name for the given ZX_POOLS_* (0: any). Call before
    zx_worker_run. ZX_EINVAL on a bad name or a duplicate. */
-int zx_worker_register(zx_worker_t *w, const char *name, zx_task_fn *fn, int pools);
+ZX_EXPORT int zx_worker_register(zx_worker_t *w, const char *name, zx_task_fn *fn, int pools);
 
 /* Loads a plugin (see above) and registers its functions. */
-int zx_worker_load_plugin(zx_worker_t *w, const char *path);
+ZX_EXPORT int zx_worker_load_plugin(zx_worker_t *w, const char *path);
 
 /* Runs until zx_worker_stop, SIGINT or SIGTERM (then drains: running tasks
    finish, no new ones are taken, BYE is sent). The process pool's fork server
    starts here, before any thread or ZeroMQ context: call it from a process
    that has neither yet if you use the process pool. Returns ZX_OK or a code. */
-int zx_worker_run(zx_worker_t *w);
+ZX_EXPORT int zx_worker_run(zx_worker_t *w);
 
 /* Asks a running worker to drain and return; safe from any thread or a
    signal handler. */
-void zx_worker_stop(zx_worker_t *w);
+ZX_EXPORT void zx_worker_stop(zx_worker_t *w);
 
-void zx_worker_destroy(zx_worker_t **w_p);
+ZX_EXPORT void zx_worker_destroy(zx_worker_t **w_p);
 
 #ifdef __cplusplus
 }

@@ -49,6 +49,7 @@ struct zx_future {
     int pid;
     s_callback_t *cb_head, *cb_tail;
     zx__waiter_link_t *waiters; /* registrations, doubly linked */
+    int sleepers;               /* threads asleep in s_wait_done_locked */
     atomic_bool finished;       /* set with state, read by spinning waiters */
     /* A small value and a short node name are kept here, not malloc'd: a
        result was a malloc for its bytes and a strdup for its node, freed
@@ -373,6 +374,17 @@ void zx__future_remove_waiter(zx_future_t *f, zx__waiter_link_t *link)
         link->linked = false;
     }
     pthread_mutex_unlock(&f->lock);
+}
+
+size_t zx__future_waiting(zx_future_t *f)
+{
+    pthread_mutex_lock(&f->lock);
+    size_t n = (size_t)f->sleepers;
+    for (zx__waiter_link_t *l = f->waiters; l; l = l->next) {
+        n++;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return n;
 }
 
 /* ---- completion ----------------------------------------------------------- */
@@ -746,11 +758,13 @@ static bool s_wait_done_locked(zx_future_t *f, double timeout)
         s_spin(f, t0 + (int64_t)spin);
         pthread_mutex_lock(&f->lock);
     }
+    f->sleepers++;
     while (!s_done(f)) {
         if (zx__cond_wait_until(&f->cond, &f->lock, &dl) == ETIMEDOUT) {
             break;
         }
     }
+    f->sleepers--;
     s_recent_wait_us += ((double)(zx__mono_us() - t0) - s_recent_wait_us) / 4;
     return s_done(f);
 }

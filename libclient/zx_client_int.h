@@ -71,6 +71,11 @@ zx_executor_t *zx__future_executor(const zx_future_t *f);
 void zx__future_set_priv(zx_future_t *f, void *priv);
 void *zx__future_priv(const zx_future_t *f);
 
+/* How many threads wait on f now: asleep in zx_future_result/exception (past
+   their spin) or registered by zx_wait/as_completed. For tests, which
+   complete a future only once a thread waits on it, instead of sleeping. */
+size_t zx__future_waiting(zx_future_t *f);
+
 /* Completion. Each returns true if it changed the state, false if the future
    was already done (first completion wins; later ones are ignored). They
    wake waiters and run done-callbacks with no lock held. */

@@ -287,6 +287,97 @@ static inline size_t fw_answer_all(fp_t *w)
     return n;
 }
 
+/* The value of key in msgpack map m, or NULL (also when m is not a map). */
+static inline const msgpack_object *fp_map_get(const msgpack_object *m, const char *key)
+{
+    if (!m || m->type != MSGPACK_OBJECT_MAP) {
+        return NULL;
+    }
+    size_t n = strlen(key);
+    for (uint32_t i = 0; i < m->via.map.size; i++) {
+        const msgpack_object *k = &m->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+            memcmp(k->via.str.ptr, key, n) == 0) {
+            return &m->via.map.ptr[i].val;
+        }
+    }
+    return NULL;
+}
+
+/* Asks the broker for STATUS on client c's socket and returns the status
+   map (valid until c receives again). Being on c's socket, it reflects every
+   message c sent before: a positive barrier for c's submits. */
+static inline const msgpack_object *fc_status(fp_t *c)
+{
+    zxp_send_empty(c->sock, NULL, ZXP_STATUS);
+    cr_assert(fp_expect(c, ZXP_STATUS_REPLY, 5000), "no STATUS_REPLY");
+    const msgpack_object *st = zxp_o(zxp_item(&c->in, 0), 0);
+    cr_assert(st && st->type == MSGPACK_OBJECT_MAP);
+    return st;
+}
+
+/* An unsigned number at totals.<key> of a status map; asserts it is there. */
+static inline uint64_t fp_status_total(const msgpack_object *st, const char *key)
+{
+    const msgpack_object *v = fp_map_get(fp_map_get(st, "totals"), key);
+    cr_assert(v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER, "STATUS has no totals.%s", key);
+    return v->via.u64;
+}
+
+/* ---- barriers ------------------------------------------------------------------- */
+
+/* A positive barrier for "nothing more reaches w" checks, instead of a quiet
+   period: client c cancels seq, a task that worker w holds. The broker
+   relays that as a WCANCEL to w after whatever it sent w while handling the
+   messages it took before the CANCEL (every earlier message of c, and any
+   message of another peer whose effect c has already seen), so the next
+   command w receives is WCANCEL unless the broker wrongly sent something
+   first. w refuses the cancel and c receives the refusal, so the task stays
+   where it was. Returns the command w received first. */
+static inline int fp_barrier(fp_t *c, fp_t *w, uint64_t seq)
+{
+    fc_cancel(c, seq, false);
+    int got = fp_recv(w, 5000);
+    if (got != ZXP_WCANCEL) {
+        return got;
+    }
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_out_begin(&out, ZXP_WCANCELLED);
+    zxp_put_wcancelled(&out, c->id, seq, ZXP_CANCEL_REFUSED);
+    cr_assert(zxp_out_send(&out, w->sock, NULL) == 0);
+    zxp_out_fini(&out);
+    cr_assert(fp_expect(c, ZXP_CANCELLED, 5000), "no CANCELLED for the barrier's cancel");
+    cr_assert_eq(zxp_u(zxp_item(&c->in, 0), 1), ZXP_CANCEL_REFUSED);
+    return got;
+}
+
+/* Waits until client c receives the RESULT of seq (skipping others): the
+   broker has handled the message that produced it. */
+static inline bool fc_expect_result(fp_t *c, uint64_t seq, int timeout_ms)
+{
+    int64_t end = zclock_mono() + timeout_ms;
+    while (fp_expect(c, ZXP_RESULT, (int)(end - zclock_mono()))) {
+        for (size_t i = 0; i < c->in.count; i++) {
+            zxp_result_t r;
+            zxp_get_result(&c->in, i, &r);
+            if (r.seq == seq) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* The seq of the only item of the TASK in w->in. */
+static inline uint64_t fw_task_seq(fp_t *w)
+{
+    cr_assert_eq(w->in.count, 1, "one task expected, got %zu", w->in.count);
+    zxp_task_t t;
+    zxp_get_task(&w->in, 0, &t);
+    return t.seq;
+}
+
 /* ---- broker ---------------------------------------------------------------------- */
 
 static inline void fb_start(zxt_cluster_t *c, const char *const extra[])

@@ -145,21 +145,30 @@ Test(future, result_times_out_and_poll_returns_at_once, .timeout = 10)
     zx_future_unref(&f);
 }
 
-static void *s_complete_later(void *arg)
+static void *s_complete(void *arg)
 {
     zx_future_t *f = arg;
-    struct timespec ts = {0, 50 * 1000000}; /* lets the main thread block first */
-    nanosleep(&ts, NULL);
     zx__future_set_result(f, k_value, sizeof k_value);
     zx_future_unref(&f);
     return NULL;
+}
+
+/* Completes f once a thread sleeps waiting on it, so the wake-up is what
+   is tested (not a result already there when the wait began). */
+static void *s_complete_once_waited(void *arg)
+{
+    zx_future_t *f = arg;
+    while (zx__future_waiting(f) == 0) {
+        zclock_sleep(1);
+    }
+    return s_complete(f);
 }
 
 Test(future, result_forever_wakes_on_completion_from_another_thread, .timeout = 10)
 {
     zx_future_t *f = zx__future_new(NULL, "fn", 1);
     pthread_t t;
-    pthread_create(&t, NULL, s_complete_later, zx_future_ref(f));
+    pthread_create(&t, NULL, s_complete_once_waited, zx_future_ref(f));
     size_t len = 0;
     cr_assert_eq(zx_future_result(f, ZX_FOREVER, NULL, &len), ZX_OK);
     cr_assert_eq(len, sizeof k_value);
@@ -210,7 +219,7 @@ Test(future, callbacks_run_once_in_order_after_the_result_on_completing_thread, 
     }
     cr_assert_eq(atomic_load(&s_log.calls), 0);
     pthread_t t;
-    pthread_create(&t, NULL, s_complete_later, zx_future_ref(f));
+    pthread_create(&t, NULL, s_complete, zx_future_ref(f));
     pthread_join(t, NULL);
     cr_assert_eq(atomic_load(&s_log.calls), 3);
     cr_assert(pthread_equal(s_log.thread, t), "ran on the completing thread");

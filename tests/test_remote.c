@@ -391,9 +391,17 @@ Test(remote_fake, cancel_of_a_sent_task_follows_the_broker_answer)
 /* The send window: with 100 KiB of window and 40 KiB arguments two tasks
    are out at a time; the rest wait in the client, where a cancel is decided
    at once and the broker never sees the task. */
+/* A positive barrier: a cancel the fake refuses is one round trip on the
+   same connection, so once it returns the fake has counted every message
+   the client sent before it (a submit that must not have left would have). */
+static void s_barrier(zx_future_t *held)
+{
+    cr_assert_not(zx_future_cancel(held), "the fake refuses cancels");
+}
+
 Test(remote_fake, the_send_window_holds_large_arguments_in_the_client)
 {
-    fake_cfg_t cfg = {.mode = FAKE_HOLD, .cancel_outcome = ZXP_CANCEL_DONE};
+    fake_cfg_t cfg = {.mode = FAKE_HOLD, .cancel_outcome = ZXP_CANCEL_REFUSED};
     char ep[64];
     zactor_t *fake = s_fake_start(&cfg, ep, sizeof ep);
     zx_options_t o = s_opts();
@@ -410,21 +418,24 @@ Test(remote_fake, the_send_window_holds_large_arguments_in_the_client)
     free(arg);
     stats_arg_t a = {fake, 2};
     cr_assert(zxt_wait_for(s_submits_reach, &a, 10));
-    zclock_sleep(300); /* a window that leaked would send the rest by now */
+    s_barrier(fs[1]);
     cr_assert_eq(s_fake_stats(fake).submits, 2, "two 40 KiB tasks fit a 100 KiB window");
     /* the last one waits in the client: cancelled here, never sent */
     cr_assert(zx_future_cancel(fs[N - 1]));
     cr_assert(zx_future_cancelled(fs[N - 1]));
-    cr_assert_eq(s_fake_stats(fake).cancels, 0);
+    cr_assert_eq(s_fake_stats(fake).cancels, 1, "only the barrier's cancel reached the fake");
+    size_t barriers = 1;
     for (size_t sent = 2; sent < N - 1;) {
         s_fake_cmd(fake, "ANSWER"); /* results make room: two more go */
         size_t want = sent + 2 < N - 1 ? sent + 2 : N - 1;
         a.at_least = want;
         cr_assert(zxt_wait_for(s_submits_reach, &a, 10), "window did not reopen at %zu", sent);
-        zclock_sleep(100);
+        s_barrier(fs[want - 1]);
+        barriers++;
         cr_assert_eq(s_fake_stats(fake).submits, want);
         sent = want;
     }
+    cr_assert_eq(s_fake_stats(fake).cancels, barriers);
     s_fake_cmd(fake, "ANSWER");
     for (int i = 0; i < N - 1; i++) {
         cr_assert_eq(zx_future_result(fs[i], 10, NULL, NULL), ZX_OK, "task %d", i);
@@ -885,12 +896,20 @@ Test(remote, a_local_cluster_runs_tasks_and_destroy_leaves_no_child)
 Test(remote, running_becomes_true_only_once_a_worker_started_the_task)
 {
     s_start(NULL);
-    const char *extra[] = {"--threads", "1", NULL};
-    s_worker("w1", extra);
     zx_executor_t *ex = s_connect(60);
     zx_future_t *a = s_sleep(ex, 1.0, 0);
     zx_future_t *b = s_sleep(ex, 0.1, 0);
-    cr_assert_not(zx_future_running(a) && zx_future_running(b));
+    /* No worker yet. The cancel of a third task is a round trip to the
+       broker after a and b on the same connection, so once it returns the
+       broker holds them and the client has read all it said about them:
+       they must not look running while no worker has started them. */
+    zx_future_t *c = s_sleep(ex, 0.1, 0);
+    cr_assert(zx_future_cancel(c), "a queued task can be cancelled");
+    cr_assert_eq(zx_future_state(a), ZX_PENDING);
+    cr_assert_eq(zx_future_state(b), ZX_PENDING);
+    cr_assert_not(zx_future_running(a));
+    const char *extra[] = {"--threads", "1", NULL};
+    s_worker("w1", extra);
     cr_assert(zxt_wait_for(s_running_cond, a, 20));
     cr_assert_eq(zx_future_state(a), ZX_RUNNING);
     /* one thread: b waits (queued or prefetched) and must not look running */
@@ -901,6 +920,7 @@ Test(remote, running_becomes_true_only_once_a_worker_started_the_task)
     cr_assert_eq(zx_future_state(b), ZX_FINISHED);
     zx_future_unref(&a);
     zx_future_unref(&b);
+    zx_future_unref(&c);
     zx_executor_destroy(&ex);
 }
 

@@ -220,8 +220,11 @@ typedef struct {
 static void *s_later(void *p)
 {
     later_t *l = p;
-    struct timespec ts = {0, 50 * 1000000}; /* lets zx_wait block first */
-    nanosleep(&ts, NULL);
+    /* completes once zx_wait has registered on the future, so the wake-up
+       is what is tested */
+    while (zx__future_waiting(l->f) == 0) {
+        zclock_sleep(1);
+    }
     if (l->how == 0) {
         zx__future_set_result(l->f, k_nil, 1);
     } else if (l->how == 1) {

@@ -353,8 +353,9 @@ static inline int fp_barrier(fp_t *c, fp_t *w, uint64_t seq)
 }
 
 /* Waits until client c receives the RESULT of seq (skipping others): the
-   broker has handled the message that produced it. */
-static inline bool fc_expect_result(fp_t *c, uint64_t seq, int timeout_ms)
+   broker has handled the message that produced it. *out (may be NULL) gets
+   the result, valid until c receives again. */
+static inline bool fc_expect_result(fp_t *c, uint64_t seq, int timeout_ms, zxp_result_t *out)
 {
     int64_t end = zclock_mono() + timeout_ms;
     while (fp_expect(c, ZXP_RESULT, (int)(end - zclock_mono()))) {
@@ -362,6 +363,9 @@ static inline bool fc_expect_result(fp_t *c, uint64_t seq, int timeout_ms)
             zxp_result_t r;
             zxp_get_result(&c->in, i, &r);
             if (r.seq == seq) {
+                if (out) {
+                    *out = r;
+                }
                 return true;
             }
         }

@@ -115,11 +115,11 @@ Test(broker, never_sends_more_than_slots_plus_prefetch, .timeout = 30, .fini = s
     fw_result_ex(&w, c.id, seqs[0], ZXP_ST_OK, ZXP_POOL_THREAD, true, res, 1);
     cr_assert(fp_expect(&w, ZXP_TASK, 5000));
     cr_assert_eq(w.in.count, 1);
-    cr_assert(fc_expect_result(&c, seqs[0], 5000));
+    cr_assert(fc_expect_result(&c, seqs[0], 5000, NULL));
     cr_assert_eq(fp_barrier(&c, &w, seqs[1]), ZXP_WCANCEL, "one result, two tasks");
     /* a result that keeps its slot (thread past its limit) frees nothing... */
     fw_result_ex(&w, c.id, seqs[1], ZXP_ST_TIMELIMIT, ZXP_POOL_THREAD, false, res, 1);
-    cr_assert(fc_expect_result(&c, seqs[1], 5000));
+    cr_assert(fc_expect_result(&c, seqs[1], 5000, NULL));
     cr_assert_eq(fp_barrier(&c, &w, seqs[2]), ZXP_WCANCEL, "slot_freed=false must keep the slot");
     /* ...until CREDIT */
     zxp_send_credit(w.sock, ZXP_POOL_THREAD, 1);

@@ -137,10 +137,176 @@ Test(broker_faults, a_leaving_worker_hands_back_its_tasks_without_counting_an_at
     fp_fini(&c);
 }
 
+static void s_started(fp_t *w, const uint8_t *session, uint64_t seq)
+{
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_out_begin(&out, ZXP_WSTARTED);
+    zxp_put_wstarted(&out, session, seq, 1, ZXP_POOL_THREAD);
+    cr_assert(zxp_out_send(&out, w->sock, NULL) == 0);
+    zxp_out_fini(&out);
+}
+
+/* A cancel the broker has relayed to a worker that is then lost before it
+   answers: a task that never started is cancelled (the client is told, the
+   task never runs elsewhere)... */
+Test(broker_faults, a_lost_worker_with_a_cancel_pending_cancels_its_unstarted_task, .timeout = 30,
+     .fini = s_stop)
+{
+    fb_start(&s_cluster, s_fast);
+    fp_t a, b, c;
+    fp_init(&a, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fw_ready(&a, "doomed", 1, 0, "f");
+    fc_hello(&c, "canceller");
+    fc_submit(&c, 1, "f");
+    cr_assert(fp_expect(&a, ZXP_TASK, 5000));
+    fc_cancel(&c, 1, false);
+    cr_assert(fp_expect(&a, ZXP_WCANCEL, 5000));
+    fp_silence(&a); /* lost before it answers */
+    cr_assert(fp_expect(&c, ZXP_CANCELLED, 5000), "the pending cancel was not answered");
+    cr_assert_eq(zxp_u(zxp_item(&c.in, 0), 0), 1);
+    cr_assert_eq(zxp_u(zxp_item(&c.in, 0), 1), ZXP_CANCEL_DONE);
+    /* and it is not re-queued: the next task a new worker gets is task 2 */
+    fp_init(&b, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_ready(&b, "healthy", 1, 0, "f");
+    fc_submit(&c, 2, "f");
+    cr_assert(fp_expect(&b, ZXP_TASK, 5000));
+    cr_assert_eq(s_task0(&b).seq, 2, "a cancelled task ran elsewhere");
+    fp_fini(&a);
+    fp_fini(&b);
+    fp_fini(&c);
+}
+
+/* ...while a task that had started is retried elsewhere, not cancelled. */
+Test(broker_faults, a_lost_worker_with_a_cancel_pending_retries_its_started_task, .timeout = 30,
+     .fini = s_stop)
+{
+    fb_start(&s_cluster, s_fast);
+    fp_t a, b, c;
+    fp_init(&a, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fw_ready(&a, "doomed", 1, 0, "f");
+    fc_hello(&c, "canceller");
+    fc_submit(&c, 1, "f");
+    cr_assert(fp_expect(&a, ZXP_TASK, 5000));
+    s_started(&a, c.id, 1);
+    cr_assert(fp_expect(&c, ZXP_STARTED, 5000));
+    fc_cancel(&c, 1, false);
+    cr_assert(fp_expect(&a, ZXP_WCANCEL, 5000));
+    fp_silence(&a);
+    fp_init(&b, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_ready(&b, "healthy", 1, 0, "f");
+    cr_assert(fp_expect(&b, ZXP_TASK, 5000), "a started task was not retried");
+    cr_assert_eq(s_task0(&b).seq, 1);
+    cr_assert_eq(s_task0(&b).attempt, 2);
+    uint8_t res[] = {0x07};
+    fw_result_ex(&b, c.id, 1, ZXP_ST_OK, ZXP_POOL_THREAD, true, res, 1);
+    /* the client gets its result, and no CANCEL_DONE before it */
+    bool result = false;
+    while (!result && fp_recv(&c, 5000) >= 0) {
+        if (c.in.cmd == ZXP_CANCELLED) {
+            cr_assert_neq(zxp_u(zxp_item(&c.in, 0), 1), ZXP_CANCEL_DONE,
+                          "a started task was reported cancelled");
+        } else if (c.in.cmd == ZXP_RESULT) {
+            zxp_result_t r;
+            zxp_get_result(&c.in, 0, &r);
+            cr_assert_eq(r.seq, 1);
+            cr_assert_eq(r.status, ZXP_ST_OK);
+            result = true;
+        }
+    }
+    cr_assert(result, "no result for the retried task");
+    fp_fini(&a);
+    fp_fini(&b);
+    fp_fini(&c);
+}
+
+/* A worker that re-registers (READY) reporting a task the broker has since
+   given to another worker holds a slot for that foreign run; its result
+   frees the slot (and is discarded: the task belongs to the other). */
+Test(broker_faults, a_foreign_task_reported_at_ready_frees_its_slot_with_its_result, .timeout = 30,
+     .fini = s_stop)
+{
+    static const char *const args[] = {"--prefetch-max", "0", NULL};
+    fb_start(&s_cluster, args);
+    fp_t a, b, c;
+    fp_init(&a, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fw_ready(&a, "owner", 1, 0, "f");
+    fc_hello(&c, "client");
+    fc_submit(&c, 1, "f");
+    cr_assert(fp_expect(&a, ZXP_TASK, 5000));
+    s_started(&a, c.id, 1);
+    cr_assert(fp_expect(&c, ZXP_STARTED, 5000));
+    /* b says it runs (c, 1) too, in its only slot */
+    fp_init(&b, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_fn_t fns[] = {{"f", ZXP_POOLS_THREAD}};
+    const uint8_t(*running)[ZXP_ID_LEN] = (const uint8_t(*)[ZXP_ID_LEN])c.id;
+    uint64_t seqs[] = {1};
+    fw_ready_ex(&b, "stale", 1, 0, 0, fns, 1, running, seqs, 1);
+    /* both slots are taken: task 2 waits */
+    fc_submit(&c, 2, "f");
+    cr_assert_eq(fp_status_total(fc_status(&c), "queued"), 1, "the foreign run holds no slot");
+    /* b's result for the foreign run frees its slot: task 2 goes there */
+    uint8_t stale[] = {0x05};
+    fw_result_ex(&b, c.id, 1, ZXP_ST_OK, ZXP_POOL_THREAD, true, stale, 1);
+    cr_assert(fp_expect(&b, ZXP_TASK, 5000), "the foreign run's result freed no slot");
+    cr_assert_eq(s_task0(&b).seq, 2);
+    /* task 1's result is a's, not b's */
+    uint8_t res[] = {0x07};
+    fw_result_ex(&a, c.id, 1, ZXP_ST_OK, ZXP_POOL_THREAD, true, res, 1);
+    zxp_result_t r;
+    cr_assert(fc_expect_result(&c, 1, 5000, &r));
+    cr_assert(r.node.len == 5 && memcmp(r.node.ptr, "owner", 5) == 0, "result from %.*s",
+              (int)r.node.len, r.node.ptr);
+    fp_fini(&a);
+    fp_fini(&b);
+    fp_fini(&c);
+}
+
+/* The "assigned" count of the worker named node in a status map. */
+static uint64_t s_assigned(const msgpack_object *st, const char *node)
+{
+    const msgpack_object *ws = fp_map_get(st, "workers");
+    cr_assert(ws && ws->type == MSGPACK_OBJECT_ARRAY, "STATUS has no workers array");
+    for (uint32_t i = 0; i < ws->via.array.size; i++) {
+        const msgpack_object *w = &ws->via.array.ptr[i];
+        const msgpack_object *n = fp_map_get(w, "node");
+        if (n && n->type == MSGPACK_OBJECT_STR && n->via.str.size == strlen(node) &&
+            memcmp(n->via.str.ptr, node, n->via.str.size) == 0) {
+            const msgpack_object *a = fp_map_get(w, "assigned");
+            cr_assert(a && a->type == MSGPACK_OBJECT_POSITIVE_INTEGER);
+            return a->via.u64;
+        }
+    }
+    cr_assert_fail("STATUS does not list worker %s", node);
+    return 0;
+}
+
+static bool s_is_draining(const msgpack_object *st, const char *node)
+{
+    const msgpack_object *ws = fp_map_get(st, "workers");
+    for (uint32_t i = 0; ws && i < ws->via.array.size; i++) {
+        const msgpack_object *w = &ws->via.array.ptr[i];
+        const msgpack_object *n = fp_map_get(w, "node");
+        const msgpack_object *d = fp_map_get(w, "draining");
+        if (n && d && n->via.str.size == strlen(node) &&
+            memcmp(n->via.str.ptr, node, n->via.str.size) == 0) {
+            return d->type == MSGPACK_OBJECT_BOOLEAN && d->via.boolean;
+        }
+    }
+    return false;
+}
+
+/* A draining worker with free threads gets no task, even while another
+   worker offers the function (so the task is not simply waiting for one). */
 Test(broker_faults, a_draining_worker_gets_no_new_tasks, .timeout = 30, .fini = s_stop)
 {
-    fb_start(&s_cluster, NULL);
-    fp_t a, c;
+    /* adaptive prefetch off: the busy worker's window stays its one slot */
+    static const char *const args[] = {"--prefetch-max", "0", NULL};
+    fb_start(&s_cluster, args);
+    fp_t a, b, c;
     fp_init(&a, s_cluster.worker_ep, ZXP_ROLE_WORKER);
     fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
     fw_ready(&a, "drainer", 4, 0, "f");
@@ -151,36 +317,23 @@ Test(broker_faults, a_draining_worker_gets_no_new_tasks, .timeout = 30, .fini = 
     bool draining = false;
     int64_t end = zclock_mono() + 5000;
     while (!draining && zclock_mono() < end) {
-        zxp_send_empty(c.sock, NULL, ZXP_STATUS);
-        cr_assert(fp_expect(&c, ZXP_STATUS_REPLY, 5000));
-        const msgpack_object *st = zxp_o(zxp_item(&c.in, 0), 0);
-        for (uint32_t i = 0; i < st->via.map.size; i++) {
-            const msgpack_object *k = &st->via.map.ptr[i].key;
-            const msgpack_object *v = &st->via.map.ptr[i].val;
-            if (k->via.str.size != 7 || memcmp(k->via.str.ptr, "workers", 7) != 0 ||
-                v->via.array.size != 1) {
-                continue;
-            }
-            const msgpack_object *wm = &v->via.array.ptr[0];
-            for (uint32_t j = 0; j < wm->via.map.size; j++) {
-                const msgpack_object *kk = &wm->via.map.ptr[j].key;
-                if (kk->via.str.size == 8 && memcmp(kk->via.str.ptr, "draining", 8) == 0) {
-                    draining = wm->via.map.ptr[j].val.via.boolean;
-                }
-            }
-        }
+        draining = s_is_draining(fc_status(&c), "drainer");
     }
     cr_assert(draining, "STATUS never showed the worker draining");
+    fp_init(&b, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_ready(&b, "busy", 1, 0, "f");
     fc_submit(&c, 1, "f");
+    cr_assert(fp_expect(&b, ZXP_TASK, 5000), "the other worker did not get task 1");
+    cr_assert_eq(s_task0(&b).seq, 1);
+    fc_submit(&c, 2, "f");
     /* STATUS after the submit on the same socket: the broker handled it and
-       kept the task queued; nothing was assigned to the draining worker */
+       kept task 2 queued (b is busy); nothing went to the draining worker */
     const msgpack_object *st = fc_status(&c);
     cr_assert_eq(fp_status_total(st, "queued"), 1, "a draining worker got a task");
-    const msgpack_object *ws = fp_map_get(st, "workers");
-    cr_assert(ws && ws->type == MSGPACK_OBJECT_ARRAY && ws->via.array.size == 1);
-    const msgpack_object *assigned = fp_map_get(&ws->via.array.ptr[0], "assigned");
-    cr_assert(assigned && assigned->via.u64 == 0, "a draining worker got a task");
+    cr_assert_eq(s_assigned(st, "drainer"), 0, "a draining worker got a task");
+    cr_assert_eq(s_assigned(st, "busy"), 1);
     fp_fini(&a);
+    fp_fini(&b);
     fp_fini(&c);
 }
 

@@ -228,6 +228,39 @@ Test(sign, a_replay_in_the_same_session_is_refused)
     s_pair_free(&p);
 }
 
+/* A signed broker message (heartbeat) for the client of p. */
+static zmsg_t *s_from_broker(s_pair_t *p)
+{
+    zmsg_t *m = zmsg_new();
+    zmsg_addmem(m, (uint8_t[]){'Z', 'X', ZXP_VERSION, ZXP_HEARTBEAT}, 4);
+    zmsg_addmem(m, "\x90", 1);
+    cr_assert_eq(zx_sign_msg(p->broker, m, p->rid, ZXP_ROLE_CLIENT), 0);
+    return m;
+}
+
+/* The peer side (client, worker) keeps the broker session's highest seq:
+   the same message twice, or an older one delivered late, is refused. */
+Test(sign, a_replay_of_a_broker_message_to_the_client_is_refused)
+{
+    s_pair_t p = s_pair();
+    zmsg_t *m = s_from_broker(&p);
+    zmsg_t *copy = zmsg_dup(m);
+    cr_assert_eq(zx_sign_verify(p.client, m, NULL, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zx_sign_verify(p.client, copy, NULL, ZXP_ROLE_CLIENT), ZX_SIGN_E_REPLAY);
+    zmsg_t *m1 = s_from_broker(&p), *m2 = s_from_broker(&p);
+    cr_assert_eq(zx_sign_verify(p.client, m2, NULL, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zx_sign_verify(p.client, m1, NULL, ZXP_ROLE_CLIENT), ZX_SIGN_E_REPLAY);
+    /* a refused replay changes nothing: the next message is accepted */
+    zmsg_t *m3 = s_from_broker(&p);
+    cr_assert_eq(zx_sign_verify(p.client, m3, NULL, ZXP_ROLE_CLIENT), 0);
+    zmsg_destroy(&m);
+    zmsg_destroy(&copy);
+    zmsg_destroy(&m1);
+    zmsg_destroy(&m2);
+    zmsg_destroy(&m3);
+    s_pair_free(&p);
+}
+
 Test(sign, a_replay_after_a_broker_restart_or_to_another_broker_is_refused)
 {
     s_pair_t p = s_pair();

@@ -805,24 +805,17 @@ static void s_idle_ready(zsock_t *sock, const uint8_t *id, int i)
     zxp_out_t out;
     zxp_out_init(&out);
     zxp_out_begin(&out, ZXP_READY);
-    msgpack_packer *pk = zxp_out_pk(&out);
-    msgpack_pack_array(pk, 10);
-    msgpack_pack_uint32(pk, ZXP_VERSION);
-    msgpack_pack_bin(pk, ZXP_ID_LEN);
-    msgpack_pack_bin_body(pk, id, ZXP_ID_LEN);
-    msgpack_pack_str(pk, strlen(node));
-    msgpack_pack_str_body(pk, node, strlen(node));
-    msgpack_pack_uint32(pk, (uint32_t)getpid());
-    msgpack_pack_uint32(pk, 1);    /* threads */
-    msgpack_pack_uint32(pk, 0);    /* procs */
-    msgpack_pack_uint32(pk, 1);    /* prefetch */
-    msgpack_pack_uint32(pk, 1000); /* heartbeat_ms */
-    msgpack_pack_array(pk, 1);
-    msgpack_pack_array(pk, 2);
-    msgpack_pack_str(pk, 13);
-    msgpack_pack_str_body(pk, "bench_idle_fn", 13);
-    msgpack_pack_uint32(pk, ZXP_POOLS_THREAD);
-    msgpack_pack_array(pk, 0); /* running */
+    zxp_ready_t r = {.worker_id = id,
+                     .node = node,
+                     .pid = (uint32_t)getpid(),
+                     .threads = 1,
+                     .procs = 0,
+                     .prefetch = 1,
+                     .heartbeat_ms = 1000,
+                     .nfns = 1};
+    zxp_put_ready(&out, &r);
+    zxp_put_ready_fn(&out, "bench_idle_fn", ZXP_POOLS_THREAD);
+    zxp_put_ready_running(&out, 0);
     zxp_out_send(&out, sock, NULL);
     zxp_out_fini(&out);
 }

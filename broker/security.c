@@ -36,11 +36,17 @@ int zx__sec_init(const zxb_sec_config_t *cfg)
         }
         /* folders missing or empty are not fatal, but refuse every peer of
            that endpoint (fail closed), loudly */
+        bool zap = true;
+#ifdef ZX_TEST_HOOKS
+        /* test hook, only in the test build zexec-broker-testhooks (never
+           installed; tests/test_security.c): run with no ZAP handler to show
+           that CURVE then refuses everyone instead of admitting all */
         if (getenv("ZEXEC_TEST_ZAP_OFF")) {
-            /* test hook (tests/test_security.c): run with no ZAP handler to
-               show that CURVE then refuses everyone instead of admitting all */
             zsys_warning("ZEXEC_TEST_ZAP_OFF: no ZAP handler; every peer will be refused");
-        } else if (!(s_sec.auth = zx_auth_new(cfg->client_keys, cfg->worker_keys))) {
+            zap = false;
+        }
+#endif
+        if (zap && !(s_sec.auth = zx_auth_new(cfg->client_keys, cfg->worker_keys))) {
             zx__sec_fini();
             return -1;
         }
@@ -67,16 +73,6 @@ void zx__sec_fini(void)
     zx_sign_destroy(&s_sec.sign);
     zcert_destroy(&s_sec.cert);
     s_sec.ready = false;
-}
-
-bool zx__sec_curve(void)
-{
-    return s_sec.cert != NULL;
-}
-
-bool zx__sec_signing(void)
-{
-    return s_sec.sign != NULL;
 }
 
 int zx__sec_socket(zsock_t *sock, bool workers)

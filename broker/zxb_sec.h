@@ -31,7 +31,5 @@ int zx__sec_socket(zsock_t *sock, bool workers);
    0: go on; -1: dropped and counted (and answered by RESET when it was
    signed under a previous broker session). */
 int zx__sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_drops_t *drops);
-bool zx__sec_curve(void);
-bool zx__sec_signing(void);
 
 #endif

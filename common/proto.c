@@ -161,7 +161,6 @@ int zxp_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_obje
    bin), B bool, a array, m map, x anything. */
 typedef struct {
     uint8_t cmd;
-    const char *name;
     bool batch;
     bool payload; /* one payload frame per item */
     const char *fields;
@@ -170,29 +169,29 @@ typedef struct {
 
 #define R(r) (1u << (r))
 static const s_cmd_t s_cmds[] = {
-    {ZXP_HELLO, "HELLO", false, false, "uknu", R(ZXP_ROLE_BROKER_C)},
-    {ZXP_WELCOME, "WELCOME", false, false, "kuuu", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
-    {ZXP_SUBMIT, "SUBMIT", true, true, "unuiiuu", R(ZXP_ROLE_BROKER_C)},
-    {ZXP_STARTED, "STARTED", true, false, "usu", R(ZXP_ROLE_CLIENT)},
-    {ZXP_RESULT, "RESULT", true, true, "uusuuu", R(ZXP_ROLE_CLIENT)},
-    {ZXP_CANCEL, "CANCEL", true, false, "uB", R(ZXP_ROLE_BROKER_C)},
-    {ZXP_CANCELLED, "CANCELLED", true, false, "uu", R(ZXP_ROLE_CLIENT)},
-    {ZXP_HEARTBEAT, "HEARTBEAT", false, false, "",
+    {ZXP_HELLO, false, false, "uknu", R(ZXP_ROLE_BROKER_C)},
+    {ZXP_WELCOME, false, false, "kuuu", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+    {ZXP_SUBMIT, true, true, "unuiiuu", R(ZXP_ROLE_BROKER_C)},
+    {ZXP_STARTED, true, false, "usu", R(ZXP_ROLE_CLIENT)},
+    {ZXP_RESULT, true, true, "uusuuu", R(ZXP_ROLE_CLIENT)},
+    {ZXP_CANCEL, true, false, "uB", R(ZXP_ROLE_BROKER_C)},
+    {ZXP_CANCELLED, true, false, "uu", R(ZXP_ROLE_CLIENT)},
+    {ZXP_HEARTBEAT, false, false, "",
      R(ZXP_ROLE_BROKER_C) | R(ZXP_ROLE_BROKER_W) | R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
-    {ZXP_BYE, "BYE", false, false, "", R(ZXP_ROLE_BROKER_C) | R(ZXP_ROLE_BROKER_W)},
-    {ZXP_STATUS, "STATUS", false, false, "", R(ZXP_ROLE_BROKER_C)},
-    {ZXP_STATUS_REPLY, "STATUS-REPLY", false, false, "m", R(ZXP_ROLE_CLIENT)},
-    {ZXP_ERROR, "ERROR", false, false, "us", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
-    {ZXP_RESET, "RESET", false, false, "", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
-    {ZXP_READY, "READY", false, false, "uknuuuuuaa", R(ZXP_ROLE_BROKER_W)},
-    {ZXP_TASK, "TASK", true, true, "kunuuuu", R(ZXP_ROLE_WORKER)},
-    {ZXP_WSTARTED, "WSTARTED", true, false, "kuuu", R(ZXP_ROLE_BROKER_W)},
-    {ZXP_WRESULT, "WRESULT", true, true, "kuuuuB", R(ZXP_ROLE_BROKER_W)},
-    {ZXP_CREDIT, "CREDIT", false, false, "uu", R(ZXP_ROLE_BROKER_W)},
-    {ZXP_WCANCEL, "WCANCEL", true, false, "kuB", R(ZXP_ROLE_WORKER)},
-    {ZXP_WCANCELLED, "WCANCELLED", true, false, "kuu", R(ZXP_ROLE_BROKER_W)},
-    {ZXP_DRAIN, "DRAIN", false, false, "", R(ZXP_ROLE_BROKER_W)},
-    {ZXP_SHUTDOWN, "SHUTDOWN", false, false, "", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+    {ZXP_BYE, false, false, "", R(ZXP_ROLE_BROKER_C) | R(ZXP_ROLE_BROKER_W)},
+    {ZXP_STATUS, false, false, "", R(ZXP_ROLE_BROKER_C)},
+    {ZXP_STATUS_REPLY, false, false, "m", R(ZXP_ROLE_CLIENT)},
+    {ZXP_ERROR, false, false, "us", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+    {ZXP_RESET, false, false, "", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+    {ZXP_READY, false, false, "uknuuuuuaa", R(ZXP_ROLE_BROKER_W)},
+    {ZXP_TASK, true, true, "kunuuuu", R(ZXP_ROLE_WORKER)},
+    {ZXP_WSTARTED, true, false, "kuuu", R(ZXP_ROLE_BROKER_W)},
+    {ZXP_WRESULT, true, true, "kuuuuB", R(ZXP_ROLE_BROKER_W)},
+    {ZXP_CREDIT, false, false, "uu", R(ZXP_ROLE_BROKER_W)},
+    {ZXP_WCANCEL, true, false, "kuB", R(ZXP_ROLE_WORKER)},
+    {ZXP_WCANCELLED, true, false, "kuu", R(ZXP_ROLE_BROKER_W)},
+    {ZXP_DRAIN, false, false, "", R(ZXP_ROLE_BROKER_W)},
+    {ZXP_SHUTDOWN, false, false, "", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
 };
 #undef R
 
@@ -204,12 +203,6 @@ static const s_cmd_t *s_cmd(int cmd)
         }
     }
     return NULL;
-}
-
-const char *zxp_cmd_name(int cmd)
-{
-    const s_cmd_t *c = s_cmd(cmd);
-    return c ? c->name : "?";
 }
 
 const char *zxp_strerror(int code)
@@ -989,6 +982,41 @@ int zxp_send_error(zsock_t *sock, zframe_t *routing_id, uint32_t code, const cha
     msgpack_pack_uint32(&o.pk, code);
     s_pack_str(&o.pk, message, strlen(message));
     return s_send_built(&o, sock, routing_id);
+}
+
+void zxp_put_ready(zxp_out_t *out, const zxp_ready_t *r)
+{
+    msgpack_packer *pk = &out->pk;
+    msgpack_pack_array(pk, 10);
+    msgpack_pack_uint32(pk, ZXP_VERSION);
+    s_pack_id(pk, r->worker_id);
+    s_pack_str(pk, r->node, strlen(r->node));
+    msgpack_pack_uint32(pk, r->pid);
+    msgpack_pack_uint32(pk, r->threads);
+    msgpack_pack_uint32(pk, r->procs);
+    msgpack_pack_uint32(pk, r->prefetch);
+    msgpack_pack_uint32(pk, r->heartbeat_ms);
+    msgpack_pack_array(pk, r->nfns);
+}
+
+void zxp_put_ready_fn(zxp_out_t *out, const char *name, uint8_t pools)
+{
+    msgpack_pack_array(&out->pk, 2);
+    s_pack_str(&out->pk, name, strlen(name));
+    msgpack_pack_uint8(&out->pk, pools);
+}
+
+void zxp_put_ready_running(zxp_out_t *out, size_t nrunning)
+{
+    msgpack_pack_array(&out->pk, nrunning);
+}
+
+void zxp_put_ready_task(zxp_out_t *out, const uint8_t *session, uint64_t seq, uint8_t pool)
+{
+    msgpack_pack_array(&out->pk, 3);
+    s_pack_id(&out->pk, session);
+    msgpack_pack_uint64(&out->pk, seq);
+    msgpack_pack_uint8(&out->pk, pool);
 }
 
 int zxp_send_credit(zsock_t *sock, uint8_t pool, uint32_t n)

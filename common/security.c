@@ -86,11 +86,6 @@ int zx_sec_verify(zx_sec_t *self, zmsg_t *msg, int role)
     return zx_sign_verify(self->sign, msg, NULL, role);
 }
 
-bool zx_sec_curve(const zx_sec_t *self)
-{
-    return self && self->mine;
-}
-
 bool zx_sec_signing(const zx_sec_t *self)
 {
     return self && self->sign;

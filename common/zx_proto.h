@@ -116,7 +116,6 @@ enum {
     ZXP_E_UNKNOWN = -109,  /* a reply for a task the receiver does not know */
 };
 const char *zxp_strerror(int code);
-const char *zxp_cmd_name(int cmd);
 
 /* A string view into a received header (not NUL-terminated). */
 typedef struct {
@@ -273,6 +272,29 @@ void zxp_put_wstarted(zxp_out_t *out, const uint8_t *session, uint64_t seq, uint
 void zxp_put_wresult(zxp_out_t *out, const zxp_wresult_t *r);
 void zxp_put_wcancel(zxp_out_t *out, const uint8_t *session, uint64_t seq, bool terminate);
 void zxp_put_wcancelled(zxp_out_t *out, const uint8_t *session, uint64_t seq, uint32_t outcome);
+
+/* READY, the worker's registration, built in order after
+   zxp_out_begin(out, ZXP_READY): zxp_put_ready (the head, announcing nfns
+   functions), nfns zxp_put_ready_fn, zxp_put_ready_running (announcing
+   nrunning tasks), nrunning zxp_put_ready_task; then zxp_out_send. The only
+   encoder of READY (the worker, the broker tests' fake workers and the
+   benchmark's idle workers use it). */
+typedef struct {
+    const uint8_t *worker_id; /* ZXP_ID_LEN bytes: also the routing id */
+    const char *node;
+    uint32_t pid, threads, procs, prefetch, heartbeat_ms;
+    size_t nfns;
+} zxp_ready_t;
+void zxp_put_ready(zxp_out_t *out, const zxp_ready_t *r);
+void zxp_put_ready_fn(zxp_out_t *out, const char *name, uint8_t pools);
+void zxp_put_ready_running(zxp_out_t *out, size_t nrunning);
+void zxp_put_ready_task(zxp_out_t *out, const uint8_t *session, uint64_t seq, uint8_t pool);
+
+/* ERROR codes: the broker refuses a HELLO or READY and says why. */
+enum {
+    ZXP_ERR_VERSION = 1,  /* unsupported protocol version */
+    ZXP_ERR_IDENTITY = 2, /* the routing id is not the 16-byte session or worker id */
+};
 
 /* Control messages, sent at once. 0 or -1. */
 int zxp_send_empty(zsock_t *sock, zframe_t *routing_id, uint8_t cmd); /* HEARTBEAT, BYE, ... */

@@ -30,7 +30,6 @@ int zx_sec_socket(zx_sec_t *self, zsock_t *sock, int peer_role);
    message (zxp_drop names the code). self NULL: 0. */
 int zx_sec_verify(zx_sec_t *self, zmsg_t *msg, int role);
 
-bool zx_sec_curve(const zx_sec_t *self);
 bool zx_sec_signing(const zx_sec_t *self);
 
 #endif

@@ -249,7 +249,8 @@ ZX_EXPORT void zx_future_unref(zx_future_t **f_p);
 /* ---- waiting on many ------------------------------------------------------ */
 
 /* Yields the futures as they complete (already-done ones first, duplicates
-   once). timeout counts from this call. The iterator holds references. */
+   once). timeout counts from this call. The iterator holds references and
+   is used by one thread at a time. */
 ZX_EXPORT zx_as_completed_t *zx_as_completed_new(zx_future_t *const *fs, size_t n, double timeout);
 /* The next completed future (borrowed: valid while the iterator lives, or
    take a ref), or NULL when all were yielded or time ran out. */
@@ -267,7 +268,8 @@ ZX_EXPORT int zx_wait(zx_future_t *const *fs, size_t n, double timeout, zx_retur
 
 /* ---- map ------------------------------------------------------------------ */
 
-/* Calls fn on each args[i] (msgpack arrays, borrowed until zx_map_destroy),
+/* A map, like an as_completed iterator, is used by one thread at a time.
+   Calls fn on each args[i] (msgpack arrays, borrowed until zx_map_destroy),
    chunksize inputs per task (<= 1: one each), keeping a bounded window of tasks
    in flight. timeout counts from this call (ZX_FOREVER: none). */
 ZX_EXPORT zx_map_t *zx_map_new(zx_executor_t *ex, const char *fn, const void *const *args,

@@ -120,8 +120,9 @@ static char *s_quiet(void)
 
 /* posix_spawn with default signal dispositions and an empty mask (the
    parent may ignore or block signals the daemons rely on), stdout to
-   /dev/null unless ZEXEC_VERBOSE is set (the daemons log there; a user's
-   program output should stay its own); stderr is inherited. */
+   /dev/null unless ZEXEC_VERBOSE is set (what task functions print must
+   not mix with the program's output); stderr, where the daemons log, is
+   inherited. */
 static pid_t s_spawn(char *const argv[])
 {
     posix_spawnattr_t attr;

@@ -23,6 +23,7 @@
     next shutdown(wait) or destroy from another thread.
 */
 #include "zx_client_int.h"
+#include "zx_list.h"
 #include "zx_proto.h"
 #include "zx_task.h"
 #include "zx_waiter.h"
@@ -33,8 +34,8 @@
 #include <unistd.h>
 
 typedef struct s_job {
-    struct s_job *prev, *next; /* in the queue while queued */
-    zx_future_t *future;       /* the queue's (then the running thread's) reference */
+    zx__link_t link;     /* in the queue while queued */
+    zx_future_t *future; /* the queue's (then the running thread's) reference */
     uint32_t flags;
     double time_limit;
     bool queued;
@@ -52,9 +53,8 @@ typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t work;  /* a job was queued, or shutdown */
     pthread_cond_t timer; /* a deadline was added, or shutdown */
-    s_job_t *head, *tail;
-    size_t queued;
-    zhashx_t *fns; /* name -> zx_task_fn * */
+    zx__list_t queue;     /* s_job_t, FIFO */
+    zhashx_t *fns;        /* name -> zx_task_fn * */
     uint64_t next_seq;
     bool shutdown;
     bool stopping_timer;
@@ -81,33 +81,19 @@ typedef struct {
 
 static void s_queue_push(s_local_t *self, s_job_t *job)
 {
-    job->next = NULL;
-    job->prev = self->tail;
-    if (self->tail) {
-        self->tail->next = job;
-    } else {
-        self->head = job;
-    }
-    self->tail = job;
+    zx__list_push_back(&self->queue, &job->link);
     job->queued = true;
-    self->queued++;
 }
 
 static void s_queue_unlink(s_local_t *self, s_job_t *job)
 {
-    if (job->prev) {
-        job->prev->next = job->next;
-    } else {
-        self->head = job->next;
-    }
-    if (job->next) {
-        job->next->prev = job->prev;
-    } else {
-        self->tail = job->prev;
-    }
-    job->prev = job->next = NULL;
+    zx__list_remove(&self->queue, &job->link);
     job->queued = false;
-    self->queued--;
+}
+
+static s_job_t *s_queue_head(s_local_t *self)
+{
+    return self->queue.head ? ZX__CONTAINER(self->queue.head, s_job_t, link) : NULL;
 }
 
 /* ---- threads -------------------------------------------------------------- */
@@ -149,10 +135,10 @@ static void *s_worker(void *arg)
     s_own_executor = self;
     pthread_mutex_lock(&self->lock);
     while (true) {
-        while (!self->head && !self->shutdown) {
+        while (zx__list_empty(&self->queue) && !self->shutdown) {
             pthread_cond_wait(&self->work, &self->lock);
         }
-        s_job_t *job = self->head;
+        s_job_t *job = s_queue_head(self);
         if (!job) {
             break; /* shut down and drained */
         }
@@ -324,26 +310,26 @@ static bool s_join(s_local_t *self)
 static int s_shutdown(zx_executor_t *ex, bool wait, bool cancel_futures)
 {
     s_local_t *self = (s_local_t *)ex;
-    s_job_t *cancelled = NULL;
+    zx__list_t cancelled;
+    zx__list_init(&cancelled);
     pthread_mutex_lock(&self->lock);
     self->shutdown = true;
     if (cancel_futures) {
-        cancelled = self->head;
-        for (s_job_t *j = self->head; j; j = j->next) {
+        for (zx__link_t *k = self->queue.head; k; k = k->next) {
+            s_job_t *j = ZX__CONTAINER(k, s_job_t, link);
             j->queued = false;
             zx__future_set_priv(j->future, NULL);
         }
-        self->head = self->tail = NULL;
-        self->queued = 0;
+        zx__list_take_all(&cancelled, &self->queue);
     }
     pthread_cond_broadcast(&self->work);
     pthread_mutex_unlock(&self->lock);
-    while (cancelled) {
-        s_job_t *next = cancelled->next;
-        zx__future_set_cancelled(cancelled->future, "");
-        zx_future_unref(&cancelled->future);
-        free(cancelled);
-        cancelled = next;
+    zx__link_t *k;
+    while ((k = zx__list_pop_front(&cancelled))) {
+        s_job_t *j = ZX__CONTAINER(k, s_job_t, link);
+        zx__future_set_cancelled(j->future, "");
+        zx_future_unref(&j->future);
+        free(j);
     }
     if (wait && !s_join(self)) {
         zsys_warning("zexec client: shutdown(wait) from a local executor's own thread "
@@ -407,6 +393,7 @@ zx_executor_t *zx_executor_new_local(int max_workers)
         goto fail;
     }
     self->base.ops = &s_ops;
+    zx__list_init(&self->queue);
     self->nthreads = max_workers;
     self->threads = calloc((size_t)max_workers, sizeof *self->threads);
     self->slots = calloc((size_t)max_workers, sizeof *self->slots);

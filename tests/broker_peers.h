@@ -204,32 +204,21 @@ static inline void fw_ready_ex(fp_t *w, const char *node, uint32_t threads, uint
     zxp_out_t out;
     zxp_out_init(&out);
     zxp_out_begin(&out, ZXP_READY);
-    msgpack_packer *pk = zxp_out_pk(&out);
-    msgpack_pack_array(pk, 10);
-    msgpack_pack_uint32(pk, ZXP_VERSION);
-    msgpack_pack_bin(pk, ZXP_ID_LEN);
-    msgpack_pack_bin_body(pk, w->id, ZXP_ID_LEN);
-    msgpack_pack_str(pk, strlen(node));
-    msgpack_pack_str_body(pk, node, strlen(node));
-    msgpack_pack_uint32(pk, (uint32_t)getpid());
-    msgpack_pack_uint32(pk, threads);
-    msgpack_pack_uint32(pk, procs);
-    msgpack_pack_uint32(pk, prefetch);
-    msgpack_pack_uint32(pk, w->hb_ms);
-    msgpack_pack_array(pk, nfns);
+    zxp_ready_t r = {.worker_id = w->id,
+                     .node = node,
+                     .pid = (uint32_t)getpid(),
+                     .threads = threads,
+                     .procs = procs,
+                     .prefetch = prefetch,
+                     .heartbeat_ms = w->hb_ms,
+                     .nfns = nfns};
+    zxp_put_ready(&out, &r);
     for (size_t i = 0; i < nfns; i++) {
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_str(pk, strlen(fns[i].name));
-        msgpack_pack_str_body(pk, fns[i].name, strlen(fns[i].name));
-        msgpack_pack_uint8(pk, fns[i].pools);
+        zxp_put_ready_fn(&out, fns[i].name, fns[i].pools);
     }
-    msgpack_pack_array(pk, nrunning);
+    zxp_put_ready_running(&out, nrunning);
     for (size_t i = 0; i < nrunning; i++) {
-        msgpack_pack_array(pk, 3);
-        msgpack_pack_bin(pk, ZXP_ID_LEN);
-        msgpack_pack_bin_body(pk, running[i], ZXP_ID_LEN);
-        msgpack_pack_uint64(pk, seqs[i]);
-        msgpack_pack_uint8(pk, ZXP_POOL_THREAD);
+        zxp_put_ready_task(&out, running[i], seqs[i], ZXP_POOL_THREAD);
     }
     cr_assert(zxp_out_send(&out, w->sock, NULL) == 0);
     zxp_out_fini(&out);

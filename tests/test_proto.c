@@ -215,6 +215,44 @@ Test(proto, worker_messages_round_trip)
     cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_W), 0, "%s", in.reason);
     cr_assert_eq(zxp_u(zxp_item(&in, 0), 2), ZXP_CANCEL_TERMINATED);
 
+    zxp_out_begin(&out, ZXP_READY);
+    zxp_ready_t ready = {.worker_id = SESSION,
+                         .node = "node-r",
+                         .pid = 77,
+                         .threads = 4,
+                         .procs = 2,
+                         .prefetch = 1,
+                         .heartbeat_ms = 500,
+                         .nfns = 2};
+    zxp_put_ready(&out, &ready);
+    zxp_put_ready_fn(&out, "sq", ZXP_POOLS_THREAD);
+    zxp_put_ready_fn(&out, "both", ZXP_POOLS_THREAD | ZXP_POOLS_PROCESS);
+    zxp_put_ready_running(&out, 1);
+    zxp_put_ready_task(&out, SESSION, 12, ZXP_POOL_PROCESS);
+    zxp_out_send(&out, tx, NULL);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_W), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_READY);
+    const msgpack_object *h = zxp_item(&in, 0);
+    cr_assert_eq(zxp_u(h, 0), ZXP_VERSION);
+    cr_assert(memcmp(zxp_s(h, 1).ptr, SESSION, 16) == 0);
+    zxp_str_t rn = zxp_s(h, 2);
+    cr_assert(rn.len == 6 && memcmp(rn.ptr, "node-r", 6) == 0);
+    cr_assert_eq(zxp_u(h, 3), 77);
+    cr_assert_eq(zxp_u(h, 4), 4);
+    cr_assert_eq(zxp_u(h, 5), 2);
+    cr_assert_eq(zxp_u(h, 6), 1);
+    cr_assert_eq(zxp_u(h, 7), 500);
+    const msgpack_object *fns = zxp_o(h, 8);
+    cr_assert_eq(fns->via.array.size, 2);
+    zxp_str_t f1 = zxp_s(&fns->via.array.ptr[1], 0);
+    cr_assert(f1.len == 4 && memcmp(f1.ptr, "both", 4) == 0);
+    cr_assert_eq(zxp_u(&fns->via.array.ptr[1], 1), ZXP_POOLS_THREAD | ZXP_POOLS_PROCESS);
+    const msgpack_object *run = zxp_o(h, 9);
+    cr_assert_eq(run->via.array.size, 1);
+    cr_assert(memcmp(zxp_s(&run->via.array.ptr[0], 0).ptr, SESSION, 16) == 0);
+    cr_assert_eq(zxp_u(&run->via.array.ptr[0], 1), 12);
+    cr_assert_eq(zxp_u(&run->via.array.ptr[0], 2), ZXP_POOL_PROCESS);
+
     cr_assert_eq(zxp_send_credit(tx, ZXP_POOL_THREAD, 3), 0);
     cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_W), 0, "%s", in.reason);
     cr_assert_eq(in.cmd, ZXP_CREDIT);

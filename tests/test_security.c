@@ -115,8 +115,9 @@ typedef struct {
     char cep[96], wep[96];
 } s_broker_t;
 
-/* Starts zexec-broker on s_ip with extra args (NULL-terminated list). */
-static pid_t s_broker_start(s_broker_t *b, const char *const *extra)
+/* Starts the broker binary named name on s_ip with extra args
+   (NULL-terminated list). */
+static pid_t s_broker_start_bin(s_broker_t *b, const char *const *extra, const char *name)
 {
     if (!b->cport) {
         b->cport = zxt_free_port();
@@ -124,7 +125,7 @@ static pid_t s_broker_start(s_broker_t *b, const char *const *extra)
         snprintf(b->cep, sizeof b->cep, "tcp://%s:%d", s_ip, b->cport);
         snprintf(b->wep, sizeof b->wep, "tcp://%s:%d", s_ip, b->wport);
     }
-    char *bin = zxt_bin("zexec-broker");
+    char *bin = zxt_bin(name);
     const char *argv[32] = {bin, "--clients", b->cep, "--workers", b->wep, "-q"};
     int n = 6;
     for (; extra && *extra; extra++) {
@@ -134,6 +135,11 @@ static pid_t s_broker_start(s_broker_t *b, const char *const *extra)
     b->broker = zxt_spawn((char *const *)argv);
     free(bin);
     return b->broker;
+}
+
+static pid_t s_broker_start(s_broker_t *b, const char *const *extra)
+{
+    return s_broker_start_bin(b, extra, "zexec-broker");
 }
 
 static pid_t s_worker_start(const char *ep, const char *const *extra)
@@ -395,10 +401,13 @@ static void s_refused_everyone(const char *const *bargs, bool zap_off)
 {
     s_broker_t b = {0};
     if (zap_off) {
+        /* the hook is only in the test build of the broker */
         setenv("ZEXEC_TEST_ZAP_OFF", "1", 1);
+        cr_assert_gt(s_broker_start_bin(&b, bargs, "zexec-broker-testhooks"), 0);
+        unsetenv("ZEXEC_TEST_ZAP_OFF");
+    } else {
+        cr_assert_gt(s_broker_start(&b, bargs), 0);
     }
-    cr_assert_gt(s_broker_start(&b, bargs), 0);
-    unsetenv("ZEXEC_TEST_ZAP_OFF");
     const char *wargs[] = {"--key", s_path("w1_secret"), "--server-key", s_path("broker"), NULL};
     pid_t w1 = s_worker_start(b.wep, wargs);
     s_attacker_t a;

@@ -394,6 +394,7 @@ Test(worker, bad_flags_exit_with_status_2, .timeout = 30)
     const char *bad[][3] = {{"--threads", "lots", NULL},
                             {"--child-memory", "12Q", NULL},
                             {"--heartbeat", "-1", NULL},
+                            {"--prefetch", "0", NULL},
                             {"--no-such-flag", NULL, NULL}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *argv[] = {bin, (char *)bad[i][0], (char *)bad[i][1], NULL};

@@ -24,7 +24,8 @@ static void s_usage(FILE *out)
             "  --node NAME               node name (default: the host name)\n"
             "  --threads N               thread-pool size (default: cores; 0: no thread pool)\n"
             "  --procs N                 process-pool size (default: cores; 0: no process pool)\n"
-            "  --prefetch N              tasks queued beyond free slots, per pool (default 1)\n"
+            "  --prefetch N              tasks queued beyond free slots, per pool (1..100000;\n"
+            "                            default 1)\n"
             "  --plugin PATH             load a plugin (.so); repeatable\n"
             "  --allow-exec              offer the built-in exec (runs command lines)\n"
             "  --no-builtins             do not offer echo, sleep, fail, pid, exec\n"
@@ -135,10 +136,12 @@ int main(int argc, char *argv[])
             }
             break;
         case OPT_PREFETCH:
-            if (!zx__parse_long(optarg, 0, 100000, &n)) {
-                rc = s_bad("prefetch", optarg, "must be an integer 0..100000");
+            /* at least 1: a worker always takes one task beyond its free
+               slots (the broker's adaptive prefetch may send more) */
+            if (!zx__parse_long(optarg, 1, 100000, &n)) {
+                rc = s_bad("prefetch", optarg, "must be an integer 1..100000");
             }
-            o.prefetch = (int)n; /* 0 means the default (1) */
+            o.prefetch = (int)n;
             break;
         case OPT_PLUGIN: plugins[nplugins++] = optarg; break;
         case OPT_ALLOW_EXEC: o.allow_exec = true; break;
@@ -218,6 +221,12 @@ int main(int argc, char *argv[])
         return rc;
     }
     zx__worker_log_level = log_level;
+    /* Log as the broker does: to stderr, named (docs/operations.md). Through
+       czmq's environment, read by the zsys_init of zx_worker_run: calling
+       zsys_set_logstream here would start czmq before the fork server,
+       which must come first. A value the user set wins. */
+    setenv("ZSYS_LOGSTREAM", "stderr", 0);
+    setenv("ZSYS_LOGIDENT", "zexec-worker", 0);
     zx_worker_t *w = zx_worker_new(broker, &o);
     if (!w) {
         fprintf(stderr, "zexec-worker: cannot create the worker\n");

@@ -144,12 +144,6 @@ bool zxw_plat_writev_all(int fd, struct iovec *iov, int n)
     return true;
 }
 
-bool zxw_plat_write_all(int fd, const void *data, size_t len)
-{
-    struct iovec iov = {(void *)data, len};
-    return zxw_plat_writev_all(fd, &iov, 1);
-}
-
 bool zxw_plat_read_all(int fd, void *data, size_t len)
 {
     char *p = data;

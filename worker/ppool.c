@@ -594,11 +594,6 @@ size_t zxw_ppool_busy(zxw_ppool_t *self)
     return self->busy;
 }
 
-bool zxw_ppool_alive(zxw_ppool_t *self)
-{
-    return !self->broken;
-}
-
 size_t zxw_ppool_max_items(zxw_ppool_t *self)
 {
     return (size_t)self->procs + 1;

@@ -198,7 +198,6 @@ void zxw_ppool_push(zxw_ppool_t *self, zxw_job_t *job);
 int zxw_ppool_cancel(zxw_ppool_t *self, zxw_job_t *job, bool terminate);
 void zxw_ppool_drop_queued(zxw_ppool_t *self, void (*fn)(void *arg, zxw_job_t *job), void *arg);
 size_t zxw_ppool_busy(zxw_ppool_t *self);
-bool zxw_ppool_alive(zxw_ppool_t *self);
 /* Poll integration: fills up to max items, returns how many. */
 size_t zxw_ppool_poll_items(zxw_ppool_t *self, void *items, size_t max);
 /* Handles the items filled by the last poll_items, then timers. */
@@ -250,7 +249,6 @@ int zxw_plat_send_ctl(int sock, const zxw_ctl_t *msg, int fd);
 /* 1 with *msg (and *fd, -1 if none), 0 on EOF, -1 on error / nothing. */
 int zxw_plat_recv_ctl(int sock, zxw_ctl_t *msg, int *fd);
 int zxw_plat_set_nonblock(int fd, bool on);
-bool zxw_plat_write_all(int fd, const void *data, size_t len);
 bool zxw_plat_writev_all(int fd, struct iovec *iov, int n);
 /* true when len bytes were read; false on EOF or error. */
 bool zxw_plat_read_all(int fd, void *data, size_t len);

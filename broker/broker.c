@@ -147,7 +147,7 @@ static bool s_drain(zxb_broker_t *self, bool workers)
             return false;
         }
         zframe_t *rid = zmsg_pop(msg);
-        if (rid && zx__sec_verify(sock, workers, rid, msg, &self->drops) == 0) {
+        if (rid && zxb_sec_verify(sock, workers, rid, msg, &self->drops) == 0) {
             if (workers) {
                 zxb_worker_msg(self, rid, &msg);
             } else {
@@ -190,7 +190,7 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     const char *eps[2] = {config->clients_ep, config->workers_ep};
     zsock_t **socks[2] = {&self->csock, &self->wsock};
     for (int i = 0; i < 2; i++) {
-        if (zx__bind_check(eps[i], config->insecure) != 0) {
+        if (zxb_bind_check(eps[i], config->insecure) != 0) {
             zxb_broker_destroy(&self);
             return NULL;
         }
@@ -202,7 +202,7 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
         }
         *socks[i] = s;
         zxp_sock_setup(s);
-        if (zx__sec_socket(s, i == 1) != 0) {
+        if (zxb_sec_socket(s, i == 1) != 0) {
             zxb_broker_destroy(&self);
             return NULL;
         }

@@ -93,11 +93,12 @@ static void s_on_hello(zxb_broker_t *self, zxb_client_t *c, zframe_t *rid)
     const msgpack_object *h = zxp_item(&self->in, 0);
     zxp_str_t session = zxp_s(h, 1), name = zxp_s(h, 2);
     if (zxp_u(h, 0) != ZXP_VERSION) {
-        zxp_send_error(self->csock, rid, 1, "unsupported protocol version");
+        zxp_send_error(self->csock, rid, ZXP_ERR_VERSION, "unsupported protocol version");
         return;
     }
     if (memcmp(session.ptr, zframe_data(rid), ZXP_ID_LEN) != 0) {
-        zxp_send_error(self->csock, rid, 2, "the routing id must be the 16-byte session");
+        zxp_send_error(self->csock, rid, ZXP_ERR_IDENTITY,
+                       "the routing id must be the 16-byte session");
         zxp_drop(&self->drops, "clients", rid, ZXP_E_SHAPE, "HELLO session is not the routing id");
         return;
     }
@@ -307,7 +308,8 @@ void zxb_client_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
     uint8_t cmd = self->in.cmd;
     if (cmd == ZXP_HELLO) {
         if (zframe_size(rid) != ZXP_ID_LEN) {
-            zxp_send_error(self->csock, rid, 2, "the routing id must be the 16-byte session");
+            zxp_send_error(self->csock, rid, ZXP_ERR_IDENTITY,
+                           "the routing id must be the 16-byte session");
             zxp_drop(&self->drops, "clients", rid, ZXP_E_SHAPE, "routing id is not 16 bytes");
             return;
         }

@@ -307,16 +307,16 @@ int main(int argc, char *argv[])
     zsys_init();
     zsys_set_logstream(stderr);
     zsys_set_logident("zexec-broker");
-    if (zx__sec_init(&sec) != 0) {
+    if (zxb_sec_init(&sec) != 0) {
         return 1;
     }
     zxb_broker_t *broker = zxb_broker_new(&cfg);
     if (!broker) {
-        zx__sec_fini();
+        zxb_sec_fini();
         return 1;
     }
     zxb_broker_run(broker);
     zxb_broker_destroy(&broker);
-    zx__sec_fini(); /* after the sockets: the ZAP handler outlives them */
+    zxb_sec_fini(); /* after the sockets: the ZAP handler outlives them */
     return 0;
 }

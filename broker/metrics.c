@@ -132,7 +132,7 @@ zxb_metrics_t *zxb_metrics_new(const char *addr, bool insecure)
     char host[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
     snprintf(ep, sizeof ep, "tcp://%s:%u", host, (unsigned)ntohs(sa.sin_port));
-    if (!zx_auth_endpoint_is_loopback(ep)) {
+    if (!zx__auth_endpoint_is_loopback(ep)) {
         if (!insecure) {
             zsys_error("refusing to serve metrics on %s: it is not loopback and the metrics "
                        "endpoint has no authentication; pass --insecure to serve it anyway",

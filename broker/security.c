@@ -15,11 +15,11 @@
 static struct {
     bool ready;
     zcert_t *cert;
-    zx_auth_t *auth;
-    zx_sign_t *sign;
+    zx__auth_t *auth;
+    zx__sign_t *sign;
 } s_sec;
 
-int zx__sec_init(const zxb_sec_config_t *cfg)
+int zxb_sec_init(const zxb_sec_config_t *cfg)
 {
     char err[512];
     zxp_set_max_msg(cfg->max_msg);
@@ -29,7 +29,7 @@ int zx__sec_init(const zxb_sec_config_t *cfg)
         return -1;
     }
     if (cfg->key) {
-        s_sec.cert = zx_auth_cert_load(cfg->key, true, err, sizeof err);
+        s_sec.cert = zx__auth_cert_load(cfg->key, true, err, sizeof err);
         if (!s_sec.cert) {
             zsys_error("--key %s", err);
             return -1;
@@ -46,8 +46,8 @@ int zx__sec_init(const zxb_sec_config_t *cfg)
             zap = false;
         }
 #endif
-        if (zap && !(s_sec.auth = zx_auth_new(cfg->client_keys, cfg->worker_keys))) {
-            zx__sec_fini();
+        if (zap && !(s_sec.auth = zx__auth_new(cfg->client_keys, cfg->worker_keys))) {
+            zxb_sec_fini();
             return -1;
         }
         zsys_info("CURVE on: server key %s; clients from %s, workers from %s",
@@ -55,9 +55,9 @@ int zx__sec_init(const zxb_sec_config_t *cfg)
                   cfg->worker_keys ? cfg->worker_keys : "(none)");
     }
     int rc;
-    s_sec.sign = zx_sign_new_from_config(cfg->secret_file, true, true, &rc);
+    s_sec.sign = zx__sign_new_from_config(cfg->secret_file, true, true, &rc);
     if (rc < 0) {
-        zx__sec_fini();
+        zxb_sec_fini();
         return -1;
     }
     if (s_sec.sign) {
@@ -67,42 +67,42 @@ int zx__sec_init(const zxb_sec_config_t *cfg)
     return 0;
 }
 
-void zx__sec_fini(void)
+void zxb_sec_fini(void)
 {
-    zx_auth_destroy(&s_sec.auth);
-    zx_sign_destroy(&s_sec.sign);
+    zx__auth_destroy(&s_sec.auth);
+    zx__sign_destroy(&s_sec.sign);
     zcert_destroy(&s_sec.cert);
     s_sec.ready = false;
 }
 
-int zx__sec_socket(zsock_t *sock, bool workers)
+int zxb_sec_socket(zsock_t *sock, bool workers)
 {
     if (s_sec.cert &&
-        zx_auth_server_setup(sock, s_sec.cert,
-                             workers ? ZX_AUTH_DOMAIN_WORKERS : ZX_AUTH_DOMAIN_CLIENTS) != 0) {
+        zx__auth_server_setup(sock, s_sec.cert,
+                              workers ? ZX__AUTH_DOMAIN_WORKERS : ZX__AUTH_DOMAIN_CLIENTS) != 0) {
         return -1;
     }
     if (s_sec.sign) {
-        zx_sign_attach(s_sec.sign, sock, workers ? ZXP_ROLE_WORKER : ZXP_ROLE_CLIENT);
+        zx__sign_attach(s_sec.sign, sock, workers ? ZXP_ROLE_WORKER : ZXP_ROLE_CLIENT);
     }
     return 0;
 }
 
-int zx__sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_drops_t *drops)
+int zxb_sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_drops_t *drops)
 {
     if (!s_sec.sign) {
         return 0;
     }
-    int rc = zx_sign_verify(s_sec.sign, msg, rid, workers ? ZXP_ROLE_BROKER_W : ZXP_ROLE_BROKER_C);
+    int rc = zx__sign_verify(s_sec.sign, msg, rid, workers ? ZXP_ROLE_BROKER_W : ZXP_ROLE_BROKER_C);
     if (rc == 0) {
         return 0;
     }
-    if (rc != ZX_SIGN_E_FIRST) {
+    if (rc != ZXP_E_SIGN_FIRST) {
         /* a first contact is every new peer's normal start, not worth a
            warning; the rest are */
         zxp_drop(drops, workers ? "workers" : "clients", rid, rc, "signature check failed");
     }
-    if (rc == ZX_SIGN_E_EPOCH || rc == ZX_SIGN_E_FIRST) {
+    if (rc == ZXP_E_SIGN_EPOCH || rc == ZXP_E_SIGN_FIRST) {
         /* authentic, but signed for a previous broker session (or before
            the peer knew ours): RESET, signed under ours, tells it the
            session to sign for; it then says HELLO/READY again */
@@ -111,7 +111,7 @@ int zx__sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_
     return -1;
 }
 
-int zx__bind_check(const char *endpoint, bool insecure)
+int zxb_bind_check(const char *endpoint, bool insecure)
 {
-    return zx_auth_bind_check(endpoint, s_sec.cert != NULL, s_sec.sign != NULL, insecure);
+    return zx__auth_bind_check(endpoint, s_sec.cert != NULL, s_sec.sign != NULL, insecure);
 }

@@ -455,12 +455,13 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
 {
     const msgpack_object *h = zxp_item(&self->in, 0);
     if (zxp_u(h, 0) != ZXP_VERSION) {
-        zxp_send_error(self->wsock, rid, 1, "unsupported protocol version");
+        zxp_send_error(self->wsock, rid, ZXP_ERR_VERSION, "unsupported protocol version");
         return;
     }
     zxp_str_t wid = zxp_s(h, 1), node = zxp_s(h, 2);
     if (zframe_size(rid) != ZXP_ID_LEN || memcmp(wid.ptr, zframe_data(rid), ZXP_ID_LEN) != 0) {
-        zxp_send_error(self->wsock, rid, 2, "the routing id must be the 16-byte worker id");
+        zxp_send_error(self->wsock, rid, ZXP_ERR_IDENTITY,
+                       "the routing id must be the 16-byte worker id");
         zxp_drop(&self->drops, "workers", rid, ZXP_E_SHAPE,
                  "READY worker id is not the routing id");
         return;

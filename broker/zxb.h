@@ -63,7 +63,7 @@ extern int zxb_log_level;
 
 /* security.c: the one place that decides whether an endpoint may be bound.
    0: bind it; -1: refuse (the reason is logged). */
-int zx__bind_check(const char *endpoint, bool insecure);
+int zxb_bind_check(const char *endpoint, bool insecure);
 
 /* ---- records ------------------------------------------------------------------ */
 

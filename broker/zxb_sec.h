@@ -1,9 +1,9 @@
 /*  zxb_sec.h - the broker side of zexec security (broker/security.c): the
     bind policy, CURVE server sockets with a ZAP handler per endpoint, and
     shared-secret signing. Process-wide state: one broker per process.
-    Order: zx__sec_init, then sockets (zx__sec_socket after zxp_sock_setup,
-    before bind), zx__sec_verify on every received message before
-    zxp_decode; zx__sec_fini after the sockets are gone.
+    Order: zxb_sec_init, then sockets (zxb_sec_socket after zxp_sock_setup,
+    before bind), zxb_sec_verify on every received message before
+    zxp_decode; zxb_sec_fini after the sockets are gone.
 */
 #ifndef ZXB_SEC_H
 #define ZXB_SEC_H
@@ -23,13 +23,13 @@ typedef struct {
 
 /* Loads keys and the secret, starts the ZAP handler, sets the message
    limit. 0, or -1 with the reason logged (the broker must not start). */
-int zx__sec_init(const zxb_sec_config_t *cfg);
-void zx__sec_fini(void);
+int zxb_sec_init(const zxb_sec_config_t *cfg);
+void zxb_sec_fini(void);
 /* CURVE server and signing on one of the two ROUTER sockets. 0 or -1. */
-int zx__sec_socket(zsock_t *sock, bool workers);
+int zxb_sec_socket(zsock_t *sock, bool workers);
 /* Checks and strips the signature of a message from rid (frame 0 first).
    0: go on; -1: dropped and counted (and answered by RESET when it was
    signed under a previous broker session). */
-int zx__sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_drops_t *drops);
+int zxb_sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_drops_t *drops);
 
 #endif

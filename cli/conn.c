@@ -53,7 +53,7 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
     bool welcomed = false;
     zxp_in_t in;
     zxp_in_init(&in);
-    zx_sec_t *sec = zx_sec_new(c->key, c->server_key, c->secret_file, false);
+    zx__sec_t *sec = zx__sec_new(c->key, c->server_key, c->secret_file, false);
     zsock_t *sock = zsock_new(ZMQ_DEALER);
     zpoller_t *poller = NULL;
     if (!sec) {
@@ -71,7 +71,7 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
         goto done;
     }
     zmq_setsockopt(zsock_resolve(sock), ZMQ_ROUTING_ID, session, sizeof session);
-    zx_sec_socket(sec, sock, ZXP_ROLE_BROKER_C);
+    zx__sec_socket(sec, sock, ZXP_ROLE_BROKER_C);
     if (zsock_connect(sock, "%s", c->broker) != 0) {
         snprintf(err, errlen, "invalid broker endpoint '%s' (expected e.g. tcp://HOST:5570)",
                  c->broker);
@@ -108,7 +108,7 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
         if (!msg) {
             continue;
         }
-        if (zx_sec_verify(sec, msg, ZXP_ROLE_CLIENT) != 0 ||
+        if (zx__sec_verify(sec, msg, ZXP_ROLE_CLIENT) != 0 ||
             zxp_decode(&in, &msg, ZXP_ROLE_CLIENT) != 0) {
             zmsg_destroy(&msg);
             continue;
@@ -144,7 +144,7 @@ done:
     }
     zpoller_destroy(&poller);
     zsock_destroy(&sock);
-    zx_sec_destroy(&sec);
+    zx__sec_destroy(&sec);
     zxp_in_fini(&in);
     return rc;
 }

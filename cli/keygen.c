@@ -83,7 +83,7 @@ int zx__keygen_main(int argc, char **argv)
     const char *dir = argv[first];
     for (int i = first + 1; i < argc; i++) {
         char err[512];
-        if (zx_auth_keygen(dir, argv[i], err, sizeof err) != 0) {
+        if (zx__auth_keygen(dir, argv[i], err, sizeof err) != 0) {
             fprintf(stderr, "zexec keygen: %s\n", err);
             return 1;
         }

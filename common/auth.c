@@ -29,11 +29,11 @@ static bool s_z85_key(const char *txt, uint8_t out[32])
     return zmq_z85_decode(out, txt) != NULL;
 }
 
-zcert_t *zx_auth_cert_parse(const char *text, size_t len, bool need_secret, char *err,
-                            size_t errlen)
+zcert_t *zx__auth_cert_parse(const char *text, size_t len, bool need_secret, char *err,
+                             size_t errlen)
 {
-    if (!text || len == 0 || len > ZX_AUTH_CERT_MAX) {
-        snprintf(err, errlen, "certificate is empty or larger than %d bytes", ZX_AUTH_CERT_MAX);
+    if (!text || len == 0 || len > ZX__AUTH_CERT_MAX) {
+        snprintf(err, errlen, "certificate is empty or larger than %d bytes", ZX__AUTH_CERT_MAX);
         return NULL;
     }
     if (memchr(text, 0, len)) {
@@ -80,7 +80,7 @@ zcert_t *zx_auth_cert_parse(const char *text, size_t len, bool need_secret, char
     return cert;
 }
 
-zcert_t *zx_auth_cert_load(const char *path, bool need_secret, char *err, size_t errlen)
+zcert_t *zx__auth_cert_load(const char *path, bool need_secret, char *err, size_t errlen)
 {
     char why[160] = "";
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -90,8 +90,8 @@ zcert_t *zx_auth_cert_load(const char *path, bool need_secret, char *err, size_t
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
-        st.st_size > ZX_AUTH_CERT_MAX) {
-        snprintf(err, errlen, "%s: not a regular file of 1..%d bytes", path, ZX_AUTH_CERT_MAX);
+        st.st_size > ZX__AUTH_CERT_MAX) {
+        snprintf(err, errlen, "%s: not a regular file of 1..%d bytes", path, ZX__AUTH_CERT_MAX);
         close(fd);
         return NULL;
     }
@@ -114,7 +114,7 @@ zcert_t *zx_auth_cert_load(const char *path, bool need_secret, char *err, size_t
         free(buf);
         return NULL;
     }
-    zcert_t *cert = zx_auth_cert_parse(buf, len, need_secret, why, sizeof why);
+    zcert_t *cert = zx__auth_cert_parse(buf, len, need_secret, why, sizeof why);
     free(buf);
     if (!cert) {
         snprintf(err, errlen, "%s: %s", path, why);
@@ -127,7 +127,7 @@ zcert_t *zx_auth_cert_load(const char *path, bool need_secret, char *err, size_t
     return cert;
 }
 
-int zx_auth_keygen(const char *dir, const char *name, char *err, size_t errlen)
+int zx__auth_keygen(const char *dir, const char *name, char *err, size_t errlen)
 {
     if (!name || !*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
         strlen(name) > 200) {
@@ -173,7 +173,7 @@ int zx_auth_keygen(const char *dir, const char *name, char *err, size_t errlen)
 
 /* ---- sockets -------------------------------------------------------------------- */
 
-int zx_auth_server_setup(zsock_t *sock, zcert_t *server_cert, const char *domain)
+int zx__auth_server_setup(zsock_t *sock, zcert_t *server_cert, const char *domain)
 {
     if (!sock || !server_cert || !domain) {
         return -1;
@@ -192,7 +192,7 @@ int zx_auth_server_setup(zsock_t *sock, zcert_t *server_cert, const char *domain
     return 0;
 }
 
-int zx_auth_client_setup(zsock_t *sock, const char *key_file, const char *server_key_file)
+int zx__auth_client_setup(zsock_t *sock, const char *key_file, const char *server_key_file)
 {
     char err[512];
     if (!key_file || !server_key_file) {
@@ -200,12 +200,12 @@ int zx_auth_client_setup(zsock_t *sock, const char *key_file, const char *server
                    "(the broker's public certificate)");
         return -1;
     }
-    zcert_t *mine = zx_auth_cert_load(key_file, true, err, sizeof err);
+    zcert_t *mine = zx__auth_cert_load(key_file, true, err, sizeof err);
     if (!mine) {
         zsys_error("zexec: --key %s", err);
         return -1;
     }
-    zcert_t *server = zx_auth_cert_load(server_key_file, false, err, sizeof err);
+    zcert_t *server = zx__auth_cert_load(server_key_file, false, err, sizeof err);
     if (!server) {
         zsys_error("zexec: --server-key %s", err);
         zcert_destroy(&mine);
@@ -226,12 +226,12 @@ typedef struct {
     zhashx_t *keys; /* Z85 public key -> file name; NULL while broken */
     struct timespec mtime;
     bool loaded;
-    atomic_int count; /* read by zx_auth_keys from other threads */
+    atomic_int count; /* read by zx__auth_keys from other threads */
 } s_domain_t;
 
-struct zx_auth {
+struct zx__auth {
     zactor_t *actor;
-    zsock_t *zap; /* bound by zx_auth_new, then used only by the actor */
+    zsock_t *zap; /* bound by zx__auth_new, then used only by the actor */
     s_domain_t dom[2];
     atomic_uint_fast64_t admitted, refused;
 };
@@ -276,7 +276,7 @@ static void s_domain_load(s_domain_t *d)
         if (stat(path, &fst) != 0 || S_ISDIR(fst.st_mode)) {
             continue;
         }
-        zcert_t *c = zx_auth_cert_load(path, false, err, sizeof err);
+        zcert_t *c = zx__auth_cert_load(path, false, err, sizeof err);
         if (!c) {
             zsys_error("zexec auth: bad key file in '%s' folder: %s: every '%s' peer is "
                        "refused until it is fixed",
@@ -337,7 +337,7 @@ static bool s_frame_is(zframe_t *f, const char *s)
     return f && zframe_size(f) == strlen(s) && memcmp(zframe_data(f), s, strlen(s)) == 0;
 }
 
-static void s_zap_request(zx_auth_t *self, zmsg_t *req)
+static void s_zap_request(zx__auth_t *self, zmsg_t *req)
 {
     /* version, request id, domain, address, routing id, mechanism, credentials */
     zframe_t *version = zmsg_pop(req);
@@ -401,7 +401,7 @@ static void s_zap_request(zx_auth_t *self, zmsg_t *req)
 
 static void s_zap_actor(zsock_t *pipe, void *arg)
 {
-    zx_auth_t *self = arg;
+    zx__auth_t *self = arg;
     zsock_signal(pipe, 0);
     zpoller_t *poller = zpoller_new(pipe, self->zap, NULL);
     while (true) {
@@ -425,14 +425,14 @@ static void s_zap_actor(zsock_t *pipe, void *arg)
     zsock_destroy(&self->zap);
 }
 
-zx_auth_t *zx_auth_new(const char *client_keys_dir, const char *worker_keys_dir)
+zx__auth_t *zx__auth_new(const char *client_keys_dir, const char *worker_keys_dir)
 {
-    zx_auth_t *self = calloc(1, sizeof *self);
+    zx__auth_t *self = calloc(1, sizeof *self);
     if (!self) {
         return NULL;
     }
-    self->dom[0].name = ZX_AUTH_DOMAIN_CLIENTS;
-    self->dom[1].name = ZX_AUTH_DOMAIN_WORKERS;
+    self->dom[0].name = ZX__AUTH_DOMAIN_CLIENTS;
+    self->dom[1].name = ZX__AUTH_DOMAIN_WORKERS;
     self->dom[0].dir = client_keys_dir ? strdup(client_keys_dir) : NULL;
     self->dom[1].dir = worker_keys_dir ? strdup(worker_keys_dir) : NULL;
     for (int i = 0; i < 2; i++) {
@@ -445,23 +445,23 @@ zx_auth_t *zx_auth_new(const char *client_keys_dir, const char *worker_keys_dir)
     if (!self->zap || zsock_bind(self->zap, ZAP_ENDPOINT) != 0) {
         zsys_error("zexec auth: cannot bind %s (another ZAP handler in this process?)",
                    ZAP_ENDPOINT);
-        zx_auth_destroy(&self);
+        zx__auth_destroy(&self);
         return NULL;
     }
     self->actor = zactor_new(s_zap_actor, self);
     if (!self->actor) {
-        zx_auth_destroy(&self);
+        zx__auth_destroy(&self);
         return NULL;
     }
     return self;
 }
 
-void zx_auth_destroy(zx_auth_t **self_p)
+void zx__auth_destroy(zx__auth_t **self_p)
 {
     if (!self_p || !*self_p) {
         return;
     }
-    zx_auth_t *self = *self_p;
+    zx__auth_t *self = *self_p;
     zactor_destroy(&self->actor); /* the actor closes the ZAP socket */
     zsock_destroy(&self->zap);    /* only if the actor never started */
     for (int i = 0; i < 2; i++) {
@@ -472,7 +472,7 @@ void zx_auth_destroy(zx_auth_t **self_p)
     *self_p = NULL;
 }
 
-int zx_auth_keys(zx_auth_t *self, const char *domain)
+int zx__auth_keys(zx__auth_t *self, const char *domain)
 {
     for (int i = 0; self && i < 2; i++) {
         if (strcmp(domain, self->dom[i].name) == 0) {
@@ -482,7 +482,7 @@ int zx_auth_keys(zx_auth_t *self, const char *domain)
     return -1;
 }
 
-void zx_auth_counts(zx_auth_t *self, uint64_t *admitted, uint64_t *refused)
+void zx__auth_counts(zx__auth_t *self, uint64_t *admitted, uint64_t *refused)
 {
     *admitted = self ? atomic_load(&self->admitted) : 0;
     *refused = self ? atomic_load(&self->refused) : 0;
@@ -490,7 +490,7 @@ void zx_auth_counts(zx_auth_t *self, uint64_t *admitted, uint64_t *refused)
 
 /* ---- bind policy -------------------------------------------------------------------- */
 
-bool zx_auth_endpoint_is_loopback(const char *ep)
+bool zx__auth_endpoint_is_loopback(const char *ep)
 {
     if (!ep) {
         return false;
@@ -525,9 +525,9 @@ bool zx_auth_endpoint_is_loopback(const char *ep)
     return false;
 }
 
-int zx_auth_bind_check(const char *endpoint, bool curve, bool secret, bool insecure)
+int zx__auth_bind_check(const char *endpoint, bool curve, bool secret, bool insecure)
 {
-    if (zx_auth_endpoint_is_loopback(endpoint)) {
+    if (zx__auth_endpoint_is_loopback(endpoint)) {
         return 0;
     }
     if (curve || secret) {

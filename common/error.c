@@ -1,5 +1,20 @@
-/*  error.c - names of the public ZX_* codes. */
+/*  error.c - the public error codes: their names (zx_strerror) and this
+    thread's last error, set by the NULL-returning calls of the client and
+    of the embeddable worker alike (zx_error.h). */
+#include "zx_error.h"
 #include "zexec.h"
+
+static _Thread_local int s_last_error;
+
+void zx__set_last_error(int code)
+{
+    s_last_error = code;
+}
+
+int zx_last_error(void)
+{
+    return s_last_error;
+}
 
 const char *zx_strerror(int code)
 {

@@ -219,10 +219,14 @@ const char *zxp_strerror(int code)
     case ZXP_E_PAYLOADS: return "payload frames do not match the items";
     case ZXP_E_BATCH: return "batch too large";
     case ZXP_E_UNKNOWN: return "reply for an unknown task";
-    default:
-        /* the signing layer's codes, so zxp_drop names them too */
-        return code <= ZX_SIGN_E_MISSING && code >= ZX_SIGN_E_FULL ? zx_sign_strerror(code)
-                                                                   : "unknown protocol error";
+    case ZXP_E_SIGN_MISSING: return "unsigned message (no envelope frame)";
+    case ZXP_E_SIGN_FORMAT: return "malformed envelope, or signed for another endpoint";
+    case ZXP_E_SIGN_MAC: return "signature does not verify";
+    case ZXP_E_SIGN_EPOCH: return "signed for another session of the receiver (restart or replay)";
+    case ZXP_E_SIGN_FIRST: return "first contact: not yet signed for the receiver's session";
+    case ZXP_E_SIGN_REPLAY: return "sequence number not above the last one (replay)";
+    case ZXP_E_SIGN_FULL: return "too many sender sessions";
+    default: return "unknown protocol error";
     }
 }
 

@@ -1,4 +1,4 @@
-/*  security.c - zx_sec_t: CURVE keys and the signer of one client or worker
+/*  security.c - zx__sec_t: CURVE keys and the signer of one client or worker
     (see zx_security.h). Keys are loaded and checked once, at creation, so a
     bad path fails the program at start rather than at the first reconnect.
 */
@@ -6,16 +6,16 @@
 #include "zx_auth.h"
 #include "zx_sign.h"
 
-struct zx_sec {
+struct zx__sec {
     zcert_t *mine;   /* our secret certificate (CURVE) */
     char *server_pk; /* the broker's public key, Z85 */
-    zx_sign_t *sign;
+    zx__sign_t *sign;
 };
 
-zx_sec_t *zx_sec_new(const char *key, const char *server_key, const char *secret_file,
-                     bool scrub_env)
+zx__sec_t *zx__sec_new(const char *key, const char *server_key, const char *secret_file,
+                       bool scrub_env)
 {
-    zx_sec_t *self = calloc(1, sizeof *self);
+    zx__sec_t *self = calloc(1, sizeof *self);
     if (!self) {
         return NULL;
     }
@@ -26,12 +26,12 @@ zx_sec_t *zx_sec_new(const char *key, const char *server_key, const char *secret
                        "--server-key (the broker's public certificate)");
             goto fail;
         }
-        self->mine = zx_auth_cert_load(key, true, err, sizeof err);
+        self->mine = zx__auth_cert_load(key, true, err, sizeof err);
         if (!self->mine) {
             zsys_error("zexec: --key %s", err);
             goto fail;
         }
-        zcert_t *server = zx_auth_cert_load(server_key, false, err, sizeof err);
+        zcert_t *server = zx__auth_cert_load(server_key, false, err, sizeof err);
         if (!server) {
             zsys_error("zexec: --server-key %s", err);
             goto fail;
@@ -40,30 +40,30 @@ zx_sec_t *zx_sec_new(const char *key, const char *server_key, const char *secret
         zcert_destroy(&server);
     }
     int rc;
-    self->sign = zx_sign_new_from_config(secret_file, scrub_env, false, &rc);
+    self->sign = zx__sign_new_from_config(secret_file, scrub_env, false, &rc);
     if (rc < 0) {
         goto fail;
     }
     return self;
 fail:
-    zx_sec_destroy(&self);
+    zx__sec_destroy(&self);
     return NULL;
 }
 
-void zx_sec_destroy(zx_sec_t **self_p)
+void zx__sec_destroy(zx__sec_t **self_p)
 {
     if (!self_p || !*self_p) {
         return;
     }
-    zx_sec_t *self = *self_p;
+    zx__sec_t *self = *self_p;
     zcert_destroy(&self->mine);
     free(self->server_pk);
-    zx_sign_destroy(&self->sign);
+    zx__sign_destroy(&self->sign);
     free(self);
     *self_p = NULL;
 }
 
-int zx_sec_socket(zx_sec_t *self, zsock_t *sock, int peer_role)
+int zx__sec_socket(zx__sec_t *self, zsock_t *sock, int peer_role)
 {
     if (!self) {
         return 0;
@@ -73,20 +73,20 @@ int zx_sec_socket(zx_sec_t *self, zsock_t *sock, int peer_role)
         zsock_set_curve_serverkey(sock, self->server_pk);
     }
     if (self->sign) {
-        zx_sign_attach(self->sign, sock, peer_role);
+        zx__sign_attach(self->sign, sock, peer_role);
     }
     return 0;
 }
 
-int zx_sec_verify(zx_sec_t *self, zmsg_t *msg, int role)
+int zx__sec_verify(zx__sec_t *self, zmsg_t *msg, int role)
 {
     if (!self || !self->sign) {
         return 0;
     }
-    return zx_sign_verify(self->sign, msg, NULL, role);
+    return zx__sign_verify(self->sign, msg, NULL, role);
 }
 
-bool zx_sec_signing(const zx_sec_t *self)
+bool zx__sec_signing(const zx__sec_t *self)
 {
     return self && self->sign;
 }

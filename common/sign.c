@@ -20,12 +20,12 @@
 #define S_MAX_ATTACH 4
 
 typedef struct {
-    zx_sign_t *owner;
+    zx__sign_t *owner;
     zsock_t *sock;
     int role;
 } s_attach_t;
 
-struct zx_sign {
+struct zx__sign {
     bool broker;
     EVP_MAC *mac;
     EVP_MAC_CTX *ctx;
@@ -43,21 +43,6 @@ struct zx_sign {
 
 static const uint8_t s_zero[16];
 
-const char *zx_sign_strerror(int code)
-{
-    switch (code) {
-    case 0: return "ok";
-    case ZX_SIGN_E_MISSING: return "unsigned message (no envelope frame)";
-    case ZX_SIGN_E_FORMAT: return "malformed envelope, or signed for another endpoint";
-    case ZX_SIGN_E_MAC: return "signature does not verify";
-    case ZX_SIGN_E_EPOCH: return "signed for another session of the receiver (restart or replay)";
-    case ZX_SIGN_E_FIRST: return "first contact: not yet signed for the receiver's session";
-    case ZX_SIGN_E_REPLAY: return "sequence number not above the last one (replay)";
-    case ZX_SIGN_E_FULL: return "too many sender sessions";
-    default: return "unknown signing error";
-    }
-}
-
 /* ---- the secret --------------------------------------------------------------- */
 
 static int s_trim_check(uint8_t *buf, size_t *len, const char *from)
@@ -66,20 +51,20 @@ static int s_trim_check(uint8_t *buf, size_t *len, const char *from)
                         buf[*len - 1] == '\t')) {
         (*len)--;
     }
-    if (*len < ZX_SIGN_MIN_SECRET || *len > ZX_SIGN_MAX_SECRET) {
+    if (*len < ZX__SIGN_MIN_SECRET || *len > ZX__SIGN_MAX_SECRET) {
         zsys_error("zexec: the shared secret from %s must be %d..%d bytes (it is %zu); use "
                    "e.g. `openssl rand -hex 32`",
-                   from, ZX_SIGN_MIN_SECRET, ZX_SIGN_MAX_SECRET, *len);
+                   from, ZX__SIGN_MIN_SECRET, ZX__SIGN_MAX_SECRET, *len);
         return -1;
     }
     return 0;
 }
 
-int zx_sign_key_load(const char *secret_file, bool scrub_env, uint8_t **key, size_t *len)
+int zx__sign_key_load(const char *secret_file, bool scrub_env, uint8_t **key, size_t *len)
 {
     *key = NULL;
     *len = 0;
-    uint8_t *buf = malloc(ZX_SIGN_MAX_SECRET + 2);
+    uint8_t *buf = malloc(ZX__SIGN_MAX_SECRET + 2);
     if (!buf) {
         return -1;
     }
@@ -96,8 +81,8 @@ int zx_sign_key_load(const char *secret_file, bool scrub_env, uint8_t **key, siz
             zsys_warning("zexec: secret file %s may be read by group or others (mode %03o)",
                          secret_file, (unsigned)(st.st_mode & 0777));
         }
-        while (n < ZX_SIGN_MAX_SECRET + 2) {
-            ssize_t r = read(fd, buf + n, ZX_SIGN_MAX_SECRET + 2 - n);
+        while (n < ZX__SIGN_MAX_SECRET + 2) {
+            ssize_t r = read(fd, buf + n, ZX__SIGN_MAX_SECRET + 2 - n);
             if (r < 0 && errno == EINTR) {
                 continue;
             }
@@ -108,7 +93,7 @@ int zx_sign_key_load(const char *secret_file, bool scrub_env, uint8_t **key, siz
         }
         close(fd);
         if (s_trim_check(buf, &n, secret_file) != 0) {
-            OPENSSL_cleanse(buf, ZX_SIGN_MAX_SECRET + 2);
+            OPENSSL_cleanse(buf, ZX__SIGN_MAX_SECRET + 2);
             free(buf);
             return -1;
         }
@@ -119,15 +104,15 @@ int zx_sign_key_load(const char *secret_file, bool scrub_env, uint8_t **key, siz
             return 0;
         }
         n = strlen(env);
-        if (n > ZX_SIGN_MAX_SECRET + 1) {
-            n = ZX_SIGN_MAX_SECRET + 1;
+        if (n > ZX__SIGN_MAX_SECRET + 1) {
+            n = ZX__SIGN_MAX_SECRET + 1;
         }
         memcpy(buf, env, n);
         if (scrub_env) {
             unsetenv("ZEXEC_SECRET");
         }
         if (s_trim_check(buf, &n, "ZEXEC_SECRET") != 0) {
-            OPENSSL_cleanse(buf, ZX_SIGN_MAX_SECRET + 2);
+            OPENSSL_cleanse(buf, ZX__SIGN_MAX_SECRET + 2);
             free(buf);
             return -1;
         }
@@ -137,7 +122,7 @@ int zx_sign_key_load(const char *secret_file, bool scrub_env, uint8_t **key, siz
     return 1;
 }
 
-void zx_sign_key_free(uint8_t **key, size_t len)
+void zx__sign_key_free(uint8_t **key, size_t len)
 {
     if (key && *key) {
         OPENSSL_cleanse(*key, len);
@@ -167,12 +152,12 @@ static void s_hex(const uint8_t *p, size_t n, char *out)
     out[2 * n] = 0;
 }
 
-zx_sign_t *zx_sign_new(const uint8_t *secret, size_t len, bool broker)
+zx__sign_t *zx__sign_new(const uint8_t *secret, size_t len, bool broker)
 {
-    if (!secret || len < ZX_SIGN_MIN_SECRET || len > ZX_SIGN_MAX_SECRET) {
+    if (!secret || len < ZX__SIGN_MIN_SECRET || len > ZX__SIGN_MAX_SECRET) {
         return NULL;
     }
-    zx_sign_t *self = calloc(1, sizeof *self);
+    zx__sign_t *self = calloc(1, sizeof *self);
     if (!self) {
         return NULL;
     }
@@ -192,7 +177,7 @@ zx_sign_t *zx_sign_new(const uint8_t *secret, size_t len, bool broker)
         EVP_MAC_init(self->ctx, k, sizeof k, params) != 1) {
         zsys_error("zexec: OpenSSL HMAC-SHA256 unavailable");
         OPENSSL_cleanse(k, sizeof k);
-        zx_sign_destroy(&self);
+        zx__sign_destroy(&self);
         return NULL;
     }
     OPENSSL_cleanse(k, sizeof k);
@@ -206,28 +191,28 @@ zx_sign_t *zx_sign_new(const uint8_t *secret, size_t len, bool broker)
     return self;
 }
 
-zx_sign_t *zx_sign_new_from_config(const char *secret_file, bool scrub_env, bool broker, int *rc)
+zx__sign_t *zx__sign_new_from_config(const char *secret_file, bool scrub_env, bool broker, int *rc)
 {
     uint8_t *key;
     size_t len;
-    *rc = zx_sign_key_load(secret_file, scrub_env, &key, &len);
+    *rc = zx__sign_key_load(secret_file, scrub_env, &key, &len);
     if (*rc <= 0) {
         return NULL;
     }
-    zx_sign_t *self = zx_sign_new(key, len, broker);
-    zx_sign_key_free(&key, len);
+    zx__sign_t *self = zx__sign_new(key, len, broker);
+    zx__sign_key_free(&key, len);
     if (!self) {
         *rc = -1;
     }
     return self;
 }
 
-void zx_sign_destroy(zx_sign_t **self_p)
+void zx__sign_destroy(zx__sign_t **self_p)
 {
     if (!self_p || !*self_p) {
         return;
     }
-    zx_sign_t *self = *self_p;
+    zx__sign_t *self = *self_p;
     for (int i = 0; i < S_MAX_ATTACH; i++) {
         if (self->attach[i].sock) {
             /* only our own hook: the socket may be gone and its address reused */
@@ -242,12 +227,12 @@ void zx_sign_destroy(zx_sign_t **self_p)
     *self_p = NULL;
 }
 
-const uint8_t *zx_sign_session(zx_sign_t *self)
+const uint8_t *zx__sign_session(zx__sign_t *self)
 {
     return self->session;
 }
 
-void zx_sign_counts(zx_sign_t *self, uint64_t *verified, uint64_t *refused)
+void zx__sign_counts(zx__sign_t *self, uint64_t *verified, uint64_t *refused)
 {
     *verified = self ? self->verified : 0;
     *refused = self ? self->refused : 0;
@@ -273,7 +258,7 @@ static uint64_t s_get64(const uint8_t *p)
 }
 
 /* MAC over env[2..44) and every frame of msg but skip (the envelope). */
-static int s_mac(zx_sign_t *self, const uint8_t *env, zmsg_t *msg, zframe_t *skip, uint8_t out[32])
+static int s_mac(zx__sign_t *self, const uint8_t *env, zmsg_t *msg, zframe_t *skip, uint8_t out[32])
 {
     uint8_t n[4], l[8];
     uint32_t count = (uint32_t)zmsg_size(msg) - (skip ? 1 : 0);
@@ -302,7 +287,7 @@ static int s_mac(zx_sign_t *self, const uint8_t *env, zmsg_t *msg, zframe_t *ski
 
 /* The session a routing id last signed with (broker), or NULL; key gets the
    table key when not NULL. */
-static uint8_t *s_peer_session(zx_sign_t *self, zframe_t *peer, char key_out[2 * 255 + 1])
+static uint8_t *s_peer_session(zx__sign_t *self, zframe_t *peer, char key_out[2 * 255 + 1])
 {
     char buf[2 * 255 + 1], *key = key_out ? key_out : buf;
     size_t n = zframe_size(peer) > 255 ? 255 : zframe_size(peer);
@@ -310,12 +295,12 @@ static uint8_t *s_peer_session(zx_sign_t *self, zframe_t *peer, char key_out[2 *
     return zhashx_lookup(self->by_peer, key);
 }
 
-int zx_sign_msg(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
+int zx__sign_msg(zx__sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
 {
     if (!self || !msg) {
         return -1;
     }
-    uint8_t env[ZX_SIGN_ENV_LEN];
+    uint8_t env[ZX__SIGN_ENV_LEN];
     env[0] = 'Z';
     env[1] = 'S';
     env[2] = 1;
@@ -334,22 +319,22 @@ int zx_sign_msg(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
     return zmsg_addmem(msg, env, sizeof env);
 }
 
-int zx_sign_verify(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
+int zx__sign_verify(zx__sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
 {
     zframe_t *envf = msg ? zmsg_last(msg) : NULL;
     int rc = 0;
-    if (!envf || zmsg_size(msg) < 2 || zframe_size(envf) != ZX_SIGN_ENV_LEN) {
-        rc = ZX_SIGN_E_MISSING;
+    if (!envf || zmsg_size(msg) < 2 || zframe_size(envf) != ZX__SIGN_ENV_LEN) {
+        rc = ZXP_E_SIGN_MISSING;
         goto out;
     }
     const uint8_t *env = zframe_data(envf);
     if (env[0] != 'Z' || env[1] != 'S' || env[2] != 1 || env[3] != (uint8_t)role) {
-        rc = ZX_SIGN_E_FORMAT;
+        rc = ZXP_E_SIGN_FORMAT;
         goto out;
     }
     uint8_t mac[32];
     if (s_mac(self, env, msg, envf, mac) != 0 || CRYPTO_memcmp(mac, env + 44, 32) != 0) {
-        rc = ZX_SIGN_E_MAC;
+        rc = ZXP_E_SIGN_MAC;
         goto out;
     }
     /* authentic from here on: records are safe to make */
@@ -364,7 +349,7 @@ int zx_sign_verify(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
         uint8_t *cur = s_peer_session(self, peer, key);
         if (cur) {
             memcpy(cur, sender, 16);
-        } else if (zhashx_size(self->by_peer) < ZX_SIGN_MAX_SESSIONS) {
+        } else if (zhashx_size(self->by_peer) < ZX__SIGN_MAX_SESSIONS) {
             uint8_t *v = malloc(16);
             if (v) {
                 memcpy(v, sender, 16);
@@ -374,23 +359,23 @@ int zx_sign_verify(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
     }
     if (memcmp(epoch, self->session, 16) != 0) {
         static const uint8_t zero[16];
-        rc = memcmp(epoch, zero, 16) == 0 ? ZX_SIGN_E_FIRST : ZX_SIGN_E_EPOCH;
+        rc = memcmp(epoch, zero, 16) == 0 ? ZXP_E_SIGN_FIRST : ZXP_E_SIGN_EPOCH;
         goto out;
     }
     if (self->broker) {
         uint64_t *hi = zhashx_lookup(self->hi, shex);
         if (hi && seq <= *hi) {
-            rc = ZX_SIGN_E_REPLAY;
+            rc = ZXP_E_SIGN_REPLAY;
             goto out;
         }
         if (!hi) {
-            if (zhashx_size(self->hi) >= ZX_SIGN_MAX_SESSIONS) {
-                rc = ZX_SIGN_E_FULL;
+            if (zhashx_size(self->hi) >= ZX__SIGN_MAX_SESSIONS) {
+                rc = ZXP_E_SIGN_FULL;
                 goto out;
             }
             hi = malloc(sizeof *hi);
             if (!hi) {
-                rc = ZX_SIGN_E_FULL;
+                rc = ZXP_E_SIGN_FULL;
                 goto out;
             }
             zhashx_insert(self->hi, shex, hi);
@@ -398,7 +383,7 @@ int zx_sign_verify(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
         *hi = seq;
     } else if (memcmp(sender, self->remote, 16) == 0) {
         if (seq <= self->remote_hi) {
-            rc = ZX_SIGN_E_REPLAY;
+            rc = ZXP_E_SIGN_REPLAY;
             goto out;
         }
         self->remote_hi = seq;
@@ -428,10 +413,10 @@ out:
 static int s_signer(void *arg, zmsg_t *msg, zframe_t *routing_id)
 {
     s_attach_t *a = arg;
-    return zx_sign_msg(a->owner, msg, routing_id, a->role) == 0 ? 0 : -1;
+    return zx__sign_msg(a->owner, msg, routing_id, a->role) == 0 ? 0 : -1;
 }
 
-void zx_sign_attach(zx_sign_t *self, zsock_t *sock, int peer_role)
+void zx__sign_attach(zx__sign_t *self, zsock_t *sock, int peer_role)
 {
     if (!self) {
         zxp_sock_set_signer(sock, NULL, NULL);
@@ -456,5 +441,5 @@ void zx_sign_attach(zx_sign_t *self, zsock_t *sock, int peer_role)
             return;
         }
     }
-    zsys_error("zexec: zx_sign_attach: more than %d sockets", S_MAX_ATTACH);
+    zsys_error("zexec: zx__sign_attach: more than %d sockets", S_MAX_ATTACH);
 }

@@ -4,7 +4,7 @@
 
     Why our own ZAP handler: czmq's zauth keeps one certificate store for
     every ZAP domain, so a key admitted on the client endpoint would also be
-    admitted on the worker endpoint. zx_auth answers ZAP requests (RFC 27) on
+    admitted on the worker endpoint. zx__auth answers ZAP requests (RFC 27) on
     inproc://zeromq.zap.01 with a store per domain: "clients" and "workers".
 
     Fail closed, everywhere:
@@ -23,11 +23,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define ZX_AUTH_DOMAIN_CLIENTS "clients"
-#define ZX_AUTH_DOMAIN_WORKERS "workers"
+#define ZX__AUTH_DOMAIN_CLIENTS "clients"
+#define ZX__AUTH_DOMAIN_WORKERS "workers"
 
 /* Largest certificate file we read: a zcert file is a few hundred bytes. */
-#define ZX_AUTH_CERT_MAX 65536
+#define ZX__AUTH_CERT_MAX 65536
 
 /* ---- certificate files ------------------------------------------------------- */
 
@@ -37,60 +37,60 @@
    certificate (the secret is all zero when absent), or NULL with a reason
    in err. Never trusts the input: bounded size, every key decoded and
    checked. */
-zcert_t *zx_auth_cert_parse(const char *text, size_t len, bool need_secret, char *err,
-                            size_t errlen);
+zcert_t *zx__auth_cert_parse(const char *text, size_t len, bool need_secret, char *err,
+                             size_t errlen);
 
-/* Reads and parses a certificate file (at most ZX_AUTH_CERT_MAX bytes).
+/* Reads and parses a certificate file (at most ZX__AUTH_CERT_MAX bytes).
    For a secret file, warns when group or others may read it. NULL with a
    reason in err on any failure. */
-zcert_t *zx_auth_cert_load(const char *path, bool need_secret, char *err, size_t errlen);
+zcert_t *zx__auth_cert_load(const char *path, bool need_secret, char *err, size_t errlen);
 
 /* Writes dir/name (public) and dir/name_secret (secret, mode 0600) for a new
    key pair; refuses to overwrite. 0 or -1 with a reason in err. */
-int zx_auth_keygen(const char *dir, const char *name, char *err, size_t errlen);
+int zx__auth_keygen(const char *dir, const char *name, char *err, size_t errlen);
 
 /* ---- sockets ------------------------------------------------------------------ */
 
 /* Broker side, before bind: CURVE server with the broker's secret
    certificate, ZAP domain, ZMQ_ZAP_ENFORCE_DOMAIN. 0 or -1. */
-int zx_auth_server_setup(zsock_t *sock, zcert_t *server_cert, const char *domain);
+int zx__auth_server_setup(zsock_t *sock, zcert_t *server_cert, const char *domain);
 
 /* Client or worker side, before connect: loads key_file (our secret
    certificate) and server_key_file (the broker's public certificate) and
    applies them. 0, or -1 with the reason logged. */
-int zx_auth_client_setup(zsock_t *sock, const char *key_file, const char *server_key_file);
+int zx__auth_client_setup(zsock_t *sock, const char *key_file, const char *server_key_file);
 
 /* ---- the ZAP handler ------------------------------------------------------------ */
 
-typedef struct zx_auth zx_auth_t;
+typedef struct zx__auth zx__auth_t;
 
 /* Loads the allowlists (a NULL folder admits nobody on that domain) and
    starts the ZAP handler in this process's czmq context. Folders are
    re-read when their modification time changes, so keys can be added or
    revoked without a restart. NULL if the handler could not bind (another
    ZAP handler already runs in the process). */
-zx_auth_t *zx_auth_new(const char *client_keys_dir, const char *worker_keys_dir);
+zx__auth_t *zx__auth_new(const char *client_keys_dir, const char *worker_keys_dir);
 
 /* Stops the handler. Sockets with ZMQ_ZAP_ENFORCE_DOMAIN refuse every new
    connection from then on. */
-void zx_auth_destroy(zx_auth_t **self_p);
+void zx__auth_destroy(zx__auth_t **self_p);
 
 /* Number of keys admitted on a domain now (-1: the folder is missing,
    unreadable or holds a bad file, and the domain refuses everyone). */
-int zx_auth_keys(zx_auth_t *self, const char *domain);
+int zx__auth_keys(zx__auth_t *self, const char *domain);
 
 /* Handshakes admitted and refused so far, over both domains. */
-void zx_auth_counts(zx_auth_t *self, uint64_t *admitted, uint64_t *refused);
+void zx__auth_counts(zx__auth_t *self, uint64_t *admitted, uint64_t *refused);
 
 /* ---- bind policy ----------------------------------------------------------------- */
 
 /* True if endpoint only accepts connections from this host: tcp:// on
    127.0.0.0/8, localhost or [::1], ipc:// and inproc://. */
-bool zx_auth_endpoint_is_loopback(const char *endpoint);
+bool zx__auth_endpoint_is_loopback(const char *endpoint);
 
 /* The broker's start-up rule: a non-loopback endpoint needs CURVE or a
    shared secret, or insecure. 0 if the broker may bind (warning logged when
    it is insecure), -1 with the reason logged. */
-int zx_auth_bind_check(const char *endpoint, bool curve, bool secret, bool insecure);
+int zx__auth_bind_check(const char *endpoint, bool curve, bool secret, bool insecure);
 
 #endif

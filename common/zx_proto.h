@@ -102,18 +102,29 @@ enum {
     ZXP_ROLE_WORKER = 4,
 };
 
-/* Decode errors (negative), each with a name from zxp_strerror. */
+/* The internal error family, each code named by zxp_strerror: the
+   decoder's (-100..) and the signing envelope's (-120.., zx_sign.h). No
+   public function returns one: a protocol failure reaches users as ZX_EPROTO
+   (zx__status_code, map.c), and public functions return ZX_* codes only. */
 enum {
-    ZXP_E_SHORT = -100,    /* too few frames */
-    ZXP_E_SIG = -101,      /* frame 0 is not 'Z' 'X' v c */
-    ZXP_E_VERSION = -102,  /* unsupported protocol version */
-    ZXP_E_CMD = -103,      /* unknown command, or not accepted by this role */
-    ZXP_E_SIZE = -104,     /* header too large */
-    ZXP_E_MSGPACK = -105,  /* header is not one well-formed bounded msgpack value */
-    ZXP_E_SHAPE = -106,    /* header has the wrong shape or types */
-    ZXP_E_PAYLOADS = -107, /* payload frame count does not match the items */
-    ZXP_E_BATCH = -108,    /* too many items */
-    ZXP_E_UNKNOWN = -109,  /* a reply for a task the receiver does not know */
+    ZXP_E_SHORT = -100,        /* too few frames */
+    ZXP_E_SIG = -101,          /* frame 0 is not 'Z' 'X' v c */
+    ZXP_E_VERSION = -102,      /* unsupported protocol version */
+    ZXP_E_CMD = -103,          /* unknown command, or not accepted by this role */
+    ZXP_E_SIZE = -104,         /* header too large */
+    ZXP_E_MSGPACK = -105,      /* header is not one well-formed bounded msgpack value */
+    ZXP_E_SHAPE = -106,        /* header has the wrong shape or types */
+    ZXP_E_PAYLOADS = -107,     /* payload frame count does not match the items */
+    ZXP_E_BATCH = -108,        /* too many items */
+    ZXP_E_UNKNOWN = -109,      /* a reply for a task the receiver does not know */
+    ZXP_E_SIGN_MISSING = -120, /* no envelope frame */
+    ZXP_E_SIGN_FORMAT = -121,  /* envelope malformed, or for another role */
+    ZXP_E_SIGN_MAC = -122,     /* signature does not verify */
+    ZXP_E_SIGN_EPOCH = -123,   /* signed for another session of the receiver */
+    ZXP_E_SIGN_REPLAY = -124,  /* seq not above the highest seen */
+    ZXP_E_SIGN_FULL = -125,    /* too many sender sessions */
+    ZXP_E_SIGN_FIRST = -126,   /* epoch zero: first contact, the sender does not
+                                 know the receiver's session yet */
 };
 const char *zxp_strerror(int code);
 

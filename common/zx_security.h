@@ -10,26 +10,26 @@
 #include <czmq.h>
 #include <stdbool.h>
 
-typedef struct zx_sec zx_sec_t;
+typedef struct zx__sec zx__sec_t;
 
 /* key and server_key: both (CURVE) or neither. secret_file, else the
    environment's ZEXEC_SECRET, turns signing on. scrub_env: unset
    ZEXEC_SECRET after reading it (programs, not libraries). NULL on a
    configuration error (logged): the caller must not connect. */
-zx_sec_t *zx_sec_new(const char *key, const char *server_key, const char *secret_file,
-                     bool scrub_env);
-void zx_sec_destroy(zx_sec_t **self_p);
+zx__sec_t *zx__sec_new(const char *key, const char *server_key, const char *secret_file,
+                       bool scrub_env);
+void zx__sec_destroy(zx__sec_t **self_p);
 
 /* Before connect, on every new DEALER: CURVE client keys and the signing
    hook for a receiver of peer_role (ZXP_ROLE_BROKER_C or _W). self may be
    NULL (nothing on). 0 or -1. */
-int zx_sec_socket(zx_sec_t *self, zsock_t *sock, int peer_role);
+int zx__sec_socket(zx__sec_t *self, zsock_t *sock, int peer_role);
 
 /* Every received message, before zxp_decode: checks and strips the
-   signature for a receiver of role. 0, or a ZX_SIGN_E_* code: drop the
+   signature for a receiver of role. 0, or a ZXP_E_SIGN_* code: drop the
    message (zxp_drop names the code). self NULL: 0. */
-int zx_sec_verify(zx_sec_t *self, zmsg_t *msg, int role);
+int zx__sec_verify(zx__sec_t *self, zmsg_t *msg, int role);
 
-bool zx_sec_signing(const zx_sec_t *self);
+bool zx__sec_signing(const zx__sec_t *self);
 
 #endif

@@ -22,83 +22,76 @@
     Replay rules (a record is made only after the MAC verifies):
     - the epoch must equal the receiver's current session. The broker draws
       a new session at every start, so a message captured before a restart,
-      or sent to another broker, fails here (ZX_SIGN_E_EPOCH); the broker
+      or sent to another broker, fails here (ZXP_E_SIGN_EPOCH); the broker
       answers such a message (its MAC verified) with a RESET signed under its
       new session, which tells the peer the new epoch;
     - seq must be above the highest seen from that sender session
-      (ZX_SIGN_E_REPLAY). The broker keeps the highest seq of every sender
+      (ZXP_E_SIGN_REPLAY). The broker keeps the highest seq of every sender
       session of its lifetime (only verified ones, so forgeries cannot fill
       the table); a peer keeps the broker's, and draws a new session of its
       own when the broker's changes, so nothing sent to the old one verifies.
 
-    A zx_sign_t is used by one thread: the one that owns its socket.
+    A zx__sign_t is used by one thread: the one that owns its socket.
 */
 #ifndef ZX_SIGN_H
 #define ZX_SIGN_H
+
+#include "zx_proto.h"
 
 #include <czmq.h>
 #include <stdbool.h>
 #include <stdint.h>
 
-#define ZX_SIGN_ENV_LEN 76
-#define ZX_SIGN_MAC_LEN 32
-#define ZX_SIGN_MIN_SECRET 16   /* bytes */
-#define ZX_SIGN_MAX_SECRET 4096 /* bytes */
-#define ZX_SIGN_MAX_SESSIONS 1000000
+#define ZX__SIGN_ENV_LEN 76
+#define ZX__SIGN_MAC_LEN 32
+#define ZX__SIGN_MIN_SECRET 16   /* bytes */
+#define ZX__SIGN_MAX_SECRET 4096 /* bytes */
+#define ZX__SIGN_MAX_SESSIONS 1000000
 
-enum {
-    ZX_SIGN_E_MISSING = -120, /* no envelope frame */
-    ZX_SIGN_E_FORMAT = -121,  /* envelope malformed, or for another role */
-    ZX_SIGN_E_MAC = -122,     /* signature does not verify */
-    ZX_SIGN_E_EPOCH = -123,   /* signed for another session of the receiver */
-    ZX_SIGN_E_REPLAY = -124,  /* seq not above the highest seen */
-    ZX_SIGN_E_FULL = -125,    /* too many sender sessions */
-    ZX_SIGN_E_FIRST = -126,   /* epoch zero: first contact, the sender does not
-                                 know the receiver's session yet */
-};
-const char *zx_sign_strerror(int code);
+/* Errors: the ZXP_E_SIGN_* codes of zx_proto.h (one family with the
+   decoder's, named by zxp_strerror). */
 
 /* Reads the shared secret: secret_file if given, else the environment
    variable ZEXEC_SECRET; trailing whitespace is dropped; 16..4096 bytes.
-   Returns 1 with key and len set (free *key with zx_sign_key_free), 0 when
+   Returns 1 with key and len set (free *key with zx__sign_key_free), 0 when
    neither is set, -1 with the reason logged. scrub_env unsets ZEXEC_SECRET
    once read, so programs the process starts (the worker's exec built-in)
    do not inherit it: only call it that way before starting threads. */
-int zx_sign_key_load(const char *secret_file, bool scrub_env, uint8_t **key, size_t *len);
-void zx_sign_key_free(uint8_t **key, size_t len);
+int zx__sign_key_load(const char *secret_file, bool scrub_env, uint8_t **key, size_t *len);
+void zx__sign_key_free(uint8_t **key, size_t len);
 
-typedef struct zx_sign zx_sign_t;
+typedef struct zx__sign zx__sign_t;
 
 /* broker: many peers, told apart by routing id; otherwise one peer (the
    broker). NULL on failure. The secret is copied (and the copy derived). */
-zx_sign_t *zx_sign_new(const uint8_t *secret, size_t len, bool broker);
-void zx_sign_destroy(zx_sign_t **self_p);
+zx__sign_t *zx__sign_new(const uint8_t *secret, size_t len, bool broker);
+void zx__sign_destroy(zx__sign_t **self_p);
 
-/* Convenience: zx_sign_key_load + zx_sign_new. *rc: 1 signing on, 0 no
+/* Convenience: zx__sign_key_load + zx__sign_new. *rc: 1 signing on, 0 no
    secret configured (NULL returned), -1 error (NULL returned). */
-zx_sign_t *zx_sign_new_from_config(const char *secret_file, bool scrub_env, bool broker, int *rc);
+zx__sign_t *zx__sign_new_from_config(const char *secret_file, bool scrub_env, bool broker, int *rc);
 
 /* Appends the envelope to msg, whose first frame is frame 0 (no routing id).
    peer: the routing id the message goes to on a ROUTER, NULL on a DEALER.
    role: the receiver's role. 0 or -1. */
-int zx_sign_msg(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role);
+int zx__sign_msg(zx__sign_t *self, zmsg_t *msg, zframe_t *peer, int role);
 
 /* Checks the envelope of msg (first frame is frame 0; the routing id popped
    and given as peer on a ROUTER) for a receiver of role, records its seq,
-   and removes the envelope frame. 0 or a ZX_SIGN_E_* code; msg unchanged on
+   and removes the envelope frame. 0 or a ZXP_E_SIGN_* code; msg unchanged on
    error. */
-int zx_sign_verify(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role);
+int zx__sign_verify(zx__sign_t *self, zmsg_t *msg, zframe_t *peer, int role);
 
 /* Makes every zxp_out_send and zxp_send_* on sock sign for a receiver of
    peer_role (ZXP_ROLE_CLIENT on the broker's client socket, ZXP_ROLE_BROKER_C
    on a client's, ...). self NULL detaches. self must outlive the socket's
    use, or be detached first. A peer (not broker) signer signs one socket:
    attaching a new one (after a reconnect) detaches the old. */
-void zx_sign_attach(zx_sign_t *self, zsock_t *sock, int peer_role);
+void zx__sign_attach(zx__sign_t *self, zsock_t *sock, int peer_role);
 
 /* This side's current session (16 bytes), for tests and logs. */
-const uint8_t *zx_sign_session(zx_sign_t *self);
+const uint8_t *zx__sign_session(zx__sign_t *self);
 /* Messages verified and refused so far. */
-void zx_sign_counts(zx_sign_t *self, uint64_t *verified, uint64_t *refused);
+void zx__sign_counts(zx__sign_t *self, uint64_t *verified, uint64_t *refused);
 
 #endif

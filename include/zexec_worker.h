@@ -61,7 +61,9 @@ typedef struct zx_worker_opts {
 } zx_worker_opts_t;
 
 /* Makes a worker for the broker's worker endpoint (NULL: the loopback default).
-   Nothing is started yet. opts may be NULL. */
+   Nothing is started yet. opts may be NULL. Returns NULL with zx_last_error()
+   set on failure: ZX_EINVAL (a bad option, or a security configuration that
+   does not load, logged), ZX_ENOMEM. */
 ZX_EXPORT zx_worker_t *zx_worker_new(const char *broker_endpoint, const zx_worker_opts_t *opts);
 
 /* Registers fn under name for the given ZX_POOLS_* (0: any). Call before

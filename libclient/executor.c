@@ -13,18 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static _Thread_local int s_last_error;
-
-void zx__set_last_error(int code)
-{
-    s_last_error = code;
-}
-
-int zx_last_error(void)
-{
-    return s_last_error;
-}
-
 zx_executor_t *zx_executor_new(const char *endpoint, const zx_options_t *opts)
 {
     zx__set_last_error(ZX_OK);

@@ -272,7 +272,7 @@ static void s_destroy(zx_executor_t *base)
     pthread_mutex_destroy(&ex->lock);
     pthread_mutex_destroy(&ex->iolock);
     zx__cluster_stop(&ex->cluster);
-    zx_sec_destroy(&ex->sec);
+    zx__sec_destroy(&ex->sec);
     free(ex->endpoint);
     free(ex->name);
     free(ex);
@@ -392,8 +392,8 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
     }
     zxp_sock_setup(ex->io.dealer);
     zsock_set_rcvtimeo(ex->io.dealer, 0); /* the actor reads until EAGAIN */
-    ex->sec = zx_sec_new(o.key, o.server_key, o.secret_file, false);
-    if (!ex->sec || zx_sec_socket(ex->sec, ex->io.dealer, ZXP_ROLE_BROKER_C) != 0) {
+    ex->sec = zx__sec_new(o.key, o.server_key, o.secret_file, false);
+    if (!ex->sec || zx__sec_socket(ex->sec, ex->io.dealer, ZXP_ROLE_BROKER_C) != 0) {
         err = ZX_EINVAL;
         goto fail;
     }

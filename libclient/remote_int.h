@@ -120,7 +120,7 @@ typedef struct {
     zx__rreq_t *reqs;
     size_t nreqs;
     int waiters;
-    zx_sec_t *sec; /* CURVE keys and signer (common/security.c) */
+    zx__sec_t *sec; /* CURVE keys and signer (common/security.c) */
 } zx__remote_t;
 
 /* ---- remote_io.c ---------------------------------------------------------------- */

@@ -562,7 +562,7 @@ static void s_lost(zx__remote_t *ex, const char *why)
 static void s_on_message(zx__remote_t *ex, zmsg_t *msg)
 {
     zx__rio_t *io = &ex->io;
-    int rc = zx_sec_verify(ex->sec, msg, ZXP_ROLE_CLIENT);
+    int rc = zx__sec_verify(ex->sec, msg, ZXP_ROLE_CLIENT);
     if (rc != 0) {
         zmsg_destroy(&msg);
         zxp_drop(&io->drops, "client", NULL, rc, "signature check failed");
@@ -588,7 +588,7 @@ static void s_on_message(zx__remote_t *ex, zmsg_t *msg)
         /* while connecting, a HELLO is already on its way; when signing, the
            RESET answered a HELLO signed for an unknown broker session: say
            HELLO again now, under the session it told us */
-        if (io->state != ZX__RIO_CONNECTED && zx_sec_signing(ex->sec)) {
+        if (io->state != ZX__RIO_CONNECTED && zx__sec_signing(ex->sec)) {
             s_send_hello(ex);
         }
         io->need_resend = true;

@@ -11,6 +11,7 @@
 #define ZX_CLIENT_INT_H
 
 #include "zexec.h"
+#include "zx_error.h"
 
 #include <pthread.h>
 
@@ -52,8 +53,7 @@ zx_future_t *zx__submit_flags(zx_executor_t *ex, const char *fn, const void *arg
 zx_future_t *zx__submit_packed(zx_executor_t *ex, const char *fn, const void *args, size_t len,
                                const zx_task_opts_t *opts, uint32_t flags);
 
-/* Sets this thread's last error (zx_last_error). */
-void zx__set_last_error(int code);
+/* zx__set_last_error: zx_error.h. */
 
 /* Constructors used by zx_executor_new. */
 zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts);

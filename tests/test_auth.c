@@ -19,10 +19,10 @@ static void s_keys(void)
     snprintf(s_dir, sizeof s_dir, "/tmp/zx-auth-XXXXXX");
     cr_assert(mkdtemp(s_dir));
     char err[256], sub[128];
-    cr_assert_eq(zx_auth_keygen(s_dir, "broker", err, sizeof err), 0, "%s", err);
-    cr_assert_eq(zx_auth_keygen(s_dir, "alice", err, sizeof err), 0, "%s", err);
-    cr_assert_eq(zx_auth_keygen(s_dir, "w1", err, sizeof err), 0, "%s", err);
-    cr_assert_eq(zx_auth_keygen(s_dir, "eve", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(zx__auth_keygen(s_dir, "broker", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(zx__auth_keygen(s_dir, "alice", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(zx__auth_keygen(s_dir, "w1", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(zx__auth_keygen(s_dir, "eve", err, sizeof err), 0, "%s", err);
     const char *dirs[] = {"clients", "workers", "empty"};
     for (int i = 0; i < 3; i++) {
         snprintf(sub, sizeof sub, "%s/%s", s_dir, dirs[i]);
@@ -55,15 +55,15 @@ static int s_try(const char *domain, const char *key, const char *server_key, bo
                  const char *clients, const char *workers)
 {
     char err[256];
-    zx_auth_t *auth = NULL;
+    zx__auth_t *auth = NULL;
     if (with_auth) {
-        auth = zx_auth_new(clients, workers);
+        auth = zx__auth_new(clients, workers);
         cr_assert(auth);
     }
-    zcert_t *server_cert = zx_auth_cert_load(s_path("broker_secret"), true, err, sizeof err);
+    zcert_t *server_cert = zx__auth_cert_load(s_path("broker_secret"), true, err, sizeof err);
     cr_assert(server_cert, "%s", err);
     zsock_t *server = zsock_new(ZMQ_ROUTER);
-    cr_assert_eq(zx_auth_server_setup(server, server_cert, domain), 0);
+    cr_assert_eq(zx__auth_server_setup(server, server_cert, domain), 0);
     int port = zsock_bind(server, "tcp://127.0.0.1:*");
     cr_assert_gt(port, 0);
     zsock_t *mon = zsock_new(ZMQ_PAIR);
@@ -80,7 +80,7 @@ static int s_try(const char *domain, const char *key, const char *server_key, bo
 
     zsock_t *client = zsock_new(ZMQ_DEALER);
     if (key) {
-        cr_assert_eq(zx_auth_client_setup(client, key, server_key), 0);
+        cr_assert_eq(zx__auth_client_setup(client, key, server_key), 0);
     }
     cr_assert_eq(zsock_connect(client, "tcp://127.0.0.1:%d", port), 0);
     zstr_send(client, "hello");
@@ -118,7 +118,7 @@ static int s_try(const char *domain, const char *key, const char *server_key, bo
     zsock_destroy(&mon);
     zsock_destroy(&server);
     zcert_destroy(&server_cert);
-    zx_auth_destroy(&auth);
+    zx__auth_destroy(&auth);
     return result;
 }
 
@@ -167,7 +167,7 @@ Test(auth, the_server_key_without_an_allowlisted_client_key_is_refused)
     s_keys();
     /* eve knows the broker's public key and makes her own pair: refused */
     char err[256];
-    cr_assert_eq(zx_auth_keygen(s_dir, "eve2", err, sizeof err), 0);
+    cr_assert_eq(zx__auth_keygen(s_dir, "eve2", err, sizeof err), 0);
     cr_assert_eq(s_try("clients", s_path("eve2_secret"), s_path("broker"), true, s_path("clients"),
                        s_path("workers")),
                  0);
@@ -187,10 +187,10 @@ Test(auth, a_destroyed_zap_handler_refuses_new_connections)
 {
     s_keys();
     char err[256];
-    zx_auth_t *auth = zx_auth_new(s_path("clients"), s_path("workers"));
+    zx__auth_t *auth = zx__auth_new(s_path("clients"), s_path("workers"));
     cr_assert(auth);
-    cr_assert_eq(zx_auth_keys(auth, "clients"), 1);
-    zx_auth_destroy(&auth);
+    cr_assert_eq(zx__auth_keys(auth, "clients"), 1);
+    zx__auth_destroy(&auth);
     cr_assert_null(auth);
     (void)err;
     cr_assert_eq(s_try("clients", s_path("alice_secret"), s_path("broker"), false, NULL, NULL), 0);
@@ -222,10 +222,10 @@ Test(auth, a_bad_file_in_a_key_folder_refuses_everyone)
     FILE *f = fopen(s_path("clients/garbage"), "w");
     fputs("this is not a certificate\n", f);
     fclose(f);
-    zx_auth_t *auth = zx_auth_new(s_path("clients"), s_path("workers"));
-    cr_assert_eq(zx_auth_keys(auth, "clients"), -1);
-    cr_assert_eq(zx_auth_keys(auth, "workers"), 1);
-    zx_auth_destroy(&auth);
+    zx__auth_t *auth = zx__auth_new(s_path("clients"), s_path("workers"));
+    cr_assert_eq(zx__auth_keys(auth, "clients"), -1);
+    cr_assert_eq(zx__auth_keys(auth, "workers"), 1);
+    zx__auth_destroy(&auth);
     cr_assert_eq(s_try("clients", s_path("alice_secret"), s_path("broker"), true, s_path("clients"),
                        s_path("workers")),
                  0);
@@ -244,22 +244,22 @@ Test(auth, keys_added_or_removed_take_effect_without_a_restart)
 {
     s_keys();
     /* one handler for the whole test; s_try(..., false, ...) starts none */
-    zx_auth_t *auth = zx_auth_new(s_path("clients"), s_path("workers"));
-    cr_assert_eq(zx_auth_keys(auth, "clients"), 1);
+    zx__auth_t *auth = zx__auth_new(s_path("clients"), s_path("workers"));
+    cr_assert_eq(zx__auth_keys(auth, "clients"), 1);
     cr_assert_eq(s_try("clients", s_path("eve_secret"), s_path("broker"), false, NULL, NULL), 0);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "cp %s/eve %s/clients/", s_dir, s_dir);
     cr_assert_eq(system(cmd), 0);
     cr_assert_eq(s_try("clients", s_path("eve_secret"), s_path("broker"), false, NULL, NULL), 1);
-    cr_assert_eq(zx_auth_keys(auth, "clients"), 2);
+    cr_assert_eq(zx__auth_keys(auth, "clients"), 2);
     cr_assert_eq(unlink(s_path("clients/eve")), 0);
     cr_assert_eq(s_try("clients", s_path("eve_secret"), s_path("broker"), false, NULL, NULL), 0,
                  "a revoked key is refused at its next handshake");
     uint64_t ok, refused;
-    zx_auth_counts(auth, &ok, &refused);
+    zx__auth_counts(auth, &ok, &refused);
     cr_assert_eq(ok, 1);
     cr_assert_eq(refused, 2);
-    zx_auth_destroy(&auth);
+    zx__auth_destroy(&auth);
     s_rmkeys();
 }
 
@@ -267,12 +267,12 @@ Test(auth, certificate_parsing_is_strict)
 {
     s_keys();
     char err[256];
-    zcert_t *c = zx_auth_cert_load(s_path("alice_secret"), true, err, sizeof err);
+    zcert_t *c = zx__auth_cert_load(s_path("alice_secret"), true, err, sizeof err);
     cr_assert(c, "%s", err);
     zcert_destroy(&c);
-    cr_assert_null(zx_auth_cert_load(s_path("alice"), true, err, sizeof err),
+    cr_assert_null(zx__auth_cert_load(s_path("alice"), true, err, sizeof err),
                    "a public file is not a secret key");
-    c = zx_auth_cert_load(s_path("alice"), false, err, sizeof err);
+    c = zx__auth_cert_load(s_path("alice"), false, err, sizeof err);
     cr_assert(c);
     zcert_destroy(&c);
     const char *bad[] = {
@@ -283,7 +283,7 @@ Test(auth, certificate_parsing_is_strict)
         "curve\n    public-key = \"" /* unterminated */,
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        c = zx_auth_cert_parse(bad[i], strlen(bad[i]), false, err, sizeof err);
+        c = zx__auth_cert_parse(bad[i], strlen(bad[i]), false, err, sizeof err);
         if (c && i == 2) {
             /* forty '0's are valid Z85: accepted as a (useless) key */
             zcert_destroy(&c);
@@ -296,16 +296,16 @@ Test(auth, certificate_parsing_is_strict)
     char text[512];
     snprintf(text, sizeof text, "curve\n    public-key = \"%s\"\n    secret-key = \"%s\"\n",
              zcert_public_txt(a), zcert_secret_txt(b));
-    cr_assert_null(zx_auth_cert_parse(text, strlen(text), true, err, sizeof err));
+    cr_assert_null(zx__auth_cert_parse(text, strlen(text), true, err, sizeof err));
     cr_assert(strstr(err, "does not match"));
     zcert_destroy(&a);
     zcert_destroy(&b);
     /* keygen refuses to overwrite; the secret file is private */
-    cr_assert_eq(zx_auth_keygen(s_dir, "alice", err, sizeof err), -1);
+    cr_assert_eq(zx__auth_keygen(s_dir, "alice", err, sizeof err), -1);
     struct stat st;
     cr_assert_eq(stat(s_path("alice_secret"), &st), 0);
     cr_assert_eq(st.st_mode & 077, 0);
-    cr_assert_eq(zx_auth_keygen(s_dir, "../escape", err, sizeof err), -1);
+    cr_assert_eq(zx__auth_keygen(s_dir, "../escape", err, sizeof err), -1);
     s_rmkeys();
 }
 
@@ -322,14 +322,14 @@ Test(auth, only_loopback_binds_may_run_without_security)
                             "tcp://[::]:5570",
                             "pgm://x"};
     for (size_t i = 0; i < sizeof local / sizeof local[0]; i++) {
-        cr_assert(zx_auth_endpoint_is_loopback(local[i]), "%s", local[i]);
-        cr_assert_eq(zx_auth_bind_check(local[i], false, false, false), 0);
+        cr_assert(zx__auth_endpoint_is_loopback(local[i]), "%s", local[i]);
+        cr_assert_eq(zx__auth_bind_check(local[i], false, false, false), 0);
     }
     for (size_t i = 0; i < sizeof remote / sizeof remote[0]; i++) {
-        cr_assert_not(zx_auth_endpoint_is_loopback(remote[i]), "%s", remote[i]);
-        cr_assert_eq(zx_auth_bind_check(remote[i], false, false, false), -1, "%s", remote[i]);
-        cr_assert_eq(zx_auth_bind_check(remote[i], true, false, false), 0);
-        cr_assert_eq(zx_auth_bind_check(remote[i], false, true, false), 0);
-        cr_assert_eq(zx_auth_bind_check(remote[i], false, false, true), 0);
+        cr_assert_not(zx__auth_endpoint_is_loopback(remote[i]), "%s", remote[i]);
+        cr_assert_eq(zx__auth_bind_check(remote[i], false, false, false), -1, "%s", remote[i]);
+        cr_assert_eq(zx__auth_bind_check(remote[i], true, false, false), 0);
+        cr_assert_eq(zx__auth_bind_check(remote[i], false, true, false), 0);
+        cr_assert_eq(zx__auth_bind_check(remote[i], false, false, true), 0);
     }
 }

@@ -80,7 +80,7 @@ static void s_setup(void)
     char err[256];
     const char *names[] = {"broker", "alice", "w1", "eve", "fakebroker"};
     for (size_t i = 0; i < 5; i++) {
-        cr_assert_eq(zx_auth_keygen(s_dir, names[i], err, sizeof err), 0, "%s", err);
+        cr_assert_eq(zx__auth_keygen(s_dir, names[i], err, sizeof err), 0, "%s", err);
     }
     mkdir(s_path("clients"), 0700);
     mkdir(s_path("workers"), 0700);
@@ -224,7 +224,7 @@ static int s_attack_ran(s_attacker_t *a)
 
 typedef struct {
     zsock_t *dealer;
-    zx_sign_t *sign;
+    zx__sign_t *sign;
     uint8_t session[16];
     zxp_in_t in;
 } s_raw_t;
@@ -233,7 +233,7 @@ static zmsg_t *s_raw_recv(s_raw_t *r, int timeout_ms)
 {
     zsock_set_rcvtimeo(r->dealer, timeout_ms);
     zmsg_t *m = zmsg_recv(r->dealer);
-    if (m && r->sign && zx_sign_verify(r->sign, m, NULL, ZXP_ROLE_CLIENT) != 0) {
+    if (m && r->sign && zx__sign_verify(r->sign, m, NULL, ZXP_ROLE_CLIENT) != 0) {
         zmsg_destroy(&m);
     }
     return m;
@@ -241,17 +241,17 @@ static zmsg_t *s_raw_recv(s_raw_t *r, int timeout_ms)
 
 /* Connects and says HELLO until WELCOME (RESET first when signing). */
 static void s_raw_open(s_raw_t *r, const char *ep, const char *key, const char *server_key,
-                       zx_sign_t *sign, const uint8_t *session)
+                       zx__sign_t *sign, const uint8_t *session)
 {
     memset(r, 0, sizeof *r);
     r->dealer = zsock_new(ZMQ_DEALER);
     zxp_sock_setup(r->dealer);
     if (key) {
-        cr_assert_eq(zx_auth_client_setup(r->dealer, key, server_key), 0);
+        cr_assert_eq(zx__auth_client_setup(r->dealer, key, server_key), 0);
     }
     r->sign = sign;
     if (sign) {
-        zx_sign_attach(sign, r->dealer, ZXP_ROLE_BROKER_C);
+        zx__sign_attach(sign, r->dealer, ZXP_ROLE_BROKER_C);
     }
     memcpy(r->session, session, 16);
     zmq_setsockopt(zsock_resolve(r->dealer), ZMQ_ROUTING_ID, r->session, 16);
@@ -273,7 +273,7 @@ static void s_raw_close(s_raw_t *r)
 {
     zxp_in_fini(&r->in);
     if (r->sign) {
-        zx_sign_attach(NULL, r->dealer, 0);
+        zx__sign_attach(NULL, r->dealer, 0);
     }
     zsock_destroy(&r->dealer);
 }
@@ -491,14 +491,14 @@ Test(security, shared_secret_cluster_runs_and_wrong_or_no_secret_runs_nothing, .
     zx_executor_t *ex = zx_executor_new(b.cep, &o);
     int n = 500;
     cr_assert_eq(s_run(ex, n, 60), n);
-    zx_sign_t *sign = zx_sign_new_from_config(s_path("secret"), false, false, &(int){0});
+    zx__sign_t *sign = zx__sign_new_from_config(s_path("secret"), false, false, &(int){0});
     s_raw_t r;
     s_raw_open(&r, b.cep, NULL, NULL, sign, (const uint8_t *)"\x07raw-status-1234");
     s_status_t st = s_raw_status(&r);
     cr_assert_eq(st.submitted, (uint64_t)n);
     cr_assert_eq(st.workers, 1, "the worker with the wrong secret never registered");
     s_raw_close(&r);
-    zx_sign_destroy(&sign);
+    zx__sign_destroy(&sign);
     for (int i = 0; i < 2; i++) {
         cr_assert_eq(s_attack_ran(&a[i]), 0);
     }
@@ -509,7 +509,7 @@ Test(security, shared_secret_cluster_runs_and_wrong_or_no_secret_runs_nothing, .
 }
 
 /* A SUBMIT of one echo task, signed and kept for replaying. */
-static zmsg_t *s_signed_submit(zx_sign_t *sign, uint64_t seq)
+static zmsg_t *s_signed_submit(zx__sign_t *sign, uint64_t seq)
 {
     zxp_out_t o;
     zxp_out_init(&o);
@@ -523,7 +523,7 @@ static zmsg_t *s_signed_submit(zx_sign_t *sign, uint64_t seq)
     zmsg_addmem(m, o.buf.data, o.buf.size);
     zmsg_addmem(m, ARGS, sizeof ARGS);
     zxp_out_fini(&o);
-    cr_assert_eq(zx_sign_msg(sign, m, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_msg(sign, m, NULL, ZXP_ROLE_BROKER_C), 0);
     return m;
 }
 
@@ -545,7 +545,7 @@ Test(security, a_captured_submit_replayed_runs_nowhere, .init = s_setup, .fini =
     cr_assert_gt(s_broker_start(&b, bargs), 0);
     pid_t w1 = s_worker_start(b.wep, bargs);
     int rc;
-    zx_sign_t *sign = zx_sign_new_from_config(s_path("secret"), false, false, &rc);
+    zx__sign_t *sign = zx__sign_new_from_config(s_path("secret"), false, false, &rc);
     const uint8_t *session = (const uint8_t *)"\x09victim-session!";
     s_raw_t r;
     s_raw_open(&r, b.cep, NULL, NULL, sign, session);
@@ -591,8 +591,8 @@ Test(security, a_captured_submit_replayed_runs_nowhere, .init = s_setup, .fini =
     cr_assert_eq(zframe_data(f0)[3], ZXP_RESET);
     zmsg_destroy(&reply);
 
-    zx_sign_t *sign2 = zx_sign_new_from_config(s_path("secret"), false, false, &rc);
-    zx_sign_t *sign3 = zx_sign_new_from_config(s_path("secret"), false, false, &rc);
+    zx__sign_t *sign2 = zx__sign_new_from_config(s_path("secret"), false, false, &rc);
+    zx__sign_t *sign3 = zx__sign_new_from_config(s_path("secret"), false, false, &rc);
     s_raw_t r2, r3;
     s_raw_open(&r2, b.cep, NULL, NULL, sign2, (const uint8_t *)"\x07raw-status-1234");
     s_raw_open(&r3, b2.cep, NULL, NULL, sign3, (const uint8_t *)"\x07raw-status-1234");
@@ -606,9 +606,9 @@ Test(security, a_captured_submit_replayed_runs_nowhere, .init = s_setup, .fini =
     zsock_destroy(&raw);
     zsock_destroy(&raw2);
     zmsg_destroy(&capture);
-    zx_sign_destroy(&sign);
-    zx_sign_destroy(&sign2);
-    zx_sign_destroy(&sign3);
+    zx__sign_destroy(&sign);
+    zx__sign_destroy(&sign2);
+    zx__sign_destroy(&sign3);
     zxt_stop(w1);
     zxt_stop(w2);
     zxt_stop(b.broker);

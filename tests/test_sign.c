@@ -50,41 +50,41 @@ static zframe_t *s_rid(void)
 
 /* Client and broker that have done the epoch handshake. */
 typedef struct {
-    zx_sign_t *client, *broker;
+    zx__sign_t *client, *broker;
     zframe_t *rid;
 } s_pair_t;
 
-/* expect: ZX_SIGN_E_FIRST for a client's first broker, ZX_SIGN_E_EPOCH
+/* expect: ZXP_E_SIGN_FIRST for a client's first broker, ZXP_E_SIGN_EPOCH
    for a client that knew an earlier one */
-static void s_handshake(zx_sign_t *client, zx_sign_t *broker, zframe_t *rid, int expect)
+static void s_handshake(zx__sign_t *client, zx__sign_t *broker, zframe_t *rid, int expect)
 {
     /* the client's first message carries a zero epoch: the broker refuses it
        (its MAC verified) and answers RESET under its own session */
     zmsg_t *hello = s_submit(1);
-    cr_assert_eq(zx_sign_msg(client, hello, NULL, ZXP_ROLE_BROKER_C), 0);
-    cr_assert_eq(zx_sign_verify(broker, hello, rid, ZXP_ROLE_BROKER_C), expect);
+    cr_assert_eq(zx__sign_msg(client, hello, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_verify(broker, hello, rid, ZXP_ROLE_BROKER_C), expect);
     zmsg_destroy(&hello);
     zmsg_t *reset = zmsg_new();
     zmsg_addmem(reset, (uint8_t[]){'Z', 'X', ZXP_VERSION, ZXP_RESET}, 4);
     zmsg_addmem(reset, "\x90", 1);
-    cr_assert_eq(zx_sign_msg(broker, reset, rid, ZXP_ROLE_CLIENT), 0);
-    cr_assert_eq(zx_sign_verify(client, reset, NULL, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zx__sign_msg(broker, reset, rid, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zx__sign_verify(client, reset, NULL, ZXP_ROLE_CLIENT), 0);
     cr_assert_eq(zmsg_size(reset), 2, "the envelope is stripped");
     zmsg_destroy(&reset);
 }
 
 static s_pair_t s_pair(void)
 {
-    s_pair_t p = {zx_sign_new(KEY, 32, false), zx_sign_new(KEY, 32, true), s_rid()};
+    s_pair_t p = {zx__sign_new(KEY, 32, false), zx__sign_new(KEY, 32, true), s_rid()};
     cr_assert(p.client && p.broker);
-    s_handshake(p.client, p.broker, p.rid, ZX_SIGN_E_FIRST);
+    s_handshake(p.client, p.broker, p.rid, ZXP_E_SIGN_FIRST);
     return p;
 }
 
 static void s_pair_free(s_pair_t *p)
 {
-    zx_sign_destroy(&p->client);
-    zx_sign_destroy(&p->broker);
+    zx__sign_destroy(&p->client);
+    zx__sign_destroy(&p->broker);
     zframe_destroy(&p->rid);
 }
 
@@ -93,10 +93,10 @@ Test(sign, round_trips_both_ways_and_strips_the_envelope)
     s_pair_t p = s_pair();
     for (int i = 0; i < 100; i++) {
         zmsg_t *m = s_submit(3);
-        cr_assert_eq(zx_sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
+        cr_assert_eq(zx__sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
         cr_assert_eq(zmsg_size(m), 6);
-        cr_assert_eq(zframe_size(zmsg_last(m)), ZX_SIGN_ENV_LEN);
-        cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
+        cr_assert_eq(zframe_size(zmsg_last(m)), ZX__SIGN_ENV_LEN);
+        cr_assert_eq(zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
         zxp_in_t in;
         zxp_in_init(&in);
         cr_assert_eq(zxp_decode(&in, &m, ZXP_ROLE_BROKER_C), 0, "decodes after stripping");
@@ -106,8 +106,8 @@ Test(sign, round_trips_both_ways_and_strips_the_envelope)
         zmsg_t *r = zmsg_new();
         zmsg_addmem(r, (uint8_t[]){'Z', 'X', ZXP_VERSION, ZXP_HEARTBEAT}, 4);
         zmsg_addmem(r, "\x90", 1);
-        cr_assert_eq(zx_sign_msg(p.broker, r, p.rid, ZXP_ROLE_CLIENT), 0);
-        cr_assert_eq(zx_sign_verify(p.client, r, NULL, ZXP_ROLE_CLIENT), 0);
+        cr_assert_eq(zx__sign_msg(p.broker, r, p.rid, ZXP_ROLE_CLIENT), 0);
+        cr_assert_eq(zx__sign_verify(p.client, r, NULL, ZXP_ROLE_CLIENT), 0);
         zmsg_destroy(&r);
     }
     s_pair_free(&p);
@@ -117,7 +117,7 @@ Test(sign, every_flipped_byte_of_every_frame_is_refused)
 {
     s_pair_t p = s_pair();
     zmsg_t *orig = s_submit(2);
-    cr_assert_eq(zx_sign_msg(p.client, orig, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_msg(p.client, orig, NULL, ZXP_ROLE_BROKER_C), 0);
     size_t tried = 0, refused = 0, frame_no = 0, nframes = zmsg_size(orig);
     for (; frame_no < nframes; frame_no++) {
         /* zmsg_dup moves orig's cursor: find the frame by index each time */
@@ -135,7 +135,7 @@ Test(sign, every_flipped_byte_of_every_frame_is_refused)
                 }
                 zframe_data(g)[b] ^= (uint8_t)(1u << bit);
                 tried++;
-                if (zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C) != 0) {
+                if (zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C) != 0) {
                     refused++;
                 }
                 zmsg_destroy(&m);
@@ -145,7 +145,7 @@ Test(sign, every_flipped_byte_of_every_frame_is_refused)
     cr_assert_eq(frame_no, 5, "frame 0, header, 2 payloads, envelope");
     cr_assert_eq(refused, tried, "%zu of %zu flipped messages refused", refused, tried);
     /* and the untouched message still verifies: no flip was recorded */
-    cr_assert_eq(zx_sign_verify(p.broker, orig, p.rid, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_verify(p.broker, orig, p.rid, ZXP_ROLE_BROKER_C), 0);
     zmsg_destroy(&orig);
     s_pair_free(&p);
 }
@@ -154,18 +154,18 @@ Test(sign, a_dropped_added_or_reordered_frame_is_refused)
 {
     s_pair_t p = s_pair();
     zmsg_t *orig = s_submit(2);
-    cr_assert_eq(zx_sign_msg(p.client, orig, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_msg(p.client, orig, NULL, ZXP_ROLE_BROKER_C), 0);
     zmsg_t *m = zmsg_dup(orig); /* drop payload 1 */
     zframe_t *f = zmsg_first(m);
     f = zmsg_next(m);
     f = zmsg_next(m);
     zmsg_remove(m, f);
     zframe_destroy(&f);
-    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_MAC);
+    cr_assert_eq(zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_MAC);
     zmsg_destroy(&m);
     m = zmsg_dup(orig); /* an extra empty payload in front */
     zmsg_pushmem(m, "", 0);
-    cr_assert_neq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_neq(zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
     zmsg_destroy(&m);
     m = zmsg_dup(orig); /* bytes moved from one frame to the next */
     zframe_t *a = zmsg_first(m);
@@ -178,9 +178,9 @@ Test(sign, a_dropped_added_or_reordered_frame_is_refused)
     zframe_destroy(&a);
     zframe_destroy(&h);
     zmsg_prepend(m, &joined);
-    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_MAC);
+    cr_assert_eq(zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_MAC);
     zmsg_destroy(&m);
-    cr_assert_eq(zx_sign_verify(p.broker, orig, p.rid, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_verify(p.broker, orig, p.rid, ZXP_ROLE_BROKER_C), 0);
     zmsg_destroy(&orig);
     s_pair_free(&p);
 }
@@ -189,17 +189,18 @@ Test(sign, unsigned_wrong_role_and_wrong_key_are_refused)
 {
     s_pair_t p = s_pair();
     zmsg_t *m = s_submit(1);
-    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_MISSING);
-    cr_assert_eq(zx_sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_W), 0);
-    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_FORMAT,
+    cr_assert_eq(zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_MISSING);
+    cr_assert_eq(zx__sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_W), 0);
+    cr_assert_eq(zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_FORMAT,
                  "a message for the worker endpoint is not valid on the client endpoint");
     zmsg_destroy(&m);
-    zx_sign_t *other = zx_sign_new((const uint8_t *)"another secret of 32 bytes......", 32, false);
+    zx__sign_t *other =
+        zx__sign_new((const uint8_t *)"another secret of 32 bytes......", 32, false);
     m = s_submit(1);
-    cr_assert_eq(zx_sign_msg(other, m, NULL, ZXP_ROLE_BROKER_C), 0);
-    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_MAC);
+    cr_assert_eq(zx__sign_msg(other, m, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_MAC);
     zmsg_destroy(&m);
-    zx_sign_destroy(&other);
+    zx__sign_destroy(&other);
     s_pair_free(&p);
 }
 
@@ -207,19 +208,19 @@ Test(sign, a_replay_in_the_same_session_is_refused)
 {
     s_pair_t p = s_pair();
     zmsg_t *m = s_submit(1);
-    cr_assert_eq(zx_sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
     zmsg_t *copy = zmsg_dup(m);
-    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
-    cr_assert_eq(zx_sign_verify(p.broker, copy, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_REPLAY);
+    cr_assert_eq(zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_verify(p.broker, copy, p.rid, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_REPLAY);
     /* also from another connection (routing id) */
     zframe_t *rid2 = zframe_new("\x77xyz", 4);
-    cr_assert_eq(zx_sign_verify(p.broker, copy, rid2, ZXP_ROLE_BROKER_C), ZX_SIGN_E_REPLAY);
+    cr_assert_eq(zx__sign_verify(p.broker, copy, rid2, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_REPLAY);
     /* an older message, delivered late, is refused too: seq must increase */
     zmsg_t *m1 = s_submit(1), *m2 = s_submit(1);
-    cr_assert_eq(zx_sign_msg(p.client, m1, NULL, ZXP_ROLE_BROKER_C), 0);
-    cr_assert_eq(zx_sign_msg(p.client, m2, NULL, ZXP_ROLE_BROKER_C), 0);
-    cr_assert_eq(zx_sign_verify(p.broker, m2, p.rid, ZXP_ROLE_BROKER_C), 0);
-    cr_assert_eq(zx_sign_verify(p.broker, m1, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_REPLAY);
+    cr_assert_eq(zx__sign_msg(p.client, m1, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_msg(p.client, m2, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_verify(p.broker, m2, p.rid, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_verify(p.broker, m1, p.rid, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_REPLAY);
     zmsg_destroy(&m);
     zmsg_destroy(&copy);
     zmsg_destroy(&m1);
@@ -234,7 +235,7 @@ static zmsg_t *s_from_broker(s_pair_t *p)
     zmsg_t *m = zmsg_new();
     zmsg_addmem(m, (uint8_t[]){'Z', 'X', ZXP_VERSION, ZXP_HEARTBEAT}, 4);
     zmsg_addmem(m, "\x90", 1);
-    cr_assert_eq(zx_sign_msg(p->broker, m, p->rid, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zx__sign_msg(p->broker, m, p->rid, ZXP_ROLE_CLIENT), 0);
     return m;
 }
 
@@ -245,14 +246,14 @@ Test(sign, a_replay_of_a_broker_message_to_the_client_is_refused)
     s_pair_t p = s_pair();
     zmsg_t *m = s_from_broker(&p);
     zmsg_t *copy = zmsg_dup(m);
-    cr_assert_eq(zx_sign_verify(p.client, m, NULL, ZXP_ROLE_CLIENT), 0);
-    cr_assert_eq(zx_sign_verify(p.client, copy, NULL, ZXP_ROLE_CLIENT), ZX_SIGN_E_REPLAY);
+    cr_assert_eq(zx__sign_verify(p.client, m, NULL, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zx__sign_verify(p.client, copy, NULL, ZXP_ROLE_CLIENT), ZXP_E_SIGN_REPLAY);
     zmsg_t *m1 = s_from_broker(&p), *m2 = s_from_broker(&p);
-    cr_assert_eq(zx_sign_verify(p.client, m2, NULL, ZXP_ROLE_CLIENT), 0);
-    cr_assert_eq(zx_sign_verify(p.client, m1, NULL, ZXP_ROLE_CLIENT), ZX_SIGN_E_REPLAY);
+    cr_assert_eq(zx__sign_verify(p.client, m2, NULL, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zx__sign_verify(p.client, m1, NULL, ZXP_ROLE_CLIENT), ZXP_E_SIGN_REPLAY);
     /* a refused replay changes nothing: the next message is accepted */
     zmsg_t *m3 = s_from_broker(&p);
-    cr_assert_eq(zx_sign_verify(p.client, m3, NULL, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zx__sign_verify(p.client, m3, NULL, ZXP_ROLE_CLIENT), 0);
     zmsg_destroy(&m);
     zmsg_destroy(&copy);
     zmsg_destroy(&m1);
@@ -265,16 +266,16 @@ Test(sign, a_replay_after_a_broker_restart_or_to_another_broker_is_refused)
 {
     s_pair_t p = s_pair();
     zmsg_t *m = s_submit(1);
-    cr_assert_eq(zx_sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
     zmsg_t *c1 = zmsg_dup(m), *c2 = zmsg_dup(m);
-    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
     /* restart: a new broker object is a new process start (new session) */
-    zx_sign_destroy(&p.broker);
-    p.broker = zx_sign_new(KEY, 32, true);
-    cr_assert_eq(zx_sign_verify(p.broker, c1, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_EPOCH);
-    zx_sign_t *second = zx_sign_new(KEY, 32, true);
-    cr_assert_eq(zx_sign_verify(second, c2, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_EPOCH);
-    zx_sign_destroy(&second);
+    zx__sign_destroy(&p.broker);
+    p.broker = zx__sign_new(KEY, 32, true);
+    cr_assert_eq(zx__sign_verify(p.broker, c1, p.rid, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_EPOCH);
+    zx__sign_t *second = zx__sign_new(KEY, 32, true);
+    cr_assert_eq(zx__sign_verify(second, c2, p.rid, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_EPOCH);
+    zx__sign_destroy(&second);
     zmsg_destroy(&m);
     zmsg_destroy(&c1);
     zmsg_destroy(&c2);
@@ -288,23 +289,23 @@ Test(sign, the_client_follows_a_restarted_broker_and_old_broker_messages_die)
     zmsg_t *old = zmsg_new();
     zmsg_addmem(old, (uint8_t[]){'Z', 'X', ZXP_VERSION, ZXP_HEARTBEAT}, 4);
     zmsg_addmem(old, "\x90", 1);
-    cr_assert_eq(zx_sign_msg(p.broker, old, p.rid, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zx__sign_msg(p.broker, old, p.rid, ZXP_ROLE_CLIENT), 0);
     zmsg_t *old_copy = zmsg_dup(old);
-    cr_assert_eq(zx_sign_verify(p.client, old, NULL, ZXP_ROLE_CLIENT), 0);
-    zx_sign_destroy(&p.broker);
-    p.broker = zx_sign_new(KEY, 32, true);
+    cr_assert_eq(zx__sign_verify(p.client, old, NULL, ZXP_ROLE_CLIENT), 0);
+    zx__sign_destroy(&p.broker);
+    p.broker = zx__sign_new(KEY, 32, true);
     uint8_t before[16];
-    memcpy(before, zx_sign_session(p.client), 16);
+    memcpy(before, zx__sign_session(p.client), 16);
     /* the client still signs for the old broker: refused, answered by RESET */
-    s_handshake(p.client, p.broker, p.rid, ZX_SIGN_E_EPOCH);
-    cr_assert_neq(memcmp(before, zx_sign_session(p.client), 16), 0,
+    s_handshake(p.client, p.broker, p.rid, ZXP_E_SIGN_EPOCH);
+    cr_assert_neq(memcmp(before, zx__sign_session(p.client), 16), 0,
                   "the client took a new session when the broker's changed");
-    cr_assert_eq(zx_sign_verify(p.client, old_copy, NULL, ZXP_ROLE_CLIENT), ZX_SIGN_E_EPOCH,
+    cr_assert_eq(zx__sign_verify(p.client, old_copy, NULL, ZXP_ROLE_CLIENT), ZXP_E_SIGN_EPOCH,
                  "the old broker's messages never verify again");
     /* and the new pair works */
     zmsg_t *m = s_submit(1);
-    cr_assert_eq(zx_sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
-    cr_assert_eq(zx_sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
     zmsg_destroy(&m);
     zmsg_destroy(&old);
     zmsg_destroy(&old_copy);
@@ -315,9 +316,9 @@ Test(sign, a_million_forgeries_then_a_replay_all_refused_and_nothing_recorded, .
 {
     s_pair_t p = s_pair();
     zmsg_t *real = s_submit(1);
-    cr_assert_eq(zx_sign_msg(p.client, real, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_msg(p.client, real, NULL, ZXP_ROLE_BROKER_C), 0);
     zmsg_t *capture = zmsg_dup(real);
-    cr_assert_eq(zx_sign_verify(p.broker, real, p.rid, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_verify(p.broker, real, p.rid, ZXP_ROLE_BROKER_C), 0);
     /* forgeries: the captured envelope with every seq above the real one
        and random MACs: would evict or advance state if recorded first */
     zmsg_t *forged = zmsg_dup(capture);
@@ -329,20 +330,20 @@ Test(sign, a_million_forgeries_then_a_replay_all_refused_and_nothing_recorded, .
             env[36 + b] = (uint8_t)(seq >> (56 - 8 * b));
         }
         memcpy(env + 44, &i, sizeof i);
-        if (zx_sign_verify(p.broker, forged, p.rid, ZXP_ROLE_BROKER_C) == 0) {
+        if (zx__sign_verify(p.broker, forged, p.rid, ZXP_ROLE_BROKER_C) == 0) {
             accepted++;
         }
     }
     cr_assert_eq(accepted, 0);
     uint64_t ok, bad;
-    zx_sign_counts(p.broker, &ok, &bad);
+    zx__sign_counts(p.broker, &ok, &bad);
     cr_assert_geq(bad, 1000000);
-    cr_assert_eq(zx_sign_verify(p.broker, capture, p.rid, ZXP_ROLE_BROKER_C), ZX_SIGN_E_REPLAY);
+    cr_assert_eq(zx__sign_verify(p.broker, capture, p.rid, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_REPLAY);
     /* the legitimate client's next message is still accepted: forgeries
        never advanced its seq */
     zmsg_t *next = s_submit(1);
-    cr_assert_eq(zx_sign_msg(p.client, next, NULL, ZXP_ROLE_BROKER_C), 0);
-    cr_assert_eq(zx_sign_verify(p.broker, next, p.rid, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_msg(p.client, next, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_verify(p.broker, next, p.rid, ZXP_ROLE_BROKER_C), 0);
     zmsg_destroy(&next);
     zmsg_destroy(&forged);
     zmsg_destroy(&capture);
@@ -356,9 +357,9 @@ Test(sign, signs_through_the_zxp_send_hook_on_real_sockets)
     cr_assert_eq(zsock_bind(router, "inproc://sign-hook"), 0);
     zsock_set_identity(dealer, "\x01session-0000001");
     cr_assert_eq(zsock_connect(dealer, "inproc://sign-hook"), 0);
-    s_pair_t p = {zx_sign_new(KEY, 32, false), zx_sign_new(KEY, 32, true), NULL};
-    zx_sign_attach(p.client, dealer, ZXP_ROLE_BROKER_C);
-    zx_sign_attach(p.broker, router, ZXP_ROLE_CLIENT);
+    s_pair_t p = {zx__sign_new(KEY, 32, false), zx__sign_new(KEY, 32, true), NULL};
+    zx__sign_attach(p.client, dealer, ZXP_ROLE_BROKER_C);
+    zx__sign_attach(p.broker, router, ZXP_ROLE_CLIENT);
     uint8_t session[16] = {1, 2, 3};
     zxp_in_t in;
     zxp_in_init(&in);
@@ -367,8 +368,8 @@ Test(sign, signs_through_the_zxp_send_hook_on_real_sockets)
     for (int round = 0; round < 4 && !welcomed; round++) {
         zmsg_t *m = zmsg_recv(router);
         zframe_t *rid = zmsg_pop(m);
-        int rc = zx_sign_verify(p.broker, m, rid, ZXP_ROLE_BROKER_C);
-        if (rc == ZX_SIGN_E_FIRST || rc == ZX_SIGN_E_EPOCH) {
+        int rc = zx__sign_verify(p.broker, m, rid, ZXP_ROLE_BROKER_C);
+        if (rc == ZXP_E_SIGN_FIRST || rc == ZXP_E_SIGN_EPOCH) {
             zmsg_destroy(&m);
             cr_assert_eq(zxp_send_empty(router, rid, ZXP_RESET), 0);
         } else {
@@ -379,7 +380,7 @@ Test(sign, signs_through_the_zxp_send_hook_on_real_sockets)
         }
         zframe_destroy(&rid);
         zmsg_t *r = zmsg_recv(dealer);
-        cr_assert_eq(zx_sign_verify(p.client, r, NULL, ZXP_ROLE_CLIENT), 0);
+        cr_assert_eq(zx__sign_verify(p.client, r, NULL, ZXP_ROLE_CLIENT), 0);
         cr_assert_eq(zxp_decode(&in, &r, ZXP_ROLE_CLIENT), 0);
         if (in.cmd == ZXP_RESET) {
             resets++;
@@ -407,22 +408,22 @@ Test(sign, the_secret_comes_from_a_file_or_the_environment_never_too_short)
     uint8_t *key;
     size_t len;
     unsetenv("ZEXEC_SECRET");
-    cr_assert_eq(zx_sign_key_load(NULL, false, &key, &len), 0, "nothing configured");
-    cr_assert_eq(zx_sign_key_load(path, false, &key, &len), 1);
+    cr_assert_eq(zx__sign_key_load(NULL, false, &key, &len), 0, "nothing configured");
+    cr_assert_eq(zx__sign_key_load(path, false, &key, &len), 1);
     cr_assert_eq(len, 24, "the trailing newline is not part of the secret");
-    zx_sign_key_free(&key, len);
-    cr_assert_eq(zx_sign_key_load("/nonexistent/zx", false, &key, &len), -1);
+    zx__sign_key_free(&key, len);
+    cr_assert_eq(zx__sign_key_load("/nonexistent/zx", false, &key, &len), -1);
     setenv("ZEXEC_SECRET", "short", 1);
-    cr_assert_eq(zx_sign_key_load(NULL, false, &key, &len), -1, "under 16 bytes");
+    cr_assert_eq(zx__sign_key_load(NULL, false, &key, &len), -1, "under 16 bytes");
     setenv("ZEXEC_SECRET", "an environment secret", 1);
-    cr_assert_eq(zx_sign_key_load(NULL, true, &key, &len), 1);
+    cr_assert_eq(zx__sign_key_load(NULL, true, &key, &len), 1);
     cr_assert_eq(len, strlen("an environment secret"));
     cr_assert_null(getenv("ZEXEC_SECRET"), "scrubbed so child programs do not inherit it");
-    zx_sign_key_free(&key, len);
+    zx__sign_key_free(&key, len);
     int rc;
-    zx_sign_t *s = zx_sign_new_from_config(path, false, true, &rc);
+    zx__sign_t *s = zx__sign_new_from_config(path, false, true, &rc);
     cr_assert(s);
     cr_assert_eq(rc, 1);
-    zx_sign_destroy(&s);
+    zx__sign_destroy(&s);
     unlink(path);
 }

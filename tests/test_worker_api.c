@@ -49,10 +49,21 @@ Test(worker_api, bad_options_make_no_worker)
 {
     zx_worker_opts_t o = {.threads = -2};
     cr_assert_null(zx_worker_new(NULL, &o));
+    cr_assert_eq(zx_last_error(), ZX_EINVAL);
+    zx_worker_opts_t ok = {.no_builtins = true};
+    zx_worker_t *w = zx_worker_new(NULL, &ok);
+    cr_assert_not_null(w);
+    cr_assert_eq(zx_last_error(), ZX_OK, "a success clears the last error");
+    zx_worker_destroy(&w);
     zx_worker_opts_t o2 = {.node = ""};
     cr_assert_null(zx_worker_new(NULL, &o2));
+    cr_assert_eq(zx_last_error(), ZX_EINVAL);
     zx_worker_opts_t o3 = {.heartbeat = -1};
     cr_assert_null(zx_worker_new(NULL, &o3));
+    cr_assert_eq(zx_last_error(), ZX_EINVAL);
+    zx_worker_opts_t o4 = {.key = "/nonexistent/key", .server_key = "/nonexistent/server"};
+    cr_assert_null(zx_worker_new(NULL, &o4), "a security configuration that does not load");
+    cr_assert_eq(zx_last_error(), ZX_EINVAL);
 }
 
 Test(worker_api, load_plugin_checks_the_file_and_its_table)

@@ -65,48 +65,35 @@ static int s_avail_pools(zx_worker_t *w)
 
 static void s_send_ready(zx_worker_t *w)
 {
-    zxp_out_t o;
-    zxp_out_init(&o);
-    zxp_out_begin(&o, ZXP_READY);
-    msgpack_packer *pk = zxp_out_pk(&o);
-    msgpack_pack_array(pk, 10);
-    msgpack_pack_uint32(pk, ZXP_VERSION);
-    msgpack_pack_bin(pk, ZXP_ID_LEN);
-    msgpack_pack_bin_body(pk, w->wid, ZXP_ID_LEN);
-    size_t nl = strlen(w->node);
-    msgpack_pack_str(pk, nl);
-    msgpack_pack_str_body(pk, w->node, nl);
-    msgpack_pack_uint32(pk, w->pid);
-    msgpack_pack_uint32(pk, w->tpool ? (uint32_t)w->opts.threads : 0);
-    msgpack_pack_uint32(pk, w->ppool ? (uint32_t)w->opts.procs : 0);
-    msgpack_pack_uint32(pk, (uint32_t)w->opts.prefetch);
-    msgpack_pack_uint32(pk, (uint32_t)w->hb_ms);
     /* functions: only the pools this node has */
     int avail = s_avail_pools(w);
     size_t nfns = 0;
     for (zxw_fn_t *f = zhashx_first(w->fns); f; f = zhashx_next(w->fns)) {
         nfns += (f->pools & avail) != 0;
     }
-    msgpack_pack_array(pk, nfns);
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_READY);
+    zxp_ready_t r = {.worker_id = w->wid,
+                     .node = w->node,
+                     .pid = w->pid,
+                     .threads = w->tpool ? (uint32_t)w->opts.threads : 0,
+                     .procs = w->ppool ? (uint32_t)w->opts.procs : 0,
+                     .prefetch = (uint32_t)w->opts.prefetch,
+                     .heartbeat_ms = (uint32_t)w->hb_ms,
+                     .nfns = nfns};
+    zxp_put_ready(&o, &r);
     for (zxw_fn_t *f = zhashx_first(w->fns); f; f = zhashx_next(w->fns)) {
         if (f->pools & avail) {
-            size_t n = strlen(f->name);
-            msgpack_pack_array(pk, 2);
-            msgpack_pack_str(pk, n);
-            msgpack_pack_str_body(pk, f->name, n);
-            msgpack_pack_uint8(pk, (uint8_t)(f->pools & avail));
+            zxp_put_ready_fn(&o, f->name, (uint8_t)(f->pools & avail));
         }
     }
     /* every task this worker will still report on: queued, running, or
        finished with its result held */
-    msgpack_pack_array(pk, w->jobs.count);
+    zxp_put_ready_running(&o, w->jobs.count);
     size_t pos = 0;
     for (zxw_job_t *job; (job = zxw_jobtab_next(&w->jobs, &pos));) {
-        msgpack_pack_array(pk, 3);
-        msgpack_pack_bin(pk, ZXP_ID_LEN);
-        msgpack_pack_bin_body(pk, job->key, ZXP_ID_LEN);
-        msgpack_pack_uint64(pk, job->seq);
-        msgpack_pack_uint8(pk, job->pool);
+        zxp_put_ready_task(&o, job->key, job->seq, job->pool);
     }
     zxp_out_send(&o, w->dealer, NULL);
     zxp_out_fini(&o);
@@ -458,7 +445,7 @@ int zxw_connect(zx_worker_t *w)
     }
     zxp_sock_setup(w->dealer);
     zsock_set_rcvtimeo(w->dealer, 0); /* the loop reads until EAGAIN */
-    zx_sec_socket(w->sec, w->dealer, ZXP_ROLE_BROKER_W);
+    zx__sec_socket(w->sec, w->dealer, ZXP_ROLE_BROKER_W);
     zmq_setsockopt(zsock_resolve(w->dealer), ZMQ_ROUTING_ID, w->wid, ZXP_ID_LEN);
     if (zsock_connect(w->dealer, "%s", w->endpoint) != 0) {
         zsys_error("worker: cannot connect to %s: %s", w->endpoint, zmq_strerror(zmq_errno()));
@@ -504,7 +491,7 @@ void zxw_begin_drain(zx_worker_t *w)
 
 void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p)
 {
-    int rc = zx_sec_verify(w->sec, *msg_p, ZXP_ROLE_WORKER);
+    int rc = zx__sec_verify(w->sec, *msg_p, ZXP_ROLE_WORKER);
     if (rc != 0) {
         zmsg_destroy(msg_p);
         zxp_drop(&w->drops, "worker", NULL, rc, "signature check failed");

@@ -9,6 +9,7 @@
     registry without a lock. zx_worker_stop is async-signal-safe: it counts
     the request and writes one byte to the stop pipe that the loop polls.
 */
+#include "zx_error.h"
 #include "zxw_node.h"
 
 #include <dlfcn.h>
@@ -76,21 +77,25 @@ static char *s_hostname(void)
 
 zx_worker_t *zx_worker_new(const char *broker_endpoint, const zx_worker_opts_t *opts)
 {
+    zx__set_last_error(ZX_OK);
     zx_worker_opts_t o = {0};
     if (opts) {
         o = *opts;
     }
     if (o.node && !s_name_ok(o.node)) {
         zsys_error("worker: node name must be 1..%d bytes", ZXP_MAX_NAME);
+        zx__set_last_error(ZX_EINVAL);
         return NULL;
     }
     if (o.heartbeat < 0 || o.liveness < 0 || o.time_limit < 0 || o.max_tasks_per_child < 0 ||
         o.prefetch < 0 || o.threads < -1 || o.procs < -1) {
         zsys_error("worker: negative option value");
+        zx__set_last_error(ZX_EINVAL);
         return NULL;
     }
     zx_worker_t *w = calloc(1, sizeof *w);
     if (!w) {
+        zx__set_last_error(ZX_ENOMEM);
         return NULL;
     }
     w->stop_pipe[0] = w->stop_pipe[1] = -1;
@@ -103,6 +108,7 @@ zx_worker_t *zx_worker_new(const char *broker_endpoint, const zx_worker_opts_t *
     if (!w->endpoint || !w->node || !w->fns || !w->plugins || !w->inits ||
         pipe2(w->stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         zx_worker_destroy(&w);
+        zx__set_last_error(ZX_ENOMEM);
         return NULL;
     }
     zhashx_set_destructor(w->fns, s_fn_destroy);
@@ -123,9 +129,11 @@ zx_worker_t *zx_worker_new(const char *broker_endpoint, const zx_worker_opts_t *
     }
     o.node = w->node;
     w->opts = o;
-    w->sec = zx_sec_new(o.key, o.server_key, o.secret_file, true);
+    w->sec = zx__sec_new(o.key, o.server_key, o.secret_file, true);
     if (!w->sec) {
+        /* a security configuration error, logged by zx__sec_new */
         zx_worker_destroy(&w);
+        zx__set_last_error(ZX_EINVAL);
         return NULL;
     }
     if (!o.no_builtins) {
@@ -241,7 +249,7 @@ void zx_worker_destroy(zx_worker_t **w_p)
     free(w->inits);
     free(w->endpoint);
     free(w->node);
-    zx_sec_destroy(&w->sec);
+    zx__sec_destroy(&w->sec);
     for (int i = 0; i < 2; i++) {
         if (w->stop_pipe[i] >= 0) {
             close(w->stop_pipe[i]);

@@ -83,7 +83,7 @@ struct zx_worker {
     size_t tjobs;                       /* thread jobs pushed and not yet ended for the broker */
     zxw_job_t *tpush_head, *tpush_tail; /* thread jobs of this message, not pushed yet */
     int tpush_n;
-    zx_sec_t *sec; /* CURVE keys and signer (security.c) */
+    zx__sec_t *sec; /* CURVE keys and signer (security.c) */
 };
 
 /* ---- worker.c ----------------------------------------------------------------- */

@@ -123,25 +123,25 @@ static int zxf_msgpack(const uint8_t *data, size_t size)
 
 /* A client and a broker signer that did the epoch handshake, so verified
    messages reach the replay rules. */
-static zx_sign_t *zxf_signer(bool broker)
+static zx__sign_t *zxf_signer(bool broker)
 {
-    static zx_sign_t *s[2];
+    static zx__sign_t *s[2];
     if (!s[0]) {
         static const uint8_t key[] = "fuzzing secret, 32 bytes long..";
-        s[0] = zx_sign_new(key, 32, false);
-        s[1] = zx_sign_new(key, 32, true);
+        s[0] = zx__sign_new(key, 32, false);
+        s[1] = zx__sign_new(key, 32, true);
         zframe_t *rid = zframe_new("\x01"
                                    "fuzz-peer",
                                    10);
         zmsg_t *m = zmsg_new();
         zmsg_addmem(m, "ZX\x02\x08", 4);
-        zx_sign_msg(s[0], m, NULL, ZXP_ROLE_BROKER_C);
-        zx_sign_verify(s[1], m, rid, ZXP_ROLE_BROKER_C); /* epoch refused, peer recorded */
+        zx__sign_msg(s[0], m, NULL, ZXP_ROLE_BROKER_C);
+        zx__sign_verify(s[1], m, rid, ZXP_ROLE_BROKER_C); /* epoch refused, peer recorded */
         zmsg_destroy(&m);
         m = zmsg_new();
         zmsg_addmem(m, "ZX\x01\x0d", 4);
-        zx_sign_msg(s[1], m, rid, ZXP_ROLE_CLIENT);
-        zx_sign_verify(s[0], m, NULL, ZXP_ROLE_CLIENT); /* the client learns the epoch */
+        zx__sign_msg(s[1], m, rid, ZXP_ROLE_CLIENT);
+        zx__sign_verify(s[0], m, NULL, ZXP_ROLE_CLIENT); /* the client learns the epoch */
         zmsg_destroy(&m);
         zframe_destroy(&rid);
     }
@@ -163,8 +163,8 @@ static int zxf_envelope(const uint8_t *data, size_t size)
                                10);
     zmsg_t *m = zxf_frames(data + 3, size - 3);
     if (data[0] & 2) {
-        zx_sign_t *other = zxf_signer(!broker);
-        if (zmsg_size(m) > 0 && zx_sign_msg(other, m, broker ? NULL : rid, role) == 0) {
+        zx__sign_t *other = zxf_signer(!broker);
+        if (zmsg_size(m) > 0 && zx__sign_msg(other, m, broker ? NULL : rid, role) == 0) {
             size_t total = 0;
             for (zframe_t *f = zmsg_first(m); f; f = zmsg_next(m)) {
                 total += zframe_size(f);
@@ -181,7 +181,7 @@ static int zxf_envelope(const uint8_t *data, size_t size)
                     byte -= zframe_size(f);
                 }
             }
-            int rc = zx_sign_verify(zxf_signer(broker), m, broker ? rid : NULL, role);
+            int rc = zx__sign_verify(zxf_signer(broker), m, broker ? rid : NULL, role);
             /* unflipped: refused only for the epoch (no handshake here);
                flipped: never accepted */
             if (flipped && rc == 0) {
@@ -189,7 +189,7 @@ static int zxf_envelope(const uint8_t *data, size_t size)
             }
         }
     } else {
-        (void)zx_sign_verify(zxf_signer(broker), m, broker ? rid : NULL, role);
+        (void)zx__sign_verify(zxf_signer(broker), m, broker ? rid : NULL, role);
     }
     zmsg_destroy(&m);
     zframe_destroy(&rid);
@@ -204,7 +204,8 @@ static int zxf_cert(const uint8_t *data, size_t size)
         return 0;
     }
     char err[256];
-    zcert_t *c = zx_auth_cert_parse((const char *)data + 1, size - 1, data[0] & 1, err, sizeof err);
+    zcert_t *c =
+        zx__auth_cert_parse((const char *)data + 1, size - 1, data[0] & 1, err, sizeof err);
     zcert_destroy(&c);
     return 0;
 }

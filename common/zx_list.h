@@ -101,6 +101,27 @@ static inline zx__link_t *zx__list_pop_front(zx__list_t *l)
     return n;
 }
 
+/* Moves the elements of from up to and including last (which must be on
+   from) to to, which must be empty, in order; the rest stay on from. */
+static inline void zx__list_take_front(zx__list_t *to, zx__list_t *from, zx__link_t *last)
+{
+    size_t n = 1;
+    for (zx__link_t *k = from->head; k != last; k = k->next) {
+        n++;
+    }
+    to->head = from->head;
+    to->tail = last;
+    to->size = n;
+    from->head = last->next;
+    if (from->head) {
+        from->head->prev = NULL;
+    } else {
+        from->tail = NULL;
+    }
+    from->size -= n;
+    last->next = NULL;
+}
+
 /* Moves every element of from to the end of to, in order; from is empty. */
 static inline void zx__list_take_all(zx__list_t *to, zx__list_t *from)
 {

@@ -72,7 +72,7 @@ static zx_future_t *s_submit(zx_executor_t *base, const char *fn, const void *ar
         *err = ZX_ENOMEM;
         return NULL;
     }
-    t->prev = t->next = NULL;
+    zx__link_init(&t->link);
     t->args_len = (uint32_t)len;
     t->timeout_ms = (uint32_t)(o.time_limit * 1000.0 + 0.999);
     t->flags = flags;
@@ -109,14 +109,8 @@ static zx_future_t *s_submit(zx_executor_t *base, const char *fn, const void *ar
     ex->next_seq++;
     zx__future_set_priv(t->future, t);
     zx_future_t *f = zx_future_ref(t->future);
-    bool was_empty = ex->out_head == NULL;
-    t->prev = ex->out_tail;
-    if (ex->out_tail) {
-        ex->out_tail->next = t;
-    } else {
-        ex->out_head = t;
-    }
-    ex->out_tail = t;
+    bool was_empty = zx__list_empty(&ex->outbox);
+    zx__list_push_back(&ex->outbox, &t->link);
     ex->out_bytes += t->args_len;
     ex->unresolved++;
     pthread_mutex_unlock(&ex->lock);
@@ -175,12 +169,7 @@ static bool s_cancel(zx_executor_t *base, zx_future_t *f, bool terminate)
         return zx_future_cancelled(f);
     }
     zx__rreq_t req = {.future = f, .seq = seq, .terminate = terminate, .state = ZX__REQ_NEW};
-    req.next = ex->reqs;
-    if (ex->reqs) {
-        ex->reqs->prev = &req;
-    }
-    ex->reqs = &req;
-    ex->nreqs++;
+    zx__list_push_front(&ex->reqs, &req.link);
     pthread_mutex_unlock(&ex->lock);
     zx__remote_wake(ex);
 
@@ -202,15 +191,7 @@ static bool s_cancel(zx_executor_t *base, zx_future_t *f, bool terminate)
             s_deadline(&deadline, 1000); /* the actor decides promptly now */
         }
     }
-    if (req.prev) {
-        req.prev->next = req.next;
-    } else {
-        ex->reqs = req.next;
-    }
-    if (req.next) {
-        req.next->prev = req.prev;
-    }
-    ex->nreqs--;
+    zx__list_remove(&ex->reqs, &req.link);
     pthread_mutex_unlock(&ex->lock);
     return req.result;
 }
@@ -343,6 +324,8 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
         return NULL;
     }
     ex->base.ops = &s_ops;
+    zx__list_init(&ex->outbox);
+    zx__list_init(&ex->reqs);
     ex->cluster = cluster;
     ex->efd = -1;
     ex->accepting = true;

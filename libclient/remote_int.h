@@ -17,6 +17,8 @@
 #include "zx_security.h"
 #include "zx_seqtab.h"
 
+#include "zx_list.h"
+
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -29,8 +31,8 @@
    keeps until the task resolves. One allocation with fn and args inline. */
 typedef struct zx__rtask zx__rtask_t;
 struct zx__rtask {
-    zx__rtask_t *prev, *next; /* outbox links, under ex->lock */
-    zx_future_t *future;      /* one reference, dropped when the record is freed */
+    zx__link_t link;     /* in the outbox, under ex->lock */
+    zx_future_t *future; /* one reference, dropped when the record is freed */
     uint64_t seq;
     int64_t t_submit; /* zclock_mono ms */
     uint32_t args_len;
@@ -57,7 +59,7 @@ struct zx__rtask {
 enum { ZX__REQ_NEW, ZX__REQ_SENT, ZX__REQ_DECIDED };
 typedef struct zx__rreq zx__rreq_t;
 struct zx__rreq {
-    zx__rreq_t *prev, *next;
+    zx__link_t link; /* in ex->reqs */
     zx_future_t *future;
     uint64_t seq;
     bool terminate;
@@ -65,6 +67,16 @@ struct zx__rreq {
     int state;
     bool result;
 };
+
+static inline zx__rtask_t *zx__rtask_of(zx__link_t *k)
+{
+    return k ? ZX__CONTAINER(k, zx__rtask_t, link) : NULL;
+}
+
+static inline zx__rreq_t *zx__rreq_of(zx__link_t *k)
+{
+    return k ? ZX__CONTAINER(k, zx__rreq_t, link) : NULL;
+}
 
 enum { ZX__RIO_CONNECTING, ZX__RIO_CONNECTED };
 
@@ -108,7 +120,7 @@ typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t cond; /* unresolved reached 0, a cancel was decided */
     /* under lock: */
-    zx__rtask_t *out_head, *out_tail;
+    zx__list_t outbox;  /* zx__rtask_t not yet sent, in seq order */
     uint64_t out_bytes; /* argument bytes in the outbox */
     uint64_t next_seq;
     uint64_t sent_upto; /* every seq <= this has left the outbox */
@@ -117,8 +129,7 @@ typedef struct {
     bool cancel_all;
     bool connected;
     bool actor_dead;
-    zx__rreq_t *reqs;
-    size_t nreqs;
+    zx__list_t reqs; /* zx__rreq_t waiting for the actor */
     int waiters;
     zx__sec_t *sec; /* CURVE keys and signer (common/security.c) */
 } zx__remote_t;

@@ -97,7 +97,7 @@ void zx__remote_resolved_locked(zx__remote_t *ex, size_t n)
 static bool s_decide_done_locked(zx__remote_t *ex)
 {
     bool any = false;
-    for (zx__rreq_t *r = ex->reqs; r; r = r->next) {
+    for (zx__rreq_t *r = zx__rreq_of(ex->reqs.head); r; r = zx__rreq_of(r->link.next)) {
         if (r->state != ZX__REQ_DECIDED && zx_future_done(r->future)) {
             r->state = ZX__REQ_DECIDED;
             r->result = zx_future_cancelled(r->future);
@@ -113,10 +113,10 @@ static void s_after_batch(zx__remote_t *ex, size_t n)
     pthread_mutex_lock(&ex->lock);
     zx__remote_resolved_locked(ex, n);
     bool changed = n > 0;
-    if (ex->nreqs) {
+    if (ex->reqs.size) {
         changed |= s_decide_done_locked(ex);
     }
-    if (changed && (ex->waiters || ex->nreqs)) {
+    if (changed && (ex->waiters || ex->reqs.size)) {
         pthread_cond_broadcast(&ex->cond);
     }
     pthread_mutex_unlock(&ex->lock);
@@ -222,7 +222,7 @@ static void s_handle_reqs(zx__remote_t *ex)
         bool decided = false;
         zxp_out_begin(&io->out, ZXP_CANCEL);
         pthread_mutex_lock(&ex->lock);
-        for (zx__rreq_t *r = ex->reqs; r; r = r->next) {
+        for (zx__rreq_t *r = zx__rreq_of(ex->reqs.head); r; r = zx__rreq_of(r->link.next)) {
             if (r->state == ZX__REQ_DECIDED) {
                 continue;
             }
@@ -310,24 +310,24 @@ static void s_control(zx__remote_t *ex)
     pthread_mutex_lock(&ex->lock);
     bool cancel_all = ex->cancel_all;
     ex->cancel_all = false;
-    zx__rtask_t *head = NULL;
+    zx__list_t batch;
+    zx__list_init(&batch);
     io->held = false;
     if (cancel_all ||
         (io->state == ZX__RIO_CONNECTED && io->pending_bytes + ex->out_bytes <= ex->max_inflight)) {
         /* all of it (the usual case: small arguments), in O(1) */
-        head = ex->out_head;
-        if (head) {
-            ex->sent_upto = ex->out_tail->seq;
+        if (ex->outbox.tail) {
+            ex->sent_upto = zx__rtask_of(ex->outbox.tail)->seq;
         }
-        ex->out_head = ex->out_tail = NULL;
+        zx__list_take_all(&batch, &ex->outbox);
         ex->out_bytes = 0;
-    } else if (io->state == ZX__RIO_CONNECTED && ex->out_head) {
+    } else if (io->state == ZX__RIO_CONNECTED && ex->outbox.head) {
         /* the longest prefix of the outbox that fits the send window (at
            least one task, however large, when nothing is out); the rest
            stays, cancellable here, until results make room */
         uint64_t bytes = io->pending_bytes;
         zx__rtask_t *last = NULL;
-        for (zx__rtask_t *t = ex->out_head; t; t = t->next) {
+        for (zx__rtask_t *t = zx__rtask_of(ex->outbox.head); t; t = zx__rtask_of(t->link.next)) {
             if ((last || bytes > 0) && bytes + t->args_len > ex->max_inflight) {
                 break;
             }
@@ -336,40 +336,31 @@ static void s_control(zx__remote_t *ex)
         }
         if (last) {
             ex->out_bytes -= bytes - io->pending_bytes;
-            head = ex->out_head;
             ex->sent_upto = last->seq;
-            ex->out_head = last->next;
-            if (ex->out_head) {
-                ex->out_head->prev = NULL;
-            } else {
-                ex->out_tail = NULL;
-            }
-            last->next = NULL;
+            zx__list_take_front(&batch, &ex->outbox, &last->link);
         }
-        io->held = ex->out_head != NULL;
-        io->held_need = io->held ? ex->out_head->args_len : 0;
+        io->held = ex->outbox.head != NULL;
+        io->held_need = io->held ? zx__rtask_of(ex->outbox.head)->args_len : 0;
     }
-    bool reqs = ex->nreqs > 0;
+    bool reqs = ex->reqs.size > 0;
     pthread_mutex_unlock(&ex->lock);
 
-    if (head && cancel_all) {
+    zx__link_t *k;
+    if (batch.head && cancel_all) {
         /* never sent: cancelled exactly, here */
         size_t n = 0;
-        while (head) {
-            zx__rtask_t *t = head;
-            head = t->next;
+        while ((k = zx__list_pop_front(&batch))) {
+            zx__rtask_t *t = zx__rtask_of(k);
             zx__future_set_cancelled(t->future, "");
             zx__rtask_free(t);
             n++;
         }
         s_after_batch(ex, n);
-    } else if (head) {
+    } else if (batch.head) {
         size_t failed = 0;
         zxp_out_begin(&io->out, ZXP_SUBMIT);
-        while (head) {
-            zx__rtask_t *t = head;
-            head = t->next;
-            t->prev = t->next = NULL;
+        while ((k = zx__list_pop_front(&batch))) {
+            zx__rtask_t *t = zx__rtask_of(k);
             if (s_pending_put(io, t) != 0) {
                 zx__future_set_exception(t->future, ZX_ENOMEM, "MemoryError",
                                          "out of memory in the client", "", "", 0);
@@ -465,7 +456,7 @@ static void s_on_cancelled(zx__remote_t *ex)
                 continue; /* its RESULT follows and frees it */
             }
             pthread_mutex_lock(&ex->lock);
-            for (zx__rreq_t *r = ex->reqs; r; r = r->next) {
+            for (zx__rreq_t *r = zx__rreq_of(ex->reqs.head); r; r = zx__rreq_of(r->link.next)) {
                 if (r->seq == seq && r->state == ZX__REQ_SENT) {
                     r->state = ZX__REQ_DECIDED;
                     r->result = false;
@@ -608,16 +599,7 @@ static void s_on_message(zx__remote_t *ex, zmsg_t *msg)
 /* Takes a task that was never sent out of the outbox (ex->lock held). */
 void zx__remote_outbox_unlink(zx__remote_t *ex, zx__rtask_t *t)
 {
-    if (t->prev) {
-        t->prev->next = t->next;
-    } else {
-        ex->out_head = t->next;
-    }
-    if (t->next) {
-        t->next->prev = t->prev;
-    } else {
-        ex->out_tail = t->prev;
-    }
+    zx__list_remove(&ex->outbox, &t->link);
     ex->out_bytes -= t->args_len;
 }
 
@@ -640,23 +622,22 @@ static void s_expire(zx__remote_t *ex, int64_t now)
         failed++;
     }
     free(v);
-    zx__rtask_t *expired = NULL;
+    zx__list_t expired;
+    zx__list_init(&expired);
     pthread_mutex_lock(&ex->lock);
-    for (zx__rtask_t *t = ex->out_head, *next; t; t = next) {
-        next = t->next;
+    for (zx__rtask_t *t = zx__rtask_of(ex->outbox.head), *next; t; t = next) {
+        next = zx__rtask_of(t->link.next);
         int64_t from = t->t_submit > since ? t->t_submit : since;
         if (now - from < ex->timeout_ms) {
             continue;
         }
         zx__remote_outbox_unlink(ex, t);
         zx__future_set_priv(t->future, NULL);
-        t->next = expired;
-        expired = t;
+        zx__list_push_back(&expired, &t->link);
     }
     pthread_mutex_unlock(&ex->lock);
-    while (expired) {
-        zx__rtask_t *t = expired;
-        expired = t->next;
+    for (zx__link_t *k; (k = zx__list_pop_front(&expired));) {
+        zx__rtask_t *t = zx__rtask_of(k);
         s_fail_unreachable(ex, t, (double)(now - since) / 1000.0);
         failed++;
     }
@@ -700,16 +681,16 @@ static void s_actor_finish(zx__remote_t *ex)
         zx__rtask_free(v[i]);
     }
     free(v);
+    zx__list_t left;
+    zx__list_init(&left);
     pthread_mutex_lock(&ex->lock);
-    zx__rtask_t *head = ex->out_head;
-    ex->out_head = ex->out_tail = NULL;
+    zx__list_take_all(&left, &ex->outbox);
     ex->out_bytes = 0;
     ex->accepting = false;
     ex->actor_dead = true;
     pthread_mutex_unlock(&ex->lock);
-    while (head) {
-        zx__rtask_t *t = head;
-        head = t->next;
+    for (zx__link_t *k; (k = zx__list_pop_front(&left));) {
+        zx__rtask_t *t = zx__rtask_of(k);
         zx__future_set_exception(t->future, ZX_ESHUTDOWN, "ExecutorShutdown",
                                  "the executor was destroyed", "", "", 0);
         zx__rtask_free(t);
@@ -717,7 +698,7 @@ static void s_actor_finish(zx__remote_t *ex)
     }
     pthread_mutex_lock(&ex->lock);
     zx__remote_resolved_locked(ex, failed);
-    for (zx__rreq_t *r = ex->reqs; r; r = r->next) {
+    for (zx__rreq_t *r = zx__rreq_of(ex->reqs.head); r; r = zx__rreq_of(r->link.next)) {
         if (r->state != ZX__REQ_DECIDED) {
             r->state = ZX__REQ_DECIDED;
             r->result = zx_future_cancelled(r->future);
@@ -856,7 +837,7 @@ bool zx__remote_submit_here(zx__remote_t *ex)
     pthread_mutex_lock(&ex->lock);
     /* cancels to decide (their futures' callbacks would run here) are the
        actor's */
-    bool plain = ex->nreqs == 0 && !ex->cancel_all;
+    bool plain = ex->reqs.size == 0 && !ex->cancel_all;
     pthread_mutex_unlock(&ex->lock);
     bool sent =
         plain && io->state == ZX__RIO_CONNECTED && io->dealer && io->table.count == 0 && !io->held;

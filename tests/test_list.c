@@ -1,7 +1,8 @@
 /*  test_list.c - the intrusive list of common/zx_list.h: order after pushes
     at both ends, removal of the head, the tail, a middle and the only
     element (links reset, size kept), pop_front until empty, and take_all
-    onto empty and non-empty lists. */
+    onto empty and non-empty lists, take_front at a middle element and at
+    the tail. */
 #include "zx_list.h"
 
 #include <criterion/criterion.h>
@@ -127,4 +128,27 @@ Test(list, take_all_appends_in_order_and_empties_the_source)
     cr_assert_eq(b.size, 0);
     zx__list_take_all(&a, &b); /* from an empty one: unchanged */
     s_expect(&a, (int[]){0, 1, 2, 3, 4}, 5);
+}
+
+Test(list, take_front_splits_after_the_given_element)
+{
+    item_t it[4];
+    zx__list_t from, to;
+    zx__list_init(&from);
+    for (int i = 0; i < 4; i++) {
+        it[i].value = i;
+        zx__list_push_back(&from, &it[i].link);
+    }
+    zx__list_init(&to);
+    zx__list_take_front(&to, &from, &it[1].link);
+    s_expect(&to, (int[]){0, 1}, 2);
+    s_expect(&from, (int[]){2, 3}, 2);
+    cr_assert_null(from.head->prev, "the new head has no back link");
+    zx__list_t rest;
+    zx__list_init(&rest);
+    zx__list_take_front(&rest, &from, &it[3].link); /* all of it */
+    s_expect(&rest, (int[]){2, 3}, 2);
+    cr_assert(zx__list_empty(&from));
+    cr_assert_null(from.tail);
+    cr_assert_eq(from.size, 0);
 }

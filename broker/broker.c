@@ -231,8 +231,8 @@ static void s_free_workers(zxb_broker_t *self)
 {
     zxb_worker_t *w;
     while ((w = zhashx_first(self->workers))) {
-        while (w->tasks) {
-            zxb_task_t *t = w->tasks;
+        while (w->tasks.head) {
+            zxb_task_t *t = zxb_task_of(w->tasks.head);
             zxb_task_unlink(w, t);
         }
         zhashx_delete(self->workers, w->id);

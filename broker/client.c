@@ -343,7 +343,7 @@ static void s_client_gone(zxb_broker_t *self, zxb_client_t *c, const char *why)
     size_t withdrawn = 0, onworkers = 0;
     if (c->ntasks > 0) {
         for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
-            for (zxb_task_t *t = w->tasks; t; t = t->next) {
+            for (zxb_task_t *t = zxb_task_of(w->tasks.head); t; t = zxb_task_of(t->link.next)) {
                 if (t->client != c) {
                     continue;
                 }

@@ -141,7 +141,7 @@ static void s_dispatch_new(zxb_broker_t *self, zxb_task_t *t)
     }
     for (int i = 0; i < 2 && pools[i]; i++) {
         int p = pools[i];
-        zxb_wfn_t *wf = fn->free_head[p];
+        zxb_wfn_t *wf = zxb_wfn_of(fn->free[p].head, p);
         if (wf) {
             zxb_worker_t *w = wf->worker;
             zxb_free_rotate(wf, p);

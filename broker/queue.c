@@ -44,29 +44,36 @@
 #define S_LEVELS 256
 
 struct zxb_fifo {
-    zxb_task_t *head, *tail;
-    zxb_fifo_t *rnext, *rprev; /* ring of non-empty FIFOs at this level */
+    zx__list_t tasks; /* zxb_task_t, oldest first */
+    zx__link_t rlink; /* in the queue's ring of non-empty FIFOs at this level */
     zxb_client_t *client;
     zxb_queue_t *queue;
     uint64_t key;
-    uint64_t n;
     uint8_t level;
     bool in_ring;
 };
 
+/* The ring of a level is a list whose head is the FIFO whose turn it is:
+   a turn moves the head to the tail, a newcomer joins at the tail (just
+   before the head, so it waits one round). */
 struct zxb_queue {
     zxb_fn_t *fn;
     uint8_t pool_req;
     uint64_t bits[S_LEVELS / 64];
     uint64_t depth;
-    zxb_fifo_t *cur[S_LEVELS];
+    zx__list_t ring[S_LEVELS]; /* zxb_fifo_t */
 };
+
+static zxb_fifo_t *s_fifo_of(zx__link_t *k)
+{
+    return k ? ZX__CONTAINER(k, zxb_fifo_t, rlink) : NULL;
+}
 
 struct zxb_sched {
     /* slab */
     zxb_task_t **chunks;
     size_t nchunks, capchunks;
-    zxb_task_t *free_tasks;
+    zx__list_t free_tasks; /* through link */
     /* table */
     zxb_task_t **buckets;
     size_t nbuckets, count;
@@ -148,7 +155,7 @@ void zxb_sched_destroy(zxb_sched_t **self_p)
 
 zxb_task_t *zxb_task_alloc(zxb_sched_t *self)
 {
-    if (!self->free_tasks) {
+    if (zx__list_empty(&self->free_tasks)) {
         if (self->nchunks == self->capchunks) {
             size_t cap = self->capchunks ? self->capchunks * 2 : 16;
             zxb_task_t **c = realloc(self->chunks, cap * sizeof *c);
@@ -163,13 +170,11 @@ zxb_task_t *zxb_task_alloc(zxb_sched_t *self)
             return NULL;
         }
         self->chunks[self->nchunks++] = chunk;
-        for (size_t i = S_SLAB; i-- > 0;) {
-            chunk[i].next = self->free_tasks;
-            self->free_tasks = &chunk[i];
+        for (size_t i = 0; i < S_SLAB; i++) {
+            zx__list_push_back(&self->free_tasks, &chunk[i].link);
         }
     }
-    zxb_task_t *t = self->free_tasks;
-    self->free_tasks = t->next;
+    zxb_task_t *t = zxb_task_of(zx__list_pop_front(&self->free_tasks));
     uint32_t gen = t->gen;
     memset(t, 0, sizeof *t);
     t->gen = gen;
@@ -270,8 +275,7 @@ void zxb_task_free(zxb_sched_t *self, zxb_task_t *task)
     zxb_task_payload_clear(task);
     task->state = ZXB_T_FREE;
     task->gen++;
-    task->next = self->free_tasks;
-    self->free_tasks = task;
+    zx__list_push_front(&self->free_tasks, &task->link);
 }
 
 /* Runs of S_RUN consecutive seqs of a client land in consecutive buckets
@@ -467,34 +471,23 @@ static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
 
 static void s_ring_insert(zxb_queue_t *q, zxb_fifo_t *f)
 {
-    zxb_fifo_t *cur = q->cur[f->level];
-    if (!cur) {
-        f->rnext = f->rprev = f;
-        q->cur[f->level] = f;
+    zx__list_t *ring = &q->ring[f->level];
+    if (zx__list_empty(ring)) {
         q->bits[f->level / 64] |= 1ull << (f->level % 64);
-    } else {
-        /* just before the client whose turn it is: a newcomer waits one round */
-        f->rnext = cur;
-        f->rprev = cur->rprev;
-        cur->rprev->rnext = f;
-        cur->rprev = f;
     }
+    /* at the tail: just before the client whose turn it is (the head), so
+       a newcomer waits one round */
+    zx__list_push_back(ring, &f->rlink);
     f->in_ring = true;
 }
 
 static void s_ring_remove(zxb_queue_t *q, zxb_fifo_t *f)
 {
-    if (f->rnext == f) {
-        q->cur[f->level] = NULL;
+    zx__list_t *ring = &q->ring[f->level];
+    zx__list_remove(ring, &f->rlink); /* the head's leaving gives the next its turn */
+    if (zx__list_empty(ring)) {
         q->bits[f->level / 64] &= ~(1ull << (f->level % 64));
-    } else {
-        f->rprev->rnext = f->rnext;
-        f->rnext->rprev = f->rprev;
-        if (q->cur[f->level] == f) {
-            q->cur[f->level] = f->rnext;
-        }
     }
-    f->rnext = f->rprev = NULL;
     f->in_ring = false;
 }
 
@@ -514,25 +507,10 @@ void zxb_queue_push(zxb_sched_t *self, zxb_task_t *t, bool front)
     zxb_fifo_t *f = s_fifo_get(t->client, q, level);
     assert(f);
     if (front) {
-        t->prev = NULL;
-        t->next = f->head;
-        if (f->head) {
-            f->head->prev = t;
-        } else {
-            f->tail = t;
-        }
-        f->head = t;
+        zx__list_push_front(&f->tasks, &t->link);
     } else {
-        t->next = NULL;
-        t->prev = f->tail;
-        if (f->tail) {
-            f->tail->next = t;
-        } else {
-            f->head = t;
-        }
-        f->tail = t;
+        zx__list_push_back(&f->tasks, &t->link);
     }
-    f->n++;
     q->depth++;
     if (!f->in_ring) {
         s_ring_insert(q, f);
@@ -556,28 +534,20 @@ zxb_task_t *zxb_queue_peek(const zxb_queue_t *q)
         return NULL;
     }
     int level = s_top_level(q);
-    return level < 0 ? NULL : q->cur[level]->head;
+    return level < 0 ? NULL : zxb_task_of(s_fifo_of(q->ring[level].head)->tasks.head);
 }
 
 static void s_unlink(zxb_queue_t *q, zxb_fifo_t *f, zxb_task_t *t, bool advance)
 {
-    if (t->prev) {
-        t->prev->next = t->next;
-    } else {
-        f->head = t->next;
-    }
-    if (t->next) {
-        t->next->prev = t->prev;
-    } else {
-        f->tail = t->prev;
-    }
-    t->next = t->prev = NULL;
-    f->n--;
+    zx__list_remove(&f->tasks, &t->link);
     q->depth--;
-    if (f->n == 0) {
+    zx__list_t *ring = &q->ring[f->level];
+    if (zx__list_empty(&f->tasks)) {
         s_ring_remove(q, f);
-    } else if (advance && q->cur[f->level] == f) {
-        q->cur[f->level] = f->rnext;
+    } else if (advance && ring->head == &f->rlink && ring->size > 1) {
+        /* its turn is over: the next client's comes */
+        zx__list_remove(ring, &f->rlink);
+        zx__list_push_back(ring, &f->rlink);
     }
 }
 
@@ -588,8 +558,8 @@ zxb_task_t *zxb_queue_pop(zxb_sched_t *self, zxb_queue_t *q)
         return NULL;
     }
     int level = s_top_level(q);
-    zxb_fifo_t *f = q->cur[level];
-    zxb_task_t *t = f->head;
+    zxb_fifo_t *f = s_fifo_of(q->ring[level].head);
+    zxb_task_t *t = zxb_task_of(f->tasks.head);
     s_unlink(q, f, t, true);
     return t;
 }
@@ -599,7 +569,7 @@ void zxb_queue_remove(zxb_sched_t *self, zxb_task_t *t)
     (void)self;
     zxb_queue_t *q = t->fn->q[t->pool_req];
     zxb_fifo_t *f = s_fifo_get(t->client, q, (uint8_t)(t->priority + 128));
-    assert(f && f->n > 0);
+    assert(f && f->tasks.size > 0);
     s_unlink(q, f, t, false);
 }
 
@@ -615,20 +585,12 @@ void zxb_queue_each(zxb_sched_t *self, zxb_queue_t *q, void (*fn)(zxb_task_t *, 
         return;
     }
     for (int level = S_LEVELS - 1; level >= 0; level--) {
-        if (!q->cur[level]) {
-            continue;
-        }
-        size_t nring = 0;
-        zxb_fifo_t *f = q->cur[level];
-        do {
-            nring++;
-            f = f->rnext;
-        } while (f != q->cur[level]);
-        for (size_t i = 0; i < nring && f; i++) {
-            zxb_fifo_t *nextf = f->rnext; /* f may leave the ring below */
-            zxb_task_t *t = f->head;
+        zxb_fifo_t *f = s_fifo_of(q->ring[level].head);
+        while (f) {
+            zxb_fifo_t *nextf = s_fifo_of(f->rlink.next); /* f may leave the ring below */
+            zxb_task_t *t = zxb_task_of(f->tasks.head);
             while (t) {
-                zxb_task_t *nt = t->next;
+                zxb_task_t *nt = zxb_task_of(t->link.next);
                 fn(t, arg);
                 t = nt;
             }
@@ -646,8 +608,8 @@ void zxb_client_fifos_drain(zxb_sched_t *self, zxb_client_t *c, void (*fn)(zxb_t
     }
     for (zxb_fifo_t *f = zhashx_first(c->fifos); f; f = zhashx_next(c->fifos)) {
         /* an empty FIFO's queue may be gone with its function: never touch it */
-        while (f->n > 0) {
-            zxb_task_t *t = f->head;
+        while (f->tasks.size > 0) {
+            zxb_task_t *t = zxb_task_of(f->tasks.head);
             s_unlink(f->queue, f, t, false);
             fn(t, arg);
         }
@@ -666,8 +628,8 @@ void zxb_client_depths(zxb_client_t *c, void (*fn)(zxb_fn_t *, uint64_t, void *)
         return;
     }
     for (zxb_fifo_t *f = zhashx_first(c->fifos); f; f = zhashx_next(c->fifos)) {
-        if (f->n > 0) {
-            fn(f->queue->fn, f->n, arg);
+        if (f->tasks.size > 0) {
+            fn(f->queue->fn, f->tasks.size, arg);
         }
     }
 }
@@ -679,15 +641,7 @@ void zxb_free_link(zxb_wfn_t *wf, int p)
     if (wf->linked[p]) {
         return;
     }
-    zxb_fn_t *fn = wf->fn;
-    wf->fnext[p] = NULL;
-    wf->fprev[p] = fn->free_tail[p];
-    if (fn->free_tail[p]) {
-        fn->free_tail[p]->fnext[p] = wf;
-    } else {
-        fn->free_head[p] = wf;
-    }
-    fn->free_tail[p] = wf;
+    zx__list_push_back(&wf->fn->free[p], &wf->flink[p]);
     wf->linked[p] = true;
 }
 
@@ -696,24 +650,13 @@ void zxb_free_unlink(zxb_wfn_t *wf, int p)
     if (!wf->linked[p]) {
         return;
     }
-    zxb_fn_t *fn = wf->fn;
-    if (wf->fprev[p]) {
-        wf->fprev[p]->fnext[p] = wf->fnext[p];
-    } else {
-        fn->free_head[p] = wf->fnext[p];
-    }
-    if (wf->fnext[p]) {
-        wf->fnext[p]->fprev[p] = wf->fprev[p];
-    } else {
-        fn->free_tail[p] = wf->fprev[p];
-    }
-    wf->fnext[p] = wf->fprev[p] = NULL;
+    zx__list_remove(&wf->fn->free[p], &wf->flink[p]);
     wf->linked[p] = false;
 }
 
 void zxb_free_rotate(zxb_wfn_t *wf, int p)
 {
-    if (wf->linked[p] && wf->fn->free_tail[p] != wf) {
+    if (wf->linked[p] && wf->fn->free[p].tail != &wf->flink[p]) {
         zxb_free_unlink(wf, p);
         zxb_free_link(wf, p);
     }

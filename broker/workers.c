@@ -48,27 +48,14 @@ zxp_out_t *zxb_worker_batch(zxb_broker_t *self, zxb_worker_t *w, uint8_t cmd)
 void zxb_task_link(zxb_worker_t *w, zxb_task_t *t)
 {
     t->worker = w;
-    t->prev = NULL;
-    t->next = w->tasks;
-    if (w->tasks) {
-        w->tasks->prev = t;
-    }
-    w->tasks = t;
+    zx__list_push_front(&w->tasks, &t->link);
     w->ntasks++;
     w->place[t->pool].bytes += t->size;
 }
 
 void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t)
 {
-    if (t->prev) {
-        t->prev->next = t->next;
-    } else {
-        w->tasks = t->next;
-    }
-    if (t->next) {
-        t->next->prev = t->prev;
-    }
-    t->next = t->prev = NULL;
+    zx__list_remove(&w->tasks, &t->link);
     t->worker = NULL;
     w->ntasks--;
     w->place[t->pool].bytes -= t->size;
@@ -144,8 +131,8 @@ static void s_worker_remove(zxb_broker_t *self, zxb_worker_t *w, bool lost, cons
         s_worker_offer(self, w, -1);
     }
     size_t requeued = 0, failed = 0;
-    while (w->tasks) {
-        zxb_task_t *t = w->tasks;
+    while (w->tasks.head) {
+        zxb_task_t *t = zxb_task_of(w->tasks.head);
         zxb_task_unlink(w, t);
         self->running--;
         if (zxb_task_requeue(self, t, lost, w->node)) {

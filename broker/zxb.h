@@ -11,6 +11,7 @@
 #ifndef ZXB_H
 #define ZXB_H
 
+#include "zx_list.h"
 #include "zx_proto.h"
 #include "zxb_place.h"
 
@@ -101,7 +102,7 @@ struct zxb_task {
     zxb_task_t *hnext; /* task table chain */
     zxb_client_t *client;
     uint64_t seq;
-    zxb_task_t *next, *prev; /* the client's FIFO while queued; the worker's list after */
+    zx__link_t link; /* the client's FIFO while queued; the worker's list after */
     /* NULL: recovered from a worker's READY, not yet re-submitted; while
        ZXB_T_HELD, the interned name of the node that ran it */
     zxb_fn_t *fn;
@@ -138,8 +139,19 @@ struct zxb_wfn {
     zxb_worker_t *worker;
     uint8_t mask; /* ZXP_POOLS_* this worker runs it in */
     bool linked[3];
-    zxb_wfn_t *fprev[3], *fnext[3];
+    zx__link_t flink[3]; /* on fn->free[p] */
 };
+
+/* The zxb_wfn_t whose flink[p] is k. */
+static inline zxb_wfn_t *zxb_wfn_of(zx__link_t *k, int p)
+{
+    return k ? ZX__CONTAINER(k - p, zxb_wfn_t, flink) : NULL;
+}
+
+static inline zxb_task_t *zxb_task_of(zx__link_t *k)
+{
+    return k ? ZX__CONTAINER(k, zxb_task_t, link) : NULL;
+}
 
 /* An interned function name with its queues (one per requested pool kind,
    made on first use) and the workers that offer it. */
@@ -147,13 +159,13 @@ struct zxb_fn {
     char *name;
     uint32_t len;
     uint32_t id;
-    uint64_t refs;                          /* tasks and worker offers that point here */
-    uint32_t offered[3];                    /* non-draining workers offering it per pool kind */
-    zxb_queue_t *q[3];                      /* by requested pool: ANY, THREAD, PROCESS */
-    zxb_wfn_t *free_head[3], *free_tail[3]; /* workers with free credit, per pool kind */
-    int64_t orphan_deadline[3];             /* per requested pool: when its queue lost its last
-                                               worker, + grace; 0 when served */
-    bool orphan_listed;                     /* on the broker's list of orphaned functions */
+    uint64_t refs;              /* tasks and worker offers that point here */
+    uint32_t offered[3];        /* non-draining workers offering it per pool kind */
+    zxb_queue_t *q[3];          /* by requested pool: ANY, THREAD, PROCESS */
+    zx__list_t free[3];         /* zxb_wfn_t with free credit, per pool kind */
+    int64_t orphan_deadline[3]; /* per requested pool: when its queue lost its last
+                                   worker, + grace; 0 when served */
+    bool orphan_listed;         /* on the broker's list of orphaned functions */
 };
 
 struct zxb_worker {
@@ -174,7 +186,7 @@ struct zxb_worker {
     int64_t last_recv, last_send;
     size_t nfns;
     zxb_wfn_t *fns;
-    zxb_task_t *tasks; /* in flight here: doubly linked through next/prev */
+    zx__list_t tasks; /* zxb_task_t in flight here, through link */
     uint64_t ntasks, running, done, failed;
     zxp_out_t *out_task, *out_cancel; /* batches being built this turn */
     zxb_worker_t *dirty_next;

@@ -6,7 +6,8 @@
     per task, and an intrusive link costs no allocation and unlinks in O(1)
     from the element alone, where zlistx allocates a node per insert and needs
     its handle kept beside the element. Where an allocation per element does
-    not matter, zlistx remains the choice.
+    not matter, zlistx remains the choice. A zeroed zx__list_t (calloc) is an
+    empty list.
 
     An element is on at most one list per link; an unlinked link has both
     pointers NULL (zx__link_init, and zx__list_remove leaves it so), which

@@ -227,17 +227,20 @@ Test(broker_queue, free_lists_link_unlink_and_rotate)
         zxb_free_link(&w[i], ZXP_POOL_THREAD);
     }
     zxb_free_link(&w[0], ZXP_POOL_THREAD); /* twice: no effect */
-    cr_assert_eq(fn->free_head[ZXP_POOL_THREAD], &w[0]);
-    zxb_free_rotate(&w[0], ZXP_POOL_THREAD);
-    cr_assert_eq(fn->free_head[ZXP_POOL_THREAD], &w[1]);
-    cr_assert_eq(fn->free_tail[ZXP_POOL_THREAD], &w[0]);
-    zxb_free_unlink(&w[2], ZXP_POOL_THREAD);
-    cr_assert_eq(fn->free_head[ZXP_POOL_THREAD]->fnext[ZXP_POOL_THREAD], &w[0]);
-    zxb_free_unlink(&w[1], ZXP_POOL_THREAD);
-    zxb_free_unlink(&w[0], ZXP_POOL_THREAD);
-    cr_assert_null(fn->free_head[ZXP_POOL_THREAD]);
-    cr_assert_null(fn->free_tail[ZXP_POOL_THREAD]);
-    cr_assert_null(fn->free_head[ZXP_POOL_PROCESS]);
+    const int T = ZXP_POOL_THREAD;
+    cr_assert_eq(fn->free[T].size, 3);
+    cr_assert_eq(zxb_wfn_of(fn->free[T].head, T), &w[0]);
+    zxb_free_rotate(&w[0], T);
+    cr_assert_eq(zxb_wfn_of(fn->free[T].head, T), &w[1]);
+    cr_assert_eq(zxb_wfn_of(fn->free[T].tail, T), &w[0]);
+    zxb_free_unlink(&w[2], T);
+    cr_assert_eq(zxb_wfn_of(fn->free[T].head->next, T), &w[0]);
+    zxb_free_unlink(&w[1], T);
+    zxb_free_unlink(&w[0], T);
+    cr_assert_null(fn->free[T].head);
+    cr_assert_null(fn->free[T].tail);
+    cr_assert_eq(fn->free[T].size, 0);
+    cr_assert_null(fn->free[ZXP_POOL_PROCESS].head);
     zxb_sched_destroy(&s);
 }
 

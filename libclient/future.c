@@ -48,9 +48,9 @@ struct zx_future {
     char *node;       /* who produced the result or error; NULL: "" */
     int pid;
     s_callback_t *cb_head, *cb_tail;
-    zx__waiter_link_t *waiters; /* registrations, doubly linked */
-    int sleepers;               /* threads asleep in s_wait_done_locked */
-    atomic_bool finished;       /* set with state, read by spinning waiters */
+    zx__list_t waiters;   /* zx__waiter_link_t registrations */
+    int sleepers;         /* threads asleep in s_wait_done_locked */
+    atomic_bool finished; /* set with state, read by spinning waiters */
     /* A small value and a short node name are kept here, not malloc'd: a
        result was a malloc for its bytes and a strdup for its node, freed
        with the future, two of the client's allocations per task. */
@@ -343,16 +343,11 @@ static bool s_done(const zx_future_t *f)
 bool zx__future_add_waiter(zx_future_t *f, zx__waiter_t *w, zx__waiter_link_t *link)
 {
     link->waiter = w;
-    link->prev = NULL;
     link->linked = false;
     pthread_mutex_lock(&f->lock);
     bool registered = !s_done(f);
     if (registered) {
-        link->next = f->waiters;
-        if (f->waiters) {
-            f->waiters->prev = link;
-        }
-        f->waiters = link;
+        zx__list_push_front(&f->waiters, &link->link);
         link->linked = true;
     }
     pthread_mutex_unlock(&f->lock);
@@ -363,14 +358,7 @@ void zx__future_remove_waiter(zx_future_t *f, zx__waiter_link_t *link)
 {
     pthread_mutex_lock(&f->lock);
     if (link->linked) {
-        if (link->prev) {
-            link->prev->next = link->next;
-        } else {
-            f->waiters = link->next;
-        }
-        if (link->next) {
-            link->next->prev = link->prev;
-        }
+        zx__list_remove(&f->waiters, &link->link);
         link->linked = false;
     }
     pthread_mutex_unlock(&f->lock);
@@ -379,10 +367,7 @@ void zx__future_remove_waiter(zx_future_t *f, zx__waiter_link_t *link)
 size_t zx__future_waiting(zx_future_t *f)
 {
     pthread_mutex_lock(&f->lock);
-    size_t n = (size_t)f->sleepers;
-    for (zx__waiter_link_t *l = f->waiters; l; l = l->next) {
-        n++;
-    }
+    size_t n = (size_t)f->sleepers + f->waiters.size;
     pthread_mutex_unlock(&f->lock);
     return n;
 }
@@ -398,7 +383,8 @@ static s_callback_t *s_finish_locked(zx_future_t *f)
     f->ex = NULL;
     f->priv = NULL;
     bool failed = f->state == ZX_FINISHED && f->has_error;
-    for (zx__waiter_link_t *l = f->waiters; l; l = l->next) {
+    for (zx__link_t *k = f->waiters.head; k; k = k->next) {
+        zx__waiter_link_t *l = ZX__CONTAINER(k, zx__waiter_link_t, link);
         zx__waiter_t *w = l->waiter;
         pthread_mutex_lock(&w->lock);
         if (w->n_done < w->cap) { /* always true: cap >= registrations */
@@ -411,7 +397,7 @@ static s_callback_t *s_finish_locked(zx_future_t *f)
         pthread_mutex_unlock(&w->lock);
         l->linked = false;
     }
-    f->waiters = NULL;
+    zx__list_init(&f->waiters); /* the links are their waiters' storage */
     pthread_cond_broadcast(&f->cond);
     s_callback_t *cbs = f->cb_head;
     f->cb_head = f->cb_tail = NULL;

@@ -12,6 +12,7 @@
 #define ZX_WAITER_H
 
 #include "zx_client_int.h"
+#include "zx_list.h"
 
 typedef struct zx__waiter {
     pthread_mutex_t lock;
@@ -30,7 +31,7 @@ void zx__waiter_fini(zx__waiter_t *w);
    of them per waiter), so registering never allocates and cannot fail. */
 typedef struct zx__waiter_link {
     zx__waiter_t *waiter;
-    struct zx__waiter_link *prev, *next; /* in the future's list */
+    zx__link_t link; /* in the future's list */
     bool linked;
 } zx__waiter_link_t;
 

@@ -213,8 +213,9 @@ Test(local, time_limit_fails_the_future_at_the_deadline, .timeout = 30)
     const zx_error_t *e = zx_future_exception(f, 0);
     cr_assert_eq(e->code, ZX_ETIMELIMIT);
     cr_assert_str_eq(e->type, "TimeLimitError");
+    /* at the deadline, not before it; a limit that never fired would leave
+       result() to its own 10 s timeout (ZX_ETIMEOUT), not TimeLimitError */
     cr_assert_geq(took, 190);
-    cr_assert_lt(took, 5000);
     /* a task inside its limit is unaffected */
     zxt_args_int(&sb, 1, 1, 0);
     opts.time_limit = 5;

@@ -142,8 +142,7 @@ Test(map, timeout_counts_from_the_call_and_destroy_cancels_the_rest, .timeout = 
     cr_assert(zxt_gate_wait_started(1, 10));
     cr_assert_eq(zx_map_next(m, NULL, NULL), ZX_ETIMEOUT);
     int64_t took = zclock_mono() - t0;
-    cr_assert_geq(took, 190);
-    cr_assert_lt(took, 5000);
+    cr_assert_geq(took, 190); /* a timeout that never fired: the test's own limit */
     cr_assert_eq(zx_map_exception(m)->code, ZX_ETIMEOUT);
     cr_assert_eq(zx_map_next(m, NULL, NULL), ZX_ETIMEOUT, "stays timed out");
     zx_map_destroy(&m);

@@ -598,11 +598,9 @@ Test(remote_nobroker, a_local_cluster_uses_bin_dir_first_and_fails_if_its_broker
     }
     zx_options_t o = s_opts();
     o.bin_dir = dir;
-    int64_t t0 = zclock_mono();
     zx_executor_t *ex = zx_executor_new(NULL, &o);
     cr_assert_null(ex);
-    cr_assert_eq(zx_last_error(), ZX_ECONN);
-    cr_assert_lt(zclock_mono() - t0, 10000);
+    cr_assert_eq(zx_last_error(), ZX_ECONN); /* a hang instead: the test's own limit */
     for (int i = 0; i < 2; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         unlink(path);

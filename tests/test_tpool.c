@@ -236,11 +236,10 @@ Test(tpool, a_result_under_load_reaches_the_loop_while_the_next_task_runs, .time
             got = dn;
         }
     }
-    int64_t took = zclock_mono() - t0;
+    /* without a wake-up, poll runs out and got stays NULL */
     cr_assert_not_null(got, "job 1's result never reached the loop while job 2 ran");
     cr_assert_eq(got->seq, 1);
     cr_assert_null(got->done_next, "job 2 reported done while it still runs");
-    cr_assert_lt(took, 1000, "job 1's result took %lld ms", (long long)took);
     cr_assert_eq(zxw_tpool_busy(pool), 1, "job 2 runs");
     atomic_store(&s_gate2_open, true);
     int done[2];

@@ -69,6 +69,7 @@ typedef struct {
     /* kept only until delivered (--keep-order holds them back) */
     char *out, *err;
     size_t out_len, err_len;
+    size_t received; /* bytes the command wrote (kept), for parallel's log */
 } s_job_t;
 
 /* One piece of a command-line word: literal text or a replacement string. */
@@ -573,7 +574,7 @@ static void s_joblog_write(s_run_t *r, s_job_t *j)
     if (r->parallel_log) {
         char *cmd = s_command_line(r, j);
         fprintf(r->joblog, "%zu\t%s\t%.3f\t%.3f\t%d\t%zu\t%d\t%d\t%s\n", j->seq, node, j->start,
-                j->runtime, 0, j->out_len + j->err_len, j->exitval, j->sig, cmd ? cmd : "?");
+                j->runtime, 0, j->received, j->exitval, j->sig, cmd ? cmd : "?");
         free(cmd);
     } else {
         char *in = s_escape(j->input);
@@ -957,7 +958,9 @@ static void s_complete(s_run_t *r, s_job_t *j)
         j->sig = 0;
     }
     bool cancelled = rc == ZX_ECANCELLED || (e && e->code == ZX_ECANCELLED);
-    zx_future_unref(&j->f);
+    /* e lives as long as the future: held until the end */
+    zx_future_t *f = j->f;
+    j->f = NULL;
     s_slot_give(r, j->slot);
     j->slot = 0;
     if (cancelled && r->stopping) {
@@ -968,14 +971,17 @@ static void s_complete(s_run_t *r, s_job_t *j)
         j->out = j->err = NULL;
         j->out_len = j->err_len = 0;
         s_print_ready(r, j);
+        zx_future_unref(&f);
         return;
     }
     bool refused = e && (e->code == ZX_ENOTALLOWED || e->code == ZX_ENOFUNC);
     if (!j->ok && !refused && j->attempts <= r->retries && !r->stopping) {
         if (s_submit(r, j) == 0) {
+            zx_future_unref(&f);
             return;
         }
     }
+    j->received = j->out_len + j->err_len;
     /* what the job wrote, then (stderr) why it failed */
     if (out_trunc || err_trunc) {
         s_err_append(j, "zexec run: job %zu (%s): %s%s%s truncated at %zu bytes (--max-output)\n",
@@ -1005,11 +1011,13 @@ static void s_complete(s_run_t *r, s_job_t *j)
     } else if (rc != ZX_OK && refused) {
         /* every job would fail the same way: say it once and stop */
         if (!r->exec_refused) {
+            const char *m = e && e->message ? e->message : zx_strerror(rc);
             r->exec_refused = true;
-            s_err_append(j,
-                         "zexec run: %s\nzexec run: the workers must offer exec: start "
-                         "zexec-worker with --allow-exec\n",
-                         e && e->message ? e->message : zx_strerror(rc));
+            s_err_append(j, "zexec run: %s\n", m);
+            if (!strstr(m, "--allow-exec")) {
+                s_err_append(j, "zexec run: the workers must offer exec: start zexec-worker with "
+                                "--allow-exec\n");
+            }
         }
     } else if (rc != ZX_OK) {
         const char *m = e && e->message ? e->message : zx_strerror(rc);
@@ -1034,6 +1042,7 @@ static void s_complete(s_run_t *r, s_job_t *j)
     }
     s_halt_check(r, j);
     zxc_progress_update(r->prog, r->ndone, r->nfailed);
+    zx_future_unref(&f);
 }
 
 /* Stops everything now: queued tasks cancelled at the broker first (one

@@ -56,8 +56,9 @@ typedef struct {
     size_t nargs;
     char *input; /* the arguments joined by spaces: log, --tag, messages */
     s_jstate_t state;
-    int attempts;
-    size_t slot; /* {%}, 1-based, while in flight */
+    int submits;  /* ours: the first and each --retries re-run */
+    int attempts; /* runs: submits, plus the broker's re-runs after lost workers */
+    size_t slot;  /* {%}, 1-based, while in flight */
     zx_future_t *f;
     bool ok, timed_out;
     int exit_code;    /* as the zexec log shows it */
@@ -697,7 +698,7 @@ static int s_submit(s_run_t *r, s_job_t *j)
     gettimeofday(&tv, NULL);
     j->sub_time = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
     j->sub_ms = zclock_mono();
-    j->attempts++;
+    j->submits++;
     j->f = zx_submit_opts(r->ex, "exec", sb.data, sb.size, &opts);
     msgpack_sbuffer_destroy(&sb);
     if (!j->f) {
@@ -957,6 +958,8 @@ static void s_complete(s_run_t *r, s_job_t *j)
         j->exitval = j->exit_code;
         j->sig = 0;
     }
+    int runs = zx_future_attempts(j->f);
+    j->attempts += runs > 1 ? runs : 1;
     bool cancelled = rc == ZX_ECANCELLED || (e && e->code == ZX_ECANCELLED);
     /* e lives as long as the future: held until the end */
     zx_future_t *f = j->f;
@@ -975,7 +978,7 @@ static void s_complete(s_run_t *r, s_job_t *j)
         return;
     }
     bool refused = e && (e->code == ZX_ENOTALLOWED || e->code == ZX_ENOFUNC);
-    if (!j->ok && !refused && j->attempts <= r->retries && !r->stopping) {
+    if (!j->ok && !refused && j->submits <= r->retries && !r->stopping) {
         if (s_submit(r, j) == 0) {
             zx_future_unref(&f);
             return;

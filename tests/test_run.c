@@ -256,17 +256,13 @@ Test(run, ctrl_c_cancels_queued_jobs_before_it_stops_the_running_ones)
 {
     /* 4 process slots, 40 jobs that never end by themselves: once 4 have
        started no slot is free, so any later start came from our stopping */
-    const char *a[] = {"run", "-q", "--wd", "...", "-j",
-                       "40",  "--", "sh",   "-c",  "echo {} >> started; exec sleep 60",
-                       ":::", "1",  "2",    "3",   "4",
-                       "5",   "6",  "7",    "8",   "9",
-                       "10",  "11", "12",   "13",  "14",
-                       "15",  "16", "17",   "18",  "19",
-                       "20",  "21", "22",   "23",  "24",
-                       "25",  "26", "27",   "28",  "29",
-                       "30",  "31", "32",   "33",  "34",
-                       "35",  "36", "37",   "38",  "39",
-                       "40",  NULL};
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cd %s && echo {} >> started; exec sleep 60", s_dir);
+    const char *a[] = {"run", "-q", "-j", "40", "--", "sh", "-c", cmd,  ":::", "1",
+                       "2",   "3",  "4",  "5",  "6",  "7",  "8",  "9",  "10",  "11",
+                       "12",  "13", "14", "15", "16", "17", "18", "19", "20",  "21",
+                       "22",  "23", "24", "25", "26", "27", "28", "29", "30",  "31",
+                       "32",  "33", "34", "35", "36", "37", "38", "39", "40",  NULL};
     pid_t pid = s_start(NULL, -1, a);
     s_count_t c = {"started", 4};
     cr_assert(zxt_wait_for(s_has_lines, &c, 60), "4 jobs started");
@@ -283,23 +279,11 @@ Test(run, sigterm_with_keep_order_prints_what_finished_and_logs_only_that)
     char log[512];
     s_path(log, sizeof log, "jobs.tsv");
     /* job 1 never ends; 2..4 finish, held back behind it */
-    const char *a[] = {"run",
-                       "-q",
-                       "--wd",
-                       "...",
-                       "-k",
-                       "--joblog",
-                       log,
-                       "--",
-                       "sh",
-                       "-c",
-                       "if [ {} = 1 ]; then exec sleep 60; fi; echo out{}; touch done{}",
-                       ":::",
-                       "1",
-                       "2",
-                       "3",
-                       "4",
-                       NULL};
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "cd %s && if [ {} = 1 ]; then exec sleep 60; fi; echo out{}; touch done{}", s_dir);
+    const char *a[] = {"run", "-q",  "-k", "--joblog", log, "--", "sh", "-c",
+                       cmd,   ":::", "1",  "2",        "3", "4",  NULL};
     pid_t pid = s_start(NULL, -1, a);
     cr_assert(zxt_wait_for(s_exists, "done2", 60));
     cr_assert(zxt_wait_for(s_exists, "done3", 60));
@@ -331,15 +315,12 @@ Test(run, a_closed_stdout_stops_the_run_and_the_client_says_bye)
 {
     int p[2];
     cr_assert_eq(pipe(p), 0);
-    const char *a[] = {"run", "-q", "--wd", "...", "-j",
-                       "20",  "--", "sh",   "-c",  "echo {} >> started; echo {}; sleep 0.3",
-                       ":::", "1",  "2",    "3",   "4",
-                       "5",   "6",  "7",    "8",   "9",
-                       "10",  "11", "12",   "13",  "14",
-                       "15",  "16", "17",   "18",  "19",
-                       "20",  "21", "22",   "23",  "24",
-                       "25",  "26", "27",   "28",  "29",
-                       "30",  NULL};
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cd %s && echo {} >> started; echo {}; sleep 0.3", s_dir);
+    const char *a[] = {"run", "-q", "-j", "20", "--", "sh", "-c", cmd,  ":::", "1",
+                       "2",   "3",  "4",  "5",  "6",  "7",  "8",  "9",  "10",  "11",
+                       "12",  "13", "14", "15", "16", "17", "18", "19", "20",  "21",
+                       "22",  "23", "24", "25", "26", "27", "28", "29", "30",  NULL};
     pid_t pid = s_start(NULL, p[1], a);
     close(p[1]);
     char c;
@@ -612,4 +593,42 @@ Test(run, workers_without_allow_exec_fail_the_run_once_saying_how_to_enable_it)
     cr_assert(hint, "stderr: %s", r.err);
     cr_assert_null(strstr(hint + 1, "--allow-exec"), "said once: %s", r.err);
     s_free(&r);
+}
+
+/* ---- 7: attempts after a lost worker ---------------------------------------------------- */
+
+Test(run, joblog_attempts_count_a_rerun_after_a_lost_worker)
+{
+    /* a broker with the default liveness (3 s), one worker that dies
+       while it runs the job, and one that takes it over */
+    zxt_cluster_t c2;
+    cr_assert_eq(zxt_broker_start(&c2, NULL), 0);
+    const char *wargs[] = {"--allow-exec", "--procs", "1", "--threads", "1", NULL};
+    pid_t first = zxt_worker_start(&c2, "lost", wargs);
+    cr_assert_gt(first, 0);
+    const char *s[] = {"status", "--broker",  c2.client_ep, "--wait-workers",
+                       "1",      "--timeout", "20",         NULL};
+    s_res_t r = s_zx(NULL, 30, s);
+    cr_assert_eq(r.status, 0);
+    s_free(&r);
+    char log[512];
+    s_path(log, sizeof log, "jobs.tsv");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cd %s && echo {} >> started; sleep 1", s_dir);
+    const char *a[] = {"run", "-q", "--broker", c2.client_ep, "--joblog", log, "--",
+                       "sh",  "-c", cmd,        ":::",        "x",        NULL};
+    pid_t pid = s_start(NULL, -1, a);
+    s_count_t c = {"started", 1};
+    cr_assert(zxt_wait_for(s_has_lines, &c, 60), "the job started");
+    zxt_kill(first);
+    cr_assert_gt(zxt_worker_start(&c2, "takeover", wargs), 0);
+    r = s_finish(pid, 90);
+    zxt_cluster_stop(&c2);
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    s_free(&r);
+    char *text = s_slurp(log);
+    cr_assert(strstr(text, "\n1\tx\ttakeover\t0\t"), "log: %s", text);
+    size_t n = strlen(text);
+    cr_assert(n > 3 && strcmp(text + n - 3, "\t2\n") == 0, "2 attempts: %s", text);
+    free(text);
 }

@@ -1501,7 +1501,8 @@ static int s_flags(s_run_t *r, zxc_conn_t *conn, int argc, char **argv)
             if (asprintf(&kv, "%.*s=%s", (int)nl, optarg, val) < 0) {
                 return S_EXIT_ERROR;
             }
-            zlist_append(r->env, kv);
+            zlist_append(r->env, kv); /* autofree: the list keeps a copy */
+            free(kv);
             break;
         }
         case O_MAXOUT:

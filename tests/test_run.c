@@ -632,3 +632,53 @@ Test(run, joblog_attempts_count_a_rerun_after_a_lost_worker)
     cr_assert(n > 3 && strcmp(text + n - 3, "\t2\n") == 0, "2 attempts: %s", text);
     free(text);
 }
+
+/* ---- 6: a function nobody offers fails at once ------------------------------------------ */
+
+static bool s_uptime_over(void *arg)
+{
+    const char *ep = arg;
+    const char *a[] = {"status", "--json", "--broker", ep, NULL};
+    s_res_t r = s_zx(NULL, 20, a);
+    const char *p = strstr(r.out, "\"uptime_s\":");
+    double up = p ? atof(p + 11) : 0;
+    s_free(&r);
+    return up >= 0.5;
+}
+
+Test(run, a_misspelled_function_fails_at_once_with_the_closest_names_and_run_checks_for_exec)
+{
+    /* a grace of an hour: only the fail-fast answers within the test;
+       the liveness window (0.2 s x 2) is the "cluster still starting" */
+    zxt_cluster_t c2;
+    const char *bargs[] = {"--nofunc-grace", "3600", "--heartbeat", "0.2", "--liveness", "2", NULL};
+    cr_assert_eq(zxt_broker_start(&c2, bargs), 0);
+    char *plugin = zxt_plugin("zexec_demo_plugin");
+    const char *wargs[] = {"--no-builtins", "--plugin", plugin, "--procs", "1",
+                           "--threads",     "1",        NULL};
+    cr_assert_gt(zxt_worker_start(&c2, "plain", wargs), 0);
+    const char *s[] = {"status", "--broker",  c2.client_ep, "--wait-workers",
+                       "1",      "--timeout", "20",         NULL};
+    s_res_t r = s_zx(NULL, 30, s);
+    cr_assert_eq(r.status, 0);
+    s_free(&r);
+    cr_assert(zxt_wait_for(s_uptime_over, c2.client_ep, 30));
+
+    const char *a[] = {"submit", "--broker", c2.client_ep, "sqaure", "[7]", NULL};
+    r = s_zx(NULL, 30, a);
+    cr_assert_eq(r.status, 1, "stderr: %s", r.err);
+    cr_assert(strstr(r.err, "NoWorkerError: no worker offers function 'sqaure'; did you mean "
+                            "'square'?"),
+              "stderr: %s", r.err);
+    s_free(&r);
+
+    /* run asks first: no worker offers exec */
+    const char *b[] = {"run", "-q", "--broker", c2.client_ep, "--", "true", ":::", "x", NULL};
+    r = s_zx(NULL, 30, b);
+    zxt_cluster_stop(&c2);
+    free(plugin);
+    cr_assert_eq(r.status, 255, "stderr: %s", r.err);
+    cr_assert(strstr(r.err, "none of the 1 worker offers exec") && strstr(r.err, "--allow-exec"),
+              "stderr: %s", r.err);
+    s_free(&r);
+}

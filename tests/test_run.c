@@ -540,6 +540,13 @@ Test(run, several_sources_positions_slots_n_colsep_tag_and_unknown_strings)
     cr_assert_eq(ones, 5);
     s_free(&r);
 
+    /* --bar shows the progress display even with -q */
+    const char *bar[] = {"run", "-q", "--bar", "--", "true", ":::", "a", NULL};
+    r = s_zx(NULL, 60, bar);
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    cr_assert(strstr(r.err, "zexec: run 1/1 done"), "stderr: %s", r.err);
+    s_free(&r);
+
     /* unknown replacement strings are an error; awk's braces are text */
     const char *g[] = {"run", "-q", "--", "echo", "{..}", ":::", "a", NULL};
     r = s_zx(NULL, 60, g);

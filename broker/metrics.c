@@ -1,13 +1,17 @@
-/*  metrics.c - the broker's Prometheus endpoint (--metrics HOST:PORT).
+/*  metrics.c - the broker's Prometheus endpoint (--metrics HOST:PORT) and
+    the text it serves.
 
     libmicrohttpd serves HTTP on its own thread; the broker's loop publishes
-    the whole text once a second (broker.c builds it from the figures STATUS
-    reports) and a scrape copies the last one under a mutex. So a slow or
-    hostile HTTP client never holds up scheduling, and the HTTP thread never
-    reads the broker's structures. Only GET (and HEAD) of /metrics answer.
+    the whole text once a second (zxb_metrics_update, at the end of this
+    file, builds it on the broker's thread from the figures STATUS reports)
+    and a scrape copies the last one under a mutex. So a slow or hostile
+    HTTP client never holds up scheduling, and the HTTP thread never reads
+    the broker's structures. Only GET (and HEAD) of /metrics answer.
 */
-#include "zxb.h"
+#include "zxb_broker.h"
 #include "zx_auth.h"
+
+#include <inttypes.h>
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -177,4 +181,127 @@ void zxb_metrics_publish(zxb_metrics_t *self, char *text, size_t len)
     self->text = text;
     self->len = len;
     pthread_mutex_unlock(&self->lock);
+}
+
+/* ---- the page (built on the broker's thread) -------------------------------------- */
+
+/* A label value as the text format wants it: \\, \" and \n escaped. */
+static void s_label(FILE *f, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"') {
+            fputc('\\', f);
+            fputc(*v, f);
+        } else if (*v == '\n') {
+            fputs("\\n", f);
+        } else {
+            fputc(*v, f);
+        }
+    }
+}
+
+static void s_metric_head(FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void s_metric(FILE *f, const char *name, const char *type, const char *help, double v)
+{
+    s_metric_head(f, name, type, help);
+    fprintf(f, "%s %.17g\n", name, v);
+}
+
+typedef struct {
+    FILE *f;
+    zxb_client_t *client;
+} s_qmetrics_t;
+
+static void s_queue_metric(zxb_fn_t *fn, uint64_t depth, void *arg)
+{
+    s_qmetrics_t *q = arg;
+    fputs("zexec_queue_depth{function=\"", q->f);
+    s_label(q->f, fn->name);
+    fputs("\",client=\"", q->f);
+    s_label(q->f, q->client->name);
+    fprintf(q->f, "\"} %" PRIu64 "\n", depth);
+}
+
+enum { S_WM_SLOTS, S_WM_FREE, S_WM_RUNNING, S_WM_DONE, S_WM_FAILED };
+
+/* One line per worker (per worker and pool kind for slots and free slots). */
+static void s_worker_series(zxb_broker_t *self, FILE *f, const char *name, int what)
+{
+    bool per_pool = what == S_WM_SLOTS || what == S_WM_FREE;
+    for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        for (int p = ZXP_POOL_THREAD; p <= (per_pool ? ZXP_POOL_PROCESS : ZXP_POOL_THREAD); p++) {
+            uint64_t v = what == S_WM_SLOTS     ? w->place[p].slots
+                         : what == S_WM_FREE    ? zxb_place_free_slots(&w->place[p])
+                         : what == S_WM_RUNNING ? w->running
+                         : what == S_WM_DONE    ? w->done
+                                                : w->failed;
+            fprintf(f, "%s{node=\"", name);
+            s_label(f, w->node);
+            if (per_pool) {
+                fprintf(f, "\",pool=\"%s", zxb_pool_name(p));
+            }
+            fprintf(f, "\"} %" PRIu64 "\n", v);
+        }
+    }
+}
+
+/* The page: broker totals, then one series per worker (and pool), then the
+   queue depth per function and client; the figures of STATUS. */
+void zxb_metrics_update(zxb_broker_t *self)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
+        return;
+    }
+    s_metric(f, "zexec_uptime_seconds", "gauge", "Seconds since the broker started.",
+             (double)(self->now - self->started) / 1000.0);
+    s_metric(f, "zexec_tasks_submitted_total", "counter", "Tasks accepted from clients.",
+             (double)self->submitted);
+    s_metric(f, "zexec_tasks_done_total", "counter", "Tasks that returned a value.",
+             (double)self->done);
+    s_metric(f, "zexec_tasks_failed_total", "counter", "Tasks that ended with an error.",
+             (double)self->failed);
+    s_metric(f, "zexec_tasks_cancelled_total", "counter", "Tasks cancelled before they ran.",
+             (double)self->cancelled);
+    s_metric(f, "zexec_tasks_rejected_total", "counter", "Tasks refused by a client quota.",
+             (double)self->rejected);
+    s_metric(f, "zexec_tasks_duplicate_total", "counter",
+             "Re-sent tasks the broker already had (dropped).", (double)self->duplicates);
+    s_metric(f, "zexec_tasks_queued", "gauge", "Tasks waiting for a worker.", (double)self->queued);
+    s_metric(f, "zexec_tasks_running", "gauge", "Tasks on workers.", (double)self->running);
+    s_metric(f, "zexec_clients", "gauge", "Connected clients.", (double)zhashx_size(self->clients));
+    s_metric(f, "zexec_workers", "gauge", "Connected workers.", (double)zhashx_size(self->workers));
+    s_metric(f, "zexec_dropped_messages_total", "counter",
+             "Malformed, unsigned or unexpected messages dropped.", (double)self->drops.total);
+
+    /* per worker and pool kind, then per worker */
+    s_metric_head(f, "zexec_worker_slots", "gauge", "Pool size of a worker.");
+    s_worker_series(self, f, "zexec_worker_slots", S_WM_SLOTS);
+    s_metric_head(f, "zexec_worker_free_slots", "gauge", "Pool slots with no task assigned.");
+    s_worker_series(self, f, "zexec_worker_free_slots", S_WM_FREE);
+    s_metric_head(f, "zexec_worker_running", "gauge",
+                  "Tasks a worker has started and not finished.");
+    s_worker_series(self, f, "zexec_worker_running", S_WM_RUNNING);
+    s_metric_head(f, "zexec_worker_tasks_done_total", "counter",
+                  "Tasks a worker finished with a value.");
+    s_worker_series(self, f, "zexec_worker_tasks_done_total", S_WM_DONE);
+    s_metric_head(f, "zexec_worker_tasks_failed_total", "counter",
+                  "Tasks a worker finished with an error.");
+    s_worker_series(self, f, "zexec_worker_tasks_failed_total", S_WM_FAILED);
+    s_metric_head(f, "zexec_queue_depth", "gauge", "Queued tasks per function and client.");
+    for (zxb_client_t *cl = zhashx_first(self->clients); cl; cl = zhashx_next(self->clients)) {
+        s_qmetrics_t q = {f, cl};
+        zxb_client_depths(cl, s_queue_metric, &q);
+    }
+    if (fclose(f) != 0 || !text) {
+        free(text);
+        return;
+    }
+    zxb_metrics_publish(self->metrics, text, len);
 }

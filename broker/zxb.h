@@ -3,13 +3,16 @@
     structures of queue.c (described at the top of queue.c).
 
     The broker is one thread; nothing here is locked. Records point at each
-    other freely; queue.c owns tasks, functions and queues, broker.c owns
-    clients and workers and the sockets.
+    other freely; queue.c owns tasks, functions and queues; the broker
+    record, the sockets and what each command does are in the files that
+    zxb_broker.h lists (broker.c, client.c, workers.c, dispatch.c, tasks.c,
+    status.c, metrics.c); placement.c (zxb_place.h) is the placement policy.
 */
 #ifndef ZXB_H
 #define ZXB_H
 
 #include "zx_proto.h"
+#include "zxb_place.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -158,18 +161,14 @@ struct zxb_worker {
     zframe_t *rid;
     char node[ZXP_MAX_NAME + 1];
     uint32_t pid, threads, procs, prefetch, hb_ms;
-    uint32_t cap[3];      /* per pool kind: size + prefetch (0 when the pool is absent) */
-    uint32_t inflight[3]; /* dispatched, not resulted (and late slots, see held) */
-    uint32_t held[3];     /* slots kept by WRESULT slot_freed=false until CREDIT */
-    uint32_t foreign[3];  /* slots a re-READY reported for tasks now elsewhere */
-    uint64_t bytes[3];    /* argument bytes of the tasks linked here (w->tasks) */
-    /* adaptive prefetch (broker.c s_adapt): the time tasks spend running,
-       measured as the integral of the started count over time */
-    uint32_t started_p[3];
-    uint32_t nres[3];
-    int64_t busy_us[3], mark_us[3];
-    double run_us[3]; /* smoothed run time per task; 0: not measured yet */
-    bool listed[3];   /* on its functions' free lists for this pool kind */
+    /* per pool kind (ZXP_POOL_THREAD, ZXP_POOL_PROCESS; [0] unused): the
+       placement policy's view (zxb_place.h): slots, window, the tasks in
+       flight (dispatched, not resulted, and late slots, see held) and their
+       argument bytes (of the tasks linked here, w->tasks), run times */
+    zxb_place_pool_t place[3];
+    uint32_t held[3];    /* slots kept by WRESULT slot_freed=false until CREDIT */
+    uint32_t foreign[3]; /* slots a re-READY reported for tasks now elsewhere */
+    bool listed[3];      /* on its functions' free lists for this pool kind */
     bool draining;
     bool dead;
     int64_t last_recv, last_send;

@@ -1,6 +1,7 @@
-/*  remote.h - internals of the remote executor (remote.c) and of the local
-    cluster it may own (cluster.c): one zexec-broker and N zexec-worker child
-    processes on loopback, started for zx_executor_new(NULL, opts).
+/*  remote.h - internals of the remote executor (remote.c, remote_io.c; the
+    records they share are in remote_int.h) and of the local cluster it may
+    own (cluster.c): one zexec-broker and N zexec-worker child processes on
+    loopback, started for zx_executor_new(NULL, opts).
 */
 #ifndef ZX_REMOTE_H
 #define ZX_REMOTE_H

@@ -1,5 +1,5 @@
 /*  test_remote.c - the remote executor and the local cluster (libclient/remote.c,
-    libclient/cluster.c).
+    remote_io.c, cluster.c).
 
     Two kinds of tests: against a scripted fake broker in this process (a
     ROUTER speaking ZXP through common/proto.c), for protocol behaviour the

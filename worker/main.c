@@ -1,5 +1,5 @@
 /*  main.c - zexec-worker: a worker node as a program. Parses flags, loads
-    plugins and runs the embeddable worker (worker.c) until SIGTERM/SIGINT,
+    plugins and runs the embeddable worker (worker.c, loop.c) until SIGTERM/SIGINT,
     which drain it: running tasks finish, BYE is sent, exit status 0.
 */
 #include "zexec_worker.h"

@@ -32,7 +32,7 @@
     wakes).
 
     A thread that finishes a lone task (no other queued or running) while
-    the main loop sleeps does not wake it: the direct hook (worker.c) takes
+    the main loop sleeps does not wake it: the direct hook (loop.c) takes
     the worker's lock and sends the result itself, one thread hand-off less
     per task (bench B). Under load, or when the loop is busy, the wake-up
     goes out as before and the loop sends the results in batches.

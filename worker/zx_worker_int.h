@@ -1,10 +1,12 @@
 /*  zx_worker_int.h - internals of the worker node, shared by the files of worker/.
 
-    A worker node is one main loop (worker.c) that owns the DEALER to the
-    broker and every job record, a thread pool (tpool.c) whose threads take
-    jobs from a locked queue, and a process pool (ppool.c) whose children are
-    forked by a fork server (forksrv.c) that was itself forked before any
-    thread or ZeroMQ context existed. Platform calls live in platform.c.
+    A worker node is one main loop (loop.c, with the broker session in
+    session.c and the embeddable API in worker.c; their shared record is in
+    zxw_node.h) that owns the DEALER to the broker and every job record, a
+    thread pool (tpool.c) whose threads take jobs from a locked queue, and a
+    process pool (ppool.c) whose children are forked by a fork server
+    (forksrv.c) that was itself forked before any thread or ZeroMQ context
+    existed. Platform calls live in platform.c.
 
     Ownership: the main loop allocates and frees every job. A thread-pool job
     is lent to the pool while queued or running; its state field is guarded

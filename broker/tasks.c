@@ -1,0 +1,118 @@
+/*  tasks.c - the broker's task bookkeeping that client and worker commands
+    share: the queued counters (per client, for its quotas, and the
+    broker's), the RESULT and CANCELLED items a task's end sends its client,
+    the completion rate STATUS reports, and freeing a task once nothing
+    holds it (which may free a client that has left).
+
+    Where a task goes (queue, worker) is dispatch.c's; what each command
+    does to it is client.c's and workers.c's.
+*/
+#include "zxb_broker.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+/* Completions per second over the last 10 s: a ring of per-second counts. */
+void zxb_rate_roll(zxb_broker_t *self)
+{
+    int64_t sec = self->now / 1000;
+    if (sec != self->rate_sec) {
+        for (int64_t s = self->rate_sec + 1; s <= sec && s <= self->rate_sec + 10; s++) {
+            self->rate[s % 10] = 0;
+        }
+        self->rate_sec = sec;
+    }
+}
+
+static void s_rate_count(zxb_broker_t *self)
+{
+    zxb_rate_roll(self);
+    self->rate[self->rate_sec % 10]++;
+}
+
+/* Forgets a task that is in no queue and on no worker. */
+void zxb_task_release(zxb_broker_t *self, zxb_task_t *t)
+{
+    zxb_client_t *c = t->client;
+    zxb_task_unindex(self->sched, t);
+    if (t->fn) {
+        t->fn->refs--;
+    }
+    zxb_task_free(self->sched, t);
+    c->ntasks--;
+    zxb_client_check(self, c);
+}
+
+void zxb_queued_push(zxb_broker_t *self, zxb_task_t *t, bool front)
+{
+    zxb_queue_push(self->sched, t, front);
+    t->client->queued++;
+    t->client->queued_bytes += t->size;
+    self->queued++;
+}
+
+void zxb_queued_forget(zxb_broker_t *self, zxb_task_t *t)
+{
+    t->client->queued--;
+    t->client->queued_bytes -= t->size;
+    self->queued--;
+}
+
+void zxb_queued_remove(zxb_broker_t *self, zxb_task_t *t)
+{
+    zxb_queue_remove(self->sched, t);
+    zxb_queued_forget(self, t);
+}
+
+/* Sends a RESULT item to the task's client (when it listens). Its payload
+   is *payload (consumed) or, when that is NULL, the len bytes at mem (an
+   inline payload read in place: no frame made and freed per result). */
+void zxb_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const char *node,
+                     size_t node_len, uint32_t pid, uint8_t pool, zframe_t **payload,
+                     const void *mem, size_t len)
+{
+    zxb_client_t *c = t->client;
+    if (status == ZXP_ST_OK) {
+        self->done++;
+    } else {
+        self->failed++;
+    }
+    s_rate_count(self);
+    if (!c->alive || !t->adopted) {
+        zframe_destroy(payload);
+        return;
+    }
+    zxp_out_t *out = zxb_client_batch(self, c, ZXP_RESULT);
+    zxp_result_t r = {.seq = t->seq,
+                      .status = status,
+                      .node = {node, (uint32_t)node_len},
+                      .pid = pid,
+                      .pool = pool,
+                      .attempts = t->attempts};
+    zxp_put_result(out, &r);
+    if (*payload) {
+        zxp_out_payload(out, payload);
+    } else {
+        zxp_out_payload_mem(out, mem, len);
+    }
+}
+
+/* Fails a task the broker holds (not on a worker) with an error of its own. */
+void zxb_task_fail(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const char *type,
+                   const char *message, const char *node)
+{
+    zframe_t *err = zxp_error_frame(type, message, "");
+    ZXB_DEBUG("task %" PRIu64 " of client %s failed: %s: %s", t->seq, t->client->name, type,
+              message);
+    zxb_result_send(self, t, status, node ? node : "", node ? strlen(node) : 0, 0,
+                    t->pool ? t->pool : t->pool_req, &err, NULL, 0);
+    zxb_task_release(self, t);
+}
+
+void zxb_cancelled_send(zxb_broker_t *self, zxb_client_t *c, uint64_t seq, uint32_t outcome)
+{
+    if (!c->alive) {
+        return;
+    }
+    zxp_put_cancelled(zxb_client_batch(self, c, ZXP_CANCELLED), seq, outcome);
+}

@@ -1,0 +1,599 @@
+/*  workers.c - the broker's side of its workers: their records and what
+    each worker command does (READY, WSTARTED, WRESULT, WCANCELLED, CREDIT,
+    DRAIN, BYE), the recovery of tasks a worker reports at READY, held
+    results, and worker liveness.
+
+    A worker record is keyed by the worker's id (its routing id) and lists
+    the tasks assigned to it, so a lost worker's tasks can be re-queued
+    (dispatch.c) without scanning all tasks. Slots are counted per pool kind
+    in the record's placement state (zxb_place.h): inflight goes up when a
+    task is dispatched and down when the worker says its slot is free (a
+    WRESULT with slot_freed, or a CREDIT for slots it kept while a late
+    task's thread ran on). The placement policy hears of every start and
+    end, and at each tick (or after enough results) sets the pool's window.
+
+    After a broker restart, workers say READY again listing the tasks they
+    run: those become tasks of placeholder client records until their
+    clients re-submit them (client.c adopts them); a result that comes
+    before that is held for the client (client_timeout_ms). A worker that
+    says READY again while it has a record replaces it.
+*/
+#include "zxb_broker.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_HELD_MAX 100000 /* results held for clients that have not re-submitted */
+
+/* ---- batches and task lists ---------------------------------------------------------- */
+
+static void s_worker_dirty(zxb_broker_t *self, zxb_worker_t *w)
+{
+    if (!w->dirty) {
+        w->dirty = true;
+        w->dirty_next = self->dirty_workers;
+        self->dirty_workers = w;
+    }
+}
+
+zxp_out_t *zxb_worker_batch(zxb_broker_t *self, zxb_worker_t *w, uint8_t cmd)
+{
+    s_worker_dirty(self, w);
+    zxp_out_t **slot = cmd == ZXP_TASK ? &w->out_task : &w->out_cancel;
+    return zxb_batch(self, slot, cmd, self->wsock, w->rid);
+}
+
+void zxb_task_link(zxb_worker_t *w, zxb_task_t *t)
+{
+    t->worker = w;
+    t->prev = NULL;
+    t->next = w->tasks;
+    if (w->tasks) {
+        w->tasks->prev = t;
+    }
+    w->tasks = t;
+    w->ntasks++;
+    w->place[t->pool].bytes += t->size;
+}
+
+void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t)
+{
+    if (t->prev) {
+        t->prev->next = t->next;
+    } else {
+        w->tasks = t->next;
+    }
+    if (t->next) {
+        t->next->prev = t->prev;
+    }
+    t->next = t->prev = NULL;
+    t->worker = NULL;
+    w->ntasks--;
+    w->place[t->pool].bytes -= t->size;
+}
+
+/* Asks the placement policy for each pool's window at this tick (or after
+   enough results); a wider window may let the worker take queued tasks at
+   once, a narrower one may take it off its functions' free lists. */
+static void s_adapt(zxb_broker_t *self, zxb_worker_t *w)
+{
+    bool wider = false;
+    for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
+        zxb_place_pool_t *pool = &w->place[p];
+        uint32_t before = zxb_place_window(pool);
+        uint32_t cap = zxb_place_adapt(&self->place, pool, self->now_us);
+        if (cap != before) {
+            wider = wider || cap > before;
+            ZXB_DEBUG("worker %s: %s window %u -> %u (tasks run about %.0f us)", w->node,
+                      zxb_pool_name(p), before, cap, pool->run_us);
+        }
+    }
+    if (wider) {
+        zxb_worker_fill(self, w);
+    } else {
+        zxb_worker_relist(self, w);
+    }
+}
+
+/* ---- worker records --------------------------------------------------------------- */
+
+static void s_worker_offer(zxb_broker_t *self, zxb_worker_t *w, int delta)
+{
+    for (size_t i = 0; i < w->nfns; i++) {
+        zxb_fn_t *fn = w->fns[i].fn;
+        for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
+            if (w->fns[i].mask & p) {
+                fn->offered[p] = (uint32_t)((int64_t)fn->offered[p] + delta);
+            }
+        }
+        zxb_orphan_mark(self, fn);
+    }
+}
+
+void zxb_worker_free(zxb_broker_t *self, zxb_worker_t **w_p)
+{
+    zxb_worker_t *w = *w_p;
+    if (!w) {
+        return;
+    }
+    zxb_out_put(self, &w->out_task);
+    zxb_out_put(self, &w->out_cancel);
+    for (size_t i = 0; i < w->nfns; i++) {
+        for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
+            zxb_free_unlink(&w->fns[i], p);
+        }
+        w->fns[i].fn->refs--;
+    }
+    free(w->fns);
+    zframe_destroy(&w->rid);
+    free(w);
+    *w_p = NULL;
+}
+
+/* Takes a worker out: its unfinished tasks go back to the queue (lost:
+   counting the attempt) or fail; the record is freed. */
+static void s_worker_remove(zxb_broker_t *self, zxb_worker_t *w, bool lost, const char *why)
+{
+    w->dead = true;
+    zxb_out_put(self, &w->out_task); /* unsent batches never reach it */
+    zxb_out_put(self, &w->out_cancel);
+    zxb_worker_relist(self, w);
+    if (!w->draining) {
+        s_worker_offer(self, w, -1);
+    }
+    size_t requeued = 0, failed = 0;
+    while (w->tasks) {
+        zxb_task_t *t = w->tasks;
+        zxb_task_unlink(w, t);
+        self->running--;
+        if (zxb_task_requeue(self, t, lost, w->node)) {
+            requeued++;
+        } else {
+            failed++;
+        }
+    }
+    if (lost) {
+        zsys_warning("worker %s (pid %u) lost: %s; %zu of its tasks re-queued, %zu ended", w->node,
+                     w->pid, why, requeued, failed);
+    } else {
+        ZXB_INFO("worker %s (pid %u) left: %s; %zu of its tasks re-queued", w->node, w->pid, why,
+                 requeued);
+    }
+    zhashx_delete(self->workers, w->id);
+    if (w->dirty) {
+        /* unlink from the dirty list */
+        for (zxb_worker_t **pp = &self->dirty_workers; *pp; pp = &(*pp)->dirty_next) {
+            if (*pp == w) {
+                *pp = w->dirty_next;
+                break;
+            }
+        }
+    }
+    zxb_worker_free(self, &w);
+}
+
+/* ---- worker commands ------------------------------------------------------------- */
+
+/* The task (session, seq) if it is assigned to w; else counts a drop. */
+static zxb_task_t *s_worker_task(zxb_broker_t *self, zxb_worker_t *w, const uint8_t *session,
+                                 uint64_t seq, zframe_t *rid, bool drop)
+{
+    zxb_client_t *c = zhashx_lookup(self->clients, session);
+    zxb_task_t *t = c ? zxb_task_find(self->sched, c, seq) : NULL;
+    if (t && t->worker == w && (t->state == ZXB_T_DISPATCHED || t->state == ZXB_T_RUNNING)) {
+        return t;
+    }
+    if (drop) {
+        zxp_drop(&self->drops, "workers", rid, ZXP_E_UNKNOWN,
+                 "reply for a task not assigned to this worker");
+    }
+    return NULL;
+}
+
+static zxb_task_t *s_find_any(zxb_broker_t *self, const uint8_t *session, uint64_t seq)
+{
+    zxb_client_t *c = zhashx_lookup(self->clients, session);
+    return c ? zxb_task_find(self->sched, c, seq) : NULL;
+}
+
+static void s_on_wstarted(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
+{
+    zxp_in_t *in = &self->in;
+    for (size_t i = 0; i < in->count; i++) {
+        const msgpack_object *it = zxp_item(in, i);
+        const uint8_t *session = (const uint8_t *)zxp_s(it, 0).ptr;
+        uint64_t seq = zxp_u(it, 1);
+        uint32_t pid = (uint32_t)zxp_u(it, 2);
+        zxb_task_t *t = s_worker_task(self, w, session, seq, rid, true);
+        if (!t) {
+            continue;
+        }
+        if (t->state == ZXB_T_DISPATCHED) {
+            t->state = ZXB_T_RUNNING;
+            w->running++;
+            zxb_place_on_start(&w->place[t->pool], self->now_us);
+        }
+        zxb_client_t *c = t->client;
+        if (c->alive && t->adopted && !t->bcancel) {
+            zxp_put_started(zxb_client_batch(self, c, ZXP_STARTED), seq, w->node, strlen(w->node),
+                            pid);
+        }
+    }
+}
+
+/* A task ends on its worker: slot accounting. */
+static void s_task_off_worker(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, bool slot_freed)
+{
+    if (t->state == ZXB_T_RUNNING) {
+        w->running--;
+        zxb_place_on_result(&w->place[t->pool], true, self->now_us);
+    } else if (t->state == ZXB_T_DISPATCHED) {
+        /* a result with no WSTARTED before it: the worker leaves WSTARTED
+           out for a task that ended within a millisecond of its start, so it
+           counts as a run of (about) no time for the adaptive window */
+        zxb_place_on_result(&w->place[t->pool], false, self->now_us);
+    }
+    zxb_task_unlink(w, t);
+    self->running--;
+    if (slot_freed) {
+        w->place[t->pool].inflight--;
+    } else {
+        w->held[t->pool]++;
+    }
+}
+
+static void s_hold_result(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t,
+                          const zxp_wresult_t *r, zframe_t **payload)
+{
+    zxb_fn_t *node = zxb_fn_intern(self->sched, w->node, strlen(w->node));
+    if (self->nheld >= S_HELD_MAX || t->client->expired || !node) {
+        zframe_destroy(payload);
+        zxb_task_release(self, t);
+        return;
+    }
+    t->state = ZXB_T_HELD;
+    t->fn = node;
+    node->refs++;
+    zxb_task_payload_set(t, payload);
+    t->held_status = r->status;
+    t->held_pid = r->pid;
+    self->nheld++;
+    zxb_timer_push(&self->heldq, t, self->now + self->cfg.client_timeout_ms);
+}
+
+static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
+{
+    zxp_in_t *in = &self->in;
+    for (size_t i = 0; i < in->count; i++) {
+        zxp_wresult_t r;
+        zxp_get_wresult(in, i, &r);
+        const void *mem = NULL;
+        size_t len = 0;
+        zframe_t *payload = NULL;
+        if (!zxp_payload_take_inline(in, &mem, &len)) {
+            payload = zxp_payload_take(in);
+        }
+        zxb_task_t *t = s_worker_task(self, w, r.session, r.seq, rid, false);
+        if (!t) {
+            uint8_t p = r.pool ? r.pool : ZXP_POOL_THREAD;
+            if (w->foreign[p] > 0) {
+                /* a task it reported at READY that had gone elsewhere */
+                w->foreign[p]--;
+                w->place[p].inflight--;
+                zxb_task_t *q = s_find_any(self, r.session, r.seq);
+                if (q && q->state == ZXB_T_QUEUED && q->adopted) {
+                    zxb_queued_remove(self, q);
+                    zxb_result_send(self, q, r.status, w->node, strlen(w->node), r.pid, p, &payload,
+                                    mem, len);
+                    zxb_task_release(self, q);
+                }
+            } else {
+                zxp_drop(&self->drops, "workers", rid, ZXP_E_UNKNOWN,
+                         "result for a task not assigned to this worker");
+            }
+            zframe_destroy(&payload);
+            continue;
+        }
+        s_task_off_worker(self, w, t, r.slot_freed);
+        if (r.status == ZXP_ST_OK) {
+            w->done++;
+        } else {
+            w->failed++;
+        }
+        if (!t->adopted) {
+            if (!payload && mem) {
+                payload = zframe_new(mem, len);
+            }
+            s_hold_result(self, w, t, &r, &payload);
+            continue;
+        }
+        zxb_result_send(self, t, r.status, w->node, strlen(w->node), r.pid, t->pool, &payload, mem,
+                        len);
+        zxb_task_release(self, t);
+    }
+    /* the first measurement of a pool need not wait for the tick: a burst
+       of short tasks may be over before it; nor need later ones once
+       ZXB_PLACE_EVERY results have come (the estimate moves per sample, not
+       per 100 ms: after a phase of 40 us tasks, a stream of 1 us ones ran
+       its first half-second in the narrow window, halving it once a tick) */
+    if (!w->dead && !w->draining &&
+        (zxb_place_due(&self->place, &w->place[ZXP_POOL_THREAD]) ||
+         zxb_place_due(&self->place, &w->place[ZXP_POOL_PROCESS]))) {
+        s_adapt(self, w);
+    }
+    zxb_worker_fill(self, w);
+}
+
+static void s_on_wcancelled(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
+{
+    zxp_in_t *in = &self->in;
+    bool freed = false;
+    for (size_t i = 0; i < in->count; i++) {
+        const msgpack_object *it = zxp_item(in, i);
+        const uint8_t *session = (const uint8_t *)zxp_s(it, 0).ptr;
+        uint64_t seq = zxp_u(it, 1);
+        uint32_t outcome = (uint32_t)zxp_u(it, 2);
+        zxb_task_t *t = s_worker_task(self, w, session, seq, rid, false);
+        if (!t) {
+            /* it may have finished meanwhile: its RESULT answered already */
+            continue;
+        }
+        zxb_client_t *c = t->client;
+        if (outcome == ZXP_CANCEL_REFUSED) {
+            if (t->cancelled && !t->bcancel) {
+                zxb_cancelled_send(self, c, seq, outcome);
+            }
+            continue;
+        }
+        s_task_off_worker(self, w, t, true);
+        freed = true;
+        if (t->bcancel && !t->cancelled) {
+            /* withdrawn because its client left; if it came back, queue again */
+            if (c->alive && outcome == ZXP_CANCEL_DONE) {
+                t->bcancel = 0;
+                if (t->attempts > 0) {
+                    t->attempts--;
+                }
+                zxb_task_enqueue(self, t, true, false);
+                continue;
+            }
+        } else {
+            zxb_cancelled_send(self, c, seq, outcome);
+            self->cancelled++;
+            ZXB_DEBUG("task %" PRIu64 " of client %s %s on worker %s", seq, c->name,
+                      outcome == ZXP_CANCEL_DONE ? "cancelled" : "terminated", w->node);
+        }
+        zxb_task_release(self, t);
+    }
+    if (freed) {
+        zxb_worker_fill(self, w);
+    }
+}
+
+static void s_on_credit(zxb_broker_t *self, zxb_worker_t *w)
+{
+    const msgpack_object *h = zxp_item(&self->in, 0);
+    uint8_t p = (uint8_t)zxp_u(h, 0);
+    uint64_t n = zxp_u(h, 1);
+    if (n > w->held[p]) {
+        n = w->held[p];
+    }
+    w->held[p] -= (uint32_t)n;
+    w->place[p].inflight -= (uint32_t)n;
+    zxb_worker_fill(self, w);
+}
+
+static void s_on_drain(zxb_broker_t *self, zxb_worker_t *w)
+{
+    if (w->draining) {
+        return;
+    }
+    w->draining = true;
+    zxb_worker_relist(self, w);
+    s_worker_offer(self, w, -1);
+    ZXB_INFO("worker %s (pid %u) is draining: no new tasks; %" PRIu64 " still assigned", w->node,
+             w->pid, w->ntasks);
+}
+
+/* Attaches a task a READY reports as running to its new worker record. */
+static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t *old,
+                              const msgpack_object *r)
+{
+    const uint8_t *session = (const uint8_t *)zxp_s(r, 0).ptr;
+    uint64_t seq = zxp_u(r, 1);
+    uint8_t pool = (uint8_t)zxp_u(r, 2);
+    if (pool == ZXP_POOL_ANY) {
+        pool = ZXP_POOL_THREAD;
+    }
+    if (session[0] == 0) {
+        return; /* not a valid routing id: no client can own it */
+    }
+    zxb_client_t *c = zhashx_lookup(self->clients, session);
+    if (!c) {
+        c = zxb_client_new(self, session); /* a placeholder until its HELLO */
+    }
+    zxb_task_t *t = zxb_task_find(self->sched, c, seq);
+    if (t && t->worker == old && old &&
+        (t->state == ZXB_T_DISPATCHED || t->state == ZXB_T_RUNNING)) {
+        s_task_off_worker(self, old, t, true);
+    } else if (t && t->state == ZXB_T_QUEUED) {
+        zxb_queued_remove(self, t);
+        t->attempts++;
+    } else if (t) {
+        w->foreign[pool]++;
+        w->place[pool].inflight++;
+        return;
+    } else {
+        t = zxb_task_alloc(self->sched);
+        assert(t);
+        t->client = c;
+        t->seq = seq;
+        t->attempts = 1;
+        if (seq > c->max_seq) {
+            c->max_seq = seq;
+        }
+        t->arrival = zxb_arrival_now(self->sched, self->now);
+        zxb_task_index(self->sched, t);
+        c->ntasks++;
+        c->doomed = false;
+    }
+    t->gen++;
+    t->state = ZXB_T_RUNNING;
+    t->pool = pool;
+    zxb_task_link(w, t);
+    w->place[pool].inflight++;
+    w->running++;
+    self->running++;
+    if (c->alive && t->adopted) {
+        zxp_put_started(zxb_client_batch(self, c, ZXP_STARTED), seq, w->node, strlen(w->node), 0);
+    }
+}
+
+static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
+{
+    const msgpack_object *h = zxp_item(&self->in, 0);
+    if (zxp_u(h, 0) != ZXP_VERSION) {
+        zxp_send_error(self->wsock, rid, 1, "unsupported protocol version");
+        return;
+    }
+    zxp_str_t wid = zxp_s(h, 1), node = zxp_s(h, 2);
+    if (zframe_size(rid) != ZXP_ID_LEN || memcmp(wid.ptr, zframe_data(rid), ZXP_ID_LEN) != 0) {
+        zxp_send_error(self->wsock, rid, 2, "the routing id must be the 16-byte worker id");
+        zxp_drop(&self->drops, "workers", rid, ZXP_E_SHAPE,
+                 "READY worker id is not the routing id");
+        return;
+    }
+    zxb_worker_t *w = calloc(1, sizeof *w);
+    assert(w);
+    memcpy(w->id, wid.ptr, ZXP_ID_LEN);
+    w->rid = zframe_new(w->id, ZXP_ID_LEN);
+    snprintf(w->node, sizeof w->node, "%.*s", (int)node.len, node.ptr);
+    w->pid = (uint32_t)zxp_u(h, 3);
+    w->threads = (uint32_t)zxp_u(h, 4);
+    w->procs = (uint32_t)zxp_u(h, 5);
+    w->prefetch = (uint32_t)zxp_u(h, 6);
+    uint64_t hb = zxp_u(h, 7);
+    w->hb_ms = hb ? (uint32_t)hb : self->cfg.heartbeat_ms;
+    zxb_place_pool_init(&w->place[ZXP_POOL_THREAD], w->threads, w->prefetch);
+    zxb_place_pool_init(&w->place[ZXP_POOL_PROCESS], w->procs, w->prefetch);
+    w->last_recv = w->last_send = self->now;
+    uint8_t have = (w->threads ? ZXP_POOLS_THREAD : 0) | (w->procs ? ZXP_POOLS_PROCESS : 0);
+    const msgpack_object *fns = zxp_o(h, 8), *running = zxp_o(h, 9);
+    w->fns = calloc(fns->via.array.size ? fns->via.array.size : 1, sizeof *w->fns);
+    assert(w->fns);
+    for (uint32_t i = 0; i < fns->via.array.size; i++) {
+        const msgpack_object *f = &fns->via.array.ptr[i];
+        zxp_str_t name = zxp_s(f, 0);
+        zxb_fn_t *fn = zxb_fn_intern(self->sched, name.ptr, name.len);
+        if (!fn) {
+            continue;
+        }
+        zxb_wfn_t *wf = &w->fns[w->nfns++];
+        wf->fn = fn;
+        wf->worker = w;
+        wf->mask = (uint8_t)zxp_u(f, 1) & have;
+        fn->refs++;
+    }
+    for (uint32_t i = 0; i < running->via.array.size; i++) {
+        s_recover_running(self, w, old, &running->via.array.ptr[i]);
+    }
+    if (old) {
+        /* it is alive: a task it did not list crossed its READY in flight */
+        s_worker_remove(self, old, false, "registered again (READY)");
+    }
+    zhashx_insert(self->workers, w->id, w);
+    s_worker_offer(self, w, +1);
+    zxp_send_welcome(self->wsock, w->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
+                     (uint32_t)zxp_max_msg());
+    char hex[33];
+    zxb_hex(w->id, hex);
+    ZXB_INFO("worker %s (pid %u, id %s) ready: %u threads, %u processes, prefetch %u, %zu "
+             "functions, %u tasks running",
+             w->node, w->pid, hex, w->threads, w->procs, w->prefetch, w->nfns,
+             running->via.array.size);
+    zxb_worker_fill(self, w);
+}
+
+void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
+{
+    int rc = zxp_decode(&self->in, msg_p, ZXP_ROLE_BROKER_W);
+    if (rc != 0) {
+        zxp_drop(&self->drops, "workers", rid, rc, self->in.reason);
+        return;
+    }
+    zxb_worker_t *w = NULL;
+    if (zframe_size(rid) == ZXP_ID_LEN) {
+        w = zhashx_lookup(self->workers, zframe_data(rid));
+    }
+    uint8_t cmd = self->in.cmd;
+    if (cmd == ZXP_READY) {
+        s_on_ready(self, w, rid);
+        return;
+    }
+    if (!w) {
+        if (cmd != ZXP_BYE) {
+            zxp_send_empty(self->wsock, rid, ZXP_RESET);
+        }
+        return;
+    }
+    w->last_recv = self->now;
+    switch (cmd) {
+    case ZXP_WSTARTED: s_on_wstarted(self, w, rid); break;
+    case ZXP_WRESULT: s_on_wresult(self, w, rid); break;
+    case ZXP_WCANCELLED: s_on_wcancelled(self, w, rid); break;
+    case ZXP_CREDIT: s_on_credit(self, w); break;
+    case ZXP_DRAIN: s_on_drain(self, w); break;
+    case ZXP_BYE: s_worker_remove(self, w, false, "said BYE"); break;
+    case ZXP_HEARTBEAT:
+    default: break;
+    }
+}
+
+/* ---- liveness and held results ----------------------------------------------------- */
+
+void zxb_workers_tick(zxb_broker_t *self)
+{
+    int64_t now = self->now;
+    uint32_t hb = self->cfg.heartbeat_ms;
+    zlist_t *lost = NULL;
+    for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        if (now - w->last_recv > (int64_t)self->cfg.liveness * w->hb_ms) {
+            if (!lost) {
+                lost = zlist_new();
+            }
+            zlist_append(lost, w);
+        } else {
+            if (now - w->last_send >= hb) {
+                zxp_send_empty(self->wsock, w->rid, ZXP_HEARTBEAT);
+                w->last_send = now;
+            }
+            if (zxb_place_adaptive(&self->place) && !w->dead && !w->draining) {
+                s_adapt(self, w);
+            }
+        }
+    }
+    /* all of them dead first, so tasks re-queued from one never go to another */
+    for (zxb_worker_t *w = lost ? zlist_first(lost) : NULL; w; w = zlist_next(lost)) {
+        w->dead = true;
+        zxb_worker_relist(self, w);
+    }
+    for (zxb_worker_t *w = lost ? zlist_first(lost) : NULL; w; w = zlist_next(lost)) {
+        char why[64];
+        snprintf(why, sizeof why, "silent for %" PRId64 " ms", now - w->last_recv);
+        s_worker_remove(self, w, true, why);
+    }
+    zlist_destroy(&lost);
+}
+
+void zxb_held_tick(zxb_broker_t *self)
+{
+    zxb_timer_entry_t h;
+    while (zxb_timer_pop_due(&self->heldq, self->now, &h)) {
+        if (h.task->state == ZXB_T_HELD) {
+            self->nheld--;
+            zxb_task_release(self, h.task);
+        }
+    }
+}

@@ -1,0 +1,160 @@
+/*  zxb_broker.h - the broker record and the functions its files share.
+
+    The broker is one thread and one record (zxb_broker_t), split by what
+    the code is about, not by who calls it:
+
+      broker.c    the loop: sockets, turns, batches and flushes, timers
+      client.c    client records and commands (HELLO, SUBMIT, CANCEL, BYE),
+                  client liveness
+      workers.c   worker records and commands (READY and the recovery of the
+                  tasks it reports, WSTARTED, WRESULT, WCANCELLED, CREDIT,
+                  DRAIN, BYE), held results, worker liveness
+      dispatch.c  the path from queue to worker: credit, choosing tasks for
+                  a worker, sending them, re-queueing, the no-worker grace
+      tasks.c     task bookkeeping both sides share: counters, results and
+                  cancels to clients, freeing
+      status.c    the STATUS-REPLY map
+      metrics.c   the Prometheus text and its HTTP endpoint
+      placement.c the placement policy (zxb_place.h), pure
+
+    Functions here take the broker record and act at self->now; none blocks.
+*/
+#ifndef ZXB_BROKER_H
+#define ZXB_BROKER_H
+
+#include "zxb.h"
+
+#include <stdio.h>
+
+struct zxb_broker {
+    zxb_config_t cfg;
+    zxb_place_cfg_t place; /* the placement policy's settings, from cfg */
+    zsock_t *csock, *wsock;
+    uint8_t id[ZXP_ID_LEN];
+    char id_hex[33];
+    int64_t started;
+    int64_t now;
+    int64_t now_us; /* monotonic microseconds (not the wall clock), for run times */
+    zxb_sched_t *sched;
+    zhashx_t *clients; /* session -> zxb_client_t */
+    zhashx_t *workers; /* worker id -> zxb_worker_t */
+    zxp_in_t in;
+    zxp_drops_t drops;
+    zlist_t *outpool; /* spare zxp_out_t, lent to peers while they have a batch */
+    zxb_client_t *dirty_clients;
+    zxb_worker_t *dirty_workers;
+    zlist_t *doomed;         /* clients to free at the end of the turn */
+    zxb_timer_fifo_t nofunc; /* queued tasks no worker could take when they came */
+    zxb_timer_fifo_t heldq;  /* results kept for clients that have not re-submitted */
+    size_t nheld;
+    zlist_t *orphans; /* functions whose queue lost its last worker */
+    zxp_out_t ctl;    /* for STATUS-REPLY */
+    uint64_t submitted, done, failed, cancelled, duplicates, rejected;
+    uint64_t queued, running;
+    uint64_t rate[10];
+    int64_t rate_sec;
+    zxb_metrics_t *metrics; /* --metrics: the page is rebuilt once a second */
+    int64_t metrics_at;
+};
+
+static inline void zxb_hex(const uint8_t *id, char out[33])
+{
+    zxp_hex(id, ZXP_ID_LEN, out);
+}
+
+static inline const char *zxb_pool_name(int pool)
+{
+    return pool == ZXP_POOL_THREAD ? "thread" : pool == ZXP_POOL_PROCESS ? "process" : "any";
+}
+
+/* ---- broker.c: batches ------------------------------------------------------------ */
+
+/* The batch of cmd being built in *slot for a peer (taken from the pool of
+   spare batches); a full one is sent at once. */
+zxp_out_t *zxb_batch(zxb_broker_t *self, zxp_out_t **slot, uint8_t cmd, zsock_t *sock,
+                     zframe_t *rid);
+/* Gives a batch back to the pool, dropping anything unsent. */
+void zxb_out_put(zxb_broker_t *self, zxp_out_t **out_p);
+
+/* ---- client.c --------------------------------------------------------------------- */
+
+/* A client record under session (a placeholder until its HELLO). */
+zxb_client_t *zxb_client_new(zxb_broker_t *self, const uint8_t *session);
+void zxb_client_destroy(zxb_broker_t *self, zxb_client_t **c_p);
+/* A client that is gone and holds no task is freed at the end of the turn. */
+void zxb_client_check(zxb_broker_t *self, zxb_client_t *c);
+/* The client's batch of STARTED, RESULT or CANCELLED; marks it dirty. */
+zxp_out_t *zxb_client_batch(zxb_broker_t *self, zxb_client_t *c, uint8_t cmd);
+/* One message from the clients' socket (rid: its routing id). */
+void zxb_client_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p);
+/* Heartbeats to clients; clients silent too long are gone. */
+void zxb_clients_tick(zxb_broker_t *self);
+
+/* ---- workers.c -------------------------------------------------------------------- */
+
+/* The worker's batch of TASK or WCANCEL; marks it dirty. */
+zxp_out_t *zxb_worker_batch(zxb_broker_t *self, zxb_worker_t *w, uint8_t cmd);
+/* Links a task to the worker's list (and its bytes to the pool's). */
+void zxb_task_link(zxb_worker_t *w, zxb_task_t *t);
+void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t);
+/* Frees a worker record already out of the table. */
+void zxb_worker_free(zxb_broker_t *self, zxb_worker_t **w_p);
+/* One message from the workers' socket (rid: its routing id). */
+void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p);
+/* Heartbeats to workers, adaptive prefetch per tick; workers silent too
+   long are lost. */
+void zxb_workers_tick(zxb_broker_t *self);
+/* Held results whose client did not come back in time are dropped. */
+void zxb_held_tick(zxb_broker_t *self);
+
+/* ---- dispatch.c ------------------------------------------------------------------- */
+
+/* Puts the worker on (or takes it off) its functions' free lists when its
+   credit for a pool changed: O(its functions), only on a change. */
+void zxb_worker_relist(const zxb_broker_t *self, zxb_worker_t *w);
+/* Gives the worker queued tasks while it has credit, then relists it. */
+void zxb_worker_fill(zxb_broker_t *self, zxb_worker_t *w);
+/* Queues a task (fresh from SUBMIT, or back from a worker) and dispatches
+   it if a worker can take it. */
+void zxb_task_enqueue(zxb_broker_t *self, zxb_task_t *t, bool front, bool fresh);
+/* A task that left its worker unfinished: back in the queue (counted: the
+   attempt counts), or ended. True when it was re-queued. */
+bool zxb_task_requeue(zxb_broker_t *self, zxb_task_t *t, bool counted, const char *node);
+/* Starts the no-worker grace of fn's queues that lost their last worker
+   (and clears it for those served again). */
+void zxb_orphan_mark(zxb_broker_t *self, zxb_fn_t *fn);
+/* Fails queued tasks whose no-worker grace ran out. */
+void zxb_nofunc_tick(zxb_broker_t *self);
+
+/* ---- tasks.c ---------------------------------------------------------------------- */
+
+/* Forgets a task that is in no queue and on no worker. */
+void zxb_task_release(zxb_broker_t *self, zxb_task_t *t);
+/* Queues a task and counts it (client and broker); forget uncounts a task
+   taken out of its queue; remove does both. */
+void zxb_queued_push(zxb_broker_t *self, zxb_task_t *t, bool front);
+void zxb_queued_forget(zxb_broker_t *self, zxb_task_t *t);
+void zxb_queued_remove(zxb_broker_t *self, zxb_task_t *t);
+/* Sends a RESULT item to the task's client (when it listens). Its payload
+   is *payload (consumed) or, when that is NULL, the len bytes at mem. */
+void zxb_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const char *node,
+                     size_t node_len, uint32_t pid, uint8_t pool, zframe_t **payload,
+                     const void *mem, size_t len);
+/* Fails a task the broker holds (not on a worker) with an error of its own. */
+void zxb_task_fail(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const char *type,
+                   const char *message, const char *node);
+void zxb_cancelled_send(zxb_broker_t *self, zxb_client_t *c, uint64_t seq, uint32_t outcome);
+/* Brings the ring of completions per second up to self->now. */
+void zxb_rate_roll(zxb_broker_t *self);
+
+/* ---- status.c --------------------------------------------------------------------- */
+
+/* Answers a client's STATUS with the map of docs/operations.md. */
+void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c);
+
+/* ---- metrics.c -------------------------------------------------------------------- */
+
+/* Builds the Prometheus page from the broker's figures and publishes it. */
+void zxb_metrics_update(zxb_broker_t *self);
+
+#endif

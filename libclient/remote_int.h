@@ -1,0 +1,147 @@
+/*  remote_int.h - the remote executor's records, shared by its two files:
+    remote.c (the executor operations: submit, cancel, shutdown, destroy,
+    and the constructor) and remote_io.c (the I/O actor: the socket, the
+    outbox drained into SUBMIT batches, the pending table, results,
+    reconnects and expiry). Their behaviour is described at the top of each.
+
+    Lock order: ex->iolock, then ex->lock, then a future's lock
+    (zx_future_done etc.). No future is completed and no socket is used while
+    ex->lock is held. ex->io and the socket belong to whoever holds
+    ex->iolock: the actor, or a submitting thread sending a lone task.
+*/
+#ifndef ZX_REMOTE_INT_H
+#define ZX_REMOTE_INT_H
+
+#include "remote.h"
+#include "zx_proto.h"
+#include "zx_security.h"
+#include "zx_seqtab.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <czmq.h>
+
+#define ZX__RTASK_FRAME_MIN 1024 /* arguments this long go in their own frame (zx__rtask) */
+
+/* A task: the record submit makes, the outbox holds and the pending table
+   keeps until the task resolves. One allocation with fn and args inline. */
+typedef struct zx__rtask zx__rtask_t;
+struct zx__rtask {
+    zx__rtask_t *prev, *next; /* outbox links, under ex->lock */
+    zx_future_t *future;      /* one reference, dropped when the record is freed */
+    uint64_t seq;
+    int64_t t_submit; /* zclock_mono ms */
+    uint32_t args_len;
+    uint32_t timeout_ms;
+    uint32_t flags;
+    int32_t retries;
+    int8_t priority;
+    uint8_t pool;
+    uint8_t fn_len;
+    /* Decided here (cancelled or failed) while the broker may still hold a
+       copy: never re-sent; a CANCEL goes out on reconnect; a late answer for
+       it is swallowed. Not counted as unresolved. */
+    bool abandoned;
+    /* Arguments from ZX__RTASK_FRAME_MIN bytes on: copied once, at submit, straight
+       into the ZeroMQ message that carries them, and sent shared
+       (ZFRAME_REUSE: reference counted, no copy) on every send and re-send.
+       Smaller ones stay inline in data, where one allocation is cheaper. */
+    zframe_t *payload;
+    char data[]; /* fn, NUL, args (when inline) */
+};
+
+/* A cancel waiting for the actor: lives on the cancelling thread's stack,
+   listed in ex->reqs under ex->lock until DECIDED. */
+enum { ZX__REQ_NEW, ZX__REQ_SENT, ZX__REQ_DECIDED };
+typedef struct zx__rreq zx__rreq_t;
+struct zx__rreq {
+    zx__rreq_t *prev, *next;
+    zx_future_t *future;
+    uint64_t seq;
+    bool terminate;
+    bool force; /* the wait ran out: decide locally */
+    int state;
+    bool result;
+};
+
+enum { ZX__RIO_CONNECTING, ZX__RIO_CONNECTED };
+
+/* State of whoever holds ex->iolock: the actor, or a submitting thread. */
+typedef struct {
+    zsock_t *dealer;
+    int state;
+    bool need_resend;   /* re-send everything after the next WELCOME */
+    bool held;          /* the send window keeps tasks in the outbox */
+    uint64_t held_need; /* argument bytes of the first task it keeps */
+    bool have_broker;   /* broker_id is valid */
+    bool kick;          /* run the control work (outbox, cancels) this turn */
+    uint8_t broker_id[ZXP_ID_LEN];
+    int64_t last_rx;        /* last message from the broker (start time before any) */
+    int64_t broker_hb;      /* the broker's announced heartbeat, ms */
+    zx__seqtab_t table;     /* the pending table: sent tasks by seq, until resolved */
+    uint64_t pending_bytes; /* argument bytes of the tasks in it (the send window) */
+    zxp_in_t in;
+    zxp_out_t out;  /* SUBMIT / CANCEL batches */
+    zxp_out_t out2; /* CANCELs sent from callbacks while out is in use */
+    zxp_drops_t drops;
+    uint64_t unknown; /* answers for tasks we no longer hold */
+} zx__rio_t;
+
+typedef struct {
+    struct zx_executor base; /* first: a zx_executor_t * is a remote_t * */
+    char *endpoint;
+    char *name;
+    zx__cluster_t *cluster;
+    uint8_t session[ZXP_ID_LEN];
+    int64_t hb_ms;
+    int liveness;
+    int64_t timeout_ms; /* broker_timeout */
+    size_t max_batch;
+    uint64_t max_inflight; /* argument bytes sent and unresolved (send window) */
+    int efd;               /* wakes the actor */
+    zactor_t *actor;
+    pthread_mutex_t iolock; /* io and the socket (see the top) */
+    zx__rio_t io;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* unresolved reached 0, a cancel was decided */
+    /* under lock: */
+    zx__rtask_t *out_head, *out_tail;
+    uint64_t out_bytes; /* argument bytes in the outbox */
+    uint64_t next_seq;
+    uint64_t sent_upto; /* every seq <= this has left the outbox */
+    size_t unresolved;  /* futures of this executor not yet done by us */
+    bool accepting;
+    bool cancel_all;
+    bool connected;
+    bool actor_dead;
+    zx__rreq_t *reqs;
+    size_t nreqs;
+    int waiters;
+    zx_sec_t *sec; /* CURVE keys and signer (common/security.c) */
+} zx__remote_t;
+
+/* ---- remote_io.c ---------------------------------------------------------------- */
+
+/* The actor's body (zactor_new(zx__remote_actor, ex)): owns the socket
+   until $TERM, then fails what is left and marks the actor dead. */
+void zx__remote_actor(zsock_t *pipe, void *arg);
+/* Whether this thread is ex's actor (done-callbacks of ex run there). */
+bool zx__remote_on_actor(const zx__remote_t *ex);
+/* Wakes the actor (its eventfd). */
+void zx__remote_wake(zx__remote_t *ex);
+/* A lone task (nothing in flight) leaves from the submitting thread when the
+   actor sleeps: true if it was sent here, false if the actor must be woken. */
+bool zx__remote_submit_here(zx__remote_t *ex);
+/* A cancel from a done-callback on the actor thread, decided at once. */
+bool zx__remote_cancel_on_actor(zx__remote_t *ex, zx_future_t *f, bool terminate);
+/* Under ex->lock: n futures the executor counted are resolved. */
+void zx__remote_resolved_locked(zx__remote_t *ex, size_t n);
+/* Under ex->lock: takes a task that was never sent out of the outbox. */
+void zx__remote_outbox_unlink(zx__remote_t *ex, zx__rtask_t *t);
+/* Frees a task record and its reference to the future. Accepts NULL. */
+void zx__rtask_free(zx__rtask_t *t);
+
+#endif

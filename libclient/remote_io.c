@@ -1,0 +1,908 @@
+/*  remote_io.c - the remote executor's I/O actor: one thread (a czmq
+    actor) per executor that owns its DEALER socket to the zexec-broker,
+    moves tasks from the outbox to the broker and results back to futures.
+
+    zx_submit (remote.c) appends a task record to a mutex-protected outbox
+    and wakes the actor (eventfd) only when the outbox goes from empty to
+    non-empty. The actor drains the whole outbox at each turn into SUBMIT
+    batches of up to max_batch tasks, so under load one message carries many
+    tasks. A lone task (nothing else in flight) is sent by the submitting
+    thread itself when the actor sleeps (zx__remote_submit_here): the socket
+    and the actor's state (zx__rio_t) belong to whoever holds ex->iolock,
+    which the actor lets go of only while it sleeps in poll. That spares the
+    lone task a thread hand-off (bench B). The actor polls the socket's raw
+    ZMQ_FD so that sleeping never touches the socket; as ZMQ_FD only
+    signals changes, which a send may consume, whoever lets go of iolock
+    asks ZMQ_EVENTS first whether a message waits.
+
+    Sent tasks live in the pending table (zx_seqtab.h: no allocation per
+    lookup, no scans) until their RESULT arrives. The outbox drains only
+    while the argument bytes in that table stay under max_inflight_bytes
+    (the send window): a burst of large arguments waits in the outbox, where
+    memory is already spent, instead of being copied into the broker's
+    memory, which measured slower (page faults) for no gain.
+
+    Futures are completed on the actor thread, so done-callbacks of remote
+    futures run there; a cancel from one is decided here without a round
+    trip (zx__remote_cancel_on_actor).
+
+    Broker loss: after liveness x heartbeat of silence the actor says HELLO
+    every interval; futures stay pending, and every unresolved task is
+    re-sent after the next WELCOME (the broker drops duplicates by (session,
+    seq)). A task fails with ZX_ECONN (BrokerUnreachableError) once the
+    broker has been unreachable for broker_timeout during the task's life.
+*/
+#include "remote_int.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define S_RECV_BURST 256 /* messages read per turn before looking at the rest */
+
+static _Thread_local zx__remote_t *s_on_actor; /* the executor whose actor runs this thread */
+
+/* ---- the pending table ----------------------------------------------------------- */
+
+/* The table of sent tasks (zx_seqtab.h) with the argument bytes it holds,
+   which the send window counts. */
+static int s_pending_put(zx__rio_t *io, zx__rtask_t *t)
+{
+    if (zx__seqtab_put(&io->table, t->seq, t) != 0) {
+        return -1;
+    }
+    io->pending_bytes += t->args_len;
+    return 0;
+}
+
+static void s_pending_del(zx__rio_t *io, uint64_t seq)
+{
+    zx__rtask_t *t = zx__seqtab_del(&io->table, seq);
+    if (t) {
+        io->pending_bytes -= t->args_len;
+    }
+}
+
+/* ---- small helpers -------------------------------------------------------------- */
+
+void zx__rtask_free(zx__rtask_t *t)
+{
+    if (t) {
+        zx_future_unref(&t->future);
+        zframe_destroy(&t->payload);
+        free(t);
+    }
+}
+
+void zx__remote_wake(zx__remote_t *ex)
+{
+    uint64_t one = 1;
+    ssize_t rc;
+    do {
+        rc = write(ex->efd, &one, sizeof one);
+    } while (rc < 0 && errno == EINTR);
+    /* EAGAIN means the counter is saturated: the actor is awake anyway */
+}
+
+/* Under lock: the actor is about to complete n futures it counted. */
+void zx__remote_resolved_locked(zx__remote_t *ex, size_t n)
+{
+    ex->unresolved = n > ex->unresolved ? 0 : ex->unresolved - n;
+}
+
+/* Under lock: decides every SENT cancel whose future is now done. */
+static bool s_decide_done_locked(zx__remote_t *ex)
+{
+    bool any = false;
+    for (zx__rreq_t *r = ex->reqs; r; r = r->next) {
+        if (r->state != ZX__REQ_DECIDED && zx_future_done(r->future)) {
+            r->state = ZX__REQ_DECIDED;
+            r->result = zx_future_cancelled(r->future);
+            any = true;
+        }
+    }
+    return any;
+}
+
+/* After the actor completed n futures: one lock per batch, not per task. */
+static void s_after_batch(zx__remote_t *ex, size_t n)
+{
+    pthread_mutex_lock(&ex->lock);
+    zx__remote_resolved_locked(ex, n);
+    bool changed = n > 0;
+    if (ex->nreqs) {
+        changed |= s_decide_done_locked(ex);
+    }
+    if (changed && (ex->waiters || ex->nreqs)) {
+        pthread_cond_broadcast(&ex->cond);
+    }
+    pthread_mutex_unlock(&ex->lock);
+}
+
+static void s_set_connected(zx__remote_t *ex, bool connected)
+{
+    pthread_mutex_lock(&ex->lock);
+    ex->connected = connected;
+    pthread_mutex_unlock(&ex->lock);
+}
+
+/* ---- sending ------------------------------------------------------------------ */
+
+static void s_put_task(zx__rio_t *io, zx__rtask_t *t)
+{
+    zxp_submit_t s = {.seq = t->seq,
+                      .fn = {t->data, t->fn_len},
+                      .pool = t->pool,
+                      .priority = t->priority,
+                      .retries = t->retries,
+                      .timeout_ms = t->timeout_ms,
+                      .flags = t->flags};
+    zxp_put_submit(&io->out, &s);
+    if (t->payload) {
+        zxp_out_payload_share(&io->out, t->payload);
+    } else {
+        zxp_out_payload_mem(&io->out, t->data + t->fn_len + 1, t->args_len);
+    }
+}
+
+static void s_flush(zx__remote_t *ex, zxp_out_t *out)
+{
+    if (out->count > 0 && zxp_out_send(out, ex->io.dealer, NULL) != 0) {
+        zsys_warning("zexec client: send to %s failed: %s", ex->endpoint, zmq_strerror(errno));
+    }
+}
+
+/* Sends tasks[0..n) as SUBMIT batches of at most max_batch. */
+static void s_send_tasks(zx__remote_t *ex, zx__rtask_t **tasks, size_t n)
+{
+    zx__rio_t *io = &ex->io;
+    zxp_out_begin(&io->out, ZXP_SUBMIT);
+    for (size_t i = 0; i < n; i++) {
+        s_put_task(io, tasks[i]);
+        if (io->out.count >= ex->max_batch) {
+            s_flush(ex, &io->out);
+            zxp_out_begin(&io->out, ZXP_SUBMIT);
+        }
+    }
+    s_flush(ex, &io->out);
+}
+
+static void s_send_hello(zx__remote_t *ex)
+{
+    if (zxp_send_hello(ex->io.dealer, ex->session, ex->name, (uint32_t)ex->hb_ms) != 0) {
+        zsys_warning("zexec client: HELLO to %s failed", ex->endpoint);
+    }
+}
+
+/* ---- completing ---------------------------------------------------------------- */
+
+/* Fails one record's future with ZX_ECONN. Caller removed it from the table
+   or the outbox; frees it. */
+static void s_fail_unreachable(zx__remote_t *ex, zx__rtask_t *t, double secs)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "broker %s unreachable for %.1f s", ex->endpoint, secs);
+    zx__future_set_exception(t->future, ZX_ECONN, "BrokerUnreachableError", msg, "", "", 0);
+    zx__rtask_free(t);
+}
+
+/* Cancels t here, without the broker (it is unreachable, or slow, or this is
+   the actor thread). Returns true if t's future is now cancelled. The record
+   stays in the table as abandoned so it is never re-sent. */
+static bool s_cancel_local(zx__remote_t *ex, zx__rtask_t *t, size_t *resolved)
+{
+    if (t->abandoned || zx_future_done(t->future)) {
+        return zx_future_cancelled(t->future);
+    }
+    if (zx_future_running(t->future)) {
+        return false; /* started: cancel is refused, terminate cannot reach it */
+    }
+    t->abandoned = true;
+    (*resolved)++;
+    zx__future_set_cancelled(t->future, "");
+    return zx_future_cancelled(t->future);
+}
+
+/* ---- the actor's turn: outbox, cancels, shutdown ---------------------------------- */
+
+/* Decides or forwards the cancel requests that wait for the actor. */
+static void s_handle_reqs(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    enum { MAXL = 64 };
+    zx__rreq_t *local[MAXL];
+    size_t nlocal = 0;
+    bool more = true;
+    while (more) {
+        more = false;
+        nlocal = 0;
+        bool decided = false;
+        zxp_out_begin(&io->out, ZXP_CANCEL);
+        pthread_mutex_lock(&ex->lock);
+        for (zx__rreq_t *r = ex->reqs; r; r = r->next) {
+            if (r->state == ZX__REQ_DECIDED) {
+                continue;
+            }
+            zx__rtask_t *t = zx__seqtab_get(&io->table, r->seq);
+            if (!t || t->abandoned || zx_future_done(r->future)) {
+                r->state = ZX__REQ_DECIDED;
+                r->result = zx_future_cancelled(r->future);
+                decided = true;
+            } else if (io->state != ZX__RIO_CONNECTED || r->force) {
+                if (nlocal == MAXL) {
+                    more = true;
+                    continue;
+                }
+                local[nlocal++] = r;
+            } else if (r->state == ZX__REQ_NEW) {
+                zxp_put_cancel(&io->out, r->seq, r->terminate);
+                r->state = ZX__REQ_SENT;
+            }
+        }
+        if (decided) {
+            pthread_cond_broadcast(&ex->cond);
+        }
+        pthread_mutex_unlock(&ex->lock);
+        s_flush(ex, &io->out);
+        if (nlocal == 0) {
+            break;
+        }
+        /* the requesters wait until DECIDED, so their records stay valid */
+        size_t resolved = 0;
+        bool results[MAXL];
+        for (size_t i = 0; i < nlocal; i++) {
+            zx__rtask_t *t = zx__seqtab_get(&io->table, local[i]->seq);
+            results[i] =
+                t ? s_cancel_local(ex, t, &resolved) : zx_future_cancelled(local[i]->future);
+        }
+        pthread_mutex_lock(&ex->lock);
+        zx__remote_resolved_locked(ex, resolved);
+        for (size_t i = 0; i < nlocal; i++) {
+            local[i]->state = ZX__REQ_DECIDED;
+            local[i]->result = results[i];
+        }
+        pthread_cond_broadcast(&ex->cond);
+        pthread_mutex_unlock(&ex->lock);
+    }
+}
+
+/* shutdown(cancel_futures): every sent task not started gets a CANCEL (or is
+   cancelled here while the broker is away); DONE answers complete them. */
+static void s_cancel_all_sent(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    size_t n;
+    zx__rtask_t **v = (zx__rtask_t **)zx__seqtab_list(&io->table, &n, true);
+    if (!v) {
+        return;
+    }
+    size_t resolved = 0;
+    zxp_out_begin(&io->out, ZXP_CANCEL);
+    for (size_t i = 0; i < n; i++) {
+        zx__rtask_t *t = v[i];
+        if (t->abandoned || zx_future_state(t->future) != ZX_PENDING) {
+            continue;
+        }
+        if (io->state == ZX__RIO_CONNECTED) {
+            zxp_put_cancel(&io->out, t->seq, false);
+            if (io->out.count >= ZXP_MAX_BATCH) {
+                s_flush(ex, &io->out);
+                zxp_out_begin(&io->out, ZXP_CANCEL);
+            }
+        } else {
+            s_cancel_local(ex, t, &resolved);
+        }
+    }
+    s_flush(ex, &io->out);
+    free(v);
+    s_after_batch(ex, resolved);
+}
+
+/* One turn of control work: drain the outbox into SUBMITs (when connected),
+   shutdown's cancel_futures, and waiting cancels. */
+static void s_control(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    io->kick = false;
+    pthread_mutex_lock(&ex->lock);
+    bool cancel_all = ex->cancel_all;
+    ex->cancel_all = false;
+    zx__rtask_t *head = NULL;
+    io->held = false;
+    if (cancel_all ||
+        (io->state == ZX__RIO_CONNECTED && io->pending_bytes + ex->out_bytes <= ex->max_inflight)) {
+        /* all of it (the usual case: small arguments), in O(1) */
+        head = ex->out_head;
+        if (head) {
+            ex->sent_upto = ex->out_tail->seq;
+        }
+        ex->out_head = ex->out_tail = NULL;
+        ex->out_bytes = 0;
+    } else if (io->state == ZX__RIO_CONNECTED && ex->out_head) {
+        /* the longest prefix of the outbox that fits the send window (at
+           least one task, however large, when nothing is out); the rest
+           stays, cancellable here, until results make room */
+        uint64_t bytes = io->pending_bytes;
+        zx__rtask_t *last = NULL;
+        for (zx__rtask_t *t = ex->out_head; t; t = t->next) {
+            if ((last || bytes > 0) && bytes + t->args_len > ex->max_inflight) {
+                break;
+            }
+            bytes += t->args_len;
+            last = t;
+        }
+        if (last) {
+            ex->out_bytes -= bytes - io->pending_bytes;
+            head = ex->out_head;
+            ex->sent_upto = last->seq;
+            ex->out_head = last->next;
+            if (ex->out_head) {
+                ex->out_head->prev = NULL;
+            } else {
+                ex->out_tail = NULL;
+            }
+            last->next = NULL;
+        }
+        io->held = ex->out_head != NULL;
+        io->held_need = io->held ? ex->out_head->args_len : 0;
+    }
+    bool reqs = ex->nreqs > 0;
+    pthread_mutex_unlock(&ex->lock);
+
+    if (head && cancel_all) {
+        /* never sent: cancelled exactly, here */
+        size_t n = 0;
+        while (head) {
+            zx__rtask_t *t = head;
+            head = t->next;
+            zx__future_set_cancelled(t->future, "");
+            zx__rtask_free(t);
+            n++;
+        }
+        s_after_batch(ex, n);
+    } else if (head) {
+        size_t failed = 0;
+        zxp_out_begin(&io->out, ZXP_SUBMIT);
+        while (head) {
+            zx__rtask_t *t = head;
+            head = t->next;
+            t->prev = t->next = NULL;
+            if (s_pending_put(io, t) != 0) {
+                zx__future_set_exception(t->future, ZX_ENOMEM, "MemoryError",
+                                         "out of memory in the client", "", "", 0);
+                zx__rtask_free(t);
+                failed++;
+                continue;
+            }
+            s_put_task(io, t);
+            if (io->out.count >= ex->max_batch) {
+                s_flush(ex, &io->out);
+                zxp_out_begin(&io->out, ZXP_SUBMIT);
+            }
+        }
+        s_flush(ex, &io->out);
+        if (failed) {
+            s_after_batch(ex, failed);
+        }
+    }
+    if (cancel_all) {
+        s_cancel_all_sent(ex);
+    }
+    if (reqs) {
+        s_handle_reqs(ex);
+    }
+}
+
+/* ---- receiving ------------------------------------------------------------------- */
+
+static void s_on_result(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    size_t resolved = 0;
+    char node[ZXP_MAX_NAME + 1];
+    for (size_t i = 0; i < io->in.count; i++) {
+        zxp_result_t r;
+        zxp_get_result(&io->in, i, &r);
+        /* an inline payload is read in place: no frame for it */
+        const void *data = NULL;
+        size_t len = 0;
+        zframe_t *payload = NULL;
+        if (!zxp_payload_take_inline(&io->in, &data, &len)) {
+            payload = zxp_payload_take(&io->in);
+            data = payload ? zframe_data(payload) : NULL;
+            len = payload ? zframe_size(payload) : 0;
+        }
+        zx__rtask_t *t = zx__seqtab_get(&io->table, r.seq);
+        if (!t) {
+            io->unknown++; /* a duplicate, or for a task failed here */
+            zframe_destroy(&payload);
+            continue;
+        }
+        s_pending_del(io, r.seq);
+        if (!t->abandoned) {
+            size_t n = r.node.len < sizeof node ? r.node.len : sizeof node - 1;
+            memcpy(node, r.node.ptr, n);
+            node[n] = '\0';
+            zx__future_set_attempts(t->future, (int)r.attempts);
+            zx__future_complete(t->future, (int)r.status, data, len, node, (int)r.pid);
+            resolved++;
+        }
+        zframe_destroy(&payload);
+        zx__rtask_free(t);
+    }
+    s_after_batch(ex, resolved);
+}
+
+static void s_on_started(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    for (size_t i = 0; i < io->in.count; i++) {
+        uint64_t seq = zxp_u(zxp_item(&io->in, i), 0);
+        zx__rtask_t *t = zx__seqtab_get(&io->table, seq);
+        if (t && !t->abandoned) {
+            zx__future_set_running(t->future);
+        }
+    }
+}
+
+static void s_on_cancelled(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    size_t resolved = 0;
+    for (size_t i = 0; i < io->in.count; i++) {
+        const msgpack_object *it = zxp_item(&io->in, i);
+        uint64_t seq = zxp_u(it, 0);
+        uint64_t outcome = zxp_u(it, 1);
+        zx__rtask_t *t = zx__seqtab_get(&io->table, seq);
+        if (!t) {
+            io->unknown++;
+            continue;
+        }
+        if (outcome == ZXP_CANCEL_REFUSED) {
+            if (t->abandoned) {
+                continue; /* its RESULT follows and frees it */
+            }
+            pthread_mutex_lock(&ex->lock);
+            for (zx__rreq_t *r = ex->reqs; r; r = r->next) {
+                if (r->seq == seq && r->state == ZX__REQ_SENT) {
+                    r->state = ZX__REQ_DECIDED;
+                    r->result = false;
+                    pthread_cond_broadcast(&ex->cond);
+                }
+            }
+            pthread_mutex_unlock(&ex->lock);
+            continue;
+        }
+        s_pending_del(io, seq);
+        if (!t->abandoned) {
+            zx__future_set_cancelled(
+                t->future, outcome == ZXP_CANCEL_TERMINATED ? "terminated while running" : "");
+            resolved++;
+        }
+        zx__rtask_free(t);
+    }
+    s_after_batch(ex, resolved);
+}
+
+/* Re-sends every unresolved task after a broker restart or a lost session,
+   in submission order; abandoned tasks get a CANCEL instead and are freed. */
+static void s_resend(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    size_t n;
+    zx__rtask_t **v = (zx__rtask_t **)zx__seqtab_list(&io->table, &n, true);
+    if (!v) {
+        zsys_error("zexec client: out of memory re-sending tasks");
+        return;
+    }
+    size_t live = 0;
+    zxp_out_begin(&io->out, ZXP_CANCEL);
+    for (size_t i = 0; i < n; i++) {
+        if (v[i]->abandoned) {
+            zxp_put_cancel(&io->out, v[i]->seq, false);
+            if (io->out.count >= ZXP_MAX_BATCH) {
+                s_flush(ex, &io->out);
+                zxp_out_begin(&io->out, ZXP_CANCEL);
+            }
+            s_pending_del(io, v[i]->seq);
+            zx__rtask_free(v[i]);
+        } else {
+            v[live++] = v[i];
+        }
+    }
+    s_flush(ex, &io->out);
+    if (live) {
+        zsys_info("zexec client: re-sending %zu unresolved tasks to %s", live, ex->endpoint);
+        s_send_tasks(ex, v, live);
+    }
+    free(v);
+}
+
+static void s_on_welcome(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    const msgpack_object *h = zxp_item(&io->in, 0);
+    zxp_str_t id = zxp_s(h, 0);
+    uint64_t hb = zxp_u(h, 1);
+    bool changed =
+        io->have_broker && (id.len != ZXP_ID_LEN || memcmp(id.ptr, io->broker_id, ZXP_ID_LEN) != 0);
+    if (id.len == ZXP_ID_LEN) {
+        memcpy(io->broker_id, id.ptr, ZXP_ID_LEN);
+        io->have_broker = true;
+    }
+    io->broker_hb = hb > 0 && hb < 3600000 ? (int64_t)hb : ex->hb_ms;
+    bool was = io->state == ZX__RIO_CONNECTED;
+    io->state = ZX__RIO_CONNECTED;
+    if (!was) {
+        s_set_connected(ex, true);
+    }
+    if (changed || io->need_resend) {
+        io->need_resend = false;
+        s_resend(ex);
+    }
+    io->kick = true; /* drain what queued while we waited */
+}
+
+static void s_lost(zx__remote_t *ex, const char *why)
+{
+    zx__rio_t *io = &ex->io;
+    if (io->state == ZX__RIO_CONNECTED) {
+        zsys_warning("zexec client: broker %s %s; futures stay pending, reconnecting", ex->endpoint,
+                     why);
+        io->state = ZX__RIO_CONNECTING;
+        s_set_connected(ex, false);
+    }
+    /* the broker may have dropped our session: re-send after WELCOME */
+    io->need_resend = true;
+    io->kick = true; /* waiting cancels are now decided locally */
+}
+
+static void s_on_message(zx__remote_t *ex, zmsg_t *msg)
+{
+    zx__rio_t *io = &ex->io;
+    int rc = zx_sec_verify(ex->sec, msg, ZXP_ROLE_CLIENT);
+    if (rc != 0) {
+        zmsg_destroy(&msg);
+        zxp_drop(&io->drops, "client", NULL, rc, "signature check failed");
+        return;
+    }
+    rc = zxp_decode(&io->in, &msg, ZXP_ROLE_CLIENT);
+    if (rc != 0) {
+        zxp_drop(&io->drops, "client", NULL, rc, io->in.reason);
+        return;
+    }
+    io->last_rx = zclock_mono();
+    switch (io->in.cmd) {
+    case ZXP_RESULT: s_on_result(ex); break;
+    case ZXP_STARTED: s_on_started(ex); break;
+    case ZXP_CANCELLED: s_on_cancelled(ex); break;
+    case ZXP_WELCOME: s_on_welcome(ex); break;
+    case ZXP_HEARTBEAT: break;
+    case ZXP_RESET:
+        if (io->state == ZX__RIO_CONNECTED) {
+            s_lost(ex, "does not know this session (RESET)");
+            s_send_hello(ex);
+        }
+        /* while connecting, a HELLO is already on its way; when signing, the
+           RESET answered a HELLO signed for an unknown broker session: say
+           HELLO again now, under the session it told us */
+        if (io->state != ZX__RIO_CONNECTED && zx_sec_signing(ex->sec)) {
+            s_send_hello(ex);
+        }
+        io->need_resend = true;
+        break;
+    case ZXP_SHUTDOWN: s_lost(ex, "is shutting down"); break;
+    case ZXP_ERROR: {
+        const msgpack_object *h = zxp_item(&io->in, 0);
+        zxp_str_t m = zxp_s(h, 1);
+        zsys_warning("zexec client: broker %s says error %u: %.*s", ex->endpoint,
+                     (unsigned)zxp_u(h, 0), (int)m.len, m.ptr);
+        break;
+    }
+    default: break; /* STATUS_REPLY and anything newer: not ours to handle */
+    }
+}
+
+/* Takes a task that was never sent out of the outbox (ex->lock held). */
+void zx__remote_outbox_unlink(zx__remote_t *ex, zx__rtask_t *t)
+{
+    if (t->prev) {
+        t->prev->next = t->next;
+    } else {
+        ex->out_head = t->next;
+    }
+    if (t->next) {
+        t->next->prev = t->prev;
+    } else {
+        ex->out_tail = t->prev;
+    }
+    ex->out_bytes -= t->args_len;
+}
+
+/* Fails every task the broker has been unreachable for broker_timeout of
+   its life: those in the table and those still in the outbox. */
+static void s_expire(zx__remote_t *ex, int64_t now)
+{
+    zx__rio_t *io = &ex->io;
+    int64_t since = io->last_rx;
+    size_t n, failed = 0;
+    zx__rtask_t **v = (zx__rtask_t **)zx__seqtab_list(&io->table, &n, true);
+    for (size_t i = 0; v && i < n; i++) {
+        zx__rtask_t *t = v[i];
+        int64_t from = t->t_submit > since ? t->t_submit : since;
+        if (t->abandoned || now - from < ex->timeout_ms) {
+            continue;
+        }
+        s_pending_del(io, t->seq);
+        s_fail_unreachable(ex, t, (double)(now - since) / 1000.0);
+        failed++;
+    }
+    free(v);
+    zx__rtask_t *expired = NULL;
+    pthread_mutex_lock(&ex->lock);
+    for (zx__rtask_t *t = ex->out_head, *next; t; t = next) {
+        next = t->next;
+        int64_t from = t->t_submit > since ? t->t_submit : since;
+        if (now - from < ex->timeout_ms) {
+            continue;
+        }
+        zx__remote_outbox_unlink(ex, t);
+        zx__future_set_priv(t->future, NULL);
+        t->next = expired;
+        expired = t;
+    }
+    pthread_mutex_unlock(&ex->lock);
+    while (expired) {
+        zx__rtask_t *t = expired;
+        expired = t->next;
+        s_fail_unreachable(ex, t, (double)(now - since) / 1000.0);
+        failed++;
+    }
+    if (failed) {
+        zsys_warning("zexec client: broker %s unreachable for %.1f s: %zu futures failed",
+                     ex->endpoint, (double)(now - since) / 1000.0, failed);
+        s_after_batch(ex, failed);
+    }
+}
+
+static void s_tick(zx__remote_t *ex, int64_t now)
+{
+    zx__rio_t *io = &ex->io;
+    if (io->state == ZX__RIO_CONNECTED) {
+        if (now - io->last_rx > (int64_t)ex->liveness * io->broker_hb) {
+            s_lost(ex, "is silent");
+        } else {
+            zxp_send_empty(io->dealer, NULL, ZXP_HEARTBEAT);
+            return;
+        }
+    }
+    s_send_hello(ex);
+    if (now - io->last_rx >= ex->timeout_ms) {
+        s_expire(ex, now);
+    }
+}
+
+/* At the actor's end: nothing may wait on it any more. */
+static void s_actor_finish(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    size_t n, failed = 0;
+    zx__rtask_t **v = (zx__rtask_t **)zx__seqtab_list(&io->table, &n, false);
+    for (size_t i = 0; v && i < n; i++) {
+        s_pending_del(io, v[i]->seq);
+        if (!v[i]->abandoned) {
+            zx__future_set_exception(v[i]->future, ZX_ESHUTDOWN, "ExecutorShutdown",
+                                     "the executor was destroyed", "", "", 0);
+            failed++;
+        }
+        zx__rtask_free(v[i]);
+    }
+    free(v);
+    pthread_mutex_lock(&ex->lock);
+    zx__rtask_t *head = ex->out_head;
+    ex->out_head = ex->out_tail = NULL;
+    ex->out_bytes = 0;
+    ex->accepting = false;
+    ex->actor_dead = true;
+    pthread_mutex_unlock(&ex->lock);
+    while (head) {
+        zx__rtask_t *t = head;
+        head = t->next;
+        zx__future_set_exception(t->future, ZX_ESHUTDOWN, "ExecutorShutdown",
+                                 "the executor was destroyed", "", "", 0);
+        zx__rtask_free(t);
+        failed++;
+    }
+    pthread_mutex_lock(&ex->lock);
+    zx__remote_resolved_locked(ex, failed);
+    for (zx__rreq_t *r = ex->reqs; r; r = r->next) {
+        if (r->state != ZX__REQ_DECIDED) {
+            r->state = ZX__REQ_DECIDED;
+            r->result = zx_future_cancelled(r->future);
+        }
+    }
+    pthread_cond_broadcast(&ex->cond);
+    pthread_mutex_unlock(&ex->lock);
+}
+
+void zx__remote_actor(zsock_t *pipe, void *arg)
+{
+    zx__remote_t *ex = arg;
+    zx__rio_t *io = &ex->io;
+    s_on_actor = ex;
+    pthread_mutex_lock(&ex->iolock);
+    zsock_signal(pipe, 0);
+
+    io->last_rx = zclock_mono();
+    io->broker_hb = ex->hb_ms;
+    io->state = ZX__RIO_CONNECTING;
+    s_send_hello(ex);
+    int64_t next_tick = zclock_mono() + ex->hb_ms;
+
+    /* raw fds, plain poll: see the top. The pipe's ZMQ_FD is safe to poll
+       raw because only this thread touches the pipe, and only when it
+       signals. */
+    struct pollfd fds[3] = {
+        {zsock_fd(pipe), POLLIN, 0}, {zsock_fd(io->dealer), POLLIN, 0}, {ex->efd, POLLIN, 0}};
+    bool more = true; /* messages may wait on the dealer */
+    /* the signal above was an operation on the pipe: until its commands are
+       processed, ZMQ_FD would not signal the next message ($TERM) */
+    bool term = zsock_events(pipe) & ZMQ_POLLIN;
+    bool running = true;
+    while (running) {
+        int64_t now = zclock_mono();
+        int wait = next_tick > now ? (int)(next_tick - now) : 0;
+        if (!more) {
+            more = zsock_events(io->dealer) & ZMQ_POLLIN;
+        }
+        if (io->kick || more || term) {
+            wait = 0;
+        }
+        pthread_mutex_unlock(&ex->iolock);
+        int rc = poll(fds, 3, wait);
+        pthread_mutex_lock(&ex->iolock);
+        if (rc < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            zsys_error("zexec client: I/O thread poll: %s", strerror(errno));
+            break;
+        }
+        if (rc > 0 && ((fds[0].revents | fds[1].revents) & POLLNVAL)) {
+            /* czmq's atexit handler closed every socket because the program
+               exits without destroying this executor. Returning would make
+               czmq's actor shim use its closed pipe (an assertion); the
+               process is exiting, so this thread parks until it does. */
+            zsys_warning("zexec client: I/O thread stops: executor not destroyed before exit");
+            pthread_mutex_unlock(&ex->iolock);
+            for (;;) {
+                pause();
+            }
+        }
+        if (term || (rc > 0 && fds[0].revents)) {
+            term = false;
+            /* ends with ZMQ_EVENTS saying no: then ZMQ_FD signals the next */
+            while (running && (zsock_events(pipe) & ZMQ_POLLIN)) {
+                char *cmd = zstr_recv(pipe);
+                running = !(cmd && streq(cmd, "$TERM")) && cmd;
+                zstr_free(&cmd);
+            }
+            if (!running) {
+                break;
+            }
+        }
+        if (more || (rc > 0 && fds[1].revents)) {
+            more = false;
+            for (int i = 0; i < S_RECV_BURST; i++) {
+                zmsg_t *msg = zmsg_recv(io->dealer); /* RCVTIMEO 0: NULL when none is left */
+                if (!msg) {
+                    break;
+                }
+                s_on_message(ex, msg);
+                more = i + 1 == S_RECV_BURST;
+            }
+        }
+        if (rc > 0 && fds[2].revents) {
+            uint64_t v;
+            if (read(ex->efd, &v, sizeof v) < 0 && errno != EAGAIN) {
+                zsys_warning("zexec client: eventfd read: %s", strerror(errno));
+            }
+            io->kick = true;
+        }
+        if (io->held &&
+            (io->pending_bytes == 0 || io->pending_bytes + io->held_need <= ex->max_inflight)) {
+            io->kick = true; /* results made room in the send window */
+        }
+        if (io->kick) {
+            s_control(ex);
+        }
+        now = zclock_mono();
+        if (now >= next_tick) {
+            s_tick(ex, now);
+            next_tick = now + ex->hb_ms;
+        }
+    }
+    if (io->state == ZX__RIO_CONNECTED) {
+        zxp_send_empty(io->dealer, NULL, ZXP_BYE);
+        zsock_set_linger(io->dealer, 200); /* let BYE leave */
+    }
+    zsock_destroy(&io->dealer);
+    io->state = ZX__RIO_CONNECTING; /* nothing may be sent any more */
+    /* last: its unlock is what orders the actor's writes before destroy's
+       reads (zactor's own handshake goes through ZeroMQ, which sanitizers
+       cannot see) */
+    s_actor_finish(ex);
+    pthread_mutex_unlock(&ex->iolock);
+    s_on_actor = NULL;
+}
+
+bool zx__remote_on_actor(const zx__remote_t *ex)
+{
+    return s_on_actor == ex;
+}
+
+/* A lone task (nothing in flight) leaves from the submitting thread when the
+   actor sleeps: true if it was sent here, false if the actor must be woken.
+   Under load the actor batches instead: the first task of a burst goes from
+   here, the rest queue behind it in the outbox. */
+bool zx__remote_submit_here(zx__remote_t *ex)
+{
+    if (s_on_actor == ex || pthread_mutex_trylock(&ex->iolock) != 0) {
+        return false; /* the actor is awake (or this is it): it sends */
+    }
+    zx__rio_t *io = &ex->io;
+    pthread_mutex_lock(&ex->lock);
+    /* cancels to decide (their futures' callbacks would run here) are the
+       actor's */
+    bool plain = ex->nreqs == 0 && !ex->cancel_all;
+    pthread_mutex_unlock(&ex->lock);
+    bool sent =
+        plain && io->state == ZX__RIO_CONNECTED && io->dealer && io->table.count == 0 && !io->held;
+    bool more = false;
+    if (sent) {
+        /* a task failed here for want of memory completes on this thread,
+           which stands in for the actor until it lets go of iolock */
+        zx__remote_t *was = s_on_actor;
+        s_on_actor = ex;
+        s_control(ex);
+        s_on_actor = was;
+        more = zsock_events(io->dealer) & ZMQ_POLLIN;
+    }
+    pthread_mutex_unlock(&ex->iolock);
+    if (more) {
+        zx__remote_wake(ex); /* our send took the signal the actor sleeps on */
+    }
+    return sent;
+}
+
+/* ---- cancels from the actor thread ------------------------------------------------ */
+
+/* A cancel from a done-callback on the actor thread cannot wait for the
+   actor: decided here (CANCEL sent without waiting when connected). */
+bool zx__remote_cancel_on_actor(zx__remote_t *ex, zx_future_t *f, bool terminate)
+{
+    zx__rio_t *io = &ex->io;
+    zx__rtask_t *t = zx__seqtab_get(&io->table, zx__future_seq(f));
+    if (!t) {
+        return zx_future_cancelled(f);
+    }
+    if (terminate && zx_future_running(f) && io->state == ZX__RIO_CONNECTED) {
+        /* answered later by CANCELLED TERMINATED or a RESULT */
+        zxp_out_begin(&io->out2, ZXP_CANCEL);
+        zxp_put_cancel(&io->out2, t->seq, true);
+        s_flush(ex, &io->out2);
+        return false;
+    }
+    size_t resolved = 0;
+    bool ok = s_cancel_local(ex, t, &resolved);
+    if (ok && io->state == ZX__RIO_CONNECTED) {
+        zxp_out_begin(&io->out2, ZXP_CANCEL);
+        zxp_put_cancel(&io->out2, t->seq, false);
+        s_flush(ex, &io->out2);
+    }
+    s_after_batch(ex, resolved);
+    return ok;
+}

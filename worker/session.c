@@ -1,0 +1,562 @@
+/*  session.c - the worker node's session with the broker: job records,
+    the messages it sends (READY, WSTARTED, WRESULT, WCANCELLED, CREDIT,
+    DRAIN) and what each broker command does (TASK, WCANCEL, RESET, ERROR,
+    SHUTDOWN, WELCOME).
+
+    Outgoing items of one loop turn are batched: all WSTARTED items go out
+    as one message, then all WRESULT items as one (zxw_flush), so a burst of
+    finished tasks costs one send; a task's STARTED always leaves ahead of
+    its RESULT. Everything here runs under w->lock, on the loop's thread or
+    on a pool thread standing in for it (loop.c).
+
+    The broker's silence for liveness x heartbeat means it is gone: the
+    DEALER is destroyed and made again with the same routing id, and READY
+    is sent with every task the worker still holds. Results that finish
+    while the broker is away are held (bounded) and sent when it speaks.
+*/
+#include "zxw_node.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- job keys and allocation ------------------------------------------- */
+
+static void s_make_key(uint8_t key[ZXW_KEY_LEN], const uint8_t *session, uint64_t seq)
+{
+    memcpy(key, session, ZXP_ID_LEN);
+    for (int i = 0; i < 8; i++) {
+        key[ZXP_ID_LEN + i] = (uint8_t)(seq >> (56 - 8 * i));
+    }
+}
+
+zxw_job_t *zxw_job_new(zx_worker_t *w)
+{
+    zxw_job_t *job = w->free_jobs;
+    if (job) {
+        w->free_jobs = job->free_next;
+        w->nfree--;
+        memset(job, 0, sizeof *job);
+    } else {
+        job = calloc(1, sizeof *job);
+    }
+    return job;
+}
+
+void zxw_job_free(zx_worker_t *w, zxw_job_t *job)
+{
+    zframe_destroy(&job->args);
+    zframe_destroy(&job->result);
+    if (w->nfree < ZXW_FREE_JOBS) {
+        job->free_next = w->free_jobs;
+        w->free_jobs = job;
+        w->nfree++;
+    } else {
+        free(job);
+    }
+}
+
+/* ---- sending --------------------------------------------------------------- */
+
+static int s_avail_pools(zx_worker_t *w)
+{
+    return (w->tpool ? ZX_POOLS_THREAD : 0) | (w->ppool ? ZX_POOLS_PROCESS : 0);
+}
+
+static void s_send_ready(zx_worker_t *w)
+{
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_READY);
+    msgpack_packer *pk = zxp_out_pk(&o);
+    msgpack_pack_array(pk, 10);
+    msgpack_pack_uint32(pk, ZXP_VERSION);
+    msgpack_pack_bin(pk, ZXP_ID_LEN);
+    msgpack_pack_bin_body(pk, w->wid, ZXP_ID_LEN);
+    size_t nl = strlen(w->node);
+    msgpack_pack_str(pk, nl);
+    msgpack_pack_str_body(pk, w->node, nl);
+    msgpack_pack_uint32(pk, w->pid);
+    msgpack_pack_uint32(pk, w->tpool ? (uint32_t)w->opts.threads : 0);
+    msgpack_pack_uint32(pk, w->ppool ? (uint32_t)w->opts.procs : 0);
+    msgpack_pack_uint32(pk, (uint32_t)w->opts.prefetch);
+    msgpack_pack_uint32(pk, (uint32_t)w->hb_ms);
+    /* functions: only the pools this node has */
+    int avail = s_avail_pools(w);
+    size_t nfns = 0;
+    for (zxw_fn_t *f = zhashx_first(w->fns); f; f = zhashx_next(w->fns)) {
+        nfns += (f->pools & avail) != 0;
+    }
+    msgpack_pack_array(pk, nfns);
+    for (zxw_fn_t *f = zhashx_first(w->fns); f; f = zhashx_next(w->fns)) {
+        if (f->pools & avail) {
+            size_t n = strlen(f->name);
+            msgpack_pack_array(pk, 2);
+            msgpack_pack_str(pk, n);
+            msgpack_pack_str_body(pk, f->name, n);
+            msgpack_pack_uint8(pk, (uint8_t)(f->pools & avail));
+        }
+    }
+    /* every task this worker will still report on: queued, running, or
+       finished with its result held */
+    msgpack_pack_array(pk, w->jobs.count);
+    size_t pos = 0;
+    for (zxw_job_t *job; (job = zxw_jobtab_next(&w->jobs, &pos));) {
+        msgpack_pack_array(pk, 3);
+        msgpack_pack_bin(pk, ZXP_ID_LEN);
+        msgpack_pack_bin_body(pk, job->key, ZXP_ID_LEN);
+        msgpack_pack_uint64(pk, job->seq);
+        msgpack_pack_uint8(pk, job->pool);
+    }
+    zxp_out_send(&o, w->dealer, NULL);
+    zxp_out_fini(&o);
+    ZXW_DEBUG("worker: READY sent (%zu functions, %zu tasks held)", nfns, w->jobs.count);
+}
+
+void zxw_flush(zx_worker_t *w)
+{
+    /* STARTED before RESULT: a task that started and ended in one turn
+       is seen in that order */
+    if (w->started_open) {
+        zxp_out_send(&w->out_started, w->dealer, NULL);
+        w->started_open = false;
+    }
+    if (w->result_open) {
+        zxp_out_send(&w->out_result, w->dealer, NULL);
+        w->result_open = false;
+        w->result_bytes = 0;
+    }
+    if (w->cancelled_open) {
+        zxp_out_send(&w->out_cancelled, w->dealer, NULL);
+        w->cancelled_open = false;
+    }
+    if (w->credit_thread && w->connected) {
+        zxp_send_credit(w->dealer, ZXP_POOL_THREAD, w->credit_thread);
+    }
+    w->credit_thread = 0;
+}
+
+void zxw_emit_started(zx_worker_t *w, zxw_job_t *job)
+{
+    if (!w->connected) {
+        return; /* READY's list tells a new broker instead */
+    }
+    if (!w->started_open) {
+        zxp_out_begin(&w->out_started, ZXP_WSTARTED);
+        w->started_open = true;
+    }
+    zxp_put_wstarted(&w->out_started, job->key, job->seq, job->pid, job->pool);
+    if (w->out_started.count >= ZXP_MAX_BATCH) {
+        zxp_out_send(&w->out_started, w->dealer, NULL);
+        w->started_open = false;
+    }
+}
+
+/* Emits one WRESULT item. Its payload is *payload (consumed), or when that
+   is NULL the len bytes at small (copied). */
+static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
+                          uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
+                          const void *small, size_t len)
+{
+    if (!w->result_open) {
+        zxp_out_begin(&w->out_result, ZXP_WRESULT);
+        w->result_open = true;
+    }
+    zxp_wresult_t r = {session, seq, (uint32_t)status, pid, pool, slot_freed};
+    zxp_put_wresult(&w->out_result, &r);
+    if (*payload) {
+        w->result_bytes += zframe_size(*payload);
+        zxp_out_payload(&w->out_result, payload);
+    } else {
+        w->result_bytes += len;
+        zxp_out_payload_mem(&w->out_result, small, len);
+    }
+    if (w->out_result.count >= ZXP_MAX_BATCH || w->result_bytes >= ZXW_BATCH_BYTES) {
+        if (w->started_open) {
+            /* a task's STARTED always goes out ahead of its RESULT */
+            zxp_out_send(&w->out_started, w->dealer, NULL);
+            w->started_open = false;
+        }
+        zxp_out_send(&w->out_result, w->dealer, NULL);
+        w->result_open = false;
+        w->result_bytes = 0;
+    }
+}
+
+static void s_emit_cancelled(zx_worker_t *w, const uint8_t *session, uint64_t seq, int outcome)
+{
+    if (!w->cancelled_open) {
+        zxp_out_begin(&w->out_cancelled, ZXP_WCANCELLED);
+        w->cancelled_open = true;
+    }
+    zxp_put_wcancelled(&w->out_cancelled, session, seq, (uint32_t)outcome);
+    if (w->out_cancelled.count >= ZXP_MAX_BATCH) {
+        zxp_out_send(&w->out_cancelled, w->dealer, NULL);
+        w->cancelled_open = false;
+    }
+}
+
+/* An immediate failure of a task that never became a job. */
+static void s_reject(zx_worker_t *w, const zxp_task_t *t, int status, const char *type,
+                     const char *msg)
+{
+    ZXW_DEBUG("worker: task %.*s refused: %s", (int)t->fn.len, t->fn.ptr, msg);
+    zframe_t *err = zxp_error_frame(type, msg, "");
+    s_emit_result(w, t->session, t->seq, status, w->pid, t->pool ? t->pool : ZXP_POOL_THREAD, true,
+                  &err, NULL, 0);
+}
+
+/* ---- job endings ------------------------------------------------------------- */
+
+static size_t s_result_size(const zxw_job_t *job)
+{
+    size_t len;
+    zxw_job_result(job, &len);
+    return len;
+}
+
+static void s_drop_held_oldest(zx_worker_t *w)
+{
+    zxw_job_t *old = zlistx_detach(w->held, NULL);
+    if (!old) {
+        return;
+    }
+    w->held_bytes -= s_result_size(old);
+    zxw_jobtab_del(&w->jobs, old->key);
+    zsys_warning("worker: too many results held for an absent broker; dropped one (the broker "
+                 "re-runs its task)");
+    zxw_job_free(w, old);
+}
+
+/* job is finished with job->status/result/pid set: send or hold, then
+   forget it. slot_freed is false only for a thread past its limit. */
+void zxw_job_finish(zx_worker_t *w, zxw_job_t *job, bool slot_freed)
+{
+    if (!w->connected) {
+        job->held = true;
+        job->state = slot_freed ? ZXW_FINISHED : ZXW_TIMEDOUT;
+        job->rhandle = zlistx_add_end(w->held, job);
+        w->held_bytes += s_result_size(job);
+        while (zlistx_size(w->held) > ZXW_HELD_MAX_JOBS || w->held_bytes > ZXW_HELD_MAX_BYTES) {
+            s_drop_held_oldest(w);
+        }
+        return;
+    }
+    size_t len;
+    const void *small = zxw_job_result(job, &len);
+    s_emit_result(w, job->key, job->seq, job->status, job->pid, job->pool, slot_freed, &job->result,
+                  small, len);
+    zxw_jobtab_del(&w->jobs, job->key);
+    zxw_job_free(w, job);
+}
+
+static void s_release_held(zx_worker_t *w)
+{
+    zxw_job_t *job;
+    size_t n = zlistx_size(w->held);
+    while ((job = zlistx_detach(w->held, NULL))) {
+        job->held = false;
+        job->rhandle = NULL;
+        w->held_bytes -= s_result_size(job);
+        zxw_job_finish(w, job, job->state != ZXW_TIMEDOUT);
+    }
+    if (n) {
+        ZXW_INFO("worker: sent %zu result(s) held while the broker was away", n);
+    }
+}
+
+void zxw_pp_started(void *arg, zxw_job_t *job)
+{
+    zx_worker_t *w = arg;
+    job->state = ZXW_RUNNING;
+    zxw_emit_started(w, job);
+}
+
+void zxw_pp_done(void *arg, zxw_job_t *job)
+{
+    zx_worker_t *w = arg;
+    job->state = ZXW_FINISHED;
+    zxw_job_finish(w, job, true); /* no result frame: an empty result */
+}
+
+static void s_drop_job(void *arg, zxw_job_t *job)
+{
+    zx_worker_t *w = arg;
+    if (job->pool == ZXP_POOL_THREAD) {
+        w->tjobs--;
+    }
+    zxw_jobtab_del(&w->jobs, job->key);
+    zxw_job_free(w, job);
+}
+
+/* ---- the broker's commands ---------------------------------------------------- */
+
+static const char *s_pool_name(int pool)
+{
+    return pool == ZXP_POOL_THREAD ? "thread" : pool == ZXP_POOL_PROCESS ? "process" : "any";
+}
+
+/* Tasks for the thread pool are pushed in lists of up to this many: one
+   lock and one signal per list, and the pool starts on a long batch before
+   the whole message is decoded. */
+#define S_PUSH_BATCH 32
+
+static void s_push_thread_jobs(zx_worker_t *w)
+{
+    zxw_tpool_push(w->tpool, w->tpush_head);
+    w->tpush_head = w->tpush_tail = NULL;
+    w->tpush_n = 0;
+}
+
+/* The arguments are *payload (taken), or when that is NULL the len bytes
+   at data (copied). */
+static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload, const void *data,
+                      size_t len)
+{
+    if (w->draining) {
+        /* the broker re-queues what we never ran when it sees BYE */
+        zframe_destroy(payload);
+        return;
+    }
+    char name[ZXP_MAX_NAME + 1];
+    memcpy(name, t->fn.ptr, t->fn.len);
+    name[t->fn.len] = 0;
+    uint8_t key[ZXW_KEY_LEN];
+    s_make_key(key, t->session, t->seq);
+    if (zxw_jobtab_get(&w->jobs, key)) {
+        ZXW_DEBUG("worker: duplicate task %s seq %llu ignored", name, (unsigned long long)t->seq);
+        zframe_destroy(payload);
+        return;
+    }
+    char msg[512];
+    /* tasks come in runs of one function: functions are never removed, so
+       the last one found stays valid */
+    const zxw_fn_t *fn = w->last_fn;
+    if (!fn || strcmp(fn->name, name) != 0) {
+        fn = zhashx_lookup(w->fns, name);
+        w->last_fn = fn ? fn : w->last_fn;
+    }
+    if (!fn) {
+        snprintf(msg, sizeof msg, "no function %s on node %s", name, w->node);
+        s_reject(w, t, ZXP_ST_NOFUNC, "NoFunctionError", msg);
+        zframe_destroy(payload);
+        return;
+    }
+    if (fn->exec && !w->opts.allow_exec) {
+        snprintf(msg, sizeof msg, "exec not allowed on node %s (start it with --allow-exec)",
+                 w->node);
+        s_reject(w, t, ZXP_ST_NOTALLOWED, "NotAllowedError", msg);
+        zframe_destroy(payload);
+        return;
+    }
+    int avail = s_avail_pools(w);
+    int pool = t->pool;
+    if (pool == ZXP_POOL_ANY) {
+        pool = (fn->pools & avail & ZX_POOLS_THREAD)    ? ZXP_POOL_THREAD
+               : (fn->pools & avail & ZX_POOLS_PROCESS) ? ZXP_POOL_PROCESS
+                                                        : ZXP_POOL_ANY;
+    }
+    int bit = pool == ZXP_POOL_THREAD ? ZX_POOLS_THREAD : ZX_POOLS_PROCESS;
+    if (pool == ZXP_POOL_ANY || !(fn->pools & bit)) {
+        snprintf(msg, sizeof msg, "function %s may not run in the %s pool (node %s)", name,
+                 s_pool_name(t->pool), w->node);
+        s_reject(w, t, ZXP_ST_NOTALLOWED, "NotAllowedError", msg);
+        zframe_destroy(payload);
+        return;
+    }
+    if (!(avail & bit)) {
+        snprintf(msg, sizeof msg, "node %s has no %s pool", w->node, s_pool_name(pool));
+        s_reject(w, t, ZXP_ST_NOTALLOWED, "NotAllowedError", msg);
+        zframe_destroy(payload);
+        return;
+    }
+    zxw_job_t *job = w->jobs.count < ZXW_JOBS_MAX ? zxw_job_new(w) : NULL;
+    if (!job) {
+        s_reject(w, t, ZXP_ST_REJECTED, "RejectedError", "worker is out of task slots");
+        zframe_destroy(payload);
+        return;
+    }
+    memcpy(job->key, key, ZXW_KEY_LEN);
+    job->seq = t->seq;
+    job->fn = fn;
+    job->pool = (uint8_t)pool;
+    job->flags = t->flags;
+    double limit = t->timeout_ms ? (double)t->timeout_ms : w->opts.time_limit * 1000.0;
+    job->limit_ms = limit > 0 ? (int64_t)(limit + 0.5) : 0;
+    if (*payload) {
+        job->args = *payload;
+        *payload = NULL;
+    } else if (len <= sizeof job->args_small) {
+        if (len) {
+            memcpy(job->args_small, data, len);
+        }
+        job->args_len = (uint8_t)len;
+    } else if (!(job->args = zframe_new(data, len))) {
+        zxw_job_free(w, job);
+        s_reject(w, t, ZXP_ST_REJECTED, "RejectedError", "worker is out of memory");
+        return;
+    }
+    job->pid = w->pid;
+    if (zxw_jobtab_put(&w->jobs, job) != 0) {
+        zxw_job_free(w, job);
+        s_reject(w, t, ZXP_ST_REJECTED, "RejectedError", "worker is out of memory");
+        return;
+    }
+    ZXW_DEBUG("worker: task %s seq %llu -> %s pool", name, (unsigned long long)t->seq,
+              s_pool_name(pool));
+    if (pool == ZXP_POOL_THREAD) {
+        w->tjobs++;
+        /* pushed with the rest of the message's tasks (s_push_thread_jobs) */
+        if (w->tpush_tail) {
+            w->tpush_tail->tq_next = job;
+        } else {
+            w->tpush_head = job;
+        }
+        w->tpush_tail = job;
+        if (++w->tpush_n == S_PUSH_BATCH) {
+            s_push_thread_jobs(w);
+        }
+    } else {
+        zxw_ppool_push(w->ppool, job); /* may finish it at once (broken pool) */
+    }
+}
+
+static void s_on_cancel(zx_worker_t *w, const zxp_in_t *in, size_t i)
+{
+    const msgpack_object *it = zxp_item(in, i);
+    const uint8_t *session = (const uint8_t *)zxp_s(it, 0).ptr;
+    uint64_t seq = zxp_u(it, 1);
+    bool terminate = zxp_b(it, 2);
+    uint8_t key[ZXW_KEY_LEN];
+    s_make_key(key, session, seq);
+    zxw_job_t *job = zxw_jobtab_get(&w->jobs, key);
+    int outcome = ZXP_CANCEL_REFUSED;
+    if (job && !job->held) {
+        if (job->pool == ZXP_POOL_THREAD) {
+            if (zxw_tpool_cancel(w->tpool, job)) {
+                outcome = ZXP_CANCEL_DONE;
+                w->tjobs--;
+            }
+        } else {
+            outcome = zxw_ppool_cancel(w->ppool, job, terminate);
+        }
+        if (outcome != ZXP_CANCEL_REFUSED) {
+            ZXW_DEBUG("worker: task %s seq %llu %s", job->fn->name, (unsigned long long)seq,
+                      outcome == ZXP_CANCEL_DONE ? "cancelled" : "terminated");
+            zxw_jobtab_del(&w->jobs, key);
+            zxw_job_free(w, job);
+        }
+    }
+    s_emit_cancelled(w, session, seq, outcome);
+}
+
+int zxw_connect(zx_worker_t *w)
+{
+    w->dealer = zsock_new(ZMQ_DEALER);
+    if (!w->dealer) {
+        return ZX_ENOMEM;
+    }
+    zxp_sock_setup(w->dealer);
+    zsock_set_rcvtimeo(w->dealer, 0); /* the loop reads until EAGAIN */
+    zx_sec_socket(w->sec, w->dealer, ZXP_ROLE_BROKER_W);
+    zmq_setsockopt(zsock_resolve(w->dealer), ZMQ_ROUTING_ID, w->wid, ZXP_ID_LEN);
+    if (zsock_connect(w->dealer, "%s", w->endpoint) != 0) {
+        zsys_error("worker: cannot connect to %s: %s", w->endpoint, zmq_strerror(zmq_errno()));
+        zsock_destroy(&w->dealer);
+        return ZX_EINVAL;
+    }
+    w->connected = false;
+    w->last_recv = zclock_mono();
+    s_send_ready(w);
+    return ZX_OK;
+}
+
+/* The broker went silent or is stopping: a fresh DEALER with the same
+   routing id, READY again, results held until the broker speaks. */
+void zxw_reconnect(zx_worker_t *w, const char *why)
+{
+    zsys_warning("worker: %s; reconnecting to %s", why, w->endpoint);
+    zxw_flush(w);
+    zsock_destroy(&w->dealer);
+    if (zxw_connect(w) != ZX_OK) {
+        zsys_error("worker: cannot recreate the broker socket");
+    }
+}
+
+void zxw_begin_drain(zx_worker_t *w)
+{
+    if (!w->draining) {
+        w->draining = true;
+        if (w->tpool) {
+            zxw_tpool_drop_queued(w->tpool, s_drop_job, w);
+        }
+        if (w->ppool) {
+            zxw_ppool_drop_queued(w->ppool, s_drop_job, w);
+        }
+        ZXW_INFO("worker: draining: finishing %zu running task(s), taking no new ones",
+                 w->tjobs + (w->ppool ? zxw_ppool_busy(w->ppool) : 0));
+    }
+    if (!w->said_drain && w->connected) {
+        zxp_send_empty(w->dealer, NULL, ZXP_DRAIN);
+        w->said_drain = true;
+    }
+}
+
+void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p)
+{
+    int rc = zx_sec_verify(w->sec, *msg_p, ZXP_ROLE_WORKER);
+    if (rc != 0) {
+        zmsg_destroy(msg_p);
+        zxp_drop(&w->drops, "worker", NULL, rc, "signature check failed");
+        return;
+    }
+    rc = zxp_decode(&w->in, msg_p, ZXP_ROLE_WORKER);
+    if (rc != 0) {
+        zxp_drop(&w->drops, "worker", NULL, rc, w->in.reason);
+        return;
+    }
+    w->last_recv = zclock_mono();
+    if (!w->connected) {
+        w->connected = true;
+        ZXW_INFO("worker: broker %s answered", w->endpoint);
+        s_release_held(w);
+        if (w->draining) {
+            zxw_begin_drain(w);
+        }
+    }
+    switch (w->in.cmd) {
+    case ZXP_TASK:
+        for (size_t i = 0; i < w->in.count; i++) {
+            zxp_task_t t;
+            zxp_get_task(&w->in, i, &t);
+            const void *data = NULL;
+            size_t len = 0;
+            zframe_t *payload = NULL;
+            if (!zxp_payload_take_inline(&w->in, &data, &len)) {
+                payload = zxp_payload_take(&w->in);
+            }
+            s_on_task(w, &t, &payload, data, len);
+        }
+        s_push_thread_jobs(w);
+        break;
+    case ZXP_WCANCEL:
+        for (size_t i = 0; i < w->in.count; i++) {
+            s_on_cancel(w, &w->in, i);
+        }
+        break;
+    case ZXP_RESET:
+        ZXW_INFO("worker: the broker does not know us; sending READY again");
+        s_send_ready(w);
+        break;
+    case ZXP_ERROR: {
+        const msgpack_object *h = zxp_item(&w->in, 0);
+        zxp_str_t m = zxp_s(h, 1);
+        zsys_warning("worker: broker error %llu: %.*s", (unsigned long long)zxp_u(h, 0), (int)m.len,
+                     m.ptr);
+        break;
+    }
+    case ZXP_SHUTDOWN: zxw_reconnect(w, "the broker is shutting down"); break;
+    case ZXP_WELCOME: ZXW_DEBUG("worker: welcomed by the broker"); break;
+    default: break; /* HEARTBEAT: liveness is all */
+    }
+}

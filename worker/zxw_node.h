@@ -1,0 +1,120 @@
+/*  zxw_node.h - the worker node's record (struct zx_worker) and the
+    functions its three files share:
+
+      worker.c   the embeddable API of zexec_worker.h: a node's record, its
+                 functions and plugins, stop and destroy
+      session.c  the broker session: job records, what is sent (READY,
+                 WSTARTED, WRESULT, WCANCELLED, CREDIT, DRAIN) and what each
+                 broker command does, results held while the broker is away,
+                 (re)connecting
+      loop.c     zx_worker_run and its loop: the poll over the socket and the
+                 pools, thread-pool events and time limits, heartbeats,
+                 liveness, draining, and a pool thread standing in for the
+                 sleeping loop
+
+    The pools, the job table and the platform calls they use are declared in
+    zx_worker_int.h.
+*/
+#ifndef ZXW_NODE_H
+#define ZXW_NODE_H
+
+#include "zx_security.h"
+#include "zx_worker_int.h"
+
+#include <pthread.h>
+
+#define ZXW_HELD_MAX_JOBS 10000 /* READY lists them: keep it under the header limit */
+#define ZXW_HELD_MAX_BYTES (256u << 20)
+#define ZXW_BATCH_BYTES (16u << 20) /* flush a result batch past this */
+#define ZXW_RECV_BURST 256          /* messages read per loop turn */
+#define ZXW_JOBS_MAX 1000000        /* local sanity bound; the broker's credits rule */
+#define ZXW_FREE_JOBS 1024
+
+#define ZXW_INFO(...)                                                                              \
+    do {                                                                                           \
+        if (zx__worker_log_level >= 1)                                                             \
+            zsys_info(__VA_ARGS__);                                                                \
+    } while (0)
+#define ZXW_DEBUG(...)                                                                             \
+    do {                                                                                           \
+        if (zx__worker_log_level >= 2)                                                             \
+            zsys_debug(__VA_ARGS__);                                                               \
+    } while (0)
+
+struct zx_worker {
+    char *endpoint;
+    char *node;
+    zx_worker_opts_t opts; /* normalised; opts.node points at node */
+    zhashx_t *fns;         /* name -> zxw_fn_t */
+    zlistx_t *plugins;     /* loaded plugins (worker.c) */
+    zxw_init_fn **inits;   /* NULL-terminated */
+    size_t ninits;
+    zxw_child_cfg_t cfg;
+    int stop_pipe[2];
+    int stop_requests; /* atomic: written from signal handlers */
+    bool running;
+    pthread_mutex_t lock; /* everything below, while running (see loop.c) */
+    bool looping;         /* the loop runs: a pool thread may stand in for it */
+
+    /* while running */
+    uint8_t wid[ZXP_ID_LEN];
+    uint32_t pid;
+    zsock_t *dealer;
+    zxw_tpool_t *tpool;
+    zxw_ppool_t *ppool;
+    zxw_jobtab_t jobs;       /* key -> job: every job the broker should hear of */
+    const zxw_fn_t *last_fn; /* the function of the last task (session.c s_on_task) */
+    zlistx_t *trunning;      /* thread-pool jobs running (for their deadlines) */
+    zlistx_t *held;          /* finished while the broker was away */
+    size_t held_bytes;
+    zxw_job_t *free_jobs;
+    size_t nfree;
+    zxp_in_t in;
+    zxp_out_t out_started, out_result, out_cancelled;
+    bool started_open, result_open, cancelled_open;
+    size_t result_bytes;
+    uint32_t credit_thread; /* late-freed thread slots to report */
+    zxp_drops_t drops;
+    bool connected; /* the broker spoke since the last (re)connect */
+    int64_t hb_ms;
+    int64_t last_recv, next_hb;
+    bool draining, forced, said_drain;
+    size_t tzombies;                    /* thread jobs past their limit, still running */
+    size_t tjobs;                       /* thread jobs pushed and not yet ended for the broker */
+    zxw_job_t *tpush_head, *tpush_tail; /* thread jobs of this message, not pushed yet */
+    int tpush_n;
+    zx_sec_t *sec; /* CURVE keys and signer (security.c) */
+};
+
+/* ---- worker.c ----------------------------------------------------------------- */
+
+/* Wakes the loop (whether to stop is stop_requests' business). */
+void zxw_kick(zx_worker_t *w);
+
+/* ---- session.c ---------------------------------------------------------------- */
+
+/* Job records come from a free list; free releases their frames. */
+zxw_job_t *zxw_job_new(zx_worker_t *w);
+void zxw_job_free(zx_worker_t *w, zxw_job_t *job);
+/* A fresh DEALER to the broker with the node's routing id, then READY. */
+int zxw_connect(zx_worker_t *w);
+/* The broker went silent or is stopping: a fresh DEALER, READY again,
+   results held until the broker speaks. */
+void zxw_reconnect(zx_worker_t *w, const char *why);
+/* One message from the broker (consumed). */
+void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p);
+/* Sends the batches of this turn (STARTED before RESULT) and late credit. */
+void zxw_flush(zx_worker_t *w);
+/* A job started: its WSTARTED item. */
+void zxw_emit_started(zx_worker_t *w, zxw_job_t *job);
+/* job is finished with job->status/result/pid set: send or hold, then
+   forget it. slot_freed is false only for a thread past its limit. */
+void zxw_job_finish(zx_worker_t *w, zxw_job_t *job, bool slot_freed);
+/* Takes no new tasks: queued ones are dropped (the broker re-queues them),
+   DRAIN is said once connected. */
+void zxw_begin_drain(zx_worker_t *w);
+/* The process pool's events (zxw_ppool_events_t; arg is the node). */
+void zxw_pp_started(void *arg, zxw_job_t *job);
+void zxw_pp_done(void *arg, zxw_job_t *job);
+
+#endif

@@ -316,7 +316,7 @@ Test(run, a_closed_stdout_stops_the_run_and_the_client_says_bye)
     int p[2];
     cr_assert_eq(pipe(p), 0);
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "cd %s && echo {} >> started; echo {}; sleep 0.3", s_dir);
+    snprintf(cmd, sizeof cmd, "cd %s && echo {} >> started; echo {}; sleep 1", s_dir);
     const char *a[] = {"run", "-q", "-j", "20", "--", "sh", "-c", cmd,  ":::", "1",
                        "2",   "3",  "4",  "5",  "6",  "7",  "8",  "9",  "10",  "11",
                        "12",  "13", "14", "15", "16", "17", "18", "19", "20",  "21",
@@ -621,7 +621,7 @@ Test(run, joblog_attempts_count_a_rerun_after_a_lost_worker)
     char log[512];
     s_path(log, sizeof log, "jobs.tsv");
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "cd %s && echo {} >> started; sleep 1", s_dir);
+    snprintf(cmd, sizeof cmd, "cd %s && echo {} >> started; sleep 2", s_dir);
     const char *a[] = {"run", "-q", "--broker", c2.client_ep, "--joblog", log, "--",
                        "sh",  "-c", cmd,        ":::",        "x",        NULL};
     pid_t pid = s_start(NULL, -1, a);

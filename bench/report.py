@@ -151,6 +151,13 @@ def targets(f):
                     " -> ".join(fmt(v) for v in vals) + " tasks/s; steps "
                     + ", ".join(f"{s:.2f}x" for s in steps) + " (2w/1w, 4w/2w)",
                     "never drops (each step >= 0.95x)", met))
+    # issue 15: 10,000 tiny jobs on 4 process slots
+    ratio_row("run: N `true` jobs, zexec run vs xargs -P4 (wall)", "cli.zexec_wall",
+              "cli.xargs_wall", "<=", 1.0, "<= 1x")
+    z, p = get(f, "cli.zexec_wall"), get(f, "cli.parallel_wall")
+    if z is not None and p:
+        out.append(("run: zexec run vs GNU parallel -j4 (wall)", f"{fmt(z)} / {fmt(p)} = {z / p:.2f}x",
+                    "(info)", "info"))
     return out
 
 

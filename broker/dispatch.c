@@ -2,7 +2,8 @@
     worker has credit for one more task, choosing the task a worker takes
     next, sending it (in the worker's TASK batch), re-queueing tasks that
     come back unfinished, and the grace a queue gets when no worker offers
-    its function.
+    its function (or, with workers registered and none offering it, the
+    failure at once, with the closest offered names suggested).
 
     Invariant after every turn: no worker with free credit for a pool could
     take a queued task, so a new task only needs the head of its function's
@@ -16,6 +17,7 @@
 #include "zxb_broker.h"
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -176,6 +178,92 @@ static void s_notallowed_msg(const zxb_fn_t *fn, int pool_req, char *buf, size_t
              fn->offered[ZXP_POOL_PROCESS] ? "process" : "");
 }
 
+/* Edit distance with adjacent transpositions (optimal string alignment),
+   for suggesting a function name; names are at most ZXP_MAX_NAME bytes. */
+static size_t s_name_distance(const char *a, const char *b)
+{
+    size_t n = strlen(a), m = strlen(b);
+    if (n > ZXP_MAX_NAME || m > ZXP_MAX_NAME) {
+        return SIZE_MAX;
+    }
+    size_t d[3][ZXP_MAX_NAME + 1]; /* rows i-2, i-1, i, rotated */
+    for (size_t j = 0; j <= m; j++) {
+        d[0][j] = j;
+    }
+    for (size_t i = 1; i <= n; i++) {
+        size_t *cur = d[i % 3], *prev = d[(i - 1) % 3], *pp = d[(i + 1) % 3];
+        cur[0] = i;
+        for (size_t j = 1; j <= m; j++) {
+            size_t cost = a[i - 1] != b[j - 1];
+            size_t v = prev[j] + 1;
+            v = cur[j - 1] + 1 < v ? cur[j - 1] + 1 : v;
+            v = prev[j - 1] + cost < v ? prev[j - 1] + cost : v;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                pp[j - 2] + 1 < v) {
+                v = pp[j - 2] + 1;
+            }
+            cur[j] = v;
+        }
+    }
+    return d[n % 3][m];
+}
+
+/* "no worker offers function 'x'", and the (up to three) offered names
+   closest to it when they are close: a typo shows its fix. */
+static void s_nofunc_msg(zxb_broker_t *self, const zxb_fn_t *fn, char *buf, size_t len)
+{
+    const char *best[3] = {NULL, NULL, NULL};
+    size_t bestd[3] = {SIZE_MAX, SIZE_MAX, SIZE_MAX};
+    size_t limit = fn->len / 3 > 2 ? fn->len / 3 : 2;
+    for (zxb_fn_t *o = zxb_fn_first(self->sched); o; o = zxb_fn_next(self->sched)) {
+        if (o == fn || (!o->offered[ZXP_POOL_THREAD] && !o->offered[ZXP_POOL_PROCESS])) {
+            continue;
+        }
+        size_t d = s_name_distance(fn->name, o->name);
+        for (int i = 0; i < 3 && d <= limit; i++) {
+            if (d < bestd[i]) {
+                for (int k = 2; k > i; k--) {
+                    best[k] = best[k - 1];
+                    bestd[k] = bestd[k - 1];
+                }
+                best[i] = o->name;
+                bestd[i] = d;
+                break;
+            }
+        }
+    }
+    int n = snprintf(buf, len, "no worker offers function '%s'", fn->name);
+    for (int i = 0; i < 3 && best[i] && n > 0 && (size_t)n < len; i++) {
+        n += snprintf(buf + n, len - (size_t)n, "%s'%s'", i == 0 ? "; did you mean " : " or ",
+                      best[i]);
+    }
+    if (best[0] && n > 0 && (size_t)n < len) {
+        snprintf(buf + n, len - (size_t)n, "?");
+    }
+}
+
+/* A fresh task for a function no registered worker offers (draining ones
+   included) fails at once when workers are registered: a typo then fails in
+   a round trip instead of after --nofunc-grace. The grace still holds for a
+   cluster still starting: no worker yet, or a broker up for less than one
+   liveness window (heartbeat x liveness), within which every worker still
+   alive after a broker restart has registered again. */
+static bool s_nofunc_now(zxb_broker_t *self, const zxb_fn_t *fn)
+{
+    if (zhashx_size(self->workers) == 0 ||
+        self->now - self->started < (int64_t)self->cfg.heartbeat_ms * self->cfg.liveness) {
+        return false;
+    }
+    for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        for (size_t i = 0; i < w->nfns; i++) {
+            if (w->fns[i].fn == fn) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 /* Queues a task (fresh from SUBMIT, or back from a worker) and dispatches it
    if a worker can take it. */
 void zxb_task_enqueue(zxb_broker_t *self, zxb_task_t *t, bool front, bool fresh)
@@ -187,6 +275,12 @@ void zxb_task_enqueue(zxb_broker_t *self, zxb_task_t *t, bool front, bool fresh)
             char msg[512];
             s_notallowed_msg(fn, t->pool_req, msg, sizeof msg);
             zxb_task_fail(self, t, ZXP_ST_NOTALLOWED, "NotAllowedError", msg, NULL);
+            return;
+        }
+        if (fresh && s_nofunc_now(self, fn)) {
+            char msg[512];
+            s_nofunc_msg(self, fn, msg, sizeof msg);
+            zxb_task_fail(self, t, ZXP_ST_NOFUNC, "NoWorkerError", msg, NULL);
             return;
         }
         zxb_queued_push(self, t, front);
@@ -251,7 +345,7 @@ static void s_nofunc_fail(zxb_broker_t *self, zxb_task_t *t)
         s_notallowed_msg(fn, t->pool_req, msg, sizeof msg);
         zxb_task_fail(self, t, ZXP_ST_NOTALLOWED, "NotAllowedError", msg, NULL);
     } else {
-        snprintf(msg, sizeof msg, "no worker offers function '%s'", fn->name);
+        s_nofunc_msg(self, fn, msg, sizeof msg);
         zxb_task_fail(self, t, ZXP_ST_NOFUNC, "NoWorkerError", msg, NULL);
     }
 }

@@ -419,6 +419,16 @@ void zxb_fn_gc(zxb_sched_t *self)
     zlist_destroy(&dead);
 }
 
+zxb_fn_t *zxb_fn_first(zxb_sched_t *self)
+{
+    return zhashx_first(self->fns);
+}
+
+zxb_fn_t *zxb_fn_next(zxb_sched_t *self)
+{
+    return zhashx_next(self->fns);
+}
+
 /* ---- queues ---------------------------------------------------------------------- */
 
 static size_t s_key_hash(const void *key)

@@ -244,6 +244,10 @@ int64_t zxb_arrival_ms(uint64_t arrival);
 zxb_fn_t *zxb_fn_intern(zxb_sched_t *self, const char *name, size_t len);
 /* Frees functions nobody points at, when there are many of them. */
 void zxb_fn_gc(zxb_sched_t *self);
+/* Every function (first/next): the nearest offered names for a task whose
+   function nobody offers (dispatch.c). */
+zxb_fn_t *zxb_fn_first(zxb_sched_t *self);
+zxb_fn_t *zxb_fn_next(zxb_sched_t *self);
 
 /* Queues. push puts a task at the back (or the front, for a retry) of its
    client's FIFO at its priority in fn->q[pool_req]. */

@@ -5,9 +5,52 @@
 #include "zxc.h"
 #include "zx_parse.h"
 
+#include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* What the signal thread may touch: the executor and submit's future. */
+typedef struct {
+    pthread_mutex_t lock;
+    zx_executor_t *ex;
+    zx_future_t *f;
+    volatile int sig;
+    const char *cmd;
+} s_stop_t;
+
+/* The first Ctrl-C or SIGTERM: cancel what is queued at the broker (map) or
+   terminate the task (submit: a process-pool task is killed, a thread-pool
+   one runs to its end); results already coming are still printed, then the
+   executor says BYE. The second: leave at once. */
+static void s_on_signal(int sig, int count, void *arg)
+{
+    s_stop_t *st = arg;
+    if (count > 1) {
+        fprintf(stderr, "zexec %s: %s again: leaving without waiting\n", st->cmd, strsignal(sig));
+        _exit(128 + sig);
+    }
+    fprintf(stderr, "zexec %s: %s: cancelling queued tasks (again to leave at once)\n", st->cmd,
+            strsignal(sig));
+    pthread_mutex_lock(&st->lock);
+    st->sig = sig;
+    if (st->ex) {
+        zx_executor_shutdown(st->ex, false, true);
+    }
+    if (st->f) {
+        zx_future_terminate(st->f);
+    }
+    pthread_mutex_unlock(&st->lock);
+    /* no more inputs: map's generator sees the end of stdin */
+    int nul = open("/dev/null", O_RDONLY);
+    if (nul >= 0) {
+        dup2(nul, STDIN_FILENO);
+        close(nul);
+    }
+}
 
 /* ---- submit -------------------------------------------------------------------- */
 
@@ -123,11 +166,17 @@ int zxc_submit_main(int argc, char **argv)
         return zxc_usage_error("submit", "ARGS: %s", err);
     }
     int rc = ZXC_EXIT_FAIL;
+    s_stop_t st = {.cmd = "submit"};
+    pthread_mutex_init(&st.lock, NULL);
+    zxc_signals_block();
     zx_executor_t *ex = zxc_executor(&conn, "submit");
     zx_future_t *f = ex ? zx_submit_opts(ex, fn, sb.data, sb.size, &topts) : NULL;
     if (ex && !f) {
         fprintf(stderr, "zexec submit: %s\n", zx_strerror(zx_last_error()));
     }
+    st.ex = ex;
+    st.f = f;
+    zxc_signals_start(s_on_signal, &st);
     if (f) {
         const void *v;
         size_t n;
@@ -145,10 +194,16 @@ int zxc_submit_main(int argc, char **argv)
             zxc_print_error(stderr, "submit", zx_future_exception(f, 0));
         }
     }
+    pthread_mutex_lock(&st.lock);
+    st.ex = NULL;
+    st.f = NULL;
+    pthread_mutex_unlock(&st.lock);
+    zx_executor_destroy(&ex); /* says BYE */
+    zxc_signals_stop();
     zx_future_unref(&f);
-    zx_executor_destroy(&ex);
+    pthread_mutex_destroy(&st.lock);
     msgpack_sbuffer_destroy(&sb);
-    return rc;
+    return st.sig ? 128 + st.sig : rc;
 }
 
 /* ---- map ----------------------------------------------------------------------- */
@@ -268,10 +323,16 @@ int zxc_map_main(int argc, char **argv)
                                argv[optind + 1]);
     }
     const char *fn = argv[optind];
+    s_stop_t st = {.cmd = "map"};
+    pthread_mutex_init(&st.lock, NULL);
+    zxc_signals_block();
     zx_executor_t *ex = zxc_executor(&conn, "map");
     if (!ex) {
+        pthread_mutex_destroy(&st.lock);
         return ZXC_EXIT_FAIL;
     }
+    st.ex = ex;
+    zxc_signals_start(s_on_signal, &st);
     s_gen_t g = {0};
     msgpack_sbuffer_init(&g.sb);
     zxc_progress_t *prog = zxc_progress_new("map", 0, quiet);
@@ -294,7 +355,15 @@ int zxc_map_main(int argc, char **argv)
         }
         json_decref(j);
         putchar('\n');
-        fflush(stdout);
+        if (fflush(stdout) != 0) {
+            /* a closed stdout (EPIPE): stop as on SIGPIPE */
+            pthread_mutex_lock(&st.lock);
+            st.sig = SIGPIPE;
+            zx_executor_shutdown(ex, false, true);
+            pthread_mutex_unlock(&st.lock);
+            code = ZX_ECANCELLED;
+            break;
+        }
         done++;
         if (g.eof) {
             zxc_progress_total(prog, g.inputs);
@@ -305,7 +374,12 @@ int zxc_map_main(int argc, char **argv)
         zxc_progress_update(prog, done, 1);
     }
     zxc_progress_destroy(&prog);
-    if (g.bad_line) {
+    if (st.sig) {
+        if (st.sig != SIGPIPE) {
+            fprintf(stderr, "zexec map: interrupted after %zu results\n", done);
+        }
+        rc = 128 + st.sig;
+    } else if (g.bad_line) {
         fprintf(stderr, "zexec map: stdin line %zu: %s\n", g.bad_line, g.bad);
         rc = ZXC_EXIT_USAGE;
     } else if (code == ZX_ERAISED || code == ZX_ECANCELLED || code == ZX_ETIMEOUT) {
@@ -321,7 +395,12 @@ int zxc_map_main(int argc, char **argv)
         rc = ZXC_EXIT_FAIL;
     }
     zx_map_destroy(&m);
-    zx_executor_destroy(&ex);
+    pthread_mutex_lock(&st.lock);
+    st.ex = NULL;
+    pthread_mutex_unlock(&st.lock);
+    zx_executor_destroy(&ex); /* says BYE */
+    zxc_signals_stop();
+    pthread_mutex_destroy(&st.lock);
     msgpack_sbuffer_destroy(&g.sb);
     free(g.line);
     return rc;

@@ -80,6 +80,20 @@ zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd);
 /* Prints a task's exception as "TYPE: message (node N, pid P)" to out. */
 void zxc_print_error(FILE *out, const char *cmd, const zx_error_t *e);
 
+/* ---- stopping (signals.c) --------------------------------------------------------- */
+
+/* Called on the signal thread for each SIGINT or SIGTERM; count is 1 for
+   the first signal, 2 for the second... */
+typedef void zxc_sig_fn(int sig, int count, void *arg);
+/* Blocks SIGINT and SIGTERM in this thread and the threads it starts from
+   now on, and ignores SIGPIPE (writes to a closed stdout fail with EPIPE).
+   Call before creating the executor. */
+void zxc_signals_block(void);
+/* Starts the thread that takes the blocked signals and calls fn. 0 or -1. */
+int zxc_signals_start(zxc_sig_fn *fn, void *arg);
+/* Stops that thread (idempotent). */
+void zxc_signals_stop(void);
+
 /* ---- JSON <-> msgpack ----------------------------------------------------------- */
 
 /* A new JSON value for a msgpack object: nil null, bool, ints, floats,

@@ -242,6 +242,10 @@ ZX_EXPORT const char *zx_future_fn(zx_future_t *f);
    is not done yet. The string is borrowed and lives as long as the future. */
 ZX_EXPORT const char *zx_future_node(zx_future_t *f);
 ZX_EXPORT int zx_future_pid(zx_future_t *f);
+/* Remote executors: how many times the broker dispatched the task before it
+   completed (1, or more when a worker was lost while running it and the
+   task was re-run); 0 when not done, never dispatched, or local. */
+ZX_EXPORT int zx_future_attempts(zx_future_t *f);
 
 ZX_EXPORT zx_future_t *zx_future_ref(zx_future_t *f);
 ZX_EXPORT void zx_future_unref(zx_future_t **f_p);

@@ -47,6 +47,7 @@ struct zx_future {
     zx_error_t error; /* strings below are owned copies */
     char *node;       /* who produced the result or error; NULL: "" */
     int pid;
+    int attempts; /* the broker's count of starts (RESULT), set before completion */
     s_callback_t *cb_head, *cb_tail;
     zx__list_t waiters;   /* zx__waiter_link_t registrations */
     int sleepers;         /* threads asleep in s_wait_done_locked */
@@ -284,6 +285,16 @@ int zx_future_pid(zx_future_t *f)
         zx__future_origin(f, NULL, &pid);
     }
     return pid;
+}
+
+void zx__future_set_attempts(zx_future_t *f, int attempts)
+{
+    f->attempts = attempts;
+}
+
+int zx_future_attempts(zx_future_t *f)
+{
+    return f && zx_future_done(f) ? f->attempts : 0;
 }
 
 zx_state_t zx_future_state(zx_future_t *f)

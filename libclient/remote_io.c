@@ -417,6 +417,7 @@ static void s_on_result(zx__remote_t *ex)
             size_t n = r.node.len < sizeof node ? r.node.len : sizeof node - 1;
             memcpy(node, r.node.ptr, n);
             node[n] = '\0';
+            zx__future_set_attempts(t->future, (int)r.attempts);
             zx__future_complete(t->future, (int)r.status, data, len, node, (int)r.pid);
             resolved++;
         }

@@ -95,6 +95,9 @@ bool zx__future_set_cancelled(zx_future_t *f, const char *reason);
 bool zx__future_complete(zx_future_t *f, int status, const void *payload, size_t len,
                          const char *node, int pid);
 
+/* The attempts a RESULT reports; set before the future completes. */
+void zx__future_set_attempts(zx_future_t *f, int attempts);
+
 /* Maps a ZXP_ST_* status to a ZX_E* code. */
 int zx__status_code(int status);
 

@@ -361,7 +361,7 @@ Test(cli, bad_flags_and_input_exit_2_naming_the_problem_and_help_exits_0)
     const char *bad[][8] = {{"run", "--bogus", "echo", NULL},
                             {"run", "--jobs", "0", "echo", ":::", "a", NULL},
                             {"run", "--resume", "echo", ":::", "a", NULL},
-                            {"run", "echo", ":::", "a", ":::", "b", NULL},
+                            {"run", "echo", "{..}", ":::", "a", NULL},
                             {"submit", "--pool", "gpu", "square", NULL},
                             {"submit", "square", "{not json", NULL},
                             {"submit", "square", "3", NULL},
@@ -369,7 +369,7 @@ Test(cli, bad_flags_and_input_exit_2_naming_the_problem_and_help_exits_0)
                             {"status", "--nope", NULL},
                             {"cluster", "--workers", "-1", NULL},
                             {"frobnicate", NULL}};
-    const char *named[] = {"--bogus", "--jobs",    "--resume",   "one input source",
+    const char *named[] = {"--bogus", "--jobs",    "--resume",   "unknown replacement string",
                            "--pool",  "not valid", "JSON array", "--chunksize",
                            "--nope",  "--workers", "frobnicate"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

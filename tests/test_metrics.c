@@ -75,9 +75,11 @@ Test(metrics, the_page_counts_tasks_and_lists_workers_and_queues)
     int port = zxt_free_port();
     char addr[32];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    const char *const args[] = {"--metrics", addr, "--heartbeat", "0.2", NULL};
+    const char *const args[] = {"--metrics",      addr, "--heartbeat", "0.2",
+                                "--nofunc-grace", "60", NULL};
     cr_assert_eq(zxt_broker_start(&C, args), 0);
-    cr_assert_gt(zxt_worker_start(&C, "mw1", NULL), 0);
+    pid_t mw1 = zxt_worker_start(&C, "mw1", NULL);
+    cr_assert_gt(mw1, 0);
     zx_executor_t *ex = zx_executor_new(C.client_ep, NULL);
     cr_assert(ex);
     enum { N = 50 };
@@ -104,7 +106,13 @@ Test(metrics, the_page_counts_tasks_and_lists_workers_and_queues)
     cr_assert(strstr(page, "\nzexec_worker_slots{node=\"mw1\",pool=\"thread\"} "));
     free(page);
 
-    /* a queue: tasks of a function no worker offers wait, per client */
+    /* a queue: tasks of a function no worker offers wait, per client, while
+       no worker is registered (with workers registered and none offering
+       it, the task would fail at once) */
+    zxt_stop(mw1);
+    C.workers[0] = 0; /* reaped: the cluster's stop must not signal its pid */
+    s_page_arg_t none = {port, "\nzexec_workers 0\n"};
+    cr_assert(zxt_wait_for(s_page_has, &none, 10), "the stopped worker stayed listed");
     zx_options_t o = {.name = "q\"client"};
     zx_executor_t *ex2 = zx_executor_new(C.client_ep, &o);
     zx_future_t *f = zx_submitf(ex2, "nobody_offers_this", "i", 1);

@@ -164,6 +164,7 @@ typedef struct {
     char **env;
     size_t envc;
     char *cwd;
+    bool check; /* raise on a non-zero exit or a timeout (the default) */
     zxw_exec_opts_t o;
 } s_exec_args_t;
 
@@ -184,6 +185,7 @@ static void s_exec_args_fini(s_exec_args_t *a)
 static const char *s_exec_parse(const msgpack_object *args, s_exec_args_t *a, int64_t task_deadline)
 {
     memset(a, 0, sizeof *a);
+    a->check = true;
     a->o.max_output = ZXW_EXEC_MAX_OUTPUT_DEFAULT;
     a->o.deadline = task_deadline;
     if (args->via.array.size < 1 || args->via.array.ptr[0].type != MSGPACK_OBJECT_ARRAY ||
@@ -239,6 +241,11 @@ static const char *s_exec_parse(const msgpack_object *args, s_exec_args_t *a, in
                     a->o.deadline = d;
                 }
             }
+        } else if (s_key_is(k, "check")) {
+            if (v->type != MSGPACK_OBJECT_BOOLEAN) {
+                return "opts.check must be a boolean";
+            }
+            a->check = v->via.boolean;
         } else if (s_key_is(k, "max_output")) {
             if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
                 return "opts.max_output must be a byte count";
@@ -303,7 +310,12 @@ int zxw_builtin_exec(zx_task_t *task, const msgpack_object *args, msgpack_packer
         return zx_raise(task, "TypeError", "%s", bad);
     }
     zxw_exec_result_t r;
+    /* when and for how long the command itself ran (zexec run's job log) */
+    struct timespec t0;
+    clock_gettime(CLOCK_REALTIME, &t0);
+    int64_t m0 = zclock_mono();
     int rc = zxw_plat_exec(a.argv, &a.o, &r);
+    double runtime = (double)(zclock_mono() - m0) / 1000.0;
     /* the tail goes into a message string: keep it a C string */
     for (size_t i = 0; i < r.err_tail_len; i++) {
         if (r.err_tail[i] == 0) {
@@ -318,20 +330,16 @@ int zxw_builtin_exec(zx_task_t *task, const msgpack_object *args, msgpack_packer
     if (rc != 0 || r.exec_errno) {
         out = zx_raise(task, "ExecError", "cannot run '%s': %s", a.argv[0],
                        strerror(r.exec_errno ? r.exec_errno : errno));
-    } else if (r.timed_out) {
-        zx_task_set_traceback(task, tail);
-        out = zx_raise(task, "TimeLimitError",
-                       "command '%s' ran past its time limit and was killed; stderr tail:\n%s",
-                       a.argv[0], tail);
-    } else if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) != 0) {
-        zxw_plat_describe_status(r.status, what, sizeof what);
-        zx_task_set_traceback(task, tail);
-        out =
-            zx_raise(task, "ExecError", "command '%s' %s; stderr tail:\n%s", a.argv[0], what, tail);
-    } else {
-        msgpack_pack_map(result, 5);
+    } else if (!a.check || (!r.timed_out && WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0)) {
+        /* check false: every outcome is a result, output included */
+        bool exited = !r.timed_out && WIFEXITED(r.status);
+        msgpack_pack_map(result, 9);
         s_pack_str(result, "exit", 4);
-        msgpack_pack_int(result, WEXITSTATUS(r.status));
+        msgpack_pack_int(result, exited ? WEXITSTATUS(r.status) : -1);
+        s_pack_str(result, "signal", 6);
+        msgpack_pack_int(result, WIFSIGNALED(r.status) ? WTERMSIG(r.status) : 0);
+        s_pack_str(result, "timed_out", 9);
+        s_pack_bool(result, r.timed_out);
         s_pack_str(result, "stdout", 6);
         s_pack_bin(result, r.out, r.out_len);
         s_pack_str(result, "stderr", 6);
@@ -340,6 +348,20 @@ int zxw_builtin_exec(zx_task_t *task, const msgpack_object *args, msgpack_packer
         s_pack_bool(result, r.out_trunc);
         s_pack_str(result, "stderr_truncated", 16);
         s_pack_bool(result, r.err_trunc);
+        s_pack_str(result, "started", 7);
+        msgpack_pack_double(result, (double)t0.tv_sec + (double)t0.tv_nsec / 1e9);
+        s_pack_str(result, "runtime", 7);
+        msgpack_pack_double(result, runtime);
+    } else if (r.timed_out) {
+        zx_task_set_traceback(task, tail);
+        out = zx_raise(task, "TimeLimitError",
+                       "command '%s' ran past its time limit and was killed; stderr tail:\n%s",
+                       a.argv[0], tail);
+    } else {
+        zxw_plat_describe_status(r.status, what, sizeof what);
+        zx_task_set_traceback(task, tail);
+        out =
+            zx_raise(task, "ExecError", "command '%s' %s; stderr tail:\n%s", a.argv[0], what, tail);
     }
     zxw_exec_result_fini(&r);
     s_exec_args_fini(&a);

@@ -405,9 +405,9 @@ def load_cert(path, need_secret):
     keys = {}
     section = None
     for line in text.splitlines():
-        s = line.split("#", 1)[0].rstrip()
-        if not s.strip():
-            continue
+        s = line.rstrip()
+        if not s.strip() or s.lstrip().startswith("#"):
+            continue  # ZPL comments are whole lines (Z85 keys may hold '#')
         if not s[0].isspace():
             section = s.strip()
             continue

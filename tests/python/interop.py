@@ -1,0 +1,175 @@
+"""CTest entry (py_interop): the interop matrix. A C client (the zexec
+command) with a Python worker, the Python client with a C worker
+(zexec-worker), and Python with Python, each plain, signed (shared secret)
+and with CURVE, on one real zexec-broker per mode.
+
+The two workers offer disjoint functions (the Python one pyadd, pyfail,
+pyecho and pickled calls; the C one its built-ins echo, fail, sleep, pid),
+so each call shows which implementation served it."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import zx_cluster as zc  # noqa: E402
+import zexec  # noqa: E402
+
+FAILS = []
+
+
+def check(what, cond, detail=""):
+    print("%-4s %s %s" % ("ok" if cond else "FAIL", what, detail))
+    if not cond:
+        FAILS.append(what)
+
+
+def zexec_cli(c, *args, stdin=None):
+    flags = c.peer_flags("client")
+    argv = [os.path.join(zc.BIN, "zexec"), args[0], "--broker", c.clients] + flags + list(
+        args[1:])
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60,
+                          env=zc.env_with_path())
+
+
+def run_mode(mode, security, tmp):
+    c = zc.Cluster(security, log_dir=tmp)
+    try:
+        c.start_broker()
+        c.start_pyworker("--procs", "2", "--threads", "2", "--no-builtins", "--allow-pickle",
+                         "--node", "py-" + mode, "--function", "pyadd=zx_interop_fns:add",
+                         "--function", "pyfail=zx_interop_fns:fail",
+                         "--function", "pyecho=zx_interop_fns:echo")
+        c.start_cworker("--threads", "2", "--procs", "1", "--node", "c-" + mode)
+        c.wait_workers(2)
+        tag = "[%s]" % mode
+
+        # C client -> Python worker
+        r = zexec_cli(c, "submit", "pyadd", "[2, 40]")
+        check(tag + " C client -> Py worker: submit", r.returncode == 0 and r.stdout.strip() == "42",
+              repr((r.returncode, r.stdout, r.stderr[-300:])))
+        r = zexec_cli(c, "map", "--chunksize", "3", "pyadd",
+                      stdin="".join("[%d, %d]\n" % (i, i) for i in range(10)))
+        check(tag + " C client -> Py worker: map --chunksize 3",
+              r.returncode == 0 and r.stdout.split() == [str(2 * i) for i in range(10)],
+              repr((r.returncode, r.stdout[:200], r.stderr[-300:])))
+        r = zexec_cli(c, "submit", "pyecho", '["s", 1.5, [1, {"k": null}], true]')
+        check(tag + " C client -> Py worker: values round trip",
+              r.returncode == 0 and json.loads(r.stdout) == ["s", 1.5, [1, {"k": None}], True],
+              repr((r.returncode, r.stdout, r.stderr[-300:])))
+        r = zexec_cli(c, "submit", "pyfail", '["boom"]')
+        check(tag + " C client -> Py worker: remote exception",
+              r.returncode == 1 and "ValueError" in r.stderr and "boom" in r.stderr
+              and "py-" + mode in r.stderr, repr((r.returncode, r.stderr[-400:])))
+
+        with zexec.Executor(c.clients, **c.client_kwargs()) as ex:
+            # Python client -> C worker
+            v = ex.submit_named("echo", 1, "a", b"\x00b", [1.5, None], {"k": True}).result(30)
+            check(tag + " Py client -> C worker: echo", v == [1, "a", b"\x00b", [1.5, None],
+                                                            {"k": True}], repr(v))
+            v = ex.submit_named("pid").result(30)
+            check(tag + " Py client -> C worker: served by the C worker", v[0] == "c-" + mode,
+                  repr(v))
+            try:
+                ex.submit_named("fail", "KeyError", "nope").result(30)
+                check(tag + " Py client -> C worker: error", False, "no exception")
+            except KeyError as e:
+                check(tag + " Py client -> C worker: error", e.args == ("nope",), repr(e))
+            big = "x" * 100000  # a payload in its own frame
+            v = ex.submit_named("echo", big).result(30)
+            check(tag + " Py client -> C worker: 100 kB payload", v == [big])
+            v = list(ex.map_named("echo", range(20), chunksize=6, timeout=60))
+            check(tag + " Py client -> C worker: map_named chunksize 6",
+                  v == [[i] for i in range(20)], repr(v[:4]))
+
+            # Python client -> Python worker
+            check(tag + " Py client -> Py worker: submit (pickled)",
+                  ex.submit(pow, 2, 10).result(30) == 1024)
+            check(tag + " Py client -> Py worker: submit_named",
+                  ex.submit_named("pyadd", "a", "b").result(30) == "ab")
+            v = list(ex.map(divmod, range(10), [3] * 10, chunksize=4, timeout=60))
+            check(tag + " Py client -> Py worker: map chunksize 4",
+                  v == [divmod(i, 3) for i in range(10)], repr(v[:3]))
+            try:
+                ex.submit(int, "not a number").result(30)
+                check(tag + " Py client -> Py worker: exception", False, "no exception")
+            except ValueError as e:
+                check(tag + " Py client -> Py worker: exception with remote traceback",
+                      "not a number" in str(e) and "Traceback" in str(e.__cause__), repr(e))
+            try:
+                ex.submit_named("pyfail", "bad").result(30)
+                check(tag + " Py client -> Py worker: named exception", False, "no exception")
+            except ValueError as e:
+                check(tag + " Py client -> Py worker: named exception", e.args == ("bad",),
+                      repr(e))
+            v = ex.submit_named("pyecho", big).result(30)
+            check(tag + " Py client -> Py worker: 100 kB payload", v == [big])
+    finally:
+        c.close()
+
+
+def security_refusals(tmp, secret):
+    """Mixed or missing security fails closed; pickle needs loopback or
+    security (docs/python.md)."""
+    c = zc.Cluster(("secret", secret), log_dir=tmp)
+    try:
+        c.start_broker()
+        wrong = os.path.join(tmp, "wrong.secret")
+        zc.make_secret(wrong)
+        try:
+            zexec.status(c.clients, timeout=1.0, secret_file=wrong)
+            check("[security] a wrong secret is not answered", False)
+        except zexec.BrokerUnreachableError:
+            check("[security] a wrong secret is not answered", True)
+        try:
+            zexec.status(c.clients, timeout=1.0)
+            check("[security] an unsigned client is not answered", False)
+        except zexec.BrokerUnreachableError:
+            check("[security] an unsigned client is not answered", True)
+    finally:
+        c.close()
+    r = subprocess.run([zc.PY, "-m", "zexec.worker", "--broker", "tcp://192.0.2.1:5571",
+                        "--allow-pickle"], capture_output=True, text=True, timeout=30,
+                       env=zc.env_with_path())
+    check("[security] pyworker refuses --allow-pickle off loopback without security",
+          r.returncode == 2 and "not loopback" in r.stderr, repr((r.returncode, r.stderr)))
+    ex = zexec.Executor("tcp://192.0.2.1:5570")
+    try:
+        ex.submit(pow, 2, 2)
+        check("[security] client refuses to send pickles off loopback without security", False)
+    except zexec.ZexecError as e:
+        check("[security] client refuses to send pickles off loopback without security",
+              "not loopback" in str(e), repr(e))
+    finally:
+        ex.shutdown(wait=True)
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="zexec-interop-") as tmp:
+        secret = os.path.join(tmp, "cluster.secret")
+        zc.make_secret(secret)
+        keys = os.path.join(tmp, "keys")
+        zc.make_keys(keys)
+        for mode, sec in (("plain", None), ("signed", ("secret", secret)),
+                          ("curve", ("curve", keys))):
+            try:
+                run_mode(mode, sec, tmp)
+            except Exception as e:
+                check("[%s] cluster" % mode, False, repr(e))
+        try:
+            security_refusals(tmp, secret)
+        except Exception as e:
+            check("[security] cluster", False, repr(e))
+        if FAILS and os.environ.get("ZEXEC_TEST_VERBOSE"):
+            for f in sorted(os.listdir(tmp)):
+                if f.endswith(".log"):
+                    print("==", f)
+                    print(open(os.path.join(tmp, f), errors="replace").read()[-3000:])
+    print("%d failed" % len(FAILS))
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

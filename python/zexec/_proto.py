@@ -138,11 +138,39 @@ def _field_ok(v, t):
     return True
 
 
-def _shape_ok(arr, fields):
+MAX_DEPTH = 32  # msgpack nesting, as common/proto.c counts it (the header array is 1)
+
+
+def _depth_ok(v, room):
+    """v nests at most room containers deep (iteratively: no recursion)."""
+    stack = [(v, 1)]
+    while stack:
+        o, d = stack.pop()
+        if type(o) is list:
+            if d > room:
+                return False
+            stack.extend((x, d + 1) for x in o)
+        elif type(o) is dict:
+            if d > room:
+                return False
+            for k, x in o.items():
+                stack.append((k, d + 1))
+                stack.append((x, d + 1))
+    return True
+
+
+def _shape_ok(arr, fields, base=1):
+    """arr (at nesting level base) has the fields; the containers it may
+    hold (array and map fields, trailing fields) nest within MAX_DEPTH."""
     if type(arr) is not list or len(arr) < len(fields):
         return False
     for v, t in zip(arr, fields):
         if not _field_ok(v, t):
+            return False
+        if t in "am" and not _depth_ok(v, MAX_DEPTH - base):
+            return False
+    for v in arr[len(fields):]:
+        if type(v) in (list, dict) and not _depth_ok(v, MAX_DEPTH - base):
             return False
     return True
 
@@ -231,7 +259,7 @@ def decode(frames, role):
         if payload:
             payloads = []
         for it in hdr:
-            if not _shape_ok(it, fields) or not _ranges_ok(cmd, it):
+            if not _shape_ok(it, fields, 2) or not _ranges_ok(cmd, it):
                 raise DecodeError(E_SHAPE, "an item has the wrong fields or values")
             if payload:
                 p = it[nf] if len(it) > nf else None

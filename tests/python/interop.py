@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import zx_cluster as zc  # noqa: E402
@@ -110,6 +111,35 @@ def run_mode(mode, security, tmp):
         c.close()
 
 
+def broker_restart(tmp, security, mode):
+    """The Python client and worker survive a broker restart (at least once
+    delivery): a task running when the broker dies still resolves, and the
+    executor and worker go on with the new broker."""
+    c = zc.Cluster(security, log_dir=tmp)
+    try:
+        c.start_broker(["--heartbeat", "0.2"])
+        c.start_pyworker("--procs", "2", "--allow-pickle", "--heartbeat", "0.2", "--node",
+                         "py-restart")
+        c.wait_workers(1)
+        with zexec.Executor(c.clients, heartbeat=0.2, **c.client_kwargs()) as ex:
+            f = ex.submit_named("sleep", 1.0)
+            end = time.monotonic() + 30
+            while not f.running() and not f.done() and time.monotonic() < end:
+                time.sleep(0.005)  # polling a condition: STARTED came
+            check("[restart %s] the task started before the restart" % mode, f.running())
+            c.stop(c.broker)
+            c._spawn([os.path.join(zc.BIN, "zexec-broker"), "--clients", c.clients,
+                      "--workers", c.workers, "-q", "--heartbeat", "0.2"] + c.broker_flags(),
+                     "broker2")
+            v = f.result(60)
+            check("[restart %s] a task running across a broker restart resolves" % mode,
+                  v == 1.0, repr(v))
+            v = ex.submit(pow, 3, 3).result(60)
+            check("[restart %s] the executor and the worker go on" % mode, v == 27, repr(v))
+    finally:
+        c.close()
+
+
 def security_refusals(tmp, secret):
     """Mixed or missing security fails closed; pickle needs loopback or
     security (docs/python.md)."""
@@ -158,6 +188,11 @@ def main():
                 run_mode(mode, sec, tmp)
             except Exception as e:
                 check("[%s] cluster" % mode, False, repr(e))
+        for mode, sec in (("plain", None), ("signed", ("secret", secret))):
+            try:
+                broker_restart(tmp, sec, mode)
+            except Exception as e:
+                check("[restart %s] cluster" % mode, False, repr(e))
         try:
             security_refusals(tmp, secret)
         except Exception as e:

@@ -50,6 +50,7 @@ class Cluster:
     def __init__(self, security=None, log_dir=None):
         self.security = security
         self.procs = []
+        self.exits = []  # (argv[0], exit status) of the processes stopped
         self.log_dir = log_dir
         self.cport = self.wport = None
 
@@ -145,6 +146,8 @@ class Cluster:
                 p.wait()
         if p in self.procs:
             self.procs.remove(p)
+            self.exits.append((os.path.basename(p.args[0]) if p.args[0] != PY
+                               else "zexec-pyworker", p.returncode))
 
     def close(self):
         # workers first (they drain and say BYE), the broker last

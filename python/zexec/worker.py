@@ -84,7 +84,9 @@ class Child:
         os.close(w2)
         self.fd_to = w1
         self.fd_from = r2
-        self.job = None
+        self.jobs = collections.deque()  # sent to it; the first one runs
+        self.fast = False  # its last task ran under 1 ms: keep a second one in its pipe
+        self.head_start = 0.0
 
     def send(self, job):
         body = msgpack.packb([job.fn, job.flags, job.args], use_bin_type=True)
@@ -206,6 +208,7 @@ class Worker:
         self.children = []
         self.drops = set()
         self.out_started = []
+        self.start_pending = collections.deque()  # (start time, job) for WSTARTED
         self.out_results = []  # (item, payload)
         self.out_cancelled = []
         self.stops = 0
@@ -322,19 +325,56 @@ class Worker:
         self.children.append(c)
         return c
 
+    def _head_started(self, c, job, now):
+        """job, first in c's pipe, starts now."""
+        job.state = "running"
+        c.head_start = now
+        limit = job.limit_ms or self.time_limit_ms
+        job.deadline = now + limit if limit else 0.0
+        self._started(job, now)
+
     def _dispatch_process(self):
-        for c in self.children:
-            if not self.pq:
-                return
-            if c.job is None:
+        """Idle children first; then a second task into the pipe of each
+        child whose last task ran under 1 ms, so that it does not wait a
+        round trip through this loop between short tasks. A task in a
+        child's pipe has not started, but can no longer be cancelled."""
+        now = _now_ms()
+        for depth in (0, 1):
+            for c in self.children:
+                if not self.pq:
+                    return
+                if len(c.jobs) != depth or (depth and not c.fast):
+                    continue
                 job = self.pq.popleft()
-                job.state = "running"
                 job.child = c
-                c.job = job
-                limit = job.limit_ms or self.time_limit_ms
-                job.deadline = _now_ms() + limit if limit else 0.0
-                self._emit_started(job)
+                c.jobs.append(job)
+                if depth == 0:
+                    self._head_started(c, job, now)
+                else:
+                    job.state = "sent"
                 c.send(job)
+
+    def _requeue_pipe(self, c):
+        """The tasks behind the first in a dead child's pipe go back first in line."""
+        rest = list(c.jobs)
+        c.jobs.clear()
+        for j in reversed(rest):
+            j.state = "queued"
+            j.child = None
+            self.pq.appendleft(j)
+
+    def _started(self, job, now):
+        """WSTARTED leaves 1 ms after the start, and only if the task still
+        runs: a shorter task is reported by its WRESULT alone."""
+        if self.connected:
+            self.start_pending.append((now, job))
+
+    def _flush_started(self, now):
+        sp = self.start_pending
+        while sp and now - sp[0][0] >= 1.0:
+            j = sp.popleft()[1]
+            if j.state == "running":
+                self._emit_started(j)
 
     def _thread_main(self):
         while True:
@@ -360,26 +400,35 @@ class Worker:
         if rec is None:
             rc = c.reap()
             self.children.remove(c)
-            job = c.job
+            job = c.jobs.popleft() if c.jobs else None
             if job is not None and job.state == "running":
+                job.child = None
                 self._finish(job, P.ST_CRASHED, P.error_payload(
                     "ProcessCrashed", "the process running the task %s (node %s)"
                     % (_death(rc), self.node)))
+            self._requeue_pipe(c)
             if not self.draining:
                 self._start_child()
             return
-        job, c.job = c.job, None
-        if job is not None:
-            job.child = None
-            self._finish(job, rec[0], rec[1])
+        if not c.jobs:
+            return
+        now = _now_ms()
+        job = c.jobs.popleft()
+        c.fast = now - c.head_start < 1.0
+        job.child = None
+        self._finish(job, rec[0], rec[1])
+        if c.jobs:
+            self._head_started(c, c.jobs[0], now)
 
     def _deadlines(self, now):
         for c in list(self.children):
-            j = c.job
+            j = c.jobs[0] if c.jobs else None
             if j is not None and j.deadline and now >= j.deadline:
-                c.job = None
+                c.jobs.popleft()
+                j.child = None
                 c.kill()
                 self.children.remove(c)
+                self._requeue_pipe(c)
                 self._finish(j, P.ST_TIMELIMIT, P.error_payload(
                     "TimeLimitError", "the task ran past its time limit of %d ms (node %s)"
                     % (j.limit_ms or self.time_limit_ms, self.node)))
@@ -396,14 +445,13 @@ class Worker:
 
     def _tevents(self):
         now = _now_ms()
-        started = []
         while self.tevents:
             ev = self.tevents.popleft()
             job = ev[1]
             if ev[0] == "start":
                 limit = job.limit_ms or self.time_limit_ms
                 job.deadline = now + limit if limit else 0.0
-                started.append(job)
+                self._started(job, now)
                 continue
             self.tbusy -= 1
             if job.state == "timedout":
@@ -411,13 +459,7 @@ class Worker:
                 self.jobs.pop((job.session, job.seq), None)
                 self.credit += 1
                 continue
-            # a task that started and ended within this turn is reported by
-            # its WRESULT alone (docs/protocol.md: WSTARTED is optional)
-            job.started_sent = True
             self._finish(job, ev[2], ev[3])
-        for j in started:
-            if j.state == "running":
-                self._emit_started(j)
 
     # ---- the broker's commands ------------------------------------------------------
 
@@ -466,11 +508,14 @@ class Worker:
                 else:
                     self.tbusy -= 1
                 outcome = P.CANCEL_DONE
-            elif job.state == "running" and terminate and job.child is not None:
+            elif (job.state == "running" and terminate and job.child is not None
+                  and job.child.jobs and job.child.jobs[0] is job):
                 c = job.child
-                c.job = None
+                c.jobs.popleft()
+                job.child = None
                 c.kill()
                 self.children.remove(c)
+                self._requeue_pipe(c)
                 if not self.draining:
                     self._start_child()
                 outcome = P.CANCEL_TERMINATED
@@ -531,7 +576,7 @@ class Worker:
             self.said_drain = True
 
     def _running(self):
-        return sum(1 for c in self.children if c.job is not None) + max(self.tbusy, 0)
+        return sum(len(c.jobs) for c in self.children) + max(self.tbusy, 0)
 
     def _on_signal(self, signum, frame):
         self.stops += 1
@@ -572,6 +617,8 @@ class Worker:
                 for j in self.jobs.values():
                     if j.state == "running" and j.deadline:
                         wake = min(wake, j.deadline)
+                if self.start_pending:
+                    wake = min(wake, self.start_pending[0][0] + 1.0)
                 timeout = max(0, wake - now)
                 if self.tevents:
                     timeout = 0
@@ -607,6 +654,7 @@ class Worker:
                 if now >= next_hb:
                     self._send(P.encode(P.HEARTBEAT, []))
                     next_hb = now + self.hb_ms
+                self._flush_started(now)
                 self._flush()
                 if self.draining and (self.forced or self._running() == 0):
                     break

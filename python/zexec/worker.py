@@ -84,8 +84,7 @@ class Child:
         os.close(w2)
         self.fd_to = w1
         self.fd_from = r2
-        self.jobs = collections.deque()  # sent to it; the first one runs
-        self.fast = False  # its last task ran under 1 ms: keep a second one in its pipe
+        self.jobs = collections.deque()  # sent to it (one at most); it runs
         self.head_start = 0.0
 
     def send(self, job):
@@ -334,24 +333,19 @@ class Worker:
         self._started(job, now)
 
     def _dispatch_process(self):
-        """Idle children first; then a second task into the pipe of each
-        child whose last task ran under 1 ms, so that it does not wait a
-        round trip through this loop between short tasks. A task in a
-        child's pipe has not started, but can no longer be cancelled."""
+        """A task to each idle child. (Not a second one into the pipe of a
+        busy child: tried, and it made short tasks faster, but a task
+        queued behind one that turned out long waits there while another
+        child may be idle, and it can no longer be cancelled.)"""
         now = _now_ms()
-        for depth in (0, 1):
-            for c in self.children:
-                if not self.pq:
-                    return
-                if len(c.jobs) != depth or (depth and not c.fast):
-                    continue
+        for c in self.children:
+            if not self.pq:
+                return
+            if not c.jobs:
                 job = self.pq.popleft()
                 job.child = c
                 c.jobs.append(job)
-                if depth == 0:
-                    self._head_started(c, job, now)
-                else:
-                    job.state = "sent"
+                self._head_started(c, job, now)
                 c.send(job)
 
     def _requeue_pipe(self, c):
@@ -414,7 +408,6 @@ class Worker:
             return
         now = _now_ms()
         job = c.jobs.popleft()
-        c.fast = now - c.head_start < 1.0
         job.child = None
         self._finish(job, rec[0], rec[1])
         if c.jobs:

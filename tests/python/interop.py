@@ -143,6 +143,61 @@ def broker_restart(tmp, security, mode):
         c.close()
 
 
+def lifecycle(tmp):
+    """Time limits, cancels and an unreachable broker, Python client and
+    worker."""
+    c = zc.Cluster(None, log_dir=tmp)
+    try:
+        c.start_broker()
+        c.start_pyworker("--procs", "2", "--allow-pickle", "--node", "py-life")
+        c.wait_workers(1)
+        with zexec.Executor(c.clients, time_limit=0.5) as ex:
+            f = ex.submit_named("sleep", 30)
+            try:
+                f.result(60)
+                check("[life] a time limit stops a task", False, "no exception")
+            except zexec.TimeLimitError as e:
+                check("[life] a time limit stops a task", "time limit" in str(e), repr(e))
+            check("[life] the worker goes on after a time limit",
+                  ex.submit(pow, 2, 3).result(60) == 8)
+        with zexec.Executor(c.clients) as ex:
+            before = zexec.status(c.clients)["totals"]["submitted"]
+            busy = [ex.submit_named("sleep", 1.5) for _ in range(2)]
+            later = [ex.submit_named("sleep", 1.5) for _ in range(4)]
+            end = time.monotonic() + 30  # a condition: the broker has all six
+            while (zexec.status(c.clients)["totals"]["submitted"] < before + 6
+                   and time.monotonic() < end):
+                time.sleep(0.01)
+            cancelled = [f.cancel() for f in later]  # queued at the broker or the worker
+            check("[life] queued tasks cancel", all(cancelled), repr(cancelled))
+            check("[life] the running ones finish", [f.result(60) for f in busy] == [1.5, 1.5])
+            st = zexec.status(c.clients)
+            check("[life] the broker cancelled them, nothing left running",
+                  st["totals"]["cancelled"] == 4 and st["totals"]["running"] == 0
+                  and st["totals"]["queued"] == 0, repr(st["totals"]))
+            f = ex.submit(os._exit, 3)
+            try:
+                f.result(60)
+                check("[life] a dying process fails its task", False, "no exception")
+            except zexec.ProcessCrashed as e:
+                check("[life] a dying process fails its task", "status 3" in str(e), repr(e))
+            check("[life] the worker replaces the process",
+                  ex.submit(pow, 3, 2).result(60) == 9)
+    finally:
+        c.close()
+    port = zc.free_port()  # nothing listens there
+    ex = zexec.Executor("tcp://127.0.0.1:%d" % port, broker_timeout=0.5, heartbeat=0.1)
+    try:
+        f = ex.submit_named("echo", 1)
+        try:
+            f.result(30)
+            check("[life] an unreachable broker fails the future", False, "no exception")
+        except zexec.BrokerUnreachableError as e:
+            check("[life] an unreachable broker fails the future", True, repr(e))
+    finally:
+        ex.shutdown(wait=True)
+
+
 def security_refusals(tmp, secret):
     """Mixed or missing security fails closed; pickle needs loopback or
     security (docs/python.md)."""
@@ -196,6 +251,10 @@ def main():
                 broker_restart(tmp, sec, mode)
             except Exception as e:
                 check("[restart %s] cluster" % mode, False, repr(e))
+        try:
+            lifecycle(tmp)
+        except Exception as e:
+            check("[life] cluster", False, repr(e))
         try:
             security_refusals(tmp, secret)
         except Exception as e:

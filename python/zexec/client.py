@@ -259,6 +259,11 @@ class Executor(_base.Executor):
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
     def _enqueue(self, fn, payload, flags, kind, chunk=False):
+        if len(payload) > P.MAX_MSG - 4096:
+            raise ValueError("the task's arguments (%d bytes) are larger than the message "
+                             "limit (%d bytes)" % (len(payload), P.MAX_MSG - 4096))
+        if not 1 <= len(fn.encode("utf-8", "surrogateescape")) <= P.MAX_NAME:
+            raise ValueError("a function name is 1..255 bytes")
         f = Future()
         with self._lock:
             self._check()

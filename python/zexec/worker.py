@@ -278,6 +278,11 @@ class Worker:
                 log.warning("worker: too many results held for an absent broker; dropped one "
                             "(the broker re-runs its task)")
             return
+        if len(payload) > P.MAX_MSG - 4096:
+            # the broker would close the connection on it (ZMQ_MAXMSGSIZE)
+            status, payload = P.ST_RAISED, P.error_payload(
+                "ResultTooLarge", "the result (%d bytes) is larger than the message limit "
+                "(%d bytes)" % (len(payload), P.MAX_MSG - 4096))
         item = [job.session, job.seq, status, self.pid, job.pool, slot_freed]
         self.out_results.append((item, payload))
         if slot_freed or job.state != "timedout":

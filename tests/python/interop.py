@@ -234,7 +234,154 @@ def security_refusals(tmp, secret):
         ex.shutdown(wait=True)
 
 
+def proto_unit():
+    """The Python decoder's strictness (docs/protocol.md sections 3, 4, 7)
+    and the envelope (section 10), without a network."""
+    from zexec import _proto as P
+
+    def code(frames, role):
+        try:
+            P.decode(frames, role)
+            return 0
+        except P.DecodeError as e:
+            return e.args[0]
+
+    sid = b"\x01" * 16
+    sub = P.encode(P.SUBMIT, [[1, "f", 0, 0, 0, 0, 0], [2, "f", 2, -5, -1, 10, 1]],
+                   [b"\x90", b"x" * 1000])
+    m = P.decode(list(sub), P.ROLE_BROKER_C)
+    check("[proto] SUBMIT round trip, one payload inline and one framed",
+          m.payloads == [b"\x90", b"x" * 1000] and len(sub) == 3)
+    hello = P.encode(P.HELLO, [2, sid, "n", 1000, "a later field"])
+    check("[proto] trailing fields accepted", code(hello, P.ROLE_BROKER_C) == 0)
+    cases = [
+        ("one frame", [sub[0]], P.ROLE_BROKER_C, P.E_SHORT),
+        ("bad frame 0", [b"ZY\x02\x03"] + sub[1:], P.ROLE_BROKER_C, P.E_SIG),
+        ("version 1", [b"ZX\x01\x03"] + sub[1:], P.ROLE_BROKER_C, P.E_VERSION),
+        ("wrong endpoint", sub, P.ROLE_BROKER_W, P.E_CMD),
+        ("not msgpack", [sub[0], b"\xc1"], P.ROLE_BROKER_C, P.E_MSGPACK),
+        ("two values", [sub[0], b"\x90\x90"], P.ROLE_BROKER_C, P.E_MSGPACK),
+        ("a missing payload frame", sub[:2], P.ROLE_BROKER_C, P.E_PAYLOADS),
+        ("a bool for a uint", P.encode(P.CREDIT, [True, 1]), P.ROLE_BROKER_W, P.E_SHAPE),
+        ("CREDIT n over 1,000,000", P.encode(P.CREDIT, [1, 1000001]), P.ROLE_BROKER_W,
+         P.E_SHAPE),
+        ("CREDIT pool 0", P.encode(P.CREDIT, [0, 1]), P.ROLE_BROKER_W, P.E_SHAPE),
+        ("priority 128", P.encode(P.SUBMIT, [[1, "f", 0, 128, 0, 0, 0]], [b""]),
+         P.ROLE_BROKER_C, P.E_SHAPE),
+        ("an empty name", P.encode(P.SUBMIT, [[1, "", 0, 0, 0, 0, 0]], [b""]),
+         P.ROLE_BROKER_C, P.E_SHAPE),
+        ("HELLO heartbeat over 3,600,000", P.encode(P.HELLO, [2, sid, "n", 3600001]),
+         P.ROLE_BROKER_C, P.E_SHAPE),
+        ("READY threads over 1,000,000",
+         P.encode(P.READY, [2, sid, "n", 1, 1000001, 0, 1, 1000, [], []]), P.ROLE_BROKER_W,
+         P.E_SHAPE),
+        ("an id of 15 bytes", P.encode(P.WCANCEL, [[b"\x01" * 15, 1, False]]), P.ROLE_WORKER,
+         P.E_SHAPE),
+        ("an inline payload that is a str",
+         [sub[0], __import__("msgpack").packb([[1, "f", 0, 0, 0, 0, 0, "s"]])],
+         P.ROLE_BROKER_C, P.E_SHAPE),
+        ("4097 items", P.encode(P.CANCEL, [[i, False] for i in range(4097)]), P.ROLE_BROKER_C,
+         P.E_BATCH),
+    ]
+    for what, frames, role, want in cases:
+        got = code(list(frames), role)
+        check("[proto] dropped: " + what, got == want, "code %d, want %d" % (got, want))
+    a = P.Signer(b"s" * 32, P.ROLE_BROKER_C, P.ROLE_CLIENT)
+    b = P.Signer(b"s" * 32, P.ROLE_CLIENT, P.ROLE_CLIENT)
+    a.remote = b.session  # as after the first RESET
+    msg = a.sign(P.encode(P.HEARTBEAT, []))
+    b.my_role = P.ROLE_BROKER_C
+    check("[proto] a signed message verifies", b.verify(list(msg)) is None)
+    check("[proto] its replay does not", b.verify(list(msg)) is not None)
+    msg = a.sign(P.encode(P.HEARTBEAT, []))
+    bad = list(msg)
+    bad[1] = b"\x91\xc0"
+    check("[proto] an altered frame does not", b.verify(bad) is not None)
+    check("[proto] the envelope is 76 bytes", len(msg[-1]) == 76)
+
+
+def broker_rules(tmp):
+    """What docs/protocol.md says the broker answers, checked with raw
+    sockets: ERROR 1 and 2, RESET for an unknown peer, silence for a
+    malformed message (counted), REFUSED for an unknown seq, REJECTED for a
+    quota, NOFUNC after the grace period, NOTALLOWED at once."""
+    import zmq
+    from zexec import _proto as P
+
+    c = zc.Cluster(None, log_dir=tmp)
+    ctx = zmq.Context()
+    try:
+        c.start_broker(["--max-queued", "2", "--nofunc-grace", "0.3"])
+        c.start_cworker("--threads", "1", "--procs", "0")
+        c.wait_workers(1)
+
+        def dealer(rid):
+            d = ctx.socket(zmq.DEALER)
+            P.setup_socket(d)
+            d.setsockopt(zmq.ROUTING_ID, rid)
+            d.connect(c.clients)
+            return d
+
+        def recv(d, timeout=5.0):
+            if not d.poll(timeout * 1000):
+                return None
+            return P.decode(d.recv_multipart(), P.ROLE_CLIENT)
+
+        sid = b"\x07" + os.urandom(15)
+        d = dealer(sid)
+        d.send_multipart(P.encode(P.SUBMIT, [[1, "echo", 0, 0, 0, 0, 0]], [b"\x90"]))
+        m = recv(d)
+        check("[broker] SUBMIT before HELLO: RESET", m is not None and m.cmd == P.RESET)
+        d.send_multipart(P.encode(P.HELLO, [3, sid, "t", 1000]))
+        m = recv(d)
+        check("[broker] HELLO version 3: ERROR 1",
+              m is not None and m.cmd == P.ERROR and m.header[0] == 1, m and m.header)
+        d.send_multipart(P.encode(P.HELLO, [2, b"\x08" * 16, "t", 1000]))
+        m = recv(d)
+        check("[broker] HELLO session not the routing id: ERROR 2",
+              m is not None and m.cmd == P.ERROR and m.header[0] == 2, m and m.header)
+        d.send_multipart(P.encode(P.HELLO, [2, sid, "t", 1000]))
+        m = recv(d)
+        check("[broker] HELLO: WELCOME with heartbeat and liveness",
+              m is not None and m.cmd == P.WELCOME and m.header[1] == 1000
+              and m.header[2] == 3, m and m.header)
+        drops = zexec.status(c.clients)["totals"]["dropped_messages"]
+        d.send_multipart(P.encode(P.SUBMIT, [[5, "echo", 0, 0, 0, 0, 0],
+                                             [6, "echo", 0, 200, 0, 0, 0]], [b"\x90", b"\x90"]))
+        d.send_multipart(P.encode(P.CANCEL, [[99, False]]))
+        m = recv(d)
+        check("[broker] a batch with one bad item: dropped whole, no RESULT; CANCEL of an "
+              "unknown seq: REFUSED", m is not None and m.cmd == P.CANCELLED
+              and m.header == [[99, P.CANCEL_REFUSED]], m and (m.cmd, m.header))
+        check("[broker] the drop is counted",
+              zexec.status(c.clients)["totals"]["dropped_messages"] == drops + 1)
+        # quota: 2 queued tasks of a function nobody offers, a third REJECTED
+        d.send_multipart(P.encode(P.SUBMIT, [[10 + i, "nobody", 0, 0, 0, 0, 0]
+                                             for i in range(3)], [b"\x90"] * 3))
+        got = {}
+        end = time.monotonic() + 10
+        while len(got) < 3 and time.monotonic() < end:
+            m = recv(d, 1.0)
+            if m is not None and m.cmd == P.RESULT:
+                for it in m.header:
+                    got[it[0]] = it[1]
+        check("[broker] over --max-queued: REJECTED; no worker within the grace: NOFUNC",
+              got == {10: P.ST_NOFUNC, 11: P.ST_NOFUNC, 12: P.ST_REJECTED}, repr(got))
+        d.send_multipart(P.encode(P.SUBMIT, [[20, "echo", P.POOL_PROCESS, 0, 0, 0, 0]],
+                                  [b"\x90"]))
+        m = recv(d)
+        check("[broker] a pool no worker offers the function in: NOTALLOWED at once",
+              m is not None and m.cmd == P.RESULT and m.header[0][1] == P.ST_NOTALLOWED,
+              m and m.header)
+        d.send_multipart(P.encode(P.BYE, []))
+        d.close(100)
+    finally:
+        ctx.term()
+        c.close()
+
+
 def main():
+    proto_unit()
     with tempfile.TemporaryDirectory(prefix="zexec-interop-") as tmp:
         secret = os.path.join(tmp, "cluster.secret")
         zc.make_secret(secret)
@@ -251,6 +398,10 @@ def main():
                 broker_restart(tmp, sec, mode)
             except Exception as e:
                 check("[restart %s] cluster" % mode, False, repr(e))
+        try:
+            broker_rules(tmp)
+        except Exception as e:
+            check("[broker] cluster", False, repr(e))
         try:
             lifecycle(tmp)
         except Exception as e:

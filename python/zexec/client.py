@@ -305,7 +305,7 @@ class Executor(_base.Executor):
         with self._lock:
             self._check()
         try:
-            body = _pack([_tasks.dumps(fn), _tasks.dumps((args, kwargs)), self._init_blob])
+            body = _pack([_tasks.dumps(fn), _tasks.dumps_args(args, kwargs), self._init_blob])
         except Exception as e:
             # as ProcessPoolExecutor: a pickling error is the future's
             f = Future()
@@ -334,7 +334,7 @@ class Executor(_base.Executor):
         init = self._init_blob
 
         def payload(chunk):
-            return _pack([[fn_blob, _tasks.dumps((a, {})), init] for a in chunk])
+            return _pack([[fn_blob, _tasks.dumps_args(a, {}), init] for a in chunk])
 
         return self._map(payload, _tasks.PICKLE_FN, K_PICKLE, iterables, timeout, chunksize)
 

@@ -88,6 +88,15 @@ def run_mode(mode, security, tmp):
             # Python client -> Python worker
             check(tag + " Py client -> Py worker: submit (pickled)",
                   ex.submit(pow, 2, 10).result(30) == 1024)
+            k = 7
+
+            class Point:  # defined in __main__: pickled by value both ways
+                def __init__(self, x):
+                    self.x = x
+
+            v = ex.submit(lambda p: Point(p.x + k), Point(1)).result(30)
+            check(tag + " Py client -> Py worker: a closure and a __main__ class, both ways",
+                  type(v).__name__ == "Point" and v.x == 8, repr(v))
             check(tag + " Py client -> Py worker: submit_named",
                   ex.submit_named("pyadd", "a", "b").result(30) == "ab")
             v = list(ex.map(divmod, range(10), [3] * 10, chunksize=4, timeout=60))

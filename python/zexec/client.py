@@ -26,6 +26,7 @@ import builtins
 import collections
 import itertools
 import logging
+import math
 import os
 import pickle
 import secrets
@@ -685,7 +686,9 @@ class Executor(_base.Executor):
                 if self._done():
                     break
                 timeout = max(0.0, next_tick - time.monotonic())
-                ready = dict(poller.poll(timeout * 1000.0))
+                # whole milliseconds, rounded up: pyzmq truncates, and a
+                # timeout under 1 ms would poll without sleeping
+                ready = dict(poller.poll(math.ceil(timeout * 1000.0)))
                 if self._wake in ready:
                     try:
                         os.eventfd_read(self._wake)

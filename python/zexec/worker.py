@@ -21,6 +21,7 @@ a second one leaves at once.
 import argparse
 import collections
 import logging
+import math
 import os
 import queue
 import secrets
@@ -620,7 +621,9 @@ class Worker:
                 timeout = max(0, wake - now)
                 if self.tevents:
                     timeout = 0
-                ready = dict(poller.poll(timeout))
+                # whole milliseconds, rounded up: pyzmq truncates, and a
+                # timeout under 1 ms would poll without sleeping
+                ready = dict(poller.poll(math.ceil(timeout)))
                 if self.wake_r in ready:
                     try:
                         while os.read(self.wake_r, 4096):

@@ -297,16 +297,18 @@ class Worker:
             del self.out_started[:P.MAX_BATCH]
             if self.out_started:
                 return self._flush()
-        while self.out_results:
-            batch, size = [], 0
-            while self.out_results and len(batch) < P.MAX_BATCH and size < (16 << 20):
-                it = self.out_results.pop(0)
-                batch.append(it)
-                size += len(it[1])
-            self._send(P.encode(P.WRESULT, [b[0] for b in batch], [b[1] for b in batch]))
-        if self.out_cancelled:
-            self._send(P.encode(P.WCANCELLED, self.out_cancelled))
-            self.out_cancelled = []
+        res, i = self.out_results, 0
+        self.out_results = []
+        while i < len(res):  # batches of at most 4096 items or about 16 MiB
+            j, size = i, 0
+            while j < len(res) and j - i < P.MAX_BATCH and size < (16 << 20):
+                size += len(res[j][1])
+                j += 1
+            self._send(P.encode(P.WRESULT, [r[0] for r in res[i:j]], [r[1] for r in res[i:j]]))
+            i = j
+        for i in range(0, len(self.out_cancelled), P.MAX_BATCH):
+            self._send(P.encode(P.WCANCELLED, self.out_cancelled[i:i + P.MAX_BATCH]))
+        self.out_cancelled = []
         if self.credit and self.connected:
             self._send(P.encode(P.CREDIT, [P.POOL_THREAD, self.credit]))
         self.credit = 0

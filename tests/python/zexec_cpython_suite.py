@@ -28,12 +28,15 @@ import zexec
 
 ENDPOINT = os.environ.get("ZEXEC_TEST_BROKER", "tcp://127.0.0.1:5570")
 
-_BY_NAME = "its child program imports the executor class from concurrent.futures by name"
+_BY_NAME = ("its child program (run isolated, python -I, so nothing can be added to its "
+            "path) imports the executor class from concurrent.futures by name")
+_PRINT = (_BY_NAME + ", and expects the task's print in its own stdout, where a zexec task "
+          "prints on its worker")
 _PROCS = "inspects the pool's own processes (executor._processes)"
 NOT_APPLICABLE = {
-    "test_interpreter_shutdown": _BY_NAME,
+    "test_interpreter_shutdown": _PRINT,
     "test_submit_after_interpreter_shutdown": _BY_NAME,
-    "test_hang_gh83386": _BY_NAME + " (ProcessPoolExecutor skips it too)",
+    "test_hang_gh83386": _PRINT + " (ProcessPoolExecutor skips it too)",
     "test_processes_terminate": _PROCS + " and shares a multiprocessing semaphore with them",
     "test_context_manager_shutdown": "constructs a ProcessPoolExecutor itself and inspects "
                                      "its processes",

@@ -7,6 +7,7 @@ The two workers offer disjoint functions (the Python one pyadd, pyfail,
 pyecho and pickled calls; the C one its built-ins echo, fail, sleep, pid),
 so each call shows which implementation served it."""
 
+import concurrent.futures as cf
 import json
 import os
 import subprocess
@@ -116,6 +117,14 @@ def run_mode(mode, security, tmp):
                       repr(e))
             v = ex.submit_named("pyecho", big).result(30)
             check(tag + " Py client -> Py worker: 100 kB payload", v == [big])
+            with cf.ThreadPoolExecutor(2) as local:
+                fs = [ex.submit(pow, 2, 4), local.submit(pow, 2, 5),
+                      ex.submit_named("echo", 6)]
+                done, not_done = cf.wait(fs, timeout=60)
+                got = sorted(str(f.result()) for f in cf.as_completed(fs, timeout=60))
+            check(tag + " zexec futures are plain Futures and mix with a ThreadPoolExecutor's",
+                  all(type(f) is cf.Future for f in fs) and not not_done
+                  and got == ["16", "32", "[6]"], repr(got))
     finally:
         c.close()
     # SIGTERM: the workers drain and leave, the broker stops; all exit 0

@@ -388,6 +388,7 @@ class Worker:
                     continue  # cancelled while queued
                 job.state = "running"
             self.tevents.append(("start", job))
+            os.write(self.wake_w, b"s")  # its deadline and its WSTARTED start now
             try:
                 st, payload = _tasks.run(self.reg, job.fn, job.flags, job.args)
             except BaseException as e:  # never lose a task

@@ -167,6 +167,31 @@ def lifecycle(tmp):
     c = zc.Cluster(None, log_dir=tmp)
     try:
         c.start_broker()
+        c.start_pyworker("--procs", "0", "--threads", "1", "--node", "py-thread")
+        c.wait_workers(1)
+        with zexec.Executor(c.clients, time_limit=0.3) as ex:
+            f = ex.submit_named("sleep", 1.0)
+            try:
+                f.result(60)
+                check("[life] a thread past its time limit: TimeLimitError", False, "none")
+            except zexec.TimeLimitError as e:
+                check("[life] a thread past its time limit: TimeLimitError", True, repr(e))
+            # the WRESULT said slot_freed = false; the slot comes back by a
+            # CREDIT when the thread ends (the broker shows it free again)
+            v = ex.submit_named("pid").result(60)
+            end, free = time.monotonic() + 30, None
+            while time.monotonic() < end:
+                free = zexec.status(c.clients)["workers"][0]["free_thread"]
+                if free == 1:
+                    break
+                time.sleep(0.02)
+            check("[life] the thread's slot comes back by CREDIT",
+                  v[0] == "py-thread" and free == 1, repr((v, free)))
+    finally:
+        c.close()
+    c = zc.Cluster(None, log_dir=tmp)
+    try:
+        c.start_broker()
         c.start_pyworker("--procs", "2", "--allow-pickle", "--node", "py-life")
         c.wait_workers(1)
         with zexec.Executor(c.clients, time_limit=0.5) as ex:

@@ -76,6 +76,28 @@ ROWS = [
 ]
 
 
+# The Python client (bench/peers/zexec_py_bench.py) beside the C client,
+# ProcessPoolExecutor (same counts, same program) and Dask.
+PY_SYSTEMS = [("c", "C client"), ("pyc", "Python client -> C worker (msgpack)"),
+              ("pyp", "Python client -> Python worker (pickled)"),
+              ("pool", "ProcessPool(2)"), ("dask", "Dask distributed")]
+PY_ROWS = [
+    ("A submit + as_completed", "tasks/s",
+     {"c": "zexec.A_submit", "pyc": "py.c_A_submit", "pyp": "py.p_A_submit",
+      "pool": "py.pool_A_submit", "dask": "dask.A_submit"}),
+    ("A map, chunksize 1", "tasks/s",
+     {"c": "zexec.A_map1", "pyc": "py.c_A_map1", "pyp": "py.p_A_map1",
+      "pool": "py.pool_A_map1", "dask": "dask.A_map"}),
+    ("A map, chunksize 256 (pickled, pool: 100)", "tasks/s",
+     {"c": "zexec.A_map256", "pyc": "py.c_A_map256", "pyp": "py.p_A_map100",
+      "pool": "py.pool_A_map100"}),
+    ("B round trip p50", "us", {"c": "zexec.B_p50", "pyc": "py.c_B_p50", "pyp": "py.p_B_p50",
+                                "pool": "py.pool_B_p50", "dask": "dask.B_p50"}),
+    ("B round trip p99", "us", {"c": "zexec.B_p99", "pyc": "py.c_B_p99", "pyp": "py.p_B_p99",
+                                "pool": "py.pool_B_p99", "dask": "dask.B_p99"}),
+]
+
+
 def get(figures, name):
     if isinstance(name, tuple):
         a, b = get(figures, name[0]), get(figures, name[1])
@@ -212,6 +234,22 @@ def main():
              "length (the better of one at a time and 8 in flight). Dask and Gearman run scaled-"
              "down counts where they are slow (see each program's header); rates compare.")
     L.append("")
+
+    if any(k.startswith("py.") for k in f):
+        L.append("## Python client")
+        L.append("")
+        L.append("| workload | unit | " + " | ".join(n for _, n in PY_SYSTEMS) + " |")
+        L.append("|---|---|" + "---:|" * len(PY_SYSTEMS))
+        for label, unit, names in PY_ROWS:
+            cells = [fmt(get(f, names[k])) if k in names else "" for k, _ in PY_SYSTEMS]
+            L.append(f"| {label} | {unit} | " + " | ".join(cells) + " |")
+        L.append("")
+        L.append("The Python client (python/zexec) against one broker, a C worker with 2 threads "
+                 "(the bench plugin's inc, msgpack) and a Python worker with 2 processes "
+                 "(pickled calls); ProcessPool(2) ran the same calls with the same counts in "
+                 "the same program. The C client's figures are workloads A and B above; Dask's "
+                 "its own step.")
+        L.append("")
 
     L.append("## Targets (issue 6), same-run ratios")
     L.append("")

@@ -23,22 +23,6 @@ typedef struct {
     char *out, *err;
 } s_res_t;
 
-static char *s_slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        return strdup("");
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = calloc(1, (size_t)n + 1);
-    cr_assert(buf);
-    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    return buf;
-}
-
 /* Runs zexec with args (NULL-terminated) and stdin text, for at most
    timeout seconds. */
 static s_res_t s_zx(const char *in, double timeout, const char *const *args)
@@ -78,8 +62,8 @@ static s_res_t s_zx(const char *in, double timeout, const char *const *args)
     } else {
         zxt_kill(pid);
     }
-    r.out = s_slurp(pout);
-    r.err = s_slurp(perr);
+    r.out = zxt_slurp(pout);
+    r.err = zxt_slurp(perr);
     return r;
 }
 
@@ -252,7 +236,7 @@ Test(cli, run_counts_failures_in_its_exit_status_and_the_joblog_and_resume_skips
     cr_assert(strstr(r.err, "job 10 (10) failed on cli-w") && strstr(r.err, "exited with status 3"),
               "stderr: %s", r.err);
     s_free(&r);
-    char *text = s_slurp(log);
+    char *text = zxt_slurp(log);
     cr_assert(strncmp(text, "Seq\tInput\tNode\tExitval\tStarttime\tRuntime\tAttempts\n", 50) == 0);
     int failed = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
@@ -301,7 +285,7 @@ Test(cli, run_counts_failures_in_its_exit_status_and_the_joblog_and_resume_skips
     cr_assert(strstr(r.err, "job 20 (20) failed on cli-w") && strstr(r.err, "after 3 attempts"),
               "stderr: %s", r.err);
     s_free(&r);
-    text = s_slurp(log);
+    text = zxt_slurp(log);
     cr_assert(strstr(text, "\n20\t20\tcli-w") && strstr(text, "\t5\t"), "log: %s", text);
     free(text);
 }
@@ -534,7 +518,7 @@ static pid_t s_cluster_start(pid_t pids[3], char *cep, size_t ceplen)
     int nw = 0;
     while (zclock_mono() < deadline) {
         free(text);
-        text = s_slurp(errp);
+        text = zxt_slurp(errp);
         const char *w = strstr(text, "worker pids");
         if (w && strchr(w, '\n')) {
             nw = s_pids_after(text, "worker pids", pids + 1, 2);

@@ -29,22 +29,6 @@ typedef struct {
     char *out, *err;
 } s_res_t;
 
-static char *s_slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        return strdup("");
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = calloc(1, (size_t)n + 1);
-    cr_assert(buf);
-    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    return buf;
-}
-
 static void s_path(char *buf, size_t len, const char *name)
 {
     snprintf(buf, len, "%s/%s", s_dir, name);
@@ -54,7 +38,7 @@ static int s_lines(const char *name)
 {
     char p[512];
     s_path(p, sizeof p, name);
-    char *t = s_slurp(p);
+    char *t = zxt_slurp(p);
     int n = 0;
     for (char *q = t; *q; q++) {
         n += *q == '\n';
@@ -116,8 +100,8 @@ static s_res_t s_finish(pid_t pid, double timeout)
     char pout[512], perr[512];
     s_path(pout, sizeof pout, "out");
     s_path(perr, sizeof perr, "err");
-    r.out = s_slurp(pout);
-    r.err = s_slurp(perr);
+    r.out = zxt_slurp(pout);
+    r.err = zxt_slurp(perr);
     return r;
 }
 
@@ -295,7 +279,7 @@ Test(run, sigterm_with_keep_order_prints_what_finished_and_logs_only_that)
        and logged; job 1 is not */
     cr_assert_str_eq(r.out, "out2\nout3\nout4\n", "stderr: %s", r.err);
     s_free(&r);
-    char *text = s_slurp(log);
+    char *text = zxt_slurp(log);
     cr_assert(
         strncmp(text, "Seq\tInput\tNode\tExitval\tStarttime\tRuntime\tAttempts\n2\t2\t", 54) == 0,
         "log: %s", text);
@@ -422,7 +406,7 @@ Test(run, joblog_has_each_jobs_own_start_and_run_time_and_the_parallel_format)
     s_res_t r = s_zx(NULL, 60, a);
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
     s_free(&r);
-    char *text = s_slurp(log);
+    char *text = zxt_slurp(log);
     double first = 1e18, last = 0, minrun = 1e18;
     int rows = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
@@ -463,7 +447,7 @@ Test(run, joblog_has_each_jobs_own_start_and_run_time_and_the_parallel_format)
     r = s_zx(NULL, 60, b);
     cr_assert_eq(r.status, 1, "stderr: %s", r.err);
     s_free(&r);
-    text = s_slurp(log);
+    text = zxt_slurp(log);
     const char *hdr = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n";
     cr_assert(strncmp(text, hdr, strlen(hdr)) == 0, "log: %s", text);
     int seq, ex, sig;
@@ -633,7 +617,7 @@ Test(run, joblog_attempts_count_a_rerun_after_a_lost_worker)
     zxt_cluster_stop(&c2);
     cr_assert_eq(r.status, 0, "stderr: %s", r.err);
     s_free(&r);
-    char *text = s_slurp(log);
+    char *text = zxt_slurp(log);
     cr_assert(strstr(text, "\n1\tx\ttakeover\t0\t"), "log: %s", text);
     size_t n = strlen(text);
     cr_assert(n > 3 && strcmp(text + n - 3, "\t2\n") == 0, "2 attempts: %s", text);

@@ -204,3 +204,24 @@ bool zxt_wait_for(bool (*cond)(void *arg), void *arg, double timeout)
         zclock_sleep(10);
     }
 }
+
+char *zxt_slurp(const char *path)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = fopen(path, "r");
+    FILE *m = open_memstream(&buf, &len);
+    if (!m) {
+        abort();
+    }
+    if (f) {
+        char chunk[8192];
+        size_t n;
+        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+            fwrite(chunk, 1, n, m);
+        }
+        fclose(f);
+    }
+    fclose(m);
+    return buf;
+}

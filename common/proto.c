@@ -1021,6 +1021,10 @@ void zxp_sock_setup(zsock_t *sock)
 {
     zmq_setsockopt(zsock_resolve(sock), ZMQ_MAXMSGSIZE, &(int64_t){zxp_max_msg()}, sizeof(int64_t));
     zsock_set_linger(sock, 0);
+    /* no send ever waits: a DEALER whose handshake was refused has no
+       connection left (libzmq 4.3 does not reconnect after one), and a
+       blocking send there would wait forever; EAGAIN is reported instead */
+    zsock_set_sndtimeo(sock, 0);
     zsock_set_sndhwm(sock, 0); /* flow control is by credit and quotas, not by drops */
     zsock_set_rcvhwm(sock, 0);
     zsock_set_handshake_ivl(sock, 10000);

@@ -286,7 +286,8 @@ int zxp_send_credit(zsock_t *sock, uint8_t pool, uint32_t n);
 zframe_t *zxp_error_frame(const char *type, const char *message, const char *traceback);
 
 /* Socket options every zexec socket gets: ZMQ_MAXMSGSIZE, linger, HWMs,
-   handshake interval. */
+   handshake interval, and a send timeout of 0 (a send that cannot go at once
+   fails with EAGAIN: no send ever blocks). */
 void zxp_sock_setup(zsock_t *sock);
 
 /* The ZMQ_MAXMSGSIZE zxp_sock_setup applies from now on (default ZXP_MAX_MSG;

@@ -41,7 +41,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define S_RECV_BURST 256 /* messages read per turn before looking at the rest */
+#define S_RECV_BURST 256  /* messages read per turn before looking at the rest */
+#define S_RETRY_MAX 30000 /* ms: the longest wait before trying a refused handshake again */
 
 static _Thread_local zx__remote_t *s_on_actor; /* the executor whose actor runs this thread */
 
@@ -148,9 +149,12 @@ static void s_put_task(zx__rio_t *io, zx__rtask_t *t)
     }
 }
 
+/* Sends never wait (zxp_sock_setup: ZMQ_SNDTIMEO 0): with no connection,
+   which is what a refused handshake leaves, a send fails at once; what it
+   carried is re-sent after the next WELCOME. */
 static void s_flush(zx__remote_t *ex, zxp_out_t *out)
 {
-    if (out->count > 0 && zxp_out_send(out, ex->io.dealer, NULL) != 0) {
+    if (out->count > 0 && zxp_out_send(out, ex->io.dealer, NULL) != 0 && !ex->io.refused) {
         zsys_warning("zexec client: send to %s failed: %s", ex->endpoint, zmq_strerror(errno));
     }
 }
@@ -172,7 +176,8 @@ static void s_send_tasks(zx__remote_t *ex, zx__rtask_t **tasks, size_t n)
 
 static void s_send_hello(zx__remote_t *ex)
 {
-    if (zxp_send_hello(ex->io.dealer, ex->session, ex->name, (uint32_t)ex->hb_ms) != 0) {
+    if (zxp_send_hello(ex->io.dealer, ex->session, ex->name, (uint32_t)ex->hb_ms) != 0 &&
+        !ex->io.refused) {
         zsys_warning("zexec client: HELLO to %s failed", ex->endpoint);
     }
 }
@@ -186,6 +191,15 @@ static void s_fail_unreachable(zx__remote_t *ex, zx__rtask_t *t, double secs)
     char msg[512];
     snprintf(msg, sizeof msg, "broker %s unreachable for %.1f s", ex->endpoint, secs);
     zx__future_set_exception(t->future, ZX_ECONN, "BrokerUnreachableError", msg, "", "", 0);
+    zx__rtask_free(t);
+}
+
+/* Fails one record's future because the broker refused our handshake.
+   Caller removed it from the table or the outbox; frees it. */
+static void s_fail_refused(zx__remote_t *ex, zx__rtask_t *t)
+{
+    zx__future_set_exception(t->future, ZX_ECONN, "HandshakeRefusedError", ex->io.refusal, "", "",
+                             0);
     zx__rtask_free(t);
 }
 
@@ -312,7 +326,7 @@ static void s_control(zx__remote_t *ex)
     ex->cancel_all = false;
     zx__rtask_t *head = NULL;
     io->held = false;
-    if (cancel_all ||
+    if (cancel_all || io->refused ||
         (io->state == ZX__RIO_CONNECTED && io->pending_bytes + ex->out_bytes <= ex->max_inflight)) {
         /* all of it (the usual case: small arguments), in O(1) */
         head = ex->out_head;
@@ -360,6 +374,16 @@ static void s_control(zx__remote_t *ex)
             head = t->next;
             zx__future_set_cancelled(t->future, "");
             zx__rtask_free(t);
+            n++;
+        }
+        s_after_batch(ex, n);
+    } else if (head && io->refused) {
+        /* refused: nothing can be sent; say so at once, not after broker_timeout */
+        size_t n = 0;
+        while (head) {
+            zx__rtask_t *t = head;
+            head = t->next;
+            s_fail_refused(ex, t);
             n++;
         }
         s_after_batch(ex, n);
@@ -667,9 +691,83 @@ static void s_expire(zx__remote_t *ex, int64_t now)
     }
 }
 
+/* The broker refused our handshake (why says who and for what): every
+   unresolved future fails now with that reason, and so will new ones until
+   a handshake succeeds. The actor tries again with a backoff (an operator
+   may fix the key folder); reconnect: libzmq gave the connection up. */
+static void s_refused(zx__remote_t *ex, const char *why, bool reconnect)
+{
+    zx__rio_t *io = &ex->io;
+    if (!io->refused) {
+        zsys_error("zexec client: %s; unresolved futures fail", why);
+    }
+    snprintf(io->refusal, sizeof io->refusal, "%s", why);
+    io->refused = true;
+    io->reconnect = reconnect;
+    io->retry_ms = io->retry_ms ? io->retry_ms * 2 : ex->hb_ms;
+    if (io->retry_ms > S_RETRY_MAX) {
+        io->retry_ms = S_RETRY_MAX;
+    }
+    io->retry_at = zclock_mono() + io->retry_ms;
+    if (io->state == ZX__RIO_CONNECTED) {
+        io->state = ZX__RIO_CONNECTING;
+        s_set_connected(ex, false);
+    }
+    io->need_resend = true;
+    size_t n, failed = 0;
+    zx__rtask_t **v = (zx__rtask_t **)zx__seqtab_list(&io->table, &n, true);
+    for (size_t i = 0; v && i < n; i++) {
+        s_pending_del(io, v[i]->seq);
+        if (v[i]->abandoned) {
+            zx__rtask_free(v[i]); /* decided already: nothing to cancel any more */
+        } else {
+            s_fail_refused(ex, v[i]);
+            failed++;
+        }
+    }
+    free(v);
+    s_after_batch(ex, failed);
+    io->kick = true; /* the outbox fails too, and waiting cancels are decided */
+}
+
+static void s_on_monitor(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    char peer[300], why[sizeof io->refusal];
+    snprintf(peer, sizeof peer, "the broker at %s", ex->endpoint);
+    for (;;) {
+        zx__hs_t ev = zx__monitor_read(io->monitor, io->dealer, peer, why, sizeof why);
+        if (ev == ZX__HS_NONE) {
+            break;
+        }
+        if (ev == ZX__HS_OK) {
+            if (io->refused) {
+                zsys_info("zexec client: handshake with %s succeeded", ex->endpoint);
+            }
+            io->refused = false;
+            io->hs_fails = 0;
+            io->retry_ms = 0;
+        } else if (ev == ZX__HS_REFUSED) {
+            s_refused(ex, why, true);
+        } else if (ev == ZX__HS_FAILED_RETRY && ++io->hs_fails >= ZX__HS_NO_DETAIL_MAX) {
+            s_refused(ex, why, false); /* libzmq reconnects by itself after these */
+        }
+    }
+}
+
 static void s_tick(zx__remote_t *ex, int64_t now)
 {
     zx__rio_t *io = &ex->io;
+    if (io->refused) {
+        if (io->reconnect && now >= io->retry_at) {
+            io->reconnect = false;
+            if (zx__monitor_reconnect(io->dealer, ex->endpoint) != 0) {
+                zsys_error("zexec client: cannot reconnect to %s", ex->endpoint);
+            }
+            s_send_hello(ex);
+        }
+        return;
+    }
     if (io->state == ZX__RIO_CONNECTED) {
         if (now - io->last_rx > (int64_t)ex->liveness * io->broker_hb) {
             s_lost(ex, "is silent");
@@ -744,9 +842,12 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     /* raw fds, plain poll: see the top. The pipe's ZMQ_FD is safe to poll
        raw because only this thread touches the pipe, and only when it
        signals. */
-    struct pollfd fds[3] = {
-        {zsock_fd(pipe), POLLIN, 0}, {zsock_fd(io->dealer), POLLIN, 0}, {ex->efd, POLLIN, 0}};
-    bool more = true; /* messages may wait on the dealer */
+    struct pollfd fds[4] = {{zsock_fd(pipe), POLLIN, 0},
+                            {zsock_fd(io->dealer), POLLIN, 0},
+                            {ex->efd, POLLIN, 0},
+                            {io->monitor ? zsock_fd(io->monitor) : -1, POLLIN, 0}};
+    bool more = true;     /* messages may wait on the dealer */
+    bool mon_more = true; /* and events on the monitor */
     /* the signal above was an operation on the pipe: until its commands are
        processed, ZMQ_FD would not signal the next message ($TERM) */
     bool term = zsock_events(pipe) & ZMQ_POLLIN;
@@ -757,11 +858,14 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
         if (!more) {
             more = zsock_events(io->dealer) & ZMQ_POLLIN;
         }
-        if (io->kick || more || term) {
+        if (!mon_more && io->monitor) {
+            mon_more = zsock_events(io->monitor) & ZMQ_POLLIN;
+        }
+        if (io->kick || more || term || mon_more) {
             wait = 0;
         }
         pthread_mutex_unlock(&ex->iolock);
-        int rc = poll(fds, 3, wait);
+        int rc = poll(fds, 4, wait);
         pthread_mutex_lock(&ex->iolock);
         if (rc < 0) {
             if (errno == EINTR) {
@@ -804,6 +908,10 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
                 more = i + 1 == S_RECV_BURST;
             }
         }
+        if (io->monitor && (mon_more || (rc > 0 && fds[3].revents))) {
+            mon_more = false;
+            s_on_monitor(ex); /* reads until none is left: ZMQ_FD signals the next */
+        }
         if (rc > 0 && fds[2].revents) {
             uint64_t v;
             if (read(ex->efd, &v, sizeof v) < 0 && errno != EAGAIN) {
@@ -828,6 +936,7 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
         zxp_send_empty(io->dealer, NULL, ZXP_BYE);
         zsock_set_linger(io->dealer, 200); /* let BYE leave */
     }
+    zx__monitor_destroy(&io->monitor, io->dealer);
     zsock_destroy(&io->dealer);
     io->state = ZX__RIO_CONNECTING; /* nothing may be sent any more */
     /* last: its unlock is what orders the actor's writes before destroy's

@@ -280,6 +280,7 @@ static void s_loop(zx_worker_t *w)
         }
         now = zclock_mono();
         if (now >= w->next_hb) {
+            zxw_check_handshake(w);
             zxp_send_empty(w->dealer, NULL, ZXP_HEARTBEAT);
             w->next_hb = now + w->hb_ms;
             if (zx__parent_gone() && !w->draining) {
@@ -398,6 +399,7 @@ done:;
         w->free_jobs = next;
     }
     w->nfree = 0;
+    zx__monitor_destroy(&w->monitor, w->dealer);
     if (w->dealer) {
         /* let BYE and the last results leave */
         zsock_set_linger(w->dealer, 2000);

@@ -460,8 +460,10 @@ int zxw_connect(zx_worker_t *w)
     zsock_set_rcvtimeo(w->dealer, 0); /* the loop reads until EAGAIN */
     zx_sec_socket(w->sec, w->dealer, ZXP_ROLE_BROKER_W);
     zmq_setsockopt(zsock_resolve(w->dealer), ZMQ_ROUTING_ID, w->wid, ZXP_ID_LEN);
+    w->monitor = zx__monitor_new(w->dealer);
     if (zsock_connect(w->dealer, "%s", w->endpoint) != 0) {
         zsys_error("worker: cannot connect to %s: %s", w->endpoint, zmq_strerror(zmq_errno()));
+        zx__monitor_destroy(&w->monitor, w->dealer);
         zsock_destroy(&w->dealer);
         return ZX_EINVAL;
     }
@@ -477,9 +479,36 @@ void zxw_reconnect(zx_worker_t *w, const char *why)
 {
     zsys_warning("worker: %s; reconnecting to %s", why, w->endpoint);
     zxw_flush(w);
+    zx__monitor_destroy(&w->monitor, w->dealer);
     zsock_destroy(&w->dealer);
     if (zxw_connect(w) != ZX_OK) {
         zsys_error("worker: cannot recreate the broker socket");
+    }
+}
+
+/* A refused handshake leaves the DEALER with no connection (libzmq 4.3
+   does not reconnect after one) and no message ever arrives: the liveness
+   reconnect above tries again every liveness x heartbeat, and this says
+   why, once until a handshake succeeds. */
+void zxw_check_handshake(zx_worker_t *w)
+{
+    if (!w->monitor) {
+        return;
+    }
+    char peer[300], why[512];
+    snprintf(peer, sizeof peer, "the broker at %s", w->endpoint);
+    for (;;) {
+        zx__hs_t ev = zx__monitor_read(w->monitor, w->dealer, peer, why, sizeof why);
+        if (ev == ZX__HS_NONE) {
+            break;
+        }
+        if (ev == ZX__HS_OK) {
+            w->refused = false;
+        } else if ((ev == ZX__HS_REFUSED || ev == ZX__HS_FAILED_RETRY) && !w->refused) {
+            w->refused = true;
+            zsys_error("worker: %s; retrying every %lld ms", why,
+                       (long long)(w->hb_ms * w->opts.liveness));
+        }
     }
 }
 

@@ -1,0 +1,204 @@
+/*  test_failpaths.c - the failure paths of issue 16 against the real
+    binaries on loopback: a refused handshake (an unknown CURVE key, a plain
+    client against a CURVE broker) fails the client's futures with the
+    reason, lets zx_executor_destroy return and `zexec status --timeout`
+    answer in time, and a refused worker says why and still stops on
+    SIGTERM. Every case here hung before: each test is bounded by its
+    criterion timeout, so a hang fails it. */
+#include "zexec.h"
+#include "zx_auth.h"
+#include "zx_testutil.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+TestSuite(failpaths, .timeout = 120);
+
+static char s_dir[64];
+static zxt_cluster_t s_cluster;
+
+static char *s_path(const char *name)
+{
+    static char p[16][300];
+    static int n;
+    n = (n + 1) % 16;
+    snprintf(p[n], sizeof p[n], "%s/%s", s_dir, name);
+    return p[n];
+}
+
+/* Keys for a broker, an allowlisted client and worker, and a stranger. */
+static void s_keys(void)
+{
+    snprintf(s_dir, sizeof s_dir, "/tmp/zx-fail-XXXXXX");
+    cr_assert(mkdtemp(s_dir));
+    char err[256];
+    const char *names[] = {"broker", "alice", "w1", "eve"};
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert_eq(zx_auth_keygen(s_dir, names[i], err, sizeof err), 0, "%s", err);
+    }
+    mkdir(s_path("clients"), 0700);
+    mkdir(s_path("workers"), 0700);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cp %s/alice %s/clients/ && cp %s/w1 %s/workers/", s_dir, s_dir,
+             s_dir, s_dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static void s_fini(void)
+{
+    zxt_cluster_stop(&s_cluster);
+    if (s_dir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", s_dir);
+        (void)!system(cmd);
+    }
+}
+
+static void s_curve_broker(void)
+{
+    s_keys();
+    const char *bargs[] = {"--key",
+                           s_path("broker_secret"),
+                           "--client-keys",
+                           s_path("clients"),
+                           "--worker-keys",
+                           s_path("workers"),
+                           NULL};
+    cr_assert_eq(zxt_broker_start(&s_cluster, bargs), 0);
+}
+
+static const uint8_t ARGS[] = {0x91, 0x2a}; /* [42] */
+
+/* Submits 5 tasks with o and checks that each fails with ZX_ECONN and a
+   message containing want (NULL: naming a mechanism mismatch); then that
+   destroy returns. */
+static void s_expect_refused(const zx_options_t *o, const char *want)
+{
+    zx_executor_t *ex = zx_executor_new(s_cluster.client_ep, o);
+    cr_assert(ex);
+    zx_future_t *fs[5];
+    for (int i = 0; i < 5; i++) {
+        fs[i] = zx_submit(ex, "echo", ARGS, sizeof ARGS);
+        cr_assert(fs[i]);
+    }
+    for (int i = 0; i < 5; i++) {
+        const void *v;
+        size_t len;
+        /* broker_timeout is 600 s: only the refusal can end these in time */
+        cr_assert_eq(zx_future_result(fs[i], 90, &v, &len), ZX_ERAISED, "task %d", i);
+        const zx_error_t *e = zx_future_exception(fs[i], 0);
+        cr_assert(e);
+        cr_assert_eq(e->code, ZX_ECONN);
+        cr_assert_str_eq(e->type, "HandshakeRefusedError");
+        if (want) {
+            cr_assert(strstr(e->message, want), "'%s' names '%s'", e->message, want);
+        } else {
+            cr_assert(strstr(e->message, "security mechanism mismatch") ||
+                          strstr(e->message, "this side uses no CURVE key"),
+                      "'%s' names the mismatch", e->message);
+        }
+        cr_assert(strstr(e->message, s_cluster.client_ep), "'%s' names the broker", e->message);
+        zx_future_unref(&fs[i]);
+    }
+    /* a task submitted after the refusal fails at once with it too */
+    zx_future_t *late = zx_submit(ex, "echo", ARGS, sizeof ARGS);
+    cr_assert(late);
+    cr_assert_eq(zx_future_result(late, 90, NULL, NULL), ZX_ERAISED);
+    cr_assert_eq(zx_future_exception(late, 0)->code, ZX_ECONN);
+    zx_future_unref(&late);
+    zx_executor_destroy(&ex); /* returned: the test's timeout did not fire */
+    cr_assert_null(ex);
+}
+
+Test(failpaths, an_unknown_curve_key_fails_futures_with_the_brokers_refusal, .fini = s_fini)
+{
+    s_curve_broker();
+    zx_options_t o = {
+        .broker_timeout = 600, .key = s_path("eve_secret"), .server_key = s_path("broker")};
+    s_expect_refused(&o, "refused the handshake: key not allowed (ZAP status 400)");
+}
+
+Test(failpaths, a_plain_client_against_a_curve_broker_fails_with_the_mismatch, .fini = s_fini)
+{
+    s_curve_broker();
+    zx_options_t o = {.broker_timeout = 600};
+    /* which side sees the mismatch first is libzmq's race: either the
+       client's own words, or the broker closing on it */
+    s_expect_refused(&o, NULL);
+}
+
+/* Runs `zexec status` with args; returns its exit status and what it wrote. */
+static int s_status(const char *args, char *out, size_t size)
+{
+    char *bin = zxt_bin("zexec");
+    char cmd[2048];
+    /* the outer timeout only keeps a hang from outliving the test */
+    snprintf(cmd, sizeof cmd, "timeout -s KILL 100 %s status --broker %s %s 2>&1", bin,
+             s_cluster.client_ep, args);
+    free(bin);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p);
+    size_t n = fread(out, 1, size - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(failpaths, zexec_status_reports_a_refused_handshake_within_its_timeout, .fini = s_fini)
+{
+    s_curve_broker();
+    char out[4096], args[1024];
+    snprintf(args, sizeof args, "--timeout 4 --key %s --server-key %s", s_path("eve_secret"),
+             s_path("broker"));
+    cr_assert_eq(s_status(args, out, sizeof out), 1, "%s", out);
+    cr_assert(strstr(out, "key not allowed"), "%s", out);
+    cr_assert_eq(s_status("--timeout 4", out, sizeof out), 1, "%s", out);
+    cr_assert(strstr(out, "security mechanism mismatch") ||
+                  strstr(out, "this side uses no CURVE key"),
+              "%s", out);
+    /* the allowlisted key gets its answer */
+    snprintf(args, sizeof args, "--timeout 30 --key %s --server-key %s", s_path("alice_secret"),
+             s_path("broker"));
+    cr_assert_eq(s_status(args, out, sizeof out), 0, "%s", out);
+}
+
+static bool s_file_has(void *arg)
+{
+    const char **a = arg;
+    FILE *f = fopen(a[0], "r");
+    if (!f) {
+        return false;
+    }
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return strstr(buf, a[1]) != NULL;
+}
+
+Test(failpaths, a_refused_worker_says_why_and_stops_on_sigterm, .fini = s_fini)
+{
+    s_curve_broker();
+    char *bin = zxt_bin("zexec-worker");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "exec %s --broker %s --key %s --server-key %s --threads 1 --procs 0 "
+             "--heartbeat 0.2 >%s 2>&1",
+             bin, s_cluster.worker_ep, s_path("eve_secret"), s_path("broker"), s_path("w.log"));
+    free(bin);
+    char *const argv[] = {"/bin/sh", "-c", cmd, NULL};
+    pid_t pid = zxt_spawn(argv);
+    cr_assert_gt(pid, 0);
+    const char *a[] = {s_path("w.log"), "refused the handshake: key not allowed"};
+    cr_assert(zxt_wait_for(s_file_has, a, 60), "the worker logs the refusal");
+    kill(pid, SIGTERM);
+    int st = 0;
+    cr_assert(zxt_wait_exit(pid, 60, &st), "the refused worker stops on SIGTERM");
+    cr_assert(WIFEXITED(st));
+}

@@ -145,6 +145,23 @@ static void s_reject(zxb_broker_t *self, zxb_client_t *c, const zxp_submit_t *s,
     self->failed++;
 }
 
+/* A SUBMIT item the decoder refused (zxp_item_bad) fails alone: its
+   future gets REJECTED with the reason and the code, and the rest of the
+   batch goes on. */
+static void s_reject_bad(zxb_broker_t *self, zxb_client_t *c, size_t i, int bad)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "task refused by the broker: %s (bad item code %d)",
+             zxp_bad_reason(bad), bad);
+    zframe_t *err = zxp_error_frame("BadRequestError", msg, "");
+    zxp_out_t *out = zxb_client_batch(self, c, ZXP_RESULT);
+    zxp_result_t r = {.seq = zxp_u(zxp_item(&self->in, i), 0), .status = ZXP_ST_REJECTED};
+    zxp_put_result(out, &r);
+    zxp_out_payload(out, &err);
+    self->rejected++;
+    self->failed++;
+}
+
 /* The client re-sent a task a worker reported after a broker restart: it
    becomes the client's again (with its arguments, for a retry). */
 static void s_adopt(zxb_broker_t *self, zxb_task_t *t, const zxp_submit_t *s, zframe_t **payload)
@@ -187,6 +204,17 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
     zxp_in_t *in = &self->in;
     zxb_fn_t *last = NULL;
     for (size_t i = 0; i < in->count; i++) {
+        int bad = zxp_item_bad(in, i);
+        if (bad) {
+            const void *m;
+            size_t l;
+            if (!zxp_payload_take_inline(in, &m, &l)) {
+                zframe_t *p = zxp_payload_take(in);
+                zframe_destroy(&p);
+            }
+            s_reject_bad(self, c, i, bad);
+            continue;
+        }
         zxp_submit_t s;
         zxp_get_submit(in, i, &s);
         /* an inline payload is read in place; a frame is made for it only

@@ -269,8 +269,11 @@ void zxb_metrics_update(zxb_broker_t *self)
              (double)self->failed);
     s_metric(f, "zexec_tasks_cancelled_total", "counter", "Tasks cancelled before they ran.",
              (double)self->cancelled);
-    s_metric(f, "zexec_tasks_rejected_total", "counter", "Tasks refused by a client quota.",
-             (double)self->rejected);
+    s_metric(f, "zexec_tasks_rejected_total", "counter",
+             "Tasks refused by a client quota or as malformed.", (double)self->rejected);
+    s_metric(f, "zexec_results_malformed_total", "counter",
+             "Worker results refused as malformed (their tasks failed).",
+             (double)self->bad_results);
     s_metric(f, "zexec_tasks_duplicate_total", "counter",
              "Re-sent tasks the broker already had (dropped).", (double)self->duplicates);
     s_metric(f, "zexec_tasks_queued", "gauge", "Tasks waiting for a worker.", (double)self->queued);

@@ -134,13 +134,14 @@ void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c)
     }
 
     s_pack_str(pk, "totals");
-    msgpack_pack_map(pk, 11);
+    msgpack_pack_map(pk, 12);
     s_pack_kv_u(pk, "submitted", self->submitted);
     s_pack_kv_u(pk, "done", self->done);
     s_pack_kv_u(pk, "failed", self->failed);
     s_pack_kv_u(pk, "cancelled", self->cancelled);
     s_pack_kv_u(pk, "rejected", self->rejected);
     s_pack_kv_u(pk, "duplicates", self->duplicates);
+    s_pack_kv_u(pk, "bad_results", self->bad_results);
     s_pack_kv_u(pk, "queued", self->queued);
     s_pack_kv_u(pk, "running", self->running);
     s_pack_kv_u(pk, "clients", zhashx_size(self->clients));

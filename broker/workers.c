@@ -263,17 +263,59 @@ static void s_hold_result(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t,
     zxb_timer_push(&self->heldq, t, self->now + self->cfg.client_timeout_ms);
 }
 
+/* A WRESULT item the decoder refused (zxp_item_bad: an unknown status, a
+   field out of range) still names its task: the task fails with a
+   ProtocolError that says so, instead of staying RUNNING for ever. The
+   fields that can be read are kept; a slot is taken as freed unless the
+   item says otherwise. */
+static void s_bad_wresult(zxb_broker_t *self, zxb_worker_t *w, size_t i, int bad, zxp_wresult_t *r,
+                          zframe_t **payload)
+{
+    const msgpack_object *it = zxp_item(&self->in, i);
+    const msgpack_object *f = it->via.array.ptr;
+    uint32_t n = it->via.array.size;
+    r->session = (const uint8_t *)zxp_s(it, 0).ptr;
+    r->seq = zxp_u(it, 1);
+    r->status = ZXP_ST_RAISED;
+    r->pid = n > 3 && f[3].type == MSGPACK_OBJECT_POSITIVE_INTEGER && f[3].via.u64 <= UINT32_MAX
+                 ? (uint32_t)f[3].via.u64
+                 : 0;
+    r->pool = n > 4 && f[4].type == MSGPACK_OBJECT_POSITIVE_INTEGER && f[4].via.u64 <= 2
+                  ? (uint8_t)f[4].via.u64
+                  : 0;
+    r->slot_freed = !(n > 5 && f[5].type == MSGPACK_OBJECT_BOOLEAN && !f[5].via.boolean);
+    char msg[512];
+    if (bad == ZXP_BAD_STATUS) {
+        snprintf(msg, sizeof msg, "worker %s answered with unknown status %" PRIu64, w->node,
+                 n > 2 && f[2].type == MSGPACK_OBJECT_POSITIVE_INTEGER ? f[2].via.u64 : 0);
+    } else {
+        snprintf(msg, sizeof msg, "worker %s answered with a malformed result: %s", w->node,
+                 zxp_bad_reason(bad));
+    }
+    zframe_destroy(payload);
+    *payload = zxp_error_frame("ProtocolError", msg, "");
+    self->bad_results++;
+}
+
 static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
 {
     zxp_in_t *in = &self->in;
     for (size_t i = 0; i < in->count; i++) {
         zxp_wresult_t r;
-        zxp_get_wresult(in, i, &r);
+        int bad = zxp_item_bad(in, i);
+        if (!bad) {
+            zxp_get_wresult(in, i, &r);
+        }
         const void *mem = NULL;
         size_t len = 0;
         zframe_t *payload = NULL;
         if (!zxp_payload_take_inline(in, &mem, &len)) {
             payload = zxp_payload_take(in);
+        }
+        if (bad) {
+            s_bad_wresult(self, w, i, bad, &r, &payload);
+            mem = NULL;
+            len = 0;
         }
         zxb_task_t *t = s_worker_task(self, w, r.session, r.seq, rid, false);
         if (!t) {

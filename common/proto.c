@@ -243,6 +243,10 @@ void zxp_in_init(zxp_in_t *in)
 
 static void s_in_release(zxp_in_t *in)
 {
+    if (in->nbad) {
+        memset(in->bad, 0, in->count < ZXP_MAX_BATCH ? in->count : ZXP_MAX_BATCH);
+        in->nbad = 0;
+    }
     zmsg_destroy(&in->msg);
     zframe_destroy(&in->header);
     msgpack_zone_clear(&in->zone);
@@ -298,22 +302,81 @@ static bool s_u_max(const msgpack_object *arr, size_t f, uint64_t max)
     return arr->via.array.ptr[f].via.u64 <= max;
 }
 
-/* Range checks beyond types, per command. */
-static bool s_ranges_ok(int cmd, const msgpack_object *it)
+/* Range checks of the item kinds answered one by one (zxp_item_bad):
+   0 or a ZXP_BAD_* code. */
+static int s_item_check(int cmd, const msgpack_object *it, const char *fields)
 {
+    if (!s_shape_ok(it, fields)) {
+        return ZXP_BAD_FIELDS;
+    }
     switch (cmd) {
     case ZXP_SUBMIT: {
         int64_t prio = zxp_i(it, 3), retries = zxp_i(it, 4);
-        return s_u_max(it, 2, 2) && prio >= -128 && prio <= 127 && retries >= -1 &&
-               retries <= 100 && s_u_max(it, 5, UINT32_MAX) && s_u_max(it, 6, UINT32_MAX);
+        if (!s_u_max(it, 2, 2)) {
+            return ZXP_BAD_POOL;
+        }
+        if (prio < -128 || prio > 127) {
+            return ZXP_BAD_PRIORITY;
+        }
+        if (retries < -1 || retries > 100) {
+            return ZXP_BAD_RETRIES;
+        }
+        return s_u_max(it, 5, UINT32_MAX) && s_u_max(it, 6, UINT32_MAX) ? 0 : ZXP_BAD_RANGE;
     }
+    case ZXP_RESULT:
+        if (!s_u_max(it, 1, ZXP_ST_MAX)) {
+            return ZXP_BAD_STATUS;
+        }
+        return s_u_max(it, 3, UINT32_MAX) && s_u_max(it, 4, 2) && s_u_max(it, 5, UINT32_MAX)
+                   ? 0
+                   : ZXP_BAD_RANGE;
+    case ZXP_WRESULT:
+        if (!s_u_max(it, 2, ZXP_ST_MAX)) {
+            return ZXP_BAD_STATUS;
+        }
+        return s_u_max(it, 3, UINT32_MAX) && s_u_max(it, 4, 2) ? 0 : ZXP_BAD_RANGE;
+    default: return 0;
+    }
+}
+
+/* Whether a bad item of cmd still names its task, so it can be answered:
+   an array whose seq (and session, for WRESULT) have their types. */
+static bool s_item_named(int cmd, const msgpack_object *it)
+{
+    switch (cmd) {
+    case ZXP_SUBMIT:
+    case ZXP_RESULT: return s_shape_ok(it, "u");
+    case ZXP_WRESULT: return s_shape_ok(it, "ku");
+    default: return false;
+    }
+}
+
+int zxp_item_bad(const zxp_in_t *in, size_t i)
+{
+    return in->nbad && i < in->count ? in->bad[i] : 0;
+}
+
+const char *zxp_bad_reason(int code)
+{
+    switch (code) {
+    case 0: return "good";
+    case ZXP_BAD_FIELDS: return "missing fields, or fields of the wrong type";
+    case ZXP_BAD_POOL: return "pool out of range 0..2";
+    case ZXP_BAD_PRIORITY: return "priority out of range -128..127";
+    case ZXP_BAD_RETRIES: return "retries out of range -1..100";
+    case ZXP_BAD_RANGE: return "a number out of its field's range";
+    case ZXP_BAD_STATUS: return "unknown status";
+    default: return "bad item";
+    }
+}
+
+/* Range checks beyond types, per command (but those of s_item_check). */
+static bool s_ranges_ok(int cmd, const msgpack_object *it)
+{
+    switch (cmd) {
     case ZXP_TASK:
         return s_u_max(it, 3, 2) && s_u_max(it, 4, UINT32_MAX) && s_u_max(it, 5, UINT32_MAX) &&
                s_u_max(it, 6, UINT32_MAX);
-    case ZXP_RESULT:
-        return s_u_max(it, 1, ZXP_ST_MAX) && s_u_max(it, 3, UINT32_MAX) && s_u_max(it, 4, 2);
-    case ZXP_WRESULT:
-        return s_u_max(it, 2, ZXP_ST_MAX) && s_u_max(it, 3, UINT32_MAX) && s_u_max(it, 4, 2);
     case ZXP_WSTARTED: return s_u_max(it, 2, UINT32_MAX) && s_u_max(it, 3, 2);
     case ZXP_CREDIT: return zxp_u(it, 0) >= 1 && s_u_max(it, 0, 2) && s_u_max(it, 1, 1000000);
     case ZXP_CANCELLED:
@@ -400,9 +463,19 @@ int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role)
         }
         size_t nf = strlen(c->fields);
         in->inline_at = c->payload ? nf : 0;
+        bool one_by_one = in->cmd == ZXP_SUBMIT || in->cmd == ZXP_RESULT || in->cmd == ZXP_WRESULT;
         for (size_t i = 0; i < in->count; i++) {
             const msgpack_object *it = &in->hdr.via.array.ptr[i];
-            if (!s_shape_ok(it, c->fields) || !s_ranges_ok(in->cmd, it)) {
+            if (one_by_one) {
+                /* one bad item fails itself, not its batch: it names its task */
+                int bad = s_item_check(in->cmd, it, c->fields);
+                if (bad && !s_item_named(in->cmd, it)) {
+                    in->reason = "an item has the wrong fields and names no task";
+                    return ZXP_E_SHAPE;
+                }
+                in->bad[i] = (uint8_t)bad;
+                in->nbad += bad != 0;
+            } else if (!s_shape_ok(it, c->fields) || !s_ranges_ok(in->cmd, it)) {
                 in->reason = "an item has the wrong fields or values";
                 return ZXP_E_SHAPE;
             }

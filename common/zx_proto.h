@@ -29,9 +29,9 @@
    rather than in a frame of their own (docs/protocol.md). 4096 items of
    this much stay well under ZXP_MAX_HEADER. */
 #define ZXP_INLINE_MAX 256
-#define ZXP_MAX_DEPTH 32 /* msgpack nesting */
-#define ZXP_MAX_NAME 255 /* function and node names */
-#define ZXP_ID_LEN 16    /* session and worker ids */
+#define ZXP_MAX_DEPTH 32          /* msgpack nesting */
+#define ZXP_MAX_NAME 255          /* function and node names */
+#define ZXP_ID_LEN 16             /* session and worker ids */
 
 /* Commands. 0x0_ client endpoint, 0x2_ worker endpoint, some on both. */
 enum {
@@ -143,19 +143,41 @@ typedef struct zxp_in {
     zmsg_t *msg;      /* frame 0 and header popped; payload frames remain */
     zframe_t *header; /* owns the bytes the header object points into */
     msgpack_zone zone;
-    msgpack_object hdr; /* the header array */
-    size_t count;       /* batch commands: number of items */
-    size_t taken;       /* payloads taken so far (zxp_payload_take) */
-    size_t inline_at;   /* payload commands: the inline payload's field index; else 0 */
-    const char *reason; /* on error: what was wrong, for the log */
+    msgpack_object hdr;         /* the header array */
+    size_t count;               /* batch commands: number of items */
+    size_t taken;               /* payloads taken so far (zxp_payload_take) */
+    size_t inline_at;           /* payload commands: the inline payload's field index; else 0 */
+    const char *reason;         /* on error: what was wrong, for the log */
+    size_t nbad;                /* items marked bad (zxp_item_bad) */
+    uint8_t bad[ZXP_MAX_BATCH]; /* per item: 0, or a ZXP_BAD_* code */
 } zxp_in_t;
+
+/* Why one item of a SUBMIT, RESULT or WRESULT was refused while the rest of
+   its batch goes on (zxp_item_bad). The item still names its task (seq, and
+   session for WRESULT), so the receiver answers for it instead of leaving
+   its future waiting. Codes are part of the protocol (protocol.md §7). */
+enum {
+    ZXP_BAD_FIELDS = 1,   /* missing fields, or fields of the wrong type */
+    ZXP_BAD_POOL = 2,     /* pool not 0..2 */
+    ZXP_BAD_PRIORITY = 3, /* priority not -128..127 */
+    ZXP_BAD_RETRIES = 4,  /* retries not -1..100 */
+    ZXP_BAD_RANGE = 5,    /* a number over its field's range (timeout, flags, pid) */
+    ZXP_BAD_STATUS = 6,   /* a status this receiver does not know */
+};
+/* 0 if item i is good, else its ZXP_BAD_* code: its getter must not be
+   called; its seq (field 0, or 1 after a session) and its payload (which
+   must still be taken, in order) are valid. */
+int zxp_item_bad(const zxp_in_t *in, size_t i);
+/* The sentence for a ZXP_BAD_* code. */
+const char *zxp_bad_reason(int code);
 
 void zxp_in_init(zxp_in_t *in);
 void zxp_in_fini(zxp_in_t *in);
 /* Releases the previous message, takes *msg_p (consumed, also on error:
    *msg_p is set to NULL) and validates it completely for role: frame 0,
    header shape of every item, payload count. ZX_OK (0) or a ZXP_E_* code with
-   in->reason set. After success the getters below cannot fail. */
+   in->reason set. After success the getters below cannot fail, except on
+   the items of SUBMIT, RESULT and WRESULT that zxp_item_bad marks. */
 int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role);
 
 /* Item i of a batch header, or the header itself for non-batch commands. */

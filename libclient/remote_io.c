@@ -428,8 +428,13 @@ static void s_on_result(zx__remote_t *ex)
     size_t resolved = 0;
     char node[ZXP_MAX_NAME + 1];
     for (size_t i = 0; i < io->in.count; i++) {
-        zxp_result_t r;
-        zxp_get_result(&io->in, i, &r);
+        zxp_result_t r = {0};
+        int bad = zxp_item_bad(&io->in, i);
+        if (bad) {
+            r.seq = zxp_u(zxp_item(&io->in, i), 0); /* its future fails below */
+        } else {
+            zxp_get_result(&io->in, i, &r);
+        }
         /* an inline payload is read in place: no frame for it */
         const void *data = NULL;
         size_t len = 0;
@@ -450,7 +455,14 @@ static void s_on_result(zx__remote_t *ex)
             size_t n = r.node.len < sizeof node ? r.node.len : sizeof node - 1;
             memcpy(node, r.node.ptr, n);
             node[n] = '\0';
-            zx__future_complete(t->future, (int)r.status, data, len, node, (int)r.pid);
+            if (bad) {
+                char msg[160];
+                snprintf(msg, sizeof msg, "the broker sent a malformed result: %s",
+                         zxp_bad_reason(bad));
+                zx__future_set_exception(t->future, ZX_EPROTO, "ProtocolError", msg, "", "", 0);
+            } else {
+                zx__future_complete(t->future, (int)r.status, data, len, node, (int)r.pid);
+            }
             resolved++;
         }
         zframe_destroy(&payload);

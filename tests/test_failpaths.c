@@ -3,8 +3,11 @@
     client against a CURVE broker) fails the client's futures with the
     reason, lets zx_executor_destroy return and `zexec status --timeout`
     answer in time, and a refused worker says why and still stops on
-    SIGTERM. Every case here hung before: each test is bounded by its
-    criterion timeout, so a hang fails it. */
+    SIGTERM; one bad item of a SUBMIT fails alone, a WRESULT with an unknown
+    status fails its task, a result that is not one msgpack value fails with
+    ProtocolError. Every case here hung or lied before: each test is bounded
+    by its criterion timeout, so a hang fails it. */
+#include "broker_peers.h"
 #include "zexec.h"
 #include "zx_auth.h"
 #include "zx_testutil.h"
@@ -201,4 +204,145 @@ Test(failpaths, a_refused_worker_says_why_and_stops_on_sigterm, .fini = s_fini)
     int st = 0;
     cr_assert(zxt_wait_exit(pid, 60, &st), "the refused worker stops on SIGTERM");
     cr_assert(WIFEXITED(st));
+}
+
+/* ---- per-item validation ------------------------------------------------------------ */
+
+static const char *const s_fast[] = {"--heartbeat", "0.1", "--liveness", "3", NULL};
+
+Test(failpaths, a_bad_submit_item_fails_alone_and_the_rest_of_its_batch_runs, .fini = s_fini)
+{
+    fb_start(&s_cluster, s_fast);
+    fp_t w, c;
+    fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_ready(&w, "w", 8, 0, "f");
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fc_hello(&c, "mixed");
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_out_begin(&out, ZXP_SUBMIT);
+    for (uint64_t seq = 1; seq <= 4; seq++) {
+        zxp_submit_t s = {.seq = seq, .fn = {"f", 1}};
+        if (seq == 2) {
+            s.retries = 500; /* over 100 */
+        }
+        if (seq == 3) {
+            s.pool = 7; /* no such pool */
+        }
+        zxp_put_submit(&out, &s);
+        zxp_out_payload_mem(&out, "\x90", 1);
+    }
+    cr_assert_eq(zxp_out_send(&out, c.sock, NULL), 0);
+    zxp_out_fini(&out);
+    /* the good ones run */
+    size_t got = 0;
+    uint64_t seqs = 0;
+    while (got < 2) {
+        cr_assert(fp_expect(&w, ZXP_TASK, 10000), "tasks 1 and 4 reach the worker");
+        for (size_t i = 0; i < w.in.count; i++) {
+            zxp_task_t t;
+            zxp_get_task(&w.in, i, &t);
+            seqs |= 1u << t.seq;
+        }
+        got += fw_answer_all(&w);
+    }
+    cr_assert_eq(seqs, (1u << 1) | (1u << 4));
+    /* the bad ones are answered: REJECTED with the reason and the code */
+    int rejected = 0, ok = 0;
+    while (rejected + ok < 4) {
+        cr_assert(fp_expect(&c, ZXP_RESULT, 10000), "every item is answered");
+        for (size_t i = 0; i < c.in.count; i++) {
+            zxp_result_t r;
+            zxp_get_result(&c.in, i, &r);
+            zframe_t *p = zxp_payload_take(&c.in);
+            if (r.status == ZXP_ST_OK) {
+                cr_assert(r.seq == 1 || r.seq == 4);
+                ok++;
+            } else {
+                cr_assert_eq(r.status, ZXP_ST_REJECTED);
+                char type[64], msg[256];
+                fp_error_of(p, type, sizeof type, msg, sizeof msg);
+                cr_assert_str_eq(type, "BadRequestError");
+                if (r.seq == 2) {
+                    cr_assert(strstr(msg, "retries out of range -1..100 (bad item code 4)"), "%s",
+                              msg);
+                } else {
+                    cr_assert_eq(r.seq, 3);
+                    cr_assert(strstr(msg, "pool out of range 0..2 (bad item code 2)"), "%s", msg);
+                }
+                rejected++;
+            }
+            zframe_destroy(&p);
+        }
+    }
+    cr_assert_eq(rejected, 2);
+    fp_fini(&w);
+    fp_fini(&c);
+}
+
+Test(failpaths, a_worker_result_with_an_unknown_status_fails_its_task, .fini = s_fini)
+{
+    fb_start(&s_cluster, s_fast);
+    fp_t w, c;
+    fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_ready(&w, "odd", 1, 0, "f");
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fc_hello(&c, "waiting");
+    fc_submit(&c, 1, "f");
+    fc_submit(&c, 2, "f");
+    cr_assert(fp_expect(&w, ZXP_TASK, 10000));
+    zxp_task_t t;
+    zxp_get_task(&w.in, 0, &t);
+    fw_result_ex(&w, c.id, t.seq, 99, ZXP_POOL_THREAD, true, "\xc0", 1);
+    cr_assert(fp_expect(&c, ZXP_RESULT, 10000), "the task is answered, not left RUNNING");
+    zxp_result_t r;
+    zxp_get_result(&c.in, 0, &r);
+    cr_assert_eq(r.seq, t.seq);
+    cr_assert_eq(r.status, ZXP_ST_RAISED);
+    zframe_t *p = zxp_payload_take(&c.in);
+    char type[64], msg[256];
+    fp_error_of(p, type, sizeof type, msg, sizeof msg);
+    zframe_destroy(&p);
+    cr_assert_str_eq(type, "ProtocolError");
+    cr_assert(strstr(msg, "worker odd answered with unknown status 99"), "%s", msg);
+    /* its slot was freed: the next task comes */
+    cr_assert(fp_expect(&w, ZXP_TASK, 10000), "the slot is free again");
+    fp_fini(&w);
+    fp_fini(&c);
+}
+
+/* A fake worker answers every task with bytes; the real client library
+   must not call them a value. */
+static void s_bad_value(const void *bytes, size_t len)
+{
+    fb_start(&s_cluster, s_fast);
+    fp_t w;
+    fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_ready(&w, "liar", 1, 0, "f");
+    zx_options_t o = {.broker_timeout = 600};
+    zx_executor_t *ex = zx_executor_new(s_cluster.client_ep, &o);
+    cr_assert(ex);
+    zx_future_t *f = zx_submit(ex, "f", "\x90", 1);
+    cr_assert(fp_expect(&w, ZXP_TASK, 10000));
+    zxp_task_t t;
+    zxp_get_task(&w.in, 0, &t);
+    fw_result_ex(&w, t.session, t.seq, ZXP_ST_OK, ZXP_POOL_THREAD, true, bytes, len);
+    cr_assert_eq(zx_future_result(f, 60, NULL, NULL), ZX_ERAISED, "not ZX_OK");
+    const zx_error_t *e = zx_future_exception(f, 0);
+    cr_assert_eq(e->code, ZX_EPROTO);
+    cr_assert_str_eq(e->type, "ProtocolError");
+    cr_assert(strstr(e->message, "not one well-formed msgpack value"), "%s", e->message);
+    zx_future_unref(&f);
+    zx_executor_destroy(&ex);
+    fp_fini(&w);
+}
+
+Test(failpaths, a_result_announcing_four_billion_elements_is_a_protocol_error, .fini = s_fini)
+{
+    s_bad_value("\xdd\xff\xff\xff\xff", 5);
+}
+
+Test(failpaths, a_result_of_raw_bytes_is_a_protocol_error, .fini = s_fini)
+{
+    s_bad_value("raw bytes", 9); /* 'r' is a fixint, then trailing bytes */
 }

@@ -3,6 +3,7 @@
 */
 #include "zxb.h"
 #include "zxb_sec.h"
+#include "zx_czmq.h"
 #include "zx_parse.h"
 
 #include <float.h>
@@ -137,6 +138,11 @@ enum {
 
 int main(int argc, char *argv[])
 {
+    char zerr[256];
+    if (!zx__zmq_runtime_ok(zerr, sizeof zerr)) {
+        fprintf(stderr, "zexec-broker: %s\n", zerr);
+        return 1;
+    }
     zxb_config_t cfg = {
         .clients_ep = "tcp://127.0.0.1:5570",
         .workers_ep = "tcp://127.0.0.1:5571",

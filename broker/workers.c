@@ -538,8 +538,27 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
         wf->mask = (uint8_t)zxp_u(f, 1) & have;
         fn->refs++;
     }
+    /* a task listed twice is taken once: a second entry would count a slot
+       that no WRESULT ever frees */
+    zhashx_t *seen = running->via.array.size > 1 ? zhashx_new() : NULL;
+    size_t dups = 0;
     for (uint32_t i = 0; i < running->via.array.size; i++) {
-        s_recover_running(self, w, old, &running->via.array.ptr[i]);
+        const msgpack_object *r = &running->via.array.ptr[i];
+        if (seen) {
+            char key[2 * ZXP_ID_LEN + 24];
+            zxb_hex((const uint8_t *)zxp_s(r, 0).ptr, key);
+            snprintf(key + 2 * ZXP_ID_LEN, sizeof key - 2 * ZXP_ID_LEN, ":%" PRIx64, zxp_u(r, 1));
+            if (zhashx_lookup(seen, key)) {
+                dups++;
+                continue;
+            }
+            zhashx_insert(seen, key, (void *)1);
+        }
+        s_recover_running(self, w, old, r);
+    }
+    zhashx_destroy(&seen);
+    if (dups) {
+        zxp_drop(&self->drops, "workers", rid, ZXP_E_SHAPE, "READY lists a running task twice");
     }
     if (old) {
         /* it is alive: a task it did not list crossed its READY in flight */

@@ -378,14 +378,20 @@ static bool s_ranges_ok(int cmd, const msgpack_object *it)
         return s_u_max(it, 3, 2) && s_u_max(it, 4, UINT32_MAX) && s_u_max(it, 5, UINT32_MAX) &&
                s_u_max(it, 6, UINT32_MAX);
     case ZXP_WSTARTED: return s_u_max(it, 2, UINT32_MAX) && s_u_max(it, 3, 2);
-    case ZXP_CREDIT: return zxp_u(it, 0) >= 1 && s_u_max(it, 0, 2) && s_u_max(it, 1, 1000000);
+    case ZXP_CREDIT: return zxp_u(it, 0) >= 1 && s_u_max(it, 0, 2) && s_u_max(it, 1, ZXP_MAX_COUNT);
     case ZXP_CANCELLED:
     case ZXP_WCANCELLED: return s_u_max(it, cmd == ZXP_CANCELLED ? 1 : 2, 2);
     case ZXP_READY: {
-        for (size_t i = 3; i <= 7; i++) {
-            if (!s_u_max(it, i, 1000000)) {
+        /* a pid is any pid_t (Linux allows up to 4,194,304; systemd sets
+           that on 64-bit machines); slot counts and prefetch are bounded by
+           INT32_MAX so that size + prefetch cannot wrap a uint32 */
+        for (size_t i = 3; i <= 6; i++) {
+            if (!s_u_max(it, i, ZXP_MAX_COUNT)) {
                 return false;
             }
+        }
+        if (!s_u_max(it, 7, 3600000)) {
+            return false;
         }
         const msgpack_object *fns = zxp_o(it, 8), *run = zxp_o(it, 9);
         for (uint32_t i = 0; i < fns->via.array.size; i++) {

@@ -30,6 +30,7 @@
    this much stay well under ZXP_MAX_HEADER. */
 #define ZXP_INLINE_MAX 256
 #define ZXP_MAX_DEPTH 32          /* msgpack nesting */
+#define ZXP_MAX_COUNT 2147483647u /* pids, slot counts, prefetch, credits: INT32_MAX */
 #define ZXP_MAX_NAME 255          /* function and node names */
 #define ZXP_ID_LEN 16             /* session and worker ids */
 

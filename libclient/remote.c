@@ -386,6 +386,12 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
     /* A library must not take over SIGINT/SIGTERM: czmq would otherwise
        install its own handlers on first use. */
     zsys_handler_set(NULL);
+    char zerr[256];
+    if (!zx__zmq_runtime_ok(zerr, sizeof zerr)) {
+        zsys_error("zexec client: %s", zerr);
+        err = ZX_EINVAL;
+        goto fail;
+    }
     zx__czmq_init();
     ex->io.dealer = zsock_new(ZMQ_DEALER);
     if (!ex->io.dealer) {

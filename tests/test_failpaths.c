@@ -10,6 +10,7 @@
 #include "broker_peers.h"
 #include "zexec.h"
 #include "zx_auth.h"
+#include "zx_czmq.h"
 #include "zx_testutil.h"
 
 #include <criterion/criterion.h>
@@ -345,4 +346,121 @@ Test(failpaths, a_result_announcing_four_billion_elements_is_a_protocol_error, .
 Test(failpaths, a_result_of_raw_bytes_is_a_protocol_error, .fini = s_fini)
 {
     s_bad_value("raw bytes", 9); /* 'r' is a fixint, then trailing bytes */
+}
+
+/* ---- ranges, duplicates, versions ---------------------------------------------------- */
+
+/* READY by hand, with the pid and the running list under the test's control. */
+static void s_ready_raw(fp_t *w, uint32_t pid, uint32_t threads, const uint8_t *session,
+                        const uint64_t *seqs, size_t n)
+{
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_out_begin(&out, ZXP_READY);
+    msgpack_packer *pk = zxp_out_pk(&out);
+    msgpack_pack_array(pk, 10);
+    msgpack_pack_uint32(pk, ZXP_VERSION);
+    msgpack_pack_bin(pk, ZXP_ID_LEN);
+    msgpack_pack_bin_body(pk, w->id, ZXP_ID_LEN);
+    msgpack_pack_str(pk, 1);
+    msgpack_pack_str_body(pk, "w", 1);
+    msgpack_pack_uint32(pk, pid);
+    msgpack_pack_uint32(pk, threads);
+    msgpack_pack_uint32(pk, 0);
+    msgpack_pack_uint32(pk, 0);
+    msgpack_pack_uint32(pk, w->hb_ms);
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_str(pk, 1);
+    msgpack_pack_str_body(pk, "f", 1);
+    msgpack_pack_uint8(pk, ZXP_POOLS_THREAD);
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++) {
+        msgpack_pack_array(pk, 3);
+        msgpack_pack_bin(pk, ZXP_ID_LEN);
+        msgpack_pack_bin_body(pk, session, ZXP_ID_LEN);
+        msgpack_pack_uint64(pk, seqs[i]);
+        msgpack_pack_uint8(pk, ZXP_POOL_THREAD);
+    }
+    cr_assert(zxp_out_send(&out, w->sock, NULL) == 0);
+    zxp_out_fini(&out);
+}
+
+Test(failpaths, a_worker_with_a_pid_above_a_million_registers, .fini = s_fini)
+{
+    fb_start(&s_cluster, s_fast);
+    /* Linux's PID_MAX_LIMIT (systemd's pid_max on 64-bit), and pid_t's top */
+    uint32_t pids[] = {4194304, 2147483647u};
+    for (size_t i = 0; i < 2; i++) {
+        fp_t w;
+        fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+        s_ready_raw(&w, pids[i], 1, NULL, NULL, 0);
+        cr_assert(fp_expect(&w, ZXP_WELCOME, 10000), "pid %u registers", pids[i]);
+        fp_fini(&w);
+    }
+}
+
+Test(failpaths, a_ready_listing_a_task_twice_takes_one_slot, .fini = s_fini)
+{
+    const char *const args[] = {"--heartbeat", "0.1", "--prefetch-target-ms", "0", NULL};
+    fb_start(&s_cluster, args);
+    fp_t w, c;
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fc_hello(&c, "owner");
+    fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    uint64_t seqs[] = {5, 5};
+    s_ready_raw(&w, 1234, 1, c.id, seqs, 2);
+    cr_assert(fp_expect(&w, ZXP_WELCOME, 10000));
+    /* the one task it runs ends: its one slot is free again */
+    fw_result_ex(&w, c.id, 5, ZXP_ST_OK, ZXP_POOL_THREAD, true, "\xc0", 1);
+    fc_submit(&c, 6, "f");
+    cr_assert(fp_expect(&w, ZXP_TASK, 10000), "the slot was not leaked");
+    zxp_task_t t;
+    zxp_get_task(&w.in, 0, &t);
+    cr_assert_eq(t.seq, 6);
+    fp_fini(&w);
+    fp_fini(&c);
+}
+
+Test(failpaths, libzmq_older_than_4_3_2_is_refused_with_a_clear_message)
+{
+    char err[256] = "";
+    cr_assert_not(zx__zmq_version_ok(4, 3, 1, err, sizeof err));
+    cr_assert(strstr(err, "libzmq 4.3.1 is too old: zexec needs 4.3.2 or newer"), "%s", err);
+    cr_assert_not(zx__zmq_version_ok(4, 2, 5, err, sizeof err));
+    cr_assert(zx__zmq_version_ok(4, 3, 2, err, sizeof err));
+    cr_assert(zx__zmq_version_ok(5, 0, 0, err, sizeof err));
+    cr_assert(zx__zmq_runtime_ok(err, sizeof err), "this machine's libzmq: %s", err);
+}
+
+Test(failpaths, cmake_refuses_libzmq_older_than_4_3_2, .timeout = 240)
+{
+    const char *src = getenv("ZEXEC_SOURCE_DIR");
+    cr_assert(src, "ZEXEC_SOURCE_DIR is set by CTest");
+    char dir[] = "/tmp/zx-cmake-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char path[600];
+    snprintf(path, sizeof path, "%s/libzmq.pc", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs("prefix=/usr\nlibdir=/usr/lib\nincludedir=/usr/include\n\nName: libzmq\n"
+          "Description: an old libzmq\nVersion: 4.3.1\nLibs: -lzmq\nCflags:\n",
+          f);
+    fclose(f);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "PKG_CONFIG_LIBDIR=%s PKG_CONFIG_PATH= cmake -S %s -B %s/build -DZEXEC_TESTS=OFF "
+             "-DZEXEC_BENCH=OFF 2>&1",
+             dir, src, dir);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p);
+    char out[65536];
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    (void)!system(cmd);
+    cr_assert_neq(st, 0, "configure fails");
+    cr_assert(strstr(out, "zexec needs libzmq 4.3.2 or newer"), "%s", out);
+    cr_assert(strstr(out, "found libzmq 4.3.1"), "%s", out);
 }

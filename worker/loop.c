@@ -308,6 +308,11 @@ int zx_worker_run(zx_worker_t *w)
     if (!w || w->running) {
         return ZX_EINVAL;
     }
+    char zerr[256];
+    if (!zx__zmq_runtime_ok(zerr, sizeof zerr)) {
+        zsys_error("worker: %s", zerr);
+        return ZX_EINVAL;
+    }
     w->running = true;
     int rc = ZX_OK;
     w->pid = (uint32_t)getpid();

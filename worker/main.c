@@ -4,6 +4,7 @@
 */
 #include "zexec_worker.h"
 #include "zx_worker_int.h"
+#include "zx_czmq.h"
 #include "zx_parse.h"
 
 #include <czmq.h>
@@ -78,6 +79,11 @@ enum {
 
 int main(int argc, char *argv[])
 {
+    char zerr[256];
+    if (!zx__zmq_runtime_ok(zerr, sizeof zerr)) {
+        fprintf(stderr, "zexec-worker: %s\n", zerr);
+        return 1;
+    }
     static const struct option longopts[] = {
         {"broker", required_argument, NULL, OPT_BROKER},
         {"node", required_argument, NULL, OPT_NODE},

@@ -94,7 +94,7 @@ static void s_out_flush(zxb_broker_t *self, zxp_out_t **out_p, zsock_t *sock, zf
 zxp_out_t *zxb_batch(zxb_broker_t *self, zxp_out_t **slot, uint8_t cmd, zsock_t *sock,
                      zframe_t *rid)
 {
-    if (*slot && (*slot)->count >= ZXP_MAX_BATCH) {
+    if (*slot && zxp_out_full(*slot)) {
         zxp_out_send(*slot, sock, rid);
         zxp_out_begin(*slot, cmd);
     }

@@ -110,6 +110,7 @@ static void s_on_hello(zxb_broker_t *self, zxb_client_t *c, zframe_t *rid)
     snprintf(c->name, sizeof c->name, "%.*s", (int)name.len, name.ptr);
     uint64_t hb = zxp_u(h, 3);
     c->hb_ms = hb ? (uint32_t)hb : self->cfg.heartbeat_ms;
+    c->max_msg = zxb_opt_u(h, 4);
     c->alive = true;
     c->ever = true;
     c->expired = false;

@@ -61,6 +61,9 @@ static void s_dispatch(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, uint8
 {
     zxb_queued_forget(self, t);
     t->gen++; /* invalidates its no-worker timer entry */
+    if (zxb_task_too_large(self, w, t)) {
+        return; /* failed: its arguments would pass w's --max-msg */
+    }
     t->state = ZXB_T_DISPATCHED;
     t->pool = pool;
     t->attempts++;

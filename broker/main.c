@@ -282,8 +282,8 @@ int main(int argc, char *argv[])
             if ((rc = s_parse_bytes("--max-msg", optarg, &max))) {
                 return rc;
             }
-            if (max < 4096 || max > INT64_MAX) {
-                return s_bad("--max-msg", optarg, "must be at least 4096 bytes");
+            if (max < ZXP_MIN_MAX_MSG || max > INT64_MAX) {
+                return s_bad("--max-msg", optarg, "must be at least 64K bytes");
             }
             sec.max_msg = (int64_t)max;
             break;

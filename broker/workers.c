@@ -516,6 +516,7 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
     w->threads = (uint32_t)zxp_u(h, 4);
     w->procs = (uint32_t)zxp_u(h, 5);
     w->prefetch = (uint32_t)zxp_u(h, 6);
+    w->max_msg = zxb_opt_u(h, 10);
     uint64_t hb = zxp_u(h, 7);
     w->hb_ms = hb ? (uint32_t)hb : self->cfg.heartbeat_ms;
     zxb_place_pool_init(&w->place[ZXP_POOL_THREAD], w->threads, w->prefetch);

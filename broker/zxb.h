@@ -161,6 +161,7 @@ struct zxb_worker {
     zframe_t *rid;
     char node[ZXP_MAX_NAME + 1];
     uint32_t pid, threads, procs, prefetch, hb_ms;
+    uint64_t max_msg; /* READY's trailing max_msg; 0: not said (an older worker) */
     /* per pool kind (ZXP_POOL_THREAD, ZXP_POOL_PROCESS; [0] unused): the
        placement policy's view (zxb_place.h): slots, window, the tasks in
        flight (dispatched, not resulted, and late slots, see held) and their
@@ -186,10 +187,11 @@ struct zxb_client {
     zframe_t *rid;
     char name[ZXP_MAX_NAME + 1];
     uint32_t hb_ms;
-    bool alive;   /* said HELLO and has not left */
-    bool ever;    /* has said HELLO since this broker started */
-    bool expired; /* a placeholder whose wait for HELLO ran out */
-    bool doomed;  /* gone with no task left: freed at the end of this turn */
+    uint64_t max_msg; /* HELLO's trailing max_msg; 0: not said (an older client) */
+    bool alive;       /* said HELLO and has not left */
+    bool ever;        /* has said HELLO since this broker started */
+    bool expired;     /* a placeholder whose wait for HELLO ran out */
+    bool doomed;      /* gone with no task left: freed at the end of this turn */
     int64_t last_recv, last_send, created;
     zhashx_t *fifos;       /* key (queue, level) -> zxb_fifo_t */
     zxb_fifo_t *last_fifo; /* one-entry cache for bursts of the same kind */

@@ -51,12 +51,23 @@ struct zxb_broker {
     zxp_out_t ctl;    /* for STATUS-REPLY */
     uint64_t submitted, done, failed, cancelled, duplicates, rejected;
     uint64_t bad_results; /* WRESULT items refused one by one (zxp_item_bad): task failed */
+    uint64_t too_large;   /* tasks failed because a message would pass a peer's --max-msg */
     uint64_t queued, running;
     uint64_t rate[10];
     int64_t rate_sec;
     zxb_metrics_t *metrics; /* --metrics: the page is rebuilt once a second */
     int64_t metrics_at;
 };
+
+/* An optional trailing uint field of a header (appended by a later minor
+   version): its value, or 0 when it is absent or not a uint. */
+static inline uint64_t zxb_opt_u(const msgpack_object *arr, size_t field)
+{
+    return arr->via.array.size > field &&
+                   arr->via.array.ptr[field].type == MSGPACK_OBJECT_POSITIVE_INTEGER
+               ? arr->via.array.ptr[field].via.u64
+               : 0;
+}
 
 static inline void zxb_hex(const uint8_t *id, char out[33])
 {
@@ -142,6 +153,8 @@ void zxb_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const c
                      size_t node_len, uint32_t pid, uint8_t pool, zframe_t **payload,
                      const void *mem, size_t len);
 /* Fails a task the broker holds (not on a worker) with an error of its own. */
+/* Fails t (REJECTED) if its arguments are over w's --max-msg; true if so. */
+bool zxb_task_too_large(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t);
 void zxb_task_fail(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const char *type,
                    const char *message, const char *node);
 void zxb_cancelled_send(zxb_broker_t *self, zxb_client_t *c, uint64_t seq, uint32_t outcome);

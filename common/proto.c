@@ -1037,11 +1037,15 @@ int zxp_send_hello(zsock_t *sock, const uint8_t *session, const char *name, uint
     zxp_out_t o;
     zxp_out_init(&o);
     zxp_out_begin(&o, ZXP_HELLO);
-    msgpack_pack_array(&o.pk, 4);
+    msgpack_pack_array(&o.pk, 5);
     msgpack_pack_uint32(&o.pk, ZXP_VERSION);
     s_pack_id(&o.pk, session);
     s_pack_str(&o.pk, name, strlen(name));
     msgpack_pack_uint32(&o.pk, heartbeat_ms);
+    /* a trailing field (an older broker ignores it): the largest frame this
+       process accepts, so the broker fails a result over it instead of
+       sending it */
+    msgpack_pack_uint64(&o.pk, (uint64_t)zxp_max_msg());
     return s_send_built(&o, sock, NULL);
 }
 

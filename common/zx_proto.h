@@ -31,8 +31,13 @@
 #define ZXP_INLINE_MAX 256
 #define ZXP_MAX_DEPTH 32          /* msgpack nesting */
 #define ZXP_MAX_COUNT 2147483647u /* pids, slot counts, prefetch, credits: INT32_MAX */
-#define ZXP_MAX_NAME 255          /* function and node names */
-#define ZXP_ID_LEN 16             /* session and worker ids */
+/* A batch is sent once its header reaches this (its last item adds at most
+   about 600 bytes), so a header fits any peer's --max-msg (at least
+   ZXP_MIN_MAX_MSG) */
+#define ZXP_BATCH_HEADER_MAX (32 * 1024)
+#define ZXP_MIN_MAX_MSG (64 * 1024) /* the smallest --max-msg */
+#define ZXP_MAX_NAME 255            /* function and node names */
+#define ZXP_ID_LEN 16               /* session and worker ids */
 
 /* Commands. 0x0_ client endpoint, 0x2_ worker endpoint, some on both. */
 enum {
@@ -259,6 +264,12 @@ typedef struct zxp_out {
 } zxp_out_t;
 
 void zxp_out_init(zxp_out_t *out);
+/* Whether a batch must be sent before another item: ZXP_MAX_BATCH items, or
+   a header of ZXP_BATCH_HEADER_MAX bytes. */
+static inline bool zxp_out_full(const zxp_out_t *out)
+{
+    return out->count >= ZXP_MAX_BATCH || out->buf.size >= ZXP_BATCH_HEADER_MAX;
+}
 void zxp_out_fini(zxp_out_t *out);
 /* Starts a message (discarding any unsent one). For non-batch commands pack
    the header array yourself with zxp_out_pk after begin. */

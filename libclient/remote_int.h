@@ -91,6 +91,7 @@ typedef struct {
     uint8_t broker_id[ZXP_ID_LEN];
     int64_t last_rx;        /* last message from the broker (start time before any) */
     int64_t broker_hb;      /* the broker's announced heartbeat, ms */
+    uint64_t broker_max;    /* the broker's max_msg from WELCOME; 0 until known */
     zx__seqtab_t table;     /* the pending table: sent tasks by seq, until resolved */
     uint64_t pending_bytes; /* argument bytes of the tasks in it (the send window) */
     zxp_in_t in;

@@ -159,19 +159,49 @@ static void s_flush(zx__remote_t *ex, zxp_out_t *out)
     }
 }
 
-/* Sends tasks[0..n) as SUBMIT batches of at most max_batch. */
+/* A task whose arguments are over the broker's --max-msg (WELCOME says it)
+   would make the broker's libzmq drop our connection at every send and
+   re-send: its future fails now, naming the limit. True if so; the caller
+   takes it out of the table or the outbox and frees it. */
+static bool s_too_large(zx__remote_t *ex, zx__rtask_t *t)
+{
+    uint64_t max = ex->io.broker_max;
+    if (!max || t->args_len <= max) {
+        return false;
+    }
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "the task's arguments are %u bytes, over the broker's limit of %llu bytes (its "
+             "--max-msg)",
+             (unsigned)t->args_len, (unsigned long long)max);
+    zx__future_set_exception(t->future, ZX_EINVAL, "MessageTooLargeError", msg, "", "", 0);
+    return true;
+}
+
+/* Sends tasks[0..n) as SUBMIT batches of at most max_batch; those over the
+   broker's limit fail instead (s_too_large). */
 static void s_send_tasks(zx__remote_t *ex, zx__rtask_t **tasks, size_t n)
 {
     zx__rio_t *io = &ex->io;
+    size_t failed = 0;
     zxp_out_begin(&io->out, ZXP_SUBMIT);
     for (size_t i = 0; i < n; i++) {
+        if (s_too_large(ex, tasks[i])) {
+            s_pending_del(io, tasks[i]->seq);
+            zx__rtask_free(tasks[i]);
+            failed++;
+            continue;
+        }
         s_put_task(io, tasks[i]);
-        if (io->out.count >= ex->max_batch) {
+        if (io->out.count >= ex->max_batch || zxp_out_full(&io->out)) {
             s_flush(ex, &io->out);
             zxp_out_begin(&io->out, ZXP_SUBMIT);
         }
     }
     s_flush(ex, &io->out);
+    if (failed) {
+        s_after_batch(ex, failed);
+    }
 }
 
 static void s_send_hello(zx__remote_t *ex)
@@ -302,7 +332,7 @@ static void s_cancel_all_sent(zx__remote_t *ex)
         }
         if (io->state == ZX__RIO_CONNECTED) {
             zxp_put_cancel(&io->out, t->seq, false);
-            if (io->out.count >= ZXP_MAX_BATCH) {
+            if (zxp_out_full(&io->out)) {
                 s_flush(ex, &io->out);
                 zxp_out_begin(&io->out, ZXP_CANCEL);
             }
@@ -394,6 +424,11 @@ static void s_control(zx__remote_t *ex)
             zx__rtask_t *t = head;
             head = t->next;
             t->prev = t->next = NULL;
+            if (s_too_large(ex, t)) {
+                zx__rtask_free(t);
+                failed++;
+                continue;
+            }
             if (s_pending_put(io, t) != 0) {
                 zx__future_set_exception(t->future, ZX_ENOMEM, "MemoryError",
                                          "out of memory in the client", "", "", 0);
@@ -402,7 +437,7 @@ static void s_control(zx__remote_t *ex)
                 continue;
             }
             s_put_task(io, t);
-            if (io->out.count >= ex->max_batch) {
+            if (io->out.count >= ex->max_batch || zxp_out_full(&io->out)) {
                 s_flush(ex, &io->out);
                 zxp_out_begin(&io->out, ZXP_SUBMIT);
             }
@@ -538,7 +573,7 @@ static void s_resend(zx__remote_t *ex)
     for (size_t i = 0; i < n; i++) {
         if (v[i]->abandoned) {
             zxp_put_cancel(&io->out, v[i]->seq, false);
-            if (io->out.count >= ZXP_MAX_BATCH) {
+            if (zxp_out_full(&io->out)) {
                 s_flush(ex, &io->out);
                 zxp_out_begin(&io->out, ZXP_CANCEL);
             }
@@ -569,6 +604,7 @@ static void s_on_welcome(zx__remote_t *ex)
         io->have_broker = true;
     }
     io->broker_hb = hb > 0 && hb < 3600000 ? (int64_t)hb : ex->hb_ms;
+    io->broker_max = zxp_u(h, 3);
     bool was = io->state == ZX__RIO_CONNECTED;
     io->state = ZX__RIO_CONNECTED;
     if (!was) {

@@ -13,7 +13,10 @@
 #include "zx_czmq.h"
 #include "zx_testutil.h"
 
+#include "zexec_worker.h"
+
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -463,4 +466,194 @@ Test(failpaths, cmake_refuses_libzmq_older_than_4_3_2, .timeout = 240)
     cr_assert_neq(st, 0, "configure fails");
     cr_assert(strstr(out, "zexec needs libzmq 4.3.2 or newer"), "%s", out);
     cr_assert(strstr(out, "found libzmq 4.3.1"), "%s", out);
+}
+
+/* ---- size limits ------------------------------------------------------------------- */
+
+/* "big": returns a bin of the size its one argument names. */
+static int s_big(zx_task_t *task, const msgpack_object *args, msgpack_packer *result)
+{
+    (void)task;
+    uint64_t n = args->via.array.size ? args->via.array.ptr[0].via.u64 : 0;
+    char *buf = calloc(1, n ? n : 1);
+    msgpack_pack_bin(result, n);
+    msgpack_pack_bin_body(result, buf, n);
+    free(buf);
+    return ZX_OK;
+}
+
+typedef struct {
+    zx_worker_t *w;
+    pthread_t thread;
+} s_embedded_t;
+
+static void *s_embedded_run(void *arg)
+{
+    zx_worker_run(((s_embedded_t *)arg)->w);
+    return NULL;
+}
+
+static void s_embedded_start(s_embedded_t *e, const char *ep)
+{
+    zx_worker_opts_t o = {.node = "embedded", .threads = 2, .procs = -1, .heartbeat = 0.1};
+    e->w = zx_worker_new(ep, &o);
+    cr_assert(e->w);
+    cr_assert_eq(zx_worker_register(e->w, "big", s_big, ZX_POOLS_THREAD), 0);
+    cr_assert_eq(pthread_create(&e->thread, NULL, s_embedded_run, e), 0);
+}
+
+static void s_embedded_stop(s_embedded_t *e)
+{
+    zx_worker_stop(e->w);
+    pthread_join(e->thread, NULL);
+    zx_worker_destroy(&e->w);
+}
+
+/* msgpack [n] */
+static size_t s_arg_u32(uint8_t buf[6], uint32_t n)
+{
+    buf[0] = 0x91;
+    buf[1] = 0xce;
+    buf[2] = (uint8_t)(n >> 24);
+    buf[3] = (uint8_t)(n >> 16);
+    buf[4] = (uint8_t)(n >> 8);
+    buf[5] = (uint8_t)n;
+    return 6;
+}
+
+/* A SUBMIT over the broker's --max-msg fails at once, naming the limit; the
+   connection stays and the next task runs. */
+Test(failpaths, a_submit_over_the_brokers_limit_fails_alone_and_names_it, .fini = s_fini)
+{
+    const char *const bargs[] = {"--max-msg", "1M", NULL};
+    cr_assert_eq(zxt_broker_start(&s_cluster, bargs), 0);
+    cr_assert_gt(zxt_worker_start(&s_cluster, "w", NULL), 0);
+    zx_options_t o = {.broker_timeout = 600};
+    zx_executor_t *ex = zx_executor_new(s_cluster.client_ep, &o);
+    cr_assert(ex);
+    /* connected first: the limit comes with WELCOME */
+    zx_future_t *f0 = zx_submit(ex, "echo", ARGS, sizeof ARGS);
+    cr_assert_eq(zx_future_result(f0, 60, NULL, NULL), ZX_OK);
+    zx_future_unref(&f0);
+    size_t n = 2u << 20;
+    uint8_t *big = malloc(n);
+    big[0] = 0x91;
+    big[1] = 0xc6; /* [bin32 of n - 6 bytes] */
+    uint32_t bl = (uint32_t)(n - 6);
+    big[2] = (uint8_t)(bl >> 24);
+    big[3] = (uint8_t)(bl >> 16);
+    big[4] = (uint8_t)(bl >> 8);
+    big[5] = (uint8_t)bl;
+    memset(big + 6, 0, n - 6);
+    zx_future_t *f = zx_submit(ex, "echo", big, n);
+    zx_future_t *g = zx_submit(ex, "echo", ARGS, sizeof ARGS);
+    free(big);
+    cr_assert_eq(zx_future_result(f, 60, NULL, NULL), ZX_ERAISED);
+    const zx_error_t *e = zx_future_exception(f, 0);
+    cr_assert_eq(e->code, ZX_EINVAL);
+    cr_assert_str_eq(e->type, "MessageTooLargeError");
+    cr_assert(strstr(e->message, "over the broker's limit of 1048576 bytes"), "%s", e->message);
+    cr_assert_eq(zx_future_result(g, 60, NULL, NULL), ZX_OK, "the next task is not stuck");
+    zx_future_unref(&f);
+    zx_future_unref(&g);
+    zx_executor_destroy(&ex);
+}
+
+/* A task over a worker's --max-msg is never sent to it (its libzmq would
+   drop the connection at every try, and the broker retry it elsewhere):
+   it fails naming the worker's limit; the worker stays and stops on SIGTERM. */
+Test(failpaths, a_task_over_a_workers_limit_fails_and_the_worker_goes_on, .fini = s_fini)
+{
+    cr_assert_eq(zxt_broker_start(&s_cluster, s_fast), 0);
+    const char *wargs[] = {"--max-msg", "1M", "--threads", "2", "--procs", "0", NULL};
+    pid_t wp = zxt_worker_start(&s_cluster, "small", wargs);
+    cr_assert_gt(wp, 0);
+    zx_options_t o = {.broker_timeout = 600};
+    zx_executor_t *ex = zx_executor_new(s_cluster.client_ep, &o);
+    zx_future_t *f0 = zx_submit(ex, "echo", ARGS, sizeof ARGS);
+    cr_assert_eq(zx_future_result(f0, 60, NULL, NULL), ZX_OK);
+    zx_future_unref(&f0);
+    size_t n = 2u << 20;
+    uint8_t *big = calloc(1, n);
+    big[0] = 0x91;
+    big[1] = 0xc6;
+    uint32_t bl = (uint32_t)(n - 6);
+    big[2] = (uint8_t)(bl >> 24);
+    big[3] = (uint8_t)(bl >> 16);
+    big[4] = (uint8_t)(bl >> 8);
+    big[5] = (uint8_t)bl;
+    zx_future_t *f = zx_submit(ex, "echo", big, n);
+    free(big);
+    cr_assert_eq(zx_future_result(f, 60, NULL, NULL), ZX_ERAISED);
+    const zx_error_t *e = zx_future_exception(f, 0);
+    cr_assert_eq(e->code, ZX_EREJECTED);
+    cr_assert_str_eq(e->type, "MessageTooLargeError");
+    cr_assert(strstr(e->message, "over worker small's limit of 1048576 bytes"), "%s", e->message);
+    zx_future_unref(&f);
+    zx_future_t *g = zx_submit(ex, "echo", ARGS, sizeof ARGS);
+    cr_assert_eq(zx_future_result(g, 60, NULL, NULL), ZX_OK, "the worker still serves");
+    zx_future_unref(&g);
+    zx_executor_destroy(&ex);
+    kill(wp, SIGTERM);
+    cr_assert(zxt_wait_exit(wp, 60, NULL), "the worker stops on SIGTERM");
+    s_cluster.nworkers = 0;
+}
+
+/* A result over the broker's --max-msg fails its future with a clear error
+   (the worker says so instead of sending it); the worker goes on. */
+Test(failpaths, a_result_over_the_brokers_limit_fails_its_future, .fini = s_fini)
+{
+    const char *const bargs[] = {"--max-msg", "1M", "--heartbeat", "0.1", NULL};
+    cr_assert_eq(zxt_broker_start(&s_cluster, bargs), 0);
+    s_embedded_t emb;
+    s_embedded_start(&emb, s_cluster.worker_ep);
+    zx_options_t o = {.broker_timeout = 600};
+    zx_executor_t *ex = zx_executor_new(s_cluster.client_ep, &o);
+    uint8_t a[6];
+    zx_future_t *f = zx_submit(ex, "big", a, s_arg_u32(a, 2u << 20));
+    cr_assert_eq(zx_future_result(f, 60, NULL, NULL), ZX_ERAISED);
+    const zx_error_t *e = zx_future_exception(f, 0);
+    cr_assert_str_eq(e->type, "ResultTooLargeError");
+    cr_assert(strstr(e->message, "over the broker's limit of 1048576 bytes"), "%s", e->message);
+    zx_future_unref(&f);
+    zx_future_t *g = zx_submit(ex, "big", a, s_arg_u32(a, 1000));
+    const void *v;
+    size_t len;
+    cr_assert_eq(zx_future_result(g, 60, &v, &len), ZX_OK, "the worker still serves");
+    cr_assert_eq(len, 1003u);
+    zx_future_unref(&g);
+    zx_executor_destroy(&ex);
+    s_embedded_stop(&emb);
+}
+
+/* A result over the client's own limit (HELLO says it) fails its future
+   instead of being sent into a connection its libzmq would drop. */
+Test(failpaths, a_result_over_the_clients_limit_fails_its_future, .fini = s_fini)
+{
+    cr_assert_eq(zxt_broker_start(&s_cluster, s_fast), 0);
+    fp_t w, c;
+    fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_ready(&w, "w", 1, 0, "f");
+    zxp_set_max_msg(ZXP_MIN_MAX_MSG); /* this fake client's HELLO and socket */
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fc_hello(&c, "small");
+    zxp_set_max_msg(0);
+    fc_submit(&c, 1, "f");
+    cr_assert(fp_expect(&w, ZXP_TASK, 10000));
+    size_t n = 200000;
+    char *big = calloc(1, n);
+    fw_result_ex(&w, c.id, 1, ZXP_ST_OK, ZXP_POOL_THREAD, true, big, n);
+    free(big);
+    cr_assert(fp_expect(&c, ZXP_RESULT, 30000), "an answer, not a dropped connection");
+    zxp_result_t r;
+    zxp_get_result(&c.in, 0, &r);
+    cr_assert_eq(r.status, ZXP_ST_RAISED);
+    zframe_t *p = zxp_payload_take(&c.in);
+    char type[64], msg[256];
+    fp_error_of(p, type, sizeof type, msg, sizeof msg);
+    zframe_destroy(&p);
+    cr_assert_str_eq(type, "ResultTooLargeError", "%s", msg);
+    cr_assert(strstr(msg, "over the client's limit of 65536 bytes"), "%s", msg);
+    fp_fini(&w);
+    fp_fini(&c);
 }

@@ -189,8 +189,8 @@ int main(int argc, char *argv[])
         case OPT_SECRET_FILE: o.secret_file = optarg; break;
         case OPT_MAX_MSG: {
             uint64_t max = 0;
-            if (zx__parse_bytes(optarg, &max) || max < 4096 || max > INT64_MAX) {
-                rc = s_bad("max-msg", optarg, "must be bytes >= 4096, K/M/G suffixes");
+            if (zx__parse_bytes(optarg, &max) || max < ZXP_MIN_MAX_MSG || max > INT64_MAX) {
+                rc = s_bad("max-msg", optarg, "must be bytes >= 64K, K/M/G suffixes");
             }
             zxp_set_max_msg((int64_t)max);
             break;

@@ -69,7 +69,7 @@ static void s_send_ready(zx_worker_t *w)
     zxp_out_init(&o);
     zxp_out_begin(&o, ZXP_READY);
     msgpack_packer *pk = zxp_out_pk(&o);
-    msgpack_pack_array(pk, 10);
+    msgpack_pack_array(pk, 11);
     msgpack_pack_uint32(pk, ZXP_VERSION);
     msgpack_pack_bin(pk, ZXP_ID_LEN);
     msgpack_pack_bin_body(pk, w->wid, ZXP_ID_LEN);
@@ -108,6 +108,9 @@ static void s_send_ready(zx_worker_t *w)
         msgpack_pack_uint64(pk, job->seq);
         msgpack_pack_uint8(pk, job->pool);
     }
+    /* appended in 2.1: the largest frame we accept, so the broker never
+       sends us a task our libzmq would drop the connection for */
+    msgpack_pack_uint64(pk, (uint64_t)zxp_max_msg());
     zxp_out_send(&o, w->dealer, NULL);
     zxp_out_fini(&o);
     ZXW_DEBUG("worker: READY sent (%zu functions, %zu tasks held)", nfns, w->jobs.count);
@@ -146,7 +149,7 @@ void zxw_emit_started(zx_worker_t *w, zxw_job_t *job)
         w->started_open = true;
     }
     zxp_put_wstarted(&w->out_started, job->key, job->seq, job->pid, job->pool);
-    if (w->out_started.count >= ZXP_MAX_BATCH) {
+    if (zxp_out_full(&w->out_started)) {
         zxp_out_send(&w->out_started, w->dealer, NULL);
         w->started_open = false;
     }
@@ -158,6 +161,20 @@ static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, 
                           uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
                           const void *small, size_t len)
 {
+    size_t size = *payload ? zframe_size(*payload) : len;
+    zframe_t *err = NULL;
+    if (w->broker_max && size > w->broker_max) {
+        /* the broker's libzmq would drop the connection, and the result
+           with it, at every attempt: the task fails instead, saying why */
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "the result is %zu bytes, over the broker's limit of %llu bytes (its --max-msg)",
+                 size, (unsigned long long)w->broker_max);
+        zframe_destroy(payload);
+        err = zxp_error_frame("ResultTooLargeError", msg, "");
+        payload = &err;
+        status = ZXP_ST_RAISED;
+    }
     if (!w->result_open) {
         zxp_out_begin(&w->out_result, ZXP_WRESULT);
         w->result_open = true;
@@ -171,7 +188,7 @@ static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, 
         w->result_bytes += len;
         zxp_out_payload_mem(&w->out_result, small, len);
     }
-    if (w->out_result.count >= ZXP_MAX_BATCH || w->result_bytes >= ZXW_BATCH_BYTES) {
+    if (zxp_out_full(&w->out_result) || w->result_bytes >= ZXW_BATCH_BYTES) {
         if (w->started_open) {
             /* a task's STARTED always goes out ahead of its RESULT */
             zxp_out_send(&w->out_started, w->dealer, NULL);
@@ -190,7 +207,7 @@ static void s_emit_cancelled(zx_worker_t *w, const uint8_t *session, uint64_t se
         w->cancelled_open = true;
     }
     zxp_put_wcancelled(&w->out_cancelled, session, seq, (uint32_t)outcome);
-    if (w->out_cancelled.count >= ZXP_MAX_BATCH) {
+    if (zxp_out_full(&w->out_cancelled)) {
         zxp_out_send(&w->out_cancelled, w->dealer, NULL);
         w->cancelled_open = false;
     }
@@ -585,7 +602,11 @@ void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p)
         break;
     }
     case ZXP_SHUTDOWN: zxw_reconnect(w, "the broker is shutting down"); break;
-    case ZXP_WELCOME: ZXW_DEBUG("worker: welcomed by the broker"); break;
+    case ZXP_WELCOME:
+        w->broker_max = zxp_u(zxp_item(&w->in, 0), 3);
+        ZXW_DEBUG("worker: welcomed by the broker (max message %llu bytes)",
+                  (unsigned long long)w->broker_max);
+        break;
     default: break; /* HEARTBEAT: liveness is all */
     }
 }

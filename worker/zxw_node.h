@@ -61,8 +61,9 @@ struct zx_worker {
     uint8_t wid[ZXP_ID_LEN];
     uint32_t pid;
     zsock_t *dealer;
-    zsock_t *monitor; /* the dealer's handshake events (zx_monitor.h), read each heartbeat */
-    bool refused;     /* the broker refused our last handshake (logged once per streak) */
+    zsock_t *monitor;    /* the dealer's handshake events (zx_monitor.h), read each heartbeat */
+    bool refused;        /* the broker refused our last handshake (logged once per streak) */
+    uint64_t broker_max; /* the broker's max_msg from WELCOME; 0 until known */
     zxw_tpool_t *tpool;
     zxw_ppool_t *ppool;
     zxw_jobtab_t jobs;       /* key -> job: every job the broker should hear of */

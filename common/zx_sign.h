@@ -27,9 +27,18 @@
       new session, which tells the peer the new epoch;
     - seq must be above the highest seen from that sender session
       (ZX_SIGN_E_REPLAY). The broker keeps the highest seq of every sender
-      session of its lifetime (only verified ones, so forgeries cannot fill
-      the table); a peer keeps the broker's, and draws a new session of its
-      own when the broker's changes, so nothing sent to the old one verifies.
+      session verified under its current session and its previous one (only
+      verified ones, so forgeries cannot fill the table); a peer keeps the
+      broker's, and draws a new session of its own when the broker's
+      changes, so nothing sent to the old one verifies.
+    - the broker's session rotates (zx_sign_rotate) every ZX_SIGN_ROTATE_MS,
+      or at once when ZX_SIGN_MAX_SESSIONS / 2 senders were verified under
+      the current one. Messages for the previous session are still accepted
+      from the senders recorded under it (in flight at the rotation); for
+      any older session they fail the epoch rule, so the records of those
+      sessions are dropped without reopening any replay. A live peer adopts
+      the new session from the broker's next message (heartbeats: within a
+      second) and carries on with a new session of its own.
 
     A zx_sign_t is used by one thread: the one that owns its socket.
 */
@@ -42,9 +51,10 @@
 
 #define ZX_SIGN_ENV_LEN 76
 #define ZX_SIGN_MAC_LEN 32
-#define ZX_SIGN_MIN_SECRET 16   /* bytes */
-#define ZX_SIGN_MAX_SECRET 4096 /* bytes */
-#define ZX_SIGN_MAX_SESSIONS 1000000
+#define ZX_SIGN_MIN_SECRET 16              /* bytes */
+#define ZX_SIGN_MAX_SECRET 4096            /* bytes */
+#define ZX_SIGN_MAX_SESSIONS 1000000       /* sender sessions remembered, both generations */
+#define ZX_SIGN_ROTATE_MS (10 * 60 * 1000) /* the broker's session lasts at most this */
 
 enum {
     ZX_SIGN_E_MISSING = -120, /* no envelope frame */
@@ -95,6 +105,16 @@ int zx_sign_verify(zx_sign_t *self, zmsg_t *msg, zframe_t *peer, int role);
    use, or be detached first. A peer (not broker) signer signs one socket:
    attaching a new one (after a reconnect) detaches the old. */
 void zx_sign_attach(zx_sign_t *self, zsock_t *sock, int peer_role);
+
+/* Broker: starts a new session now (the previous one stays valid for its
+   recorded senders; older ones are forgotten). */
+void zx_sign_rotate(zx_sign_t *self);
+/* Broker: the rotation window in ms (<= 0: ZX_SIGN_ROTATE_MS) and the
+   sessions remembered over both generations (< 2: ZX_SIGN_MAX_SESSIONS).
+   For tests. */
+void zx_sign_set_limits(zx_sign_t *self, int64_t window_ms, size_t max_sessions);
+/* Broker: rotations so far. */
+uint64_t zx_sign_rotations(zx_sign_t *self);
 
 /* This side's current session (16 bytes), for tests and logs. */
 const uint8_t *zx_sign_session(zx_sign_t *self);

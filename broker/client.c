@@ -113,6 +113,9 @@ static void s_on_hello(zxb_broker_t *self, zxb_client_t *c, zframe_t *rid)
     c->max_msg = zxb_opt_u(h, 4);
     c->alive = true;
     c->ever = true;
+    c->tx_bytes = c->rx_bytes = 0; /* a new connection counts from zero, as the client does */
+    c->acks = false;
+    c->overflow = false;
     c->expired = false;
     c->doomed = false;
     c->last_recv = self->now;
@@ -355,7 +358,15 @@ void zxb_client_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
     case ZXP_CANCEL: s_on_cancel(self, c); break;
     case ZXP_STATUS: zxb_status_reply(self, c); break;
     case ZXP_BYE: s_client_gone(self, c, "said BYE"); break;
-    case ZXP_HEARTBEAT:
+    case ZXP_HEARTBEAT: {
+        /* a trailing field: the result payload bytes it has read */
+        const msgpack_object *h = zxp_item(&self->in, 0);
+        if (h->via.array.size >= 1 && h->via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            c->acks = true;
+            c->rx_bytes = h->via.array.ptr[0].via.u64;
+        }
+        break;
+    }
     default: break;
     }
 }
@@ -401,7 +412,7 @@ void zxb_clients_tick(zxb_broker_t *self)
     zlist_t *gone = NULL;
     for (zxb_client_t *c = zhashx_first(self->clients); c; c = zhashx_next(self->clients)) {
         if (c->alive) {
-            if (now - c->last_recv > (int64_t)self->cfg.liveness * c->hb_ms) {
+            if (c->overflow || now - c->last_recv > (int64_t)self->cfg.liveness * c->hb_ms) {
                 if (!gone) {
                     gone = zlist_new();
                 }
@@ -420,8 +431,16 @@ void zxb_clients_tick(zxb_broker_t *self)
         }
     }
     for (zxb_client_t *c = gone ? zlist_first(gone) : NULL; c; c = zlist_next(gone)) {
-        char why[64];
-        snprintf(why, sizeof why, "lost (silent for %" PRId64 " ms)", now - c->last_recv);
+        char why[160];
+        if (c->overflow) {
+            snprintf(why, sizeof why,
+                     "does not read its results (%" PRIu64 " bytes waiting, over "
+                     "--max-results-waiting %" PRIu64 "): session dropped",
+                     c->tx_bytes - c->rx_bytes, self->cfg.max_waiting_bytes);
+            self->slow_clients++;
+        } else {
+            snprintf(why, sizeof why, "lost (silent for %" PRId64 " ms)", now - c->last_recv);
+        }
         s_client_gone(self, c, why);
     }
     zlist_destroy(&gone);

@@ -277,6 +277,8 @@ void zxb_metrics_update(zxb_broker_t *self)
     s_metric(f, "zexec_tasks_too_large_total", "counter",
              "Tasks failed because a message would pass a peer's --max-msg.",
              (double)self->too_large);
+    s_metric(f, "zexec_clients_dropped_slow_total", "counter",
+             "Client sessions dropped for not reading their results.", (double)self->slow_clients);
     s_metric(f, "zexec_tasks_duplicate_total", "counter",
              "Re-sent tasks the broker already had (dropped).", (double)self->duplicates);
     s_metric(f, "zexec_tasks_queued", "gauge", "Tasks waiting for a worker.", (double)self->queued);

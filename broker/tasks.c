@@ -79,7 +79,7 @@ void zxb_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const c
         self->failed++;
     }
     s_rate_count(self);
-    if (!c->alive || !t->adopted) {
+    if (!c->alive || !t->adopted || c->overflow) {
         zframe_destroy(payload);
         return;
     }
@@ -97,6 +97,13 @@ void zxb_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const c
         payload = &err;
         status = ZXP_ST_RAISED;
         self->too_large++;
+    }
+    /* what the client has not read is the broker's memory (libzmq's queue):
+       bounded per client; past the bound its session is dropped at the next
+       tick (it re-sends its unresolved tasks when it speaks again) */
+    c->tx_bytes += *payload ? zframe_size(*payload) : len;
+    if (c->acks && c->tx_bytes - c->rx_bytes > self->cfg.max_waiting_bytes) {
+        c->overflow = true;
     }
     zxp_out_t *out = zxb_client_batch(self, c, ZXP_RESULT);
     zxp_result_t r = {.seq = t->seq,

@@ -28,11 +28,12 @@ typedef struct {
     int64_t client_timeout_ms; /* recovered tasks wait this long for their client */
     uint64_t max_queued;
     uint64_t max_queued_bytes;
-    int retries;               /* default retries of a task after its worker is lost */
-    double prefetch_target_ms; /* adaptive prefetch: queue this much work per slot; 0: off */
-    uint32_t prefetch_max;     /* adaptive prefetch: most tasks beyond the slots, per pool */
-    uint64_t prefetch_bytes;   /* adaptive prefetch: argument bytes in flight per pool
-                                  beyond which only the announced window applies */
+    uint64_t max_waiting_bytes; /* --max-results-waiting: result bytes a client has not read */
+    int retries;                /* default retries of a task after its worker is lost */
+    double prefetch_target_ms;  /* adaptive prefetch: queue this much work per slot; 0: off */
+    uint32_t prefetch_max;      /* adaptive prefetch: most tasks beyond the slots, per pool */
+    uint64_t prefetch_bytes;    /* adaptive prefetch: argument bytes in flight per pool
+                                   beyond which only the announced window applies */
     bool insecure;
     int verbose;              /* 0 quiet (warnings), 1 normal, 2 verbose */
     const char *metrics_addr; /* Prometheus HTTP endpoint, HOST:PORT; NULL: none */
@@ -161,7 +162,10 @@ struct zxb_worker {
     zframe_t *rid;
     char node[ZXP_MAX_NAME + 1];
     uint32_t pid, threads, procs, prefetch, hb_ms;
-    uint64_t max_msg; /* READY's trailing max_msg; 0: not said (an older worker) */
+    uint64_t max_msg;     /* READY's trailing max_msg; 0: not said (an older worker) */
+    uint64_t results_rx;  /* WRESULT items received since its READY */
+    uint64_t results_ack; /* as last told to it (HEARTBEAT's trailing field) */
+    int64_t ack_at;
     /* per pool kind (ZXP_POOL_THREAD, ZXP_POOL_PROCESS; [0] unused): the
        placement policy's view (zxb_place.h): slots, window, the tasks in
        flight (dispatched, not resulted, and late slots, see held) and their
@@ -188,10 +192,15 @@ struct zxb_client {
     char name[ZXP_MAX_NAME + 1];
     uint32_t hb_ms;
     uint64_t max_msg; /* HELLO's trailing max_msg; 0: not said (an older client) */
-    bool alive;       /* said HELLO and has not left */
-    bool ever;        /* has said HELLO since this broker started */
-    bool expired;     /* a placeholder whose wait for HELLO ran out */
-    bool doomed;      /* gone with no task left: freed at the end of this turn */
+    /* result payload bytes sent, and read as its HEARTBEAT says (acks: it
+       says so; older clients do not, and are not bounded) */
+    uint64_t tx_bytes, rx_bytes;
+    bool acks;
+    bool overflow; /* tx - rx passed --max-results-waiting: dropped at the tick */
+    bool alive;    /* said HELLO and has not left */
+    bool ever;     /* has said HELLO since this broker started */
+    bool expired;  /* a placeholder whose wait for HELLO ran out */
+    bool doomed;   /* gone with no task left: freed at the end of this turn */
     int64_t last_recv, last_send, created;
     zhashx_t *fifos;       /* key (queue, level) -> zxb_fifo_t */
     zxb_fifo_t *last_fifo; /* one-entry cache for bursts of the same kind */

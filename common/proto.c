@@ -1032,6 +1032,16 @@ int zxp_send_empty(zsock_t *sock, zframe_t *routing_id, uint8_t cmd)
     return s_send_built(&o, sock, routing_id);
 }
 
+int zxp_send_heartbeat_rx(zsock_t *sock, zframe_t *routing_id, uint64_t rx)
+{
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_HEARTBEAT);
+    msgpack_pack_array(&o.pk, 1);
+    msgpack_pack_uint64(&o.pk, rx);
+    return s_send_built(&o, sock, routing_id);
+}
+
 int zxp_send_hello(zsock_t *sock, const uint8_t *session, const char *name, uint32_t heartbeat_ms)
 {
     zxp_out_t o;

@@ -315,6 +315,10 @@ int zxp_send_welcome(zsock_t *sock, zframe_t *routing_id, const uint8_t *broker_
                      uint32_t heartbeat_ms, uint32_t liveness, uint32_t max_msg);
 int zxp_send_error(zsock_t *sock, zframe_t *routing_id, uint32_t code, const char *message);
 int zxp_send_credit(zsock_t *sock, uint8_t pool, uint32_t n);
+/* A HEARTBEAT with its trailing field: from a client, the RESULT payload
+   bytes it has read since the last WELCOME; from the broker to a worker, the
+   WRESULT items it has received since that worker's READY. */
+int zxp_send_heartbeat_rx(zsock_t *sock, zframe_t *routing_id, uint64_t rx);
 
 /* Packs an error payload [type, message, traceback] into a new frame. */
 zframe_t *zxp_error_frame(const char *type, const char *message, const char *traceback);

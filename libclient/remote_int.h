@@ -92,6 +92,8 @@ typedef struct {
     int64_t last_rx;        /* last message from the broker (start time before any) */
     int64_t broker_hb;      /* the broker's announced heartbeat, ms */
     uint64_t broker_max;    /* the broker's max_msg from WELCOME; 0 until known */
+    uint64_t rx_bytes;      /* result payload bytes read on this connection (HEARTBEAT says) */
+    uint64_t rx_said;       /* rx_bytes as last said */
     zx__seqtab_t table;     /* the pending table: sent tasks by seq, until resolved */
     uint64_t pending_bytes; /* argument bytes of the tasks in it (the send window) */
     zxp_in_t in;

@@ -41,8 +41,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define S_RECV_BURST 256  /* messages read per turn before looking at the rest */
-#define S_RETRY_MAX 30000 /* ms: the longest wait before trying a refused handshake again */
+#define S_RECV_BURST 256        /* messages read per turn before looking at the rest */
+#define S_ACK_BYTES (16u << 20) /* result bytes read between two acks at most */
+#define S_RETRY_MAX 30000       /* ms: the longest wait before trying a refused handshake again */
 
 static _Thread_local zx__remote_t *s_on_actor; /* the executor whose actor runs this thread */
 
@@ -479,6 +480,7 @@ static void s_on_result(zx__remote_t *ex)
             data = payload ? zframe_data(payload) : NULL;
             len = payload ? zframe_size(payload) : 0;
         }
+        io->rx_bytes += len;
         zx__rtask_t *t = zx__seqtab_get(&io->table, r.seq);
         if (!t) {
             io->unknown++; /* a duplicate, or for a task failed here */
@@ -504,6 +506,11 @@ static void s_on_result(zx__remote_t *ex)
         zx__rtask_free(t);
     }
     s_after_batch(ex, resolved);
+    if (io->rx_bytes - io->rx_said >= S_ACK_BYTES) {
+        /* the broker bounds what we have not read: tell it before the tick */
+        zxp_send_heartbeat_rx(io->dealer, NULL, io->rx_bytes);
+        io->rx_said = io->rx_bytes;
+    }
 }
 
 static void s_on_started(zx__remote_t *ex)
@@ -605,6 +612,7 @@ static void s_on_welcome(zx__remote_t *ex)
     }
     io->broker_hb = hb > 0 && hb < 3600000 ? (int64_t)hb : ex->hb_ms;
     io->broker_max = zxp_u(h, 3);
+    io->rx_bytes = io->rx_said = 0; /* the broker counts from its WELCOME too */
     bool was = io->state == ZX__RIO_CONNECTED;
     io->state = ZX__RIO_CONNECTED;
     if (!was) {
@@ -820,7 +828,8 @@ static void s_tick(zx__remote_t *ex, int64_t now)
         if (now - io->last_rx > (int64_t)ex->liveness * io->broker_hb) {
             s_lost(ex, "is silent");
         } else {
-            zxp_send_empty(io->dealer, NULL, ZXP_HEARTBEAT);
+            zxp_send_heartbeat_rx(io->dealer, NULL, io->rx_bytes);
+            io->rx_said = io->rx_bytes;
             return;
         }
     }

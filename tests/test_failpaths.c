@@ -657,3 +657,80 @@ Test(failpaths, a_result_over_the_clients_limit_fails_its_future, .fini = s_fini
     fp_fini(&w);
     fp_fini(&c);
 }
+
+/* ---- a client that does not read -------------------------------------------------------- */
+
+/* Finds key in a STATUS map (at any depth); UINT64_MAX when absent. */
+static uint64_t s_find(const msgpack_object *o, const char *key, int depth)
+{
+    if (depth > 6 || o->type != MSGPACK_OBJECT_MAP) {
+        return UINT64_MAX;
+    }
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(key) &&
+            memcmp(kv->key.via.str.ptr, key, strlen(key)) == 0 &&
+            kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            return kv->val.via.u64;
+        }
+        uint64_t v = s_find(&kv->val, key, depth + 1);
+        if (v != UINT64_MAX) {
+            return v;
+        }
+    }
+    return UINT64_MAX;
+}
+
+static uint64_t s_status_total(const char *key)
+{
+    fp_t s;
+    fp_init(&s, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fc_hello(&s, "status");
+    zxp_send_empty(s.sock, NULL, ZXP_STATUS);
+    cr_assert(fp_expect(&s, ZXP_STATUS_REPLY, 10000));
+    uint64_t v = s_find(zxp_o(zxp_item(&s.in, 0), 0), key, 0);
+    fp_fini(&s);
+    return v;
+}
+
+/* Results pile up for a client that acknowledges nothing it reads: past
+   --max-results-waiting its session is dropped (the broker's memory for it
+   is bounded), and when it speaks again it is told RESET, so it re-sends
+   and no future waits for ever. */
+Test(failpaths, a_client_that_does_not_read_is_dropped_at_its_bound, .fini = s_fini)
+{
+    const char *const bargs[] = {"--heartbeat", "0.1", "--max-results-waiting", "1M", NULL};
+    cr_assert_eq(zxt_broker_start(&s_cluster, bargs), 0);
+    fp_t w, c;
+    fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_ready(&w, "w", 4, 0, "f");
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fc_hello(&c, "sleepy");
+    cr_assert_eq(zxp_send_heartbeat_rx(c.sock, NULL, 0), 0); /* it acknowledges: 0 bytes read */
+    size_t n = 300000;
+    char *res = calloc(1, n);
+    for (uint64_t seq = 1; seq <= 8; seq++) {
+        fc_submit(&c, seq, "f");
+        cr_assert(fp_expect(&w, ZXP_TASK, 10000));
+        for (size_t i = 0; i < w.in.count; i++) {
+            zxp_task_t t;
+            zxp_get_task(&w.in, i, &t);
+            fw_result_ex(&w, c.id, t.seq, ZXP_ST_OK, ZXP_POOL_THREAD, true, res, n);
+        }
+    }
+    free(res);
+    /* 2.4 MB sent, none acknowledged: the session goes at a tick */
+    uint64_t slow = 0;
+    for (int i = 0; i < 100 && slow != 1; i++) {
+        slow = s_status_total("slow_clients");
+        if (slow != 1) {
+            fp_quiet(&w, 100);
+        }
+    }
+    cr_assert_eq(slow, 1, "the client's session was dropped at its bound");
+    /* it reads again: what was sent arrives, then it learns to say HELLO */
+    zxp_send_empty(c.sock, NULL, ZXP_HEARTBEAT);
+    cr_assert(fp_expect(&c, ZXP_RESET, 20000), "told RESET: it will re-send");
+    fp_fini(&w);
+    fp_fini(&c);
+}

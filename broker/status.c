@@ -134,7 +134,7 @@ void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c)
     }
 
     s_pack_str(pk, "totals");
-    msgpack_pack_map(pk, 14);
+    msgpack_pack_map(pk, 15);
     s_pack_kv_u(pk, "submitted", self->submitted);
     s_pack_kv_u(pk, "done", self->done);
     s_pack_kv_u(pk, "failed", self->failed);
@@ -144,6 +144,7 @@ void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c)
     s_pack_kv_u(pk, "bad_results", self->bad_results);
     s_pack_kv_u(pk, "too_large", self->too_large);
     s_pack_kv_u(pk, "slow_clients", self->slow_clients);
+    s_pack_kv_u(pk, "registrations", self->registrations);
     s_pack_kv_u(pk, "queued", self->queued);
     s_pack_kv_u(pk, "running", self->running);
     s_pack_kv_u(pk, "clients", zhashx_size(self->clients));

@@ -300,6 +300,7 @@ static void s_bad_wresult(zxb_broker_t *self, zxb_worker_t *w, size_t i, int bad
 static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
 {
     zxp_in_t *in = &self->in;
+    w->results_rx += in->count; /* acknowledged in the next HEARTBEAT */
     for (size_t i = 0; i < in->count; i++) {
         zxp_wresult_t r;
         int bad = zxp_item_bad(in, i);
@@ -566,6 +567,7 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
         s_worker_remove(self, old, false, "registered again (READY)");
     }
     zhashx_insert(self->workers, w->id, w);
+    self->registrations++;
     s_worker_offer(self, w, +1);
     zxp_send_welcome(self->wsock, w->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
                      (uint32_t)zxp_max_msg());
@@ -627,8 +629,14 @@ void zxb_workers_tick(zxb_broker_t *self)
             }
             zlist_append(lost, w);
         } else {
-            if (now - w->last_send >= hb) {
-                zxp_send_empty(self->wsock, w->rid, ZXP_HEARTBEAT);
+            /* the heartbeat says how many WRESULT items came since READY, so
+               the worker can forget the results it keeps for a re-send; a
+               busy worker (never idle for a heartbeat) gets it too */
+            if (now - w->last_send >= hb ||
+                (w->results_rx != w->results_ack && now - w->ack_at >= hb)) {
+                zxp_send_heartbeat_rx(self->wsock, w->rid, w->results_rx);
+                w->results_ack = w->results_rx;
+                w->ack_at = now;
                 w->last_send = now;
             }
             if (zxb_place_adaptive(&self->place) && !w->dead && !w->draining) {

@@ -50,9 +50,10 @@ struct zxb_broker {
     zlist_t *orphans; /* functions whose queue lost its last worker */
     zxp_out_t ctl;    /* for STATUS-REPLY */
     uint64_t submitted, done, failed, cancelled, duplicates, rejected;
-    uint64_t bad_results;  /* WRESULT items refused one by one (zxp_item_bad): task failed */
-    uint64_t too_large;    /* tasks failed because a message would pass a peer's --max-msg */
-    uint64_t slow_clients; /* sessions dropped for not reading their results */
+    uint64_t bad_results;   /* WRESULT items refused one by one (zxp_item_bad): task failed */
+    uint64_t too_large;     /* tasks failed because a message would pass a peer's --max-msg */
+    uint64_t slow_clients;  /* sessions dropped for not reading their results */
+    uint64_t registrations; /* READYs accepted */
     uint64_t queued, running;
     uint64_t rate[10];
     int64_t rate_sec;

@@ -17,6 +17,7 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -733,4 +734,103 @@ Test(failpaths, a_client_that_does_not_read_is_dropped_at_its_bound, .fini = s_f
     cr_assert(fp_expect(&c, ZXP_RESET, 20000), "told RESET: it will re-send");
     fp_fini(&w);
     fp_fini(&c);
+}
+
+/* ---- results held across a broker crash ----------------------------------------------- */
+
+static atomic_int s_runs, s_done;
+static atomic_llong s_first_start, s_last_done;
+
+/* "slow": counts its runs, sleeps 2 s, returns nil. */
+static int s_slow(zx_task_t *task, const msgpack_object *args, msgpack_packer *result)
+{
+    (void)task;
+    (void)args;
+    long long zero = 0;
+    atomic_compare_exchange_strong(&s_first_start, &zero, (long long)zclock_mono());
+    atomic_fetch_add(&s_runs, 1);
+    zclock_sleep(2000);
+    msgpack_pack_nil(result);
+    atomic_store(&s_last_done, (long long)zclock_mono());
+    atomic_fetch_add(&s_done, 1);
+    return ZX_OK;
+}
+
+static bool s_is_running(void *f)
+{
+    return zx_future_running(f);
+}
+
+/* The clock has reached *(int64_t *)at. */
+static bool s_reached(void *at)
+{
+    return zclock_mono() >= *(int64_t *)at;
+}
+
+static bool s_all_done(void *n)
+{
+    return atomic_load(&s_done) >= *(int *)n;
+}
+
+static void *s_slow_worker_run(void *arg)
+{
+    zx_worker_run(arg);
+    return NULL;
+}
+
+/* Tasks finish in the half second after the broker died, before their
+   worker notices (liveness 3 x 0.2 s): their results, sent into the dead
+   connection, are sent again to the new broker and accepted; nothing runs
+   twice (before, every one of them ran again), and the worker registers
+   once with the new broker. */
+Test(failpaths, results_finished_across_a_broker_crash_are_accepted_not_rerun, .timeout = 180,
+     .fini = s_fini)
+{
+    const char *const bargs[] = {"--heartbeat", "0.2", NULL};
+    cr_assert_eq(zxt_broker_start(&s_cluster, bargs), 0);
+    atomic_store(&s_runs, 0);
+    atomic_store(&s_done, 0);
+    atomic_store(&s_first_start, 0);
+    zx_worker_opts_t wo = {
+        .node = "holder", .threads = 8, .procs = -1, .heartbeat = 0.2, .no_builtins = true};
+    zx_worker_t *w = zx_worker_new(s_cluster.worker_ep, &wo);
+    cr_assert(w);
+    cr_assert_eq(zx_worker_register(w, "slow", s_slow, ZX_POOLS_THREAD), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, s_slow_worker_run, w), 0);
+    zx_options_t o = {.broker_timeout = 600, .heartbeat = 0.2};
+    zx_executor_t *ex = zx_executor_new(s_cluster.client_ep, &o);
+    enum { N = 8 };
+    zx_future_t *fs[N];
+    for (int i = 0; i < N; i++) {
+        fs[i] = zx_submit(ex, "slow", "\x90", 1);
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert(zxt_wait_for(s_is_running, fs[i], 60), "task %d started", i);
+    }
+    /* the broker dies 0.4 s before the first task ends */
+    int64_t kill_at = (int64_t)atomic_load(&s_first_start) + 1600;
+    cr_assert(zxt_wait_for(s_reached, &kill_at, 60));
+    zxt_kill(s_cluster.broker);
+    int n = N;
+    cr_assert(zxt_wait_for(s_all_done, &n, 60));
+    /* the worker has noticed (liveness 0.6 s) and made a new socket */
+    int64_t restart_at = (int64_t)atomic_load(&s_last_done) + 1500;
+    cr_assert(zxt_wait_for(s_reached, &restart_at, 60));
+    cr_assert_eq(zxt_broker_restart(&s_cluster, bargs), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(zx_future_result(fs[i], 120, NULL, NULL), ZX_OK, "task %d", i);
+        zx_future_unref(&fs[i]);
+    }
+    cr_assert_eq(atomic_load(&s_runs), N, "no task ran twice (its result was not lost)");
+    /* one registration with the new broker, and it stays one */
+    uint64_t regs = s_status_total("registrations");
+    int64_t later = zclock_mono() + 2000; /* ten heartbeats */
+    cr_assert(zxt_wait_for(s_reached, &later, 60));
+    cr_assert_eq(regs, 1, "no registration storm");
+    cr_assert_eq(s_status_total("registrations"), 1);
+    zx_executor_destroy(&ex);
+    zx_worker_stop(w);
+    pthread_join(th, NULL);
+    zx_worker_destroy(&w);
 }

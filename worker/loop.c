@@ -344,6 +344,8 @@ int zx_worker_run(zx_worker_t *w)
     zxw_plat_stop_handlers_install(s_stop_cb, w);
     w->trunning = zlistx_new();
     w->held = zlistx_new();
+    w->unacked = zlistx_new();
+    w->unacked_bytes = 0;
     zxp_in_init(&w->in);
     zxp_out_init(&w->out_started);
     zxp_out_init(&w->out_result);
@@ -389,7 +391,7 @@ done:;
        one keeps it (the pool was left behind with it). */
     size_t pos = 0;
     for (zxw_job_t *job; (job = zxw_jobtab_next(&w->jobs, &pos));) {
-        if (joined || job->pool != ZXP_POOL_THREAD || job->held) {
+        if (joined || job->pool != ZXP_POOL_THREAD || job->held || job->unacked) {
             zframe_destroy(&job->args);
             zframe_destroy(&job->result);
             free(job);
@@ -398,6 +400,7 @@ done:;
     zxw_jobtab_fini(&w->jobs);
     zlistx_destroy(&w->trunning);
     zlistx_destroy(&w->held);
+    zlistx_destroy(&w->unacked);
     while (w->free_jobs) {
         zxw_job_t *next = w->free_jobs->free_next;
         free(w->free_jobs);

@@ -63,8 +63,15 @@ static int s_avail_pools(zx_worker_t *w)
     return (w->tpool ? ZX_POOLS_THREAD : 0) | (w->ppool ? ZX_POOLS_PROCESS : 0);
 }
 
+static void s_unacked_to_held(zx_worker_t *w);
+
 static void s_send_ready(zx_worker_t *w)
 {
+    s_unacked_to_held(w);
+    w->results_sent = 0;
+    w->broker_acks = false; /* until this broker acknowledges something */
+    w->awaiting_welcome = true;
+    w->ready_at = zclock_mono();
     zxp_out_t o;
     zxp_out_init(&o);
     zxp_out_begin(&o, ZXP_READY);
@@ -155,12 +162,26 @@ void zxw_emit_started(zx_worker_t *w, zxw_job_t *job)
     }
 }
 
+static void s_emit_result_ex(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
+                             uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
+                             const void *small, size_t len, bool keep);
+
 /* Emits one WRESULT item. Its payload is *payload (consumed), or when that
    is NULL the len bytes at small (copied). */
 static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
                           uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
                           const void *small, size_t len)
 {
+    s_emit_result_ex(w, session, seq, status, pid, pool, slot_freed, payload, small, len, false);
+}
+
+/* keep: *payload is only borrowed (sent shared, zero copy): its job keeps
+   it for a re-send until the broker acknowledges it. */
+static void s_emit_result_ex(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
+                             uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
+                             const void *small, size_t len, bool keep)
+{
+    w->results_sent++; /* the broker counts WRESULT items the same way */
     size_t size = *payload ? zframe_size(*payload) : len;
     zframe_t *err = NULL;
     if (w->broker_max && size > w->broker_max) {
@@ -170,10 +191,13 @@ static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, 
         snprintf(msg, sizeof msg,
                  "the result is %zu bytes, over the broker's limit of %llu bytes (its --max-msg)",
                  size, (unsigned long long)w->broker_max);
-        zframe_destroy(payload);
+        if (!keep) {
+            zframe_destroy(payload);
+        }
         err = zxp_error_frame("ResultTooLargeError", msg, "");
         payload = &err;
         status = ZXP_ST_RAISED;
+        keep = false;
     }
     if (!w->result_open) {
         zxp_out_begin(&w->out_result, ZXP_WRESULT);
@@ -183,7 +207,11 @@ static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, 
     zxp_put_wresult(&w->out_result, &r);
     if (*payload) {
         w->result_bytes += zframe_size(*payload);
-        zxp_out_payload(&w->out_result, payload);
+        if (keep) {
+            zxp_out_payload_share(&w->out_result, *payload);
+        } else {
+            zxp_out_payload(&w->out_result, payload);
+        }
     } else {
         w->result_bytes += len;
         zxp_out_payload_mem(&w->out_result, small, len);
@@ -232,6 +260,17 @@ static size_t s_result_size(const zxw_job_t *job)
     return len;
 }
 
+/* Forgets a result the broker acknowledged (or the oldest, over the bound). */
+static void s_unacked_forget(zx_worker_t *w, zxw_job_t *job)
+{
+    zlistx_delete(w->unacked, job->rhandle);
+    job->rhandle = NULL;
+    job->unacked = false;
+    w->unacked_bytes -= s_result_size(job);
+    zxw_jobtab_del(&w->jobs, job->key);
+    zxw_job_free(w, job);
+}
+
 static void s_drop_held_oldest(zx_worker_t *w)
 {
     zxw_job_t *old = zlistx_detach(w->held, NULL);
@@ -261,10 +300,61 @@ void zxw_job_finish(zx_worker_t *w, zxw_job_t *job, bool slot_freed)
     }
     size_t len;
     const void *small = zxw_job_result(job, &len);
+    if (w->broker_acks) {
+        /* kept until the broker says it got it: a broker lost meanwhile
+           (its results sent into a dead connection) gets it again */
+        s_emit_result_ex(w, job->key, job->seq, job->status, job->pid, job->pool, slot_freed,
+                         &job->result, small, len, true);
+        job->state = slot_freed ? ZXW_FINISHED : ZXW_TIMEDOUT;
+        job->unacked = true;
+        job->sent_index = w->results_sent;
+        job->rhandle = zlistx_add_end(w->unacked, job);
+        w->unacked_bytes += s_result_size(job);
+        while (zlistx_size(w->unacked) > ZXW_HELD_MAX_JOBS ||
+               w->unacked_bytes > ZXW_HELD_MAX_BYTES) {
+            /* the oldest was almost surely delivered */
+            s_unacked_forget(w, zlistx_first(w->unacked));
+        }
+        return;
+    }
     s_emit_result(w, job->key, job->seq, job->status, job->pid, job->pool, slot_freed, &job->result,
                   small, len);
     zxw_jobtab_del(&w->jobs, job->key);
     zxw_job_free(w, job);
+}
+
+/* The broker got every WRESULT item up to index n (its HEARTBEAT says). */
+static void s_on_ack(zx_worker_t *w, uint64_t n)
+{
+    w->broker_acks = true;
+    zxw_job_t *job;
+    while ((job = zlistx_first(w->unacked)) && job->sent_index <= n) {
+        s_unacked_forget(w, job);
+    }
+}
+
+/* Before a READY: results sent and not acknowledged go back to the held
+   list, so READY names them and they are sent again when the broker speaks
+   (a broker that had them drops the copy: the task is no longer that
+   worker's; a new one holds it for its client). */
+static void s_unacked_to_held(zx_worker_t *w)
+{
+    zxw_job_t *job;
+    size_t n = 0;
+    while ((job = zlistx_detach(w->unacked, NULL))) {
+        w->unacked_bytes -= s_result_size(job);
+        job->unacked = false;
+        job->held = true;
+        job->rhandle = zlistx_add_end(w->held, job);
+        w->held_bytes += s_result_size(job);
+        n++;
+    }
+    while (zlistx_size(w->held) > ZXW_HELD_MAX_JOBS || w->held_bytes > ZXW_HELD_MAX_BYTES) {
+        s_drop_held_oldest(w);
+    }
+    if (n) {
+        ZXW_INFO("worker: %zu result(s) not acknowledged by the broker will be sent again", n);
+    }
 }
 
 static void s_release_held(zx_worker_t *w)
@@ -340,7 +430,12 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload, c
     name[t->fn.len] = 0;
     uint8_t key[ZXW_KEY_LEN];
     s_make_key(key, t->session, t->seq);
-    if (zxw_jobtab_get(&w->jobs, key)) {
+    zxw_job_t *old = zxw_jobtab_get(&w->jobs, key);
+    if (old && old->unacked) {
+        s_unacked_forget(w, old); /* the broker runs it again: this copy is stale */
+        old = NULL;
+    }
+    if (old) {
         ZXW_DEBUG("worker: duplicate task %s seq %llu ignored", name, (unsigned long long)t->seq);
         zframe_destroy(payload);
         return;
@@ -448,7 +543,7 @@ static void s_on_cancel(zx_worker_t *w, const zxp_in_t *in, size_t i)
     s_make_key(key, session, seq);
     zxw_job_t *job = zxw_jobtab_get(&w->jobs, key);
     int outcome = ZXP_CANCEL_REFUSED;
-    if (job && !job->held) {
+    if (job && !job->held && !job->unacked) {
         if (job->pool == ZXP_POOL_THREAD) {
             if (zxw_tpool_cancel(w->tpool, job)) {
                 outcome = ZXP_CANCEL_DONE;
@@ -591,7 +686,14 @@ void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p)
         }
         break;
     case ZXP_RESET:
+        /* every message that crossed a broker restart draws a RESET; one
+           READY answers them all (a READY per RESET was a registration
+           storm: 45 after one quick restart) */
+        if (w->awaiting_welcome && zclock_mono() - w->ready_at < w->hb_ms * w->opts.liveness) {
+            break;
+        }
         ZXW_INFO("worker: the broker does not know us; sending READY again");
+        w->connected = false; /* results are held until it answers */
         s_send_ready(w);
         break;
     case ZXP_ERROR: {
@@ -603,10 +705,18 @@ void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p)
     }
     case ZXP_SHUTDOWN: zxw_reconnect(w, "the broker is shutting down"); break;
     case ZXP_WELCOME:
+        w->awaiting_welcome = false;
         w->broker_max = zxp_u(zxp_item(&w->in, 0), 3);
         ZXW_DEBUG("worker: welcomed by the broker (max message %llu bytes)",
                   (unsigned long long)w->broker_max);
         break;
-    default: break; /* HEARTBEAT: liveness is all */
+    case ZXP_HEARTBEAT: {
+        const msgpack_object *h = zxp_item(&w->in, 0);
+        if (h->via.array.size >= 1 && h->via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            s_on_ack(w, h->via.array.ptr[0].via.u64);
+        }
+        break;
+    }
+    default: break;
     }
 }

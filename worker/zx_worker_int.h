@@ -95,6 +95,8 @@ struct zxw_job {
     void *rhandle;           /* in the worker's running or held list */
     struct zxw_child *child; /* process pool: the child running it */
     bool held;               /* finished while the broker was away */
+    bool unacked;            /* sent, kept until the broker acknowledges it */
+    uint64_t sent_index;     /* its WRESULT item's index since READY */
     zxw_job_t *free_next;
 };
 

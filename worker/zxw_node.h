@@ -64,6 +64,16 @@ struct zx_worker {
     zsock_t *monitor;    /* the dealer's handshake events (zx_monitor.h), read each heartbeat */
     bool refused;        /* the broker refused our last handshake (logged once per streak) */
     uint64_t broker_max; /* the broker's max_msg from WELCOME; 0 until known */
+    /* Results sent but not yet acknowledged (the broker's HEARTBEAT counts
+       the WRESULT items it got since our READY): kept, with their index in
+       sent order, so that a broker lost meanwhile gets them again. Only
+       once the broker has acknowledged anything (an older one never does). */
+    zlistx_t *unacked;
+    size_t unacked_bytes;
+    uint64_t results_sent; /* WRESULT items sent since our READY */
+    bool broker_acks;
+    bool awaiting_welcome; /* READY sent, nothing heard since */
+    int64_t ready_at;      /* zclock_mono ms of the last READY */
     zxw_tpool_t *tpool;
     zxw_ppool_t *ppool;
     zxw_jobtab_t jobs;       /* key -> job: every job the broker should hear of */

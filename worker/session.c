@@ -67,6 +67,9 @@ static void s_unacked_to_held(zx_worker_t *w);
 
 static void s_send_ready(zx_worker_t *w)
 {
+    /* what is batched leaves first, numbered under the old count: READY
+       starts the count again */
+    zxw_flush(w);
     s_unacked_to_held(w);
     w->results_sent = 0;
     w->broker_acks = false; /* until this broker acknowledges something */
@@ -432,6 +435,7 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload, c
     s_make_key(key, t->session, t->seq);
     zxw_job_t *old = zxw_jobtab_get(&w->jobs, key);
     if (old && old->unacked) {
+        zxw_flush(w);             /* its result may still be in the open batch, borrowed */
         s_unacked_forget(w, old); /* the broker runs it again: this copy is stale */
         old = NULL;
     }
@@ -665,6 +669,9 @@ void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p)
             zxw_begin_drain(w);
         }
     }
+    if (w->in.cmd != ZXP_RESET) {
+        w->awaiting_welcome = false; /* it knows us: a RESET now is news */
+    }
     switch (w->in.cmd) {
     case ZXP_TASK:
         for (size_t i = 0; i < w->in.count; i++) {
@@ -705,7 +712,6 @@ void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p)
     }
     case ZXP_SHUTDOWN: zxw_reconnect(w, "the broker is shutting down"); break;
     case ZXP_WELCOME:
-        w->awaiting_welcome = false;
         w->broker_max = zxp_u(zxp_item(&w->in, 0), 3);
         ZXW_DEBUG("worker: welcomed by the broker (max message %llu bytes)",
                   (unsigned long long)w->broker_max);

@@ -279,6 +279,12 @@ void zxb_metrics_update(zxb_broker_t *self)
              (double)self->too_large);
     s_metric(f, "zexec_clients_dropped_slow_total", "counter",
              "Client sessions dropped for not reading their results.", (double)self->slow_clients);
+    s_metric(f, "zexec_results_stale_total", "counter",
+             "Worker results for another attempt of their task (token), dropped.",
+             (double)self->stale_results);
+    s_metric(f, "zexec_claims_forged_total", "counter",
+             "Tasks a worker's READY listed without a valid token, ignored.",
+             (double)self->forged_claims);
     s_metric(f, "zexec_tasks_duplicate_total", "counter",
              "Re-sent tasks the broker already had (dropped).", (double)self->duplicates);
     s_metric(f, "zexec_tasks_queued", "gauge", "Tasks waiting for a worker.", (double)self->queued);

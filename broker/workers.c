@@ -284,6 +284,7 @@ static void s_bad_wresult(zxb_broker_t *self, zxb_worker_t *w, size_t i, int bad
                   ? (uint8_t)f[4].via.u64
                   : 0;
     r->slot_freed = !(n > 5 && f[5].type == MSGPACK_OBJECT_BOOLEAN && !f[5].via.boolean);
+    r->token = NULL; /* not checked: the item fails its task either way */
     char msg[512];
     if (bad == ZXP_BAD_STATUS) {
         snprintf(msg, sizeof msg, "worker %s answered with unknown status %" PRIu64, w->node,
@@ -319,6 +320,16 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
             len = 0;
         }
         zxb_task_t *t = s_worker_task(self, w, r.session, r.seq, rid, false);
+        if (t && r.token && !t->unproven &&
+            !zxb_token_ok(self, r.session, r.seq, t->attempts, w->id, r.token)) {
+            /* for an earlier attempt (it was given the task again since),
+               or forged: the current attempt's result is still to come */
+            self->stale_results++;
+            zxp_drop(&self->drops, "workers", rid, ZXP_E_UNKNOWN,
+                     "result for another attempt of its task (token)");
+            zframe_destroy(&payload);
+            continue;
+        }
         if (!t) {
             uint8_t p = r.pool ? r.pool : ZXP_POOL_THREAD;
             if (w->foreign[p] > 0) {
@@ -458,8 +469,33 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
         c = zxb_client_new(self, session); /* a placeholder until its HELLO */
     }
     zxb_task_t *t = zxb_task_find(self->sched, c, seq);
-    if (t && t->worker == old && old &&
-        (t->state == ZXB_T_DISPATCHED || t->state == ZXB_T_RUNNING)) {
+    bool same =
+        t && t->worker == old && old && (t->state == ZXB_T_DISPATCHED || t->state == ZXB_T_RUNNING);
+    /* the proof that this worker was given the task: its token and attempt
+       (tokens.c). Needed for a task of this run that is not its own, and,
+       when the key survives restarts, for one this run does not know */
+    const msgpack_object *rf = r->via.array.ptr;
+    const uint8_t *token = r->via.array.size > 4 && rf[3].type == MSGPACK_OBJECT_BIN &&
+                                   rf[3].via.bin.size == ZXP_TOKEN_LEN &&
+                                   rf[4].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+                                   rf[4].via.u64 <= 255
+                               ? (const uint8_t *)rf[3].via.bin.ptr
+                               : NULL;
+    uint32_t attempt = token ? (uint32_t)rf[4].via.u64 : 0;
+    bool proven = token && zxb_token_ok(self, session, seq, attempt, w->id, token);
+    /* a task this run does not know is taken on trust only in the window
+       after a start when workers report what a previous run gave them */
+    bool restarting = self->now - self->started <= (int64_t)self->cfg.client_timeout_ms;
+    if (!same && !proven && (t || self->tok_persistent || !restarting)) {
+        self->forged_claims++;
+        zxp_drop(&self->drops, "workers", w->rid, ZXP_E_UNKNOWN,
+                 "READY lists a task it cannot prove it was given (token)");
+        if (!c->ever && c->ntasks == 0) {
+            zxb_client_check(self, c); /* the placeholder made for it goes */
+        }
+        return;
+    }
+    if (same) {
         s_task_off_worker(self, old, t, true);
     } else if (t && t->state == ZXB_T_QUEUED) {
         zxb_queued_remove(self, t);
@@ -485,6 +521,12 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
     t->gen++;
     t->state = ZXB_T_RUNNING;
     t->pool = pool;
+    if (proven) {
+        t->attempts = (uint8_t)attempt; /* its result carries that attempt's token */
+        t->unproven = 0;
+    } else if (!same) {
+        t->unproven = 1; /* taken on trust (no key that survives restarts) */
+    }
     zxb_task_link(w, t);
     w->place[pool].inflight++;
     w->running++;

@@ -130,6 +130,7 @@ struct zxb_task {
     uint8_t adopted : 1;   /* its client submitted it (not only a worker reported it) */
     uint8_t bcancel : 1;   /* the broker sent WCANCEL because its client left */
     uint8_t cancelled : 1; /* a CANCEL was forwarded to the worker */
+    uint8_t unproven : 1;  /* recovered from READY without a token it could check (tokens.c) */
 };
 
 /* A function a worker offers, with its place in the function's lists of

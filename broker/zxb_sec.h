@@ -33,5 +33,8 @@ int zx__sec_socket(zsock_t *sock, bool workers);
 int zx__sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_drops_t *drops);
 bool zx__sec_curve(void);
 bool zx__sec_signing(void);
+/* The attempt-token key (16 bytes) derived from the shared secret: true, or
+   false when no secret is configured (out untouched). */
+bool zx__sec_token_key(uint8_t out[16]);
 
 #endif

@@ -597,6 +597,16 @@ void zxp_get_submit(const zxp_in_t *in, size_t i, zxp_submit_t *out)
     out->flags = (uint32_t)zxp_u(it, 6);
 }
 
+/* An optional trailing token at field f: a 16-byte bin, else NULL. */
+static const uint8_t *s_tail_token(const msgpack_object *it, size_t f)
+{
+    if (it->via.array.size > f && it->via.array.ptr[f].type == MSGPACK_OBJECT_BIN &&
+        it->via.array.ptr[f].via.bin.size == ZXP_TOKEN_LEN) {
+        return (const uint8_t *)it->via.array.ptr[f].via.bin.ptr;
+    }
+    return NULL;
+}
+
 void zxp_get_task(const zxp_in_t *in, size_t i, zxp_task_t *out)
 {
     const msgpack_object *it = zxp_item(in, i);
@@ -607,6 +617,7 @@ void zxp_get_task(const zxp_in_t *in, size_t i, zxp_task_t *out)
     out->timeout_ms = (uint32_t)zxp_u(it, 4);
     out->attempt = (uint32_t)zxp_u(it, 5);
     out->flags = (uint32_t)zxp_u(it, 6);
+    out->token = s_tail_token(it, 8);
 }
 
 void zxp_get_wresult(const zxp_in_t *in, size_t i, zxp_wresult_t *out)
@@ -618,6 +629,7 @@ void zxp_get_wresult(const zxp_in_t *in, size_t i, zxp_wresult_t *out)
     out->pid = (uint32_t)zxp_u(it, 3);
     out->pool = (uint8_t)zxp_u(it, 4);
     out->slot_freed = zxp_b(it, 5);
+    out->token = s_tail_token(it, 7);
 }
 
 void zxp_get_result(const zxp_in_t *in, size_t i, zxp_result_t *out)
@@ -723,6 +735,18 @@ void zxp_out_payload_share(zxp_out_t *out, zframe_t *frame)
     zlist_append(out->shared, frame);
     zframe_t *f = frame;
     zmsg_append(out->payloads, &f);
+}
+
+void zxp_out_item_token(zxp_out_t *out, const uint8_t *token)
+{
+    if (!out->last_inline) {
+        msgpack_pack_nil(&out->pk);
+        out->buf.data[out->item_at]++; /* fixarray: one field more */
+    }
+    msgpack_pack_bin(&out->pk, ZXP_TOKEN_LEN);
+    msgpack_pack_bin_body(&out->pk, token, ZXP_TOKEN_LEN);
+    out->buf.data[out->item_at]++;
+    out->last_inline = true; /* a second call appends only the token */
 }
 
 void zxp_out_payload_mem(zxp_out_t *out, const void *data, size_t len)
@@ -891,6 +915,7 @@ static msgpack_packer *s_item(zxp_out_t *out, size_t fields)
     out->count++;
     out->item_at = out->buf.size;
     out->item_open = out->payload;
+    out->last_inline = false;
     msgpack_pack_array(&out->pk, fields);
     return &out->pk;
 }
@@ -901,6 +926,7 @@ static bool s_inline(zxp_out_t *out, const void *data, size_t len)
 {
     bool ok = out->item_open && len <= ZXP_INLINE_MAX;
     out->item_open = false;
+    out->last_inline = ok;
     if (ok) {
         msgpack_pack_bin(&out->pk, len);
         msgpack_pack_bin_body(&out->pk, data, len);

@@ -297,6 +297,17 @@ uint64_t zx_sign_rotations(zx_sign_t *self)
     return self ? self->rotations : 0;
 }
 
+int zx_sign_derive(zx_sign_t *self, const char *label, uint8_t out[32])
+{
+    size_t len = 0;
+    if (!self || EVP_MAC_init(self->ctx, NULL, 0, NULL) != 1 ||
+        EVP_MAC_update(self->ctx, (const uint8_t *)label, strlen(label)) != 1 ||
+        EVP_MAC_final(self->ctx, out, &len, 32) != 1 || len != 32) {
+        return -1;
+    }
+    return 0;
+}
+
 const uint8_t *zx_sign_session(zx_sign_t *self)
 {
     return self->session;

@@ -36,6 +36,7 @@
    ZXP_MIN_MAX_MSG) */
 #define ZXP_BATCH_HEADER_MAX (32 * 1024)
 #define ZXP_MIN_MAX_MSG (64 * 1024) /* the smallest --max-msg */
+#define ZXP_TOKEN_LEN 16            /* an attempt token (TASK, WRESULT, READY's running entries) */
 #define ZXP_MAX_NAME 255            /* function and node names */
 #define ZXP_ID_LEN 16               /* session and worker ids */
 
@@ -222,6 +223,7 @@ typedef struct {
     uint32_t timeout_ms;
     uint32_t attempt;
     uint32_t flags;
+    const uint8_t *token; /* ZXP_TOKEN_LEN bytes after the payload field; NULL: none */
 } zxp_task_t;
 void zxp_get_task(const zxp_in_t *in, size_t i, zxp_task_t *out);
 
@@ -232,6 +234,7 @@ typedef struct {
     uint32_t pid;
     uint8_t pool;
     bool slot_freed;
+    const uint8_t *token; /* the TASK's token, after the payload field; NULL: none */
 } zxp_wresult_t;
 void zxp_get_wresult(const zxp_in_t *in, size_t i, zxp_wresult_t *out);
 
@@ -257,13 +260,18 @@ typedef struct zxp_out {
     size_t count;
     msgpack_sbuffer buf;
     msgpack_packer pk;
-    size_t item_at; /* offset of the last item's array header in buf */
-    bool item_open; /* that item may still take its payload inline */
+    size_t item_at;   /* offset of the last item's array header in buf */
+    bool item_open;   /* that item may still take its payload inline */
+    bool last_inline; /* that item's payload went inline */
     zmsg_t *payloads;
     zlist_t *shared; /* frames of payloads appended by zxp_out_payload_share (borrowed) */
 } zxp_out_t;
 
 void zxp_out_init(zxp_out_t *out);
+/* Appends an attempt token to the last item, after its payload field (a nil
+   stands for a payload that went in a frame): call right after its payload. */
+void zxp_out_item_token(zxp_out_t *out, const uint8_t *token);
+
 /* Whether a batch must be sent before another item: ZXP_MAX_BATCH items, or
    a header of ZXP_BATCH_HEADER_MAX bytes. */
 static inline bool zxp_out_full(const zxp_out_t *out)

@@ -116,6 +116,10 @@ void zx_sign_set_limits(zx_sign_t *self, int64_t window_ms, size_t max_sessions)
 /* Broker: rotations so far. */
 uint64_t zx_sign_rotations(zx_sign_t *self);
 
+/* A 32-byte key for another use, HMAC(K, label): the same for every process
+   holding the secret, and independent of the signing key. 0 or -1. */
+int zx_sign_derive(zx_sign_t *self, const char *label, uint8_t out[32]);
+
 /* This side's current session (16 bytes), for tests and logs. */
 const uint8_t *zx_sign_session(zx_sign_t *self);
 /* Messages verified and refused so far. */

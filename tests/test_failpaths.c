@@ -839,3 +839,168 @@ Test(failpaths, results_finished_across_a_broker_crash_are_accepted_not_rerun, .
     pthread_join(th, NULL);
     zx_worker_destroy(&w);
 }
+
+/* ---- attempt tokens -------------------------------------------------------------------- */
+
+/* READY by hand listing (session, seq) with a token and attempt. */
+static void s_ready_claim(fp_t *w, const char *node, const char *fn, const uint8_t *session,
+                          uint64_t seq, const uint8_t *token, uint32_t attempt)
+{
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_out_begin(&out, ZXP_READY);
+    msgpack_packer *pk = zxp_out_pk(&out);
+    msgpack_pack_array(pk, 10);
+    msgpack_pack_uint32(pk, ZXP_VERSION);
+    msgpack_pack_bin(pk, ZXP_ID_LEN);
+    msgpack_pack_bin_body(pk, w->id, ZXP_ID_LEN);
+    msgpack_pack_str(pk, strlen(node));
+    msgpack_pack_str_body(pk, node, strlen(node));
+    msgpack_pack_uint32(pk, 1234);
+    msgpack_pack_uint32(pk, 1);
+    msgpack_pack_uint32(pk, 0);
+    msgpack_pack_uint32(pk, 0);
+    msgpack_pack_uint32(pk, w->hb_ms);
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_str(pk, strlen(fn));
+    msgpack_pack_str_body(pk, fn, strlen(fn));
+    msgpack_pack_uint8(pk, ZXP_POOLS_THREAD);
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_bin(pk, ZXP_ID_LEN);
+    msgpack_pack_bin_body(pk, session, ZXP_ID_LEN);
+    msgpack_pack_uint64(pk, seq);
+    msgpack_pack_uint8(pk, ZXP_POOL_THREAD);
+    msgpack_pack_bin(pk, ZXP_TOKEN_LEN);
+    msgpack_pack_bin_body(pk, token, ZXP_TOKEN_LEN);
+    msgpack_pack_uint32(pk, attempt);
+    cr_assert(zxp_out_send(&out, w->sock, NULL) == 0);
+    zxp_out_fini(&out);
+}
+
+/* WRESULT by hand with a token. */
+static void s_result_token(fp_t *w, const uint8_t *session, uint64_t seq, const void *data,
+                           size_t len, const uint8_t *token)
+{
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_out_begin(&out, ZXP_WRESULT);
+    zxp_wresult_t r = {.session = session,
+                       .seq = seq,
+                       .status = ZXP_ST_OK,
+                       .pid = 4242,
+                       .pool = ZXP_POOL_THREAD,
+                       .slot_freed = true};
+    zxp_put_wresult(&out, &r);
+    zxp_out_payload_mem(&out, data, len);
+    zxp_out_item_token(&out, token);
+    cr_assert(zxp_out_send(&out, w->sock, NULL) == 0);
+    zxp_out_fini(&out);
+}
+
+/* A worker cannot claim another client's task: its READY lists a queued
+   (session, seq) it was never given, with a made-up token; the broker does
+   not attach it, its result is dropped, and the task runs on an honest
+   worker. Before, the claim took the queued task and its forged result
+   reached the client. */
+Test(failpaths, a_worker_cannot_claim_a_task_it_was_never_given, .fini = s_fini)
+{
+    const char *const bargs[] = {"--heartbeat", "0.1", "--nofunc-grace", "60", NULL};
+    cr_assert_eq(zxt_broker_start(&s_cluster, bargs), 0);
+    fp_t c, forger, honest;
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fc_hello(&c, "victim");
+    fc_submit(&c, 1, "g"); /* no worker offers g yet: it stays queued */
+    for (int i = 0; i < 100 && s_status_total("queued") != 1; i++) {
+        fp_quiet(&c, 50);
+    }
+    cr_assert_eq(s_status_total("queued"), 1, "the broker has the task before the claim");
+    fp_init(&forger, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    uint8_t fake[ZXP_TOKEN_LEN];
+    memset(fake, 0x5a, sizeof fake);
+    s_ready_claim(&forger, "forger", "h", c.id, 1, fake, 1);
+    cr_assert(fp_expect(&forger, ZXP_WELCOME, 10000));
+    s_result_token(&forger, c.id, 1,
+                   "\xa6"
+                   "forged",
+                   7, fake);
+    cr_assert_eq(s_status_total("forged_claims"), 1);
+    fp_init(&honest, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_ready(&honest, "honest", 1, 0, "g");
+    cr_assert(fp_expect(&honest, ZXP_TASK, 10000), "the task is still the broker's to give");
+    cr_assert_eq(fw_answer_all(&honest), 1);
+    cr_assert(fp_expect(&c, ZXP_RESULT, 10000));
+    zxp_result_t r;
+    zxp_get_result(&c.in, 0, &r);
+    cr_assert_eq(r.seq, 1);
+    cr_assert(r.node.len == 6 && memcmp(r.node.ptr, "honest", 6) == 0, "%.*s", (int)r.node.len,
+              r.node.ptr);
+    fp_fini(&c);
+    fp_fini(&forger);
+    fp_fini(&honest);
+}
+
+/* A result for an earlier attempt is dropped: the worker was lost, the
+   task given to it again (attempt 2); a late result carrying attempt 1's
+   token is counted as stale, and attempt 2's result is the one the client
+   gets. Before, the stale one was accepted. */
+Test(failpaths, a_result_for_an_earlier_attempt_is_dropped, .fini = s_fini)
+{
+    const char *const bargs[] = {"--heartbeat", "0.1", "--liveness", "3", NULL};
+    cr_assert_eq(zxt_broker_start(&s_cluster, bargs), 0);
+    fp_t c, w;
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fc_hello(&c, "patient");
+    fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_ready(&w, "flaky", 1, 0, "f");
+    fc_submit(&c, 1, "f");
+    cr_assert(fp_expect(&w, ZXP_TASK, 10000));
+    zxp_task_t t;
+    zxp_get_task(&w.in, 0, &t);
+    cr_assert_eq(t.attempt, 1);
+    cr_assert(t.token, "every TASK carries an attempt token");
+    uint8_t token1[ZXP_TOKEN_LEN];
+    memcpy(token1, t.token, sizeof token1);
+    /* cut off past its liveness: lost; then back, registering afresh */
+    fp_silence(&w);
+    fp_t probe;
+    fp_init(&probe, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_ready(&probe, "probe", 1, 0, "other");
+    for (int i = 0; i < 100 && s_status_total("running") != 0; i++) {
+        fp_quiet(&probe, 100);
+    }
+    cr_assert_eq(s_status_total("running"), 0, "the cut-off worker was lost");
+    w.live = true;
+    fw_ready(&w, "flaky", 1, 0, "f");
+    cr_assert(fp_expect(&w, ZXP_TASK, 10000), "given again");
+    zxp_get_task(&w.in, 0, &t);
+    cr_assert_eq(t.attempt, 2);
+    uint8_t token2[ZXP_TOKEN_LEN];
+    memcpy(token2, t.token, sizeof token2);
+    cr_assert(memcmp(token1, token2, sizeof token1) != 0);
+    s_result_token(&w, c.id, 1,
+                   "\xa5"
+                   "stale",
+                   6, token1);
+    s_result_token(&w, c.id, 1,
+                   "\xa5"
+                   "fresh",
+                   6, token2);
+    cr_assert(fp_expect(&c, ZXP_RESULT, 10000));
+    zxp_result_t r;
+    zxp_get_result(&c.in, 0, &r);
+    const void *data;
+    size_t len;
+    cr_assert(zxp_payload_take_inline(&c.in, &data, &len));
+    cr_assert(len == 6 && memcmp(data,
+                                 "\xa5"
+                                 "fresh",
+                                 6) == 0,
+              "the current attempt's result");
+    cr_assert_eq(r.attempts, 2);
+    cr_assert_eq(s_status_total("stale_results"), 1);
+    fp_fini(&c);
+    fp_fini(&w);
+    fp_fini(&probe);
+}

@@ -99,7 +99,7 @@ Test(proto, small_payloads_go_inline_and_large_ones_in_frames)
     for (size_t i = 0; i < N; i++) {
         uint8_t *b = malloc(sizes[i] + 1);
         memset(b, (int)('a' + i), sizes[i]);
-        zxp_wresult_t r = {sess, i + 1, 0, 42, ZXP_POOL_THREAD, true};
+        zxp_wresult_t r = {sess, i + 1, 0, 42, ZXP_POOL_THREAD, true, NULL};
         zxp_put_wresult(&out, &r);
         zframe_t *f = zframe_new(b, sizes[i]);
         switch (i % 3) {

@@ -112,11 +112,18 @@ static void s_send_ready(zx_worker_t *w)
     msgpack_pack_array(pk, w->jobs.count);
     size_t pos = 0;
     for (zxw_job_t *job; (job = zxw_jobtab_next(&w->jobs, &pos));) {
-        msgpack_pack_array(pk, 3);
+        /* with the TASK's token and attempt: the proof, for a broker that
+           restarted, that this task was given to us */
+        msgpack_pack_array(pk, job->has_token ? 5 : 3);
         msgpack_pack_bin(pk, ZXP_ID_LEN);
         msgpack_pack_bin_body(pk, job->key, ZXP_ID_LEN);
         msgpack_pack_uint64(pk, job->seq);
         msgpack_pack_uint8(pk, job->pool);
+        if (job->has_token) {
+            msgpack_pack_bin(pk, ZXP_TOKEN_LEN);
+            msgpack_pack_bin_body(pk, job->token, ZXP_TOKEN_LEN);
+            msgpack_pack_uint32(pk, job->attempt);
+        }
     }
     /* appended in 2.1: the largest frame we accept, so the broker never
        sends us a task our libzmq would drop the connection for */
@@ -167,22 +174,23 @@ void zxw_emit_started(zx_worker_t *w, zxw_job_t *job)
 
 static void s_emit_result_ex(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
                              uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
-                             const void *small, size_t len, bool keep);
+                             const void *small, size_t len, bool keep, const uint8_t *token);
 
 /* Emits one WRESULT item. Its payload is *payload (consumed), or when that
    is NULL the len bytes at small (copied). */
 static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
                           uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
-                          const void *small, size_t len)
+                          const void *small, size_t len, const uint8_t *token)
 {
-    s_emit_result_ex(w, session, seq, status, pid, pool, slot_freed, payload, small, len, false);
+    s_emit_result_ex(w, session, seq, status, pid, pool, slot_freed, payload, small, len, false,
+                     token);
 }
 
 /* keep: *payload is only borrowed (sent shared, zero copy): its job keeps
    it for a re-send until the broker acknowledges it. */
 static void s_emit_result_ex(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
                              uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
-                             const void *small, size_t len, bool keep)
+                             const void *small, size_t len, bool keep, const uint8_t *token)
 {
     w->results_sent++; /* the broker counts WRESULT items the same way */
     size_t size = *payload ? zframe_size(*payload) : len;
@@ -206,7 +214,7 @@ static void s_emit_result_ex(zx_worker_t *w, const uint8_t *session, uint64_t se
         zxp_out_begin(&w->out_result, ZXP_WRESULT);
         w->result_open = true;
     }
-    zxp_wresult_t r = {session, seq, (uint32_t)status, pid, pool, slot_freed};
+    zxp_wresult_t r = {session, seq, (uint32_t)status, pid, pool, slot_freed, NULL};
     zxp_put_wresult(&w->out_result, &r);
     if (*payload) {
         w->result_bytes += zframe_size(*payload);
@@ -218,6 +226,9 @@ static void s_emit_result_ex(zx_worker_t *w, const uint8_t *session, uint64_t se
     } else {
         w->result_bytes += len;
         zxp_out_payload_mem(&w->out_result, small, len);
+    }
+    if (token) {
+        zxp_out_item_token(&w->out_result, token); /* which attempt this answers */
     }
     if (zxp_out_full(&w->out_result) || w->result_bytes >= ZXW_BATCH_BYTES) {
         if (w->started_open) {
@@ -251,7 +262,7 @@ static void s_reject(zx_worker_t *w, const zxp_task_t *t, int status, const char
     ZXW_DEBUG("worker: task %.*s refused: %s", (int)t->fn.len, t->fn.ptr, msg);
     zframe_t *err = zxp_error_frame(type, msg, "");
     s_emit_result(w, t->session, t->seq, status, w->pid, t->pool ? t->pool : ZXP_POOL_THREAD, true,
-                  &err, NULL, 0);
+                  &err, NULL, 0, t->token);
 }
 
 /* ---- job endings ------------------------------------------------------------- */
@@ -307,7 +318,7 @@ void zxw_job_finish(zx_worker_t *w, zxw_job_t *job, bool slot_freed)
         /* kept until the broker says it got it: a broker lost meanwhile
            (its results sent into a dead connection) gets it again */
         s_emit_result_ex(w, job->key, job->seq, job->status, job->pid, job->pool, slot_freed,
-                         &job->result, small, len, true);
+                         &job->result, small, len, true, job->has_token ? job->token : NULL);
         job->state = slot_freed ? ZXW_FINISHED : ZXW_TIMEDOUT;
         job->unacked = true;
         job->sent_index = w->results_sent;
@@ -321,7 +332,7 @@ void zxw_job_finish(zx_worker_t *w, zxw_job_t *job, bool slot_freed)
         return;
     }
     s_emit_result(w, job->key, job->seq, job->status, job->pid, job->pool, slot_freed, &job->result,
-                  small, len);
+                  small, len, job->has_token ? job->token : NULL);
     zxw_jobtab_del(&w->jobs, job->key);
     zxw_job_free(w, job);
 }
@@ -440,6 +451,13 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload, c
         old = NULL;
     }
     if (old) {
+        /* the broker gave it again (a new attempt, after it lost us): it is
+           the one running, so its result carries the new token */
+        if (t->token) {
+            memcpy(old->token, t->token, ZXP_TOKEN_LEN);
+            old->has_token = true;
+            old->attempt = t->attempt;
+        }
         ZXW_DEBUG("worker: duplicate task %s seq %llu ignored", name, (unsigned long long)t->seq);
         zframe_destroy(payload);
         return;
@@ -495,6 +513,11 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload, c
     memcpy(job->key, key, ZXW_KEY_LEN);
     job->seq = t->seq;
     job->fn = fn;
+    job->has_token = t->token != NULL;
+    if (t->token) {
+        memcpy(job->token, t->token, ZXP_TOKEN_LEN);
+    }
+    job->attempt = t->attempt;
     job->pool = (uint8_t)pool;
     job->flags = t->flags;
     double limit = t->timeout_ms ? (double)t->timeout_ms : w->opts.time_limit * 1000.0;

@@ -483,10 +483,13 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
                                : NULL;
     uint32_t attempt = token ? (uint32_t)rf[4].via.u64 : 0;
     bool proven = token && zxb_token_ok(self, session, seq, attempt, w->id, token);
-    /* a task this run does not know is taken on trust only in the window
-       after a start when workers report what a previous run gave them */
+    /* a task this run never gave anyone (unknown, or re-sent by its client
+       and still queued) is taken on trust only in the window after a start
+       when workers report what a previous run gave them, and only when no
+       key survives restarts (then nothing could prove it) */
     bool restarting = self->now - self->started <= (int64_t)self->cfg.client_timeout_ms;
-    if (!same && !proven && (t || self->tok_persistent || !restarting)) {
+    bool never_given = !t || (t->state == ZXB_T_QUEUED && t->attempts == 0);
+    if (!same && !proven && (self->tok_persistent || !restarting || !never_given)) {
         self->forged_claims++;
         zxp_drop(&self->drops, "workers", w->rid, ZXP_E_UNKNOWN,
                  "READY lists a task it cannot prove it was given (token)");

@@ -94,7 +94,7 @@ static void s_out_flush(zxb_broker_t *self, zxp_out_t **out_p, zsock_t *sock, zf
 zxp_out_t *zxb_batch(zxb_broker_t *self, zxp_out_t **slot, uint8_t cmd, zsock_t *sock,
                      zframe_t *rid)
 {
-    if (*slot && (*slot)->count >= ZXP_MAX_BATCH) {
+    if (*slot && zxp_out_full(*slot)) {
         zxp_out_send(*slot, sock, rid);
         zxp_out_begin(*slot, cmd);
     }
@@ -187,6 +187,10 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     zxp_in_init(&self->in);
     zxp_out_init(&self->ctl);
     zxp_drops_init(&self->drops);
+    if (zxb_tokens_init(self) != 0) {
+        zxb_broker_destroy(&self);
+        return NULL;
+    }
     const char *eps[2] = {config->clients_ep, config->workers_ep};
     zsock_t **socks[2] = {&self->csock, &self->wsock};
     for (int i = 0; i < 2; i++) {
@@ -247,6 +251,7 @@ void zxb_broker_destroy(zxb_broker_t **self_p)
         return;
     }
     zxb_metrics_destroy(&self->metrics); /* first: its thread copies only its own page */
+    zxb_tokens_fini(self);
     self->dirty_clients = NULL;
     self->dirty_workers = NULL;
     if (self->workers) {

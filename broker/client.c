@@ -111,8 +111,12 @@ static void s_on_hello(zxb_broker_t *self, zxb_client_t *c, zframe_t *rid)
     snprintf(c->name, sizeof c->name, "%.*s", (int)name.len, name.ptr);
     uint64_t hb = zxp_u(h, 3);
     c->hb_ms = hb ? (uint32_t)hb : self->cfg.heartbeat_ms;
+    c->max_msg = zxb_opt_u(h, 4);
     c->alive = true;
     c->ever = true;
+    c->tx_bytes = c->rx_bytes = 0; /* a new connection counts from zero, as the client does */
+    c->acks = false;
+    c->overflow = false;
     c->expired = false;
     c->doomed = false;
     c->last_recv = self->now;
@@ -140,6 +144,23 @@ static void s_reject(zxb_broker_t *self, zxb_client_t *c, const zxp_submit_t *s,
     zframe_t *err = zxp_error_frame("QuotaError", msg, "");
     zxp_out_t *out = zxb_client_batch(self, c, ZXP_RESULT);
     zxp_result_t r = {.seq = s->seq, .status = ZXP_ST_REJECTED, .pool = s->pool};
+    zxp_put_result(out, &r);
+    zxp_out_payload(out, &err);
+    self->rejected++;
+    self->failed++;
+}
+
+/* A SUBMIT item the decoder refused (zxp_item_bad) fails alone: its
+   future gets REJECTED with the reason and the code, and the rest of the
+   batch goes on. */
+static void s_reject_bad(zxb_broker_t *self, zxb_client_t *c, size_t i, int bad)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "task refused by the broker: %s (bad item code %d)",
+             zxp_bad_reason(bad), bad);
+    zframe_t *err = zxp_error_frame("BadRequestError", msg, "");
+    zxp_out_t *out = zxb_client_batch(self, c, ZXP_RESULT);
+    zxp_result_t r = {.seq = zxp_u(zxp_item(&self->in, i), 0), .status = ZXP_ST_REJECTED};
     zxp_put_result(out, &r);
     zxp_out_payload(out, &err);
     self->rejected++;
@@ -188,6 +209,17 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
     zxp_in_t *in = &self->in;
     zxb_fn_t *last = NULL;
     for (size_t i = 0; i < in->count; i++) {
+        int bad = zxp_item_bad(in, i);
+        if (bad) {
+            const void *m;
+            size_t l;
+            if (!zxp_payload_take_inline(in, &m, &l)) {
+                zframe_t *p = zxp_payload_take(in);
+                zframe_destroy(&p);
+            }
+            s_reject_bad(self, c, i, bad);
+            continue;
+        }
         zxp_submit_t s;
         zxp_get_submit(in, i, &s);
         /* an inline payload is read in place; a frame is made for it only
@@ -328,7 +360,15 @@ void zxb_client_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
     case ZXP_CANCEL: s_on_cancel(self, c); break;
     case ZXP_STATUS: zxb_status_reply(self, c); break;
     case ZXP_BYE: s_client_gone(self, c, "said BYE"); break;
-    case ZXP_HEARTBEAT:
+    case ZXP_HEARTBEAT: {
+        /* a trailing field: the result payload bytes it has read */
+        const msgpack_object *h = zxp_item(&self->in, 0);
+        if (h->via.array.size >= 1 && h->via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            c->acks = true;
+            c->rx_bytes = h->via.array.ptr[0].via.u64;
+        }
+        break;
+    }
     default: break;
     }
 }
@@ -374,7 +414,7 @@ void zxb_clients_tick(zxb_broker_t *self)
     zlist_t *gone = NULL;
     for (zxb_client_t *c = zhashx_first(self->clients); c; c = zhashx_next(self->clients)) {
         if (c->alive) {
-            if (now - c->last_recv > (int64_t)self->cfg.liveness * c->hb_ms) {
+            if (c->overflow || now - c->last_recv > (int64_t)self->cfg.liveness * c->hb_ms) {
                 if (!gone) {
                     gone = zlist_new();
                 }
@@ -393,8 +433,16 @@ void zxb_clients_tick(zxb_broker_t *self)
         }
     }
     for (zxb_client_t *c = gone ? zlist_first(gone) : NULL; c; c = zlist_next(gone)) {
-        char why[64];
-        snprintf(why, sizeof why, "lost (silent for %" PRId64 " ms)", now - c->last_recv);
+        char why[160];
+        if (c->overflow) {
+            snprintf(why, sizeof why,
+                     "does not read its results (%" PRIu64 " bytes waiting, over "
+                     "--max-results-waiting %" PRIu64 "): session dropped",
+                     c->tx_bytes - c->rx_bytes, self->cfg.max_waiting_bytes);
+            self->slow_clients++;
+        } else {
+            snprintf(why, sizeof why, "lost (silent for %" PRId64 " ms)", now - c->last_recv);
+        }
         s_client_gone(self, c, why);
     }
     zlist_destroy(&gone);

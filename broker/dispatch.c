@@ -63,6 +63,9 @@ static void s_dispatch(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, uint8
 {
     zxb_queued_forget(self, t);
     t->gen++; /* invalidates its no-worker timer entry */
+    if (zxb_task_too_large(self, w, t)) {
+        return; /* failed: its arguments would pass w's --max-msg */
+    }
     t->state = ZXB_T_DISPATCHED;
     t->pool = pool;
     t->attempts++;
@@ -80,6 +83,7 @@ static void s_dispatch(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, uint8
     zxp_put_task(out, &item);
     /* the task keeps its arguments for a retry; ZeroMQ shares the bytes */
     zxb_task_payload_put(t, out);
+    zxb_token_put(self, out, t, w);
     ZXB_DEBUG("task %" PRIu64 " of client %s (%s) -> worker %s %s pool, attempt %u", t->seq,
               t->client->name, t->fn->name, w->node, zxb_pool_name(pool), t->attempts);
 }

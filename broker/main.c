@@ -3,6 +3,7 @@
 */
 #include "zxb.h"
 #include "zxb_sec.h"
+#include "zx_czmq.h"
 #include "zx_parse.h"
 
 #include <float.h>
@@ -33,6 +34,9 @@ static void s_usage(FILE *out)
             "  --max-queued N           queued tasks per client before RESULTs say REJECTED\n"
             "                           (default 1000000)\n"
             "  --max-queued-bytes BYTES queued argument bytes per client (default 1G)\n"
+            "  --max-results-waiting BYTES\n"
+            "                           result bytes sent to a client that it has not read;\n"
+            "                           beyond, its session is dropped (default 256M)\n"
             "  --client-timeout SECONDS after a broker restart, how long tasks that workers\n"
             "                           report wait for their client to come back (default 60)\n"
             "  --prefetch-target-ms MS  adaptive prefetch: send each worker enough short tasks\n"
@@ -124,6 +128,7 @@ enum {
     OPT_RETRIES,
     OPT_MAXQ,
     OPT_MAXQB,
+    OPT_MAXWAIT,
     OPT_CLIENT_TIMEOUT,
     OPT_PREFETCH_TARGET,
     OPT_PREFETCH_MAX,
@@ -140,6 +145,11 @@ enum {
 
 int main(int argc, char *argv[])
 {
+    char zerr[256];
+    if (!zx__zmq_runtime_ok(zerr, sizeof zerr)) {
+        fprintf(stderr, "zexec-broker: %s\n", zerr);
+        return 1;
+    }
     zxb_config_t cfg = {
         .clients_ep = "tcp://127.0.0.1:5570",
         .workers_ep = "tcp://127.0.0.1:5571",
@@ -149,6 +159,7 @@ int main(int argc, char *argv[])
         .client_timeout_ms = 60000,
         .max_queued = 1000000,
         .max_queued_bytes = 1ull << 30,
+        .max_waiting_bytes = 256ull << 20,
         .retries = 3,
         .prefetch_target_ms = 2.0,
         .prefetch_max = 1024,
@@ -166,6 +177,7 @@ int main(int argc, char *argv[])
         {"retries", required_argument, NULL, OPT_RETRIES},
         {"max-queued", required_argument, NULL, OPT_MAXQ},
         {"max-queued-bytes", required_argument, NULL, OPT_MAXQB},
+        {"max-results-waiting", required_argument, NULL, OPT_MAXWAIT},
         {"client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT},
         {"prefetch-target-ms", required_argument, NULL, OPT_PREFETCH_TARGET},
         {"prefetch-max", required_argument, NULL, OPT_PREFETCH_MAX},
@@ -263,6 +275,14 @@ int main(int argc, char *argv[])
                 return rc;
             }
             break;
+        case OPT_MAXWAIT:
+            if ((rc = s_parse_bytes("--max-results-waiting", optarg, &cfg.max_waiting_bytes))) {
+                return rc;
+            }
+            if (cfg.max_waiting_bytes < (1u << 20)) {
+                return s_bad("--max-results-waiting", optarg, "must be at least 1M bytes");
+            }
+            break;
         case OPT_INSECURE: cfg.insecure = true; break;
         case OPT_METRICS:
             if (!zxb_metrics_addr_ok(optarg)) {
@@ -279,8 +299,8 @@ int main(int argc, char *argv[])
             if ((rc = s_parse_bytes("--max-msg", optarg, &max))) {
                 return rc;
             }
-            if (max < 4096 || max > INT64_MAX) {
-                return s_bad("--max-msg", optarg, "must be at least 4096 bytes");
+            if (max < ZXP_MIN_MAX_MSG || max > INT64_MAX) {
+                return s_bad("--max-msg", optarg, "must be at least 64K bytes");
             }
             sec.max_msg = (int64_t)max;
             break;

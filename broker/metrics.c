@@ -269,8 +269,22 @@ void zxb_metrics_update(zxb_broker_t *self)
              (double)self->failed);
     s_metric(f, "zexec_tasks_cancelled_total", "counter", "Tasks cancelled before they ran.",
              (double)self->cancelled);
-    s_metric(f, "zexec_tasks_rejected_total", "counter", "Tasks refused by a client quota.",
-             (double)self->rejected);
+    s_metric(f, "zexec_tasks_rejected_total", "counter",
+             "Tasks refused by a client quota or as malformed.", (double)self->rejected);
+    s_metric(f, "zexec_results_malformed_total", "counter",
+             "Worker results refused as malformed (their tasks failed).",
+             (double)self->bad_results);
+    s_metric(f, "zexec_tasks_too_large_total", "counter",
+             "Tasks failed because a message would pass a peer's --max-msg.",
+             (double)self->too_large);
+    s_metric(f, "zexec_clients_dropped_slow_total", "counter",
+             "Client sessions dropped for not reading their results.", (double)self->slow_clients);
+    s_metric(f, "zexec_results_stale_total", "counter",
+             "Worker results for another attempt of their task (token), dropped.",
+             (double)self->stale_results);
+    s_metric(f, "zexec_claims_forged_total", "counter",
+             "Tasks a worker's READY listed without a valid token, ignored.",
+             (double)self->forged_claims);
     s_metric(f, "zexec_tasks_duplicate_total", "counter",
              "Re-sent tasks the broker already had (dropped).", (double)self->duplicates);
     s_metric(f, "zexec_tasks_queued", "gauge", "Tasks waiting for a worker.", (double)self->queued);

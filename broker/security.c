@@ -9,6 +9,7 @@
 #include "zx_auth.h"
 #include "zx_sign.h"
 
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,4 +115,15 @@ int zxb_sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_
 int zxb_bind_check(const char *endpoint, bool insecure)
 {
     return zx__auth_bind_check(endpoint, s_sec.cert != NULL, s_sec.sign != NULL, insecure);
+}
+
+bool zxb_sec_token_key(uint8_t out[16])
+{
+    uint8_t k[32];
+    if (!s_sec.sign || zx__sign_derive(s_sec.sign, "zexec ZXT1 attempt-token key", k) != 0) {
+        return false;
+    }
+    memcpy(out, k, 16);
+    OPENSSL_cleanse(k, sizeof k);
+    return true;
 }

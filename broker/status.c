@@ -134,13 +134,19 @@ void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c)
     }
 
     s_pack_str(pk, "totals");
-    msgpack_pack_map(pk, 11);
+    msgpack_pack_map(pk, 17);
     s_pack_kv_u(pk, "submitted", self->submitted);
     s_pack_kv_u(pk, "done", self->done);
     s_pack_kv_u(pk, "failed", self->failed);
     s_pack_kv_u(pk, "cancelled", self->cancelled);
     s_pack_kv_u(pk, "rejected", self->rejected);
     s_pack_kv_u(pk, "duplicates", self->duplicates);
+    s_pack_kv_u(pk, "bad_results", self->bad_results);
+    s_pack_kv_u(pk, "too_large", self->too_large);
+    s_pack_kv_u(pk, "slow_clients", self->slow_clients);
+    s_pack_kv_u(pk, "registrations", self->registrations);
+    s_pack_kv_u(pk, "stale_results", self->stale_results);
+    s_pack_kv_u(pk, "forged_claims", self->forged_claims);
     s_pack_kv_u(pk, "queued", self->queued);
     s_pack_kv_u(pk, "running", self->running);
     s_pack_kv_u(pk, "clients", zhashx_size(self->clients));

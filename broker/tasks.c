@@ -10,6 +10,7 @@
 #include "zxb_broker.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Completions per second over the last 10 s: a ring of per-second counts. */
@@ -78,9 +79,31 @@ void zxb_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const c
         self->failed++;
     }
     s_rate_count(self);
-    if (!c->alive || !t->adopted) {
+    if (!c->alive || !t->adopted || c->overflow) {
         zframe_destroy(payload);
         return;
+    }
+    size_t size = *payload ? zframe_size(*payload) : len;
+    zframe_t *err = NULL;
+    if (c->max_msg && size > c->max_msg) {
+        /* its libzmq would drop the connection, and the client would re-send
+           the task to run again: the task fails instead, saying why */
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "the result is %zu bytes, over the client's limit of %" PRIu64 " bytes", size,
+                 c->max_msg);
+        zframe_destroy(payload);
+        err = zxp_error_frame("ResultTooLargeError", msg, "");
+        payload = &err;
+        status = ZXP_ST_RAISED;
+        self->too_large++;
+    }
+    /* what the client has not read is the broker's memory (libzmq's queue):
+       bounded per client; past the bound its session is dropped at the next
+       tick (it re-sends its unresolved tasks when it speaks again) */
+    c->tx_bytes += *payload ? zframe_size(*payload) : len;
+    if (c->acks && c->tx_bytes - c->rx_bytes > self->cfg.max_waiting_bytes) {
+        c->overflow = true;
     }
     zxp_out_t *out = zxb_client_batch(self, c, ZXP_RESULT);
     zxp_result_t r = {.seq = t->seq,
@@ -95,6 +118,24 @@ void zxb_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const c
     } else {
         zxp_out_payload_mem(out, mem, len);
     }
+}
+
+/* A task whose arguments are over worker w's --max-msg (READY says it):
+   sending it would make w's libzmq drop the connection, and every retry on
+   another such worker too. Fails it (REJECTED) and returns true. */
+bool zxb_task_too_large(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t)
+{
+    if (!w->max_msg || t->size <= w->max_msg) {
+        return false;
+    }
+    char msg[512];
+    snprintf(msg, sizeof msg,
+             "the task's arguments are %" PRIu32 " bytes, over worker %s's limit of %" PRIu64
+             " bytes (its --max-msg)",
+             t->size, w->node, w->max_msg);
+    self->too_large++;
+    zxb_task_fail(self, t, ZXP_ST_REJECTED, "MessageTooLargeError", msg, w->node);
+    return true;
 }
 
 /* Fails a task the broker holds (not on a worker) with an error of its own. */

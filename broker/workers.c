@@ -250,19 +250,73 @@ static void s_hold_result(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t,
     zxb_timer_push(&self->heldq, t, self->now + self->cfg.client_timeout_ms);
 }
 
+/* A WRESULT item the decoder refused (zxp_item_bad: an unknown status, a
+   field out of range) still names its task: the task fails with a
+   ProtocolError that says so, instead of staying RUNNING for ever. The
+   fields that can be read are kept; a slot is taken as freed unless the
+   item says otherwise. */
+static void s_bad_wresult(zxb_broker_t *self, zxb_worker_t *w, size_t i, int bad, zxp_wresult_t *r,
+                          zframe_t **payload)
+{
+    const msgpack_object *it = zxp_item(&self->in, i);
+    const msgpack_object *f = it->via.array.ptr;
+    uint32_t n = it->via.array.size;
+    r->session = (const uint8_t *)zxp_s(it, 0).ptr;
+    r->seq = zxp_u(it, 1);
+    r->status = ZXP_ST_RAISED;
+    r->pid = n > 3 && f[3].type == MSGPACK_OBJECT_POSITIVE_INTEGER && f[3].via.u64 <= UINT32_MAX
+                 ? (uint32_t)f[3].via.u64
+                 : 0;
+    r->pool = n > 4 && f[4].type == MSGPACK_OBJECT_POSITIVE_INTEGER && f[4].via.u64 <= 2
+                  ? (uint8_t)f[4].via.u64
+                  : 0;
+    r->slot_freed = !(n > 5 && f[5].type == MSGPACK_OBJECT_BOOLEAN && !f[5].via.boolean);
+    r->token = NULL; /* not checked: the item fails its task either way */
+    char msg[512];
+    if (bad == ZXP_BAD_STATUS) {
+        snprintf(msg, sizeof msg, "worker %s answered with unknown status %" PRIu64, w->node,
+                 n > 2 && f[2].type == MSGPACK_OBJECT_POSITIVE_INTEGER ? f[2].via.u64 : 0);
+    } else {
+        snprintf(msg, sizeof msg, "worker %s answered with a malformed result: %s", w->node,
+                 zxp_bad_reason(bad));
+    }
+    zframe_destroy(payload);
+    *payload = zxp_error_frame("ProtocolError", msg, "");
+    self->bad_results++;
+}
+
 static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
 {
     zxp_in_t *in = &self->in;
+    w->results_rx += in->count; /* acknowledged in the next HEARTBEAT */
     for (size_t i = 0; i < in->count; i++) {
         zxp_wresult_t r;
-        zxp_get_wresult(in, i, &r);
+        int bad = zxp_item_bad(in, i);
+        if (!bad) {
+            zxp_get_wresult(in, i, &r);
+        }
         const void *mem = NULL;
         size_t len = 0;
         zframe_t *payload = NULL;
         if (!zxp_payload_take_inline(in, &mem, &len)) {
             payload = zxp_payload_take(in);
         }
+        if (bad) {
+            s_bad_wresult(self, w, i, bad, &r, &payload);
+            mem = NULL;
+            len = 0;
+        }
         zxb_task_t *t = s_worker_task(self, w, r.session, r.seq, rid, false);
+        if (t && r.token && !t->unproven &&
+            !zxb_token_ok(self, r.session, r.seq, t->attempts, w->id, r.token)) {
+            /* for an earlier attempt (it was given the task again since),
+               or forged: the current attempt's result is still to come */
+            self->stale_results++;
+            zxp_drop(&self->drops, "workers", rid, ZXP_E_UNKNOWN,
+                     "result for another attempt of its task (token)");
+            zframe_destroy(&payload);
+            continue;
+        }
         if (!t) {
             uint8_t p = r.pool ? r.pool : ZXP_POOL_THREAD;
             if (w->foreign[p] > 0) {
@@ -402,8 +456,36 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
         c = zxb_client_new(self, session); /* a placeholder until its HELLO */
     }
     zxb_task_t *t = zxb_task_find(self->sched, c, seq);
-    if (t && t->worker == old && old &&
-        (t->state == ZXB_T_DISPATCHED || t->state == ZXB_T_RUNNING)) {
+    bool same =
+        t && t->worker == old && old && (t->state == ZXB_T_DISPATCHED || t->state == ZXB_T_RUNNING);
+    /* the proof that this worker was given the task: its token and attempt
+       (tokens.c). Needed for a task of this run that is not its own, and,
+       when the key survives restarts, for one this run does not know */
+    const msgpack_object *rf = r->via.array.ptr;
+    const uint8_t *token = r->via.array.size > 4 && rf[3].type == MSGPACK_OBJECT_BIN &&
+                                   rf[3].via.bin.size == ZXP_TOKEN_LEN &&
+                                   rf[4].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+                                   rf[4].via.u64 <= 255
+                               ? (const uint8_t *)rf[3].via.bin.ptr
+                               : NULL;
+    uint32_t attempt = token ? (uint32_t)rf[4].via.u64 : 0;
+    bool proven = token && zxb_token_ok(self, session, seq, attempt, w->id, token);
+    /* a task this run never gave anyone (unknown, or re-sent by its client
+       and still queued) is taken on trust only in the window after a start
+       when workers report what a previous run gave them, and only when no
+       key survives restarts (then nothing could prove it) */
+    bool restarting = self->now - self->started <= (int64_t)self->cfg.client_timeout_ms;
+    bool never_given = !t || (t->state == ZXB_T_QUEUED && t->attempts == 0);
+    if (!same && !proven && (self->tok_persistent || !restarting || !never_given)) {
+        self->forged_claims++;
+        zxp_drop(&self->drops, "workers", w->rid, ZXP_E_UNKNOWN,
+                 "READY lists a task it cannot prove it was given (token)");
+        if (!c->ever && c->ntasks == 0) {
+            zxb_client_check(self, c); /* the placeholder made for it goes */
+        }
+        return;
+    }
+    if (same) {
         s_task_off_worker(self, old, t, true);
     } else if (t && t->state == ZXB_T_QUEUED) {
         zxb_queued_remove(self, t);
@@ -429,6 +511,12 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
     t->gen++;
     t->state = ZXB_T_RUNNING;
     t->pool = pool;
+    if (proven) {
+        t->attempts = (uint8_t)attempt; /* its result carries that attempt's token */
+        t->unproven = 0;
+    } else if (!same) {
+        t->unproven = 1; /* taken on trust (no key that survives restarts) */
+    }
     zxb_task_link(w, t);
     w->place[pool].inflight++;
     w->running++;
@@ -462,6 +550,7 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
     w->threads = (uint32_t)zxp_u(h, 4);
     w->procs = (uint32_t)zxp_u(h, 5);
     w->prefetch = (uint32_t)zxp_u(h, 6);
+    w->max_msg = zxb_opt_u(h, 10);
     uint64_t hb = zxp_u(h, 7);
     w->hb_ms = hb ? (uint32_t)hb : self->cfg.heartbeat_ms;
     zxb_place_pool_init(&w->place[ZXP_POOL_THREAD], w->threads, w->prefetch);
@@ -484,14 +573,34 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
         wf->mask = (uint8_t)zxp_u(f, 1) & have;
         fn->refs++;
     }
+    /* a task listed twice is taken once: a second entry would count a slot
+       that no WRESULT ever frees */
+    zhashx_t *seen = running->via.array.size > 1 ? zhashx_new() : NULL;
+    size_t dups = 0;
     for (uint32_t i = 0; i < running->via.array.size; i++) {
-        s_recover_running(self, w, old, &running->via.array.ptr[i]);
+        const msgpack_object *r = &running->via.array.ptr[i];
+        if (seen) {
+            char key[2 * ZXP_ID_LEN + 24];
+            zxb_hex((const uint8_t *)zxp_s(r, 0).ptr, key);
+            snprintf(key + 2 * ZXP_ID_LEN, sizeof key - 2 * ZXP_ID_LEN, ":%" PRIx64, zxp_u(r, 1));
+            if (zhashx_lookup(seen, key)) {
+                dups++;
+                continue;
+            }
+            zhashx_insert(seen, key, (void *)1);
+        }
+        s_recover_running(self, w, old, r);
+    }
+    zhashx_destroy(&seen);
+    if (dups) {
+        zxp_drop(&self->drops, "workers", rid, ZXP_E_SHAPE, "READY lists a running task twice");
     }
     if (old) {
         /* it is alive: a task it did not list crossed its READY in flight */
         s_worker_remove(self, old, false, "registered again (READY)");
     }
     zhashx_insert(self->workers, w->id, w);
+    self->registrations++;
     s_worker_offer(self, w, +1);
     zxp_send_welcome(self->wsock, w->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
                      (uint32_t)zxp_max_msg());
@@ -553,8 +662,14 @@ void zxb_workers_tick(zxb_broker_t *self)
             }
             zlist_append(lost, w);
         } else {
-            if (now - w->last_send >= hb) {
-                zxp_send_empty(self->wsock, w->rid, ZXP_HEARTBEAT);
+            /* the heartbeat says how many WRESULT items came since READY, so
+               the worker can forget the results it keeps for a re-send; a
+               busy worker (never idle for a heartbeat) gets it too */
+            if (now - w->last_send >= hb ||
+                (w->results_rx != w->results_ack && now - w->ack_at >= hb)) {
+                zxp_send_heartbeat_rx(self->wsock, w->rid, w->results_rx);
+                w->results_ack = w->results_rx;
+                w->ack_at = now;
                 w->last_send = now;
             }
             if (zxb_place_adaptive(&self->place) && !w->dead && !w->draining) {

@@ -29,11 +29,12 @@ typedef struct {
     int64_t client_timeout_ms; /* recovered tasks wait this long for their client */
     uint64_t max_queued;
     uint64_t max_queued_bytes;
-    int retries;               /* default retries of a task after its worker is lost */
-    double prefetch_target_ms; /* adaptive prefetch: queue this much work per slot; 0: off */
-    uint32_t prefetch_max;     /* adaptive prefetch: most tasks beyond the slots, per pool */
-    uint64_t prefetch_bytes;   /* adaptive prefetch: argument bytes in flight per pool
-                                  beyond which only the announced window applies */
+    uint64_t max_waiting_bytes; /* --max-results-waiting: result bytes a client has not read */
+    int retries;                /* default retries of a task after its worker is lost */
+    double prefetch_target_ms;  /* adaptive prefetch: queue this much work per slot; 0: off */
+    uint32_t prefetch_max;      /* adaptive prefetch: most tasks beyond the slots, per pool */
+    uint64_t prefetch_bytes;    /* adaptive prefetch: argument bytes in flight per pool
+                                   beyond which only the announced window applies */
     bool insecure;
     int verbose;              /* 0 quiet (warnings), 1 normal, 2 verbose */
     const char *metrics_addr; /* Prometheus HTTP endpoint, HOST:PORT; NULL: none */
@@ -130,6 +131,7 @@ struct zxb_task {
     uint8_t adopted : 1;   /* its client submitted it (not only a worker reported it) */
     uint8_t bcancel : 1;   /* the broker sent WCANCEL because its client left */
     uint8_t cancelled : 1; /* a CANCEL was forwarded to the worker */
+    uint8_t unproven : 1;  /* recovered from READY without a token it could check (tokens.c) */
 };
 
 /* A function a worker offers, with its place in the function's lists of
@@ -173,6 +175,10 @@ struct zxb_worker {
     zframe_t *rid;
     char node[ZXP_MAX_NAME + 1];
     uint32_t pid, threads, procs, prefetch, hb_ms;
+    uint64_t max_msg;     /* READY's trailing max_msg; 0: not said (an older worker) */
+    uint64_t results_rx;  /* WRESULT items received since its READY */
+    uint64_t results_ack; /* as last told to it (HEARTBEAT's trailing field) */
+    int64_t ack_at;
     /* per pool kind (ZXP_POOL_THREAD, ZXP_POOL_PROCESS; [0] unused): the
        placement policy's view (zxb_place.h): slots, window, the tasks in
        flight (dispatched, not resulted, and late slots, see held) and their
@@ -198,10 +204,16 @@ struct zxb_client {
     zframe_t *rid;
     char name[ZXP_MAX_NAME + 1];
     uint32_t hb_ms;
-    bool alive;   /* said HELLO and has not left */
-    bool ever;    /* has said HELLO since this broker started */
-    bool expired; /* a placeholder whose wait for HELLO ran out */
-    bool doomed;  /* gone with no task left: freed at the end of this turn */
+    uint64_t max_msg; /* HELLO's trailing max_msg; 0: not said (an older client) */
+    /* result payload bytes sent, and read as its HEARTBEAT says (acks: it
+       says so; older clients do not, and are not bounded) */
+    uint64_t tx_bytes, rx_bytes;
+    bool acks;
+    bool overflow; /* tx - rx passed --max-results-waiting: dropped at the tick */
+    bool alive;    /* said HELLO and has not left */
+    bool ever;     /* has said HELLO since this broker started */
+    bool expired;  /* a placeholder whose wait for HELLO ran out */
+    bool doomed;   /* gone with no task left: freed at the end of this turn */
     int64_t last_recv, last_send, created;
     zhashx_t *fifos;       /* key (queue, level) -> zxb_fifo_t */
     zxb_fifo_t *last_fifo; /* one-entry cache for bursts of the same kind */

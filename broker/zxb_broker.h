@@ -50,12 +50,30 @@ struct zxb_broker {
     zlist_t *orphans; /* functions whose queue lost its last worker */
     zxp_out_t ctl;    /* for STATUS-REPLY */
     uint64_t submitted, done, failed, cancelled, duplicates, rejected;
+    uint64_t bad_results;   /* WRESULT items refused one by one (zxp_item_bad): task failed */
+    uint64_t too_large;     /* tasks failed because a message would pass a peer's --max-msg */
+    uint64_t slow_clients;  /* sessions dropped for not reading their results */
+    uint64_t registrations; /* READYs accepted */
+    uint64_t stale_results; /* WRESULT items for another attempt (token), dropped */
+    uint64_t forged_claims; /* READY running entries without a valid token, ignored */
+    void *tok_ctx;          /* attempt tokens (tokens.c): the keyed MAC */
+    bool tok_persistent;    /* its key comes from the shared secret: survives restarts */
     uint64_t queued, running;
     uint64_t rate[10];
     int64_t rate_sec;
     zxb_metrics_t *metrics; /* --metrics: the page is rebuilt once a second */
     int64_t metrics_at;
 };
+
+/* An optional trailing uint field of a header (appended by a later minor
+   version): its value, or 0 when it is absent or not a uint. */
+static inline uint64_t zxb_opt_u(const msgpack_object *arr, size_t field)
+{
+    return arr->via.array.size > field &&
+                   arr->via.array.ptr[field].type == MSGPACK_OBJECT_POSITIVE_INTEGER
+               ? arr->via.array.ptr[field].via.u64
+               : 0;
+}
 
 static inline void zxb_hex(const uint8_t *id, char out[33])
 {
@@ -141,6 +159,20 @@ void zxb_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const c
                      size_t node_len, uint32_t pid, uint8_t pool, zframe_t **payload,
                      const void *mem, size_t len);
 /* Fails a task the broker holds (not on a worker) with an error of its own. */
+/* ---- tokens.c: attempt tokens ---------------------------------------------------- */
+
+int zxb_tokens_init(zxb_broker_t *self);
+void zxb_tokens_fini(zxb_broker_t *self);
+/* The token of (session, seq, attempt) given to the worker worker_id. */
+void zxb_token(zxb_broker_t *self, const uint8_t *session, uint64_t seq, uint32_t attempt,
+               const uint8_t *worker_id, uint8_t out[ZXP_TOKEN_LEN]);
+bool zxb_token_ok(zxb_broker_t *self, const uint8_t *session, uint64_t seq, uint32_t attempt,
+                  const uint8_t *worker_id, const uint8_t *token);
+/* Appends t's token for w to the TASK item just put in out. */
+void zxb_token_put(zxb_broker_t *self, zxp_out_t *out, zxb_task_t *t, zxb_worker_t *w);
+
+/* Fails t (REJECTED) if its arguments are over w's --max-msg; true if so. */
+bool zxb_task_too_large(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t);
 void zxb_task_fail(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const char *type,
                    const char *message, const char *node);
 void zxb_cancelled_send(zxb_broker_t *self, zxb_client_t *c, uint64_t seq, uint32_t outcome);

@@ -31,5 +31,8 @@ int zxb_sec_socket(zsock_t *sock, bool workers);
    0: go on; -1: dropped and counted (and answered by RESET when it was
    signed under a previous broker session). */
 int zxb_sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_drops_t *drops);
+/* The attempt-token key (16 bytes) derived from the shared secret: true, or
+   false when no secret is configured (out untouched). */
+bool zxb_sec_token_key(uint8_t out[16]);
 
 #endif

@@ -6,6 +6,7 @@
     clear message after a few seconds. The same raw socket asks for STATUS.
 */
 #include "zxc.h"
+#include "zx_monitor.h"
 #include "zx_parse.h"
 #include "zx_proto.h"
 #include "zx_security.h"
@@ -55,6 +56,7 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
     zxp_in_init(&in);
     zx__sec_t *sec = zx__sec_new(c->key, c->server_key, c->secret_file, false);
     zsock_t *sock = zsock_new(ZMQ_DEALER);
+    zsock_t *mon = NULL;
     zpoller_t *poller = NULL;
     if (!sec) {
         snprintf(err, errlen, "bad security configuration (see the message above)");
@@ -72,14 +74,17 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
     }
     zmq_setsockopt(zsock_resolve(sock), ZMQ_ROUTING_ID, session, sizeof session);
     zx__sec_socket(sec, sock, ZXP_ROLE_BROKER_C);
+    /* a refused handshake is reported at once instead of as a timeout */
+    mon = zx__monitor_new(sock);
     if (zsock_connect(sock, "%s", c->broker) != 0) {
         snprintf(err, errlen, "invalid broker endpoint '%s' (expected e.g. tcp://HOST:5570)",
                  c->broker);
         goto done;
     }
-    poller = zpoller_new(sock, NULL);
+    poller = zpoller_new(sock, mon, NULL);
     int64_t deadline = zclock_mono() + (int64_t)(timeout * 1000.0);
     int64_t next_hello = 0;
+    int no_detail = 0; /* handshakes closed without detail in a row */
     while (true) {
         int64_t now = zclock_mono();
         if (now >= deadline) {
@@ -97,10 +102,23 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
         if (wait > deadline - now) {
             wait = deadline - now;
         }
-        if (!zpoller_wait(poller, (int)(wait > 0 ? wait : 1))) {
+        void *which = zpoller_wait(poller, (int)(wait > 0 ? wait : 1));
+        if (!which) {
             if (zpoller_terminated(poller)) {
                 snprintf(err, errlen, "interrupted");
                 goto done;
+            }
+            continue;
+        }
+        if (which == mon) {
+            char peer[300];
+            snprintf(peer, sizeof peer, "the broker at %s", c->broker);
+            zx__hs_t ev;
+            while ((ev = zx__monitor_read(mon, sock, peer, err, errlen)) != ZX__HS_NONE) {
+                if (ev == ZX__HS_REFUSED ||
+                    (ev == ZX__HS_FAILED_RETRY && ++no_detail >= ZX__HS_NO_DETAIL_MAX)) {
+                    goto done;
+                }
             }
             continue;
         }
@@ -143,6 +161,7 @@ done:
         zxp_send_empty(sock, NULL, ZXP_BYE);
     }
     zpoller_destroy(&poller);
+    zx__monitor_destroy(&mon, sock);
     zsock_destroy(&sock);
     zx__sec_destroy(&sec);
     zxp_in_fini(&in);

@@ -2,6 +2,7 @@
     helpers they share. Every subcommand parses its own flags (getopt_long)
     and answers --help; a usage error names what was wrong and exits 2.
 */
+#include "zx_czmq.h"
 #include "zxc.h"
 
 #include <czmq.h>
@@ -31,6 +32,11 @@ static void s_usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    char zerr[256];
+    if (!zx__zmq_runtime_ok(zerr, sizeof zerr)) {
+        fprintf(stderr, "zexec: %s\n", zerr);
+        return 1;
+    }
     if (argc < 2) {
         s_usage(stderr);
         return ZXC_EXIT_USAGE;

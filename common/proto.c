@@ -240,6 +240,10 @@ void zxp_in_init(zxp_in_t *in)
 
 static void s_in_release(zxp_in_t *in)
 {
+    if (in->nbad) {
+        memset(in->bad, 0, in->count < ZXP_MAX_BATCH ? in->count : ZXP_MAX_BATCH);
+        in->nbad = 0;
+    }
     zmsg_destroy(&in->msg);
     zframe_destroy(&in->header);
     msgpack_zone_clear(&in->zone);
@@ -295,31 +299,96 @@ static bool s_u_max(const msgpack_object *arr, size_t f, uint64_t max)
     return arr->via.array.ptr[f].via.u64 <= max;
 }
 
-/* Range checks beyond types, per command. */
-static bool s_ranges_ok(int cmd, const msgpack_object *it)
+/* Range checks of the item kinds answered one by one (zxp_item_bad):
+   0 or a ZXP_BAD_* code. */
+static int s_item_check(int cmd, const msgpack_object *it, const char *fields)
 {
+    if (!s_shape_ok(it, fields)) {
+        return ZXP_BAD_FIELDS;
+    }
     switch (cmd) {
     case ZXP_SUBMIT: {
         int64_t prio = zxp_i(it, 3), retries = zxp_i(it, 4);
-        return s_u_max(it, 2, 2) && prio >= -128 && prio <= 127 && retries >= -1 &&
-               retries <= 100 && s_u_max(it, 5, UINT32_MAX) && s_u_max(it, 6, UINT32_MAX);
+        if (!s_u_max(it, 2, 2)) {
+            return ZXP_BAD_POOL;
+        }
+        if (prio < -128 || prio > 127) {
+            return ZXP_BAD_PRIORITY;
+        }
+        if (retries < -1 || retries > 100) {
+            return ZXP_BAD_RETRIES;
+        }
+        return s_u_max(it, 5, UINT32_MAX) && s_u_max(it, 6, UINT32_MAX) ? 0 : ZXP_BAD_RANGE;
     }
+    case ZXP_RESULT:
+        if (!s_u_max(it, 1, ZXP_ST_MAX)) {
+            return ZXP_BAD_STATUS;
+        }
+        return s_u_max(it, 3, UINT32_MAX) && s_u_max(it, 4, 2) && s_u_max(it, 5, UINT32_MAX)
+                   ? 0
+                   : ZXP_BAD_RANGE;
+    case ZXP_WRESULT:
+        if (!s_u_max(it, 2, ZXP_ST_MAX)) {
+            return ZXP_BAD_STATUS;
+        }
+        return s_u_max(it, 3, UINT32_MAX) && s_u_max(it, 4, 2) ? 0 : ZXP_BAD_RANGE;
+    default: return 0;
+    }
+}
+
+/* Whether a bad item of cmd still names its task, so it can be answered:
+   an array whose seq (and session, for WRESULT) have their types. */
+static bool s_item_named(int cmd, const msgpack_object *it)
+{
+    switch (cmd) {
+    case ZXP_SUBMIT:
+    case ZXP_RESULT: return s_shape_ok(it, "u");
+    case ZXP_WRESULT: return s_shape_ok(it, "ku");
+    default: return false;
+    }
+}
+
+int zxp_item_bad(const zxp_in_t *in, size_t i)
+{
+    return in->nbad && i < in->count ? in->bad[i] : 0;
+}
+
+const char *zxp_bad_reason(int code)
+{
+    switch (code) {
+    case 0: return "good";
+    case ZXP_BAD_FIELDS: return "missing fields, or fields of the wrong type";
+    case ZXP_BAD_POOL: return "pool out of range 0..2";
+    case ZXP_BAD_PRIORITY: return "priority out of range -128..127";
+    case ZXP_BAD_RETRIES: return "retries out of range -1..100";
+    case ZXP_BAD_RANGE: return "a number out of its field's range";
+    case ZXP_BAD_STATUS: return "unknown status";
+    default: return "bad item";
+    }
+}
+
+/* Range checks beyond types, per command (but those of s_item_check). */
+static bool s_ranges_ok(int cmd, const msgpack_object *it)
+{
+    switch (cmd) {
     case ZXP_TASK:
         return s_u_max(it, 3, 2) && s_u_max(it, 4, UINT32_MAX) && s_u_max(it, 5, UINT32_MAX) &&
                s_u_max(it, 6, UINT32_MAX);
-    case ZXP_RESULT:
-        return s_u_max(it, 1, ZXP_ST_MAX) && s_u_max(it, 3, UINT32_MAX) && s_u_max(it, 4, 2);
-    case ZXP_WRESULT:
-        return s_u_max(it, 2, ZXP_ST_MAX) && s_u_max(it, 3, UINT32_MAX) && s_u_max(it, 4, 2);
     case ZXP_WSTARTED: return s_u_max(it, 2, UINT32_MAX) && s_u_max(it, 3, 2);
-    case ZXP_CREDIT: return zxp_u(it, 0) >= 1 && s_u_max(it, 0, 2) && s_u_max(it, 1, 1000000);
+    case ZXP_CREDIT: return zxp_u(it, 0) >= 1 && s_u_max(it, 0, 2) && s_u_max(it, 1, ZXP_MAX_COUNT);
     case ZXP_CANCELLED:
     case ZXP_WCANCELLED: return s_u_max(it, cmd == ZXP_CANCELLED ? 1 : 2, 2);
     case ZXP_READY: {
-        for (size_t i = 3; i <= 7; i++) {
-            if (!s_u_max(it, i, 1000000)) {
+        /* a pid is any pid_t (Linux allows up to 4,194,304; systemd sets
+           that on 64-bit machines); slot counts and prefetch are bounded by
+           INT32_MAX so that size + prefetch cannot wrap a uint32 */
+        for (size_t i = 3; i <= 6; i++) {
+            if (!s_u_max(it, i, ZXP_MAX_COUNT)) {
                 return false;
             }
+        }
+        if (!s_u_max(it, 7, 3600000)) {
+            return false;
         }
         const msgpack_object *fns = zxp_o(it, 8), *run = zxp_o(it, 9);
         for (uint32_t i = 0; i < fns->via.array.size; i++) {
@@ -397,9 +466,19 @@ int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role)
         }
         size_t nf = strlen(c->fields);
         in->inline_at = c->payload ? nf : 0;
+        bool one_by_one = in->cmd == ZXP_SUBMIT || in->cmd == ZXP_RESULT || in->cmd == ZXP_WRESULT;
         for (size_t i = 0; i < in->count; i++) {
             const msgpack_object *it = &in->hdr.via.array.ptr[i];
-            if (!s_shape_ok(it, c->fields) || !s_ranges_ok(in->cmd, it)) {
+            if (one_by_one) {
+                /* one bad item fails itself, not its batch: it names its task */
+                int bad = s_item_check(in->cmd, it, c->fields);
+                if (bad && !s_item_named(in->cmd, it)) {
+                    in->reason = "an item has the wrong fields and names no task";
+                    return ZXP_E_SHAPE;
+                }
+                in->bad[i] = (uint8_t)bad;
+                in->nbad += bad != 0;
+            } else if (!s_shape_ok(it, c->fields) || !s_ranges_ok(in->cmd, it)) {
                 in->reason = "an item has the wrong fields or values";
                 return ZXP_E_SHAPE;
             }
@@ -515,6 +594,16 @@ void zxp_get_submit(const zxp_in_t *in, size_t i, zxp_submit_t *out)
     out->flags = (uint32_t)zxp_u(it, 6);
 }
 
+/* An optional trailing token at field f: a 16-byte bin, else NULL. */
+static const uint8_t *s_tail_token(const msgpack_object *it, size_t f)
+{
+    if (it->via.array.size > f && it->via.array.ptr[f].type == MSGPACK_OBJECT_BIN &&
+        it->via.array.ptr[f].via.bin.size == ZXP_TOKEN_LEN) {
+        return (const uint8_t *)it->via.array.ptr[f].via.bin.ptr;
+    }
+    return NULL;
+}
+
 void zxp_get_task(const zxp_in_t *in, size_t i, zxp_task_t *out)
 {
     const msgpack_object *it = zxp_item(in, i);
@@ -525,6 +614,7 @@ void zxp_get_task(const zxp_in_t *in, size_t i, zxp_task_t *out)
     out->timeout_ms = (uint32_t)zxp_u(it, 4);
     out->attempt = (uint32_t)zxp_u(it, 5);
     out->flags = (uint32_t)zxp_u(it, 6);
+    out->token = s_tail_token(it, 8);
 }
 
 void zxp_get_wresult(const zxp_in_t *in, size_t i, zxp_wresult_t *out)
@@ -536,6 +626,7 @@ void zxp_get_wresult(const zxp_in_t *in, size_t i, zxp_wresult_t *out)
     out->pid = (uint32_t)zxp_u(it, 3);
     out->pool = (uint8_t)zxp_u(it, 4);
     out->slot_freed = zxp_b(it, 5);
+    out->token = s_tail_token(it, 7);
 }
 
 void zxp_get_result(const zxp_in_t *in, size_t i, zxp_result_t *out)
@@ -641,6 +732,18 @@ void zxp_out_payload_share(zxp_out_t *out, zframe_t *frame)
     zlist_append(out->shared, frame);
     zframe_t *f = frame;
     zmsg_append(out->payloads, &f);
+}
+
+void zxp_out_item_token(zxp_out_t *out, const uint8_t *token)
+{
+    if (!out->last_inline) {
+        msgpack_pack_nil(&out->pk);
+        out->buf.data[out->item_at]++; /* fixarray: one field more */
+    }
+    msgpack_pack_bin(&out->pk, ZXP_TOKEN_LEN);
+    msgpack_pack_bin_body(&out->pk, token, ZXP_TOKEN_LEN);
+    out->buf.data[out->item_at]++;
+    out->last_inline = true; /* a second call appends only the token */
 }
 
 void zxp_out_payload_mem(zxp_out_t *out, const void *data, size_t len)
@@ -809,6 +912,7 @@ static msgpack_packer *s_item(zxp_out_t *out, size_t fields)
     out->count++;
     out->item_at = out->buf.size;
     out->item_open = out->payload;
+    out->last_inline = false;
     msgpack_pack_array(&out->pk, fields);
     return &out->pk;
 }
@@ -819,6 +923,7 @@ static bool s_inline(zxp_out_t *out, const void *data, size_t len)
 {
     bool ok = out->item_open && len <= ZXP_INLINE_MAX;
     out->item_open = false;
+    out->last_inline = ok;
     if (ok) {
         msgpack_pack_bin(&out->pk, len);
         msgpack_pack_bin_body(&out->pk, data, len);
@@ -950,16 +1055,30 @@ int zxp_send_empty(zsock_t *sock, zframe_t *routing_id, uint8_t cmd)
     return s_send_built(&o, sock, routing_id);
 }
 
+int zxp_send_heartbeat_rx(zsock_t *sock, zframe_t *routing_id, uint64_t rx)
+{
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_HEARTBEAT);
+    msgpack_pack_array(&o.pk, 1);
+    msgpack_pack_uint64(&o.pk, rx);
+    return s_send_built(&o, sock, routing_id);
+}
+
 int zxp_send_hello(zsock_t *sock, const uint8_t *session, const char *name, uint32_t heartbeat_ms)
 {
     zxp_out_t o;
     zxp_out_init(&o);
     zxp_out_begin(&o, ZXP_HELLO);
-    msgpack_pack_array(&o.pk, 4);
+    msgpack_pack_array(&o.pk, 5);
     msgpack_pack_uint32(&o.pk, ZXP_VERSION);
     s_pack_id(&o.pk, session);
     s_pack_str(&o.pk, name, strlen(name));
     msgpack_pack_uint32(&o.pk, heartbeat_ms);
+    /* a trailing field (an older broker ignores it): the largest frame this
+       process accepts, so the broker fails a result over it instead of
+       sending it */
+    msgpack_pack_uint64(&o.pk, (uint64_t)zxp_max_msg());
     return s_send_built(&o, sock, NULL);
 }
 
@@ -991,7 +1110,7 @@ int zxp_send_error(zsock_t *sock, zframe_t *routing_id, uint32_t code, const cha
 void zxp_put_ready(zxp_out_t *out, const zxp_ready_t *r)
 {
     msgpack_packer *pk = &out->pk;
-    msgpack_pack_array(pk, 10);
+    msgpack_pack_array(pk, r->max_msg ? 11 : 10);
     msgpack_pack_uint32(pk, ZXP_VERSION);
     s_pack_id(pk, r->worker_id);
     s_pack_str(pk, r->node, strlen(r->node));
@@ -1015,12 +1134,26 @@ void zxp_put_ready_running(zxp_out_t *out, size_t nrunning)
     msgpack_pack_array(&out->pk, nrunning);
 }
 
-void zxp_put_ready_task(zxp_out_t *out, const uint8_t *session, uint64_t seq, uint8_t pool)
+void zxp_put_ready_task(zxp_out_t *out, const uint8_t *session, uint64_t seq, uint8_t pool,
+                        const uint8_t *token, uint32_t attempt)
 {
-    msgpack_pack_array(&out->pk, 3);
-    s_pack_id(&out->pk, session);
-    msgpack_pack_uint64(&out->pk, seq);
-    msgpack_pack_uint8(&out->pk, pool);
+    msgpack_packer *pk = &out->pk;
+    msgpack_pack_array(pk, token ? 5 : 3);
+    s_pack_id(pk, session);
+    msgpack_pack_uint64(pk, seq);
+    msgpack_pack_uint8(pk, pool);
+    if (token) {
+        msgpack_pack_bin(pk, ZXP_TOKEN_LEN);
+        msgpack_pack_bin_body(pk, token, ZXP_TOKEN_LEN);
+        msgpack_pack_uint32(pk, attempt);
+    }
+}
+
+void zxp_put_ready_end(zxp_out_t *out, const zxp_ready_t *r)
+{
+    if (r->max_msg) {
+        msgpack_pack_uint64(&out->pk, r->max_msg);
+    }
 }
 
 int zxp_send_credit(zsock_t *sock, uint8_t pool, uint32_t n)
@@ -1053,6 +1186,10 @@ void zxp_sock_setup(zsock_t *sock)
 {
     zmq_setsockopt(zsock_resolve(sock), ZMQ_MAXMSGSIZE, &(int64_t){zxp_max_msg()}, sizeof(int64_t));
     zsock_set_linger(sock, 0);
+    /* no send ever waits: a DEALER whose handshake was refused has no
+       connection left (libzmq 4.3 does not reconnect after one), and a
+       blocking send there would wait forever; EAGAIN is reported instead */
+    zsock_set_sndtimeo(sock, 0);
     zsock_set_sndhwm(sock, 0); /* flow control is by credit and quotas, not by drops */
     zsock_set_rcvhwm(sock, 0);
     zsock_set_handshake_ivl(sock, 10000);

@@ -34,9 +34,22 @@ struct zx__sign {
     /* one peer (client, worker): the broker's session and highest seq */
     uint8_t remote[16];
     uint64_t remote_hi;
-    /* broker: sender session (hex) -> highest seq; routing id (hex) -> session */
-    zhashx_t *hi;
-    zhashx_t *by_peer;
+    /* our session before we adopted the broker's current one: what the
+       broker signed for it before it heard our new one still verifies, from
+       that broker session only (its seq rule holds) */
+    uint8_t own_prev[16];
+    /* broker: sender session (hex) -> highest seq; routing id (hex) ->
+       session. Two generations of each: those of the current session and of
+       the previous one (zx__sign_rotate); older ones are forgotten, which is
+       safe because a message signed for an older session fails the epoch
+       rule whatever its seq. */
+    zhashx_t *hi, *hi_prev;
+    zhashx_t *by_peer, *by_peer_prev;
+    uint8_t prev_session[16]; /* zero until the first rotation */
+    int64_t rotated_at;       /* zclock_mono ms */
+    int64_t rotate_ms;        /* the window */
+    size_t gen_max;           /* sessions per generation: ZX__SIGN_MAX_SESSIONS / 2 */
+    uint64_t rotations;
     s_attach_t attach[S_MAX_ATTACH];
     uint64_t verified, refused;
 };
@@ -152,6 +165,13 @@ static void s_hex(const uint8_t *p, size_t n, char *out)
     out[2 * n] = 0;
 }
 
+static zhashx_t *s_table_new(void)
+{
+    zhashx_t *t = zhashx_new();
+    zhashx_set_destructor(t, (zhashx_destructor_fn *)zstr_free);
+    return t;
+}
+
 zx__sign_t *zx__sign_new(const uint8_t *secret, size_t len, bool broker)
 {
     if (!secret || len < ZX__SIGN_MIN_SECRET || len > ZX__SIGN_MAX_SECRET) {
@@ -183,10 +203,13 @@ zx__sign_t *zx__sign_new(const uint8_t *secret, size_t len, bool broker)
     OPENSSL_cleanse(k, sizeof k);
     s_random(self->session, sizeof self->session);
     if (broker) {
-        self->hi = zhashx_new();
-        zhashx_set_destructor(self->hi, (zhashx_destructor_fn *)zstr_free);
-        self->by_peer = zhashx_new();
-        zhashx_set_destructor(self->by_peer, (zhashx_destructor_fn *)zstr_free);
+        self->hi = s_table_new();
+        self->hi_prev = s_table_new();
+        self->by_peer = s_table_new();
+        self->by_peer_prev = s_table_new();
+        self->rotated_at = zclock_mono();
+        self->rotate_ms = ZX__SIGN_ROTATE_MS;
+        self->gen_max = ZX__SIGN_MAX_SESSIONS / 2;
     }
     return self;
 }
@@ -222,9 +245,52 @@ void zx__sign_destroy(zx__sign_t **self_p)
     EVP_MAC_CTX_free(self->ctx);
     EVP_MAC_free(self->mac);
     zhashx_destroy(&self->hi);
+    zhashx_destroy(&self->hi_prev);
     zhashx_destroy(&self->by_peer);
+    zhashx_destroy(&self->by_peer_prev);
     free(self);
     *self_p = NULL;
+}
+
+void zx__sign_rotate(zx__sign_t *self)
+{
+    if (!self || !self->broker) {
+        return;
+    }
+    memcpy(self->prev_session, self->session, 16);
+    s_random(self->session, sizeof self->session);
+    zhashx_destroy(&self->hi_prev);
+    self->hi_prev = self->hi;
+    self->hi = s_table_new();
+    zhashx_destroy(&self->by_peer_prev);
+    self->by_peer_prev = self->by_peer;
+    self->by_peer = s_table_new();
+    self->rotated_at = zclock_mono();
+    self->rotations++;
+}
+
+void zx__sign_set_limits(zx__sign_t *self, int64_t window_ms, size_t max_sessions)
+{
+    if (self) {
+        self->rotate_ms = window_ms > 0 ? window_ms : ZX__SIGN_ROTATE_MS;
+        self->gen_max = max_sessions >= 2 ? max_sessions / 2 : ZX__SIGN_MAX_SESSIONS / 2;
+    }
+}
+
+uint64_t zx__sign_rotations(zx__sign_t *self)
+{
+    return self ? self->rotations : 0;
+}
+
+int zx__sign_derive(zx__sign_t *self, const char *label, uint8_t out[32])
+{
+    size_t len = 0;
+    if (!self || EVP_MAC_init(self->ctx, NULL, 0, NULL) != 1 ||
+        EVP_MAC_update(self->ctx, (const uint8_t *)label, strlen(label)) != 1 ||
+        EVP_MAC_final(self->ctx, out, &len, 32) != 1 || len != 32) {
+        return -1;
+    }
+    return 0;
 }
 
 const uint8_t *zx__sign_session(zx__sign_t *self)
@@ -292,7 +358,20 @@ static uint8_t *s_peer_session(zx__sign_t *self, zframe_t *peer, char key_out[2 
     char buf[2 * 255 + 1], *key = key_out ? key_out : buf;
     size_t n = zframe_size(peer) > 255 ? 255 : zframe_size(peer);
     s_hex(zframe_data(peer), n, key);
-    return zhashx_lookup(self->by_peer, key);
+    uint8_t *s = zhashx_lookup(self->by_peer, key);
+    if (!s && (s = zhashx_lookup(self->by_peer_prev, key))) {
+        /* still in touch: it moves to the current generation */
+        uint8_t *v = malloc(16);
+        if (v && zhashx_size(self->by_peer) < self->gen_max) {
+            memcpy(v, s, 16);
+            zhashx_insert(self->by_peer, key, v);
+            zhashx_delete(self->by_peer_prev, key);
+            s = v;
+        } else {
+            free(v);
+        }
+    }
+    return s;
 }
 
 int zx__sign_msg(zx__sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
@@ -323,6 +402,9 @@ int zx__sign_verify(zx__sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
 {
     zframe_t *envf = msg ? zmsg_last(msg) : NULL;
     int rc = 0;
+    if (self->broker && zclock_mono() - self->rotated_at >= self->rotate_ms) {
+        zx__sign_rotate(self); /* the window: see zx_sign.h */
+    }
     if (!envf || zmsg_size(msg) < 2 || zframe_size(envf) != ZX__SIGN_ENV_LEN) {
         rc = ZXP_E_SIGN_MISSING;
         goto out;
@@ -349,7 +431,7 @@ int zx__sign_verify(zx__sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
         uint8_t *cur = s_peer_session(self, peer, key);
         if (cur) {
             memcpy(cur, sender, 16);
-        } else if (zhashx_size(self->by_peer) < ZX__SIGN_MAX_SESSIONS) {
+        } else if (zhashx_size(self->by_peer) < self->gen_max) {
             uint8_t *v = malloc(16);
             if (v) {
                 memcpy(v, sender, 16);
@@ -357,20 +439,36 @@ int zx__sign_verify(zx__sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
             }
         }
     }
-    if (memcmp(epoch, self->session, 16) != 0) {
+    /* the broker's previous session (before its last rotation) still
+       counts for the senders it verified under it: their messages in flight
+       when it rotated; they adopt the new one from its next message */
+    bool prev = self->broker && memcmp(epoch, self->session, 16) != 0 &&
+                memcmp(self->prev_session, s_zero, 16) != 0 &&
+                memcmp(epoch, self->prev_session, 16) == 0 && zhashx_lookup(self->hi_prev, shex);
+    if (!self->broker && memcmp(epoch, self->session, 16) != 0 &&
+        memcmp(self->own_prev, s_zero, 16) != 0 && memcmp(epoch, self->own_prev, 16) == 0 &&
+        memcmp(sender, self->remote, 16) == 0) {
+        prev = true; /* in flight when we adopted this broker session */
+    }
+    if (memcmp(epoch, self->session, 16) != 0 && !prev) {
         static const uint8_t zero[16];
         rc = memcmp(epoch, zero, 16) == 0 ? ZXP_E_SIGN_FIRST : ZXP_E_SIGN_EPOCH;
         goto out;
     }
     if (self->broker) {
-        uint64_t *hi = zhashx_lookup(self->hi, shex);
+        zhashx_t *table = prev ? self->hi_prev : self->hi;
+        uint64_t *hi = zhashx_lookup(table, shex);
         if (hi && seq <= *hi) {
             rc = ZXP_E_SIGN_REPLAY;
             goto out;
         }
         if (!hi) {
-            if (zhashx_size(self->hi) >= ZX__SIGN_MAX_SESSIONS) {
-                rc = ZXP_E_SIGN_FULL;
+            if (zhashx_size(self->hi) >= self->gen_max) {
+                /* a generation is full: the next one starts now. Nothing is
+                   reopened (the old sessions' messages fail the epoch
+                   rule); this sender is told the new session by RESET */
+                zx__sign_rotate(self);
+                rc = ZXP_E_SIGN_EPOCH;
                 goto out;
             }
             hi = malloc(sizeof *hi);
@@ -392,6 +490,7 @@ int zx__sign_verify(zx__sign_t *self, zmsg_t *msg, zframe_t *peer, int role)
            another, take a new session of our own: whatever the old broker
            signed for the old one can never verify again. */
         if (memcmp(self->remote, s_zero, 16) != 0) {
+            memcpy(self->own_prev, self->session, 16);
             s_random(self->session, sizeof self->session);
         }
         memcpy(self->remote, sender, 16);

@@ -29,9 +29,16 @@
    rather than in a frame of their own (docs/protocol.md). 4096 items of
    this much stay well under ZXP_MAX_HEADER. */
 #define ZXP_INLINE_MAX 256
-#define ZXP_MAX_DEPTH 32 /* msgpack nesting */
-#define ZXP_MAX_NAME 255 /* function and node names */
-#define ZXP_ID_LEN 16    /* session and worker ids */
+#define ZXP_MAX_DEPTH 32          /* msgpack nesting */
+#define ZXP_MAX_COUNT 2147483647u /* pids, slot counts, prefetch, credits: INT32_MAX */
+/* A batch is sent once its header reaches this (its last item adds at most
+   about 600 bytes), so a header fits any peer's --max-msg (at least
+   ZXP_MIN_MAX_MSG) */
+#define ZXP_BATCH_HEADER_MAX (32 * 1024)
+#define ZXP_MIN_MAX_MSG (64 * 1024) /* the smallest --max-msg */
+#define ZXP_TOKEN_LEN 16            /* an attempt token (TASK, WRESULT, READY's running entries) */
+#define ZXP_MAX_NAME 255            /* function and node names */
+#define ZXP_ID_LEN 16               /* session and worker ids */
 
 /* Commands. 0x0_ client endpoint, 0x2_ worker endpoint, some on both. */
 enum {
@@ -153,19 +160,41 @@ typedef struct zxp_in {
     zmsg_t *msg;      /* frame 0 and header popped; payload frames remain */
     zframe_t *header; /* owns the bytes the header object points into */
     msgpack_zone zone;
-    msgpack_object hdr; /* the header array */
-    size_t count;       /* batch commands: number of items */
-    size_t taken;       /* payloads taken so far (zxp_payload_take) */
-    size_t inline_at;   /* payload commands: the inline payload's field index; else 0 */
-    const char *reason; /* on error: what was wrong, for the log */
+    msgpack_object hdr;         /* the header array */
+    size_t count;               /* batch commands: number of items */
+    size_t taken;               /* payloads taken so far (zxp_payload_take) */
+    size_t inline_at;           /* payload commands: the inline payload's field index; else 0 */
+    const char *reason;         /* on error: what was wrong, for the log */
+    size_t nbad;                /* items marked bad (zxp_item_bad) */
+    uint8_t bad[ZXP_MAX_BATCH]; /* per item: 0, or a ZXP_BAD_* code */
 } zxp_in_t;
+
+/* Why one item of a SUBMIT, RESULT or WRESULT was refused while the rest of
+   its batch goes on (zxp_item_bad). The item still names its task (seq, and
+   session for WRESULT), so the receiver answers for it instead of leaving
+   its future waiting. Codes are part of the protocol (protocol.md §7). */
+enum {
+    ZXP_BAD_FIELDS = 1,   /* missing fields, or fields of the wrong type */
+    ZXP_BAD_POOL = 2,     /* pool not 0..2 */
+    ZXP_BAD_PRIORITY = 3, /* priority not -128..127 */
+    ZXP_BAD_RETRIES = 4,  /* retries not -1..100 */
+    ZXP_BAD_RANGE = 5,    /* a number over its field's range (timeout, flags, pid) */
+    ZXP_BAD_STATUS = 6,   /* a status this receiver does not know */
+};
+/* 0 if item i is good, else its ZXP_BAD_* code: its getter must not be
+   called; its seq (field 0, or 1 after a session) and its payload (which
+   must still be taken, in order) are valid. */
+int zxp_item_bad(const zxp_in_t *in, size_t i);
+/* The sentence for a ZXP_BAD_* code. */
+const char *zxp_bad_reason(int code);
 
 void zxp_in_init(zxp_in_t *in);
 void zxp_in_fini(zxp_in_t *in);
 /* Releases the previous message, takes *msg_p (consumed, also on error:
    *msg_p is set to NULL) and validates it completely for role: frame 0,
    header shape of every item, payload count. ZX_OK (0) or a ZXP_E_* code with
-   in->reason set. After success the getters below cannot fail. */
+   in->reason set. After success the getters below cannot fail, except on
+   the items of SUBMIT, RESULT and WRESULT that zxp_item_bad marks. */
 int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role);
 
 /* Item i of a batch header, or the header itself for non-batch commands. */
@@ -204,6 +233,7 @@ typedef struct {
     uint32_t timeout_ms;
     uint32_t attempt;
     uint32_t flags;
+    const uint8_t *token; /* ZXP_TOKEN_LEN bytes after the payload field; NULL: none */
 } zxp_task_t;
 void zxp_get_task(const zxp_in_t *in, size_t i, zxp_task_t *out);
 
@@ -214,6 +244,7 @@ typedef struct {
     uint32_t pid;
     uint8_t pool;
     bool slot_freed;
+    const uint8_t *token; /* the TASK's token, after the payload field; NULL: none */
 } zxp_wresult_t;
 void zxp_get_wresult(const zxp_in_t *in, size_t i, zxp_wresult_t *out);
 
@@ -239,13 +270,24 @@ typedef struct zxp_out {
     size_t count;
     msgpack_sbuffer buf;
     msgpack_packer pk;
-    size_t item_at; /* offset of the last item's array header in buf */
-    bool item_open; /* that item may still take its payload inline */
+    size_t item_at;   /* offset of the last item's array header in buf */
+    bool item_open;   /* that item may still take its payload inline */
+    bool last_inline; /* that item's payload went inline */
     zmsg_t *payloads;
     zlist_t *shared; /* frames of payloads appended by zxp_out_payload_share (borrowed) */
 } zxp_out_t;
 
 void zxp_out_init(zxp_out_t *out);
+/* Appends an attempt token to the last item, after its payload field (a nil
+   stands for a payload that went in a frame): call right after its payload. */
+void zxp_out_item_token(zxp_out_t *out, const uint8_t *token);
+
+/* Whether a batch must be sent before another item: ZXP_MAX_BATCH items, or
+   a header of ZXP_BATCH_HEADER_MAX bytes. */
+static inline bool zxp_out_full(const zxp_out_t *out)
+{
+    return out->count >= ZXP_MAX_BATCH || out->buf.size >= ZXP_BATCH_HEADER_MAX;
+}
 void zxp_out_fini(zxp_out_t *out);
 /* Starts a message (discarding any unsent one). For non-batch commands pack
    the header array yourself with zxp_out_pk after begin. */
@@ -287,7 +329,8 @@ void zxp_put_wcancelled(zxp_out_t *out, const uint8_t *session, uint64_t seq, ui
 /* READY, the worker's registration, built in order after
    zxp_out_begin(out, ZXP_READY): zxp_put_ready (the head, announcing nfns
    functions), nfns zxp_put_ready_fn, zxp_put_ready_running (announcing
-   nrunning tasks), nrunning zxp_put_ready_task; then zxp_out_send. The only
+   nrunning tasks), nrunning zxp_put_ready_task, zxp_put_ready_end (the
+   fields appended in 2.1); then zxp_out_send. The only
    encoder of READY (the worker, the broker tests' fake workers and the
    benchmark's idle workers use it). */
 typedef struct {
@@ -295,11 +338,16 @@ typedef struct {
     const char *node;
     uint32_t pid, threads, procs, prefetch, heartbeat_ms;
     size_t nfns;
+    uint64_t max_msg; /* appended in 2.1: the largest frame accepted; 0: not said */
 } zxp_ready_t;
 void zxp_put_ready(zxp_out_t *out, const zxp_ready_t *r);
 void zxp_put_ready_fn(zxp_out_t *out, const char *name, uint8_t pools);
 void zxp_put_ready_running(zxp_out_t *out, size_t nrunning);
-void zxp_put_ready_task(zxp_out_t *out, const uint8_t *session, uint64_t seq, uint8_t pool);
+/* token (ZXP_TOKEN_LEN bytes, with its attempt) proves to a restarted
+   broker that the task was given to this worker; NULL: none (2.0) */
+void zxp_put_ready_task(zxp_out_t *out, const uint8_t *session, uint64_t seq, uint8_t pool,
+                        const uint8_t *token, uint32_t attempt);
+void zxp_put_ready_end(zxp_out_t *out, const zxp_ready_t *r);
 
 /* ERROR codes: the broker refuses a HELLO or READY and says why. */
 enum {
@@ -314,12 +362,17 @@ int zxp_send_welcome(zsock_t *sock, zframe_t *routing_id, const uint8_t *broker_
                      uint32_t heartbeat_ms, uint32_t liveness, uint32_t max_msg);
 int zxp_send_error(zsock_t *sock, zframe_t *routing_id, uint32_t code, const char *message);
 int zxp_send_credit(zsock_t *sock, uint8_t pool, uint32_t n);
+/* A HEARTBEAT with its trailing field: from a client, the RESULT payload
+   bytes it has read since the last WELCOME; from the broker to a worker, the
+   WRESULT items it has received since that worker's READY. */
+int zxp_send_heartbeat_rx(zsock_t *sock, zframe_t *routing_id, uint64_t rx);
 
 /* Packs an error payload [type, message, traceback] into a new frame. */
 zframe_t *zxp_error_frame(const char *type, const char *message, const char *traceback);
 
 /* Socket options every zexec socket gets: ZMQ_MAXMSGSIZE, linger, HWMs,
-   handshake interval. */
+   handshake interval, and a send timeout of 0 (a send that cannot go at once
+   fails with EAGAIN: no send ever blocks). */
 void zxp_sock_setup(zsock_t *sock);
 
 /* The ZMQ_MAXMSGSIZE zxp_sock_setup applies from now on (default ZXP_MAX_MSG;

@@ -27,14 +27,23 @@
       new session, which tells the peer the new epoch;
     - seq must be above the highest seen from that sender session
       (ZXP_E_SIGN_REPLAY). The broker keeps the highest seq of every sender
-      session of its lifetime (only verified ones, so forgeries cannot fill
-      the table); a peer keeps the broker's, and draws a new session of its
-      own when the broker's changes, so nothing sent to the old one verifies.
+      session verified under its current session and its previous one (only
+      verified ones, so forgeries cannot fill the table); a peer keeps the
+      broker's, and draws a new session of its own when the broker's
+      changes, so nothing sent to the old one verifies.
+    - the broker's session rotates (zx__sign_rotate) every ZX__SIGN_ROTATE_MS,
+      or at once when ZX__SIGN_MAX_SESSIONS / 2 senders were verified under
+      the current one. Messages for the previous session are still accepted
+      from the senders recorded under it (in flight at the rotation); for
+      any older session they fail the epoch rule, so the records of those
+      sessions are dropped without reopening any replay. A live peer adopts
+      the new session from the broker's next message (heartbeats: within a
+      second) and carries on with a new session of its own.
 
     A zx__sign_t is used by one thread: the one that owns its socket.
 */
-#ifndef ZX_SIGN_H
-#define ZX_SIGN_H
+#ifndef ZX__SIGN_H
+#define ZX__SIGN_H
 
 #include "zx_proto.h"
 
@@ -44,9 +53,10 @@
 
 #define ZX__SIGN_ENV_LEN 76
 #define ZX__SIGN_MAC_LEN 32
-#define ZX__SIGN_MIN_SECRET 16   /* bytes */
-#define ZX__SIGN_MAX_SECRET 4096 /* bytes */
-#define ZX__SIGN_MAX_SESSIONS 1000000
+#define ZX__SIGN_MIN_SECRET 16              /* bytes */
+#define ZX__SIGN_MAX_SECRET 4096            /* bytes */
+#define ZX__SIGN_MAX_SESSIONS 1000000       /* sender sessions remembered, both generations */
+#define ZX__SIGN_ROTATE_MS (10 * 60 * 1000) /* the broker's session lasts at most this */
 
 /* Errors: the ZXP_E_SIGN_* codes of zx_proto.h (one family with the
    decoder's, named by zxp_strerror). */
@@ -88,6 +98,20 @@ int zx__sign_verify(zx__sign_t *self, zmsg_t *msg, zframe_t *peer, int role);
    use, or be detached first. A peer (not broker) signer signs one socket:
    attaching a new one (after a reconnect) detaches the old. */
 void zx__sign_attach(zx__sign_t *self, zsock_t *sock, int peer_role);
+
+/* Broker: starts a new session now (the previous one stays valid for its
+   recorded senders; older ones are forgotten). */
+void zx__sign_rotate(zx__sign_t *self);
+/* Broker: the rotation window in ms (<= 0: ZX__SIGN_ROTATE_MS) and the
+   sessions remembered over both generations (< 2: ZX__SIGN_MAX_SESSIONS).
+   For tests. */
+void zx__sign_set_limits(zx__sign_t *self, int64_t window_ms, size_t max_sessions);
+/* Broker: rotations so far. */
+uint64_t zx__sign_rotations(zx__sign_t *self);
+
+/* A 32-byte key for another use, HMAC(K, label): the same for every process
+   holding the secret, and independent of the signing key. 0 or -1. */
+int zx__sign_derive(zx__sign_t *self, const char *label, uint8_t out[32]);
 
 /* This side's current session (16 bytes), for tests and logs. */
 const uint8_t *zx__sign_session(zx__sign_t *self);

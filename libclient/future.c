@@ -666,6 +666,15 @@ bool zx__future_complete(zx_future_t *f, int status, const void *payload, size_t
                          const char *node, int pid)
 {
     if (status == ZXP_ST_OK) {
+        /* a value is exactly one well-formed msgpack value: anything else
+           (raw bytes, a truncated value, `dd ff ff ff ff`) would reach the
+           caller as ZX_OK and make its unpacker fail or allocate wildly */
+        if (zxp_mp_check(payload, len, ZXP_MAX_DEPTH) != (long)len) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "the result (%zu bytes) is not one well-formed msgpack value",
+                     len);
+            return zx__future_set_exception(f, ZX_EPROTO, "ProtocolError", msg, "", node, pid);
+        }
         return s_set_result_from(f, payload, len, node, pid);
     }
     char *type, *message, *traceback;

@@ -239,7 +239,8 @@ static void s_destroy(zx_executor_t *base)
     pthread_mutex_lock(&ex->lock); /* pairs with the actor's last unlock */
     pthread_mutex_unlock(&ex->lock);
     if (ex->io.dealer) {
-        zsock_destroy(&ex->io.dealer); /* the actor never started */
+        zx__monitor_destroy(&ex->io.monitor, ex->io.dealer); /* the actor never started */
+        zsock_destroy(&ex->io.dealer);
     }
     zx__seqtab_fini(&ex->io.table);
     zxp_in_fini(&ex->io.in);
@@ -368,6 +369,12 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
     /* A library must not take over SIGINT/SIGTERM: czmq would otherwise
        install its own handlers on first use. */
     zsys_handler_set(NULL);
+    char zerr[256];
+    if (!zx__zmq_runtime_ok(zerr, sizeof zerr)) {
+        zsys_error("zexec client: %s", zerr);
+        err = ZX_EINVAL;
+        goto fail;
+    }
     zx__czmq_init();
     ex->io.dealer = zsock_new(ZMQ_DEALER);
     if (!ex->io.dealer) {
@@ -382,6 +389,8 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
     }
     /* the session is the routing id, so the broker knows us across reconnects */
     zmq_setsockopt(zsock_resolve(ex->io.dealer), ZMQ_ROUTING_ID, ex->session, ZXP_ID_LEN);
+    /* a refused handshake is otherwise silent (zx_monitor.h) */
+    ex->io.monitor = zx__monitor_new(ex->io.dealer);
     if (zsock_connect(ex->io.dealer, "%s", ex->endpoint) != 0) {
         zsys_error("zexec client: cannot connect to '%s': %s", ex->endpoint,
                    zmq_strerror(zmq_errno()));

@@ -13,6 +13,7 @@
 #define ZX_REMOTE_INT_H
 
 #include "remote.h"
+#include "zx_monitor.h"
 #include "zx_proto.h"
 #include "zx_security.h"
 #include "zx_seqtab.h"
@@ -83,7 +84,17 @@ enum { ZX__RIO_CONNECTING, ZX__RIO_CONNECTED };
 /* State of whoever holds ex->iolock: the actor, or a submitting thread. */
 typedef struct {
     zsock_t *dealer;
+    zsock_t *monitor; /* its handshake events (zx_monitor.h); NULL: unwatched */
     int state;
+    /* The broker refused our handshake (zx_monitor.h): futures fail at once
+       with refusal as their message until a handshake succeeds; libzmq
+       gave the connection up, so the actor reconnects at retry_at. */
+    bool refused;
+    bool reconnect;   /* libzmq will not reconnect by itself: we do at retry_at */
+    int hs_fails;     /* handshakes failed without detail since the last success */
+    int64_t retry_at; /* zclock_mono ms */
+    int64_t retry_ms; /* the next backoff: heartbeat, doubling up to S_RETRY_MAX */
+    char refusal[384];
     bool need_resend;   /* re-send everything after the next WELCOME */
     bool held;          /* the send window keeps tasks in the outbox */
     uint64_t held_need; /* argument bytes of the first task it keeps */
@@ -92,6 +103,9 @@ typedef struct {
     uint8_t broker_id[ZXP_ID_LEN];
     int64_t last_rx;        /* last message from the broker (start time before any) */
     int64_t broker_hb;      /* the broker's announced heartbeat, ms */
+    uint64_t broker_max;    /* the broker's max_msg from WELCOME; 0 until known */
+    uint64_t rx_bytes;      /* result payload bytes read on this connection (HEARTBEAT says) */
+    uint64_t rx_said;       /* rx_bytes as last said */
     zx__seqtab_t table;     /* the pending table: sent tasks by seq, until resolved */
     uint64_t pending_bytes; /* argument bytes of the tasks in it (the send window) */
     zxp_in_t in;

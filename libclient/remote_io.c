@@ -41,7 +41,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define S_RECV_BURST 256 /* messages read per turn before looking at the rest */
+#define S_RECV_BURST 256        /* messages read per turn before looking at the rest */
+#define S_ACK_BYTES (16u << 20) /* result bytes read between two acks at most */
+#define S_RETRY_MAX 30000       /* ms: the longest wait before trying a refused handshake again */
 
 static _Thread_local zx__remote_t *s_on_actor; /* the executor whose actor runs this thread */
 
@@ -148,31 +150,65 @@ static void s_put_task(zx__rio_t *io, zx__rtask_t *t)
     }
 }
 
+/* Sends never wait (zxp_sock_setup: ZMQ_SNDTIMEO 0): with no connection,
+   which is what a refused handshake leaves, a send fails at once; what it
+   carried is re-sent after the next WELCOME. */
 static void s_flush(zx__remote_t *ex, zxp_out_t *out)
 {
-    if (out->count > 0 && zxp_out_send(out, ex->io.dealer, NULL) != 0) {
+    if (out->count > 0 && zxp_out_send(out, ex->io.dealer, NULL) != 0 && !ex->io.refused) {
         zsys_warning("zexec client: send to %s failed: %s", ex->endpoint, zmq_strerror(errno));
     }
 }
 
-/* Sends tasks[0..n) as SUBMIT batches of at most max_batch. */
+/* A task whose arguments are over the broker's --max-msg (WELCOME says it)
+   would make the broker's libzmq drop our connection at every send and
+   re-send: its future fails now, naming the limit. True if so; the caller
+   takes it out of the table or the outbox and frees it. */
+static bool s_too_large(zx__remote_t *ex, zx__rtask_t *t)
+{
+    uint64_t max = ex->io.broker_max;
+    if (!max || t->args_len <= max) {
+        return false;
+    }
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "the task's arguments are %u bytes, over the broker's limit of %llu bytes (its "
+             "--max-msg)",
+             (unsigned)t->args_len, (unsigned long long)max);
+    zx__future_set_exception(t->future, ZX_EINVAL, "MessageTooLargeError", msg, "", "", 0);
+    return true;
+}
+
+/* Sends tasks[0..n) as SUBMIT batches of at most max_batch; those over the
+   broker's limit fail instead (s_too_large). */
 static void s_send_tasks(zx__remote_t *ex, zx__rtask_t **tasks, size_t n)
 {
     zx__rio_t *io = &ex->io;
+    size_t failed = 0;
     zxp_out_begin(&io->out, ZXP_SUBMIT);
     for (size_t i = 0; i < n; i++) {
+        if (s_too_large(ex, tasks[i])) {
+            s_pending_del(io, tasks[i]->seq);
+            zx__rtask_free(tasks[i]);
+            failed++;
+            continue;
+        }
         s_put_task(io, tasks[i]);
-        if (io->out.count >= ex->max_batch) {
+        if (io->out.count >= ex->max_batch || zxp_out_full(&io->out)) {
             s_flush(ex, &io->out);
             zxp_out_begin(&io->out, ZXP_SUBMIT);
         }
     }
     s_flush(ex, &io->out);
+    if (failed) {
+        s_after_batch(ex, failed);
+    }
 }
 
 static void s_send_hello(zx__remote_t *ex)
 {
-    if (zxp_send_hello(ex->io.dealer, ex->session, ex->name, (uint32_t)ex->hb_ms) != 0) {
+    if (zxp_send_hello(ex->io.dealer, ex->session, ex->name, (uint32_t)ex->hb_ms) != 0 &&
+        !ex->io.refused) {
         zsys_warning("zexec client: HELLO to %s failed", ex->endpoint);
     }
 }
@@ -186,6 +222,15 @@ static void s_fail_unreachable(zx__remote_t *ex, zx__rtask_t *t, double secs)
     char msg[512];
     snprintf(msg, sizeof msg, "broker %s unreachable for %.1f s", ex->endpoint, secs);
     zx__future_set_exception(t->future, ZX_ECONN, "BrokerUnreachableError", msg, "", "", 0);
+    zx__rtask_free(t);
+}
+
+/* Fails one record's future because the broker refused our handshake.
+   Caller removed it from the table or the outbox; frees it. */
+static void s_fail_refused(zx__remote_t *ex, zx__rtask_t *t)
+{
+    zx__future_set_exception(t->future, ZX_ECONN, "HandshakeRefusedError", ex->io.refusal, "", "",
+                             0);
     zx__rtask_free(t);
 }
 
@@ -288,7 +333,7 @@ static void s_cancel_all_sent(zx__remote_t *ex)
         }
         if (io->state == ZX__RIO_CONNECTED) {
             zxp_put_cancel(&io->out, t->seq, false);
-            if (io->out.count >= ZXP_MAX_BATCH) {
+            if (zxp_out_full(&io->out)) {
                 s_flush(ex, &io->out);
                 zxp_out_begin(&io->out, ZXP_CANCEL);
             }
@@ -313,7 +358,7 @@ static void s_control(zx__remote_t *ex)
     zx__list_t batch;
     zx__list_init(&batch);
     io->held = false;
-    if (cancel_all ||
+    if (cancel_all || io->refused ||
         (io->state == ZX__RIO_CONNECTED && io->pending_bytes + ex->out_bytes <= ex->max_inflight)) {
         /* all of it (the usual case: small arguments), in O(1) */
         if (ex->outbox.tail) {
@@ -356,11 +401,24 @@ static void s_control(zx__remote_t *ex)
             n++;
         }
         s_after_batch(ex, n);
+    } else if (batch.head && io->refused) {
+        /* refused: nothing can be sent; say so at once, not after broker_timeout */
+        size_t n = 0;
+        while ((k = zx__list_pop_front(&batch))) {
+            s_fail_refused(ex, zx__rtask_of(k));
+            n++;
+        }
+        s_after_batch(ex, n);
     } else if (batch.head) {
         size_t failed = 0;
         zxp_out_begin(&io->out, ZXP_SUBMIT);
         while ((k = zx__list_pop_front(&batch))) {
             zx__rtask_t *t = zx__rtask_of(k);
+            if (s_too_large(ex, t)) {
+                zx__rtask_free(t);
+                failed++;
+                continue;
+            }
             if (s_pending_put(io, t) != 0) {
                 zx__future_set_exception(t->future, ZX_ENOMEM, "MemoryError",
                                          "out of memory in the client", "", "", 0);
@@ -369,7 +427,7 @@ static void s_control(zx__remote_t *ex)
                 continue;
             }
             s_put_task(io, t);
-            if (io->out.count >= ex->max_batch) {
+            if (io->out.count >= ex->max_batch || zxp_out_full(&io->out)) {
                 s_flush(ex, &io->out);
                 zxp_out_begin(&io->out, ZXP_SUBMIT);
             }
@@ -395,8 +453,13 @@ static void s_on_result(zx__remote_t *ex)
     size_t resolved = 0;
     char node[ZXP_MAX_NAME + 1];
     for (size_t i = 0; i < io->in.count; i++) {
-        zxp_result_t r;
-        zxp_get_result(&io->in, i, &r);
+        zxp_result_t r = {0};
+        int bad = zxp_item_bad(&io->in, i);
+        if (bad) {
+            r.seq = zxp_u(zxp_item(&io->in, i), 0); /* its future fails below */
+        } else {
+            zxp_get_result(&io->in, i, &r);
+        }
         /* an inline payload is read in place: no frame for it */
         const void *data = NULL;
         size_t len = 0;
@@ -406,6 +469,7 @@ static void s_on_result(zx__remote_t *ex)
             data = payload ? zframe_data(payload) : NULL;
             len = payload ? zframe_size(payload) : 0;
         }
+        io->rx_bytes += len;
         zx__rtask_t *t = zx__seqtab_get(&io->table, r.seq);
         if (!t) {
             io->unknown++; /* a duplicate, or for a task failed here */
@@ -417,14 +481,26 @@ static void s_on_result(zx__remote_t *ex)
             size_t n = r.node.len < sizeof node ? r.node.len : sizeof node - 1;
             memcpy(node, r.node.ptr, n);
             node[n] = '\0';
-            zx__future_set_attempts(t->future, (int)r.attempts);
-            zx__future_complete(t->future, (int)r.status, data, len, node, (int)r.pid);
+            if (bad) {
+                char msg[160];
+                snprintf(msg, sizeof msg, "the broker sent a malformed result: %s",
+                         zxp_bad_reason(bad));
+                zx__future_set_exception(t->future, ZX_EPROTO, "ProtocolError", msg, "", "", 0);
+            } else {
+                zx__future_set_attempts(t->future, (int)r.attempts);
+                zx__future_complete(t->future, (int)r.status, data, len, node, (int)r.pid);
+            }
             resolved++;
         }
         zframe_destroy(&payload);
         zx__rtask_free(t);
     }
     s_after_batch(ex, resolved);
+    if (io->rx_bytes - io->rx_said >= S_ACK_BYTES) {
+        /* the broker bounds what we have not read: tell it before the tick */
+        zxp_send_heartbeat_rx(io->dealer, NULL, io->rx_bytes);
+        io->rx_said = io->rx_bytes;
+    }
 }
 
 static void s_on_started(zx__remote_t *ex)
@@ -494,7 +570,7 @@ static void s_resend(zx__remote_t *ex)
     for (size_t i = 0; i < n; i++) {
         if (v[i]->abandoned) {
             zxp_put_cancel(&io->out, v[i]->seq, false);
-            if (io->out.count >= ZXP_MAX_BATCH) {
+            if (zxp_out_full(&io->out)) {
                 s_flush(ex, &io->out);
                 zxp_out_begin(&io->out, ZXP_CANCEL);
             }
@@ -525,6 +601,8 @@ static void s_on_welcome(zx__remote_t *ex)
         io->have_broker = true;
     }
     io->broker_hb = hb > 0 && hb < 3600000 ? (int64_t)hb : ex->hb_ms;
+    io->broker_max = zxp_u(h, 3);
+    io->rx_bytes = io->rx_said = 0; /* the broker counts from its WELCOME too */
     bool was = io->state == ZX__RIO_CONNECTED;
     io->state = ZX__RIO_CONNECTED;
     if (!was) {
@@ -649,14 +727,89 @@ static void s_expire(zx__remote_t *ex, int64_t now)
     }
 }
 
+/* The broker refused our handshake (why says who and for what): every
+   unresolved future fails now with that reason, and so will new ones until
+   a handshake succeeds. The actor tries again with a backoff (an operator
+   may fix the key folder); reconnect: libzmq gave the connection up. */
+static void s_refused(zx__remote_t *ex, const char *why, bool reconnect)
+{
+    zx__rio_t *io = &ex->io;
+    if (!io->refused) {
+        zsys_error("zexec client: %s; unresolved futures fail", why);
+    }
+    snprintf(io->refusal, sizeof io->refusal, "%s", why);
+    io->refused = true;
+    io->reconnect = reconnect;
+    io->retry_ms = io->retry_ms ? io->retry_ms * 2 : ex->hb_ms;
+    if (io->retry_ms > S_RETRY_MAX) {
+        io->retry_ms = S_RETRY_MAX;
+    }
+    io->retry_at = zclock_mono() + io->retry_ms;
+    if (io->state == ZX__RIO_CONNECTED) {
+        io->state = ZX__RIO_CONNECTING;
+        s_set_connected(ex, false);
+    }
+    io->need_resend = true;
+    size_t n, failed = 0;
+    zx__rtask_t **v = (zx__rtask_t **)zx__seqtab_list(&io->table, &n, true);
+    for (size_t i = 0; v && i < n; i++) {
+        s_pending_del(io, v[i]->seq);
+        if (v[i]->abandoned) {
+            zx__rtask_free(v[i]); /* decided already: nothing to cancel any more */
+        } else {
+            s_fail_refused(ex, v[i]);
+            failed++;
+        }
+    }
+    free(v);
+    s_after_batch(ex, failed);
+    io->kick = true; /* the outbox fails too, and waiting cancels are decided */
+}
+
+static void s_on_monitor(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    char peer[300], why[sizeof io->refusal];
+    snprintf(peer, sizeof peer, "the broker at %s", ex->endpoint);
+    for (;;) {
+        zx__hs_t ev = zx__monitor_read(io->monitor, io->dealer, peer, why, sizeof why);
+        if (ev == ZX__HS_NONE) {
+            break;
+        }
+        if (ev == ZX__HS_OK) {
+            if (io->refused) {
+                zsys_info("zexec client: handshake with %s succeeded", ex->endpoint);
+            }
+            io->refused = false;
+            io->hs_fails = 0;
+            io->retry_ms = 0;
+        } else if (ev == ZX__HS_REFUSED) {
+            s_refused(ex, why, true);
+        } else if (ev == ZX__HS_FAILED_RETRY && ++io->hs_fails >= ZX__HS_NO_DETAIL_MAX) {
+            s_refused(ex, why, false); /* libzmq reconnects by itself after these */
+        }
+    }
+}
+
 static void s_tick(zx__remote_t *ex, int64_t now)
 {
     zx__rio_t *io = &ex->io;
+    if (io->refused) {
+        if (io->reconnect && now >= io->retry_at) {
+            io->reconnect = false;
+            if (zx__monitor_reconnect(io->dealer, ex->endpoint) != 0) {
+                zsys_error("zexec client: cannot reconnect to %s", ex->endpoint);
+            }
+            s_send_hello(ex);
+        }
+        return;
+    }
     if (io->state == ZX__RIO_CONNECTED) {
         if (now - io->last_rx > (int64_t)ex->liveness * io->broker_hb) {
             s_lost(ex, "is silent");
         } else {
-            zxp_send_empty(io->dealer, NULL, ZXP_HEARTBEAT);
+            zxp_send_heartbeat_rx(io->dealer, NULL, io->rx_bytes);
+            io->rx_said = io->rx_bytes;
             return;
         }
     }
@@ -726,9 +879,12 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     /* raw fds, plain poll: see the top. The pipe's ZMQ_FD is safe to poll
        raw because only this thread touches the pipe, and only when it
        signals. */
-    struct pollfd fds[3] = {
-        {zsock_fd(pipe), POLLIN, 0}, {zsock_fd(io->dealer), POLLIN, 0}, {ex->efd, POLLIN, 0}};
-    bool more = true; /* messages may wait on the dealer */
+    struct pollfd fds[4] = {{zsock_fd(pipe), POLLIN, 0},
+                            {zsock_fd(io->dealer), POLLIN, 0},
+                            {ex->efd, POLLIN, 0},
+                            {io->monitor ? zsock_fd(io->monitor) : -1, POLLIN, 0}};
+    bool more = true;     /* messages may wait on the dealer */
+    bool mon_more = true; /* and events on the monitor */
     /* the signal above was an operation on the pipe: until its commands are
        processed, ZMQ_FD would not signal the next message ($TERM) */
     bool term = zsock_events(pipe) & ZMQ_POLLIN;
@@ -739,11 +895,14 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
         if (!more) {
             more = zsock_events(io->dealer) & ZMQ_POLLIN;
         }
-        if (io->kick || more || term) {
+        if (!mon_more && io->monitor) {
+            mon_more = zsock_events(io->monitor) & ZMQ_POLLIN;
+        }
+        if (io->kick || more || term || mon_more) {
             wait = 0;
         }
         pthread_mutex_unlock(&ex->iolock);
-        int rc = poll(fds, 3, wait);
+        int rc = poll(fds, 4, wait);
         pthread_mutex_lock(&ex->iolock);
         if (rc < 0) {
             if (errno == EINTR) {
@@ -786,6 +945,10 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
                 more = i + 1 == S_RECV_BURST;
             }
         }
+        if (io->monitor && (mon_more || (rc > 0 && fds[3].revents))) {
+            mon_more = false;
+            s_on_monitor(ex); /* reads until none is left: ZMQ_FD signals the next */
+        }
         if (rc > 0 && fds[2].revents) {
             uint64_t v;
             if (read(ex->efd, &v, sizeof v) < 0 && errno != EAGAIN) {
@@ -810,6 +973,7 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
         zxp_send_empty(io->dealer, NULL, ZXP_BYE);
         zsock_set_linger(io->dealer, 200); /* let BYE leave */
     }
+    zx__monitor_destroy(&io->monitor, io->dealer);
     zsock_destroy(&io->dealer);
     io->state = ZX__RIO_CONNECTING; /* nothing may be sent any more */
     /* last: its unlock is what orders the actor's writes before destroy's

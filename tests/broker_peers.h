@@ -218,7 +218,7 @@ static inline void fw_ready_ex(fp_t *w, const char *node, uint32_t threads, uint
     }
     zxp_put_ready_running(&out, nrunning);
     for (size_t i = 0; i < nrunning; i++) {
-        zxp_put_ready_task(&out, running[i], seqs[i], ZXP_POOL_THREAD);
+        zxp_put_ready_task(&out, running[i], seqs[i], ZXP_POOL_THREAD, NULL, 0);
     }
     cr_assert(zxp_out_send(&out, w->sock, NULL) == 0);
     zxp_out_fini(&out);

@@ -344,15 +344,64 @@ Test(future, complete_ok_copies_the_value, .timeout = 10)
     zx_future_unref(&f);
 }
 
+/* Writes the header of a msgpack value of exactly len bytes into buf: a
+   fixint for 1 byte, else a bin 8, 16 or 32 header; returns its size. */
+static size_t s_bin_header(unsigned char *buf, size_t len)
+{
+    if (len == 1) {
+        buf[0] = 0x01;
+        return 1;
+    }
+    if (len - 2 <= 0xff) {
+        buf[0] = 0xc4;
+        buf[1] = (unsigned char)(len - 2);
+        return 2;
+    }
+    if (len - 3 <= 0xffff) {
+        buf[0] = 0xc5;
+        buf[1] = (unsigned char)((len - 3) >> 8);
+        buf[2] = (unsigned char)(len - 3);
+        return 3;
+    }
+    uint32_t n = (uint32_t)(len - 5);
+    buf[0] = 0xc6;
+    buf[1] = (unsigned char)(n >> 24);
+    buf[2] = (unsigned char)(n >> 16);
+    buf[3] = (unsigned char)(n >> 8);
+    buf[4] = (unsigned char)n;
+    return 5;
+}
+
+Test(future, complete_ok_refuses_what_is_not_one_msgpack_value, .timeout = 10)
+{
+    static const struct {
+        const char *bytes;
+        size_t len;
+    } bad[] = {
+        {"", 0}, {"\xdd\xff\xff\xff\xff", 5}, {"raw bytes", 9}, {"\x92\x01", 2}, {"\xc0\xc0", 2}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        zx_future_t *f = zx__future_new(NULL, "fn", 1);
+        cr_assert(zx__future_complete(f, ZXP_ST_OK, bad[i].bytes, bad[i].len, "n", 1));
+        cr_assert_eq(zx_future_result(f, 0, NULL, NULL), ZX_ERAISED, "case %zu", i);
+        const zx_error_t *e = zx_future_exception(f, 0);
+        cr_assert_eq(e->code, ZX_EPROTO, "case %zu", i);
+        cr_assert_str_eq(e->type, "ProtocolError");
+        zx_future_unref(&f);
+    }
+}
+
 Test(future, complete_ok_keeps_small_and_large_values_and_node_names, .timeout = 10)
 {
     /* values and node names either side of the sizes kept in the future */
-    static const size_t vlens[] = {0, 1, 23, 24, 25, 200, 70000};
+    static const size_t vlens[] = {1, 23, 24, 25, 200, 70000};
     static const size_t nlens[] = {1, 30, 31, 32, 200};
     for (size_t i = 0; i < sizeof vlens / sizeof vlens[0]; i++) {
         for (size_t j = 0; j < sizeof nlens / sizeof nlens[0]; j++) {
+            /* one msgpack value of exactly vlens[i] bytes: a fixint, or a
+               bin whose header is followed by the pattern */
             unsigned char *buf = malloc(vlens[i] + 1);
-            for (size_t k = 0; k < vlens[i]; k++) {
+            size_t hdr = s_bin_header(buf, vlens[i]);
+            for (size_t k = hdr; k < vlens[i]; k++) {
                 buf[k] = (unsigned char)(k * 7 + i);
             }
             char node[256];
@@ -366,7 +415,8 @@ Test(future, complete_ok_keeps_small_and_large_values_and_node_names, .timeout =
             size_t len;
             cr_assert_eq(zx_future_result(f, 0, &v, &len), ZX_OK);
             cr_assert_eq(len, vlens[i]);
-            for (size_t k = 0; k < vlens[i]; k++) {
+            cr_assert_eq(memcmp(v, buf, hdr), 0);
+            for (size_t k = hdr; k < vlens[i]; k++) {
                 cr_assert_eq(((const unsigned char *)v)[k], (unsigned char)(k * 7 + i),
                              "value %zu byte %zu", vlens[i], k);
             }

@@ -99,7 +99,7 @@ Test(proto, small_payloads_go_inline_and_large_ones_in_frames)
     for (size_t i = 0; i < N; i++) {
         uint8_t *b = malloc(sizes[i] + 1);
         memset(b, (int)('a' + i), sizes[i]);
-        zxp_wresult_t r = {sess, i + 1, 0, 42, ZXP_POOL_THREAD, true};
+        zxp_wresult_t r = {sess, i + 1, 0, 42, ZXP_POOL_THREAD, true, NULL};
         zxp_put_wresult(&out, &r);
         zframe_t *f = zframe_new(b, sizes[i]);
         switch (i % 3) {
@@ -228,7 +228,7 @@ Test(proto, worker_messages_round_trip)
     zxp_put_ready_fn(&out, "sq", ZXP_POOLS_THREAD);
     zxp_put_ready_fn(&out, "both", ZXP_POOLS_THREAD | ZXP_POOLS_PROCESS);
     zxp_put_ready_running(&out, 1);
-    zxp_put_ready_task(&out, SESSION, 12, ZXP_POOL_PROCESS);
+    zxp_put_ready_task(&out, SESSION, 12, ZXP_POOL_PROCESS, NULL, 0);
     zxp_out_send(&out, tx, NULL);
     cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_W), 0, "%s", in.reason);
     cr_assert_eq(in.cmd, ZXP_READY);
@@ -357,18 +357,75 @@ Test(proto, malformed_messages_are_rejected_with_their_reason)
                13);
     zmsg_addmem(m0, "\x90", 1);
     s_expect(m0, ZXP_ROLE_BROKER_C, ZXP_E_PAYLOADS);
-    /* pool 9 does not exist */
-    zmsg_t *m = s_raw("ZX\x02\x03", 4,
-                      "\x91\x97\x01\xa1"
-                      "f\x09\x00\x00\x00\x00",
-                      10);
-    zmsg_addmem(m, "\x90", 1);
-    s_expect(m, ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);
     /* a header over the limit */
     size_t big = ZXP_MAX_HEADER + 1;
     char *buf = calloc(1, big);
     s_expect(s_raw(sig_ok, 4, buf, big), ZXP_ROLE_BROKER_C, ZXP_E_SIZE);
     free(buf);
+}
+
+/* One bad SUBMIT, RESULT or WRESULT item fails alone (zxp_item_bad) when
+   it still names its task; the others of its batch decode. */
+Test(proto, a_bad_item_that_names_its_task_is_marked_and_its_batch_decodes)
+{
+    zxp_in_t in;
+    zxp_in_init(&in);
+    /* SUBMIT: seq 1 good, seq 2 with pool 9, seq 3 with a string for retries,
+       seq 4 good; payloads: inline (seq 3), frames for the others */
+    zmsg_t *m = s_raw("ZX\x02\x03", 4,
+                      "\x94"
+                      "\x97\x01\xa1"
+                      "f\x00\x00\x00\x00\x00"
+                      "\x97\x02\xa1"
+                      "f\x09\x00\x00\x00\x00"
+                      "\x98\x03\xa1"
+                      "f\x00\x00\xa1x\x00\x00\xc4\x01\x90"
+                      "\x97\x04\xa1"
+                      "f\x00\x00\x00\x00\x00",
+                      1 + 9 + 9 + 13 + 9);
+    zmsg_addmem(m, "\x91\x01", 2);
+    zmsg_addmem(m, "\x91\x02", 2);
+    zmsg_addmem(m, "\x91\x04", 2);
+    cr_assert_eq(zxp_decode(&in, &m, ZXP_ROLE_BROKER_C), 0, "%s", in.reason);
+    cr_assert_eq(in.count, 4);
+    cr_assert_eq(zxp_item_bad(&in, 0), 0);
+    cr_assert_eq(zxp_item_bad(&in, 1), ZXP_BAD_POOL);
+    cr_assert_eq(zxp_item_bad(&in, 2), ZXP_BAD_FIELDS);
+    cr_assert_eq(zxp_item_bad(&in, 3), 0);
+    uint8_t want[] = {1, 2, 0, 4};
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert_eq(zxp_u(zxp_item(&in, i), 0), i + 1, "every item names its seq");
+        zframe_t *p = zxp_payload_take(&in);
+        cr_assert(p && zframe_size(p) == (i == 2 ? 1u : 2u), "payload %zu in order", i);
+        if (i != 2) {
+            cr_assert_eq(((uint8_t *)zframe_data(p))[1], want[i]);
+        }
+        zframe_destroy(&p);
+    }
+    /* WRESULT with status 99: bad, but its session and seq are there */
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_out_begin(&out, ZXP_WRESULT);
+    uint8_t sess[16] = {1};
+    zxp_wresult_t r = {.session = sess, .seq = 7, .status = 99, .pool = 1, .slot_freed = true};
+    zxp_put_wresult(&out, &r);
+    zxp_out_payload_mem(&out, "\xc0", 1);
+    r.seq = 8;
+    r.status = ZXP_ST_OK;
+    zxp_put_wresult(&out, &r);
+    zxp_out_payload_mem(&out, "\xc0", 1);
+    cr_assert_eq(zxp_out_send(&out, tx, NULL), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_W), 0, "%s", in.reason);
+    cr_assert_eq(zxp_item_bad(&in, 0), ZXP_BAD_STATUS);
+    cr_assert_eq(zxp_item_bad(&in, 1), 0);
+    zxp_out_fini(&out);
+    /* an item that names no task still drops its batch */
+    m = s_raw("ZX\x02\x03", 4,
+              "\x91\x97\xa1x\xa1"
+              "f\x00\x00\x00\x00\x00",
+              11);
+    cr_assert_eq(zxp_decode(&in, &m, ZXP_ROLE_BROKER_C), ZXP_E_SHAPE);
+    zxp_in_fini(&in);
 }
 
 Test(proto, mp_check_bounds_nesting_and_lengths)

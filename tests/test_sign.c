@@ -427,3 +427,117 @@ Test(sign, the_secret_comes_from_a_file_or_the_environment_never_too_short)
     zx__sign_destroy(&s);
     unlink(path);
 }
+
+/* ---- session expiry (issue 16, item 3) ------------------------------------------------ */
+
+static zmsg_t *s_beat(void)
+{
+    zmsg_t *r = zmsg_new();
+    zmsg_addmem(r, (uint8_t[]){'Z', 'X', ZXP_VERSION, ZXP_HEARTBEAT}, 4);
+    zmsg_addmem(r, "\x90", 1);
+    return r;
+}
+
+/* The broker rotates its session with traffic in flight both ways: nothing
+   is lost, and the client carries on under a session of its own. */
+Test(sign, a_rotation_loses_nothing_in_flight_either_way)
+{
+    s_pair_t p = s_pair();
+    zmsg_t *hello = s_submit(1); /* a connected client: the broker has its record */
+    cr_assert_eq(zx__sign_msg(p.client, hello, NULL, ZXP_ROLE_BROKER_C), 0);
+    cr_assert_eq(zx__sign_verify(p.broker, hello, p.rid, ZXP_ROLE_BROKER_C), 0);
+    zmsg_destroy(&hello);
+    /* in flight from the client, signed for the broker's session before it rotates */
+    zmsg_t *up = s_submit(1);
+    cr_assert_eq(zx__sign_msg(p.client, up, NULL, ZXP_ROLE_BROKER_C), 0);
+    zx__sign_rotate(p.broker);
+    cr_assert_eq(zx__sign_rotations(p.broker), 1);
+    cr_assert_eq(zx__sign_verify(p.broker, up, p.rid, ZXP_ROLE_BROKER_C), 0,
+                 "a recorded sender's message for the previous session is accepted");
+    zmsg_destroy(&up);
+    /* two broker messages under the new session, both signed for the
+       client's old one: the first makes it adopt (and redraw its own) */
+    zmsg_t *d1 = s_beat(), *d2 = s_beat();
+    cr_assert_eq(zx__sign_msg(p.broker, d1, p.rid, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zx__sign_msg(p.broker, d2, p.rid, ZXP_ROLE_CLIENT), 0);
+    zmsg_t *d2copy = zmsg_dup(d2);
+    cr_assert_eq(zx__sign_verify(p.client, d1, NULL, ZXP_ROLE_CLIENT), 0);
+    cr_assert_eq(zx__sign_verify(p.client, d2, NULL, ZXP_ROLE_CLIENT), 0,
+                 "the second, in flight when the client adopted, still verifies");
+    cr_assert_eq(zx__sign_verify(p.client, d2copy, NULL, ZXP_ROLE_CLIENT), ZXP_E_SIGN_REPLAY);
+    zmsg_destroy(&d1);
+    zmsg_destroy(&d2);
+    zmsg_destroy(&d2copy);
+    /* the client's next messages are for the new session, from its new one */
+    for (int i = 0; i < 3; i++) {
+        zmsg_t *m = s_submit(1);
+        cr_assert_eq(zx__sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
+        cr_assert_eq(zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
+        zmsg_destroy(&m);
+    }
+    s_pair_free(&p);
+}
+
+/* A message captured before two rotations is refused, though its sender's
+   record is gone: expiry does not reopen replays. */
+Test(sign, a_replay_after_its_sessions_expired_is_refused)
+{
+    s_pair_t p = s_pair();
+    zmsg_t *m = s_submit(1);
+    cr_assert_eq(zx__sign_msg(p.client, m, NULL, ZXP_ROLE_BROKER_C), 0);
+    zmsg_t *copy = zmsg_dup(m);
+    cr_assert_eq(zx__sign_verify(p.broker, m, p.rid, ZXP_ROLE_BROKER_C), 0);
+    zx__sign_rotate(p.broker);
+    zx__sign_rotate(p.broker);
+    cr_assert_eq(zx__sign_verify(p.broker, copy, p.rid, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_EPOCH);
+    zmsg_destroy(&m);
+    zmsg_destroy(&copy);
+    s_pair_free(&p);
+}
+
+/* Ten times the session bound of new senders: every one is admitted (after
+   the RESET round trip a rotation costs it), none is refused as "full",
+   and the first sender's captured message stays refused. */
+Test(sign, new_senders_past_the_bound_are_admitted_and_old_replays_stay_refused)
+{
+    zx__sign_t *broker = zx__sign_new(KEY, 32, true);
+    zx__sign_set_limits(broker, 0, 100);
+    zframe_t *rid = s_rid();
+    zx__sign_t *first = zx__sign_new(KEY, 32, false);
+    s_handshake(first, broker, rid, ZXP_E_SIGN_FIRST);
+    zmsg_t *captured = s_submit(1);
+    cr_assert_eq(zx__sign_msg(first, captured, NULL, ZXP_ROLE_BROKER_C), 0);
+    zmsg_t *replay = zmsg_dup(captured);
+    cr_assert_eq(zx__sign_verify(broker, captured, rid, ZXP_ROLE_BROKER_C), 0);
+    int admitted = 0;
+    for (int i = 0; i < 1000; i++) {
+        zx__sign_t *c = zx__sign_new(KEY, 32, false);
+        s_handshake(c, broker, rid, ZXP_E_SIGN_FIRST);
+        zmsg_t *m = s_submit(1);
+        cr_assert_eq(zx__sign_msg(c, m, NULL, ZXP_ROLE_BROKER_C), 0);
+        int rc = zx__sign_verify(broker, m, rid, ZXP_ROLE_BROKER_C);
+        if (rc == ZXP_E_SIGN_EPOCH) {
+            /* this one filled a generation: told the new session, it goes on */
+            zmsg_destroy(&m);
+            zmsg_t *reset = s_beat();
+            cr_assert_eq(zx__sign_msg(broker, reset, rid, ZXP_ROLE_CLIENT), 0);
+            cr_assert_eq(zx__sign_verify(c, reset, NULL, ZXP_ROLE_CLIENT), 0);
+            zmsg_destroy(&reset);
+            m = s_submit(1);
+            cr_assert_eq(zx__sign_msg(c, m, NULL, ZXP_ROLE_BROKER_C), 0);
+            rc = zx__sign_verify(broker, m, rid, ZXP_ROLE_BROKER_C);
+        }
+        cr_assert_eq(rc, 0, "sender %d: %s", i, zxp_strerror(rc));
+        admitted++;
+        zmsg_destroy(&m);
+        zx__sign_destroy(&c);
+    }
+    cr_assert_eq(admitted, 1000);
+    cr_assert_geq(zx__sign_rotations(broker), 10, "the bound (50 per generation) held");
+    cr_assert_eq(zx__sign_verify(broker, replay, rid, ZXP_ROLE_BROKER_C), ZXP_E_SIGN_EPOCH);
+    zmsg_destroy(&captured);
+    zmsg_destroy(&replay);
+    zx__sign_destroy(&first);
+    zx__sign_destroy(&broker);
+    zframe_destroy(&rid);
+}

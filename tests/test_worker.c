@@ -419,13 +419,10 @@ Test(worker, ten_thousand_echo_tasks_in_batches_all_come_back_once, .timeout = 1
         zxp_out_init(&o);
         zxp_out_begin(&o, ZXP_TASK);
         for (int i = base; i < base + BATCH; i++) {
-            zxp_task_t t = {fb.session,
-                            (uint64_t)i + 100000,
-                            {"echo", 4},
-                            (uint8_t)(i % 2 ? ZXP_POOL_THREAD : ZXP_POOL_PROCESS),
-                            0,
-                            1,
-                            0};
+            zxp_task_t t = {fb.session,  (uint64_t)i + 100000,
+                            {"echo", 4}, (uint8_t)(i % 2 ? ZXP_POOL_THREAD : ZXP_POOL_PROCESS),
+                            0,           1,
+                            0,           NULL};
             zxp_put_task(&o, &t);
             fb_args_t a;
             msgpack_pack_int(fb_args_begin(&a, 1), i);

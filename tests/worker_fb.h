@@ -315,8 +315,8 @@ static inline void fb_send_raw(fb_t *fb, uint64_t seq, const char *fn, int pool,
     zxp_out_t o;
     zxp_out_init(&o);
     zxp_out_begin(&o, ZXP_TASK);
-    zxp_task_t t = {fb->session, seq,  {fn, (uint32_t)strlen(fn)}, (uint8_t)pool, timeout_ms,
-                    1,           flags};
+    zxp_task_t t = {fb->session, seq, {fn, (uint32_t)strlen(fn)}, (uint8_t)pool, timeout_ms, 1,
+                    flags,       NULL};
     zxp_put_task(&o, &t);
     zxp_out_payload_mem(&o, args, len);
     cr_assert_eq(zxp_out_send(&o, fb->router, fb->rid), 0);

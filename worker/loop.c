@@ -280,6 +280,7 @@ static void s_loop(zx_worker_t *w)
         }
         now = zclock_mono();
         if (now >= w->next_hb) {
+            zxw_check_handshake(w);
             zxp_send_empty(w->dealer, NULL, ZXP_HEARTBEAT);
             w->next_hb = now + w->hb_ms;
             if (zx__parent_gone() && !w->draining) {
@@ -305,6 +306,11 @@ static void s_loop(zx_worker_t *w)
 int zx_worker_run(zx_worker_t *w)
 {
     if (!w || w->running) {
+        return ZX_EINVAL;
+    }
+    char zerr[256];
+    if (!zx__zmq_runtime_ok(zerr, sizeof zerr)) {
+        zsys_error("worker: %s", zerr);
         return ZX_EINVAL;
     }
     w->running = true;
@@ -338,6 +344,8 @@ int zx_worker_run(zx_worker_t *w)
     zxw_plat_stop_handlers_install(s_stop_cb, w);
     w->trunning = zlistx_new();
     w->held = zlistx_new();
+    w->unacked = zlistx_new();
+    w->unacked_bytes = 0;
     zxp_in_init(&w->in);
     zxp_out_init(&w->out_started);
     zxp_out_init(&w->out_result);
@@ -383,7 +391,7 @@ done:;
        one keeps it (the pool was left behind with it). */
     size_t pos = 0;
     for (zxw_job_t *job; (job = zxw_jobtab_next(&w->jobs, &pos));) {
-        if (joined || job->pool != ZXP_POOL_THREAD || job->held) {
+        if (joined || job->pool != ZXP_POOL_THREAD || job->held || job->unacked) {
             zframe_destroy(&job->args);
             zframe_destroy(&job->result);
             free(job);
@@ -392,12 +400,14 @@ done:;
     zxw_jobtab_fini(&w->jobs);
     zlistx_destroy(&w->trunning);
     zlistx_destroy(&w->held);
+    zlistx_destroy(&w->unacked);
     while (w->free_jobs) {
         zxw_job_t *next = w->free_jobs->free_next;
         free(w->free_jobs);
         w->free_jobs = next;
     }
     w->nfree = 0;
+    zx__monitor_destroy(&w->monitor, w->dealer);
     if (w->dealer) {
         /* let BYE and the last results leave */
         zsock_set_linger(w->dealer, 2000);

@@ -4,6 +4,7 @@
 */
 #include "zexec_worker.h"
 #include "zx_worker_int.h"
+#include "zx_czmq.h"
 #include "zx_parse.h"
 
 #include <czmq.h>
@@ -79,6 +80,11 @@ enum {
 
 int main(int argc, char *argv[])
 {
+    char zerr[256];
+    if (!zx__zmq_runtime_ok(zerr, sizeof zerr)) {
+        fprintf(stderr, "zexec-worker: %s\n", zerr);
+        return 1;
+    }
     static const struct option longopts[] = {
         {"broker", required_argument, NULL, OPT_BROKER},
         {"node", required_argument, NULL, OPT_NODE},
@@ -186,8 +192,8 @@ int main(int argc, char *argv[])
         case OPT_SECRET_FILE: o.secret_file = optarg; break;
         case OPT_MAX_MSG: {
             uint64_t max = 0;
-            if (zx__parse_bytes(optarg, &max) || max < 4096 || max > INT64_MAX) {
-                rc = s_bad("max-msg", optarg, "must be bytes >= 4096, K/M/G suffixes");
+            if (zx__parse_bytes(optarg, &max) || max < ZXP_MIN_MAX_MSG || max > INT64_MAX) {
+                rc = s_bad("max-msg", optarg, "must be bytes >= 64K, K/M/G suffixes");
             }
             zxp_set_max_msg((int64_t)max);
             break;

@@ -63,8 +63,18 @@ static int s_avail_pools(zx_worker_t *w)
     return (w->tpool ? ZX_POOLS_THREAD : 0) | (w->ppool ? ZX_POOLS_PROCESS : 0);
 }
 
+static void s_unacked_to_held(zx_worker_t *w);
+
 static void s_send_ready(zx_worker_t *w)
 {
+    /* what is batched leaves first, numbered under the old count: READY
+       starts the count again */
+    zxw_flush(w);
+    s_unacked_to_held(w);
+    w->results_sent = 0;
+    w->broker_acks = false; /* until this broker acknowledges something */
+    w->awaiting_welcome = true;
+    w->ready_at = zclock_mono();
     /* functions: only the pools this node has */
     int avail = s_avail_pools(w);
     size_t nfns = 0;
@@ -81,7 +91,10 @@ static void s_send_ready(zx_worker_t *w)
                      .procs = w->ppool ? (uint32_t)w->opts.procs : 0,
                      .prefetch = (uint32_t)w->opts.prefetch,
                      .heartbeat_ms = (uint32_t)w->hb_ms,
-                     .nfns = nfns};
+                     .nfns = nfns,
+                     /* the largest frame we accept, so the broker never sends
+                        us a task our libzmq would drop the connection for */
+                     .max_msg = (uint64_t)zxp_max_msg()};
     zxp_put_ready(&o, &r);
     for (zxw_fn_t *f = zhashx_first(w->fns); f; f = zhashx_next(w->fns)) {
         if (f->pools & avail) {
@@ -93,8 +106,12 @@ static void s_send_ready(zx_worker_t *w)
     zxp_put_ready_running(&o, w->jobs.count);
     size_t pos = 0;
     for (zxw_job_t *job; (job = zxw_jobtab_next(&w->jobs, &pos));) {
-        zxp_put_ready_task(&o, job->key, job->seq, job->pool);
+        /* with the TASK's token and attempt: the proof, for a broker that
+           restarted, that this task was given to us */
+        zxp_put_ready_task(&o, job->key, job->seq, job->pool, job->has_token ? job->token : NULL,
+                           job->attempt);
     }
+    zxp_put_ready_end(&o, &r);
     zxp_out_send(&o, w->dealer, NULL);
     zxp_out_fini(&o);
     ZXW_DEBUG("worker: READY sent (%zu functions, %zu tasks held)", nfns, w->jobs.count);
@@ -133,32 +150,71 @@ void zxw_emit_started(zx_worker_t *w, zxw_job_t *job)
         w->started_open = true;
     }
     zxp_put_wstarted(&w->out_started, job->key, job->seq, job->pid, job->pool);
-    if (w->out_started.count >= ZXP_MAX_BATCH) {
+    if (zxp_out_full(&w->out_started)) {
         zxp_out_send(&w->out_started, w->dealer, NULL);
         w->started_open = false;
     }
 }
 
+static void s_emit_result_ex(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
+                             uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
+                             const void *small, size_t len, bool keep, const uint8_t *token);
+
 /* Emits one WRESULT item. Its payload is *payload (consumed), or when that
    is NULL the len bytes at small (copied). */
 static void s_emit_result(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
                           uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
-                          const void *small, size_t len)
+                          const void *small, size_t len, const uint8_t *token)
 {
+    s_emit_result_ex(w, session, seq, status, pid, pool, slot_freed, payload, small, len, false,
+                     token);
+}
+
+/* keep: *payload is only borrowed (sent shared, zero copy): its job keeps
+   it for a re-send until the broker acknowledges it. */
+static void s_emit_result_ex(zx_worker_t *w, const uint8_t *session, uint64_t seq, int status,
+                             uint32_t pid, uint8_t pool, bool slot_freed, zframe_t **payload,
+                             const void *small, size_t len, bool keep, const uint8_t *token)
+{
+    w->results_sent++; /* the broker counts WRESULT items the same way */
+    size_t size = *payload ? zframe_size(*payload) : len;
+    zframe_t *err = NULL;
+    if (w->broker_max && size > w->broker_max) {
+        /* the broker's libzmq would drop the connection, and the result
+           with it, at every attempt: the task fails instead, saying why */
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "the result is %zu bytes, over the broker's limit of %llu bytes (its --max-msg)",
+                 size, (unsigned long long)w->broker_max);
+        if (!keep) {
+            zframe_destroy(payload);
+        }
+        err = zxp_error_frame("ResultTooLargeError", msg, "");
+        payload = &err;
+        status = ZXP_ST_RAISED;
+        keep = false;
+    }
     if (!w->result_open) {
         zxp_out_begin(&w->out_result, ZXP_WRESULT);
         w->result_open = true;
     }
-    zxp_wresult_t r = {session, seq, (uint32_t)status, pid, pool, slot_freed};
+    zxp_wresult_t r = {session, seq, (uint32_t)status, pid, pool, slot_freed, NULL};
     zxp_put_wresult(&w->out_result, &r);
     if (*payload) {
         w->result_bytes += zframe_size(*payload);
-        zxp_out_payload(&w->out_result, payload);
+        if (keep) {
+            zxp_out_payload_share(&w->out_result, *payload);
+        } else {
+            zxp_out_payload(&w->out_result, payload);
+        }
     } else {
         w->result_bytes += len;
         zxp_out_payload_mem(&w->out_result, small, len);
     }
-    if (w->out_result.count >= ZXP_MAX_BATCH || w->result_bytes >= ZXW_BATCH_BYTES) {
+    if (token) {
+        zxp_out_item_token(&w->out_result, token); /* which attempt this answers */
+    }
+    if (zxp_out_full(&w->out_result) || w->result_bytes >= ZXW_BATCH_BYTES) {
         if (w->started_open) {
             /* a task's STARTED always goes out ahead of its RESULT */
             zxp_out_send(&w->out_started, w->dealer, NULL);
@@ -177,7 +233,7 @@ static void s_emit_cancelled(zx_worker_t *w, const uint8_t *session, uint64_t se
         w->cancelled_open = true;
     }
     zxp_put_wcancelled(&w->out_cancelled, session, seq, (uint32_t)outcome);
-    if (w->out_cancelled.count >= ZXP_MAX_BATCH) {
+    if (zxp_out_full(&w->out_cancelled)) {
         zxp_out_send(&w->out_cancelled, w->dealer, NULL);
         w->cancelled_open = false;
     }
@@ -190,7 +246,7 @@ static void s_reject(zx_worker_t *w, const zxp_task_t *t, int status, const char
     ZXW_DEBUG("worker: task %.*s refused: %s", (int)t->fn.len, t->fn.ptr, msg);
     zframe_t *err = zxp_error_frame(type, msg, "");
     s_emit_result(w, t->session, t->seq, status, w->pid, t->pool ? t->pool : ZXP_POOL_THREAD, true,
-                  &err, NULL, 0);
+                  &err, NULL, 0, t->token);
 }
 
 /* ---- job endings ------------------------------------------------------------- */
@@ -200,6 +256,17 @@ static size_t s_result_size(const zxw_job_t *job)
     size_t len;
     zxw_job_result(job, &len);
     return len;
+}
+
+/* Forgets a result the broker acknowledged (or the oldest, over the bound). */
+static void s_unacked_forget(zx_worker_t *w, zxw_job_t *job)
+{
+    zlistx_delete(w->unacked, job->rhandle);
+    job->rhandle = NULL;
+    job->unacked = false;
+    w->unacked_bytes -= s_result_size(job);
+    zxw_jobtab_del(&w->jobs, job->key);
+    zxw_job_free(w, job);
 }
 
 static void s_drop_held_oldest(zx_worker_t *w)
@@ -231,10 +298,61 @@ void zxw_job_finish(zx_worker_t *w, zxw_job_t *job, bool slot_freed)
     }
     size_t len;
     const void *small = zxw_job_result(job, &len);
+    if (w->broker_acks) {
+        /* kept until the broker says it got it: a broker lost meanwhile
+           (its results sent into a dead connection) gets it again */
+        s_emit_result_ex(w, job->key, job->seq, job->status, job->pid, job->pool, slot_freed,
+                         &job->result, small, len, true, job->has_token ? job->token : NULL);
+        job->state = slot_freed ? ZXW_FINISHED : ZXW_TIMEDOUT;
+        job->unacked = true;
+        job->sent_index = w->results_sent;
+        job->rhandle = zlistx_add_end(w->unacked, job);
+        w->unacked_bytes += s_result_size(job);
+        while (zlistx_size(w->unacked) > ZXW_HELD_MAX_JOBS ||
+               w->unacked_bytes > ZXW_HELD_MAX_BYTES) {
+            /* the oldest was almost surely delivered */
+            s_unacked_forget(w, zlistx_first(w->unacked));
+        }
+        return;
+    }
     s_emit_result(w, job->key, job->seq, job->status, job->pid, job->pool, slot_freed, &job->result,
-                  small, len);
+                  small, len, job->has_token ? job->token : NULL);
     zxw_jobtab_del(&w->jobs, job->key);
     zxw_job_free(w, job);
+}
+
+/* The broker got every WRESULT item up to index n (its HEARTBEAT says). */
+static void s_on_ack(zx_worker_t *w, uint64_t n)
+{
+    w->broker_acks = true;
+    zxw_job_t *job;
+    while ((job = zlistx_first(w->unacked)) && job->sent_index <= n) {
+        s_unacked_forget(w, job);
+    }
+}
+
+/* Before a READY: results sent and not acknowledged go back to the held
+   list, so READY names them and they are sent again when the broker speaks
+   (a broker that had them drops the copy: the task is no longer that
+   worker's; a new one holds it for its client). */
+static void s_unacked_to_held(zx_worker_t *w)
+{
+    zxw_job_t *job;
+    size_t n = 0;
+    while ((job = zlistx_detach(w->unacked, NULL))) {
+        w->unacked_bytes -= s_result_size(job);
+        job->unacked = false;
+        job->held = true;
+        job->rhandle = zlistx_add_end(w->held, job);
+        w->held_bytes += s_result_size(job);
+        n++;
+    }
+    while (zlistx_size(w->held) > ZXW_HELD_MAX_JOBS || w->held_bytes > ZXW_HELD_MAX_BYTES) {
+        s_drop_held_oldest(w);
+    }
+    if (n) {
+        ZXW_INFO("worker: %zu result(s) not acknowledged by the broker will be sent again", n);
+    }
 }
 
 static void s_release_held(zx_worker_t *w)
@@ -310,7 +428,20 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload, c
     name[t->fn.len] = 0;
     uint8_t key[ZXW_KEY_LEN];
     s_make_key(key, t->session, t->seq);
-    if (zxw_jobtab_get(&w->jobs, key)) {
+    zxw_job_t *old = zxw_jobtab_get(&w->jobs, key);
+    if (old && old->unacked) {
+        zxw_flush(w);             /* its result may still be in the open batch, borrowed */
+        s_unacked_forget(w, old); /* the broker runs it again: this copy is stale */
+        old = NULL;
+    }
+    if (old) {
+        /* the broker gave it again (a new attempt, after it lost us): it is
+           the one running, so its result carries the new token */
+        if (t->token) {
+            memcpy(old->token, t->token, ZXP_TOKEN_LEN);
+            old->has_token = true;
+            old->attempt = t->attempt;
+        }
         ZXW_DEBUG("worker: duplicate task %s seq %llu ignored", name, (unsigned long long)t->seq);
         zframe_destroy(payload);
         return;
@@ -366,6 +497,11 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload, c
     memcpy(job->key, key, ZXW_KEY_LEN);
     job->seq = t->seq;
     job->fn = fn;
+    job->has_token = t->token != NULL;
+    if (t->token) {
+        memcpy(job->token, t->token, ZXP_TOKEN_LEN);
+    }
+    job->attempt = t->attempt;
     job->pool = (uint8_t)pool;
     job->flags = t->flags;
     double limit = t->timeout_ms ? (double)t->timeout_ms : w->opts.time_limit * 1000.0;
@@ -418,7 +554,7 @@ static void s_on_cancel(zx_worker_t *w, const zxp_in_t *in, size_t i)
     s_make_key(key, session, seq);
     zxw_job_t *job = zxw_jobtab_get(&w->jobs, key);
     int outcome = ZXP_CANCEL_REFUSED;
-    if (job && !job->held) {
+    if (job && !job->held && !job->unacked) {
         if (job->pool == ZXP_POOL_THREAD) {
             if (zxw_tpool_cancel(w->tpool, job)) {
                 outcome = ZXP_CANCEL_DONE;
@@ -447,8 +583,10 @@ int zxw_connect(zx_worker_t *w)
     zsock_set_rcvtimeo(w->dealer, 0); /* the loop reads until EAGAIN */
     zx__sec_socket(w->sec, w->dealer, ZXP_ROLE_BROKER_W);
     zmq_setsockopt(zsock_resolve(w->dealer), ZMQ_ROUTING_ID, w->wid, ZXP_ID_LEN);
+    w->monitor = zx__monitor_new(w->dealer);
     if (zsock_connect(w->dealer, "%s", w->endpoint) != 0) {
         zsys_error("worker: cannot connect to %s: %s", w->endpoint, zmq_strerror(zmq_errno()));
+        zx__monitor_destroy(&w->monitor, w->dealer);
         zsock_destroy(&w->dealer);
         return ZX_EINVAL;
     }
@@ -464,9 +602,36 @@ void zxw_reconnect(zx_worker_t *w, const char *why)
 {
     zsys_warning("worker: %s; reconnecting to %s", why, w->endpoint);
     zxw_flush(w);
+    zx__monitor_destroy(&w->monitor, w->dealer);
     zsock_destroy(&w->dealer);
     if (zxw_connect(w) != ZX_OK) {
         zsys_error("worker: cannot recreate the broker socket");
+    }
+}
+
+/* A refused handshake leaves the DEALER with no connection (libzmq 4.3
+   does not reconnect after one) and no message ever arrives: the liveness
+   reconnect above tries again every liveness x heartbeat, and this says
+   why, once until a handshake succeeds. */
+void zxw_check_handshake(zx_worker_t *w)
+{
+    if (!w->monitor) {
+        return;
+    }
+    char peer[300], why[512];
+    snprintf(peer, sizeof peer, "the broker at %s", w->endpoint);
+    for (;;) {
+        zx__hs_t ev = zx__monitor_read(w->monitor, w->dealer, peer, why, sizeof why);
+        if (ev == ZX__HS_NONE) {
+            break;
+        }
+        if (ev == ZX__HS_OK) {
+            w->refused = false;
+        } else if ((ev == ZX__HS_REFUSED || ev == ZX__HS_FAILED_RETRY) && !w->refused) {
+            w->refused = true;
+            zsys_error("worker: %s; retrying every %lld ms", why,
+                       (long long)(w->hb_ms * w->opts.liveness));
+        }
     }
 }
 
@@ -511,6 +676,9 @@ void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p)
             zxw_begin_drain(w);
         }
     }
+    if (w->in.cmd != ZXP_RESET) {
+        w->awaiting_welcome = false; /* it knows us: a RESET now is news */
+    }
     switch (w->in.cmd) {
     case ZXP_TASK:
         for (size_t i = 0; i < w->in.count; i++) {
@@ -532,7 +700,14 @@ void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p)
         }
         break;
     case ZXP_RESET:
+        /* every message that crossed a broker restart draws a RESET; one
+           READY answers them all (a READY per RESET was a registration
+           storm: 45 after one quick restart) */
+        if (w->awaiting_welcome && zclock_mono() - w->ready_at < w->hb_ms * w->opts.liveness) {
+            break;
+        }
         ZXW_INFO("worker: the broker does not know us; sending READY again");
+        w->connected = false; /* results are held until it answers */
         s_send_ready(w);
         break;
     case ZXP_ERROR: {
@@ -543,7 +718,18 @@ void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p)
         break;
     }
     case ZXP_SHUTDOWN: zxw_reconnect(w, "the broker is shutting down"); break;
-    case ZXP_WELCOME: ZXW_DEBUG("worker: welcomed by the broker"); break;
-    default: break; /* HEARTBEAT: liveness is all */
+    case ZXP_WELCOME:
+        w->broker_max = zxp_u(zxp_item(&w->in, 0), 3);
+        ZXW_DEBUG("worker: welcomed by the broker (max message %llu bytes)",
+                  (unsigned long long)w->broker_max);
+        break;
+    case ZXP_HEARTBEAT: {
+        const msgpack_object *h = zxp_item(&w->in, 0);
+        if (h->via.array.size >= 1 && h->via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            s_on_ack(w, h->via.array.ptr[0].via.u64);
+        }
+        break;
+    }
+    default: break;
     }
 }

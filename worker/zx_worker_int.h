@@ -95,6 +95,11 @@ struct zxw_job {
     void *rhandle;           /* in the worker's running or held list */
     struct zxw_child *child; /* process pool: the child running it */
     bool held;               /* finished while the broker was away */
+    bool unacked;            /* sent, kept until the broker acknowledges it */
+    bool has_token;          /* the TASK carried an attempt token: results carry it back */
+    uint8_t token[16];
+    uint32_t attempt;
+    uint64_t sent_index; /* its WRESULT item's index since READY */
     zxw_job_t *free_next;
 };
 

@@ -18,6 +18,7 @@
 #ifndef ZXW_NODE_H
 #define ZXW_NODE_H
 
+#include "zx_monitor.h"
 #include "zx_security.h"
 #include "zx_worker_int.h"
 
@@ -60,6 +61,19 @@ struct zx_worker {
     uint8_t wid[ZXP_ID_LEN];
     uint32_t pid;
     zsock_t *dealer;
+    zsock_t *monitor;    /* the dealer's handshake events (zx_monitor.h), read each heartbeat */
+    bool refused;        /* the broker refused our last handshake (logged once per streak) */
+    uint64_t broker_max; /* the broker's max_msg from WELCOME; 0 until known */
+    /* Results sent but not yet acknowledged (the broker's HEARTBEAT counts
+       the WRESULT items it got since our READY): kept, with their index in
+       sent order, so that a broker lost meanwhile gets them again. Only
+       once the broker has acknowledged anything (an older one never does). */
+    zlistx_t *unacked;
+    size_t unacked_bytes;
+    uint64_t results_sent; /* WRESULT items sent since our READY */
+    bool broker_acks;
+    bool awaiting_welcome; /* READY sent, nothing heard since */
+    int64_t ready_at;      /* zclock_mono ms of the last READY */
     zxw_tpool_t *tpool;
     zxw_ppool_t *ppool;
     zxw_jobtab_t jobs;       /* key -> job: every job the broker should hear of */
@@ -101,6 +115,8 @@ int zxw_connect(zx_worker_t *w);
 /* The broker went silent or is stopping: a fresh DEALER, READY again,
    results held until the broker speaks. */
 void zxw_reconnect(zx_worker_t *w, const char *why);
+/* Reads the DEALER's handshake events; logs a refusal once. */
+void zxw_check_handshake(zx_worker_t *w);
 /* One message from the broker (consumed). */
 void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p);
 /* Sends the batches of this turn (STARTED before RESULT) and late credit. */

@@ -169,7 +169,8 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     self->cfg = *config;
     self->place = (zxb_place_cfg_t){.target_ms = config->prefetch_target_ms,
                                     .max = config->prefetch_max,
-                                    .bytes = config->prefetch_bytes};
+                                    .bytes = config->prefetch_bytes,
+                                    .steal_ms = config->steal_after_ms};
     zxb_log_level = config->verbose;
     self->started = self->now = zclock_mono();
     self->now_us = zx__mono_us();
@@ -184,6 +185,7 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     self->outpool = zlist_new();
     self->doomed = zlist_new();
     self->orphans = zlist_new();
+    self->withdrawals = zlist_new();
     zxp_in_init(&self->in);
     zxp_out_init(&self->ctl);
     zxp_drops_init(&self->drops);
@@ -270,6 +272,11 @@ void zxb_broker_destroy(zxb_broker_t **self_p)
     zlist_destroy(&self->outpool);
     zlist_destroy(&self->doomed);
     zlist_destroy(&self->orphans);
+    void *claim;
+    while (self->withdrawals && (claim = zlist_pop(self->withdrawals))) {
+        free(claim);
+    }
+    zlist_destroy(&self->withdrawals);
     zxb_timer_fini(&self->nofunc);
     zxb_timer_fini(&self->heldq);
     zxp_in_fini(&self->in);

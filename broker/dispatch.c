@@ -1,22 +1,36 @@
 /*  dispatch.c - the path of a task from its queue to a worker: whether a
     worker has credit for one more task, choosing the task a worker takes
     next, sending it (in the worker's TASK batch), re-queueing tasks that
-    come back unfinished, and the grace a queue gets when no worker offers
-    its function.
+    come back unfinished, taking back tasks that wait at one node while a
+    slot is idle at another, and the grace a queue gets when no worker
+    offers its function.
 
-    Invariant after every turn: no worker with free credit for a pool could
-    take a queued task, so a new task only needs the head of its function's
-    free-worker list, and a worker that frees a slot only needs the queues
-    of its own functions. A worker is on its functions' free-credit lists
-    while it has credit; how much it may hold is the placement policy's
-    decision (placement.c), asked here through zxb_place_has_credit, and a
-    change of that decision moves it onto or off the lists like any other
-    change of credit (zxb_worker_relist).
+    Invariant after every turn: no worker with an idle slot for a pool could
+    take a queued task, and none with free credit could take one ahead of
+    the oldest it could take; so a new task only needs the heads of its
+    function's idle and free-credit lists, and a worker that frees a slot
+    only needs the queues of its own functions. How much a worker may hold
+    of each function is the placement policy's decision (placement.c):
+    unknown and long functions go only to idle slots (late binding), short
+    ones fill a window. A worker is on a function's idle list while the pool
+    has a slot with no task, and on its free-credit list while the policy
+    allows one more of that function; zxb_worker_relist keeps both, and
+    skips the work while nothing that decides them changed.
+
+    What late binding cannot foresee (a function that turned long, a worker
+    that joins or drains, the fixed window when adaptive prefetch is off),
+    withdrawal corrects: a pool left with an idle slot and nothing queued
+    for it asks for tasks that wait unstarted at another node for longer
+    than --steal-after-ms. The broker sends WCANCEL for them; the node
+    decides the race with the task's start once (as for a client's cancel):
+    DONE and the task is queued again, at the front, for the idle slot;
+    REFUSED and it runs where it is. No task runs twice.
 */
 #include "zxb_broker.h"
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static bool s_served(const zxb_fn_t *fn, int pool_req)
@@ -27,34 +41,73 @@ static bool s_served(const zxb_fn_t *fn, int pool_req)
     return fn->offered[pool_req] > 0;
 }
 
-/* Whether w can take one more task in pool p: alive, not draining, and
-   the placement policy allows it. */
-static bool s_has_credit(const zxb_broker_t *self, const zxb_worker_t *w, int p)
+static bool s_alive(const zxb_worker_t *w)
 {
-    if (w->dead || w->draining) {
-        return false;
-    }
-    return zxb_place_has_credit(&self->place, &w->place[p]);
+    return !w->dead && !w->draining;
 }
 
-void zxb_worker_relist(const zxb_broker_t *self, zxb_worker_t *w)
+/* Whether w can take one more task of fn in pool p: alive, not draining,
+   and the placement policy allows it. */
+static bool s_has_credit(const zxb_broker_t *self, const zxb_worker_t *w, int p, const zxb_fn_t *fn)
 {
+    return s_alive(w) && zxb_place_has_credit(&self->place, &w->place[p], &fn->est[p]);
+}
+
+static bool s_idle(const zxb_worker_t *w, int p)
+{
+    return s_alive(w) && zxb_place_free_slots(&w->place[p]) > 0;
+}
+
+void zxb_worker_relist(zxb_broker_t *self, zxb_worker_t *w)
+{
+    bool alive = s_alive(w);
     for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
-        bool want = s_has_credit(self, w, p);
-        if (want == w->listed[p]) {
-            continue;
-        }
-        for (size_t i = 0; i < w->nfns; i++) {
-            if (w->fns[i].mask & p) {
-                if (want) {
-                    zxb_free_link(&w->fns[i], p);
-                } else {
-                    zxb_free_unlink(&w->fns[i], p);
+        zxb_place_pool_t *pool = &w->place[p];
+        bool idle = s_idle(w, p);
+        if (idle != w->idle[p] || !w->listed_valid) {
+            for (size_t i = 0; i < w->nfns; i++) {
+                if (w->fns[i].mask & p) {
+                    if (idle) {
+                        zxb_idle_link(&w->fns[i], p);
+                    } else {
+                        zxb_idle_unlink(&w->fns[i], p);
+                    }
                 }
             }
+            w->idle[p] = idle;
         }
-        w->listed[p] = want;
+        bool bytes = pool->bytes < self->place.bytes;
+        if (alive && w->listed_valid && w->at_epoch == self->place_epoch &&
+            w->at_nlong[p] == pool->nlong && w->at_bytes[p] == bytes &&
+            pool->inflight >= w->lo[p] && pool->inflight < w->hi[p]) {
+            continue; /* no function's credit can have changed */
+        }
+        uint32_t lo = 0, hi = UINT32_MAX;
+        for (size_t i = 0; i < w->nfns; i++) {
+            zxb_wfn_t *wf = &w->fns[i];
+            if (!(wf->mask & p)) {
+                continue;
+            }
+            uint32_t bound = zxb_place_bound(&self->place, pool, &wf->fn->est[p]);
+            bool want = alive && pool->inflight < bound;
+            if (pool->inflight < bound) {
+                hi = bound < hi ? bound : hi;
+            } else {
+                lo = bound > lo ? bound : lo;
+            }
+            if (want) {
+                zxb_free_link(wf, p);
+            } else {
+                zxb_free_unlink(wf, p);
+            }
+        }
+        w->lo[p] = lo;
+        w->hi[p] = hi;
+        w->at_nlong[p] = pool->nlong;
+        w->at_bytes[p] = bytes;
     }
+    w->at_epoch = self->place_epoch;
+    w->listed_valid = alive;
 }
 
 static void s_dispatch(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, uint8_t pool)
@@ -64,6 +117,8 @@ static void s_dispatch(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, uint8
     t->state = ZXB_T_DISPATCHED;
     t->pool = pool;
     t->attempts++;
+    t->start_us = self->now_us;
+    t->lng = !zxb_place_short(&self->place, &t->fn->est[pool]);
     zxb_task_link(w, t);
     w->place[pool].inflight++;
     self->running++;
@@ -83,7 +138,7 @@ static void s_dispatch(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, uint8
 }
 
 /* The queue whose head this worker should take next in pool p: highest
-   priority, then oldest. Looks only at the worker's own functions. */
+   priority, then oldest, among the heads of its own functions' queues. */
 static zxb_queue_t *s_worker_best(zxb_worker_t *w, int p)
 {
     zxb_queue_t *best = NULL;
@@ -106,31 +161,48 @@ static zxb_queue_t *s_worker_best(zxb_worker_t *w, int p)
     return best;
 }
 
+/* Gives w the task it should run next in pool p, if the policy lets the
+   pool hold it. When the policy does not (the pool has no idle slot, and
+   the task's function is not known short), nothing younger is sent in its
+   place: the pool's prefetched work runs down to an idle slot and the task
+   takes it, so a stream of short tasks cannot starve a long one. */
 static bool s_worker_take(zxb_broker_t *self, zxb_worker_t *w, int p)
 {
-    if (!s_has_credit(self, w, p)) {
+    if (!s_alive(w) || w->place[p].slots == 0) {
         return false;
     }
     zxb_queue_t *q = s_worker_best(w, p);
     if (!q) {
         return false;
     }
-    zxb_task_t *t = zxb_queue_pop(self->sched, q);
+    zxb_task_t *t = zxb_queue_peek(q);
+    if (!s_has_credit(self, w, p, t->fn)) {
+        return false;
+    }
+    t = zxb_queue_pop(self->sched, q);
     s_dispatch(self, w, t, (uint8_t)p);
     return true;
 }
 
 void zxb_worker_fill(zxb_broker_t *self, zxb_worker_t *w)
 {
+    /* idle slots of both pools first: a task allowed in either pool takes
+       an idle slot of one before it is prefetched behind busy ones */
+    for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
+        while (s_idle(w, p) && s_worker_take(self, w, p)) {
+        }
+    }
     for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
         while (s_worker_take(self, w, p)) {
         }
     }
     zxb_worker_relist(self, w);
+    zxb_worker_steal(self, w);
 }
 
-/* A task just queued: hand it to a worker with free credit, if its function
-   has one (the free lists' heads; each use rotates, spreading the load). */
+/* A task just queued: hand it to a worker with an idle slot for it, else
+   to one with free credit (the lists' heads; each use rotates, spreading
+   the load). */
 static void s_dispatch_new(zxb_broker_t *self, zxb_task_t *t)
 {
     zxb_fn_t *fn = t->fn;
@@ -138,6 +210,17 @@ static void s_dispatch_new(zxb_broker_t *self, zxb_task_t *t)
     if (t->pool_req == ZXP_POOL_ANY) {
         pools[0] = ZXP_POOL_THREAD;
         pools[1] = ZXP_POOL_PROCESS;
+    }
+    for (int i = 0; i < 2 && pools[i]; i++) {
+        int p = pools[i];
+        zxb_wfn_t *wf = fn->idle_head[p];
+        if (wf) {
+            zxb_worker_t *w = wf->worker;
+            zxb_idle_rotate(wf, p);
+            s_worker_take(self, w, p);
+            zxb_worker_relist(self, w);
+            return;
+        }
     }
     for (int i = 0; i < 2 && pools[i]; i++) {
         int p = pools[i];
@@ -150,6 +233,175 @@ static void s_dispatch_new(zxb_broker_t *self, zxb_task_t *t)
             return;
         }
     }
+}
+
+/* ---- withdrawal --------------------------------------------------------------------- */
+
+/* A withdrawal asked for a pool's idle slot, until its answer. */
+typedef struct {
+    zxb_task_t *task;
+    uint32_t gen;
+    zxb_worker_t *thief; /* NULL: given back by a draining worker */
+    uint8_t pool;
+} s_claim_t;
+
+static bool s_claim_stale(const s_claim_t *c)
+{
+    return c->task->gen != c->gen || !c->task->withdraw || c->task->state != ZXB_T_DISPATCHED;
+}
+
+static void s_claim_drop(zxb_broker_t *self, s_claim_t *c)
+{
+    if (c->thief && c->thief->claims[c->pool] > 0) {
+        c->thief->claims[c->pool]--;
+    }
+    zlist_remove(self->withdrawals, c);
+    free(c);
+}
+
+/* Sends WCANCEL for t to its worker, on behalf of thief's pool p. */
+static void s_withdraw(zxb_broker_t *self, zxb_task_t *t, zxb_worker_t *thief, uint8_t p)
+{
+    t->withdraw = 1;
+    zxb_worker_t *v = t->worker;
+    zxp_put_wcancel(zxb_worker_batch(self, v, ZXP_WCANCEL), t->client->session, t->seq, false);
+    s_claim_t *c = malloc(sizeof *c);
+    assert(c);
+    *c = (s_claim_t){.task = t, .gen = t->gen, .thief = thief, .pool = p};
+    zlist_append(self->withdrawals, c);
+    if (thief) {
+        thief->claims[p]++;
+    }
+    self->withdrawn++;
+    ZXB_DEBUG("task %" PRIu64 " of client %s (%s): withdrawn from worker %s%s%s", t->seq,
+              t->client->name, t->fn->name, v->node, thief ? " for " : " (draining)",
+              thief ? thief->node : "");
+}
+
+void zxb_withdraw_answered(zxb_broker_t *self, zxb_task_t *t)
+{
+    t->withdraw = 0;
+    for (s_claim_t *c = zlist_first(self->withdrawals); c; c = zlist_next(self->withdrawals)) {
+        if (c->task == t && c->gen == t->gen) {
+            s_claim_drop(self, c);
+            return;
+        }
+    }
+}
+
+void zxb_withdraw_forget(zxb_broker_t *self, zxb_worker_t *w)
+{
+    s_claim_t *c = zlist_first(self->withdrawals);
+    while (c) {
+        s_claim_t *next = zlist_next(self->withdrawals);
+        if (c->thief == w) {
+            c->thief = NULL;
+        }
+        c = next;
+    }
+}
+
+static bool s_offers(const zxb_worker_t *w, const zxb_fn_t *fn, int p)
+{
+    for (size_t i = 0; i < w->nfns; i++) {
+        if (w->fns[i].fn == fn) {
+            return (w->fns[i].mask & p) != 0;
+        }
+    }
+    return false;
+}
+
+/* Tasks of victim v that thief's pool p may take: withdraws up to *want of
+   them, oldest first. v's list is newest first, so its tail is the oldest;
+   a task too young to take means every later one is too. */
+#define S_STEAL_SCAN 4096
+static void s_steal_from(zxb_broker_t *self, zxb_worker_t *thief, int p, zxb_worker_t *v,
+                         uint32_t *want)
+{
+    int scanned = 0;
+    for (zxb_task_t *t = v->tasks_tail; t && *want > 0 && scanned < S_STEAL_SCAN;
+         t = t->prev, scanned++) {
+        if (t->state != ZXB_T_DISPATCHED || (v == thief && t->pool == p)) {
+            continue;
+        }
+        if (!zxb_place_withdrawable(&self->place, t->start_us, self->now_us)) {
+            break;
+        }
+        if (t->withdraw || t->cancelled || t->bcancel || !t->fn || !t->adopted ||
+            (t->pool_req != ZXP_POOL_ANY && t->pool_req != p) || !s_offers(thief, t->fn, p)) {
+            continue;
+        }
+        s_withdraw(self, t, thief, (uint8_t)p);
+        (*want)--;
+    }
+}
+
+void zxb_worker_steal(zxb_broker_t *self, zxb_worker_t *w)
+{
+    for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
+        if (!s_idle(w, p)) {
+            continue;
+        }
+        uint32_t idle = zxb_place_free_slots(&w->place[p]);
+        if (idle <= w->claims[p]) {
+            continue;
+        }
+        uint32_t want = idle - w->claims[p];
+        /* only workers holding unstarted tasks; the lists are newest first */
+        for (zxb_worker_t *v = zhashx_first(self->workers); v && want > 0;
+             v = zhashx_next(self->workers)) {
+            if (v->ntasks > v->running && !v->dead) {
+                s_steal_from(self, w, p, v, &want);
+            }
+        }
+    }
+}
+
+void zxb_worker_giveback(zxb_broker_t *self, zxb_worker_t *w)
+{
+    size_t n = 0;
+    for (zxb_task_t *t = w->tasks_tail; t; t = t->prev) {
+        if (t->state == ZXB_T_DISPATCHED && !t->withdraw && !t->cancelled && !t->bcancel &&
+            t->adopted) {
+            s_withdraw(self, t, NULL, t->pool);
+            n++;
+        }
+    }
+    if (n) {
+        ZXB_INFO("worker %s: %zu unstarted task(s) taken back for other workers", w->node, n);
+    }
+}
+
+void zxb_place_tick_all(zxb_broker_t *self)
+{
+    if (zxb_place_adaptive(&self->place)) {
+        for (zxb_fn_t *fn = zxb_fn_first(self->sched); fn; fn = zxb_fn_next(self->sched)) {
+            for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
+                if (zxb_place_tick(&fn->est[p], self->now_us)) {
+                    self->place_epoch++;
+                    ZXB_DEBUG("function %s (%s pool): runs at least %.0f us", fn->name,
+                              zxb_pool_name(p), fn->est[p].run_us);
+                }
+            }
+        }
+    }
+    s_claim_t *c = zlist_first(self->withdrawals);
+    while (c) {
+        s_claim_t *next = zlist_next(self->withdrawals);
+        if (s_claim_stale(c)) {
+            s_claim_drop(self, c);
+        }
+        c = next;
+    }
+    zlist_t *list = zlist_new();
+    for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        zlist_append(list, w);
+    }
+    for (zxb_worker_t *w = zlist_first(list); w; w = zlist_next(list)) {
+        /* a changed estimate may widen or narrow a window */
+        zxb_worker_fill(self, w);
+    }
+    zlist_destroy(&list);
 }
 
 void zxb_orphan_mark(zxb_broker_t *self, zxb_fn_t *fn)
@@ -236,6 +488,7 @@ bool zxb_task_requeue(zxb_broker_t *self, zxb_task_t *t, bool counted, const cha
     }
     t->cancelled = 0;
     t->bcancel = 0;
+    t->withdraw = 0;
     zxb_task_enqueue(self, t, true, false);
     return true;
 }

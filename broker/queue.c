@@ -24,10 +24,12 @@
       its FIFO through its own hash of (function id, pool, level), with a
       one-entry cache for bursts.
     - Free lists: per function and pool kind (thread/process), an intrusive
-      list of the workers that offer it there and have free credit. A worker
-      joins or leaves the lists of its functions only when its credit for a
-      pool crosses zero (O(its function count)); a new task looks at the list
-      heads of its function, so idle workers elsewhere cost nothing.
+      list of the workers that offer it there and have free credit for it
+      (credit depends on the function: placement.c), and a second list of
+      those with an idle slot. A worker joins or leaves the lists of its
+      functions only when its credit or idleness for a pool changes (O(its
+      function count)); a new task looks at the list heads of its function,
+      idle ones first, so idle workers elsewhere cost nothing.
       A worker with free credit looks only at the queues of the functions it
       offers (two per function and pool: the pool's own and ANY), choosing
       the highest priority head, ties by the oldest arrival.
@@ -726,6 +728,53 @@ void zxb_free_rotate(zxb_wfn_t *wf, int p)
     if (wf->linked[p] && wf->fn->free_tail[p] != wf) {
         zxb_free_unlink(wf, p);
         zxb_free_link(wf, p);
+    }
+}
+
+/* ---- idle lists: the same, for workers with a slot that has no task ---------- */
+
+void zxb_idle_link(zxb_wfn_t *wf, int p)
+{
+    if (wf->ilinked[p]) {
+        return;
+    }
+    zxb_fn_t *fn = wf->fn;
+    wf->inext[p] = NULL;
+    wf->iprev[p] = fn->idle_tail[p];
+    if (fn->idle_tail[p]) {
+        fn->idle_tail[p]->inext[p] = wf;
+    } else {
+        fn->idle_head[p] = wf;
+    }
+    fn->idle_tail[p] = wf;
+    wf->ilinked[p] = true;
+}
+
+void zxb_idle_unlink(zxb_wfn_t *wf, int p)
+{
+    if (!wf->ilinked[p]) {
+        return;
+    }
+    zxb_fn_t *fn = wf->fn;
+    if (wf->iprev[p]) {
+        wf->iprev[p]->inext[p] = wf->inext[p];
+    } else {
+        fn->idle_head[p] = wf->inext[p];
+    }
+    if (wf->inext[p]) {
+        wf->inext[p]->iprev[p] = wf->iprev[p];
+    } else {
+        fn->idle_tail[p] = wf->iprev[p];
+    }
+    wf->inext[p] = wf->iprev[p] = NULL;
+    wf->ilinked[p] = false;
+}
+
+void zxb_idle_rotate(zxb_wfn_t *wf, int p)
+{
+    if (wf->ilinked[p] && wf->fn->idle_tail[p] != wf) {
+        zxb_idle_unlink(wf, p);
+        zxb_idle_link(wf, p);
     }
 }
 

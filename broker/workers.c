@@ -10,7 +10,7 @@
     task is dispatched and down when the worker says its slot is free (a
     WRESULT with slot_freed, or a CREDIT for slots it kept while a late
     task's thread ran on). The placement policy hears of every start and
-    end, and at each tick (or after enough results) sets the pool's window.
+    end (the run time of each function, placement.c); dispatch.c asks it.
 
     After a broker restart, workers say READY again listing the tasks they
     run: those become tasks of placeholder client records until their
@@ -52,10 +52,13 @@ void zxb_task_link(zxb_worker_t *w, zxb_task_t *t)
     t->next = w->tasks;
     if (w->tasks) {
         w->tasks->prev = t;
+    } else {
+        w->tasks_tail = t;
     }
     w->tasks = t;
     w->ntasks++;
     w->place[t->pool].bytes += t->size;
+    w->place[t->pool].nlong += t->lng;
 }
 
 void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t)
@@ -67,33 +70,18 @@ void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t)
     }
     if (t->next) {
         t->next->prev = t->prev;
+    } else {
+        w->tasks_tail = t->prev;
     }
     t->next = t->prev = NULL;
     t->worker = NULL;
     w->ntasks--;
     w->place[t->pool].bytes -= t->size;
-}
-
-/* Asks the placement policy for each pool's window at this tick (or after
-   enough results); a wider window may let the worker take queued tasks at
-   once, a narrower one may take it off its functions' free lists. */
-static void s_adapt(zxb_broker_t *self, zxb_worker_t *w)
-{
-    bool wider = false;
-    for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
-        zxb_place_pool_t *pool = &w->place[p];
-        uint32_t before = zxb_place_window(pool);
-        uint32_t cap = zxb_place_adapt(&self->place, pool, self->now_us);
-        if (cap != before) {
-            wider = wider || cap > before;
-            ZXB_DEBUG("worker %s: %s window %u -> %u (tasks run about %.0f us)", w->node,
-                      zxb_pool_name(p), before, cap, pool->run_us);
-        }
-    }
-    if (wider) {
-        zxb_worker_fill(self, w);
-    } else {
-        zxb_worker_relist(self, w);
+    w->place[t->pool].nlong -= t->lng;
+    t->lng = 0;
+    if (t->counted) {
+        t->counted = 0;
+        zxb_place_on_gone(&t->fn->est[t->pool], t->start_us);
     }
 }
 
@@ -123,6 +111,7 @@ void zxb_worker_free(zxb_broker_t *self, zxb_worker_t **w_p)
     for (size_t i = 0; i < w->nfns; i++) {
         for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
             zxb_free_unlink(&w->fns[i], p);
+            zxb_idle_unlink(&w->fns[i], p);
         }
         w->fns[i].fn->refs--;
     }
@@ -140,6 +129,7 @@ static void s_worker_remove(zxb_broker_t *self, zxb_worker_t *w, bool lost, cons
     zxb_out_put(self, &w->out_task); /* unsent batches never reach it */
     zxb_out_put(self, &w->out_cancel);
     zxb_worker_relist(self, w);
+    zxb_withdraw_forget(self, w);
     if (!w->draining) {
         s_worker_offer(self, w, -1);
     }
@@ -213,7 +203,11 @@ static void s_on_wstarted(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
         if (t->state == ZXB_T_DISPATCHED) {
             t->state = ZXB_T_RUNNING;
             w->running++;
-            zxb_place_on_start(&w->place[t->pool], self->now_us);
+            t->start_us = self->now_us;
+            if (t->fn && !t->counted) {
+                t->counted = 1;
+                zxb_place_on_start(&t->fn->est[t->pool], self->now_us);
+            }
         }
         zxb_client_t *c = t->client;
         if (c->alive && t->adopted && !t->bcancel) {
@@ -223,17 +217,18 @@ static void s_on_wstarted(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
     }
 }
 
-/* A task ends on its worker: slot accounting. */
-static void s_task_off_worker(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, bool slot_freed)
+/* A task leaves its worker (result: with a WRESULT, a run-time sample of
+   its function): slot accounting. */
+static void s_task_off_worker(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, bool slot_freed,
+                              bool result)
 {
+    if (result && t->fn &&
+        zxb_place_on_result(&t->fn->est[t->pool], &w->place[t->pool], t->state == ZXB_T_RUNNING,
+                            t->start_us, self->now_us)) {
+        self->place_epoch++;
+    }
     if (t->state == ZXB_T_RUNNING) {
         w->running--;
-        zxb_place_on_result(&w->place[t->pool], true, self->now_us);
-    } else if (t->state == ZXB_T_DISPATCHED) {
-        /* a result with no WSTARTED before it: the worker leaves WSTARTED
-           out for a task that ended within a millisecond of its start, so it
-           counts as a run of (about) no time for the adaptive window */
-        zxb_place_on_result(&w->place[t->pool], false, self->now_us);
     }
     zxb_task_unlink(w, t);
     self->running--;
@@ -296,7 +291,7 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
             zframe_destroy(&payload);
             continue;
         }
-        s_task_off_worker(self, w, t, r.slot_freed);
+        s_task_off_worker(self, w, t, r.slot_freed, true);
         if (r.status == ZXP_ST_OK) {
             w->done++;
         } else {
@@ -312,16 +307,6 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
         zxb_result_send(self, t, r.status, w->node, strlen(w->node), r.pid, t->pool, &payload, mem,
                         len);
         zxb_task_release(self, t);
-    }
-    /* the first measurement of a pool need not wait for the tick: a burst
-       of short tasks may be over before it; nor need later ones once
-       ZXB_PLACE_EVERY results have come (the estimate moves per sample, not
-       per 100 ms: after a phase of 40 us tasks, a stream of 1 us ones ran
-       its first half-second in the narrow window, halving it once a tick) */
-    if (!w->dead && !w->draining &&
-        (zxb_place_due(&self->place, &w->place[ZXP_POOL_THREAD]) ||
-         zxb_place_due(&self->place, &w->place[ZXP_POOL_PROCESS]))) {
-        s_adapt(self, w);
     }
     zxb_worker_fill(self, w);
 }
@@ -341,13 +326,37 @@ static void s_on_wcancelled(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
             continue;
         }
         zxb_client_t *c = t->client;
+        if (t->withdraw) {
+            /* the answer to a withdrawal (sent before any cancel of the
+               client's, answered in order) */
+            zxb_withdraw_answered(self, t);
+            if (outcome == ZXP_CANCEL_REFUSED) {
+                continue; /* too late: it runs there; a cancel's answer follows */
+            }
+            s_task_off_worker(self, w, t, true, false);
+            freed = true;
+            self->withdrawn_done++;
+            if (t->cancelled) {
+                zxb_cancelled_send(self, c, seq, ZXP_CANCEL_DONE);
+                self->cancelled++;
+            } else if (c->alive && t->adopted) {
+                t->bcancel = 0;
+                if (t->attempts > 0) {
+                    t->attempts--;
+                }
+                zxb_task_enqueue(self, t, true, false);
+                continue;
+            }
+            zxb_task_release(self, t);
+            continue;
+        }
         if (outcome == ZXP_CANCEL_REFUSED) {
             if (t->cancelled && !t->bcancel) {
                 zxb_cancelled_send(self, c, seq, outcome);
             }
             continue;
         }
-        s_task_off_worker(self, w, t, true);
+        s_task_off_worker(self, w, t, true, false);
         freed = true;
         if (t->bcancel && !t->cancelled) {
             /* withdrawn because its client left; if it came back, queue again */
@@ -393,6 +402,7 @@ static void s_on_drain(zxb_broker_t *self, zxb_worker_t *w)
     w->draining = true;
     zxb_worker_relist(self, w);
     s_worker_offer(self, w, -1);
+    zxb_worker_giveback(self, w);
     ZXB_INFO("worker %s (pid %u) is draining: no new tasks; %" PRIu64 " still assigned", w->node,
              w->pid, w->ntasks);
 }
@@ -417,7 +427,7 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
     zxb_task_t *t = zxb_task_find(self->sched, c, seq);
     if (t && t->worker == old && old &&
         (t->state == ZXB_T_DISPATCHED || t->state == ZXB_T_RUNNING)) {
-        s_task_off_worker(self, old, t, true);
+        s_task_off_worker(self, old, t, true, false);
     } else if (t && t->state == ZXB_T_QUEUED) {
         zxb_queued_remove(self, t);
         t->attempts++;
@@ -442,6 +452,9 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
     t->gen++;
     t->state = ZXB_T_RUNNING;
     t->pool = pool;
+    t->withdraw = 0;
+    t->start_us = self->now_us;
+    t->lng = 1; /* how long it runs is not known: nothing short waits behind it */
     zxb_task_link(w, t);
     w->place[pool].inflight++;
     w->running++;
@@ -569,9 +582,6 @@ void zxb_workers_tick(zxb_broker_t *self)
                 zxp_send_empty(self->wsock, w->rid, ZXP_HEARTBEAT);
                 w->last_send = now;
             }
-            if (zxb_place_adaptive(&self->place) && !w->dead && !w->draining) {
-                s_adapt(self, w);
-            }
         }
     }
     /* all of them dead first, so tasks re-queued from one never go to another */
@@ -585,6 +595,7 @@ void zxb_workers_tick(zxb_broker_t *self)
         s_worker_remove(self, w, true, why);
     }
     zlist_destroy(&lost);
+    zxb_place_tick_all(self);
 }
 
 void zxb_held_tick(zxb_broker_t *self)

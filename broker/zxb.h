@@ -29,10 +29,12 @@ typedef struct {
     uint64_t max_queued;
     uint64_t max_queued_bytes;
     int retries;               /* default retries of a task after its worker is lost */
-    double prefetch_target_ms; /* adaptive prefetch: queue this much work per slot; 0: off */
+    double prefetch_target_ms; /* adaptive prefetch: queue this much short work per slot; 0: off */
     uint32_t prefetch_max;     /* adaptive prefetch: most tasks beyond the slots, per pool */
     uint64_t prefetch_bytes;   /* adaptive prefetch: argument bytes in flight per pool
                                   beyond which only the announced window applies */
+    double steal_after_ms;     /* a task prefetched and not started this long may be
+                                  withdrawn for an idle slot elsewhere */
     bool insecure;
     int verbose;              /* 0 quiet (warnings), 1 normal, 2 verbose */
     const char *metrics_addr; /* Prometheus HTTP endpoint, HOST:PORT; NULL: none */
@@ -112,6 +114,7 @@ struct zxb_task {
         uint8_t inl[ZXB_PL_INLINE_MAX];
     } pl;             /* arguments (kept for retries), or the held result */
     uint64_t arrival; /* ms since broker start << 20 | counter: age and order */
+    int64_t start_us; /* on a worker: when it was sent, then when it started (us) */
     union {
         struct {
             uint32_t timeout_ms, flags;
@@ -129,16 +132,21 @@ struct zxb_task {
     uint8_t adopted : 1;   /* its client submitted it (not only a worker reported it) */
     uint8_t bcancel : 1;   /* the broker sent WCANCEL because its client left */
     uint8_t cancelled : 1; /* a CANCEL was forwarded to the worker */
+    uint8_t withdraw : 1;  /* the broker sent WCANCEL to place it elsewhere */
+    uint8_t lng : 1;       /* sent as a task of a function not known short */
+    uint8_t counted : 1;   /* counted among its function's running (est.running) */
 };
 
 /* A function a worker offers, with its place in the function's lists of
-   workers that have free credit (one list per pool kind). */
+   workers that have free credit and of workers that have an idle slot (one
+   list of each per pool kind). */
 struct zxb_wfn {
     zxb_fn_t *fn;
     zxb_worker_t *worker;
     uint8_t mask; /* ZXP_POOLS_* this worker runs it in */
-    bool linked[3];
+    bool linked[3], ilinked[3];
     zxb_wfn_t *fprev[3], *fnext[3];
+    zxb_wfn_t *iprev[3], *inext[3];
 };
 
 /* An interned function name with its queues (one per requested pool kind,
@@ -151,6 +159,8 @@ struct zxb_fn {
     uint32_t offered[3];                    /* non-draining workers offering it per pool kind */
     zxb_queue_t *q[3];                      /* by requested pool: ANY, THREAD, PROCESS */
     zxb_wfn_t *free_head[3], *free_tail[3]; /* workers with free credit, per pool kind */
+    zxb_wfn_t *idle_head[3], *idle_tail[3]; /* workers with an idle slot, per pool kind */
+    zxb_place_est_t est[3];                 /* its run time per pool kind (placement.c) */
     int64_t orphan_deadline[3];             /* per requested pool: when its queue lost its last
                                                worker, + grace; 0 when served */
     bool orphan_listed;                     /* on the broker's list of orphaned functions */
@@ -168,13 +178,19 @@ struct zxb_worker {
     zxb_place_pool_t place[3];
     uint32_t held[3];    /* slots kept by WRESULT slot_freed=false until CREDIT */
     uint32_t foreign[3]; /* slots a re-READY reported for tasks now elsewhere */
-    bool listed[3];      /* on its functions' free lists for this pool kind */
+    /* the credit lists were last set for these: relisting is skipped while
+       nothing that decides them changed (see zxb_worker_relist) */
+    uint32_t lo[3], hi[3]; /* inflight within [lo, hi): no function's credit changes */
+    uint32_t at_nlong[3];
+    uint64_t at_epoch;
+    bool at_bytes[3], listed_valid, idle[3];
     bool draining;
     bool dead;
     int64_t last_recv, last_send;
     size_t nfns;
     zxb_wfn_t *fns;
-    zxb_task_t *tasks; /* in flight here: doubly linked through next/prev */
+    zxb_task_t *tasks, *tasks_tail; /* in flight here, newest first: linked through next/prev */
+    uint32_t claims[3];             /* withdrawals asked for this pool's idle slots, unanswered */
     uint64_t ntasks, running, done, failed;
     zxp_out_t *out_task, *out_cancel; /* batches being built this turn */
     zxb_worker_t *dirty_next;
@@ -261,6 +277,10 @@ void zxb_client_depths(zxb_client_t *client, void (*fn)(zxb_fn_t *, uint64_t, vo
 /* Free-credit lists: workers offering fn in pool kind p that can take a task. */
 void zxb_free_link(zxb_wfn_t *wf, int pool);
 void zxb_free_unlink(zxb_wfn_t *wf, int pool);
+/* Idle lists: workers offering fn in pool kind p with a slot that has no task. */
+void zxb_idle_link(zxb_wfn_t *wf, int pool);
+void zxb_idle_unlink(zxb_wfn_t *wf, int pool);
+void zxb_idle_rotate(zxb_wfn_t *wf, int pool);
 /* Moves wf to the back of its list so tasks spread over workers. */
 void zxb_free_rotate(zxb_wfn_t *wf, int pool);
 

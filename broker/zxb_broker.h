@@ -29,6 +29,9 @@
 struct zxb_broker {
     zxb_config_t cfg;
     zxb_place_cfg_t place; /* the placement policy's settings, from cfg */
+    uint64_t place_epoch;  /* bumped when a function's run-time estimate changes */
+    zlist_t *withdrawals;  /* WCANCELs sent to place tasks elsewhere, unanswered (dispatch.c) */
+    uint64_t withdrawn, withdrawn_done; /* withdrawals asked, and those that took the task */
     zsock_t *csock, *wsock;
     uint8_t id[ZXP_ID_LEN];
     char id_hex[33];
@@ -101,7 +104,7 @@ void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t);
 void zxb_worker_free(zxb_broker_t *self, zxb_worker_t **w_p);
 /* One message from the workers' socket (rid: its routing id). */
 void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p);
-/* Heartbeats to workers, adaptive prefetch per tick; workers silent too
+/* Heartbeats to workers, the placement policy's tick; workers silent too
    long are lost. */
 void zxb_workers_tick(zxb_broker_t *self);
 /* Held results whose client did not come back in time are dropped. */
@@ -109,11 +112,29 @@ void zxb_held_tick(zxb_broker_t *self);
 
 /* ---- dispatch.c ------------------------------------------------------------------- */
 
-/* Puts the worker on (or takes it off) its functions' free lists when its
-   credit for a pool changed: O(its functions), only on a change. */
-void zxb_worker_relist(const zxb_broker_t *self, zxb_worker_t *w);
-/* Gives the worker queued tasks while it has credit, then relists it. */
+/* Puts the worker on (or takes it off) its functions' idle and free-credit
+   lists when its idle slots or its credit for a function may have changed:
+   O(its functions), only then. */
+void zxb_worker_relist(zxb_broker_t *self, zxb_worker_t *w);
+/* Gives the worker queued tasks while it has credit (idle slots of both
+   pools first), relists it, and withdraws tasks waiting elsewhere for the
+   idle slots it still has (zxb_worker_steal). */
 void zxb_worker_fill(zxb_broker_t *self, zxb_worker_t *w);
+/* For each idle slot of w with no withdrawal asked for it yet: a task of a
+   function w offers there that waits unstarted at a node (another worker,
+   or w's other pool) for longer than --steal-after-ms is withdrawn. */
+void zxb_worker_steal(zxb_broker_t *self, zxb_worker_t *w);
+/* A draining worker: every task it has not started is withdrawn. */
+void zxb_worker_giveback(zxb_broker_t *self, zxb_worker_t *w);
+/* The worker answered the WCANCEL of a withdrawal of t (clears t->withdraw
+   and the slot's claim); what the answer means is the caller's. */
+void zxb_withdraw_answered(zxb_broker_t *self, zxb_task_t *t);
+/* w is going away: withdrawals asked for its slots are for nobody now. */
+void zxb_withdraw_forget(zxb_broker_t *self, zxb_worker_t *w);
+/* The placement policy's tick: running tasks raise their function's
+   estimate, stale withdrawals are dropped, and every worker is filled
+   (a changed estimate changes windows) and may withdraw for idle slots. */
+void zxb_place_tick_all(zxb_broker_t *self);
 /* Queues a task (fresh from SUBMIT, or back from a worker) and dispatches
    it if a worker can take it. */
 void zxb_task_enqueue(zxb_broker_t *self, zxb_task_t *t, bool front, bool fresh);

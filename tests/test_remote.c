@@ -885,7 +885,7 @@ Test(remote, a_local_cluster_runs_tasks_and_destroy_leaves_no_child)
 Test(remote, running_becomes_true_only_once_a_worker_started_the_task)
 {
     s_start(NULL);
-    const char *extra[] = {"--threads", "1", NULL};
+    const char *extra[] = {"--threads", "1", "--procs", "0", NULL};
     s_worker("w1", extra);
     zx_executor_t *ex = s_connect(60);
     zx_future_t *a = s_sleep(ex, 1.0, 0);
@@ -914,7 +914,7 @@ Test(remote, cancelling_a_queued_task_succeeds_and_it_never_runs)
 {
     char *plugin = zxt_plugin("zexec_demo_plugin");
     s_start(NULL);
-    const char *extra[] = {"--threads", "1", "--plugin", plugin, NULL};
+    const char *extra[] = {"--threads", "1", "--procs", "0", "--plugin", plugin, NULL};
     s_worker("w1", extra);
     zx_executor_t *ex = s_connect(60);
     char path[128];

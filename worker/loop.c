@@ -392,6 +392,7 @@ done:;
     zxw_jobtab_fini(&w->jobs);
     zlistx_destroy(&w->trunning);
     zlistx_destroy(&w->held);
+    zhashx_destroy(&w->given);
     while (w->free_jobs) {
         zxw_job_t *next = w->free_jobs->free_next;
         free(w->free_jobs);

@@ -1291,6 +1291,9 @@ static void s_workload_g(void)
         pthread_join(th, NULL);
         bu_result("zexec.G_fair_short_after_long_s", sc.took, "s");
         bu_result("zexec.G_fair_short_after_long_ratio", sc.took / short_alone, "x");
+        /* no preemption: when the long client holds every slot, the short
+           one's first task waits for one long task to end */
+        bu_result("zexec.G_fair_short_after_long_bound", short_alone + Ls, "s");
         bu_result("zexec.G_fair_long_with_short_s", lt, "s");
     }
     zx_executor_destroy(&sx);

@@ -235,7 +235,7 @@ static void s_free_workers(zxb_broker_t *self)
     while ((w = zhashx_first(self->workers))) {
         while (w->tasks) {
             zxb_task_t *t = w->tasks;
-            zxb_task_unlink(w, t);
+            zxb_task_unlink(w, t, 0);
         }
         zhashx_delete(self->workers, w->id);
         zxb_worker_free(self, &w);

@@ -61,7 +61,7 @@ void zxb_task_link(zxb_worker_t *w, zxb_task_t *t)
     w->place[t->pool].nlong += t->lng;
 }
 
-void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t)
+void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t, int64_t now_us)
 {
     if (t->prev) {
         t->prev->next = t->next;
@@ -82,6 +82,12 @@ void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t)
     if (t->counted) {
         t->counted = 0;
         zxb_place_on_gone(&t->fn->est[t->pool], t->start_us);
+        zxb_client_t *c = t->client;
+        c->nrun--;
+        c->run_start_sum -= t->start_us;
+        if (now_us > t->start_us) {
+            c->used_us += now_us - t->start_us;
+        }
     }
 }
 
@@ -136,7 +142,7 @@ static void s_worker_remove(zxb_broker_t *self, zxb_worker_t *w, bool lost, cons
     size_t requeued = 0, failed = 0;
     while (w->tasks) {
         zxb_task_t *t = w->tasks;
-        zxb_task_unlink(w, t);
+        zxb_task_unlink(w, t, self->now_us);
         self->running--;
         if (zxb_task_requeue(self, t, lost, w->node)) {
             requeued++;
@@ -207,6 +213,8 @@ static void s_on_wstarted(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
             if (t->fn && !t->counted) {
                 t->counted = 1;
                 zxb_place_on_start(&t->fn->est[t->pool], self->now_us);
+                t->client->nrun++;
+                t->client->run_start_sum += self->now_us;
             }
         }
         zxb_client_t *c = t->client;
@@ -229,8 +237,16 @@ static void s_task_off_worker(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t
     }
     if (t->state == ZXB_T_RUNNING) {
         w->running--;
+    } else if (result && t->fn) {
+        /* ended within 1 ms of its start: its client used about what the
+           function takes */
+        double run = t->fn->est[t->pool].run_us;
+        int64_t waited = self->now_us - t->start_us;
+        t->client->used_us += run > 0
+                                  ? (int64_t)run
+                                  : (waited < ZXB_PLACE_NOSTART_US ? waited : ZXB_PLACE_NOSTART_US);
     }
-    zxb_task_unlink(w, t);
+    zxb_task_unlink(w, t, self->now_us);
     self->running--;
     if (slot_freed) {
         w->place[t->pool].inflight--;

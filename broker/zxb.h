@@ -212,6 +212,10 @@ struct zxb_client {
     uint64_t ntasks;       /* tasks pointing at this record (it lives while > 0) */
     uint64_t queued, queued_bytes;
     uint64_t max_seq; /* highest seq seen: above it a SUBMIT needs no duplicate lookup */
+    /* its use of slots, for fair turns across functions (dispatch.c): run
+       time of its ended tasks, and its running ones (count, sum of starts) */
+    int64_t used_us, run_start_sum;
+    uint32_t nrun;
     zxp_out_t *out_started, *out_result, *out_cancelled;
     zxb_client_t *dirty_next;
     bool dirty;

@@ -32,6 +32,7 @@ struct zxb_broker {
     uint64_t place_epoch;  /* bumped when a function's run-time estimate changes */
     zlist_t *withdrawals;  /* WCANCELs sent to place tasks elsewhere, unanswered (dispatch.c) */
     uint64_t withdrawn, withdrawn_done; /* withdrawals asked, and those that took the task */
+    int64_t used_last;                  /* the slot use of the client served last (dispatch.c) */
     zsock_t *csock, *wsock;
     uint8_t id[ZXP_ID_LEN];
     char id_hex[33];
@@ -97,9 +98,12 @@ void zxb_clients_tick(zxb_broker_t *self);
 
 /* The worker's batch of TASK or WCANCEL; marks it dirty. */
 zxp_out_t *zxb_worker_batch(zxb_broker_t *self, zxb_worker_t *w, uint8_t cmd);
-/* Links a task to the worker's list (and its bytes to the pool's). */
+/* Links a task to the worker's list (and its bytes to the pool's). unlink
+   at now_us ends its run for its function's and client's accounts. */
 void zxb_task_link(zxb_worker_t *w, zxb_task_t *t);
-void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t);
+void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t, int64_t now_us);
+/* A client's use of slots at now_us: what its tasks ran, and run so far. */
+int64_t zxb_client_used(const zxb_client_t *c, int64_t now_us);
 /* Frees a worker record already out of the table. */
 void zxb_worker_free(zxb_broker_t *self, zxb_worker_t **w_p);
 /* One message from the workers' socket (rid: its routing id). */

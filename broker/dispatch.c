@@ -333,14 +333,15 @@ static bool s_offers(const zxb_worker_t *w, const zxb_fn_t *fn, int p)
 
 /* Tasks of victim v that thief's pool p may take: withdraws up to *want of
    them, oldest first. v's list is newest first, so its tail is the oldest;
-   a task too young to take means every later one is too. */
-#define S_STEAL_SCAN 4096
+   a task too young to take means every later one is too. *budget bounds
+   the tasks looked at in one call of zxb_worker_steal (old tasks of
+   functions the thief does not offer could otherwise be walked past by
+   every idle worker at every tick). */
+#define S_STEAL_SCAN 1024
 static void s_steal_from(zxb_broker_t *self, zxb_worker_t *thief, int p, zxb_worker_t *v,
-                         uint32_t *want)
+                         uint32_t *want, int *budget)
 {
-    int scanned = 0;
-    for (zxb_task_t *t = v->tasks_tail; t && *want > 0 && scanned < S_STEAL_SCAN;
-         t = t->prev, scanned++) {
+    for (zxb_task_t *t = v->tasks_tail; t && *want > 0 && *budget > 0; t = t->prev, (*budget)--) {
         if (t->state != ZXB_T_DISPATCHED || (v == thief && t->pool == p)) {
             continue;
         }
@@ -367,11 +368,12 @@ void zxb_worker_steal(zxb_broker_t *self, zxb_worker_t *w)
             continue;
         }
         uint32_t want = idle - w->claims[p];
+        int budget = S_STEAL_SCAN;
         /* only workers holding unstarted tasks; the lists are newest first */
-        for (zxb_worker_t *v = zhashx_first(self->workers); v && want > 0;
+        for (zxb_worker_t *v = zhashx_first(self->workers); v && want > 0 && budget > 0;
              v = zhashx_next(self->workers)) {
             if (v->ntasks > v->running && !v->dead) {
-                s_steal_from(self, w, p, v, &want);
+                s_steal_from(self, w, p, v, &want, &budget);
             }
         }
     }

@@ -20,13 +20,17 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Results of a function (in one pool kind) that make one sample of its run
-   time: the first estimate needs this many, and every later batch of as
-   many moves it (halfway towards the batch's mean). */
+/* Results of a function (in one pool kind) that make its first run-time
+   estimate. Later batches move it halfway towards their mean: at the tick
+   once they have ZXB_PLACE_FIRST results, or at once when they have
+   ZXB_PLACE_EVERY (a busy stream's estimate moves per sample, not per
+   tick; a batch of 16 tiny tasks with one preempted among them would
+   narrow a window fifty times, so streams are judged on 256). */
 #define ZXB_PLACE_FIRST 16
+#define ZXB_PLACE_EVERY 256
 
 /* A result with no WSTARTED before it ran under 1 ms (the worker sends
-   WSTARTED for anything longer): its sample is capped at this. */
+   WSTARTED for anything longer). */
 #define ZXB_PLACE_NOSTART_US 1000
 
 /* The policy's settings, from the broker's flags. */
@@ -55,10 +59,9 @@ typedef struct {
     uint32_t slots;    /* pool size; 0: the worker has no such pool */
     uint32_t prefetch; /* tasks beyond the slots it asked for */
     /* kept by the broker's accounting, read here */
-    uint32_t inflight;   /* dispatched and not resulted (and slots held, see zxb_worker) */
-    uint32_t nlong;      /* of those, tasks of functions not known short when sent */
-    uint64_t bytes;      /* argument bytes of the tasks on this pool */
-    int64_t last_end_us; /* when its last task ended (samples of results without start) */
+    uint32_t inflight; /* dispatched and not resulted (and slots held, see zxb_worker) */
+    uint32_t nlong;    /* of those, tasks of functions not known short when sent */
+    uint64_t bytes;    /* argument bytes of the tasks on this pool */
 } zxb_place_pool_t;
 
 /* A pool as READY announces it, holding nothing. */
@@ -105,10 +108,9 @@ uint32_t zxb_place_bound(const zxb_place_cfg_t *cfg, const zxb_place_pool_t *poo
 void zxb_place_on_start(zxb_place_est_t *est, int64_t now_us);
 
 /* A task of the function ended on pool at now_us. start_us: when it
-   started (started) or was sent (not started: the worker leaves WSTARTED
-   out for a task that ended within 1 ms, whose sample is then the time
-   since the later of its sending and the pool's previous end, at most
-   ZXB_PLACE_NOSTART_US). One sample; the running count is on_gone's.
+   started (started), or was sent (not started: the worker leaves WSTARTED
+   out for a task that ended within 1 ms of its start, which counts as a
+   run of about no time). One sample; the running count is on_gone's.
    Returns true when the estimate changed. */
 bool zxb_place_on_result(zxb_place_est_t *est, zxb_place_pool_t *pool, bool started,
                          int64_t start_us, int64_t now_us);
@@ -117,10 +119,12 @@ bool zxb_place_on_result(zxb_place_est_t *est, zxb_place_pool_t *pool, bool star
    (its worker lost): it no longer counts among the running. */
 void zxb_place_on_gone(zxb_place_est_t *est, int64_t start_us);
 
-/* At the tick: the function's running tasks have run, on average, for
-   (now - their mean start); a known estimate below that is raised to it,
-   so a function that turned long stops being prefetched before its first
-   slow result. Returns true when the estimate changed. */
+/* At the tick: a known estimate takes the batch of results since its last
+   update if it has ZXB_PLACE_FIRST; then, the function's running tasks have
+   run, on average, for (now - their mean start), and an estimate below
+   that is raised to it, so a function that turned long stops being
+   prefetched before its first slow result. Returns true when the estimate
+   changed. */
 bool zxb_place_tick(zxb_place_est_t *est, int64_t now_us);
 
 /* Whether a task sent to a pool at sent_us and not started by now_us may

@@ -129,19 +129,26 @@ Test(place, the_estimate_follows_changes_both_ways)
     int64_t now = 0;
     s_run(&est, &pool, ZXB_PLACE_FIRST, 10, &now);
     cr_assert(zxb_place_short(&s_cfg, &est));
-    /* a phase of 100 ms tasks: one batch of results moves it halfway */
+    /* a phase of 100 ms tasks: a batch of results moves it halfway at the
+       tick (not before: 16 results of a stream are judged at 256) */
     s_run(&est, &pool, ZXB_PLACE_FIRST, 100000, &now);
+    cr_assert_float_eq(est.run_us, 10, 1e-6, "moved before the tick");
+    cr_assert(zxb_place_tick(&est, now));
     cr_assert_float_eq(est.run_us, 0.5 * 10 + 0.5 * 100000, 1e-6);
     cr_assert_not(zxb_place_short(&s_cfg, &est));
     cr_assert_eq(zxb_place_window(&s_cfg, &pool, &est), 2);
-    /* and back: short again after a few batches */
+    /* and back: short again after a few ticks */
     int batches = 0;
     while (!zxb_place_short(&s_cfg, &est) && batches < 100) {
         s_run(&est, &pool, ZXB_PLACE_FIRST, 10, &now);
+        zxb_place_tick(&est, now);
         batches++;
     }
     cr_assert(zxb_place_short(&s_cfg, &est));
     cr_assert_leq(batches, 6, "took %d batches of %d to follow", batches, ZXB_PLACE_FIRST);
+    /* a stream moves it without waiting for the tick */
+    s_run(&est, &pool, ZXB_PLACE_EVERY, 1000000, &now);
+    cr_assert_not(zxb_place_short(&s_cfg, &est), "%d results of 1 s", ZXB_PLACE_EVERY);
 }
 
 Test(place, running_tasks_raise_the_estimate_at_the_tick)
@@ -166,18 +173,18 @@ Test(place, running_tasks_raise_the_estimate_at_the_tick)
     cr_assert_eq(unknown.run_us, 0);
 }
 
-Test(place, a_result_without_start_is_under_a_millisecond)
+Test(place, a_result_without_start_counts_as_no_time)
 {
     zxb_place_pool_t pool;
     zxb_place_pool_init(&pool, 1, 1);
     zxb_place_est_t est = {0};
-    /* sent long ago, the pool idle for long: counted as 1 ms at most */
+    /* sent long ago: the worker says it ran under 1 ms, not how long */
     for (int i = 0; i < ZXB_PLACE_FIRST; i++) {
         zxb_place_on_result(&est, &pool, false, 0, 10000000 + i);
     }
-    cr_assert_gt(est.run_us, 0);
-    cr_assert_leq(est.run_us, ZXB_PLACE_NOSTART_US);
+    cr_assert_float_eq(est.run_us, 1.0, 1e-9);
     cr_assert(zxb_place_short(&s_cfg, &est));
+    cr_assert_eq(zxb_place_window(&s_cfg, &pool, &est), 1 + 1024);
 }
 
 Test(place, long_tasks_running_leave_fewer_slots_to_prefetch_for)

@@ -320,6 +320,11 @@ int zxb_broker_run(zxb_broker_t *self)
         }
         if (!more[0] && !more[1]) {
             int64_t wait = next_tick - zclock_mono();
+            if (self->steal_at) {
+                /* a withdrawal an idle slot waits for (dispatch.c) */
+                int64_t steal = (self->steal_at - zx__mono_us()) / 1000 + 1;
+                wait = steal < wait ? steal : wait;
+            }
             int rc = poll(fds, 2, wait > 0 ? (int)wait : 0);
             if (rc < 0 && errno != EINTR) {
                 zsys_error("poll failed: %s", strerror(errno));
@@ -336,6 +341,9 @@ int zxb_broker_run(zxb_broker_t *self)
         }
         if (more[1]) {
             more[1] = s_drain(self, false);
+        }
+        if (self->steal_at && self->now_us >= self->steal_at) {
+            zxb_steal_due(self);
         }
         s_flush(self);
         if (self->now >= next_tick) {

@@ -142,39 +142,85 @@ int64_t zxb_client_used(const zxb_client_t *c, int64_t now_us)
     return c->used_us + (int64_t)c->nrun * now_us - c->run_start_sum;
 }
 
+void zxb_slots_count(zxb_broker_t *self)
+{
+    uint32_t n = 0;
+    for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        if (s_alive(w)) {
+            n += w->place[ZXP_POOL_THREAD].slots + w->place[ZXP_POOL_PROCESS].slots;
+        }
+    }
+    self->total_slots = n;
+}
+
+/* Whether t's client already holds its share of the cluster's slots with
+   tasks not known short, when nclients clients want this pool: a long task
+   cannot be preempted, so taking more than a share would make the others
+   wait a whole run of it. */
+static bool s_capped(const zxb_broker_t *self, const zxb_task_t *t, int p, int nclients)
+{
+    if (nclients < 2 || zxb_place_short(&self->place, &t->fn->est[p])) {
+        return false;
+    }
+    uint32_t share = self->total_slots / (uint32_t)nclients;
+    return t->client->nlong >= (share ? share : 1);
+}
+
 /* The queue whose head this worker should take next in pool p, among the
-   heads of its own functions' queues: highest priority; then the client
-   that has used the least slot time (fair turns across functions: a
-   queue's own ring gives clients turns within one function, and a client
-   with 100,000 tasks of 1 us and one with 10 of 1 s take slots by the time
-   they use, not by count); then the oldest. */
+   heads of its own functions' queues: highest priority; then a client
+   below its share of slots for tasks not known short (s_capped; counted
+   when the heads are from two clients or more); then the client that has
+   used the least slot time (fair turns across functions: a queue's own
+   ring gives clients turns within one function, and a client with 100,000
+   tasks of 1 us and one with 10 of 1 s take slots by the time they use,
+   not by count); then the oldest. */
+#define S_BEST_MAX 32
 static zxb_queue_t *s_worker_best(zxb_broker_t *self, zxb_worker_t *w, int p)
 {
-    zxb_queue_t *best = NULL;
-    zxb_task_t *bt = NULL;
-    int64_t bu = 0;
+    /* the heads, and how many clients they are from (2 means "several") */
+    zxb_queue_t *qs[S_BEST_MAX];
+    int n = 0, nclients = 0;
+    const zxb_client_t *seen = NULL;
     for (size_t i = 0; i < w->nfns; i++) {
         if (!(w->fns[i].mask & p)) {
             continue;
         }
         zxb_fn_t *fn = w->fns[i].fn;
-        zxb_queue_t *qs[2] = {fn->q[p], fn->q[ZXP_POOL_ANY]};
+        zxb_queue_t *two[2] = {fn->q[p], fn->q[ZXP_POOL_ANY]};
         for (int k = 0; k < 2; k++) {
-            zxb_task_t *t = zxb_queue_peek(qs[k]);
+            zxb_task_t *t = zxb_queue_peek(two[k]);
             if (!t) {
                 continue;
             }
-            if (bt && t->priority < bt->priority) {
-                continue;
+            if (nclients == 0 || (nclients == 1 && t->client != seen)) {
+                nclients++;
+                seen = t->client;
             }
-            int64_t u =
-                bt && t->client == bt->client ? bu : zxb_client_used(t->client, self->now_us);
-            if (!bt || t->priority > bt->priority || u < bu ||
-                (u == bu && t->arrival < bt->arrival)) {
-                bt = t;
-                bu = u;
-                best = qs[k];
+            if (n < S_BEST_MAX) {
+                qs[n++] = two[k];
             }
+        }
+    }
+    zxb_queue_t *best = NULL;
+    zxb_task_t *bt = NULL;
+    int64_t bu = 0;
+    bool bcap = false;
+    for (int i = 0; i < n; i++) {
+        zxb_task_t *t = zxb_queue_peek(qs[i]);
+        if (bt && t->priority < bt->priority) {
+            continue;
+        }
+        bool cap = s_capped(self, t, p, nclients);
+        if (bt && t->priority == bt->priority && cap && !bcap) {
+            continue;
+        }
+        int64_t u = zxb_client_used(t->client, self->now_us);
+        if (!bt || t->priority > bt->priority || (bcap && !cap) || u < bu ||
+            (u == bu && t->arrival < bt->arrival)) {
+            bt = t;
+            bu = u;
+            bcap = cap;
+            best = qs[i];
         }
     }
     return best;
@@ -346,6 +392,11 @@ static void s_steal_from(zxb_broker_t *self, zxb_worker_t *thief, int p, zxb_wor
             continue;
         }
         if (!zxb_place_withdrawable(&self->place, t->start_us, self->now_us)) {
+            /* try again when it is old enough, not only at the tick */
+            int64_t at = t->start_us + (int64_t)(self->place.steal_ms * 1000.0) + 1;
+            if (self->steal_at == 0 || at < self->steal_at) {
+                self->steal_at = at;
+            }
             break;
         }
         if (t->withdraw || t->cancelled || t->bcancel || !t->fn || !t->adopted ||
@@ -377,6 +428,24 @@ void zxb_worker_steal(zxb_broker_t *self, zxb_worker_t *w)
             }
         }
     }
+}
+
+void zxb_steal_due(zxb_broker_t *self)
+{
+    self->steal_at = 0;
+    zlist_t *idle = NULL;
+    for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        if (s_idle(w, ZXP_POOL_THREAD) || s_idle(w, ZXP_POOL_PROCESS)) {
+            if (!idle) {
+                idle = zlist_new();
+            }
+            zlist_append(idle, w);
+        }
+    }
+    for (zxb_worker_t *w = idle ? zlist_first(idle) : NULL; w; w = zlist_next(idle)) {
+        zxb_worker_steal(self, w);
+    }
+    zlist_destroy(&idle);
 }
 
 void zxb_worker_giveback(zxb_broker_t *self, zxb_worker_t *w)

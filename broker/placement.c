@@ -146,7 +146,11 @@ bool zxb_place_tick(zxb_place_est_t *est, int64_t now_us)
         return false; /* unknown stays unknown: it is late-bound either way */
     }
     bool changed = false;
-    if (est->n >= ZXB_PLACE_FIRST) {
+    if (est->n >= ZXB_PLACE_FIRST && est->sum_us / est->n > est->run_us) {
+        /* up at once; down only on a whole batch (on_result): prefetching
+           a long task costs a slot's worth of waiting, late binding a short
+           one a round trip, and a function with 1% of long tasks has
+           batches of 16 without one */
         s_update(est);
         changed = true;
     }

@@ -59,6 +59,7 @@ void zxb_task_link(zxb_worker_t *w, zxb_task_t *t)
     w->ntasks++;
     w->place[t->pool].bytes += t->size;
     w->place[t->pool].nlong += t->lng;
+    t->client->nlong += t->lng;
 }
 
 void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t, int64_t now_us)
@@ -78,6 +79,7 @@ void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t, int64_t now_us)
     w->ntasks--;
     w->place[t->pool].bytes -= t->size;
     w->place[t->pool].nlong -= t->lng;
+    t->client->nlong -= t->lng;
     t->lng = 0;
     if (t->counted) {
         t->counted = 0;
@@ -158,6 +160,7 @@ static void s_worker_remove(zxb_broker_t *self, zxb_worker_t *w, bool lost, cons
                  requeued);
     }
     zhashx_delete(self->workers, w->id);
+    zxb_slots_count(self);
     if (w->dirty) {
         /* unlink from the dirty list */
         for (zxb_worker_t **pp = &self->dirty_workers; *pp; pp = &(*pp)->dirty_next) {
@@ -418,6 +421,7 @@ static void s_on_drain(zxb_broker_t *self, zxb_worker_t *w)
     w->draining = true;
     zxb_worker_relist(self, w);
     s_worker_offer(self, w, -1);
+    zxb_slots_count(self);
     zxb_worker_giveback(self, w);
     ZXB_INFO("worker %s (pid %u) is draining: no new tasks; %" PRIu64 " still assigned", w->node,
              w->pid, w->ntasks);
@@ -533,6 +537,7 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
         s_worker_remove(self, old, false, "registered again (READY)");
     }
     zhashx_insert(self->workers, w->id, w);
+    zxb_slots_count(self);
     s_worker_offer(self, w, +1);
     zxp_send_welcome(self->wsock, w->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
                      (uint32_t)zxp_max_msg());

@@ -33,6 +33,8 @@ struct zxb_broker {
     zlist_t *withdrawals;  /* WCANCELs sent to place tasks elsewhere, unanswered (dispatch.c) */
     uint64_t withdrawn, withdrawn_done; /* withdrawals asked, and those that took the task */
     int64_t used_last;                  /* the slot use of the client served last (dispatch.c) */
+    uint32_t total_slots;               /* of the workers that take tasks (dispatch.c) */
+    int64_t steal_at; /* monotonic us when a task an idle slot wanted becomes withdrawable; 0 */
     zsock_t *csock, *wsock;
     uint8_t id[ZXP_ID_LEN];
     char id_hex[33];
@@ -133,8 +135,15 @@ void zxb_worker_giveback(zxb_broker_t *self, zxb_worker_t *w);
 /* The worker answered the WCANCEL of a withdrawal of t (clears t->withdraw
    and the slot's claim); what the answer means is the caller's. */
 void zxb_withdraw_answered(zxb_broker_t *self, zxb_task_t *t);
+/* Counts the slots of the workers that take tasks (after a READY, a DRAIN,
+   a removal). */
+void zxb_slots_count(zxb_broker_t *self);
 /* w is going away: withdrawals asked for its slots are for nobody now. */
 void zxb_withdraw_forget(zxb_broker_t *self, zxb_worker_t *w);
+/* When self->steal_at has come: every worker with an idle slot withdraws
+   again (a task that was too young for it at its last try may now be old
+   enough, and the tick may be 100 ms away). */
+void zxb_steal_due(zxb_broker_t *self);
 /* The placement policy's tick: running tasks raise their function's
    estimate, stale withdrawals are dropped, and every worker is filled
    (a changed estimate changes windows) and may withdraw for idle slots. */

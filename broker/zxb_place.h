@@ -21,11 +21,12 @@
 #include <stdint.h>
 
 /* Results of a function (in one pool kind) that make its first run-time
-   estimate. Later batches move it halfway towards their mean: at the tick
-   once they have ZXB_PLACE_FIRST results, or at once when they have
-   ZXB_PLACE_EVERY (a busy stream's estimate moves per sample, not per
-   tick; a batch of 16 tiny tasks with one preempted among them would
-   narrow a window fifty times, so streams are judged on 256). */
+   estimate. Later batches move it halfway towards their mean: up at the
+   tick once they have ZXB_PLACE_FIRST results, either way at once when
+   they have ZXB_PLACE_EVERY (a busy stream's estimate moves per sample,
+   not per tick; a batch of 16 tiny tasks with one preempted among them
+   would narrow a window fifty times, and a function with 1% of long tasks
+   has batches of 16 without one, so it goes down on 256 only). */
 #define ZXB_PLACE_FIRST 16
 #define ZXB_PLACE_EVERY 256
 
@@ -120,7 +121,7 @@ bool zxb_place_on_result(zxb_place_est_t *est, zxb_place_pool_t *pool, bool star
 void zxb_place_on_gone(zxb_place_est_t *est, int64_t start_us);
 
 /* At the tick: a known estimate takes the batch of results since its last
-   update if it has ZXB_PLACE_FIRST; then, the function's running tasks have
+   update if it has ZXB_PLACE_FIRST and its mean is higher; then, the function's running tasks have
    run, on average, for (now - their mean start), and an estimate below
    that is raised to it, so a function that turned long stops being
    prefetched before its first slow result. Returns true when the estimate

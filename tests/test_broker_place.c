@@ -137,15 +137,17 @@ Test(place, the_estimate_follows_changes_both_ways)
     cr_assert_float_eq(est.run_us, 0.5 * 10 + 0.5 * 100000, 1e-6);
     cr_assert_not(zxb_place_short(&s_cfg, &est));
     cr_assert_eq(zxb_place_window(&s_cfg, &pool, &est), 2);
-    /* and back: short again after a few ticks */
+    /* and back, on whole batches only: 16 short results at a tick do not
+       bring it down (a function with 1% of long tasks has such batches) */
+    s_run(&est, &pool, ZXB_PLACE_FIRST, 10, &now);
+    cr_assert_not(zxb_place_tick(&est, now));
     int batches = 0;
     while (!zxb_place_short(&s_cfg, &est) && batches < 100) {
-        s_run(&est, &pool, ZXB_PLACE_FIRST, 10, &now);
-        zxb_place_tick(&est, now);
+        s_run(&est, &pool, ZXB_PLACE_EVERY, 10, &now);
         batches++;
     }
     cr_assert(zxb_place_short(&s_cfg, &est));
-    cr_assert_leq(batches, 6, "took %d batches of %d to follow", batches, ZXB_PLACE_FIRST);
+    cr_assert_leq(batches, 6, "took %d batches of %d to follow", batches, ZXB_PLACE_EVERY);
     /* a stream moves it without waiting for the tick */
     s_run(&est, &pool, ZXB_PLACE_EVERY, 1000000, &now);
     cr_assert_not(zxb_place_short(&s_cfg, &est), "%d results of 1 s", ZXB_PLACE_EVERY);

@@ -16,9 +16,10 @@
       for a network round trip between them. So the broker measures how long
       each function runs, per pool kind, over the whole cluster (a pool that
       ran a million 1 us echoes knows nothing about the next function): the
-      time between a task's WSTARTED and its WRESULT, in batches of
-      ZXB_PLACE_FIRST results, each batch moving the estimate halfway to its
-      mean, and the age of its running tasks raising it at every tick. A
+      time between a task's WSTARTED and its WRESULT, first over
+      ZXB_PLACE_FIRST results, then each batch moving the estimate halfway
+      to its mean (up within a tick, down within ZXB_PLACE_EVERY results),
+      and the age of its running tasks raising it at every tick. A
       function measured at most the target per task may fill a pool's window
       of slots + fast x target / run time (between the announced prefetch
       and the maximum), fast being the slots not busy with long tasks: short

@@ -378,16 +378,19 @@ static bool s_offers(const zxb_worker_t *w, const zxb_fn_t *fn, int p)
 }
 
 /* Tasks of victim v that thief's pool p may take: withdraws up to *want of
-   them, oldest first. v's list is newest first, so its tail is the oldest;
-   a task too young to take means every later one is too. *budget bounds
-   the tasks looked at in one call of zxb_worker_steal (old tasks of
-   functions the thief does not offer could otherwise be walked past by
+   them, newest first (v's list order): the node starts its tasks oldest
+   first, so the newest are the last to start there, the ones a withdrawal
+   gains most on and races least with (taking the oldest, a worker whose
+   slots had just freed refused them all, started, and the thief waited for
+   the tick). *budget bounds the tasks looked at in one call of
+   zxb_worker_steal (a deep prefetch of young tasks, or old tasks of
+   functions the thief does not offer, could otherwise be walked past by
    every idle worker at every tick). */
 #define S_STEAL_SCAN 1024
 static void s_steal_from(zxb_broker_t *self, zxb_worker_t *thief, int p, zxb_worker_t *v,
                          uint32_t *want, int *budget)
 {
-    for (zxb_task_t *t = v->tasks_tail; t && *want > 0 && *budget > 0; t = t->prev, (*budget)--) {
+    for (zxb_task_t *t = v->tasks; t && *want > 0 && *budget > 0; t = t->next, (*budget)--) {
         if (t->state != ZXB_T_DISPATCHED || (v == thief && t->pool == p)) {
             continue;
         }
@@ -397,7 +400,7 @@ static void s_steal_from(zxb_broker_t *self, zxb_worker_t *thief, int p, zxb_wor
             if (self->steal_at == 0 || at < self->steal_at) {
                 self->steal_at = at;
             }
-            break;
+            continue;
         }
         if (t->withdraw || t->cancelled || t->bcancel || !t->fn || !t->adopted ||
             (t->pool_req != ZXP_POOL_ANY && t->pool_req != p) || !s_offers(thief, t->fn, p)) {

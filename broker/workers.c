@@ -333,7 +333,7 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
 static void s_on_wcancelled(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
 {
     zxp_in_t *in = &self->in;
-    bool freed = false;
+    bool freed = false, refused = false;
     for (size_t i = 0; i < in->count; i++) {
         const msgpack_object *it = zxp_item(in, i);
         const uint8_t *session = (const uint8_t *)zxp_s(it, 0).ptr;
@@ -350,7 +350,10 @@ static void s_on_wcancelled(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
                client's, answered in order) */
             zxb_withdraw_answered(self, t);
             if (outcome == ZXP_CANCEL_REFUSED) {
-                continue; /* too late: it runs there; a cancel's answer follows */
+                /* too late: it runs there (a cancel's answer follows); the
+                   idle slot that wanted it looks again at once */
+                refused = true;
+                continue;
             }
             s_task_off_worker(self, w, t, true, false);
             freed = true;
@@ -397,6 +400,9 @@ static void s_on_wcancelled(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
     }
     if (freed) {
         zxb_worker_fill(self, w);
+    }
+    if (refused) {
+        zxb_steal_due(self);
     }
 }
 

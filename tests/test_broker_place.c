@@ -325,7 +325,8 @@ static void s_fill(s_sim_t *s, int wi)
 }
 
 /* dispatch.c's withdrawal: an idle slot takes back tasks waiting unstarted
-   elsewhere for steal_ms (the worker says DONE: they had not started). */
+   elsewhere for steal_ms, newest first (the worker says DONE: they had not
+   started). */
 static void s_steal(s_sim_t *s, int wi)
 {
     for (int p = 1; p <= 2; p++) {
@@ -336,11 +337,11 @@ static void s_steal(s_sim_t *s, int wi)
                     continue;
                 }
                 s_worker_t *v = &s->w[vi];
-                for (int k = 0; k < v->nfifo[vp] && want > 0;) {
+                /* newest first, as dispatch.c */
+                for (int k = v->nfifo[vp] - 1; k >= 0 && want > 0; k--) {
                     s_task_t *t = &s->t[v->fifo[vp][k]];
                     if ((t->pool_req && t->pool_req != p) ||
                         !zxb_place_withdrawable(&s->cfg, t->sent, s->now)) {
-                        k++;
                         continue;
                     }
                     int ti = v->fifo[vp][k];

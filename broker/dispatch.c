@@ -390,6 +390,22 @@ static bool s_offers(const zxb_worker_t *w, const zxb_fn_t *fn, int p)
 static void s_steal_from(zxb_broker_t *self, zxb_worker_t *thief, int p, zxb_worker_t *v,
                          uint32_t *want, int *budget)
 {
+    /* its oldest unstarted task (past the running ones at the tail): when
+       that one is too young, every other one is too */
+    zxb_task_t *old = v->tasks_tail;
+    for (int k = 0; old && old->state != ZXB_T_DISPATCHED && k < S_STEAL_SCAN; k++) {
+        old = old->prev;
+    }
+    if (!old) {
+        return;
+    }
+    if (!zxb_place_withdrawable(&self->place, old->start_us, self->now_us)) {
+        int64_t at = old->start_us + (int64_t)(self->place.steal_ms * 1000.0) + 1;
+        if (self->steal_at == 0 || at < self->steal_at) {
+            self->steal_at = at;
+        }
+        return;
+    }
     for (zxb_task_t *t = v->tasks; t && *want > 0 && *budget > 0; t = t->next, (*budget)--) {
         if (t->state != ZXB_T_DISPATCHED || (v == thief && t->pool == p)) {
             continue;
@@ -411,6 +427,23 @@ static void s_steal_from(zxb_broker_t *self, zxb_worker_t *thief, int p, zxb_wor
     }
 }
 
+/* Whether v offers a function that thief offers in pool p (a worker with
+   none in common has nothing thief could take). */
+static bool s_shares(const zxb_worker_t *thief, int p, const zxb_worker_t *v)
+{
+    for (size_t i = 0; i < thief->nfns; i++) {
+        if (!(thief->fns[i].mask & p)) {
+            continue;
+        }
+        for (size_t j = 0; j < v->nfns; j++) {
+            if (v->fns[j].fn == thief->fns[i].fn) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 void zxb_worker_steal(zxb_broker_t *self, zxb_worker_t *w)
 {
     for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
@@ -426,7 +459,7 @@ void zxb_worker_steal(zxb_broker_t *self, zxb_worker_t *w)
         /* only workers holding unstarted tasks; the lists are newest first */
         for (zxb_worker_t *v = zhashx_first(self->workers); v && want > 0 && budget > 0;
              v = zhashx_next(self->workers)) {
-            if (v->ntasks > v->running && !v->dead) {
+            if (v->ntasks > v->running && !v->dead && s_shares(w, p, v)) {
                 s_steal_from(self, w, p, v, &want, &budget);
             }
         }

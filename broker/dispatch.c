@@ -214,7 +214,9 @@ static zxb_queue_t *s_worker_best(zxb_broker_t *self, zxb_worker_t *w, int p)
         if (bt && t->priority == bt->priority && cap && !bcap) {
             continue;
         }
-        int64_t u = zxb_client_used(t->client, self->now_us);
+        /* one client: its own heads, oldest first (the common case of a
+           stream, kept to a comparison per head) */
+        int64_t u = nclients > 1 ? zxb_client_used(t->client, self->now_us) : 0;
         if (!bt || t->priority > bt->priority || (bcap && !cap) || u < bu ||
             (u == bu && t->arrival < bt->arrival)) {
             bt = t;

@@ -106,6 +106,7 @@ static void s_update(zxb_place_est_t *est)
     mean = mean < 1.0 ? 1.0 : mean; /* 0 means "not measured yet" */
     est->run_us = est->run_us > 0 ? 0.5 * est->run_us + 0.5 * mean : mean;
     est->n = 0;
+    est->ticks = 0;
     est->sum_us = 0;
 }
 
@@ -147,13 +148,15 @@ bool zxb_place_tick(zxb_place_est_t *est, int64_t now_us)
         return false; /* unknown stays unknown: it is late-bound either way */
     }
     bool changed = false;
-    if (est->n >= ZXB_PLACE_FIRST && est->sum_us / est->n > est->run_us) {
+    if (est->n >= ZXB_PLACE_FIRST && est->ticks >= 1 && est->sum_us / est->n > est->run_us) {
         /* up at once; down only on a whole batch (on_result): prefetching
            a long task costs a slot's worth of waiting, late binding a short
            one a round trip, and a function with 1% of long tasks has
            batches of 16 without one */
         s_update(est);
         changed = true;
+    } else {
+        est->ticks++;
     }
     if (est->running > 0) {
         double age = (double)now_us - (double)est->start_sum / est->running;

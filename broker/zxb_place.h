@@ -49,6 +49,7 @@ typedef struct {
 typedef struct {
     double run_us;     /* the estimate; 0: not measured yet (unknown) */
     uint32_t n;        /* samples since the last update */
+    uint32_t ticks;    /* ticks since the last update */
     double sum_us;     /* their sum */
     uint32_t running;  /* its tasks reported started and not ended */
     int64_t start_sum; /* the sum of their start times (us): their mean age */
@@ -121,7 +122,10 @@ bool zxb_place_on_result(zxb_place_est_t *est, zxb_place_pool_t *pool, bool star
 void zxb_place_on_gone(zxb_place_est_t *est, int64_t start_us);
 
 /* At the tick: a known estimate takes the batch of results since its last
-   update if it has ZXB_PLACE_FIRST and its mean is higher; then, the function's running tasks have
+   update if it has ZXB_PLACE_FIRST, its mean is higher, and it began a
+   tick ago or more (a stream's batches are judged on ZXB_PLACE_EVERY:
+   under load a few preempted tiny tasks in a part-batch would narrow its
+   window for the next 256 results); then, the function's running tasks have
    run, on average, for (now - their mean start), and an estimate below
    that is raised to it, so a function that turned long stops being
    prefetched before its first slow result. Returns true when the estimate

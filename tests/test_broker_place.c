@@ -133,6 +133,7 @@ Test(place, the_estimate_follows_changes_both_ways)
        tick (not before: 16 results of a stream are judged at 256) */
     s_run(&est, &pool, ZXB_PLACE_FIRST, 100000, &now);
     cr_assert_float_eq(est.run_us, 10, 1e-6, "moved before the tick");
+    cr_assert_not(zxb_place_tick(&est, now), "a batch begun within this tick waits for the next");
     cr_assert(zxb_place_tick(&est, now));
     cr_assert_float_eq(est.run_us, 0.5 * 10 + 0.5 * 100000, 1e-6);
     cr_assert_not(zxb_place_short(&s_cfg, &est));

@@ -154,15 +154,21 @@ void zxb_slots_count(zxb_broker_t *self)
 }
 
 /* Whether t's client already holds its share of the cluster's slots with
-   tasks not known short, when nclients clients want this pool: a long task
-   cannot be preempted, so taking more than a share would make the others
-   wait a whole run of it. */
+   tasks not known short, when other clients have tasks (queued, or in
+   flight: a client whose tasks all sit in workers' windows wants slots as
+   much as one whose tasks are queued): a long task cannot be preempted, so
+   taking more than a share would make the others wait a whole run of it.
+   The clients are counted at the tick, t's own counted in if it came since. */
 static bool s_capped(const zxb_broker_t *self, const zxb_task_t *t, int p, int nclients)
 {
-    if (nclients < 2 || zxb_place_short(&self->place, &t->fn->est[p])) {
+    uint32_t n = self->active_clients + (t->client->active_tick != self->tick_no);
+    if (n < (uint32_t)nclients) {
+        n = (uint32_t)nclients;
+    }
+    if (n < 2 || zxb_place_short(&self->place, &t->fn->est[p])) {
         return false;
     }
-    uint32_t share = self->total_slots / (uint32_t)nclients;
+    uint32_t share = self->total_slots / n;
     return t->client->nlong >= (share ? share : 1);
 }
 
@@ -503,6 +509,14 @@ void zxb_worker_giveback(zxb_broker_t *self, zxb_worker_t *w)
 
 void zxb_place_tick_all(zxb_broker_t *self)
 {
+    self->tick_no++;
+    self->active_clients = 0;
+    for (zxb_client_t *c = zhashx_first(self->clients); c; c = zhashx_next(self->clients)) {
+        if (c->alive && c->ntasks > 0) {
+            c->active_tick = self->tick_no;
+            self->active_clients++;
+        }
+    }
     if (zxb_place_adaptive(&self->place)) {
         for (zxb_fn_t *fn = zxb_fn_first(self->sched); fn; fn = zxb_fn_next(self->sched)) {
             for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {

@@ -216,7 +216,8 @@ struct zxb_client {
        time of its ended tasks, and its running ones (count, sum of starts) */
     int64_t used_us, run_start_sum;
     uint32_t nrun;
-    uint32_t nlong; /* its tasks on workers sent as not known short */
+    uint32_t nlong;       /* its tasks on workers sent as not known short */
+    uint64_t active_tick; /* the last tick that saw it with tasks (dispatch.c) */
     zxp_out_t *out_started, *out_result, *out_cancelled;
     zxb_client_t *dirty_next;
     bool dirty;

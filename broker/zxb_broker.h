@@ -34,6 +34,8 @@ struct zxb_broker {
     uint64_t withdrawn, withdrawn_done; /* withdrawals asked, and those that took the task */
     int64_t used_last;                  /* the slot use of the client served last (dispatch.c) */
     uint32_t total_slots;               /* of the workers that take tasks (dispatch.c) */
+    uint32_t active_clients;            /* clients with tasks at the last tick */
+    uint64_t tick_no;
     int64_t steal_at; /* monotonic us when a task an idle slot wanted becomes withdrawable; 0 */
     zsock_t *csock, *wsock;
     uint8_t id[ZXP_ID_LEN];

@@ -29,9 +29,23 @@
          each; submit over 200,000 tasks, map(256) over 2,000,000 inputs;
          and each step (1 -> 2, 2 -> 4 workers) as the median of its
          per-turn ratios.
+      G  scheduling of mixed work (issue 14): the makespan of each case
+         against its ideal bound, max(total work / slots, longest task)
+         (for a join or a drain, the best schedule of whole tasks given when
+         the worker came or went): 8 long tasks after a burst of 20,000
+         short ones on 2 workers x 2 threads; 99% 0.1 ms + 1% long tasks
+         interleaved on 2 x 4 threads; 8 long tasks on one worker of 2
+         threads with a second joining at 0.3 x long; the same on two
+         workers with one drained (SIGTERM) at 0.3 x long; 8 long tasks of
+         pool any on one worker of 2 threads + 2 processes; 25 tasks of
+         0.2 x long on nodes of 1 and 4 slots (and the 1-slot node's share,
+         ideally 5); and fair turns both ways: 10 long tasks of one client
+         submitted after 100,000 short ones of another (and the reverse),
+         each client's time against its time alone. Long is 1 s (--quick:
+         0.2 s and fewer short tasks).
 
     Every result received is checked; a wrong one exits with status 2.
-    Usage: bench_zexec --workload A|B|C|D|E|F [--quick] --bin-dir DIR
+    Usage: bench_zexec --workload A|B|C|D|E|F|G [--quick] --bin-dir DIR
                        --plugin PATH/libzexec_bench_plugin.so */
 #include "bench_util.h"
 
@@ -153,18 +167,26 @@ static void s_broker_start(s_cluster_t *c, const char *const extra[])
     }
 }
 
+static void s_worker_start_ex(s_cluster_t *c, int threads, int procs);
+
 static void s_worker_start(s_cluster_t *c, int threads)
+{
+    s_worker_start_ex(c, threads, 0);
+}
+
+static void s_worker_start_ex(s_cluster_t *c, int threads, int procs)
 {
     if (c->nworkers >= 8) {
         bu_die("too many workers");
     }
-    char bin[1024], node[32], th[16];
+    char bin[1024], node[32], th[16], pr[16];
     snprintf(bin, sizeof bin, "%s/zexec-worker", s_bin_dir);
     snprintf(node, sizeof node, "bench-%d", c->nworkers + 1);
     snprintf(th, sizeof th, "%d", threads);
+    snprintf(pr, sizeof pr, "%d", procs);
     /* --procs 0: no process pool, so the worker has exactly `threads` slots */
     const char *argv[32] = {bin, "--broker", c->worker_ep, "--node",   node,     "--threads",
-                            th,  "--procs",  "0",          "--plugin", s_plugin, NULL};
+                            th,  "--procs",  pr,           "--plugin", s_plugin, NULL};
     /* BENCH_WORKER_ARGS: extra worker flags for experiments, e.g. "--prefetch 256"
        (the figures in bench/results are taken without) */
     char extra[256];
@@ -998,14 +1020,288 @@ static void s_workload_f(void)
     }
 }
 
+/* ---- G: scheduling of mixed work (issue 14) ----------------------------------------- */
+
+static zx_future_t *s_sleep_ms(zx_executor_t *ex, double ms, zx_pool_t pool)
+{
+    uint8_t buf[16];
+    buf[0] = 0x91; /* [float64] */
+    buf[1] = 0xcb;
+    uint64_t bits;
+    memcpy(&bits, &ms, 8);
+    for (int i = 0; i < 8; i++) {
+        buf[2 + i] = (uint8_t)(bits >> (56 - 8 * i));
+    }
+    zx_task_opts_t to = {.pool = pool};
+    zx_future_t *f = zx_submit_opts(ex, "sleep_ms", buf, 10, &to);
+    if (!f) {
+        bu_die("submit failed: %s", zx_strerror(zx_last_error()));
+    }
+    return f;
+}
+
+static void s_wait_ok(zx_future_t *f, const char *what)
+{
+    if (zx_future_result(f, S_LONG, NULL, NULL) != ZX_OK) {
+        const zx_error_t *e = zx_future_exception(f, 0);
+        bu_wrong("%s: task failed: %s: %s", what, e ? e->type : "?", e ? e->message : "?");
+    }
+}
+
+/* Waits until each of the cluster's n workers has run a task (they are
+   then registered): rounds of inc tasks wider than one worker's window. */
+static void s_ready_all(zx_executor_t *ex, int n)
+{
+    enum { ROUND = 4096 };
+    zx_future_t **fs = calloc(ROUND, sizeof *fs);
+    bool seen[8] = {false};
+    int nseen = 0;
+    double end = bu_now() + 60;
+    while (nseen < n && bu_now() < end) {
+        for (int i = 0; i < ROUND; i++) {
+            fs[i] = zx_submitf(ex, "inc", "I", (int64_t)i);
+        }
+        for (int i = 0; i < ROUND; i++) {
+            s_check_int(fs[i], i + 1, "G ready");
+            int k = 0;
+            if (sscanf(zx_future_node(fs[i]), "bench-%d", &k) == 1 && k >= 1 && k <= 8 &&
+                !seen[k - 1]) {
+                seen[k - 1] = true;
+                nseen++;
+            }
+            zx_future_unref(&fs[i]);
+        }
+    }
+    free(fs);
+    if (nseen < n) {
+        bu_die("only %d of %d workers ran a task", nseen, n);
+    }
+}
+
+/* n long tasks, all submitted at once; returns the makespan in s and, when
+   on is not NULL, how many ran on each node bench-1..8. */
+static double s_longs(zx_executor_t *ex, int n, double ms, zx_pool_t pool, int on[8],
+                      void (*mid)(void *), void *arg, double mid_at)
+{
+    zx_future_t **fs = calloc((size_t)n, sizeof *fs);
+    double t0 = bu_now();
+    for (int i = 0; i < n; i++) {
+        fs[i] = s_sleep_ms(ex, ms, pool);
+    }
+    if (mid) {
+        double until = t0 + mid_at;
+        while (bu_now() < until) {
+            zclock_sleep(1);
+        }
+        mid(arg);
+    }
+    for (int i = 0; i < n; i++) {
+        s_wait_ok(fs[i], "G");
+        int k = 0;
+        if (on && sscanf(zx_future_node(fs[i]), "bench-%d", &k) == 1 && k >= 1 && k <= 8) {
+            on[k - 1]++;
+        }
+    }
+    double took = bu_now() - t0;
+    for (int i = 0; i < n; i++) {
+        zx_future_unref(&fs[i]);
+    }
+    free(fs);
+    return took;
+}
+
+static void s_g_report(const char *name, double took, double bound)
+{
+    char key[96];
+    snprintf(key, sizeof key, "zexec.G_%s_s", name);
+    bu_result(key, took, "s");
+    snprintf(key, sizeof key, "zexec.G_%s_bound", name);
+    bu_result(key, bound, "s");
+    snprintf(key, sizeof key, "zexec.G_%s_ratio", name);
+    bu_result(key, took / bound, "x");
+}
+
+static void s_g_join(void *arg)
+{
+    s_worker_start(arg, 2);
+}
+
+static void s_g_drain(void *arg)
+{
+    s_cluster_t *c = arg;
+    kill(c->workers[1], SIGTERM); /* reaped by s_cluster_stop */
+}
+
+/* n inc tasks by one client; the time until the last result, in s. */
+static double s_g_shorts(zx_executor_t *ex, long n)
+{
+    return (double)n / s_a_submit(ex, n, 0);
+}
+
+typedef struct {
+    zx_executor_t *ex;
+    long n;
+    double start_delay, took;
+} s_g_client_t;
+
+static void *s_g_short_client(void *arg)
+{
+    s_g_client_t *c = arg;
+    zclock_sleep((int)(c->start_delay * 1000));
+    c->took = s_g_shorts(c->ex, c->n);
+    return NULL;
+}
+
+static void s_workload_g(void)
+{
+    double L = s_quick ? 200.0 : 1000.0, Ls = L / 1000.0;
+    s_cluster_t c;
+    zx_executor_t *ex;
+
+    /* short burst, then 8 long on 2 workers x 2 threads */
+    s_broker_start(&c, NULL);
+    s_worker_start(&c, 2);
+    s_worker_start(&c, 2);
+    ex = s_executor(&c, 60);
+    s_ready_all(ex, 2);
+    s_a_submit(ex, s_quick ? 2000 : 20000, 0);
+    s_g_report("burst_then_long", s_longs(ex, 8, L, ZX_POOL_ANY, NULL, NULL, NULL, 0), 2 * Ls);
+    zx_executor_destroy(&ex);
+    s_cluster_stop(&c);
+
+    /* 99% 0.1 ms + 1% long, interleaved, on 2 workers x 4 threads */
+    s_broker_start(&c, NULL);
+    s_worker_start(&c, 4);
+    s_worker_start(&c, 4);
+    ex = s_executor(&c, 60);
+    s_ready_all(ex, 2);
+    {
+        int n = s_quick ? 400 : 1600, nlong = 0;
+        zx_future_t **fs = calloc((size_t)n, sizeof *fs);
+        double t0 = bu_now();
+        for (int i = 0; i < n; i++) {
+            bool lng = i % 100 == 50;
+            nlong += lng;
+            fs[i] = s_sleep_ms(ex, lng ? L : 0.1, ZX_POOL_ANY);
+        }
+        for (int i = 0; i < n; i++) {
+            s_wait_ok(fs[i], "G mixed");
+            zx_future_unref(&fs[i]);
+        }
+        double took = bu_now() - t0;
+        free(fs);
+        double work = nlong * Ls + (n - nlong) * 0.0001;
+        s_g_report("mixed_1pct_long", took, work / 8 > Ls ? work / 8 : Ls);
+    }
+    zx_executor_destroy(&ex);
+    s_cluster_stop(&c);
+
+    /* 8 long on one worker of 2 threads; a second joins at 0.3 x long */
+    s_broker_start(&c, NULL);
+    s_worker_start(&c, 2);
+    ex = s_executor(&c, 60);
+    s_ready(ex);
+    {
+        int on[8] = {0};
+        double took = s_longs(ex, 8, L, ZX_POOL_ANY, on, s_g_join, &c, 0.3 * Ls);
+        /* the first worker runs 4 in 2 rounds, the late one 4 from its join */
+        s_g_report("join", took, 2.3 * Ls);
+        bu_result("zexec.G_join_late_ran", on[1], "tasks");
+    }
+    zx_executor_destroy(&ex);
+    s_cluster_stop(&c);
+
+    /* 8 long on 2 workers x 2 threads; the second drained at 0.3 x long */
+    s_broker_start(&c, NULL);
+    s_worker_start(&c, 2);
+    s_worker_start(&c, 2);
+    ex = s_executor(&c, 60);
+    s_ready_all(ex, 2);
+    {
+        int on[8] = {0};
+        double took = s_longs(ex, 8, L, ZX_POOL_ANY, on, s_g_drain, &c, 0.3 * Ls);
+        /* the drained worker ends its 2; the other runs 6 in 3 rounds */
+        s_g_report("drain", took, 3 * Ls);
+        bu_result("zexec.G_drain_drained_ran", on[1], "tasks");
+    }
+    zx_executor_destroy(&ex);
+    s_cluster_stop(&c);
+
+    /* 8 long of pool any on one worker of 2 threads + 2 processes */
+    s_broker_start(&c, NULL);
+    s_worker_start_ex(&c, 2, 2);
+    ex = s_executor(&c, 60);
+    s_ready(ex);
+    s_g_report("both_pools_any", s_longs(ex, 8, L, ZX_POOL_ANY, NULL, NULL, NULL, 0), 2 * Ls);
+    zx_executor_destroy(&ex);
+    s_cluster_stop(&c);
+
+    /* 25 x 0.2 long on nodes of 1 and 4 slots */
+    s_broker_start(&c, NULL);
+    s_worker_start(&c, 1);
+    s_worker_start(&c, 4);
+    ex = s_executor(&c, 60);
+    s_ready_all(ex, 2);
+    {
+        int on[8] = {0};
+        double took = s_longs(ex, 25, 0.2 * L, ZX_POOL_ANY, on, NULL, NULL, 0);
+        s_g_report("nodes_1_and_4", took, 25 * 0.2 * Ls / 5);
+        bu_result("zexec.G_nodes_1_and_4_small_ran", on[0], "tasks");
+    }
+    zx_executor_destroy(&ex);
+    s_cluster_stop(&c);
+
+    /* fair turns, both ways, on 2 workers x 2 threads: one client's short
+       tasks (inc) and another's 10 long ones, each against its time alone */
+    s_broker_start(&c, NULL);
+    s_worker_start(&c, 2);
+    s_worker_start(&c, 2);
+    zx_executor_t *sx = s_executor(&c, 60), *lx = s_executor(&c, 60);
+    s_ready_all(sx, 2);
+    long nshort = s_quick ? 10000 : 100000;
+    double short_alone = s_g_shorts(sx, nshort);
+    double long_alone = s_longs(lx, 10, L, ZX_POOL_ANY, NULL, NULL, NULL, 0);
+    bu_result("zexec.G_fair_short_alone_s", short_alone, "s");
+    bu_result("zexec.G_fair_long_alone_s", long_alone, "s");
+    {
+        /* the short client first, the long one 10 ms later */
+        s_g_client_t sc = {sx, nshort, 0, 0};
+        pthread_t th;
+        pthread_create(&th, NULL, s_g_short_client, &sc);
+        zclock_sleep(10);
+        double lt = s_longs(lx, 10, L, ZX_POOL_ANY, NULL, NULL, NULL, 0);
+        pthread_join(th, NULL);
+        bu_result("zexec.G_fair_long_after_short_s", lt, "s");
+        bu_result("zexec.G_fair_long_after_short_ratio", lt / long_alone, "x");
+        bu_result("zexec.G_fair_short_with_long_s", sc.took, "s");
+    }
+    {
+        /* the long client first, the short one 10 ms later */
+        s_g_client_t sc = {sx, nshort, 0.01, 0};
+        pthread_t th;
+        pthread_create(&th, NULL, s_g_short_client, &sc);
+        double lt = s_longs(lx, 10, L, ZX_POOL_ANY, NULL, NULL, NULL, 0);
+        pthread_join(th, NULL);
+        bu_result("zexec.G_fair_short_after_long_s", sc.took, "s");
+        bu_result("zexec.G_fair_short_after_long_ratio", sc.took / short_alone, "x");
+        /* no preemption: when the long client holds every slot, the short
+           one's first task waits for one long task to end */
+        bu_result("zexec.G_fair_short_after_long_bound", short_alone + Ls, "s");
+        bu_result("zexec.G_fair_long_with_short_s", lt, "s");
+    }
+    zx_executor_destroy(&sx);
+    zx_executor_destroy(&lx);
+    s_cluster_stop(&c);
+}
+
 int main(int argc, char **argv)
 {
     s_quick = bu_has_flag(argc, argv, "--quick");
     s_bin_dir = bu_opt(argc, argv, "--bin-dir");
     s_plugin = bu_opt(argc, argv, "--plugin");
     const char *w = bu_opt(argc, argv, "--workload");
-    if (!s_bin_dir || !s_plugin || !w || strlen(w) != 1 || !strchr("ABCDEF", w[0])) {
-        fprintf(stderr, "usage: bench_zexec --workload A|B|C|D|E|F [--quick] --bin-dir DIR "
+    if (!s_bin_dir || !s_plugin || !w || strlen(w) != 1 || !strchr("ABCDEFG", w[0])) {
+        fprintf(stderr, "usage: bench_zexec --workload A|B|C|D|E|F|G [--quick] --bin-dir DIR "
                         "--plugin PATH\n");
         return 64;
     }
@@ -1023,6 +1319,7 @@ int main(int argc, char **argv)
     case 'D': s_workload_d(); break;
     case 'E': s_workload_e(); break;
     case 'F': s_workload_f(); break;
+    case 'G': s_workload_g(); break;
     }
     return 0;
 }

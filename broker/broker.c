@@ -169,7 +169,8 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     self->cfg = *config;
     self->place = (zxb_place_cfg_t){.target_ms = config->prefetch_target_ms,
                                     .max = config->prefetch_max,
-                                    .bytes = config->prefetch_bytes};
+                                    .bytes = config->prefetch_bytes,
+                                    .steal_ms = config->steal_after_ms};
     zxb_log_level = config->verbose;
     self->started = self->now = zclock_mono();
     self->now_us = zx__mono_us();
@@ -184,6 +185,7 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     self->outpool = zlist_new();
     self->doomed = zlist_new();
     self->orphans = zlist_new();
+    self->withdrawals = zlist_new();
     zxp_in_init(&self->in);
     zxp_out_init(&self->ctl);
     zxp_drops_init(&self->drops);
@@ -237,7 +239,7 @@ static void s_free_workers(zxb_broker_t *self)
     while ((w = zhashx_first(self->workers))) {
         while (w->tasks.head) {
             zxb_task_t *t = zxb_task_of(w->tasks.head);
-            zxb_task_unlink(w, t);
+            zxb_task_unlink(w, t, 0);
         }
         zhashx_delete(self->workers, w->id);
         zxb_worker_free(self, &w);
@@ -275,6 +277,11 @@ void zxb_broker_destroy(zxb_broker_t **self_p)
     zlist_destroy(&self->outpool);
     zlist_destroy(&self->doomed);
     zlist_destroy(&self->orphans);
+    void *claim;
+    while (self->withdrawals && (claim = zlist_pop(self->withdrawals))) {
+        free(claim);
+    }
+    zlist_destroy(&self->withdrawals);
     zxb_timer_fini(&self->nofunc);
     zxb_timer_fini(&self->heldq);
     zxp_in_fini(&self->in);
@@ -318,6 +325,11 @@ int zxb_broker_run(zxb_broker_t *self)
         }
         if (!more[0] && !more[1]) {
             int64_t wait = next_tick - zclock_mono();
+            if (self->steal_at) {
+                /* a withdrawal an idle slot waits for (dispatch.c) */
+                int64_t steal = (self->steal_at - zx__mono_us()) / 1000 + 1;
+                wait = steal < wait ? steal : wait;
+            }
             int rc = poll(fds, 2, wait > 0 ? (int)wait : 0);
             if (rc < 0 && errno != EINTR) {
                 zsys_error("poll failed: %s", strerror(errno));
@@ -334,6 +346,9 @@ int zxb_broker_run(zxb_broker_t *self)
         }
         if (more[1]) {
             more[1] = s_drain(self, false);
+        }
+        if (self->steal_at && self->now_us >= self->steal_at) {
+            zxb_steal_due(self);
         }
         s_flush(self);
         if (self->now >= next_tick) {

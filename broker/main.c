@@ -39,12 +39,16 @@ static void s_usage(FILE *out)
             "                           beyond, its session is dropped (default 256M)\n"
             "  --client-timeout SECONDS after a broker restart, how long tasks that workers\n"
             "                           report wait for their client to come back (default 60)\n"
-            "  --prefetch-target-ms MS  adaptive prefetch: send each worker enough short tasks\n"
-            "                           to keep a slot busy this long (default 2; 0: only the\n"
-            "                           prefetch the worker announces)\n"
+            "  --prefetch-target-ms MS  adaptive prefetch: send each worker enough tasks of\n"
+            "                           functions measured short to keep a slot busy this long;\n"
+            "                           others go only to idle slots (default 2; 0: every\n"
+            "                           function gets the prefetch the worker announces)\n"
             "  --prefetch-max N         most tasks beyond a pool's slots (default 1024)\n"
             "  --prefetch-bytes BYTES   widen a pool's window only while its tasks in flight\n"
             "                           carry fewer argument bytes than this (default 4M)\n"
+            "  --steal-after-ms MS      a task sent to a worker and not started there this\n"
+            "                           long is taken back for an idle slot elsewhere\n"
+            "                           (default 10)\n"
             "  --metrics HOST:PORT      serve Prometheus metrics over HTTP at /metrics\n"
             "                           (e.g. 127.0.0.1:5572; off by default)\n"
             "  --insecure               allow binding non-loopback addresses without\n"
@@ -133,6 +137,7 @@ enum {
     OPT_PREFETCH_TARGET,
     OPT_PREFETCH_MAX,
     OPT_PREFETCH_BYTES,
+    OPT_STEAL_AFTER,
     OPT_INSECURE,
     OPT_METRICS,
     OPT_KEY,
@@ -164,6 +169,7 @@ int main(int argc, char *argv[])
         .prefetch_target_ms = 2.0,
         .prefetch_max = 1024,
         .prefetch_bytes = 4ull << 20,
+        .steal_after_ms = 10.0,
         .insecure = false,
         .verbose = 1,
     };
@@ -182,6 +188,7 @@ int main(int argc, char *argv[])
         {"prefetch-target-ms", required_argument, NULL, OPT_PREFETCH_TARGET},
         {"prefetch-max", required_argument, NULL, OPT_PREFETCH_MAX},
         {"prefetch-bytes", required_argument, NULL, OPT_PREFETCH_BYTES},
+        {"steal-after-ms", required_argument, NULL, OPT_STEAL_AFTER},
         {"insecure", no_argument, NULL, OPT_INSECURE},
         {"metrics", required_argument, NULL, OPT_METRICS},
         {"key", required_argument, NULL, OPT_KEY},
@@ -245,6 +252,15 @@ int main(int argc, char *argv[])
                              "expected milliseconds between 0 and 60000");
             }
             cfg.prefetch_target_ms = d;
+            break;
+        }
+        case OPT_STEAL_AFTER: {
+            double d;
+            if (!zx__parse_double(optarg, 0, 3600000, &d)) {
+                return s_bad("--steal-after-ms", optarg,
+                             "expected milliseconds between 0 and 3600000");
+            }
+            cfg.steal_after_ms = d;
             break;
         }
         case OPT_PREFETCH_MAX:

@@ -24,10 +24,12 @@
       its FIFO through its own hash of (function id, pool, level), with a
       one-entry cache for bursts.
     - Free lists: per function and pool kind (thread/process), an intrusive
-      list of the workers that offer it there and have free credit. A worker
-      joins or leaves the lists of its functions only when its credit for a
-      pool crosses zero (O(its function count)); a new task looks at the list
-      heads of its function, so idle workers elsewhere cost nothing.
+      list of the workers that offer it there and have free credit for it
+      (credit depends on the function: placement.c), and a second list of
+      those with an idle slot. A worker joins or leaves the lists of its
+      functions only when its credit or idleness for a pool changes (O(its
+      function count)); a new task looks at the list heads of its function,
+      idle ones first, so idle workers elsewhere cost nothing.
       A worker with free credit looks only at the queues of the functions it
       offers (two per function and pool: the pool's own and ANY), choosing
       the highest priority head, ties by the oldest arrival.
@@ -669,6 +671,34 @@ void zxb_free_rotate(zxb_wfn_t *wf, int p)
     if (wf->linked[p] && wf->fn->free[p].tail != &wf->flink[p]) {
         zxb_free_unlink(wf, p);
         zxb_free_link(wf, p);
+    }
+}
+
+/* ---- idle lists: the same, for workers with a slot that has no task ---------- */
+
+void zxb_idle_link(zxb_wfn_t *wf, int p)
+{
+    if (wf->ilinked[p]) {
+        return;
+    }
+    zx__list_push_back(&wf->fn->idle[p], &wf->ilink[p]);
+    wf->ilinked[p] = true;
+}
+
+void zxb_idle_unlink(zxb_wfn_t *wf, int p)
+{
+    if (!wf->ilinked[p]) {
+        return;
+    }
+    zx__list_remove(&wf->fn->idle[p], &wf->ilink[p]);
+    wf->ilinked[p] = false;
+}
+
+void zxb_idle_rotate(zxb_wfn_t *wf, int p)
+{
+    if (wf->ilinked[p] && wf->fn->idle[p].tail != &wf->ilink[p]) {
+        zxb_idle_unlink(wf, p);
+        zxb_idle_link(wf, p);
     }
 }
 

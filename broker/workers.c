@@ -10,7 +10,7 @@
     task is dispatched and down when the worker says its slot is free (a
     WRESULT with slot_freed, or a CREDIT for slots it kept while a late
     task's thread ran on). The placement policy hears of every start and
-    end, and at each tick (or after enough results) sets the pool's window.
+    end (the run time of each function, placement.c); dispatch.c asks it.
 
     After a broker restart, workers say READY again listing the tasks they
     run: those become tasks of placeholder client records until their
@@ -51,36 +51,28 @@ void zxb_task_link(zxb_worker_t *w, zxb_task_t *t)
     zx__list_push_front(&w->tasks, &t->link);
     w->ntasks++;
     w->place[t->pool].bytes += t->size;
+    w->place[t->pool].nlong += t->lng;
+    t->client->nlong += t->lng;
 }
 
-void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t)
+void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t, int64_t now_us)
 {
     zx__list_remove(&w->tasks, &t->link);
     t->worker = NULL;
     w->ntasks--;
     w->place[t->pool].bytes -= t->size;
-}
-
-/* Asks the placement policy for each pool's window at this tick (or after
-   enough results); a wider window may let the worker take queued tasks at
-   once, a narrower one may take it off its functions' free lists. */
-static void s_adapt(zxb_broker_t *self, zxb_worker_t *w)
-{
-    bool wider = false;
-    for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
-        zxb_place_pool_t *pool = &w->place[p];
-        uint32_t before = zxb_place_window(pool);
-        uint32_t cap = zxb_place_adapt(&self->place, pool, self->now_us);
-        if (cap != before) {
-            wider = wider || cap > before;
-            ZXB_DEBUG("worker %s: %s window %u -> %u (tasks run about %.0f us)", w->node,
-                      zxb_pool_name(p), before, cap, pool->run_us);
+    w->place[t->pool].nlong -= t->lng;
+    t->client->nlong -= t->lng;
+    t->lng = 0;
+    if (t->counted) {
+        t->counted = 0;
+        zxb_place_on_gone(&t->fn->est[t->pool], t->start_us);
+        zxb_client_t *c = t->client;
+        c->nrun--;
+        c->run_start_sum -= t->start_us;
+        if (now_us > t->start_us) {
+            c->used_us += now_us - t->start_us;
         }
-    }
-    if (wider) {
-        zxb_worker_fill(self, w);
-    } else {
-        zxb_worker_relist(self, w);
     }
 }
 
@@ -110,6 +102,7 @@ void zxb_worker_free(zxb_broker_t *self, zxb_worker_t **w_p)
     for (size_t i = 0; i < w->nfns; i++) {
         for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
             zxb_free_unlink(&w->fns[i], p);
+            zxb_idle_unlink(&w->fns[i], p);
         }
         w->fns[i].fn->refs--;
     }
@@ -127,13 +120,14 @@ static void s_worker_remove(zxb_broker_t *self, zxb_worker_t *w, bool lost, cons
     zxb_out_put(self, &w->out_task); /* unsent batches never reach it */
     zxb_out_put(self, &w->out_cancel);
     zxb_worker_relist(self, w);
+    zxb_withdraw_forget(self, w);
     if (!w->draining) {
         s_worker_offer(self, w, -1);
     }
     size_t requeued = 0, failed = 0;
     while (w->tasks.head) {
         zxb_task_t *t = zxb_task_of(w->tasks.head);
-        zxb_task_unlink(w, t);
+        zxb_task_unlink(w, t, self->now_us);
         self->running--;
         if (zxb_task_requeue(self, t, lost, w->node)) {
             requeued++;
@@ -149,6 +143,7 @@ static void s_worker_remove(zxb_broker_t *self, zxb_worker_t *w, bool lost, cons
                  requeued);
     }
     zhashx_delete(self->workers, w->id);
+    zxb_slots_count(self);
     if (w->dirty) {
         /* unlink from the dirty list */
         for (zxb_worker_t **pp = &self->dirty_workers; *pp; pp = &(*pp)->dirty_next) {
@@ -200,7 +195,13 @@ static void s_on_wstarted(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
         if (t->state == ZXB_T_DISPATCHED) {
             t->state = ZXB_T_RUNNING;
             w->running++;
-            zxb_place_on_start(&w->place[t->pool], self->now_us);
+            t->start_us = self->now_us;
+            if (t->fn && !t->counted) {
+                t->counted = 1;
+                zxb_place_on_start(&t->fn->est[t->pool], self->now_us);
+                t->client->nrun++;
+                t->client->run_start_sum += self->now_us;
+            }
         }
         zxb_client_t *c = t->client;
         if (c->alive && t->adopted && !t->bcancel) {
@@ -210,19 +211,28 @@ static void s_on_wstarted(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
     }
 }
 
-/* A task ends on its worker: slot accounting. */
-static void s_task_off_worker(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, bool slot_freed)
+/* A task leaves its worker (result: with a WRESULT, a run-time sample of
+   its function): slot accounting. */
+static void s_task_off_worker(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t, bool slot_freed,
+                              bool result)
 {
+    if (result && t->fn &&
+        zxb_place_on_result(&t->fn->est[t->pool], &w->place[t->pool], t->state == ZXB_T_RUNNING,
+                            t->start_us, self->now_us)) {
+        self->place_epoch++;
+    }
     if (t->state == ZXB_T_RUNNING) {
         w->running--;
-        zxb_place_on_result(&w->place[t->pool], true, self->now_us);
-    } else if (t->state == ZXB_T_DISPATCHED) {
-        /* a result with no WSTARTED before it: the worker leaves WSTARTED
-           out for a task that ended within a millisecond of its start, so it
-           counts as a run of (about) no time for the adaptive window */
-        zxb_place_on_result(&w->place[t->pool], false, self->now_us);
+    } else if (result && t->fn) {
+        /* ended within 1 ms of its start: its client used about what the
+           function takes */
+        double run = t->fn->est[t->pool].run_us;
+        int64_t waited = self->now_us - t->start_us;
+        t->client->used_us += run > 0
+                                  ? (int64_t)run
+                                  : (waited < ZXB_PLACE_NOSTART_US ? waited : ZXB_PLACE_NOSTART_US);
     }
-    zxb_task_unlink(w, t);
+    zxb_task_unlink(w, t, self->now_us);
     self->running--;
     if (slot_freed) {
         w->place[t->pool].inflight--;
@@ -337,7 +347,7 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
             zframe_destroy(&payload);
             continue;
         }
-        s_task_off_worker(self, w, t, r.slot_freed);
+        s_task_off_worker(self, w, t, r.slot_freed, true);
         if (r.status == ZXP_ST_OK) {
             w->done++;
         } else {
@@ -354,23 +364,13 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
                         len);
         zxb_task_release(self, t);
     }
-    /* the first measurement of a pool need not wait for the tick: a burst
-       of short tasks may be over before it; nor need later ones once
-       ZXB_PLACE_EVERY results have come (the estimate moves per sample, not
-       per 100 ms: after a phase of 40 us tasks, a stream of 1 us ones ran
-       its first half-second in the narrow window, halving it once a tick) */
-    if (!w->dead && !w->draining &&
-        (zxb_place_due(&self->place, &w->place[ZXP_POOL_THREAD]) ||
-         zxb_place_due(&self->place, &w->place[ZXP_POOL_PROCESS]))) {
-        s_adapt(self, w);
-    }
     zxb_worker_fill(self, w);
 }
 
 static void s_on_wcancelled(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
 {
     zxp_in_t *in = &self->in;
-    bool freed = false;
+    bool freed = false, refused = false;
     for (size_t i = 0; i < in->count; i++) {
         const msgpack_object *it = zxp_item(in, i);
         const uint8_t *session = (const uint8_t *)zxp_s(it, 0).ptr;
@@ -382,13 +382,40 @@ static void s_on_wcancelled(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
             continue;
         }
         zxb_client_t *c = t->client;
+        if (t->withdraw) {
+            /* the answer to a withdrawal (sent before any cancel of the
+               client's, answered in order) */
+            zxb_withdraw_answered(self, t);
+            if (outcome == ZXP_CANCEL_REFUSED) {
+                /* too late: it runs there (a cancel's answer follows); the
+                   idle slot that wanted it looks again at once */
+                refused = true;
+                continue;
+            }
+            s_task_off_worker(self, w, t, true, false);
+            freed = true;
+            self->withdrawn_done++;
+            if (t->cancelled) {
+                zxb_cancelled_send(self, c, seq, ZXP_CANCEL_DONE);
+                self->cancelled++;
+            } else if (c->alive && t->adopted) {
+                t->bcancel = 0;
+                if (t->attempts > 0) {
+                    t->attempts--;
+                }
+                zxb_task_enqueue(self, t, true, false);
+                continue;
+            }
+            zxb_task_release(self, t);
+            continue;
+        }
         if (outcome == ZXP_CANCEL_REFUSED) {
             if (t->cancelled && !t->bcancel) {
                 zxb_cancelled_send(self, c, seq, outcome);
             }
             continue;
         }
-        s_task_off_worker(self, w, t, true);
+        s_task_off_worker(self, w, t, true, false);
         freed = true;
         if (t->bcancel && !t->cancelled) {
             /* withdrawn because its client left; if it came back, queue again */
@@ -410,6 +437,9 @@ static void s_on_wcancelled(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
     }
     if (freed) {
         zxb_worker_fill(self, w);
+    }
+    if (refused) {
+        zxb_steal_due(self);
     }
 }
 
@@ -434,6 +464,8 @@ static void s_on_drain(zxb_broker_t *self, zxb_worker_t *w)
     w->draining = true;
     zxb_worker_relist(self, w);
     s_worker_offer(self, w, -1);
+    zxb_slots_count(self);
+    zxb_worker_giveback(self, w);
     ZXB_INFO("worker %s (pid %u) is draining: no new tasks; %" PRIu64 " still assigned", w->node,
              w->pid, w->ntasks);
 }
@@ -486,7 +518,7 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
         return;
     }
     if (same) {
-        s_task_off_worker(self, old, t, true);
+        s_task_off_worker(self, old, t, true, false);
     } else if (t && t->state == ZXB_T_QUEUED) {
         zxb_queued_remove(self, t);
         t->attempts++;
@@ -517,6 +549,9 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
     } else if (!same) {
         t->unproven = 1; /* taken on trust (no key that survives restarts) */
     }
+    t->withdraw = 0;
+    t->start_us = self->now_us;
+    t->lng = 1; /* how long it runs is not known: nothing short waits behind it */
     zxb_task_link(w, t);
     w->place[pool].inflight++;
     w->running++;
@@ -601,6 +636,7 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
     }
     zhashx_insert(self->workers, w->id, w);
     self->registrations++;
+    zxb_slots_count(self);
     s_worker_offer(self, w, +1);
     zxp_send_welcome(self->wsock, w->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
                      (uint32_t)zxp_max_msg());
@@ -672,9 +708,6 @@ void zxb_workers_tick(zxb_broker_t *self)
                 w->ack_at = now;
                 w->last_send = now;
             }
-            if (zxb_place_adaptive(&self->place) && !w->dead && !w->draining) {
-                s_adapt(self, w);
-            }
         }
     }
     /* all of them dead first, so tasks re-queued from one never go to another */
@@ -688,6 +721,7 @@ void zxb_workers_tick(zxb_broker_t *self)
         s_worker_remove(self, w, true, why);
     }
     zlist_destroy(&lost);
+    zxb_place_tick_all(self);
 }
 
 void zxb_held_tick(zxb_broker_t *self)

@@ -31,10 +31,12 @@ typedef struct {
     uint64_t max_queued_bytes;
     uint64_t max_waiting_bytes; /* --max-results-waiting: result bytes a client has not read */
     int retries;                /* default retries of a task after its worker is lost */
-    double prefetch_target_ms;  /* adaptive prefetch: queue this much work per slot; 0: off */
+    double prefetch_target_ms;  /* adaptive prefetch: queue this much short work per slot; 0: off */
     uint32_t prefetch_max;      /* adaptive prefetch: most tasks beyond the slots, per pool */
     uint64_t prefetch_bytes;    /* adaptive prefetch: argument bytes in flight per pool
                                    beyond which only the announced window applies */
+    double steal_after_ms;      /* a task prefetched and not started this long may be
+                                   withdrawn for an idle slot elsewhere */
     bool insecure;
     int verbose;              /* 0 quiet (warnings), 1 normal, 2 verbose */
     const char *metrics_addr; /* Prometheus HTTP endpoint, HOST:PORT; NULL: none */
@@ -114,6 +116,7 @@ struct zxb_task {
         uint8_t inl[ZXB_PL_INLINE_MAX];
     } pl;             /* arguments (kept for retries), or the held result */
     uint64_t arrival; /* ms since broker start << 20 | counter: age and order */
+    int64_t start_us; /* on a worker: when it was sent, then when it started (us) */
     union {
         struct {
             uint32_t timeout_ms, flags;
@@ -132,22 +135,33 @@ struct zxb_task {
     uint8_t bcancel : 1;   /* the broker sent WCANCEL because its client left */
     uint8_t cancelled : 1; /* a CANCEL was forwarded to the worker */
     uint8_t unproven : 1;  /* recovered from READY without a token it could check (tokens.c) */
+    uint8_t withdraw : 1;  /* the broker sent WCANCEL to place it elsewhere */
+    uint8_t lng : 1;       /* sent as a task of a function not known short */
+    uint8_t counted : 1;   /* counted among its function's running (est.running) */
 };
 
 /* A function a worker offers, with its place in the function's lists of
-   workers that have free credit (one list per pool kind). */
+   workers that have free credit and of workers that have an idle slot (one
+   list of each per pool kind). */
 struct zxb_wfn {
     zxb_fn_t *fn;
     zxb_worker_t *worker;
     uint8_t mask; /* ZXP_POOLS_* this worker runs it in */
-    bool linked[3];
+    bool linked[3], ilinked[3];
     zx__link_t flink[3]; /* on fn->free[p] */
+    zx__link_t ilink[3]; /* on fn->idle[p] */
 };
 
 /* The zxb_wfn_t whose flink[p] is k. */
 static inline zxb_wfn_t *zxb_wfn_of(zx__link_t *k, int p)
 {
     return k ? ZX__CONTAINER(k - p, zxb_wfn_t, flink) : NULL;
+}
+
+/* The zxb_wfn_t whose ilink[p] is k. */
+static inline zxb_wfn_t *zxb_wfn_idle_of(zx__link_t *k, int p)
+{
+    return k ? ZX__CONTAINER(k - p, zxb_wfn_t, ilink) : NULL;
 }
 
 static inline zxb_task_t *zxb_task_of(zx__link_t *k)
@@ -165,6 +179,8 @@ struct zxb_fn {
     uint32_t offered[3];        /* non-draining workers offering it per pool kind */
     zxb_queue_t *q[3];          /* by requested pool: ANY, THREAD, PROCESS */
     zx__list_t free[3];         /* zxb_wfn_t with free credit, per pool kind */
+    zx__list_t idle[3];         /* zxb_wfn_t with an idle slot, per pool kind (through ilink) */
+    zxb_place_est_t est[3];     /* its run time per pool kind (placement.c) */
     int64_t orphan_deadline[3]; /* per requested pool: when its queue lost its last
                                    worker, + grace; 0 when served */
     bool orphan_listed;         /* on the broker's list of orphaned functions */
@@ -186,13 +202,19 @@ struct zxb_worker {
     zxb_place_pool_t place[3];
     uint32_t held[3];    /* slots kept by WRESULT slot_freed=false until CREDIT */
     uint32_t foreign[3]; /* slots a re-READY reported for tasks now elsewhere */
-    bool listed[3];      /* on its functions' free lists for this pool kind */
+    /* the credit lists were last set for these: relisting is skipped while
+       nothing that decides them changed (see zxb_worker_relist) */
+    uint32_t lo[3], hi[3]; /* inflight within [lo, hi): no function's credit changes */
+    uint32_t at_nlong[3];
+    uint64_t at_epoch;
+    bool at_bytes[3], listed_valid, idle[3];
     bool draining;
     bool dead;
     int64_t last_recv, last_send;
     size_t nfns;
     zxb_wfn_t *fns;
-    zx__list_t tasks; /* zxb_task_t in flight here, through link */
+    zx__list_t tasks;   /* zxb_task_t in flight here, newest first, through link */
+    uint32_t claims[3]; /* withdrawals asked for this pool's idle slots, unanswered */
     uint64_t ntasks, running, done, failed;
     zxp_out_t *out_task, *out_cancel; /* batches being built this turn */
     zxb_worker_t *dirty_next;
@@ -220,6 +242,12 @@ struct zxb_client {
     uint64_t ntasks;       /* tasks pointing at this record (it lives while > 0) */
     uint64_t queued, queued_bytes;
     uint64_t max_seq; /* highest seq seen: above it a SUBMIT needs no duplicate lookup */
+    /* its use of slots, for fair turns across functions (dispatch.c): run
+       time of its ended tasks, and its running ones (count, sum of starts) */
+    int64_t used_us, run_start_sum;
+    uint32_t nrun;
+    uint32_t nlong;       /* its tasks on workers sent as not known short */
+    uint64_t active_tick; /* the last tick that saw it with tasks (dispatch.c) */
     zxp_out_t *out_started, *out_result, *out_cancelled;
     zxb_client_t *dirty_next;
     bool dirty;
@@ -286,6 +314,10 @@ void zxb_client_depths(zxb_client_t *client, void (*fn)(zxb_fn_t *, uint64_t, vo
 /* Free-credit lists: workers offering fn in pool kind p that can take a task. */
 void zxb_free_link(zxb_wfn_t *wf, int pool);
 void zxb_free_unlink(zxb_wfn_t *wf, int pool);
+/* Idle lists: workers offering fn in pool kind p with a slot that has no task. */
+void zxb_idle_link(zxb_wfn_t *wf, int pool);
+void zxb_idle_unlink(zxb_wfn_t *wf, int pool);
+void zxb_idle_rotate(zxb_wfn_t *wf, int pool);
 /* Moves wf to the back of its list so tasks spread over workers. */
 void zxb_free_rotate(zxb_wfn_t *wf, int pool);
 

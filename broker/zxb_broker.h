@@ -29,6 +29,14 @@
 struct zxb_broker {
     zxb_config_t cfg;
     zxb_place_cfg_t place; /* the placement policy's settings, from cfg */
+    uint64_t place_epoch;  /* bumped when a function's run-time estimate changes */
+    zlist_t *withdrawals;  /* WCANCELs sent to place tasks elsewhere, unanswered (dispatch.c) */
+    uint64_t withdrawn, withdrawn_done; /* withdrawals asked, and those that took the task */
+    int64_t used_last;                  /* the slot use of the client served last (dispatch.c) */
+    uint32_t total_slots;               /* of the workers that take tasks (dispatch.c) */
+    uint32_t active_clients;            /* clients with tasks at the last tick */
+    uint64_t tick_no;
+    int64_t steal_at; /* monotonic us when a task an idle slot wanted becomes withdrawable; 0 */
     zsock_t *csock, *wsock;
     uint8_t id[ZXP_ID_LEN];
     char id_hex[33];
@@ -112,14 +120,17 @@ void zxb_clients_tick(zxb_broker_t *self);
 
 /* The worker's batch of TASK or WCANCEL; marks it dirty. */
 zxp_out_t *zxb_worker_batch(zxb_broker_t *self, zxb_worker_t *w, uint8_t cmd);
-/* Links a task to the worker's list (and its bytes to the pool's). */
+/* Links a task to the worker's list (and its bytes to the pool's). unlink
+   at now_us ends its run for its function's and client's accounts. */
 void zxb_task_link(zxb_worker_t *w, zxb_task_t *t);
-void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t);
+void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t, int64_t now_us);
+/* A client's use of slots at now_us: what its tasks ran, and run so far. */
+int64_t zxb_client_used(const zxb_client_t *c, int64_t now_us);
 /* Frees a worker record already out of the table. */
 void zxb_worker_free(zxb_broker_t *self, zxb_worker_t **w_p);
 /* One message from the workers' socket (rid: its routing id). */
 void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p);
-/* Heartbeats to workers, adaptive prefetch per tick; workers silent too
+/* Heartbeats to workers, the placement policy's tick; workers silent too
    long are lost. */
 void zxb_workers_tick(zxb_broker_t *self);
 /* Held results whose client did not come back in time are dropped. */
@@ -127,11 +138,36 @@ void zxb_held_tick(zxb_broker_t *self);
 
 /* ---- dispatch.c ------------------------------------------------------------------- */
 
-/* Puts the worker on (or takes it off) its functions' free lists when its
-   credit for a pool changed: O(its functions), only on a change. */
-void zxb_worker_relist(const zxb_broker_t *self, zxb_worker_t *w);
-/* Gives the worker queued tasks while it has credit, then relists it. */
+/* Puts the worker on (or takes it off) its functions' idle and free-credit
+   lists when its idle slots or its credit for a function may have changed:
+   O(its functions), only then. */
+void zxb_worker_relist(zxb_broker_t *self, zxb_worker_t *w);
+/* Gives the worker queued tasks while it has credit (idle slots of both
+   pools first), relists it, and withdraws tasks waiting elsewhere for the
+   idle slots it still has (zxb_worker_steal). */
 void zxb_worker_fill(zxb_broker_t *self, zxb_worker_t *w);
+/* For each idle slot of w with no withdrawal asked for it yet: a task of a
+   function w offers there that waits unstarted at a node (another worker,
+   or w's other pool) for longer than --steal-after-ms is withdrawn. */
+void zxb_worker_steal(zxb_broker_t *self, zxb_worker_t *w);
+/* A draining worker: every task it has not started is withdrawn. */
+void zxb_worker_giveback(zxb_broker_t *self, zxb_worker_t *w);
+/* The worker answered the WCANCEL of a withdrawal of t (clears t->withdraw
+   and the slot's claim); what the answer means is the caller's. */
+void zxb_withdraw_answered(zxb_broker_t *self, zxb_task_t *t);
+/* Counts the slots of the workers that take tasks (after a READY, a DRAIN,
+   a removal). */
+void zxb_slots_count(zxb_broker_t *self);
+/* w is going away: withdrawals asked for its slots are for nobody now. */
+void zxb_withdraw_forget(zxb_broker_t *self, zxb_worker_t *w);
+/* When self->steal_at has come: every worker with an idle slot withdraws
+   again (a task that was too young for it at its last try may now be old
+   enough, and the tick may be 100 ms away). */
+void zxb_steal_due(zxb_broker_t *self);
+/* The placement policy's tick: running tasks raise their function's
+   estimate, stale withdrawals are dropped, and every worker is filled
+   (a changed estimate changes windows) and may withdraw for idle slots. */
+void zxb_place_tick_all(zxb_broker_t *self);
 /* Queues a task (fresh from SUBMIT, or back from a worker) and dispatches
    it if a worker can take it. */
 void zxb_task_enqueue(zxb_broker_t *self, zxb_task_t *t, bool front, bool fresh);

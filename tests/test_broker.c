@@ -85,9 +85,9 @@ Test(broker, relays_started_to_the_client, .timeout = 30, .fini = s_stop)
 
 Test(broker, never_sends_more_than_slots_plus_prefetch, .timeout = 30, .fini = s_stop)
 {
-    /* adaptive prefetch off: a result with no WSTARTED before it counts as
-       a task of no run time and would widen the window */
-    static const char *const args[] = {"--prefetch-max", "0", NULL};
+    /* adaptive prefetch off: every function gets the window the worker
+       announces (with it on, an unknown function gets its free slots only) */
+    static const char *const args[] = {"--prefetch-target-ms", "0", NULL};
     fb_start(&s_cluster, args);
     fp_t w, c;
     fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);

@@ -490,7 +490,10 @@ Test(broker_faults, resets_peers_it_does_not_know, .timeout = 30, .fini = s_stop
 
 Test(broker_faults, a_client_that_leaves_loses_its_queued_tasks, .timeout = 30, .fini = s_stop)
 {
-    fb_start(&s_cluster, NULL);
+    /* the announced window for every function (adaptive prefetch sends an
+       unknown function's tasks to free slots only) */
+    static const char *const args[] = {"--prefetch-target-ms", "0", NULL};
+    fb_start(&s_cluster, args);
     fp_t w, c, c2;
     fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
     fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);

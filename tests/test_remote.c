@@ -906,7 +906,9 @@ Test(remote, running_becomes_true_only_once_a_worker_started_the_task)
     cr_assert_eq(zx_future_state(a), ZX_PENDING);
     cr_assert_eq(zx_future_state(b), ZX_PENDING);
     cr_assert_not(zx_future_running(a));
-    const char *extra[] = {"--threads", "1", NULL};
+    /* one thread and no process pool: pool "any" would start b at once in
+       a free process slot */
+    const char *extra[] = {"--threads", "1", "--procs", "0", NULL};
     s_worker("w1", extra);
     cr_assert(zxt_wait_for(s_running_cond, a, 20));
     cr_assert_eq(zx_future_state(a), ZX_RUNNING);
@@ -932,7 +934,7 @@ Test(remote, cancelling_a_queued_task_succeeds_and_it_never_runs)
 {
     char *plugin = zxt_plugin("zexec_demo_plugin");
     s_start(NULL);
-    const char *extra[] = {"--threads", "1", "--plugin", plugin, NULL};
+    const char *extra[] = {"--threads", "1", "--procs", "0", "--plugin", plugin, NULL};
     s_worker("w1", extra);
     zx_executor_t *ex = s_connect(60);
     char path[128];

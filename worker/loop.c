@@ -401,6 +401,7 @@ done:;
     zlistx_destroy(&w->trunning);
     zlistx_destroy(&w->held);
     zlistx_destroy(&w->unacked);
+    zhashx_destroy(&w->given);
     while (w->free_jobs) {
         zxw_job_t *next = w->free_jobs->free_next;
         free(w->free_jobs);

@@ -384,9 +384,46 @@ void zxw_pp_done(void *arg, zxw_job_t *job)
     zxw_job_finish(w, job, true); /* no result frame: an empty result */
 }
 
+static void s_key_hex(const uint8_t *key, char hex[2 * ZXW_KEY_LEN + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < ZXW_KEY_LEN; i++) {
+        hex[2 * i] = digits[key[i] >> 4];
+        hex[2 * i + 1] = digits[key[i] & 15];
+    }
+    hex[2 * ZXW_KEY_LEN] = 0;
+}
+
+/* Remembers a task dropped unstarted while draining: the broker may ask for
+   it back (WCANCEL), and it never ran here, so the answer is DONE. */
+static void s_given(zx_worker_t *w, const uint8_t *key)
+{
+    if (!w->given) {
+        w->given = zhashx_new();
+    }
+    char hex[2 * ZXW_KEY_LEN + 1];
+    s_key_hex(key, hex);
+    zhashx_insert(w->given, hex, w);
+}
+
+static bool s_take_given(zx_worker_t *w, const uint8_t *key)
+{
+    if (!w->given) {
+        return false;
+    }
+    char hex[2 * ZXW_KEY_LEN + 1];
+    s_key_hex(key, hex);
+    if (!zhashx_lookup(w->given, hex)) {
+        return false;
+    }
+    zhashx_delete(w->given, hex);
+    return true;
+}
+
 static void s_drop_job(void *arg, zxw_job_t *job)
 {
     zx_worker_t *w = arg;
+    s_given(w, job->key);
     if (job->pool == ZXP_POOL_THREAD) {
         w->tjobs--;
     }
@@ -418,16 +455,18 @@ static void s_push_thread_jobs(zx_worker_t *w)
 static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload, const void *data,
                       size_t len)
 {
+    uint8_t key[ZXW_KEY_LEN];
+    s_make_key(key, t->session, t->seq);
     if (w->draining) {
-        /* the broker re-queues what we never ran when it sees BYE */
+        /* never run here: the broker takes it back (WCANCEL, answered
+           DONE), or re-queues it when it sees BYE */
+        s_given(w, key);
         zframe_destroy(payload);
         return;
     }
     char name[ZXP_MAX_NAME + 1];
     memcpy(name, t->fn.ptr, t->fn.len);
     name[t->fn.len] = 0;
-    uint8_t key[ZXW_KEY_LEN];
-    s_make_key(key, t->session, t->seq);
     zxw_job_t *old = zxw_jobtab_get(&w->jobs, key);
     if (old && old->unacked) {
         zxw_flush(w);             /* its result may still be in the open batch, borrowed */
@@ -569,6 +608,8 @@ static void s_on_cancel(zx_worker_t *w, const zxp_in_t *in, size_t i)
             zxw_jobtab_del(&w->jobs, key);
             zxw_job_free(w, job);
         }
+    } else if (!job && s_take_given(w, key)) {
+        outcome = ZXP_CANCEL_DONE; /* dropped unstarted at drain */
     }
     s_emit_cancelled(w, session, seq, outcome);
 }
@@ -592,6 +633,8 @@ int zxw_connect(zx_worker_t *w)
     }
     w->connected = false;
     w->last_recv = zclock_mono();
+    /* a new broker session re-queues what it does not hear of */
+    zhashx_destroy(&w->given);
     s_send_ready(w);
     return ZX_OK;
 }

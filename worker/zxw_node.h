@@ -93,8 +93,10 @@ struct zx_worker {
     int64_t hb_ms;
     int64_t last_recv, next_hb;
     bool draining, forced, said_drain;
-    size_t tzombies;                    /* thread jobs past their limit, still running */
-    size_t tjobs;                       /* thread jobs pushed and not yet ended for the broker */
+    zhashx_t *given; /* hex keys of tasks dropped unstarted at drain: a WCANCEL for
+                        one is answered DONE (the broker runs it elsewhere) */
+    size_t tzombies; /* thread jobs past their limit, still running */
+    size_t tjobs;    /* thread jobs pushed and not yet ended for the broker */
     zxw_job_t *tpush_head, *tpush_tail; /* thread jobs of this message, not pushed yet */
     int tpush_n;
     zx__sec_t *sec; /* CURVE keys and signer (security.c) */

@@ -196,10 +196,14 @@ typedef struct {
     uint8_t pools; /* ZXP_POOLS_* */
 } fw_fn_t;
 
-static inline void fw_ready_ex(fp_t *w, const char *node, uint32_t threads, uint32_t procs,
-                               uint32_t prefetch, const fw_fn_t *fns, size_t nfns,
-                               const uint8_t (*running)[ZXP_ID_LEN], const uint64_t *seqs,
-                               size_t nrunning)
+/* READY listing running tasks, each with the token and attempt of the TASK
+   that gave it (the proof a broker asks of a task that is not, or no
+   longer, this worker's); tokens NULL: none. */
+static inline void fw_ready_tok(fp_t *w, const char *node, uint32_t threads, uint32_t procs,
+                                uint32_t prefetch, const fw_fn_t *fns, size_t nfns,
+                                const uint8_t (*running)[ZXP_ID_LEN], const uint64_t *seqs,
+                                const uint8_t (*tokens)[ZXP_TOKEN_LEN], const uint32_t *attempts,
+                                size_t nrunning)
 {
     zxp_out_t out;
     zxp_out_init(&out);
@@ -218,11 +222,20 @@ static inline void fw_ready_ex(fp_t *w, const char *node, uint32_t threads, uint
     }
     zxp_put_ready_running(&out, nrunning);
     for (size_t i = 0; i < nrunning; i++) {
-        zxp_put_ready_task(&out, running[i], seqs[i], ZXP_POOL_THREAD, NULL, 0);
+        zxp_put_ready_task(&out, running[i], seqs[i], ZXP_POOL_THREAD, tokens ? tokens[i] : NULL,
+                           attempts ? attempts[i] : 0);
     }
     cr_assert(zxp_out_send(&out, w->sock, NULL) == 0);
     zxp_out_fini(&out);
     cr_assert(fp_expect(w, ZXP_WELCOME, 5000), "no WELCOME for worker %s", node);
+}
+
+static inline void fw_ready_ex(fp_t *w, const char *node, uint32_t threads, uint32_t procs,
+                               uint32_t prefetch, const fw_fn_t *fns, size_t nfns,
+                               const uint8_t (*running)[ZXP_ID_LEN], const uint64_t *seqs,
+                               size_t nrunning)
+{
+    fw_ready_tok(w, node, threads, procs, prefetch, fns, nfns, running, seqs, NULL, NULL, nrunning);
 }
 
 static inline void fw_ready(fp_t *w, const char *node, uint32_t threads, uint32_t prefetch,

@@ -224,27 +224,41 @@ Test(broker_faults, a_lost_worker_with_a_cancel_pending_retries_its_started_task
 
 /* A worker that re-registers (READY) reporting a task the broker has since
    given to another worker holds a slot for that foreign run; its result
-   frees the slot (and is discarded: the task belongs to the other). */
+   frees the slot (and is discarded: the task belongs to the other). The
+   worker was really given the task (its READY carries that TASK's token):
+   cut off long enough to be lost, it comes back while the retry runs. */
 Test(broker_faults, a_foreign_task_reported_at_ready_frees_its_slot_with_its_result, .timeout = 30,
      .fini = s_stop)
 {
-    static const char *const args[] = {"--prefetch-max", "0", NULL};
+    static const char *const args[] = {"--heartbeat",    "0.1", "--liveness", "3",
+                                       "--prefetch-max", "0",   NULL};
     fb_start(&s_cluster, args);
     fp_t a, b, c;
-    fp_init(&a, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fp_init(&b, s_cluster.worker_ep, ZXP_ROLE_WORKER);
     fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
-    fw_ready(&a, "owner", 1, 0, "f");
+    fw_ready(&b, "stale", 1, 0, "f");
     fc_hello(&c, "client");
     fc_submit(&c, 1, "f");
-    cr_assert(fp_expect(&a, ZXP_TASK, 5000));
+    cr_assert(fp_expect(&b, ZXP_TASK, 5000));
+    zxp_task_t given = s_task0(&b);
+    cr_assert(given.token, "every TASK carries an attempt token");
+    uint8_t token[1][ZXP_TOKEN_LEN];
+    memcpy(token[0], given.token, ZXP_TOKEN_LEN);
+    uint32_t attempt[1] = {given.attempt};
+    s_started(&b, c.id, 1);
+    fp_silence(&b); /* cut off: lost, its task retried on a */
+    fp_init(&a, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fw_ready(&a, "owner", 1, 0, "f");
+    cr_assert(fp_expect(&a, ZXP_TASK, 5000), "the lost worker's task was not retried");
+    cr_assert_eq(s_task0(&a).attempt, 2);
     s_started(&a, c.id, 1);
-    cr_assert(fp_expect(&c, ZXP_STARTED, 5000));
-    /* b says it runs (c, 1) too, in its only slot */
-    fp_init(&b, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    /* b is back and says it runs (c, 1) too, in its only slot */
+    b.live = true;
     fw_fn_t fns[] = {{"f", ZXP_POOLS_THREAD}};
     const uint8_t(*running)[ZXP_ID_LEN] = (const uint8_t(*)[ZXP_ID_LEN])c.id;
     uint64_t seqs[] = {1};
-    fw_ready_ex(&b, "stale", 1, 0, 0, fns, 1, running, seqs, 1);
+    fw_ready_tok(&b, "stale", 1, 0, 0, fns, 1, running, seqs,
+                 (const uint8_t(*)[ZXP_TOKEN_LEN])token, attempt, 1);
     /* both slots are taken: task 2 waits */
     fc_submit(&c, 2, "f");
     cr_assert_eq(fp_status_total(fc_status(&c), "queued"), 1, "the foreign run holds no slot");

@@ -28,6 +28,9 @@
 #      from w1 when it took the task back at READY before another attempt
 #      had started (w1's done count)
 #
+# At the end the workers and the broker must exit 0 on SIGTERM (with an
+# ASan build, ZEXEC_BIN_DIR=build/asan, that includes the leak check).
+#
 # Prints one line per trial (tasks, results, w1's tasks at the stop, stale
 # results dropped) and the totals. Exit status: 0 passed, 77 skipped (reason
 # printed last), else failed. Processes are stopped by PID on every exit.
@@ -181,5 +184,17 @@ status
 echo "totals: $SUB submitted, $RES results, $GIVEN tasks on the stopped worker: $STALE stale results" \
   "dropped, $BACK taken back; broker done $(total done) failed $(total failed) registrations $(total registrations)" \
   "($(($(date +%s) - START)) s)"
+# the workers, then the broker, end cleanly on SIGTERM (under ASan, with
+# leak checking: nothing the stale paths kept is left behind)
+TRIAL=end
+for i in 1 2 0; do
+  p=${PIDS[$i]}
+  kill -TERM "$p"
+  for _ in $(seq 400); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+  kill -0 "$p" 2>/dev/null && fail "pid $p did not end on SIGTERM"
+  wait "$p"
+  rc=$?
+  [ $rc -eq 0 ] || fail "pid $p ended with status $rc on SIGTERM"
+done
 echo "sigstop: $TRIALS trials passed"
 exit 0

@@ -27,9 +27,10 @@
 # (0 lost), and the broker must have resolved exactly 24 tasks (0 resolved
 # twice: done + failed, failed 0) -- except when the client was cut off
 # from the broker past its liveness (client alone, halves; long cuts): the
-# broker forgets its session, results that finish meanwhile have no one to
-# go to, and the client sends its unresolved tasks again on its return
-# (docs/protocol.md), so the broker may run and resolve some twice while
+# broker forgets its session and a result it resolves meanwhile reaches no
+# one; on the client's return it sends its unresolved tasks again and the
+# workers re-send results not acknowledged before the cut (docs/protocol.md),
+# so the broker may resolve some twice (once into the lost session) while
 # the client takes one result each; there the broker's count is printed
 # (at least 24), not asserted to be 24. Both workers must be
 # registered again before the next case.

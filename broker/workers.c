@@ -339,6 +339,12 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
                     zxb_result_send(self, q, r.status, w->node, strlen(w->node), r.pid, p, &payload,
                                     mem, len);
                     zxb_task_release(self, q);
+                } else {
+                    /* another attempt runs it now (or ran it): this one is
+                       stale, as one with another attempt's token is */
+                    self->stale_results++;
+                    zxp_drop(&self->drops, "workers", rid, ZXP_E_UNKNOWN,
+                             "result for an earlier attempt of a task it reported at READY");
                 }
             } else {
                 zxp_drop(&self->drops, "workers", rid, ZXP_E_UNKNOWN,
@@ -522,9 +528,16 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
     } else if (t && t->state == ZXB_T_QUEUED) {
         zxb_queued_remove(self, t);
         t->attempts++;
-    } else if (t) {
+    } else if (t || (proven && (!self->tok_persistent || !restarting))) {
+        /* running elsewhere now (another attempt), or, unknown but proven
+           with this run's key (or past the window in which a previous run's
+           tasks come back), given by this run and resolved since: the
+           attempt it reports is stale, its result dropped when it comes */
         w->foreign[pool]++;
         w->place[pool].inflight++;
+        if (!t && !c->ever && c->ntasks == 0) {
+            zxb_client_check(self, c); /* the placeholder made for it goes */
+        }
         return;
     } else {
         t = zxb_task_alloc(self->sched);

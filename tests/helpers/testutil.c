@@ -225,3 +225,26 @@ char *zxt_slurp(const char *path)
     fclose(m);
     return buf;
 }
+
+int zxt_run_script(const char *script, const char *args, int limit_s, char *last, size_t last_len)
+{
+    const char *src = getenv("ZEXEC_SOURCE_DIR");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "timeout -k 5 %d '%s/tests/%s' %s 2>&1", limit_s, src ? src : ".",
+             script, args ? args : "");
+    last[0] = 0;
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        return -1;
+    }
+    char line[4096];
+    while (fgets(line, sizeof line, p)) {
+        fputs(line, stdout);
+        fflush(stdout);
+        if (line[0] != '\n') {
+            snprintf(last, last_len, "%s", line);
+        }
+    }
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}

@@ -59,4 +59,11 @@ bool zxt_wait_for(bool (*cond)(void *arg), void *arg, double timeout);
    read, so a missing output file reads as empty output. */
 char *zxt_slurp(const char *path);
 
+/* Runs tests/<script> (under $ZEXEC_SOURCE_DIR) with args (a shell word list,
+   may be ""), bounded by `timeout -k 5 limit_s`, echoing its output so the
+   test log shows each step; keeps its last non-empty line in last. Returns
+   its exit status (77: skipped, the reason in last; 128 + n: killed by
+   signal n), -1 when it cannot be started. */
+int zxt_run_script(const char *script, const char *args, int limit_s, char *last, size_t last_len);
+
 #endif

@@ -317,8 +317,7 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
             len = 0;
         }
         zxb_task_t *t = s_worker_task(self, w, r.session, r.seq, rid, false);
-        if (t && r.token && !t->unproven &&
-            !zxb_token_ok(self, r.session, r.seq, t->attempts, w->id, r.token)) {
+        if (t && r.token && !t->unproven && !zxb_token_current(t, r.token)) {
             /* for an earlier attempt (it was given the task again since),
                or forged: the current attempt's result is still to come */
             self->stale_results++;
@@ -558,6 +557,7 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
     t->pool = pool;
     if (proven) {
         t->attempts = (uint8_t)attempt; /* its result carries that attempt's token */
+        memcpy(t->token, token, ZXP_TOKEN_LEN);
         t->unproven = 0;
     } else if (!same) {
         t->unproven = 1; /* taken on trust (no key that survives restarts) */

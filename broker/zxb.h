@@ -125,6 +125,9 @@ struct zxb_task {
             uint32_t held_pid, held_status; /* ZXB_T_HELD */
         };
     };
+    /* the current attempt's token (tokens.c), set when it is sent: its
+       result is checked against it without a second MAC */
+    uint8_t token[ZXP_TOKEN_LEN];
     uint32_t gen;  /* bumped on free and dispatch: timer entries check it */
     uint32_t size; /* payload bytes, for the byte quota */
     int8_t priority;

@@ -206,6 +206,9 @@ bool zxb_token_ok(zxb_broker_t *self, const uint8_t *session, uint64_t seq, uint
                   const uint8_t *worker_id, const uint8_t *token);
 /* Appends t's token for w to the TASK item just put in out. */
 void zxb_token_put(zxb_broker_t *self, zxp_out_t *out, zxb_task_t *t, zxb_worker_t *w);
+/* Whether token is that of t's current attempt (the one zxb_token_put sent,
+   or the one a READY proved). */
+bool zxb_token_current(const zxb_task_t *t, const uint8_t *token);
 
 /* Fails t (REJECTED) if its arguments are over w's --max-msg; true if so. */
 bool zxb_task_too_large(zxb_broker_t *self, zxb_worker_t *w, zxb_task_t *t);

@@ -979,7 +979,7 @@ static int s_list(zxb_journal_t *self, s_seg_t **segs_p, size_t *n_p, char *err,
         memset(&segs[n], 0, sizeof segs[n]);
         segs[n].first = first;
         segs[n].fd = -1;
-        snprintf(segs[n].name, sizeof segs[n].name, "%s", e->d_name);
+        snprintf(segs[n].name, sizeof segs[n].name, "%.39s", e->d_name);
         n++;
     }
     closedir(d);

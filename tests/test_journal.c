@@ -742,3 +742,63 @@ Test(journal, the_taps_bytes_rebuild_the_same_journal_through_append_raw)
     s_rmtree(&a);
     s_rmtree(&b);
 }
+
+Test(journal, reset_sets_the_segments_aside_and_a_copy_starts_afresh)
+{
+    char *a = s_tmpdir(), *b = s_tmpdir();
+    /* b: a journal of its own, 30 records */
+    zxb_journal_t *jb = s_open(b, ZXB_FSYNC_BATCH, 0);
+    char err[256] = "";
+    cr_assert_eq(zxb_journal_replay(jb, NULL, NULL, NULL, err, sizeof err), 0);
+    for (int i = 1; i <= 30; i++) {
+        s_append_str(jb, 1, "mine %d", i);
+    }
+    zxb_journal_flush(jb);
+    cr_assert(s_wait_committed(jb, 30));
+    cr_assert_eq(zxb_journal_last(jb), 30);
+    /* a: another lineage, whose snapshot starts at LSN 11 (below b's 30) */
+    zxb_journal_t *ja = s_open(a, ZXB_FSYNC_BATCH, 0);
+    cr_assert_eq(zxb_journal_replay(ja, NULL, NULL, NULL, err, sizeof err), 0);
+    for (int i = 1; i <= 10; i++) {
+        s_append_str(ja, 1, "old %d", i);
+    }
+    zxb_journal_flush(ja);
+    cr_assert(s_wait_committed(ja, 10));
+    s_copy_t copy = {0};
+    zxb_journal_set_tap(ja, s_copy_tap, &copy);
+    zxb_journal_snapshot_begin(ja);
+    s_append_str(ja, 2, "theirs %d", 1);
+    zxb_journal_snapshot_end(ja);
+    zxb_journal_flush(ja);
+    cr_assert(s_wait_committed(ja, 13));
+    zxb_journal_set_tap(ja, NULL, NULL);
+    uint8_t lineage[16];
+    zxb_journal_lineage(ja, lineage);
+    zxb_journal_destroy(&ja);
+    cr_assert_eq(copy.first, 11);
+
+    cr_assert_eq(zxb_journal_append_raw(jb, lineage, copy.buf, copy.len, err, sizeof err), 0,
+                 "another lineage is refused without a reset");
+    zxb_journal_reset(jb);
+    cr_assert_eq(zxb_journal_committed(jb), 0, "nothing committed of the copy yet");
+    cr_assert_eq(zxb_journal_append_raw(jb, lineage, copy.buf, copy.len, err, sizeof err), 13, "%s",
+                 err);
+    zxb_journal_flush(jb);
+    cr_assert(s_wait_committed(jb, 13));
+    zxb_journal_destroy(&jb);
+    char segs[8][64];
+    cr_assert_eq(s_segments(b, segs, 8), 1);
+    char prev[600];
+    snprintf(prev, sizeof prev, "%s/previous", b);
+    cr_assert_eq(s_segments(prev, segs, 8), 1, "b's own segment is kept in previous/");
+    zxb_journal_stats_t st;
+    s_seen_t *seen = s_replay(b, &jb, &st);
+    cr_assert_eq(seen->n, 1);
+    cr_assert_str_eq(seen->bodies[0], "theirs 1");
+    cr_assert_eq(seen->lsns[0], 12);
+    zxb_journal_destroy(&jb);
+    free(seen);
+    free(copy.buf);
+    s_rmtree(&a);
+    s_rmtree(&b);
+}

@@ -192,14 +192,14 @@ struct zxb_standby {
     uint64_t active_solo; /* and the solo_max it gave */
 };
 
-static void s_put64(uint8_t *p, uint64_t v)
+static void s_le64_put(uint8_t *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++) {
         p[i] = (uint8_t)(v >> (8 * i));
     }
 }
 
-static uint64_t s_get64(const uint8_t *p)
+static uint64_t s_le64_get(const uint8_t *p)
 {
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--) {
@@ -253,8 +253,8 @@ static void s_send_state(zxb_standby_t *self)
     uint8_t b[S_STATE_LEN];
     b[0] = (uint8_t)self->sb.state;
     b[1] = s_flags(self);
-    s_put64(b + 2, self->committed);
-    s_put64(b + 10, self->solo_max);
+    s_le64_put(b + 2, self->committed);
+    s_le64_put(b + 10, self->solo_max);
     zxb_journal_lineage(self->j, b + 18);
     s_send(self, 'S', b, sizeof b, NULL, 0);
 }
@@ -360,8 +360,8 @@ static void s_forward(zxb_standby_t *self)
     while (list) {
         s_chunk_t *next = list->next;
         if (self->sb.state == ZXB_SB_ACTIVE && self->peer_alive) {
-            s_put64(hdr + 16, list->first);
-            s_put64(hdr + 24, list->last);
+            s_le64_put(hdr + 16, list->first);
+            s_le64_put(hdr + 24, list->last);
             /* dropped when the socket cannot take it: the passive sees the gap */
             s_send(self, 'J', hdr, sizeof hdr, list->bytes, list->len);
         }
@@ -396,7 +396,7 @@ static void s_on_state(zxb_standby_t *self, const uint8_t *b, int64_t now_ms)
     s_event(self, s_peer_event(state, flags), now_ms);
     if (self->sb.state == ZXB_SB_PASSIVE && state == ZXB_SB_ACTIVE) {
         self->active_gating = flags & F_GATING;
-        self->active_solo = s_get64(b + 10);
+        self->active_solo = s_le64_get(b + 10);
         s_update_eligible(self);
     }
     if (self->sb.state == ZXB_SB_ACTIVE && state == ZXB_SB_PASSIVE && !(flags & F_COMPLETE)) {
@@ -427,7 +427,7 @@ static uint64_t s_snap_end_in(const uint8_t *p, size_t len)
         uint32_t blen = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 |
                         (uint32_t)p[off + 3] << 24;
         if (p[off + 8] == ZXB_JREC_SNAP_END) {
-            return s_get64(p + off + 9);
+            return s_le64_get(p + off + 9);
         }
         off += 17 + (size_t)blen;
     }
@@ -446,7 +446,7 @@ static void s_on_journal(zxb_standby_t *self, const uint8_t *hdr, const uint8_t 
         }
         zsys_info("standby: starting a copy of the active's journal at LSN %" PRIu64
                   " (the previous copy goes to previous/)",
-                  s_get64(hdr + 16));
+                  s_le64_get(hdr + 16));
         zxb_journal_reset(self->j);
         self->resyncing = false;
         self->complete = false;
@@ -515,7 +515,7 @@ bool zxb_standby_handle(zxb_standby_t *self, int64_t now_ms)
                 self->peer_alive = true;
                 s_on_journal(self, zframe_data(body), zframe_data(extra), zframe_size(extra));
             } else if (c == 'A' && zframe_size(body) == 8) {
-                s_on_ack(self, s_get64(zframe_data(body)));
+                s_on_ack(self, s_le64_get(zframe_data(body)));
             }
         }
         zframe_destroy(&sig);
@@ -567,7 +567,7 @@ void zxb_standby_committed(zxb_standby_t *self, uint64_t lsn, int64_t now_ms)
     }
     if (self->complete && lsn > self->acked) {
         uint8_t b[8];
-        s_put64(b, lsn);
+        s_le64_put(b, lsn);
         if (s_send(self, 'A', b, sizeof b, NULL, 0)) {
             self->acked = lsn;
         }

@@ -399,9 +399,12 @@ static void s_on_state(zxb_standby_t *self, const uint8_t *b, int64_t now_ms)
         self->active_solo = s_le64_get(b + 10);
         s_update_eligible(self);
     }
-    if (self->sb.state == ZXB_SB_ACTIVE && state == ZXB_SB_PASSIVE && !(flags & F_COMPLETE)) {
-        /* a copy to start (or restart): one snapshot at a time, asked again
-           if the passive is still incomplete after a while */
+    if (self->sb.state == ZXB_SB_ACTIVE && state == ZXB_SB_PASSIVE &&
+        (!(flags & F_COMPLETE) || !self->gating)) {
+        /* a copy to start, or to restart: the passive's broke off, or this
+           active acknowledged alone for a while (it dropped what it could
+           not send). One snapshot at a time, asked again if the passive
+           does not count after a while */
         if (self->gating) {
             zsys_warning("standby: the passive's copy broke off; acknowledging alone until "
                          "it has a new one");

@@ -407,3 +407,80 @@ Test(standby_link, the_backup_copies_the_journal_gates_acks_and_takes_over)
     s_node_close(&p);
     s_node_close(&b);
 }
+
+static bool s_p_peer_gone(s_node_t *p, s_node_t *b)
+{
+    return !p->sb->peer_alive;
+}
+
+static bool s_regated(s_node_t *p, s_node_t *b)
+{
+    return p->sb->gating && zxb_standby_eligible(b->sb) && s_durable(p, b);
+}
+
+Test(standby_link, a_passive_that_missed_records_is_copied_again_before_it_counts)
+{
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://zxsb-test2-%d", (int)getpid());
+    int64_t now = 1000;
+    s_node_t p, b;
+    s_node_open(&p, true, ep, 5, now);
+    s_node_open(&b, false, ep, 0, now);
+    cr_assert(s_until(&p, &b, &now, s_settled));
+    int snaps = p.snapshots;
+
+    /* the backup stalls past the liveness: the primary acknowledges alone
+       and drops what it cannot send */
+    b.dead = true;
+    cr_assert(s_until(&p, &b, &now, s_p_peer_gone));
+    cr_assert_not(p.sb->gating);
+    for (int i = 6; i <= 15; i++) {
+        char body[32];
+        int len = snprintf(body, sizeof body, "task %d", i);
+        s_last_p = zxb_journal_append(p.j, 1, body, (size_t)len);
+    }
+    p.live = 15;
+    zxb_journal_flush(p.j);
+    cr_assert(s_until(&p, &b, &now, s_committed));
+    cr_assert_eq(zxb_standby_durable(p.sb, zxb_journal_committed(p.j)), s_last_p,
+                 "alone, the primary's commit is enough");
+
+    /* back: the backup must not count (nor take over) until a new copy */
+    b.dead = false;
+    cr_assert(s_until(&p, &b, &now, s_regated), "copied again, counted again");
+    cr_assert_gt(p.snapshots, snaps, "a new snapshot made the new copy");
+    for (int i = 16; i <= 20; i++) {
+        char body[32];
+        int len = snprintf(body, sizeof body, "task %d", i);
+        s_last_p = zxb_journal_append(p.j, 1, body, (size_t)len);
+    }
+    p.live = 20;
+    zxb_journal_flush(p.j);
+    cr_assert(s_until(&p, &b, &now, s_durable));
+
+    /* takeover: the backup's journal holds tasks 1..20 */
+    p.dead = true;
+    cr_assert(s_until(&p, &b, &now, s_b_peer_gone));
+    cr_assert_eq(zxb_standby_client_request(b.sb, now), 0);
+    zxb_standby_destroy(&b.sb);
+    zxb_journal_destroy(&b.j);
+    zxb_journal_config_t cfg = {.dir = b.dir};
+    char err[256] = "";
+    b.j = zxb_journal_open(&cfg, err, sizeof err);
+    cr_assert_not_null(b.j, "%s", err);
+    s_bodies_t got = {0};
+    cr_assert_eq(zxb_journal_replay(b.j, s_collect, &got, NULL, err, sizeof err), 0, "%s", err);
+    bool seen[21] = {false};
+    for (size_t i = 0; i < got.n; i++) {
+        int k = 0;
+        cr_assert_eq(sscanf(got.bodies[i], "task %d", &k), 1);
+        cr_assert(k >= 1 && k <= 20, "%s", got.bodies[i]);
+        seen[k] = true;
+    }
+    for (int k = 1; k <= 20; k++) {
+        cr_assert(seen[k], "task %d is in the backup's journal", k);
+    }
+    zxb_journal_destroy(&b.j);
+    s_node_close(&p);
+    s_node_close(&b);
+}

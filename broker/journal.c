@@ -995,11 +995,12 @@ static int s_scan(zxb_journal_t *self, s_seg_t *s, bool tail, uint8_t *lineage, 
     if (s->size < S_HDR_LEN || memcmp(s->map, S_MAGIC, 4) != 0 ||
         s_get32(s->map + 32) != (uint32_t)crc32(crc32(0L, Z_NULL, 0), s->map, 32) ||
         s_get64(s->map + 24) != s->first) {
-        if (tail) {
+        if (tail && !s_good_after(s, 0, s->first - 1)) {
             s->bad_header = true; /* created, header not (wholly) written: torn */
             return 0;
         }
-        snprintf(err, errlen, "journal %s: %s has a bad header", self->dir, s->name);
+        snprintf(err, errlen, "journal %s: %s has a bad header%s", self->dir, s->name,
+                 tail ? " followed by valid records" : "");
         return -1;
     }
     if (s_get32(s->map + 4) != S_VERSION) {

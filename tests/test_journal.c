@@ -802,3 +802,86 @@ Test(journal, reset_sets_the_segments_aside_and_a_copy_starts_afresh)
     s_rmtree(&a);
     s_rmtree(&b);
 }
+
+Test(journal, random_damage_gives_an_error_or_a_prefix_never_a_crash)
+{
+    char *dir = s_tmpdir();
+    zxb_journal_t *j = s_open(dir, ZXB_FSYNC_BATCH, 512);
+    char err[256] = "";
+    cr_assert_eq(zxb_journal_replay(j, NULL, NULL, NULL, err, sizeof err), 0);
+    for (int i = 1; i <= 60; i++) {
+        s_append_str(j, 1, "record %d", i);
+        if (i % 4 == 0) {
+            zxb_journal_flush(j);
+        }
+    }
+    zxb_journal_destroy(&j);
+    char names[16][64];
+    size_t n = s_segments(dir, names, 16);
+    cr_assert_geq(n, 3);
+    uint8_t *orig[16];
+    size_t lens[16];
+    for (size_t k = 0; k < n; k++) {
+        char p[600];
+        s_path(p, sizeof p, dir, names[k]);
+        orig[k] = s_read_file(p, &lens[k]);
+    }
+    unsigned seed = 18;
+    int errors = 0, prefixes = 0;
+    for (int round = 0; round < 300; round++) {
+        /* the original files, one of them damaged */
+        char segs[16][64];
+        size_t m = s_segments(dir, segs, 16);
+        for (size_t k = 0; k < m; k++) {
+            char p[600];
+            s_path(p, sizeof p, dir, segs[k]);
+            unlink(p);
+        }
+        size_t victim = (size_t)rand_r(&seed) % n;
+        size_t at = (size_t)rand_r(&seed) % lens[victim];
+        bool cut = rand_r(&seed) % 4 == 0;
+        for (size_t k = 0; k < n; k++) {
+            char p[600];
+            s_path(p, sizeof p, dir, names[k]);
+            if (k != victim) {
+                s_write_file(p, orig[k], lens[k]);
+            } else if (cut) {
+                s_write_file(p, orig[k], at);
+            } else {
+                uint8_t *bad = malloc(lens[k]);
+                memcpy(bad, orig[k], lens[k]);
+                bad[at] ^= (uint8_t)(1 + rand_r(&seed) % 255);
+                s_write_file(p, bad, lens[k]);
+                free(bad);
+            }
+        }
+        j = s_open(dir, ZXB_FSYNC_BATCH, 0);
+        s_seen_t *seen = calloc(1, sizeof *seen);
+        err[0] = 0;
+        int rc = zxb_journal_replay(j, s_collect, seen, NULL, err, sizeof err);
+        if (rc != 0) {
+            cr_assert_neq(err[0], 0, "an error says what");
+            errors++;
+        } else {
+            prefixes++;
+            cr_assert_leq(seen->n, 60);
+            for (size_t i = 0; i < seen->n; i++) {
+                char want[64];
+                snprintf(want, sizeof want, "record %zu", i + 1);
+                cr_assert_eq(seen->lsns[i], i + 1, "round %d: a prefix, in order", round);
+                cr_assert_str_eq(seen->bodies[i], want, "round %d", round);
+            }
+            cr_assert_eq(victim, n - 1,
+                         "round %d: damage before the last segment is an error, not a tail", round);
+            cr_assert_lt(seen->n, 60, "round %d: the damaged record is not replayed", round);
+        }
+        zxb_journal_destroy(&j);
+        free(seen);
+    }
+    cr_assert_gt(errors, 0);
+    cr_assert_gt(prefixes, 0);
+    for (size_t k = 0; k < n; k++) {
+        free(orig[k]);
+    }
+    s_rmtree(&dir);
+}

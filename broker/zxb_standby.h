@@ -29,6 +29,26 @@
 
     Threads: everything here runs on the broker's thread except the tap,
     which hands the journal's bytes over through a queue and an eventfd.
+
+    How the broker uses it (main.c, broker.c, durable.c):
+      - flags --peer ENDPOINT and --primary / --backup; with --peer the
+        broker needs --journal; after replaying its journal it makes the
+        standby with the journal, the heartbeat and liveness, on_state and
+        a snapshot callback (durable.c's snapshot writer);
+      - its poll loop adds zxb_standby_fds and, when they fire and before
+        it sleeps, calls zxb_standby_handle; zxb_standby_tick at its tick;
+        when the journal's fd fires, zxb_standby_committed(committed);
+      - HELLO and SUBMIT first ask zxb_standby_client_request: -1 means
+        answer that this broker is not active (the client tries the other)
+        and do nothing else; workers are refused likewise while passive;
+      - ACCEPTED and the workers' results_ack use
+        zxb_standby_durable(committed) in place of the committed LSN;
+      - a passive appends nothing itself; on_state PASSIVE -> ACTIVE: the
+        broker destroys and reopens its journal, replays it into its tables
+        as at a start, and gives the new handle to zxb_standby_set_journal;
+        ACTIVE -> PASSIVE (a dual active resolved): it stops serving and
+        restarts as a passive (its journal is set aside when the copy
+        starts).
 */
 #ifndef ZXB_STANDBY_H
 #define ZXB_STANDBY_H

@@ -64,7 +64,8 @@ void zxb_journal_destroy(zxb_journal_t **self_p);
    SNAP_END in one segment) to the end. A torn or corrupt tail (bad length or crc) is cut off
    (truncated, logged with its byte count); corruption followed by good records is an error.
    A snapshot that was interrupted (SNAP_BEGIN without SNAP_END in its segment) is skipped:
-   its records are copies of what the records before it say. fn returns 0 to go on (non-zero
+   its records are copies of what the records before it say. body is valid during the call
+   only (it points into the mapped segment). fn returns 0 to go on (non-zero
    stops the replay with an error); fn may be NULL (the journal is only checked). Must be
    called once, before the first append: it starts the segment new records go to.
    Returns 0 or -1 (err set). st may be NULL. */

@@ -25,8 +25,10 @@
     of PostgreSQL's "fsyncgate"). The broker refuses new work instead
     (docs/operations.md says how to recover: free space, restart).
 
-    Lock order: one mutex (mu), held only to move batches and read the tap;
-    no callback is called with it held.
+    Lock order: mu (the batch queue) and tap_mu (the tap) are never held
+    together. The writer holds tap_mu while it calls the tap, so that
+    zxb_journal_set_tap returns only when no call of the old tap is running
+    (its argument may be freed then).
 */
 #include "zxb_journal.h"
 
@@ -65,6 +67,7 @@ typedef struct s_batch {
     size_t len, cap;
     uint64_t first, last; /* LSN range; first 0: empty */
     bool roll;            /* starts with SNAP_BEGIN: a new segment before it */
+    bool reset;           /* no records: set the segments aside (zxb_journal_reset) */
     bool snap_end;        /* holds SNAP_END: older segments go once it is committed */
 } s_batch_t;
 
@@ -89,12 +92,17 @@ struct zxb_journal {
     char errmsg[512];
     atomic_uint_fast64_t c_writes, c_syncs, c_records, c_bytes, c_deleted;
 
-    pthread_mutex_t mu; /* guards q_head/q_tail, stop, tap */
+    pthread_mutex_t mu; /* guards q_head/q_tail, stop */
     pthread_cond_t cv;
     s_batch_t *q_head, **q_tail;
     bool stop;
+    pthread_mutex_t tap_mu; /* guards tap, tap_arg; held while the writer calls the tap */
     zxb_journal_tap_fn *tap;
     void *tap_arg;
+    /* resets asked (broker thread) and done (writer): committed means
+       nothing until the writer has done the last reset asked */
+    unsigned resets_asked;
+    atomic_uint resets_done;
     pthread_t thread;
     bool started;
 
@@ -194,6 +202,7 @@ zxb_journal_t *zxb_journal_open(const zxb_journal_config_t *cfg, char *err, size
     self->fresh = true;
     self->q_tail = &self->q_head;
     pthread_mutex_init(&self->mu, NULL);
+    pthread_mutex_init(&self->tap_mu, NULL);
     pthread_cond_init(&self->cv, NULL);
     if (!self->dir) {
         snprintf(err, errlen, "out of memory");
@@ -280,6 +289,7 @@ void zxb_journal_destroy(zxb_journal_t **self_p)
         close(self->dir_fd);
     }
     pthread_mutex_destroy(&self->mu);
+    pthread_mutex_destroy(&self->tap_mu);
     pthread_cond_destroy(&self->cv);
     free(self->segs);
     free(self->dir);
@@ -430,8 +440,7 @@ static bool s_must_roll(zxb_journal_t *self, const s_batch_t *b)
 /* Writes batches [b, end) (consecutive, none rolling but maybe the first)
    with one writev, then commits under the policy. False when nothing was
    written (the journal failed). */
-static bool s_write_group(zxb_journal_t *self, s_batch_t *b, s_batch_t *end,
-                          zxb_journal_tap_fn *tap, void *tap_arg)
+static bool s_write_group(zxb_journal_t *self, s_batch_t *b, s_batch_t *end)
 {
     if (s_must_roll(self, b) && s_roll(self, b->first) != 0) {
         return false;
@@ -492,11 +501,13 @@ static bool s_write_group(zxb_journal_t *self, s_batch_t *b, s_batch_t *end,
     atomic_fetch_add(&self->c_writes, 1);
     atomic_fetch_add(&self->c_records, records);
     atomic_fetch_add(&self->c_bytes, total);
-    if (tap) {
+    pthread_mutex_lock(&self->tap_mu);
+    if (self->tap) {
         for (s_batch_t *p = b; p != end; p = p->next) {
-            tap(tap_arg, p->data, p->len, p->first, p->last);
+            self->tap(self->tap_arg, p->data, p->len, p->first, p->last);
         }
     }
+    pthread_mutex_unlock(&self->tap_mu);
     switch (self->cfg.fsync) {
     case ZXB_FSYNC_BATCH:
         if (s_sync(self) != 0) {
@@ -518,12 +529,66 @@ static bool s_write_group(zxb_journal_t *self, s_batch_t *b, s_batch_t *end,
     return true;
 }
 
-static void s_write_all(zxb_journal_t *self, s_batch_t *list, zxb_journal_tap_fn *tap,
-                        void *tap_arg)
+/* zxb_journal_reset on the writer's side: the segments move into
+   DIR/previous (what was there goes), then the journal starts empty. */
+static void s_reset(zxb_journal_t *self)
+{
+    if (s_sync(self) != 0) {
+        return;
+    }
+    if (self->seg_fd >= 0) {
+        close(self->seg_fd);
+        self->seg_fd = -1;
+    }
+    int prev = openat(self->dir_fd, "previous", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (prev >= 0) {
+        DIR *d = fdopendir(prev);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] != '.') {
+                unlinkat(prev, e->d_name, 0);
+            }
+        }
+        if (d) {
+            closedir(d);
+        } else {
+            close(prev);
+        }
+    } else if (mkdirat(self->dir_fd, "previous", 0700) != 0) {
+        s_fail(self, errno, "cannot make previous/ to set aside", self->seg_first);
+        return;
+    }
+    for (size_t i = 0; i < self->nsegs; i++) {
+        char name[40], to[60];
+        s_seg_name(name, sizeof name, self->segs[i]);
+        snprintf(to, sizeof to, "previous/%s", name);
+        if (renameat(self->dir_fd, name, self->dir_fd, to) != 0 && errno != ENOENT) {
+            s_fail(self, errno, "cannot set aside", self->segs[i]);
+            return;
+        }
+    }
+    self->nsegs = 0;
+    self->w_in_snap = false;
+    self->w_written = self->w_synced = 0;
+    if (s_sync_dir(self) == 0) {
+        atomic_store(&self->committed, 0);
+        atomic_fetch_add(&self->resets_done, 1);
+        s_signal(self);
+    }
+}
+
+static void s_write_all(zxb_journal_t *self, s_batch_t *list)
 {
     while (list) {
         if (atomic_load(&self->failed)) {
             break;
+        }
+        if (list->reset) {
+            s_batch_t *next = list->next;
+            s_reset(self);
+            s_batch_free(list);
+            list = next;
+            continue;
         }
         /* a group ends before the next batch that starts a snapshot, where
            the segment is full (outside a snapshot), and at S_IOV_MAX
@@ -536,12 +601,12 @@ static void s_write_all(zxb_journal_t *self, s_batch_t *list, zxb_journal_tap_fn
         uint64_t bytes = list->len;
         s_batch_t *end = list->next;
         int n = 1;
-        while (end && !end->roll && n < S_IOV_MAX && bytes < room) {
+        while (end && !end->roll && !end->reset && n < S_IOV_MAX && bytes < room) {
             bytes += end->len;
             end = end->next;
             n++;
         }
-        if (!s_write_group(self, list, end, tap, tap_arg)) {
+        if (!s_write_group(self, list, end)) {
             atomic_fetch_add(&self->written, bytes);
         }
         while (list != end) {
@@ -589,10 +654,8 @@ static void *s_writer(void *arg)
         self->q_head = NULL;
         self->q_tail = &self->q_head;
         bool stop = self->stop;
-        zxb_journal_tap_fn *tap = self->tap;
-        void *tap_arg = self->tap_arg;
         pthread_mutex_unlock(&self->mu);
-        s_write_all(self, list, tap, tap_arg);
+        s_write_all(self, list);
         if (stop) {
             if (!atomic_load(&self->failed)) {
                 s_sync(self);
@@ -710,6 +773,9 @@ uint64_t zxb_journal_committed(zxb_journal_t *self)
     if (read(self->efd, &v, sizeof v) < 0) {
         /* EAGAIN: nothing new since the last read */
     }
+    if (atomic_load(&self->resets_done) != self->resets_asked) {
+        return 0; /* what is published is the old journal's */
+    }
     return atomic_load(&self->committed);
 }
 
@@ -757,13 +823,38 @@ void zxb_journal_snapshot_end(zxb_journal_t *self)
     }
 }
 
+uint64_t zxb_journal_last(zxb_journal_t *self)
+{
+    assert(self);
+    return self->next_lsn - 1;
+}
+
+void zxb_journal_reset(zxb_journal_t *self)
+{
+    assert(self && self->replayed);
+    zxb_journal_flush(self);
+    s_batch_t *b = calloc(1, sizeof *b);
+    assert(b);
+    b->reset = true;
+    self->resets_asked++;
+    pthread_mutex_lock(&self->mu);
+    *self->q_tail = b;
+    self->q_tail = &b->next;
+    pthread_cond_signal(&self->cv);
+    pthread_mutex_unlock(&self->mu);
+    self->next_lsn = 1;
+    self->fresh = true;
+    self->since_snap = 0;
+    self->in_snap = false;
+}
+
 void zxb_journal_set_tap(zxb_journal_t *self, zxb_journal_tap_fn *fn, void *arg)
 {
     assert(self);
-    pthread_mutex_lock(&self->mu);
+    pthread_mutex_lock(&self->tap_mu);
     self->tap = fn;
     self->tap_arg = arg;
-    pthread_mutex_unlock(&self->mu);
+    pthread_mutex_unlock(&self->tap_mu);
 }
 
 void zxb_journal_counters(zxb_journal_t *self, zxb_journal_counters_t *c)
@@ -904,11 +995,12 @@ static int s_scan(zxb_journal_t *self, s_seg_t *s, bool tail, uint8_t *lineage, 
     if (s->size < S_HDR_LEN || memcmp(s->map, S_MAGIC, 4) != 0 ||
         s_get32(s->map + 32) != (uint32_t)crc32(crc32(0L, Z_NULL, 0), s->map, 32) ||
         s_get64(s->map + 24) != s->first) {
-        if (tail) {
+        if (tail && !s_good_after(s, 0, s->first - 1)) {
             s->bad_header = true; /* created, header not (wholly) written: torn */
             return 0;
         }
-        snprintf(err, errlen, "journal %s: %s has a bad header", self->dir, s->name);
+        snprintf(err, errlen, "journal %s: %s has a bad header%s", self->dir, s->name,
+                 tail ? " followed by valid records" : "");
         return -1;
     }
     if (s_get32(s->map + 4) != S_VERSION) {

@@ -19,9 +19,9 @@
       - zxb_journal_counters (writes, syncs, records and bytes written): the
         group-commit test counts syncs with it, the benchmark and the
         broker's metrics can show it;
-      - zxb_journal_lineage, zxb_journal_append_raw: the standby broker
-        (standby.c) keeps a copy of the active broker's journal with the
-        same lineage and LSNs;
+      - zxb_journal_lineage, zxb_journal_append_raw, zxb_journal_reset,
+        zxb_journal_last: the standby broker (standby.c) keeps a copy of
+        the active broker's journal with the same lineage and LSNs;
       - what append does once the journal has failed (returns 0, drops the
         record) and what replay does with an interrupted snapshot (skips
         it), which the design left open.
@@ -64,7 +64,8 @@ void zxb_journal_destroy(zxb_journal_t **self_p);
    SNAP_END in one segment) to the end. A torn or corrupt tail (bad length or crc) is cut off
    (truncated, logged with its byte count); corruption followed by good records is an error.
    A snapshot that was interrupted (SNAP_BEGIN without SNAP_END in its segment) is skipped:
-   its records are copies of what the records before it say. fn returns 0 to go on (non-zero
+   its records are copies of what the records before it say. body is valid during the call
+   only (it points into the mapped segment). fn returns 0 to go on (non-zero
    stops the replay with an error); fn may be NULL (the journal is only checked). Must be
    called once, before the first append: it starts the segment new records go to.
    Returns 0 or -1 (err set). st may be NULL. */
@@ -96,7 +97,8 @@ uint64_t zxb_journal_backlog(zxb_journal_t *self);
 void zxb_journal_snapshot_begin(zxb_journal_t *self);
 void zxb_journal_snapshot_end(zxb_journal_t *self);
 /* Replication (standby broker): called on the writer thread after each write with the exact
-   bytes written (whole records) and the LSN range; may be NULL. */
+   bytes written (whole records) and the LSN range; may be NULL. set_tap returns once no call
+   of the previous tap is running (its arg may be freed then); never call it from the tap. */
 typedef void(zxb_journal_tap_fn)(void *arg, const uint8_t *bytes, size_t len, uint64_t first,
                                  uint64_t last);
 void zxb_journal_set_tap(zxb_journal_t *self, zxb_journal_tap_fn *fn, void *arg);
@@ -122,5 +124,13 @@ void zxb_journal_lineage(zxb_journal_t *self, uint8_t id[ZXB_JOURNAL_LINEAGE_LEN
    whole valid records that follow on, or the lineage differs (nothing appended then). */
 uint64_t zxb_journal_append_raw(zxb_journal_t *self, const uint8_t lineage[ZXB_JOURNAL_LINEAGE_LEN],
                                 const uint8_t *bytes, size_t len, char *err, size_t errlen);
+
+/* The LSN of the last record appended (or replayed); 0 if none. */
+uint64_t zxb_journal_last(zxb_journal_t *self);
+/* Standby: sets the journal's records aside before a copy starts afresh: after what was
+   handed to the writer so far, the segments move into DIR/previous (replacing what was
+   there) and the journal is empty again (LSNs and lineage taken from the next append_raw;
+   committed goes back to 0 when the writer gets there). */
+void zxb_journal_reset(zxb_journal_t *self);
 
 #endif

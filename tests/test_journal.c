@@ -742,3 +742,146 @@ Test(journal, the_taps_bytes_rebuild_the_same_journal_through_append_raw)
     s_rmtree(&a);
     s_rmtree(&b);
 }
+
+Test(journal, reset_sets_the_segments_aside_and_a_copy_starts_afresh)
+{
+    char *a = s_tmpdir(), *b = s_tmpdir();
+    /* b: a journal of its own, 30 records */
+    zxb_journal_t *jb = s_open(b, ZXB_FSYNC_BATCH, 0);
+    char err[256] = "";
+    cr_assert_eq(zxb_journal_replay(jb, NULL, NULL, NULL, err, sizeof err), 0);
+    for (int i = 1; i <= 30; i++) {
+        s_append_str(jb, 1, "mine %d", i);
+    }
+    zxb_journal_flush(jb);
+    cr_assert(s_wait_committed(jb, 30));
+    cr_assert_eq(zxb_journal_last(jb), 30);
+    /* a: another lineage, whose snapshot starts at LSN 11 (below b's 30) */
+    zxb_journal_t *ja = s_open(a, ZXB_FSYNC_BATCH, 0);
+    cr_assert_eq(zxb_journal_replay(ja, NULL, NULL, NULL, err, sizeof err), 0);
+    for (int i = 1; i <= 10; i++) {
+        s_append_str(ja, 1, "old %d", i);
+    }
+    zxb_journal_flush(ja);
+    cr_assert(s_wait_committed(ja, 10));
+    s_copy_t copy = {0};
+    zxb_journal_set_tap(ja, s_copy_tap, &copy);
+    zxb_journal_snapshot_begin(ja);
+    s_append_str(ja, 2, "theirs %d", 1);
+    zxb_journal_snapshot_end(ja);
+    zxb_journal_flush(ja);
+    cr_assert(s_wait_committed(ja, 13));
+    zxb_journal_set_tap(ja, NULL, NULL);
+    uint8_t lineage[16];
+    zxb_journal_lineage(ja, lineage);
+    zxb_journal_destroy(&ja);
+    cr_assert_eq(copy.first, 11);
+
+    cr_assert_eq(zxb_journal_append_raw(jb, lineage, copy.buf, copy.len, err, sizeof err), 0,
+                 "another lineage is refused without a reset");
+    zxb_journal_reset(jb);
+    cr_assert_eq(zxb_journal_committed(jb), 0, "nothing committed of the copy yet");
+    cr_assert_eq(zxb_journal_append_raw(jb, lineage, copy.buf, copy.len, err, sizeof err), 13, "%s",
+                 err);
+    zxb_journal_flush(jb);
+    cr_assert(s_wait_committed(jb, 13));
+    zxb_journal_destroy(&jb);
+    char segs[8][64];
+    cr_assert_eq(s_segments(b, segs, 8), 1);
+    char prev[600];
+    snprintf(prev, sizeof prev, "%s/previous", b);
+    cr_assert_eq(s_segments(prev, segs, 8), 1, "b's own segment is kept in previous/");
+    zxb_journal_stats_t st;
+    s_seen_t *seen = s_replay(b, &jb, &st);
+    cr_assert_eq(seen->n, 1);
+    cr_assert_str_eq(seen->bodies[0], "theirs 1");
+    cr_assert_eq(seen->lsns[0], 12);
+    zxb_journal_destroy(&jb);
+    free(seen);
+    free(copy.buf);
+    s_rmtree(&a);
+    s_rmtree(&b);
+}
+
+Test(journal, random_damage_gives_an_error_or_a_prefix_never_a_crash)
+{
+    char *dir = s_tmpdir();
+    zxb_journal_t *j = s_open(dir, ZXB_FSYNC_BATCH, 512);
+    char err[256] = "";
+    cr_assert_eq(zxb_journal_replay(j, NULL, NULL, NULL, err, sizeof err), 0);
+    for (int i = 1; i <= 60; i++) {
+        s_append_str(j, 1, "record %d", i);
+        if (i % 4 == 0) {
+            zxb_journal_flush(j);
+        }
+    }
+    zxb_journal_destroy(&j);
+    char names[16][64];
+    size_t n = s_segments(dir, names, 16);
+    cr_assert_geq(n, 3);
+    uint8_t *orig[16];
+    size_t lens[16];
+    for (size_t k = 0; k < n; k++) {
+        char p[600];
+        s_path(p, sizeof p, dir, names[k]);
+        orig[k] = s_read_file(p, &lens[k]);
+    }
+    unsigned seed = 18;
+    int errors = 0, prefixes = 0;
+    for (int round = 0; round < 300; round++) {
+        /* the original files, one of them damaged */
+        char segs[16][64];
+        size_t m = s_segments(dir, segs, 16);
+        for (size_t k = 0; k < m; k++) {
+            char p[600];
+            s_path(p, sizeof p, dir, segs[k]);
+            unlink(p);
+        }
+        size_t victim = (size_t)rand_r(&seed) % n;
+        size_t at = (size_t)rand_r(&seed) % lens[victim];
+        bool cut = rand_r(&seed) % 4 == 0;
+        for (size_t k = 0; k < n; k++) {
+            char p[600];
+            s_path(p, sizeof p, dir, names[k]);
+            if (k != victim) {
+                s_write_file(p, orig[k], lens[k]);
+            } else if (cut) {
+                s_write_file(p, orig[k], at);
+            } else {
+                uint8_t *bad = malloc(lens[k]);
+                memcpy(bad, orig[k], lens[k]);
+                bad[at] ^= (uint8_t)(1 + rand_r(&seed) % 255);
+                s_write_file(p, bad, lens[k]);
+                free(bad);
+            }
+        }
+        j = s_open(dir, ZXB_FSYNC_BATCH, 0);
+        s_seen_t *seen = calloc(1, sizeof *seen);
+        err[0] = 0;
+        int rc = zxb_journal_replay(j, s_collect, seen, NULL, err, sizeof err);
+        if (rc != 0) {
+            cr_assert_neq(err[0], 0, "an error says what");
+            errors++;
+        } else {
+            prefixes++;
+            cr_assert_leq(seen->n, 60);
+            for (size_t i = 0; i < seen->n; i++) {
+                char want[64];
+                snprintf(want, sizeof want, "record %zu", i + 1);
+                cr_assert_eq(seen->lsns[i], i + 1, "round %d: a prefix, in order", round);
+                cr_assert_str_eq(seen->bodies[i], want, "round %d", round);
+            }
+            cr_assert_eq(victim, n - 1,
+                         "round %d: damage before the last segment is an error, not a tail", round);
+            cr_assert_lt(seen->n, 60, "round %d: the damaged record is not replayed", round);
+        }
+        zxb_journal_destroy(&j);
+        free(seen);
+    }
+    cr_assert_gt(errors, 0);
+    cr_assert_gt(prefixes, 0);
+    for (size_t k = 0; k < n; k++) {
+        free(orig[k]);
+    }
+    s_rmtree(&dir);
+}

@@ -35,8 +35,6 @@
 enum { S_JOB = 1, S_TASK = 2, S_RESULT = 3, S_END = 4 };
 enum { S_JF_CANCELLED = 1, S_JF_EXPIRED = 2, S_JF_DELETED = 4 };
 
-#define S_SNAPSHOT_MIN (64ull << 20)
-
 /* An ACCEPTED waiting for its record's commit. */
 typedef struct {
     uint8_t session[ZXP_ID_LEN];
@@ -49,6 +47,19 @@ typedef struct {
 } s_mark_t;
 
 /* ---- appends ------------------------------------------------------------------------ */
+
+/* What is live in the journal (what a snapshot would write) is estimated
+   as it changes: a TASK record's bytes (about 60 and its arguments) from
+   its append to the task's END; a held result's RESULT record (about 70
+   and the result) from its append to its RACK, while the task's arguments
+   no longer count (a snapshot writes a held task without them). */
+#define S_TASK_OVERHEAD 60
+#define S_RESULT_OVERHEAD 70
+
+void zxb_durable_unlive(zxb_broker_t *self, uint64_t bytes)
+{
+    self->live_bytes = self->live_bytes > bytes ? self->live_bytes - bytes : 0;
+}
 
 static msgpack_packer *s_begin(zxb_broker_t *self)
 {
@@ -223,10 +234,7 @@ void zxb_durable_end(zxb_broker_t *self, zxb_task_t *t)
     s_pack_id(pk, t->client->session);
     msgpack_pack_uint64(pk, t->seq);
     s_append(self, S_END);
-    /* what the task's records took is no longer live (an estimate: its
-       arguments or result and the header around them) */
-    uint64_t gone = (uint64_t)t->size + 60;
-    self->live_bytes = self->live_bytes > gone ? self->live_bytes - gone : 0;
+    zxb_durable_unlive(self, (uint64_t)t->size + S_TASK_OVERHEAD);
 }
 
 void zxb_durable_job(zxb_broker_t *self, zxb_job_t *job)
@@ -420,7 +428,8 @@ void zxb_durable_turn(zxb_broker_t *self)
         return;
     }
     uint64_t since = zxb_journal_bytes_since_snapshot(self->journal);
-    uint64_t due = 4 * self->live_bytes > S_SNAPSHOT_MIN ? 4 * self->live_bytes : S_SNAPSHOT_MIN;
+    uint64_t min = self->cfg.snapshot_bytes ? self->cfg.snapshot_bytes : (64ull << 20);
+    uint64_t due = 4 * self->live_bytes > min ? 4 * self->live_bytes : min;
     if (!self->journal_failed && since > due) {
         s_snapshot(self);
     }
@@ -545,7 +554,7 @@ static void s_replay_task(s_replay_t *r, const msgpack_object *o)
         c->job->submitted++;
     }
     zx__list_push_back(&r->pending, &t->link);
-    self->live_bytes += args.len + 60;
+    self->live_bytes += args.len + S_TASK_OVERHEAD;
     self->recovered_tasks++;
 }
 
@@ -565,7 +574,7 @@ static void s_replay_result(s_replay_t *r, const msgpack_object *o)
         zxb_task_release(self, t);
         return;
     }
-    self->live_bytes += pl.len + 60;
+    self->live_bytes += pl.len + S_RESULT_OVERHEAD;
     self->recovered_results++;
 }
 
@@ -577,8 +586,7 @@ static void s_replay_end(s_replay_t *r, const msgpack_object *o)
     if (!t) {
         return;
     }
-    uint64_t gone = (uint64_t)t->size + 60;
-    self->live_bytes = self->live_bytes > gone ? self->live_bytes - gone : 0;
+    zxb_durable_unlive(self, (uint64_t)t->size + S_TASK_OVERHEAD);
     if (t->state == ZXB_T_JHELD) {
         zxb_job_t *job = c->job;
         job->acked++;

@@ -219,10 +219,14 @@ bool zxb_job_hold(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const char
     if (t->fn) {
         t->fn->refs++;
     }
+    uint32_t args = t->size; /* its arguments no longer count as live journal bytes */
     if (payload && *payload) {
         zxb_task_payload_set(t, payload);
     } else {
         zxb_task_payload_set_mem(t, mem, len);
+    }
+    if (t->journaled) {
+        zxb_durable_unlive(self, args);
     }
     t->held_status = status;
     t->held_pid = pid;
@@ -254,6 +258,9 @@ void zxb_job_unhold(zxb_broker_t *self, zxb_job_t *job, zxb_task_t *t)
     job->held--;
     job->held_bytes -= t->size;
     self->jobs_held--;
+    if (t->journaled) {
+        zxb_durable_unlive(self, 70); /* its RESULT record (durable.c) */
+    }
     t->state = ZXB_T_FREE;
     zxb_task_release(self, t);
 }

@@ -47,6 +47,7 @@ typedef struct {
     int64_t job_retention_s; /* --job-retention: a job is dropped this long after its last
                                 activity */
     uint64_t job_max_bytes;  /* --job-max-bytes: held result bytes per job */
+    uint64_t snapshot_bytes; /* --journal-snapshot: least journal growth between snapshots */
 } zxb_config_t;
 
 /* metrics.c: the Prometheus endpoint. new: NULL on a bad or refused

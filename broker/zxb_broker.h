@@ -330,6 +330,8 @@ bool zxb_durable_visible(const zxb_broker_t *self, const zxb_task_t *t);
 void zxb_durable_result(zxb_broker_t *self, zxb_task_t *t);
 /* A journaled task is forgotten (result sent, RACKed, cancelled, dropped). */
 void zxb_durable_end(zxb_broker_t *self, zxb_task_t *t);
+/* bytes of the journal are no longer live (the snapshot estimate). */
+void zxb_durable_unlive(zxb_broker_t *self, uint64_t bytes);
 /* A job's record (made, attached, cancelled, expired, deleted). */
 void zxb_durable_job(zxb_broker_t *self, zxb_job_t *job);
 /* After a WRESULT message of n items from w: acknowledged once committed. */

@@ -1,0 +1,493 @@
+/*  test_standby.c - the standby broker's mechanism (broker/standby.c, with
+    broker/journal.c, compiled into this test).
+
+    The state machine alone, on a fake clock: a primary alone serves once
+    the peer's liveness has passed and a client comes, a backup alone never;
+    a pair settles as primary active, backup passive; a passive takes over
+    only when its peer has been silent for its liveness AND a client request
+    reaches it, and only with a complete copy; a partition between the two
+    while clients reach the active changes nothing; dual actives end with
+    the backup stepping down; restarts beside a passive.
+
+    The peer link, two standbys in this process over inproc with real
+    journals in temporary directories and the fake clock driving heartbeats
+    and expiry: the backup's copy starts from the primary's snapshot and
+    becomes complete; the primary's acknowledgements then wait for the
+    backup's; the primary dies; the backup takes over at the first client
+    request after the liveness, and its journal replays everything the
+    primary acknowledged.
+*/
+#include "../broker/journal.c"
+#include "../broker/standby.c"
+
+#include <criterion/criterion.h>
+#include <ftw.h>
+#include <poll.h>
+
+#define LIVE 300 /* heartbeat 100 ms x liveness 3 */
+
+/* ---- the state machine ------------------------------------------------------------------ */
+
+Test(standby_fsm, a_primary_alone_serves_after_the_liveness_and_a_backup_alone_never)
+{
+    zxb_sb_t p, b;
+    zxb_sb_init(&p, true, LIVE, 1000);
+    zxb_sb_init(&b, false, LIVE, 1000);
+    cr_assert_eq(p.state, ZXB_SB_PRIMARY);
+    cr_assert_eq(zxb_sb_event(&p, ZXB_SB_CLIENT_REQUEST, 1100), ZXB_SB_REJECT,
+                 "a backup may be active somewhere: wait out its liveness");
+    cr_assert_eq(p.state, ZXB_SB_PRIMARY);
+    cr_assert_eq(zxb_sb_event(&p, ZXB_SB_CLIENT_REQUEST, 1000 + LIVE), ZXB_SB_OK);
+    cr_assert_eq(p.state, ZXB_SB_ACTIVE);
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_CLIENT_REQUEST, 1000 + 100 * LIVE), ZXB_SB_REJECT);
+    cr_assert_eq(b.state, ZXB_SB_BACKUP, "a backup that starts alone waits for its primary");
+}
+
+Test(standby_fsm, a_pair_settles_primary_active_backup_passive)
+{
+    zxb_sb_t p, b;
+    zxb_sb_init(&p, true, LIVE, 0);
+    zxb_sb_init(&b, false, LIVE, 0);
+    /* the backup hears the primary first: nothing yet */
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_PEER_PRIMARY, 10), ZXB_SB_OK);
+    cr_assert_eq(b.state, ZXB_SB_BACKUP);
+    cr_assert_eq(zxb_sb_event(&p, ZXB_SB_PEER_BACKUP, 20), ZXB_SB_OK);
+    cr_assert_eq(p.state, ZXB_SB_ACTIVE);
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_PEER_ACTIVE, 30), ZXB_SB_OK);
+    cr_assert_eq(b.state, ZXB_SB_PASSIVE);
+    cr_assert_not(b.eligible, "a new passive has no copy yet");
+    cr_assert_eq(zxb_sb_event(&p, ZXB_SB_PEER_STALE, 40), ZXB_SB_OK);
+    cr_assert_eq(p.state, ZXB_SB_ACTIVE);
+    cr_assert_eq(zxb_sb_event(&p, ZXB_SB_CLIENT_REQUEST, 50), ZXB_SB_OK);
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_CLIENT_REQUEST, 50), ZXB_SB_REJECT);
+}
+
+Test(standby_fsm, both_primary_is_a_configuration_error)
+{
+    zxb_sb_t p;
+    zxb_sb_init(&p, true, LIVE, 0);
+    cr_assert_eq(zxb_sb_event(&p, ZXB_SB_PEER_PRIMARY, 10), ZXB_SB_SAME_ROLE);
+    cr_assert_eq(p.state, ZXB_SB_PRIMARY);
+}
+
+/* A passive backup with a complete copy beside an active primary. */
+static void s_pair(zxb_sb_t *p, zxb_sb_t *b)
+{
+    zxb_sb_init(p, true, LIVE, 0);
+    zxb_sb_init(b, false, LIVE, 0);
+    zxb_sb_event(p, ZXB_SB_PEER_BACKUP, 0);
+    zxb_sb_event(b, ZXB_SB_PEER_ACTIVE, 0);
+    b->eligible = true; /* the link sets it once the copy is complete */
+    zxb_sb_event(p, ZXB_SB_PEER_PASSIVE, 0);
+    cr_assert_eq(p->state, ZXB_SB_ACTIVE);
+    cr_assert_eq(b->state, ZXB_SB_PASSIVE);
+}
+
+Test(standby_fsm, failover_needs_the_peer_silent_for_its_liveness_and_a_client)
+{
+    zxb_sb_t p, b;
+    s_pair(&p, &b);
+    int64_t t = 0;
+    /* the primary heartbeats; clients ask the backup: it never serves */
+    for (; t < 10 * LIVE; t += 100) {
+        zxb_sb_event(&b, ZXB_SB_PEER_ACTIVE, t);
+        cr_assert_eq(zxb_sb_event(&b, ZXB_SB_CLIENT_REQUEST, t + 50), ZXB_SB_REJECT);
+    }
+    /* the primary dies at t: silence alone changes nothing */
+    int64_t died = t - 100;
+    cr_assert_eq(b.state, ZXB_SB_PASSIVE);
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_CLIENT_REQUEST, died + LIVE - 1), ZXB_SB_REJECT,
+                 "one ms before the liveness is up");
+    cr_assert_eq(b.state, ZXB_SB_PASSIVE);
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_CLIENT_REQUEST, died + LIVE), ZXB_SB_OK);
+    cr_assert_eq(b.state, ZXB_SB_ACTIVE, "failover");
+    /* the primary comes back: it sees an active backup and goes passive */
+    zxb_sb_t p2;
+    zxb_sb_init(&p2, true, LIVE, died + 5000);
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_PEER_PRIMARY, died + 5000), ZXB_SB_OK);
+    cr_assert_eq(b.state, ZXB_SB_ACTIVE);
+    cr_assert_eq(zxb_sb_event(&p2, ZXB_SB_PEER_ACTIVE, died + 5000), ZXB_SB_OK);
+    cr_assert_eq(p2.state, ZXB_SB_PASSIVE);
+    cr_assert_not(p2.eligible);
+}
+
+Test(standby_fsm, a_passive_without_a_complete_copy_never_takes_over)
+{
+    zxb_sb_t p, b;
+    s_pair(&p, &b);
+    b.eligible = false;
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_CLIENT_REQUEST, 100 * LIVE), ZXB_SB_REJECT);
+    cr_assert_eq(b.state, ZXB_SB_PASSIVE);
+    /* its primary restarts: the primary serves, seeing it stale */
+    zxb_sb_t p2;
+    zxb_sb_init(&p2, true, LIVE, 200 * LIVE);
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_PEER_PRIMARY, 200 * LIVE), ZXB_SB_OK);
+    cr_assert_eq(b.state, ZXB_SB_PASSIVE);
+    cr_assert_eq(zxb_sb_event(&p2, ZXB_SB_PEER_STALE, 200 * LIVE), ZXB_SB_OK);
+    cr_assert_eq(p2.state, ZXB_SB_ACTIVE);
+}
+
+Test(standby_fsm, an_eligible_passive_takes_over_when_its_active_peer_restarts)
+{
+    zxb_sb_t p, b;
+    s_pair(&p, &b);
+    /* the primary crashed and came back within the liveness: it is a
+       primary again; the passive holds every acknowledged record */
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_PEER_PRIMARY, 150), ZXB_SB_OK);
+    cr_assert_eq(b.state, ZXB_SB_ACTIVE);
+    zxb_sb_t p2;
+    zxb_sb_init(&p2, true, LIVE, 150);
+    cr_assert_eq(zxb_sb_event(&p2, ZXB_SB_PEER_ACTIVE, 160), ZXB_SB_OK);
+    cr_assert_eq(p2.state, ZXB_SB_PASSIVE);
+}
+
+Test(standby_fsm, a_partition_with_clients_on_the_active_side_keeps_one_active)
+{
+    zxb_sb_t p, b;
+    s_pair(&p, &b);
+    /* the link between the brokers is cut at 0; clients reach both
+       brokers, and talk to the one that serves them: the primary */
+    for (int64_t t = 0; t < 1000 * LIVE; t += 100) {
+        cr_assert_eq(zxb_sb_event(&p, ZXB_SB_CLIENT_REQUEST, t), ZXB_SB_OK);
+        cr_assert_eq(p.state, ZXB_SB_ACTIVE);
+        cr_assert_eq(b.state, ZXB_SB_PASSIVE, "no client request reaches the passive");
+    }
+    /* healed: each hears the other again, nothing moves */
+    cr_assert_eq(zxb_sb_event(&p, ZXB_SB_PEER_PASSIVE, 1000 * LIVE), ZXB_SB_OK);
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_PEER_ACTIVE, 1000 * LIVE), ZXB_SB_OK);
+    cr_assert_eq(p.state, ZXB_SB_ACTIVE);
+    cr_assert_eq(b.state, ZXB_SB_PASSIVE);
+}
+
+Test(standby_fsm, dual_actives_end_with_the_backup_stepping_down)
+{
+    zxb_sb_t p, b;
+    s_pair(&p, &b);
+    /* a client reached only the backup during a partition */
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_CLIENT_REQUEST, 2 * LIVE), ZXB_SB_OK);
+    cr_assert_eq(b.state, ZXB_SB_ACTIVE);
+    /* healed */
+    cr_assert_eq(zxb_sb_event(&b, ZXB_SB_PEER_ACTIVE, 3 * LIVE), ZXB_SB_DUAL_ACTIVE);
+    cr_assert_eq(zxb_sb_event(&p, ZXB_SB_PEER_ACTIVE, 3 * LIVE), ZXB_SB_DUAL_ACTIVE);
+    cr_assert_eq(p.state, ZXB_SB_ACTIVE, "the primary stays");
+    cr_assert_eq(b.state, ZXB_SB_PASSIVE, "the backup steps down");
+    cr_assert_not(b.eligible, "and needs a new copy");
+}
+
+/* ---- the peer link -------------------------------------------------------------------------- */
+
+typedef struct {
+    zxb_journal_t *j;
+    zxb_standby_t *sb;
+    char *dir;
+    bool dead; /* not pumped: the process is gone */
+    int snapshots;
+    int transitions;
+    zxb_sb_state_t last_to;
+    uint64_t live; /* records 1..live of the test's "state" */
+} s_node_t;
+
+static char *s_tmpdir(void)
+{
+    char tmpl[] = "/tmp/zxsb-test-XXXXXX";
+    char *d = mkdtemp(tmpl);
+    cr_assert_not_null(d);
+    return strdup(d);
+}
+
+static int s_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void s_on_state_cb(void *arg, zxb_sb_state_t from, zxb_sb_state_t to)
+{
+    s_node_t *n = arg;
+    n->transitions++;
+    n->last_to = to;
+}
+
+/* The broker's snapshot: a record per live object (here: "task i"). */
+static void s_snapshot_cb(void *arg)
+{
+    s_node_t *n = arg;
+    n->snapshots++;
+    zxb_journal_snapshot_begin(n->j);
+    for (uint64_t i = 1; i <= n->live; i++) {
+        char body[32];
+        int len = snprintf(body, sizeof body, "task %" PRIu64, i);
+        zxb_journal_append(n->j, 1, body, (size_t)len);
+    }
+    zxb_journal_snapshot_end(n->j);
+    zxb_journal_flush(n->j);
+}
+
+static void s_node_open(s_node_t *n, bool primary, const char *ep, uint64_t records, int64_t now)
+{
+    memset(n, 0, sizeof *n);
+    n->dir = s_tmpdir();
+    zxb_journal_config_t cfg = {.dir = n->dir, .fsync = ZXB_FSYNC_BATCH};
+    char err[256] = "";
+    n->j = zxb_journal_open(&cfg, err, sizeof err);
+    cr_assert_not_null(n->j, "%s", err);
+    cr_assert_eq(zxb_journal_replay(n->j, NULL, NULL, NULL, err, sizeof err), 0, "%s", err);
+    for (uint64_t i = 1; i <= records; i++) {
+        char body[32];
+        int len = snprintf(body, sizeof body, "task %" PRIu64, i);
+        zxb_journal_append(n->j, 1, body, (size_t)len);
+    }
+    n->live = records;
+    zxb_journal_flush(n->j);
+    zxb_standby_config_t sc = {.primary = primary,
+                               .peer = ep,
+                               .heartbeat_ms = 100,
+                               .liveness = 3,
+                               .journal = n->j,
+                               .on_state = s_on_state_cb,
+                               .snapshot = s_snapshot_cb,
+                               .arg = n};
+    n->sb = zxb_standby_new(&sc, now, err, sizeof err);
+    cr_assert_not_null(n->sb, "%s", err);
+}
+
+static void s_node_close(s_node_t *n)
+{
+    zxb_standby_destroy(&n->sb);
+    zxb_journal_destroy(&n->j);
+    nftw(n->dir, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+    free(n->dir);
+}
+
+/* What the broker's loop does for the standby, once. */
+static void s_pump(s_node_t *n, int64_t now)
+{
+    if (n->dead) {
+        return;
+    }
+    zxb_standby_handle(n->sb, now);
+    zxb_standby_tick(n->sb, now);
+    zxb_standby_committed(n->sb, zxb_journal_committed(n->j), now);
+}
+
+/* Pumps both, step fake ms per round, until cond holds; false after 3000
+   rounds (each waits up to 5 ms for a file descriptor). Waits for the disk
+   use step 0: however slow it is, no peer expires meanwhile. */
+static bool s_until_step(s_node_t *a, s_node_t *b, int64_t *now,
+                         bool (*cond)(s_node_t *, s_node_t *), int64_t step)
+{
+    for (int i = 0; i < 3000; i++) {
+        s_pump(a, *now);
+        s_pump(b, *now);
+        if (cond(a, b)) {
+            return true;
+        }
+        struct pollfd fds[6];
+        int n = 0;
+        s_node_t *nodes[2] = {a, b};
+        for (int k = 0; k < 2; k++) {
+            if (!nodes[k]->dead) {
+                int f[2];
+                zxb_standby_fds(nodes[k]->sb, f);
+                fds[n++] = (struct pollfd){.fd = f[0], .events = POLLIN};
+                fds[n++] = (struct pollfd){.fd = f[1], .events = POLLIN};
+                fds[n++] = (struct pollfd){.fd = zxb_journal_fd(nodes[k]->j), .events = POLLIN};
+            }
+        }
+        poll(fds, (nfds_t)n, 5);
+        *now += step;
+    }
+    return false;
+}
+
+static bool s_until(s_node_t *a, s_node_t *b, int64_t *now, bool (*cond)(s_node_t *, s_node_t *))
+{
+    return s_until_step(a, b, now, cond, 10);
+}
+
+static bool s_settled(s_node_t *p, s_node_t *b)
+{
+    return zxb_standby_state(p->sb) == ZXB_SB_ACTIVE &&
+           zxb_standby_state(b->sb) == ZXB_SB_PASSIVE && zxb_standby_eligible(b->sb);
+}
+
+static uint64_t s_last_p;
+
+static bool s_durable(s_node_t *p, s_node_t *b)
+{
+    return zxb_standby_durable(p->sb, zxb_journal_committed(p->j)) >= s_last_p;
+}
+
+static bool s_committed(s_node_t *p, s_node_t *b)
+{
+    return zxb_journal_committed(p->j) >= s_last_p;
+}
+
+static bool s_b_peer_gone(s_node_t *p, s_node_t *b)
+{
+    return !b->sb->peer_alive;
+}
+
+typedef struct {
+    size_t n;
+    char bodies[64][32];
+} s_bodies_t;
+
+static int s_collect(void *arg, uint8_t type, uint64_t lsn, const uint8_t *body, size_t len)
+{
+    s_bodies_t *b = arg;
+    cr_assert_lt(b->n, 64);
+    cr_assert_lt(len, 32);
+    memcpy(b->bodies[b->n], body, len);
+    b->bodies[b->n][len] = 0;
+    b->n++;
+    return 0;
+}
+
+Test(standby_link, the_backup_copies_the_journal_gates_acks_and_takes_over)
+{
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://zxsb-test-%d", (int)getpid());
+    int64_t now = 1000;
+    s_node_t p, b;
+    s_node_open(&p, true, ep, 20, now);
+    s_node_open(&b, false, ep, 0, now);
+
+    cr_assert(s_until(&p, &b, &now, s_settled), "primary active, backup passive and complete");
+    cr_assert_geq(p.snapshots, 1, "the copy started from a snapshot of the primary");
+    cr_assert_eq(b.snapshots, 0);
+    cr_assert_eq(p.last_to, ZXB_SB_ACTIVE);
+    cr_assert_eq(b.last_to, ZXB_SB_PASSIVE);
+    uint8_t lp[16], lb[16];
+    zxb_journal_lineage(p.j, lp);
+    zxb_journal_lineage(b.j, lb);
+    cr_assert_arr_eq(lp, lb, 16, "the copy has the primary's lineage");
+
+    /* ten more tasks; with the backup stalled, the primary commits them
+       but may not acknowledge them */
+    for (int i = 21; i <= 30; i++) {
+        char body[32];
+        int len = snprintf(body, sizeof body, "task %d", i);
+        s_last_p = zxb_journal_append(p.j, 1, body, (size_t)len);
+    }
+    p.live = 30;
+    zxb_journal_flush(p.j);
+    b.dead = true;
+    cr_assert(s_until_step(&p, &b, &now, s_committed, 0));
+    cr_assert_lt(zxb_standby_durable(p.sb, zxb_journal_committed(p.j)), s_last_p,
+                 "not durable in the pair before the backup has it");
+    b.dead = false;
+    cr_assert(s_until(&p, &b, &now, s_durable), "durable once the backup acknowledged");
+
+    /* the primary dies; clients come to the backup */
+    p.dead = true;
+    cr_assert_eq(zxb_standby_client_request(b.sb, now), -1, "the peer is not silent long enough");
+    cr_assert(s_until(&p, &b, &now, s_b_peer_gone));
+    cr_assert_eq(zxb_standby_state(b.sb), ZXB_SB_PASSIVE, "silence alone changes nothing");
+    int before = b.transitions;
+    cr_assert_eq(zxb_standby_client_request(b.sb, now), 0, "failover");
+    cr_assert_eq(zxb_standby_state(b.sb), ZXB_SB_ACTIVE);
+    cr_assert_eq(b.transitions, before + 1);
+    cr_assert_eq(b.last_to, ZXB_SB_ACTIVE, "on_state told the broker");
+
+    /* the broker would now rebuild its state from its journal */
+    zxb_standby_destroy(&b.sb);
+    zxb_journal_destroy(&b.j);
+    zxb_journal_config_t cfg = {.dir = b.dir};
+    char err[256] = "";
+    b.j = zxb_journal_open(&cfg, err, sizeof err);
+    cr_assert_not_null(b.j, "%s", err);
+    s_bodies_t got = {0};
+    cr_assert_eq(zxb_journal_replay(b.j, s_collect, &got, NULL, err, sizeof err), 0, "%s", err);
+    cr_assert_geq(got.n, 30, "every acknowledged task: %zu", got.n);
+    /* the snapshot's copies, then what followed, with no task missing */
+    bool seen[31] = {false};
+    for (size_t i = 0; i < got.n; i++) {
+        int k = 0;
+        cr_assert_eq(sscanf(got.bodies[i], "task %d", &k), 1);
+        cr_assert(k >= 1 && k <= 30, "%s", got.bodies[i]);
+        seen[k] = true;
+    }
+    for (int k = 1; k <= 30; k++) {
+        cr_assert(seen[k], "task %d is in the backup's journal", k);
+    }
+    zxb_journal_destroy(&b.j);
+    s_node_close(&p);
+    s_node_close(&b);
+}
+
+static bool s_p_peer_gone(s_node_t *p, s_node_t *b)
+{
+    return !p->sb->peer_alive;
+}
+
+static bool s_regated(s_node_t *p, s_node_t *b)
+{
+    return p->sb->gating && zxb_standby_eligible(b->sb) && s_durable(p, b);
+}
+
+Test(standby_link, a_passive_that_missed_records_is_copied_again_before_it_counts)
+{
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://zxsb-test2-%d", (int)getpid());
+    int64_t now = 1000;
+    s_node_t p, b;
+    s_node_open(&p, true, ep, 5, now);
+    s_node_open(&b, false, ep, 0, now);
+    cr_assert(s_until(&p, &b, &now, s_settled));
+    int snaps = p.snapshots;
+
+    /* the backup stalls past the liveness: the primary acknowledges alone
+       and drops what it cannot send */
+    b.dead = true;
+    cr_assert(s_until(&p, &b, &now, s_p_peer_gone));
+    cr_assert_not(p.sb->gating);
+    for (int i = 6; i <= 15; i++) {
+        char body[32];
+        int len = snprintf(body, sizeof body, "task %d", i);
+        s_last_p = zxb_journal_append(p.j, 1, body, (size_t)len);
+    }
+    p.live = 15;
+    zxb_journal_flush(p.j);
+    cr_assert(s_until(&p, &b, &now, s_committed));
+    cr_assert_eq(zxb_standby_durable(p.sb, zxb_journal_committed(p.j)), s_last_p,
+                 "alone, the primary's commit is enough");
+
+    /* back: the backup must not count (nor take over) until a new copy */
+    b.dead = false;
+    cr_assert(s_until(&p, &b, &now, s_regated), "copied again, counted again");
+    cr_assert_gt(p.snapshots, snaps, "a new snapshot made the new copy");
+    for (int i = 16; i <= 20; i++) {
+        char body[32];
+        int len = snprintf(body, sizeof body, "task %d", i);
+        s_last_p = zxb_journal_append(p.j, 1, body, (size_t)len);
+    }
+    p.live = 20;
+    zxb_journal_flush(p.j);
+    cr_assert(s_until(&p, &b, &now, s_durable));
+
+    /* takeover: the backup's journal holds tasks 1..20 */
+    p.dead = true;
+    cr_assert(s_until(&p, &b, &now, s_b_peer_gone));
+    cr_assert_eq(zxb_standby_client_request(b.sb, now), 0);
+    zxb_standby_destroy(&b.sb);
+    zxb_journal_destroy(&b.j);
+    zxb_journal_config_t cfg = {.dir = b.dir};
+    char err[256] = "";
+    b.j = zxb_journal_open(&cfg, err, sizeof err);
+    cr_assert_not_null(b.j, "%s", err);
+    s_bodies_t got = {0};
+    cr_assert_eq(zxb_journal_replay(b.j, s_collect, &got, NULL, err, sizeof err), 0, "%s", err);
+    bool seen[21] = {false};
+    for (size_t i = 0; i < got.n; i++) {
+        int k = 0;
+        cr_assert_eq(sscanf(got.bodies[i], "task %d", &k), 1);
+        cr_assert(k >= 1 && k <= 20, "%s", got.bodies[i]);
+        seen[k] = true;
+    }
+    for (int k = 1; k <= 20; k++) {
+        cr_assert(seen[k], "task %d is in the backup's journal", k);
+    }
+    zxb_journal_destroy(&b.j);
+    s_node_close(&p);
+    s_node_close(&b);
+}

@@ -17,50 +17,14 @@
 set -uo pipefail
 BIN=${ZEXEC_BIN_DIR:-$(cd "$(dirname "$0")/../build/plain" 2>/dev/null && pwd)}
 Z=$BIN/zexec
-START=$(date +%s)
+. "$(dirname "$0")/lib.sh"
 T=zxmh$$
 NET=10.231.7
-TMP=$(mktemp -d /tmp/$T.XXXXXX)
-PIDS=()
-skip() { echo "SKIP: $*"; exit 77; }
-fail() { echo "FAIL: $*"; exit 1; }
-step() { echo "== $* ($(( $(date +%s) - START )) s)"; }
+zxt_init "$T"
 
-[ "$(id -u)" -eq 0 ] || skip "not root: network namespaces need root"
-command -v ip >/dev/null || skip "no ip command (iproute2)"
 [ -x "$Z" ] && [ -x "$BIN/zexec-broker" ] && [ -x "$BIN/zexec-worker" ] ||
   fail "binaries not found in $BIN (set ZEXEC_BIN_DIR)"
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  for h in br w1 w2 cl sw; do ip netns del "$T-$h" 2>/dev/null; done
-  if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
-    for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -15 "$f"; }; done
-  fi
-  [ -n "${ZEXEC_KEEP_TMP:-}" ] && cp -r "$TMP" /tmp/zxmh-keep; rm -rf "$TMP"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-ip netns add "$T-sw" 2>"$TMP/netns.err" || skip "cannot make network namespaces: $(cat "$TMP/netns.err")"
-ip -n "$T-sw" link add br0 type bridge 2>"$TMP/br.err" || skip "no bridge support: $(cat "$TMP/br.err")"
-ip -n "$T-sw" link set br0 up
-n=1
-for h in br w1 w2 cl; do
-  ip netns add "$T-$h" || fail "netns $h"
-  ip link add "$T$h" type veth peer name eth0 netns "$T-$h" 2>"$TMP/veth.err" ||
-    skip "no veth support: $(cat "$TMP/veth.err")"
-  ip link set "$T$h" netns "$T-sw"
-  ip -n "$T-sw" link set "$T$h" master br0 up
-  ip -n "$T-$h" addr add "$NET.$n/24" dev eth0
-  ip -n "$T-$h" link set eth0 up
-  ip -n "$T-$h" link set lo up
-  n=$((n + 1))
-done
+zxt_star "$T" "$NET" br w1 w2 cl
 BR=$NET.1
 on() { local h=$1; shift; ip netns exec "$T-$h" "$@"; }
 

@@ -43,57 +43,18 @@ SHORT=${1:-1}
 LONG=${2:-5}
 BIN=${ZEXEC_BIN_DIR:-$(cd "$(dirname "$0")/../build/plain" 2>/dev/null && pwd)}
 Z=$BIN/zexec
-START=$(date +%s)
+. "$(dirname "$0")/lib.sh"
 T=zxpt$$
 NET=10.231.8
-TMP=$(mktemp -d /tmp/$T.XXXXXX)
-PIDS=()
 N=24
-skip() { echo "SKIP: $*"; exit 77; }
-fail() { echo "FAIL: $*"; exit 1; }
-step() { echo "== $* ($(($(date +%s) - START)) s)"; }
 
 for a in "$SHORT" "$LONG"; do
   case "$a" in '' | *[!0-9.]*) echo "usage: $0 [SHORT LONG] (seconds)" >&2; exit 2 ;; esac
 done
-[ "$(id -u)" -eq 0 ] || skip "not root: network namespaces need root"
-command -v ip >/dev/null || skip "no ip command (iproute2)"
+zxt_init "$T"
 [ -x "$Z" ] && [ -x "$BIN/zexec-broker" ] && [ -x "$BIN/zexec-worker" ] ||
   fail "binaries not found in $BIN (set ZEXEC_BIN_DIR)"
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  for h in br w1 w2 cl sw; do ip netns del "$T-$h" 2>/dev/null; done
-  if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
-    for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -15 "$f"; }; done
-  fi
-  [ -n "${ZEXEC_KEEP_TMP:-}" ] && cp -r "$TMP" /tmp/zxpt-keep
-  rm -rf "$TMP"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-ip netns add "$T-sw" 2>"$TMP/netns.err" || skip "cannot make network namespaces: $(cat "$TMP/netns.err")"
-ip -n "$T-sw" link add br0 type bridge 2>"$TMP/br.err" || skip "no bridge support: $(cat "$TMP/br.err")"
-ip -n "$T-sw" link set br0 up
-declare -A ADDR
-n=1
-for h in br w1 w2 cl; do
-  ip netns add "$T-$h" || fail "netns $h"
-  ip link add "$T$h" type veth peer name eth0 netns "$T-$h" 2>"$TMP/veth.err" ||
-    skip "no veth support: $(cat "$TMP/veth.err")"
-  ip link set "$T$h" netns "$T-sw"
-  ip -n "$T-sw" link set "$T$h" master br0 up
-  ip -n "$T-$h" addr add "$NET.$n/24" dev eth0
-  ip -n "$T-$h" link set eth0 up
-  ip -n "$T-$h" link set lo up
-  ADDR[$h]=$NET.$n
-  n=$((n + 1))
-done
+zxt_star "$T" "$NET" br w1 w2 cl
 ip -n "$T-br" route add blackhole "${ADDR[cl]}/32" 2>"$TMP/bh.err" ||
   skip "no blackhole routes: $(cat "$TMP/bh.err")"
 ip -n "$T-br" route del blackhole "${ADDR[cl]}/32"

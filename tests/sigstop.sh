@@ -38,46 +38,16 @@ set -uo pipefail
 TRIALS=${1:-20}
 BIN=${ZEXEC_BIN_DIR:-$(cd "$(dirname "$0")/../build/plain" 2>/dev/null && pwd)}
 Z=$BIN/zexec
-START=$(date +%s)
-TMP=$(mktemp -d /tmp/zxstop.XXXXXX)
-PIDS=()
+. "$(dirname "$0")/lib.sh"
 K=16
-skip() { echo "SKIP: $*"; exit 77; }
-fail() { echo "FAIL: trial ${TRIAL:-0}: $*"; exit 1; }
 
 case "$TRIALS" in '' | *[!0-9]* | 0) echo "usage: $0 [TRIALS]" >&2; exit 2 ;; esac
+zxt_init zxstop
+fail() { echo "FAIL: trial ${TRIAL:-0}: $*"; exit 1; }
 [ -x "$Z" ] && [ -x "$BIN/zexec-broker" ] && [ -x "$BIN/zexec-worker" ] ||
   fail "binaries not found in $BIN (set ZEXEC_BIN_DIR)"
 command -v timeout >/dev/null || skip "no timeout command (coreutils)"
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  # a stopped worker does not die of SIGKILL until continued
-  for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
-    for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -15 "$f"; }; done
-  fi
-  [ -n "${ZEXEC_KEEP_TMP:-}" ] && cp -r "$TMP" /tmp/zxstop-keep; rm -rf "$TMP"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-# Two free loopback ports: random ones that nothing listens on (a connect
-# is refused); the broker binds them at once.
-free_port() {
-  local p
-  for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return
-    fi
-  done
-  return 1
-}
 CP=$(free_port) && WP=$(free_port) && [ "$CP" != "$WP" ] || skip "no free loopback port"
 CEP=tcp://127.0.0.1:$CP
 WEP=tcp://127.0.0.1:$WP

@@ -27,41 +27,16 @@ MINUTES=${1:-60}
 EVERY=${2:-60}
 BIN=${ZEXEC_BIN_DIR:-$(cd "$(dirname "$0")/../build/plain" 2>/dev/null && pwd)}
 Z=$BIN/zexec
-START=$(date +%s)
-TMP=$(mktemp -d /tmp/zxsoak.XXXXXX)
-PIDS=()
+. "$(dirname "$0")/lib.sh"
 N=200
-fail() { echo "FAIL: $*"; exit 1; }
 case "$MINUTES$EVERY" in *[!0-9]*) echo "usage: $0 [MINUTES] [KILL_EVERY_S]" >&2; exit 2 ;; esac
 [ "$MINUTES" -gt 0 ] && [ "$EVERY" -gt 0 ] || { echo "usage: $0 [MINUTES] [KILL_EVERY_S]" >&2; exit 2; }
+zxt_init zxsoak
+W=()
+zxt_on_cleanup() { PIDS+=("${W[@]}"); } # the workers of the moment
 [ -x "$Z" ] && [ -x "$BIN/zexec-broker" ] && [ -x "$BIN/zexec-worker" ] ||
   fail "binaries not found in $BIN (set ZEXEC_BIN_DIR)"
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for p in "${PIDS[@]}" "${W[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  if [ $rc -ne 0 ]; then
-    for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -15 "$f"; }; done
-  fi
-  rm -rf "$TMP"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-free_port() {
-  local p
-  for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return
-    fi
-  done
-  return 1
-}
 CP=$(free_port) && WP=$(free_port) && [ "$CP" != "$WP" ] || fail "no free loopback port"
 CEP=tcp://127.0.0.1:$CP
 WEP=tcp://127.0.0.1:$WP
@@ -71,7 +46,6 @@ export ZEXEC_PARENT_PID=$$ # the daemons exit when this script is gone
   >"$TMP/broker.log" 2>&1 &
 BROKER=$!
 PIDS+=("$BROKER")
-W=()
 worker_start() { # index
   "$BIN/zexec-worker" --broker "$WEP" --node "soak$1" --threads 2 --procs 2 --heartbeat 0.2 \
     >>"$TMP/soak$1.log" 2>&1 &

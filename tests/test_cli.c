@@ -18,60 +18,19 @@ static zxt_cluster_t s_c;
 static char *s_zexec, *s_plugin;
 static char s_dir[] = "/tmp/zx_cli_XXXXXX";
 
-typedef struct {
-    int status; /* exit status, or -1 when it did not exit in time */
-    char *out, *err;
-} s_res_t;
+typedef zxt_proc_t s_res_t;
 
 /* Runs zexec with args (NULL-terminated) and stdin text, for at most
    timeout seconds. */
 static s_res_t s_zx(const char *in, double timeout, const char *const *args)
 {
-    char pin[512], pout[512], perr[512];
-    snprintf(pin, sizeof pin, "%s/in", s_dir);
-    snprintf(pout, sizeof pout, "%s/out", s_dir);
-    snprintf(perr, sizeof perr, "%s/err", s_dir);
-    FILE *f = fopen(pin, "w");
-    cr_assert(f);
-    fputs(in ? in : "", f);
-    fclose(f);
-    const char *argv[64] = {s_zexec};
-    int n = 1;
-    for (; args[n - 1]; n++) {
-        cr_assert_lt(n, 63);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        int i = open(pin, O_RDONLY), o = open(pout, O_WRONLY | O_CREAT | O_TRUNC, 0600),
-            e = open(perr, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(i, 0);
-        dup2(o, 1);
-        dup2(e, 2);
-        unsetenv("ZEXEC_BROKER");
-        setenv("ZEXEC_PROGRESS_EVERY", "0.05", 1);
-        execv(s_zexec, (char *const *)argv);
-        _exit(127);
-    }
-    s_res_t r = {.status = -1};
-    int st;
-    if (zxt_wait_exit(pid, timeout, &st)) {
-        r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    } else {
-        zxt_kill(pid);
-    }
-    r.out = zxt_slurp(pout);
-    r.err = zxt_slurp(perr);
-    return r;
+    const char *env[] = {"ZEXEC_BROKER", NULL, "ZEXEC_PROGRESS_EVERY", "0.05", NULL};
+    pid_t pid = zxt_run_cmd(s_zexec, s_dir, false, in, -1, args, env);
+    cr_assert_gt(pid, 0);
+    return zxt_collect(pid, s_dir, timeout);
 }
 
-static void s_free(s_res_t *r)
-{
-    free(r->out);
-    free(r->err);
-}
+#define s_free zxt_proc_free
 
 static void s_setup(void)
 {

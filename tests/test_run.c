@@ -24,10 +24,7 @@ static zxt_cluster_t s_c;
 static char *s_zexec;
 static char s_dir[] = "/tmp/zx_run_XXXXXX";
 
-typedef struct {
-    int status; /* exit status, or -1 when it did not exit in time */
-    char *out, *err;
-} s_res_t;
+typedef zxt_proc_t s_res_t;
 
 static void s_path(char *buf, size_t len, const char *name)
 {
@@ -52,57 +49,15 @@ static int s_lines(const char *name)
    s_dir/err. */
 static pid_t s_start(const char *in, int out_fd, const char *const *args)
 {
-    char pin[512], pout[512], perr[512];
-    s_path(pin, sizeof pin, "in");
-    s_path(pout, sizeof pout, "out");
-    s_path(perr, sizeof perr, "err");
-    FILE *f = fopen(pin, "w");
-    cr_assert(f);
-    fputs(in ? in : "", f);
-    fclose(f);
-    const char *argv[128] = {s_zexec};
-    int n = 1;
-    for (; args[n - 1]; n++) {
-        cr_assert_lt(n, 127);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        int i = open(pin, O_RDONLY), e = open(perr, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int o = out_fd >= 0 ? out_fd : open(pout, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(i, 0);
-        dup2(o, 1);
-        dup2(e, 2);
-        for (int fd = 3; fd < 1024; fd++) {
-            close(fd); /* the test's end of a pipe, above all */
-        }
-        if (chdir(s_dir) != 0) {
-            _exit(126);
-        }
-        setenv("ZEXEC_BROKER", s_c.client_ep, 1);
-        execv(s_zexec, (char *const *)argv);
-        _exit(127);
-    }
+    const char *env[] = {"ZEXEC_BROKER", s_c.client_ep, NULL};
+    pid_t pid = zxt_run_cmd(s_zexec, s_dir, true, in, out_fd, args, env);
+    cr_assert_gt(pid, 0);
     return pid;
 }
 
 static s_res_t s_finish(pid_t pid, double timeout)
 {
-    s_res_t r = {.status = -1};
-    int st;
-    if (zxt_wait_exit(pid, timeout, &st)) {
-        r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    } else {
-        zxt_kill(pid);
-    }
-    char pout[512], perr[512];
-    s_path(pout, sizeof pout, "out");
-    s_path(perr, sizeof perr, "err");
-    r.out = zxt_slurp(pout);
-    r.err = zxt_slurp(perr);
-    return r;
+    return zxt_collect(pid, s_dir, timeout);
 }
 
 static s_res_t s_zx(const char *in, double timeout, const char *const *args)
@@ -110,11 +65,7 @@ static s_res_t s_zx(const char *in, double timeout, const char *const *args)
     return s_finish(s_start(in, -1, args), timeout);
 }
 
-static void s_free(s_res_t *r)
-{
-    free(r->out);
-    free(r->err);
-}
+#define s_free zxt_proc_free
 
 /* The broker's totals from `zexec status`: queued, running, clients (the
    status command itself is one). */

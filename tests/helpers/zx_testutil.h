@@ -59,6 +59,26 @@ bool zxt_wait_for(bool (*cond)(void *arg), void *arg, double timeout);
    read, so a missing output file reads as empty output. */
 char *zxt_slurp(const char *path);
 
+/* A command's run: its exit status (-1 when it did not exit in time; 128 +
+   n when killed by signal n) and its stdout and stderr (malloc'd). */
+typedef struct {
+    int status;
+    char *out, *err;
+} zxt_proc_t;
+
+/* Starts prog with args (NULL-terminated, not counting prog) in dir: stdin
+   from the text in (written to dir/in), stdout to dir/out (or the fd out_fd
+   when >= 0), stderr to dir/err, every other fd closed, working directory
+   dir when chdir_to_dir. env: NAME, VALUE pairs, NULL-terminated (VALUE NULL
+   unsets NAME), may be NULL. The child dies with the test (PDEATHSIG).
+   Returns its pid, or -1. */
+pid_t zxt_run_cmd(const char *prog, const char *dir, bool chdir_to_dir, const char *in, int out_fd,
+                  const char *const *args, const char *const *env);
+/* Waits for pid at most timeout seconds (then kills it) and reads dir/out and
+   dir/err. */
+zxt_proc_t zxt_collect(pid_t pid, const char *dir, double timeout);
+void zxt_proc_free(zxt_proc_t *r);
+
 /* Runs tests/<script> (under $ZEXEC_SOURCE_DIR) with args (a shell word list,
    may be ""), bounded by `timeout -k 5 limit_s`, echoing its output so the
    test log shows each step; keeps its last non-empty line in last. Returns

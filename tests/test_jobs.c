@@ -557,6 +557,12 @@ Test(jobs, a_snapshot_keeps_a_job_exactly_across_a_kill, .timeout = 120, .fini =
     /* the RACKs' records shrink what is live: a snapshot comes, and the
        segments before it go once it is committed */
     cr_assert(zxt_wait_for(s_first_segment_gone, s_dir, 30), "no snapshot was written");
+    /* and every record appended so far (the last RACKs') is committed */
+    int64_t end = zclock_mono() + 30000;
+    while (fp_status_total(fc_status(&f), "journal_uncommitted") > 0) {
+        cr_assert(zclock_mono() < end, "the journal does not commit");
+        fp_quiet(&f, 20);
+    }
     fp_fini(&w);
     fp_fini(&f);
     fp_fini(&j);

@@ -328,13 +328,13 @@ typedef struct zx_job_info {
 /* One result of a job (zx_job_next). Pointers are owned by the job and
    valid until the next zx_job_next or zx_job_destroy. */
 typedef struct zx_job_result {
-    uint64_t seq;          /* the task's number in its job: 1, 2, ... in submit order */
-    uint64_t index;        /* its completion index: 1, 2, ... in the order results arrived */
-    int status;            /* ZX_OK, or the failure's code (ZX_ERAISED, ZX_ECANCELLED...) */
-    const void *value;     /* ZX_OK: the msgpack-encoded result */
-    size_t value_len;      /* its length */
+    uint64_t seq;            /* the task's number in its job: 1, 2, ... in submit order */
+    uint64_t index;          /* its completion index: 1, 2, ... in the order results arrived */
+    int status;              /* ZX_OK, or the failure's code (ZX_ERAISED, ZX_ECANCELLED...) */
+    const void *value;       /* ZX_OK: the msgpack-encoded result */
+    size_t value_len;        /* its length */
     const zx_error_t *error; /* not ZX_OK: what it failed with; else NULL */
-    const char *node;      /* where it ran; "" when nowhere */
+    const char *node;        /* where it ran; "" when nowhere */
     int pid;
     int attempts;
 } zx_job_result_t;
@@ -371,6 +371,14 @@ ZX_EXPORT int zx_job_info(zx_job_t *job, double timeout, zx_job_info_t *info);
    zx_job_destroy. A consumer killed midway loses nothing; the next one
    attached gets the unacknowledged results again (at-least-once). */
 ZX_EXPORT int zx_job_next(zx_job_t *job, double timeout, zx_job_result_t *r);
+
+/* Acknowledgement by hand: with on false, zx_job_next no longer
+   acknowledges what it yielded; the caller acknowledges each result it has
+   kept with zx_job_ack (e.g. after printing results it held back to show
+   them in seq order). Results never acknowledged are yielded again to the
+   next handle. ZX_OK or ZX_EINVAL. */
+ZX_EXPORT int zx_job_autoack(zx_job_t *job, bool on);
+ZX_EXPORT int zx_job_ack(zx_job_t *job, uint64_t seq);
 
 /* One future per task of the job whose result has not been acknowledged, in
    seq order (*fs malloc'd, free() it; each future one reference, the

@@ -34,12 +34,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_FETCH_MAX 256       /* results per FETCH */
-#define S_POLL_MS 1000        /* longest FETCH wait: the session stays alive at the broker */
-#define S_HELLO_EVERY_MS 500  /* HELLO again while no WELCOME came */
-#define S_GRACE_MS 3000       /* a reply's allowance beyond its long poll */
+#define S_FETCH_MAX 256        /* results per FETCH */
+#define S_POLL_MS 1000         /* longest FETCH wait: the session stays alive at the broker */
+#define S_HELLO_EVERY_MS 500   /* HELLO again while no WELCOME came */
+#define S_GRACE_MS 3000        /* a reply's allowance beyond its long poll */
 #define S_DEFAULT_TIMEOUT 10.0 /* seconds: attach, and silence before ZX_ECONN */
-#define S_RACK_BATCH 64       /* acknowledgements held back at most (zx_job_next) */
+#define S_RACK_BATCH 64        /* acknowledgements held back at most (zx_job_next) */
 
 /* A result as received, before it becomes a future's. */
 typedef struct {
@@ -83,6 +83,7 @@ struct zx_job {
 
     /* zx_job_next (the caller's thread only) */
     bool mode_next;
+    bool manual_ack; /* zx_job_autoack(false) */
     s_items_t buf;
     zx_future_t *cur; /* the result last yielded: acknowledged at the next call */
     uint64_t *racks;
@@ -158,8 +159,8 @@ static int s_send_req(zx_job_t *job, const s_req_t *req)
     int rc;
     switch (req->kind) {
     case S_REQ_FETCH: {
-        zxp_fetch_t f = {.job = job->id, .after = job->after, .max = req->max,
-                         .wait_ms = req->wait_ms};
+        zxp_fetch_t f = {
+            .job = job->id, .after = job->after, .max = req->max, .wait_ms = req->wait_ms};
         rc = zxp_send_fetch(job->dealer, &f);
         break;
     }
@@ -315,8 +316,8 @@ static int s_exchange(zx_job_t *job, const s_req_t *req, int64_t deadline, s_ite
                 sent = false;
             } else if (cmd == ZXP_ERROR) {
                 zxp_str_t m = zxp_s(zxp_item(&job->in, 0), 1);
-                zsys_error("zexec job: the broker at %s refused: %.*s", job->endpoint,
-                           (int)m.len, m.ptr);
+                zsys_error("zexec job: the broker at %s refused: %.*s", job->endpoint, (int)m.len,
+                           m.ptr);
                 return ZX_ECONN;
             } else if (cmd == ZXP_JRESULT) {
                 s_on_jresults(job, sink);
@@ -439,7 +440,9 @@ void zx_job_destroy(zx_job_t **job_p)
     }
     free(job->futs);
     if (job->cur) {
-        s_rack_later(job, zx__future_seq(job->cur)); /* the caller has had it */
+        if (!job->manual_ack) {
+            s_rack_later(job, zx__future_seq(job->cur)); /* the caller has had it */
+        }
         zx_future_unref(&job->cur);
     }
     if (job->dealer) {
@@ -489,7 +492,7 @@ static bool s_parse_id(const char *hex, uint8_t *id)
 }
 
 /* A connected handle (no HELLO yet: the first exchange says it). NULL with
-   *err set. */
+ *err set. */
 static zx_job_t *s_new(const char *endpoint, const zx_options_t *opts, int *err)
 {
     zx_options_t o = opts ? *opts : (zx_options_t){0};
@@ -518,8 +521,8 @@ static zx_job_t *s_new(const char *endpoint, const zx_options_t *opts, int *err)
     double t = o.broker_timeout > 0 ? o.broker_timeout : S_DEFAULT_TIMEOUT;
     job->timeout_ms = (int64_t)(t * 1000.0);
     zx__random_session(job->session);
-    *err = zx__client_connect(job->endpoint, &o, job->session, &job->sec, &job->dealer,
-                              &job->monitor);
+    *err =
+        zx__client_connect(job->endpoint, &o, job->session, &job->sec, &job->dealer, &job->monitor);
     if (*err != ZX_OK) {
         goto fail;
     }
@@ -600,7 +603,7 @@ int zx_job_next(zx_job_t *job, double timeout, zx_job_result_t *r)
     job->mode_next = true;
     memset(r, 0, sizeof *r);
     if (job->cur) {
-        int rc = s_rack_later(job, zx__future_seq(job->cur));
+        int rc = job->manual_ack ? ZX_OK : s_rack_later(job, zx__future_seq(job->cur));
         zx_future_unref(&job->cur);
         if (rc != ZX_OK) {
             return rc;
@@ -674,6 +677,29 @@ int zx_job_next(zx_job_t *job, double timeout, zx_job_result_t *r)
     return rc;
 }
 
+int zx_job_autoack(zx_job_t *job, bool on)
+{
+    if (!job) {
+        return ZX_EINVAL;
+    }
+    job->manual_ack = !on;
+    return ZX_OK;
+}
+
+int zx_job_ack(zx_job_t *job, uint64_t seq)
+{
+    if (!job || seq == 0 || job->mode_futures) {
+        return ZX_EINVAL;
+    }
+    int rc = s_rack_later(job, seq);
+    if (rc == ZX_OK && job->nracks >= S_RACK_BATCH) {
+        pthread_mutex_lock(&job->lock);
+        s_flush_racks(job);
+        pthread_mutex_unlock(&job->lock);
+    }
+    return rc;
+}
+
 /* ---- futures ---------------------------------------------------------------------- */
 
 static zx_future_t *s_future_of(zx_job_t *job, uint64_t seq)
@@ -697,8 +723,9 @@ static void *s_fetcher(void *arg)
         pthread_mutex_unlock(&job->lock);
         if (rc == ZX_ECONN || rc == ZX_ENOMEM) {
             char msg[400];
-            snprintf(msg, sizeof msg, "the broker at %s stopped answering while fetching the "
-                                      "job's results",
+            snprintf(msg, sizeof msg,
+                     "the broker at %s stopped answering while fetching the "
+                     "job's results",
                      job->endpoint);
             s_items_clear(&got);
             s_fail_futures(job, ZX_ECONN, "BrokerUnreachableError", msg);

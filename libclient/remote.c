@@ -390,8 +390,7 @@ int zx__client_connect(const char *endpoint, const zx_options_t *o, const uint8_
     zmq_setsockopt(zsock_resolve(*dealer_p), ZMQ_ROUTING_ID, session, ZXP_ID_LEN);
     *monitor_p = zx__monitor_new(*dealer_p);
     if (zsock_connect(*dealer_p, "%s", endpoint) != 0) {
-        zsys_error("zexec client: cannot connect to '%s': %s", endpoint,
-                   zmq_strerror(zmq_errno()));
+        zsys_error("zexec client: cannot connect to '%s': %s", endpoint, zmq_strerror(zmq_errno()));
         return ZX_EINVAL;
     }
     return ZX_OK;

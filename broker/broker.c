@@ -123,6 +123,7 @@ static void s_flush(zxb_broker_t *self)
         zxb_client_t *c = self->dirty_clients;
         self->dirty_clients = c->dirty_next;
         c->dirty = false;
+        s_out_flush(self, &c->out_accepted, self->csock, c->rid);
         s_out_flush(self, &c->out_started, self->csock, c->rid);
         s_out_flush(self, &c->out_result, self->csock, c->rid);
         s_out_flush(self, &c->out_cancelled, self->csock, c->rid);

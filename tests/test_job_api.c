@@ -12,6 +12,7 @@
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <zexec.h>
 
@@ -292,4 +293,69 @@ Test(job_api, errors_have_names_and_bad_calls_are_refused)
     cr_assert_eq(n, 0);
     cr_assert_null(v);
     zx_job_destroy(NULL);
+}
+
+/* The job client says HELLO again after a broker restart (RESET) and goes on
+   where it was: with the journal, nothing is lost, and signing works as for
+   the executor (the handle's connection is made the same way). */
+Test(job_api, a_signed_job_survives_a_broker_restart_on_its_journal)
+{
+    char dir[] = "/tmp/zx_jobapi_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char secret[600], journal[600];
+    snprintf(secret, sizeof secret, "%s/secret", dir);
+    snprintf(journal, sizeof journal, "%s/journal", dir);
+    FILE *f = fopen(secret, "w");
+    cr_assert(f);
+    fputs("a shared secret of at least sixteen bytes\n", f);
+    fclose(f);
+    chmod(secret, 0600);
+    const char *bargs[] = {"--secret-file", secret, "--journal", journal, NULL};
+    cr_assert_eq(zxt_broker_start(&s_c, bargs), 0);
+    char *plugin = zxt_plugin("zexec_demo_plugin");
+    const char *wargs[] = {"--secret-file", secret, "--plugin", plugin, "--threads", "2",
+                           "--procs",       "0",    NULL};
+    cr_assert_gt(zxt_worker_start(&s_c, "jw1", wargs), 0);
+    free(plugin);
+
+    enum { N = 20 };
+    zx_options_t o = {.detach = true, .secret_file = secret};
+    zx_executor_t *ex = zx_executor_new(s_c.client_ep, &o);
+    cr_assert(ex);
+    for (int i = 0; i < N; i++) {
+        zx_future_t *t = zx_submitf(ex, "slow_square", "id", i, 0.2);
+        zx_future_unref(&t);
+    }
+    char id[ZX_JOB_ID_LEN + 1];
+    cr_assert_eq(zx_executor_detach(ex, 60, id), ZX_OK);
+    zx_executor_destroy(&ex);
+
+    zx_options_t jo = {.secret_file = secret, .broker_timeout = 60};
+    zx_options_t unsigned_opts = {.broker_timeout = 2};
+    cr_assert_null(zx_job_attach(s_c.client_ep, id, &unsigned_opts), "unsigned: refused");
+    zx_job_t *job = zx_job_attach(s_c.client_ep, id, &jo);
+    cr_assert(job, "attach: %s", zx_strerror(zx_last_error()));
+    bool seen[N + 1] = {false};
+    zx_job_result_t r;
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(zx_job_next(job, 30, &r), ZX_OK);
+        seen[r.seq] = true;
+    }
+    zxt_kill(s_c.broker);
+    cr_assert_eq(zxt_broker_restart(&s_c, bargs), 0);
+    int rc;
+    while ((rc = zx_job_next(job, 60, &r)) == ZX_OK) {
+        cr_assert(r.seq >= 1 && r.seq <= N);
+        cr_assert_eq(r.status, ZX_OK);
+        cr_assert_eq(s_int(r.value, r.value_len), (int64_t)((r.seq - 1) * (r.seq - 1)));
+        seen[r.seq] = true;
+    }
+    cr_assert_eq(rc, ZX_EDONE, "%s", zx_strerror(rc));
+    for (int s = 1; s <= N; s++) {
+        cr_assert(seen[s], "seq %d lost across the restart", s);
+    }
+    zx_job_destroy(&job);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
 }

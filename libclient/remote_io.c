@@ -31,6 +31,11 @@
     re-sent after the next WELCOME (the broker drops duplicates by (session,
     seq)). A task fails with ZX_ECONN (BrokerUnreachableError) once the
     broker has been unreachable for broker_timeout during the task's life.
+
+    Detached jobs (zx_options_t.detach): HELLO asks for JOB|ACCEPT; ACCEPTED
+    marks each task durable at the broker; zx_executor_detach (remote.c)
+    waits for every task to be marked, then zx__remote_detach_try says BYE
+    from the caller's thread and the actor goes quiet for good.
 */
 #include "remote_int.h"
 

@@ -1199,6 +1199,22 @@ static int s_run_detached(s_run_t *r, const zxc_conn_t *conn)
     } else {
         st = zxc_detach(&r->ex, "run", " --format run");
     }
+    /* a task the broker refused (a quota, a full journal) is not in the job */
+    size_t refused = 0;
+    const zx_error_t *first = NULL;
+    for (size_t i = 0; st == 0 && i < r->njobs; i++) {
+        const zx_error_t *e = r->job[i].f ? zx_future_exception(r->job[i].f, 0) : NULL;
+        if (e && e->code == ZX_EREJECTED) {
+            first = first ? first : e;
+            refused++;
+        }
+    }
+    if (refused) {
+        fprintf(stderr,
+                "zexec run: the broker refused %zu of %zu jobs, which are not in the job: %s: %s\n",
+                refused, r->njobs, first->type, first->message);
+        st = ZXC_EXIT_FAIL;
+    }
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->lock);
     return st;

@@ -187,8 +187,14 @@ int zxc_submit_main(int argc, char **argv)
             zx_executor_destroy(&ex);
             return ZXC_EXIT_FAIL;
         }
+        rc = zxc_detach(&ex, "submit", "") == 0 ? 0 : ZXC_EXIT_FAIL;
+        const zx_error_t *e = zx_future_exception(f, 0);
+        if (rc == 0 && e && e->code == ZX_EREJECTED) {
+            zxc_print_error(stderr, "submit", e); /* refused: not in the job */
+            rc = ZXC_EXIT_FAIL;
+        }
         zx_future_unref(&f);
-        return zxc_detach(&ex, "submit", "") == 0 ? 0 : ZXC_EXIT_FAIL;
+        return rc;
     }
     s_stop_t st = {.cmd = "submit"};
     pthread_mutex_init(&st.lock, NULL);

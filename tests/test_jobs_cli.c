@@ -379,3 +379,27 @@ Test(jobs_cli, detach_refuses_flags_that_act_on_delivery)
     cr_assert_eq(r.status, 2);
     s_free(&r);
 }
+
+Test(jobs_cli, tasks_the_broker_refuses_are_reported_and_not_in_the_job)
+{
+    /* a broker of its own without workers: its tasks stay queued, and it
+       takes at most 3 per client */
+    zxt_cluster_t c = {0};
+    const char *bargs[] = {"--max-queued", "3", "--nofunc-grace", "600", NULL};
+    cr_assert_eq(zxt_broker_start(&c, bargs), 0);
+    const char *det[] = {"run", "--detach", "--broker", c.client_ep, "--", "true", ":::",
+                         "1",   "2",        "3",        "4",         "5",  NULL};
+    s_res_t d = s_zx("refused", 60, det);
+    cr_assert_eq(d.status, 1, "%s", d.err);
+    cr_assert(strstr(d.err, "refused 2 of 5 jobs"), "%s", d.err);
+    char id[33];
+    cr_assert_eq(strlen(d.out), 33, "the job id is still printed: %s", d.out);
+    memcpy(id, d.out, 32);
+    id[32] = 0;
+    s_free(&d);
+    const char *jobs[] = {"jobs", "--json", "--broker", c.client_ep, NULL};
+    s_res_t j = s_zx("refused-jobs", 30, jobs);
+    cr_assert(strstr(j.out, id) && strstr(j.out, "\"submitted\":3"), "%s", j.out);
+    s_free(&j);
+    zxt_cluster_stop(&c);
+}

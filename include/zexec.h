@@ -352,7 +352,8 @@ ZX_EXPORT int zx_executor_detach(zx_executor_t *ex, double timeout, char id[ZX_J
 
 /* Attaches to a job the broker at endpoint holds, from any process or host:
    its own connection (opts: the security fields, name, heartbeat and
-   broker_timeout, which bounds this call; default 10 s). NULL with
+   broker_timeout, which bounds this call, default 10 s, and the broker's
+   silence before ZX_ECONN later, default 60 s). NULL with
    zx_last_error(): ZX_ENOJOB (no such job), ZX_ECONN (no broker answered),
    ZX_EINVAL (bad id or options). A job handle is used by one thread at a
    time, as an iterator is. */
@@ -384,7 +385,8 @@ ZX_EXPORT int zx_job_ack(zx_job_t *job, uint64_t seq);
    seq order (*fs malloc'd, free() it; each future one reference, the
    caller's). They complete as results arrive, from a background thread
    (done-callbacks run there), so zx_as_completed and zx_wait work on them;
-   each result is acknowledged once its future completes. A future whose
+   each result is acknowledged once its future completes; when the broker
+   stays silent for broker_timeout they fail with ZX_ECONN. A future whose
    result an earlier consumer already acknowledged, or whose task was
    cancelled, ends CANCELLED once the job is finished. The futures do not
    cancel their tasks (use zx_job_cancel). Called once per handle, and not

@@ -38,7 +38,8 @@
 #define S_POLL_MS 1000         /* longest FETCH wait: the session stays alive at the broker */
 #define S_HELLO_EVERY_MS 500   /* HELLO again while no WELCOME came */
 #define S_GRACE_MS 3000        /* a reply's allowance beyond its long poll */
-#define S_DEFAULT_TIMEOUT 10.0 /* seconds: attach, and silence before ZX_ECONN */
+#define S_ATTACH_TIMEOUT 10.0  /* seconds: attach and list wait this long by default */
+#define S_SILENCE_TIMEOUT 60.0 /* seconds of silence before ZX_ECONN (the executor's default) */
 #define S_RACK_BATCH 64        /* acknowledgements held back at most (zx_job_next) */
 
 /* A result as received, before it becomes a future's. */
@@ -64,6 +65,7 @@ struct zx_job {
     bool has_id;
     int64_t hb_ms;
     int64_t timeout_ms; /* silence before ZX_ECONN */
+    int64_t attach_ms;  /* how long attach and list wait */
     zx__sec_t *sec;
 
     pthread_mutex_t lock; /* everything below: one exchange at a time */
@@ -518,8 +520,10 @@ static zx_job_t *s_new(const char *endpoint, const zx_options_t *opts, int *err)
         job->name[ZXP_MAX_NAME] = 0;
     }
     job->hb_ms = o.heartbeat > 0 ? (int64_t)(o.heartbeat * 1000.0 + 0.5) : 1000;
-    double t = o.broker_timeout > 0 ? o.broker_timeout : S_DEFAULT_TIMEOUT;
+    double t = o.broker_timeout > 0 ? o.broker_timeout : S_SILENCE_TIMEOUT;
     job->timeout_ms = (int64_t)(t * 1000.0);
+    t = o.broker_timeout > 0 ? o.broker_timeout : S_ATTACH_TIMEOUT;
+    job->attach_ms = (int64_t)(t * 1000.0);
     zx__random_session(job->session);
     *err =
         zx__client_connect(job->endpoint, &o, job->session, &job->sec, &job->dealer, &job->monitor);
@@ -556,7 +560,7 @@ zx_job_t *zx_job_attach(const char *endpoint, const char *job_id, const zx_optio
     s_req_t req = {.kind = S_REQ_FETCH, .max = 0, .wait_ms = 0};
     pthread_mutex_lock(&job->lock);
     job->last_rx = zclock_mono();
-    err = s_exchange(job, &req, zclock_mono() + job->timeout_ms, NULL);
+    err = s_exchange(job, &req, zclock_mono() + job->attach_ms, NULL);
     pthread_mutex_unlock(&job->lock);
     if (err != ZX_OK) {
         zx_job_destroy(&job);
@@ -837,7 +841,7 @@ int zx_jobs_list(const char *endpoint, const zx_options_t *opts, double timeout,
         return rc;
     }
     if (timeout < 0) {
-        timeout = (double)job->timeout_ms / 1000.0;
+        timeout = (double)job->attach_ms / 1000.0;
     }
     s_req_t req = {.kind = S_REQ_JOBS};
     pthread_mutex_lock(&job->lock);

@@ -198,10 +198,19 @@ void zxb_durable_accept_again(zxb_broker_t *self, zxb_client_t *c, uint64_t seq)
 
 void zxb_durable_result(zxb_broker_t *self, zxb_task_t *t)
 {
+    t->start_us = 0; /* a held result: its record's LSN (0: nothing to wait for) */
     if (self->journal && !self->replaying) {
-        s_result_record(self, t);
+        uint64_t lsn = s_result_record(self, t);
+        t->start_us = lsn ? (int64_t)lsn : INT64_MAX; /* journal failed: never committed */
         t->journaled = 1;
     }
+}
+
+bool zxb_durable_visible(const zxb_broker_t *self, const zxb_task_t *t)
+{
+    /* once the journal failed nothing more commits: what is held is served
+       from memory (it is not durable, and STATUS says so) */
+    return !self->journal || self->journal_failed || (uint64_t)t->start_us <= self->committed;
 }
 
 void zxb_durable_end(zxb_broker_t *self, zxb_task_t *t)
@@ -305,6 +314,9 @@ static void s_failed(zxb_broker_t *self)
         }
         free(a);
     }
+    for (zxb_job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs)) {
+        job->poked = true; /* what is held is fetchable now */
+    }
     if (n) {
         zsys_error("journal %s: %zu submitted tasks were not committed: refused (REJECTED)",
                    self->cfg.journal_dir, n);
@@ -325,6 +337,12 @@ void zxb_durable_committed(zxb_broker_t *self)
         s_failed(self);
         return;
     }
+    if (lsn > 0 && zlist_size(self->fetch_waiters) > 0) {
+        /* held results may have become fetchable */
+        for (zxb_job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs)) {
+            job->poked = job->poked || job->held > 0;
+        }
+    }
     s_accept_t *a;
     while ((a = zlist_first(self->accepts)) && a->lsn <= self->committed) {
         zlist_pop(self->accepts);
@@ -337,6 +355,14 @@ void zxb_durable_committed(zxb_broker_t *self)
             w->results_safe = m->rx;
             zlist_pop(w->rx_marks);
             free(m);
+        }
+        if (w->results_safe != w->results_ack) {
+            /* at once, not at the next heartbeat: a result the worker still
+               keeps is one it reports again after a broker restart, and
+               the fewer of those whose task has ended since, the better */
+            zxp_send_heartbeat_rx(self->wsock, w->rid, w->results_safe);
+            w->results_ack = w->results_safe;
+            w->ack_at = self->now;
         }
     }
 }
@@ -626,6 +652,7 @@ int zxb_durable_open(zxb_broker_t *self)
        back with its READY and are taken off the queue then) */
     zx__link_t *k;
     uint64_t queued = 0;
+    self->hold_until = 1; /* nothing is dispatched while they are queued */
     while ((k = zx__list_pop_front(&r.pending))) {
         zxb_task_t *t = zxb_task_of(k);
         zx__link_init(&t->link);
@@ -639,6 +666,8 @@ int zxb_durable_open(zxb_broker_t *self)
     }
     self->committed = zxb_journal_committed(self->journal);
     self->last_lsn = self->committed;
+    self->hold_until =
+        queued ? self->now + (int64_t)self->cfg.heartbeat_ms * self->cfg.liveness : 0;
     self->recovery_s = (double)(zclock_usecs() - t0) / 1e6;
     ZXB_INFO("journal %s: recovered %" PRIu64 " records (%" PRIu64 " bytes, %" PRIu64
              " segments%s) in %.3f s: %zu jobs, %" PRIu64 " tasks queued again, %" PRIu64
@@ -652,6 +681,19 @@ int zxb_durable_open(zxb_broker_t *self)
                      self->cfg.journal_dir, st.torn_bytes);
     }
     return 0;
+}
+
+void zxb_durable_tick(zxb_broker_t *self)
+{
+    if (self->hold_until && self->now >= self->hold_until) {
+        self->hold_until = 0;
+        ZXB_INFO("journal %s: recovery window over: dispatching %" PRIu64 " queued tasks to %zu "
+                 "workers",
+                 self->cfg.journal_dir, self->queued, zhashx_size(self->workers));
+        for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+            zxb_worker_fill(self, w);
+        }
+    }
 }
 
 void zxb_durable_close(zxb_broker_t *self)

@@ -609,7 +609,10 @@ Test(worker, a_lone_short_function_runs_on_the_loop_thread_and_a_long_run_hands_
 #endif
     setenv("ZEXEC_WORKER_INLINE_US", "100000", 1);
     fb_t fb;
-    fb_start(&fb, "n-inline", "--threads", "2", "--procs", "0", "--heartbeat", "0.05", NULL);
+    /* frequent heartbeats to count; the fake broker's come every 200 ms,
+       so a wide liveness keeps it alive for the worker */
+    fb_start(&fb, "n-inline", "--threads", "2", "--procs", "0", "--heartbeat", "0.05", "--liveness",
+             "100", NULL);
     cr_assert_geq(s_main_syscall(fb.pid), -1);
     s_make_known_short(&fb, 1, 12, "sleep", 0);
     /* the next lone sleep runs on the loop thread, and lasts: the rescue

@@ -7,7 +7,7 @@
 # the ratios per mode:
 #
 #   quiet   as the machine is
-#   loaded  one CPU-bound process per core (a shell busy loop) beside the
+#   loaded  one CPU-bound process per core (a shell counting loop) beside the
 #           cluster, started before the pair and stopped after it: the same
 #           load for both halves
 #   curve   zexec with CURVE on every connection (bench_zexec --security
@@ -57,10 +57,14 @@ hogs_stop() {
   hogs=()
 }
 trap hogs_stop EXIT
+trap 'exit 143' TERM INT
+# Each busy process also ends by itself when this script is gone (killed
+# with SIGKILL, say, by a time limit): it looks every ~0.1 s.
 hogs_start() {
   local i
   for i in $(seq "$(nproc)"); do
-    sh -c 'while :; do :; done' &
+    sh -c 'while kill -0 "$1" 2>/dev/null; do i=0; while [ $i -lt 20000 ]; do i=$((i + 1)); done; done' \
+      hog $$ &
     hogs+=($!)
   done
 }

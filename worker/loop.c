@@ -307,8 +307,11 @@ static void *s_rescue_main(void *arg)
         }
         zxw_job_t *job = w->inline_job;
         /* a fire for a run that ended may find the next run just begun:
-           that one has its own timer */
-        if (job && !w->loop_over && zx__mono_us() * 1000 >= w->rescue_at) {
+           its time is armed again (its own arming may have come before
+           this read) */
+        if (job && !w->loop_over && zx__mono_us() * 1000 < w->rescue_at) {
+            s_rescue_arm(w, w->rescue_at);
+        } else if (job && !w->loop_over) {
             w->rescuing = true;
             w->rescues++;
             job->rhandle = zlistx_add_end(w->trunning, job); /* its time limit */

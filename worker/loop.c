@@ -260,9 +260,11 @@ static void s_run_inline(zx_worker_t *w)
     pthread_mutex_unlock(&w->lock);
     zxw_tpool_run(job, &w->inline_sb);
     pthread_mutex_lock(&w->lock);
-    /* the timer is left armed (one syscall per run less): it fires once,
-       1 ms after the last of a stream of runs, and the rescue thread finds
-       nothing to do (the next run arms it again, later) */
+    /* disarmed (about 1 us): a timer left armed fired after every run
+       that the next one did not follow within 1 ms, and the rescue thread
+       woke and fought the loop for the lock each time (perf trace: one
+       wake-up per round trip of 1.4 ms) */
+    s_rescue_arm(w, 0);
     w->inline_job = NULL;
     if (w->rescuing) {
         zxw_kick(w); /* out of its poll: it sees the run over and lets go */

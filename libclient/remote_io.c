@@ -34,8 +34,12 @@
 */
 #include "remote_int.h"
 
+#include "zx_clock.h"
+#include "zx_spin.h"
+
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +48,7 @@
 #define S_RECV_BURST 256        /* messages read per turn before looking at the rest */
 #define S_ACK_BYTES (16u << 20) /* result bytes read between two acks at most */
 #define S_RETRY_MAX 30000       /* ms: the longest wait before trying a refused handshake again */
+#define S_LEADER_TRIES 8        /* the actor's sleeps again while a leader reads (s_actor_sleep) */
 
 static _Thread_local zx__remote_t *s_on_actor; /* the executor whose actor runs this thread */
 
@@ -862,6 +867,40 @@ static void s_actor_finish(zx__remote_t *ex)
     pthread_mutex_unlock(&ex->lock);
 }
 
+/* The actor's room in the send window opened (results made room). */
+static bool s_room(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    return io->held &&
+           (io->pending_bytes == 0 || io->pending_bytes + io->held_need <= ex->max_inflight);
+}
+
+/* The actor sleeps in poll without iolock, then takes it back and returns
+   poll's rc (fds' revents filled). A leader (zx__remote_lead) may hold
+   iolock when the socket wakes the actor: it reads what woke both of them,
+   so the actor sleeps again instead of queueing on the mutex, which would
+   cost the leader a futex wake on the way out and let the actor hold the
+   socket just when the caller's next submit wants it. A few times at most:
+   with the socket still readable (the leader busy in a callback, say), the
+   actor waits for the mutex. Anything else that wakes it (the pipe, the
+   eventfd, its tick) is its own to handle: the leader lets go for those. */
+static int s_actor_sleep(zx__remote_t *ex, struct pollfd *fds, int wait)
+{
+    for (int tries = 0;; tries++) {
+        int rc = poll(fds, 4, wait);
+        if (pthread_mutex_trylock(&ex->iolock) == 0) {
+            return rc;
+        }
+        if (rc <= 0 || fds[0].revents || fds[2].revents || tries >= S_LEADER_TRIES) {
+            pthread_mutex_lock(&ex->iolock);
+            return rc;
+        }
+        sched_yield(); /* let the leader read */
+        int64_t now = zclock_mono();
+        wait = ex->io.next_tick > now ? (int)(ex->io.next_tick - now) : 0;
+    }
+}
+
 void zx__remote_actor(zsock_t *pipe, void *arg)
 {
     zx__remote_t *ex = arg;
@@ -874,7 +913,7 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     io->broker_hb = ex->hb_ms;
     io->state = ZX__RIO_CONNECTING;
     s_send_hello(ex);
-    int64_t next_tick = zclock_mono() + ex->hb_ms;
+    io->next_tick = zclock_mono() + ex->hb_ms;
 
     /* raw fds, plain poll: see the top. The pipe's ZMQ_FD is safe to poll
        raw because only this thread touches the pipe, and only when it
@@ -891,7 +930,7 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     bool running = true;
     while (running) {
         int64_t now = zclock_mono();
-        int wait = next_tick > now ? (int)(next_tick - now) : 0;
+        int wait = io->next_tick > now ? (int)(io->next_tick - now) : 0;
         if (!more) {
             more = zsock_events(io->dealer) & ZMQ_POLLIN;
         }
@@ -902,8 +941,7 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
             wait = 0;
         }
         pthread_mutex_unlock(&ex->iolock);
-        int rc = poll(fds, 4, wait);
-        pthread_mutex_lock(&ex->iolock);
+        int rc = s_actor_sleep(ex, fds, wait);
         if (rc < 0) {
             if (errno == EINTR) {
                 continue;
@@ -956,17 +994,16 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
             }
             io->kick = true;
         }
-        if (io->held &&
-            (io->pending_bytes == 0 || io->pending_bytes + io->held_need <= ex->max_inflight)) {
+        if (s_room(ex)) {
             io->kick = true; /* results made room in the send window */
         }
         if (io->kick) {
             s_control(ex);
         }
         now = zclock_mono();
-        if (now >= next_tick) {
+        if (now >= io->next_tick) {
             s_tick(ex, now);
-            next_tick = now + ex->hb_ms;
+            io->next_tick = now + ex->hb_ms;
         }
     }
     if (io->state == ZX__RIO_CONNECTED) {
@@ -1021,6 +1058,139 @@ bool zx__remote_submit_here(zx__remote_t *ex)
         zx__remote_wake(ex); /* our send took the signal the actor sleeps on */
     }
     return sent;
+}
+
+/* ---- leader/follower ----------------------------------------------------------------- */
+
+bool zx__remote_lead_enter(zx_executor_t *base)
+{
+    zx__remote_t *ex = (zx__remote_t *)base;
+    if (s_on_actor == ex) {
+        return false; /* the actor, or a callback run by a leader: it holds iolock */
+    }
+    atomic_fetch_add(&ex->leaders, 1);
+    return true;
+}
+
+void zx__remote_leaders_wait(zx__remote_t *ex)
+{
+    while (atomic_load(&ex->leaders) > 0) {
+        zclock_sleep(1); /* rare: a leader whose future is done is on its way out */
+    }
+}
+
+/* A thread waiting for futures of ex leads while the actor sleeps: it takes
+   iolock and reads the socket itself, handling each message as the actor
+   would (results complete any future of ex, so done-callbacks run on this
+   thread; STARTED, heartbeats, WELCOME, RESET...), until done(arg) or
+   until_us. The result then wakes only the thread that waits for it. It
+   lets go, leaving the rest to the actor, when the actor has work of its
+   own: the eventfd (a submit, a cancel, shutdown), the next tick
+   (heartbeats, broker loss, expiry), or control work a message asked for
+   (kick: after WELCOME, a loss, a refusal; room in the send window). A
+   leader waits in poll on the same raw fds as the actor (see the top); one
+   that has the process's spin (zx_spin.h) busy-polls first. Before it lets
+   go it asks ZMQ_EVENTS whether a message waits unread and wakes the
+   actor if so, as ZMQ_FD will not signal it again, and it writes that
+   wake before unlocking: once iolock is free, ex may be destroyed. */
+int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int64_t until_us,
+                    int64_t spin_until_us)
+{
+    zx__remote_t *ex = (zx__remote_t *)base;
+    zx__rio_t *io = &ex->io;
+    bool spinning = spin_until_us > 0;
+    int rc = ZX__LEAD_BUSY;
+    if (pthread_mutex_trylock(&ex->iolock) != 0) {
+        goto out; /* the actor is awake, or another thread leads */
+    }
+    if (!io->dealer || io->kick) {
+        pthread_mutex_unlock(&ex->iolock);
+        goto out;
+    }
+    zx__remote_t *was = s_on_actor;
+    s_on_actor = ex; /* this thread stands in for the actor (callbacks, cancels) */
+    struct pollfd fds[3] = {{zsock_fd(io->dealer), POLLIN, 0},
+                            {ex->efd, POLLIN, 0},
+                            {io->monitor ? zsock_fd(io->monitor) : -1, POLLIN, 0}};
+    bool more = true, mon_more = io->monitor != NULL;
+    bool wake = false;
+    for (;;) {
+        if (more) {
+            more = false;
+            for (int i = 0; i < S_RECV_BURST; i++) {
+                zmsg_t *msg = zmsg_recv(io->dealer); /* RCVTIMEO 0 */
+                if (!msg) {
+                    break;
+                }
+                s_on_message(ex, msg);
+                more = i + 1 == S_RECV_BURST;
+            }
+        }
+        if (mon_more) {
+            mon_more = false;
+            s_on_monitor(ex);
+        }
+        if (done(arg)) {
+            rc = ZX__LEAD_DONE;
+            break;
+        }
+        if (io->kick || s_room(ex)) {
+            wake = true; /* control work: the actor's */
+            break;
+        }
+        int64_t now = zx__mono_us();
+        if (until_us >= 0 && now >= until_us) {
+            rc = ZX__LEAD_TIMEOUT;
+            break;
+        }
+        if (now / 1000 >= io->next_tick) {
+            break; /* the actor's poll times out now: its tick */
+        }
+        if (!more) {
+            more = zsock_events(io->dealer) & ZMQ_POLLIN;
+        }
+        if (io->monitor && !mon_more) {
+            mon_more = zsock_events(io->monitor) & ZMQ_POLLIN;
+        }
+        if (more || mon_more) {
+            continue;
+        }
+        if (spinning && now < spin_until_us) {
+            sched_yield(); /* its core stays awake; see future.c */
+            continue;
+        }
+        if (spinning) {
+            spinning = false;
+            zx__spin_end();
+        }
+        int64_t to = io->next_tick * 1000;
+        if (until_us >= 0 && until_us < to) {
+            to = until_us;
+        }
+        int prc = poll(fds, 3, (int)((to - now + 999) / 1000));
+        if (prc < 0 && errno != EINTR) {
+            break;
+        }
+        if (prc > 0 && (((fds[0].revents | fds[2].revents) & POLLNVAL) || fds[1].revents)) {
+            break; /* the eventfd: somebody woke the actor, which wants iolock */
+        }
+        more = prc > 0 && fds[0].revents;
+        mon_more = prc > 0 && fds[2].revents;
+    }
+    /* the ZMQ_FD caveat (see the top) */
+    wake = wake || (zsock_events(io->dealer) & ZMQ_POLLIN) ||
+           (io->monitor && (zsock_events(io->monitor) & ZMQ_POLLIN));
+    s_on_actor = was;
+    if (wake) {
+        zx__remote_wake(ex);
+    }
+    pthread_mutex_unlock(&ex->iolock);
+out:
+    if (spinning) {
+        zx__spin_end();
+    }
+    atomic_fetch_sub(&ex->leaders, 1); /* the last use of ex */
+    return rc;
 }
 
 /* ---- cancels from the actor thread ------------------------------------------------ */

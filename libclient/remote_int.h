@@ -102,7 +102,9 @@ typedef struct {
     uint64_t held_need; /* argument bytes of the first task it keeps */
     bool have_broker;   /* broker_id is valid */
     bool kick;          /* run the control work (outbox, cancels) this turn */
-    int64_t next_tick;  /* zclock_mono ms of the actor's next tick (a leader lets go then) */
+    /* zclock_mono ms of the next tick (the actor's or a leader's); atomic:
+       the actor reads it without iolock while a leader may move it */
+    _Atomic int64_t next_tick;
     uint8_t broker_id[ZXP_ID_LEN];
     int64_t last_rx;        /* last message from the broker (start time before any) */
     int64_t broker_hb;      /* the broker's announced heartbeat, ms */
@@ -133,6 +135,7 @@ typedef struct {
     zactor_t *actor;
     pthread_mutex_t iolock; /* io and the socket (see the top) */
     atomic_int leaders;     /* threads between lead_enter and the end of lead */
+    atomic_bool deaf;       /* the actor sleeps without the socket's fd (remote_io.c) */
     zx__rio_t io;
 
     pthread_mutex_t lock;

@@ -48,7 +48,8 @@
 #define S_RECV_BURST 256        /* messages read per turn before looking at the rest */
 #define S_ACK_BYTES (16u << 20) /* result bytes read between two acks at most */
 #define S_RETRY_MAX 30000       /* ms: the longest wait before trying a refused handshake again */
-#define S_LEADER_TRIES 8        /* the actor's sleeps again while a leader reads (s_actor_sleep) */
+#define S_LEADER_TRIES 8        /* s_actor_sleep: turns an fd may stay ready under a leader */
+#define S_DEAF_MS 2 /* s_actor_sleep: a deaf actor looks for a leader's end this often */
 
 static _Thread_local zx__remote_t *s_on_actor; /* the executor whose actor runs this thread */
 
@@ -876,29 +877,51 @@ static bool s_room(zx__remote_t *ex)
 }
 
 /* The actor sleeps in poll without iolock, then takes it back and returns
-   poll's rc (fds' revents filled). A leader (zx__remote_lead) may hold
-   iolock when the socket wakes the actor: it reads what woke both of them,
-   so the actor sleeps again instead of queueing on the mutex, which would
-   cost the leader a futex wake on the way out and let the actor hold the
-   socket just when the caller's next submit wants it. A few times at most:
-   with the socket still readable (the leader busy in a callback, say), the
-   actor waits for the mutex. Anything else that wakes it (the pipe, the
-   eventfd, its tick) is its own to handle: the leader lets go for those. */
+   poll's rc (fds' revents filled). A thread that leads (zx__remote_lead)
+   may hold iolock when the socket wakes the actor: the leader reads what
+   woke both of them, and would pay for the actor queueing on the mutex
+   (a futex wake on its way out, and an actor that holds the socket just
+   when the caller's next submit wants it). So the actor turns deaf: it
+   sleeps again without the socket's fd, waking every S_DEAF_MS to see
+   whether the leader is gone, and hears again as soon as it holds iolock
+   (its turn asks ZMQ_EVENTS first, so nothing that arrived meanwhile is
+   missed). A leader that lets go while answers are still due wakes a deaf
+   actor at once (zx__remote_lead); the S_DEAF_MS bound is for the rest, a
+   task submitted from a thread that does not wait for it right after
+   another thread led. The eventfd (which the leader handles too) and the
+   pipe ($TERM, the actor's alone) still wake it; when the same fd stays
+   ready for S_LEADER_TRIES turns (the leader busy in a callback, say), the
+   actor waits for the mutex instead of spinning. */
 static int s_actor_sleep(zx__remote_t *ex, struct pollfd *fds, int wait)
 {
+    int dealer_fd = fds[1].fd, monitor_fd = fds[3].fd;
+    int rc;
     for (int tries = 0;; tries++) {
-        int rc = poll(fds, 4, wait);
+        rc = poll(fds, 4, wait);
         if (pthread_mutex_trylock(&ex->iolock) == 0) {
-            return rc;
+            break;
         }
-        if (rc <= 0 || fds[0].revents || fds[2].revents || tries >= S_LEADER_TRIES) {
+        if (rc < 0 || (rc > 0 && fds[0].revents) || tries >= S_LEADER_TRIES) {
             pthread_mutex_lock(&ex->iolock);
-            return rc;
+            break;
         }
+        if (rc == 0 || fds[1].revents || fds[3].revents) {
+            tries = 0; /* the leader has the socket: only the eventfd counts */
+        }
+        atomic_store_explicit(&ex->deaf, true, memory_order_relaxed);
+        fds[1].fd = -1;
+        fds[1].revents = 0;
+        fds[3].fd = -1;
+        fds[3].revents = 0;
         sched_yield(); /* let the leader read */
-        int64_t now = zclock_mono();
-        wait = ex->io.next_tick > now ? (int)(ex->io.next_tick - now) : 0;
+        int64_t left =
+            atomic_load_explicit(&ex->io.next_tick, memory_order_relaxed) - zclock_mono();
+        wait = left < 1 ? 1 : left < S_DEAF_MS ? (int)left : S_DEAF_MS;
     }
+    atomic_store_explicit(&ex->deaf, false, memory_order_relaxed);
+    fds[1].fd = dealer_fd;
+    fds[3].fd = monitor_fd;
+    return rc;
 }
 
 void zx__remote_actor(zsock_t *pipe, void *arg)
@@ -1080,19 +1103,20 @@ void zx__remote_leaders_wait(zx__remote_t *ex)
 }
 
 /* A thread waiting for futures of ex leads while the actor sleeps: it takes
-   iolock and reads the socket itself, handling each message as the actor
-   would (results complete any future of ex, so done-callbacks run on this
-   thread; STARTED, heartbeats, WELCOME, RESET...), until done(arg) or
-   until_us. The result then wakes only the thread that waits for it. It
-   lets go, leaving the rest to the actor, when the actor has work of its
-   own: the eventfd (a submit, a cancel, shutdown), the next tick
-   (heartbeats, broker loss, expiry), or control work a message asked for
-   (kick: after WELCOME, a loss, a refusal; room in the send window). A
-   leader waits in poll on the same raw fds as the actor (see the top); one
-   that has the process's spin (zx_spin.h) busy-polls first. Before it lets
-   go it asks ZMQ_EVENTS whether a message waits unread and wakes the
-   actor if so, as ZMQ_FD will not signal it again, and it writes that
-   wake before unlocking: once iolock is free, ex may be destroyed. */
+   iolock and does the actor's turns itself, until done(arg) or until_us.
+   It reads the socket and handles each message as the actor would (results
+   complete any future of ex, so done-callbacks run on this thread; STARTED,
+   heartbeats, WELCOME, RESET...), runs the control work the eventfd asks
+   for (the outbox, cancels, shutdown's cancel_futures) and the ticks
+   (heartbeats, broker loss, expiry). A result then wakes only the thread
+   that waits for it. What stays the actor's: the pipe ($TERM), and
+   everything while nobody leads. The leader waits in poll on the same raw
+   fds as the actor (see the top; the actor, woken too, sleeps again or
+   queues on iolock: s_actor_sleep); one that has the process's spin
+   (zx_spin.h) busy-polls first. Before it lets go it asks ZMQ_EVENTS
+   whether a message waits unread and wakes the actor if so, as ZMQ_FD will
+   not signal it again, and writes that wake before unlocking: once iolock
+   is free, ex may be destroyed. */
 int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int64_t until_us,
                     int64_t spin_until_us)
 {
@@ -1103,17 +1127,16 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
     if (pthread_mutex_trylock(&ex->iolock) != 0) {
         goto out; /* the actor is awake, or another thread leads */
     }
-    if (!io->dealer || io->kick) {
+    if (!io->dealer) {
         pthread_mutex_unlock(&ex->iolock);
-        goto out;
+        goto out; /* the actor has ended */
     }
     zx__remote_t *was = s_on_actor;
     s_on_actor = ex; /* this thread stands in for the actor (callbacks, cancels) */
     struct pollfd fds[3] = {{zsock_fd(io->dealer), POLLIN, 0},
                             {ex->efd, POLLIN, 0},
                             {io->monitor ? zsock_fd(io->monitor) : -1, POLLIN, 0}};
-    bool more = true, mon_more = io->monitor != NULL;
-    bool wake = false;
+    bool more = true, mon_more = io->monitor != NULL, efd = false;
     for (;;) {
         if (more) {
             more = false;
@@ -1130,21 +1153,32 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
             mon_more = false;
             s_on_monitor(ex);
         }
+        if (efd) {
+            efd = false;
+            uint64_t v;
+            if (read(ex->efd, &v, sizeof v) < 0 && errno != EAGAIN) {
+                zsys_warning("zexec client: eventfd read: %s", strerror(errno));
+            }
+            io->kick = true;
+        }
+        if (s_room(ex)) {
+            io->kick = true;
+        }
+        if (io->kick) {
+            s_control(ex);
+        }
+        int64_t now = zx__mono_us();
+        if (now / 1000 >= io->next_tick) {
+            s_tick(ex, now / 1000);
+            io->next_tick = now / 1000 + ex->hb_ms;
+        }
         if (done(arg)) {
             rc = ZX__LEAD_DONE;
             break;
         }
-        if (io->kick || s_room(ex)) {
-            wake = true; /* control work: the actor's */
-            break;
-        }
-        int64_t now = zx__mono_us();
         if (until_us >= 0 && now >= until_us) {
             rc = ZX__LEAD_TIMEOUT;
             break;
-        }
-        if (now / 1000 >= io->next_tick) {
-            break; /* the actor's poll times out now: its tick */
         }
         if (!more) {
             more = zsock_events(io->dealer) & ZMQ_POLLIN;
@@ -1152,7 +1186,7 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
         if (io->monitor && !mon_more) {
             mon_more = zsock_events(io->monitor) & ZMQ_POLLIN;
         }
-        if (more || mon_more) {
+        if (more || mon_more || io->kick) {
             continue;
         }
         if (spinning && now < spin_until_us) {
@@ -1167,19 +1201,21 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
         if (until_us >= 0 && until_us < to) {
             to = until_us;
         }
-        int prc = poll(fds, 3, (int)((to - now + 999) / 1000));
+        int prc = poll(fds, 3, to > now ? (int)((to - now + 999) / 1000) : 0);
         if (prc < 0 && errno != EINTR) {
             break;
         }
-        if (prc > 0 && (((fds[0].revents | fds[2].revents) & POLLNVAL) || fds[1].revents)) {
-            break; /* the eventfd: somebody woke the actor, which wants iolock */
+        if (prc > 0 && ((fds[0].revents | fds[2].revents) & POLLNVAL)) {
+            break; /* closed at exit (see the actor): not ours to handle */
         }
         more = prc > 0 && fds[0].revents;
+        efd = prc > 0 && fds[1].revents;
         mon_more = prc > 0 && fds[2].revents;
     }
     /* the ZMQ_FD caveat (see the top) */
-    wake = wake || (zsock_events(io->dealer) & ZMQ_POLLIN) ||
-           (io->monitor && (zsock_events(io->monitor) & ZMQ_POLLIN));
+    bool wake = io->kick || s_room(ex) || (zsock_events(io->dealer) & ZMQ_POLLIN) ||
+                (io->monitor && (zsock_events(io->monitor) & ZMQ_POLLIN)) ||
+                (io->table.count > 0 && atomic_load_explicit(&ex->deaf, memory_order_relaxed));
     s_on_actor = was;
     if (wake) {
         zx__remote_wake(ex);

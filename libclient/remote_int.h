@@ -136,6 +136,7 @@ typedef struct {
     pthread_mutex_t iolock; /* io and the socket (see the top) */
     atomic_int leaders;     /* threads between lead_enter and the end of lead */
     atomic_bool deaf;       /* the actor sleeps without the socket's fd (remote_io.c) */
+    atomic_bool leading;    /* a thread leads (zx__remote_leading) */
     zx__rio_t io;
 
     pthread_mutex_t lock;

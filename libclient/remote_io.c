@@ -1095,6 +1095,13 @@ bool zx__remote_lead_enter(zx_executor_t *base)
     return true;
 }
 
+bool zx__remote_leading(zx_executor_t *base)
+{
+    zx__remote_t *ex = (zx__remote_t *)base;
+    return base && base->ops->lead == zx__remote_lead &&
+           atomic_load_explicit(&ex->leading, memory_order_relaxed);
+}
+
 void zx__remote_leaders_wait(zx__remote_t *ex)
 {
     while (atomic_load(&ex->leaders) > 0) {
@@ -1133,6 +1140,7 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
     }
     zx__remote_t *was = s_on_actor;
     s_on_actor = ex; /* this thread stands in for the actor (callbacks, cancels) */
+    atomic_store_explicit(&ex->leading, true, memory_order_relaxed);
     struct pollfd fds[3] = {{zsock_fd(io->dealer), POLLIN, 0},
                             {ex->efd, POLLIN, 0},
                             {io->monitor ? zsock_fd(io->monitor) : -1, POLLIN, 0}};
@@ -1217,6 +1225,7 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
                 (io->monitor && (zsock_events(io->monitor) & ZMQ_POLLIN)) ||
                 (io->table.count > 0 && atomic_load_explicit(&ex->deaf, memory_order_relaxed));
     s_on_actor = was;
+    atomic_store_explicit(&ex->leading, false, memory_order_relaxed);
     if (wake) {
         zx__remote_wake(ex);
     }

@@ -200,3 +200,8 @@ void zx__spin_end(void)
     atomic_fetch_add(&s_spent, s_thread_cpu_ns() - s_cpu0);
     atomic_store(&s_spinning, false);
 }
+
+bool zx__spin_idle_core(void)
+{
+    return s_idle_core();
+}

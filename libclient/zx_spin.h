@@ -14,5 +14,8 @@ int zx__spin_max_us(void);
 bool zx__spin_begin(void);
 /* The spin that zx__spin_begin allowed is over: its CPU time is counted. */
 void zx__spin_end(void);
+/* The policy's decision now (measured again when the last one is older
+   than its interval): true if the machine had an idle core lately. */
+bool zx__spin_idle_core(void);
 
 #endif

@@ -22,9 +22,21 @@
     memory is already spent, instead of being copied into the broker's
     memory, which measured slower (page faults) for no gain.
 
-    Futures are completed on the actor thread, so done-callbacks of remote
-    futures run there; a cancel from one is decided here without a round
-    trip (zx__remote_cancel_on_actor).
+    Leader/follower: a thread that waits for a future of this executor
+    (future.c, waiters.c) takes iolock when the actor sleeps and does the
+    actor's turns itself until its future is done or its wait runs out
+    (zx__remote_lead): it reads the socket, completing whatever futures the
+    answers are for, and runs the control work and ticks, so a result wakes
+    the thread waiting for it and no other. Meanwhile the actor, woken by
+    the same socket, turns deaf to it instead of queueing on iolock
+    (s_actor_sleep). Other waiting threads sleep on their futures as before
+    (followers). That spares a waiting caller the hand-off from the actor
+    (bench B, docs/performance.md 34).
+
+    Futures are completed on the actor thread or on a leader, so
+    done-callbacks of remote futures run on either; a cancel from one is
+    decided here without a round trip (zx__remote_cancel_on_actor: a leader
+    stands in for the actor, s_on_actor).
 
     Broker loss: after liveness x heartbeat of silence the actor says HELLO
     every interval; futures stay pending, and every unresolved task is
@@ -908,7 +920,11 @@ static int s_actor_sleep(zx__remote_t *ex, struct pollfd *fds, int wait)
         if (rc == 0 || fds[1].revents || fds[3].revents) {
             tries = 0; /* the leader has the socket: only the eventfd counts */
         }
-        atomic_store_explicit(&ex->deaf, true, memory_order_relaxed);
+        atomic_store(&ex->deaf, true);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (pthread_mutex_trylock(&ex->iolock) == 0) {
+            break; /* the leader let go meanwhile (see zx__remote_lead) */
+        }
         fds[1].fd = -1;
         fds[1].revents = 0;
         fds[3].fd = -1;
@@ -1118,12 +1134,11 @@ void zx__remote_leaders_wait(zx__remote_t *ex)
    (heartbeats, broker loss, expiry). A result then wakes only the thread
    that waits for it. What stays the actor's: the pipe ($TERM), and
    everything while nobody leads. The leader waits in poll on the same raw
-   fds as the actor (see the top; the actor, woken too, sleeps again or
-   queues on iolock: s_actor_sleep); one that has the process's spin
-   (zx_spin.h) busy-polls first. Before it lets go it asks ZMQ_EVENTS
-   whether a message waits unread and wakes the actor if so, as ZMQ_FD will
-   not signal it again, and writes that wake before unlocking: once iolock
-   is free, ex may be destroyed. */
+   fds as the actor (see the top; the actor, woken too, turns deaf:
+   s_actor_sleep); one that has the process's spin (zx_spin.h) busy-polls
+   first. Before it lets go it asks ZMQ_EVENTS whether a message waits
+   unread (ZMQ_FD will not signal it again), and after, it wakes the actor
+   if so, or if the actor is deaf while answers are still due. */
 int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int64_t until_us,
                     int64_t spin_until_us)
 {
@@ -1222,14 +1237,18 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
     }
     /* the ZMQ_FD caveat (see the top) */
     bool wake = io->kick || s_room(ex) || (zsock_events(io->dealer) & ZMQ_POLLIN) ||
-                (io->monitor && (zsock_events(io->monitor) & ZMQ_POLLIN)) ||
-                (io->table.count > 0 && atomic_load_explicit(&ex->deaf, memory_order_relaxed));
+                (io->monitor && (zsock_events(io->monitor) & ZMQ_POLLIN));
+    bool due = io->table.count > 0; /* answers will come: a deaf actor must hear them */
     s_on_actor = was;
     atomic_store_explicit(&ex->leading, false, memory_order_relaxed);
-    if (wake) {
+    pthread_mutex_unlock(&ex->iolock);
+    /* ex lives on until leaders drops (zx__remote_leaders_wait). Checked
+       after unlocking, against the actor's store then trylock
+       (s_actor_sleep): one of the two sees the other. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (wake || (due && atomic_load(&ex->deaf))) {
         zx__remote_wake(ex);
     }
-    pthread_mutex_unlock(&ex->iolock);
 out:
     if (spinning) {
         zx__spin_end();

@@ -166,6 +166,7 @@ static int64_t s_measure(void)
    the last decision). */
 static bool s_idle_core(void)
 {
+    pthread_once(&s_once, s_init); /* s_niced */
     int64_t now = zx__mono_us();
     if (now >= atomic_load_explicit(&s_next, memory_order_relaxed) && !s_no_proc &&
         !atomic_exchange(&s_sampling, true)) {

@@ -541,10 +541,12 @@ Test(remote_fake, shutdown_cancel_futures_cancels_sent_tasks_and_refuses_submits
 
 /* ---- leader/follower (remote_io.c): a waiting thread reads the socket ---------------- */
 
-/* A thread that waits for one future, retrying in long slices so that it
-   leads whenever the I/O thread sleeps; records which thread it is. */
+/* A thread that waits for one future in slices, so that a wait that began
+   while the I/O thread was awake (and so sleeps) tries again to lead;
+   records which thread it is. */
 typedef struct {
     zx_future_t *f;
+    double slice; /* each wait's timeout; 0: 2 s */
     pthread_t self;
     int rc;
 } waiter_t;
@@ -554,7 +556,7 @@ static void *s_waiter_main(void *arg)
     waiter_t *w = arg;
     w->self = pthread_self();
     do {
-        w->rc = zx_future_result(w->f, 5, NULL, NULL);
+        w->rc = zx_future_result(w->f, w->slice > 0 ? w->slice : 2, NULL, NULL);
     } while (w->rc == ZX_ETIMEOUT);
     return NULL;
 }
@@ -1316,8 +1318,10 @@ Test(remote, a_thread_leading_through_a_broker_restart_gets_its_result)
     const char *extra[] = {"--threads", "2", NULL};
     s_worker("w1", extra);
     zx_executor_t *ex = s_connect(60);
-    zx_future_t *f = s_sleep(ex, 1.0, 0);
-    waiter_t w = {.f = f};
+    zx_future_t *f = s_sleep(ex, 2.0, 0);
+    /* short slices: a wait that began while the I/O thread was awake sleeps
+       (a follower) until its slice ends, then tries to lead again */
+    waiter_t w = {.f = f, .slice = 0.05};
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, s_waiter_main, &w), 0);
     cr_assert(zxt_wait_for(s_leads, ex, 20), "no thread leads");

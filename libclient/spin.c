@@ -16,8 +16,8 @@
     (measured per spin with CLOCK_THREAD_CPUTIME_ID, so that spinning does
     not switch itself off). Spinning is allowed while the rest of the
     machine left at least S_SPARE_MIN of a core idle on average, which the
-    spinner then takes; time of niced processes counts as idle unless this
-    process is niced too (s_parse_stat). Until the first interval
+    spinner then takes; time of niced processes counts as busy (s_parse_stat).
+    Until the first interval
     (S_FIRST_MS) ends, and without /proc, the bound alone applies.
 
     One thread per process spins at a time (zx__spin_begin takes that role),
@@ -35,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,7 +56,6 @@ static uint64_t s_prev_busy, s_prev_total; /* /proc/stat jiffies */
 static int64_t s_prev_spent;
 static bool s_have_prev;
 static bool s_no_proc; /* /proc/stat unreadable: never measured */
-static bool s_niced;   /* this process runs niced: niced time is busy time */
 
 static void s_init(void)
 {
@@ -70,9 +68,6 @@ static void s_init(void)
         v = S_SPIN_DEFAULT_US;
     }
     s_max_us = (int)v;
-    errno = 0;
-    int prio = getpriority(PRIO_PROCESS, 0);
-    s_niced = errno == 0 && prio > 0;
 }
 
 int zx__spin_max_us(void)
@@ -107,12 +102,14 @@ static int s_parse_stat(const char *text, uint64_t *busy, uint64_t *total, int *
         return -1;
     }
     /* user nice system idle iowait irq softirq steal (guest time is already
-       counted in user and nice). Time of niced processes counts as idle
-       unless this process is niced too: the scheduler gives a nice-0
-       thread about 70 times the share of a nice-19 one, so a core that
-       only runs background work is one a spinner barely takes from anyone
-       and that wakes at once for a thread of the round trip. */
-    uint64_t idle = v[3] + v[4] + (s_niced ? 0 : v[1]);
+       counted in user and nice). Time of niced processes counts as busy:
+       nice orders threads only within one scheduling group, and with
+       autogroups (one per session, the default) a spinner shares a core
+       evenly with a niced build started from another terminal, which
+       measured as half a core "idle" beside one CPU-bound process per
+       core. Only a core that really idles is one a spinner takes from
+       nobody. */
+    uint64_t idle = v[3] + v[4];
     uint64_t all = 0;
     for (int i = 0; i < 8 && i < n; i++) {
         all += v[i];
@@ -166,7 +163,6 @@ static int64_t s_measure(void)
    the last decision). */
 static bool s_idle_core(void)
 {
-    pthread_once(&s_once, s_init); /* s_niced */
     int64_t now = zx__mono_us();
     if (now >= atomic_load_explicit(&s_next, memory_order_relaxed) && !s_no_proc &&
         !atomic_exchange(&s_sampling, true)) {

@@ -13,6 +13,7 @@
 #define ZX_REMOTE_INT_H
 
 #include "remote.h"
+#include "zx_endpoints.h"
 #include "zx_monitor.h"
 #include "zx_proto.h"
 #include "zx_security.h"
@@ -117,7 +118,9 @@ typedef struct {
 
 typedef struct {
     struct zx_executor base; /* first: a zx_executor_t * is a remote_t * */
-    char *endpoint;
+    char *endpoint;          /* as given: one endpoint or a list (zx_endpoints.h) */
+    zx__eps_t eps;           /* actor thread: the list, its current endpoint */
+    int64_t ep_since;        /* actor thread: when the current endpoint became current */
     char *name;
     zx__cluster_t *cluster;
     uint8_t session[ZXP_ID_LEN];
@@ -168,5 +171,13 @@ void zx__remote_resolved_locked(zx__remote_t *ex, size_t n);
 void zx__remote_outbox_unlink(zx__remote_t *ex, zx__rtask_t *t);
 /* Frees a task record and its reference to the future. Accepts NULL. */
 void zx__rtask_free(zx__rtask_t *t);
+
+/* ---- remote.c ------------------------------------------------------------------- */
+
+/* A pair of brokers (ex->eps holds more than one endpoint): the current one
+   is silent or passive (why says which), so the DEALER leaves it for the
+   next one; the caller says HELLO there and WELCOME re-sends what is
+   unresolved. Actor thread, iolock held. false with a single endpoint. */
+bool zx__remote_next_broker(zx__remote_t *ex, const char *why, int64_t now);
 
 #endif

@@ -604,12 +604,14 @@ bool zxb_standby_eligible(zxb_standby_t *self)
 
 void zxb_standby_set_journal(zxb_standby_t *self, zxb_journal_t *journal)
 {
-    assert(self && journal);
-    if (self->j != journal) {
+    assert(self);
+    if (self->j && self->j != journal) {
         zxb_journal_set_tap(self->j, NULL, NULL);
     }
     self->j = journal;
-    s_set_tap(self);
+    if (journal) {
+        s_set_tap(self);
+    }
 }
 
 int zxb_standby_fds(zxb_standby_t *self, int fds[2])

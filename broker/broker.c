@@ -108,6 +108,9 @@ zxp_out_t *zxb_batch(zxb_broker_t *self, zxp_out_t **slot, uint8_t cmd, zsock_t 
 
 static void s_flush(zxb_broker_t *self)
 {
+    zxb_jobs_flush(self);
+    /* this turn's journal records go to the writer (group commit) */
+    zxb_durable_turn(self);
     while (self->dirty_workers) {
         zxb_worker_t *w = self->dirty_workers;
         self->dirty_workers = w->dirty_next;
@@ -120,6 +123,7 @@ static void s_flush(zxb_broker_t *self)
         zxb_client_t *c = self->dirty_clients;
         self->dirty_clients = c->dirty_next;
         c->dirty = false;
+        s_out_flush(self, &c->out_accepted, self->csock, c->rid);
         s_out_flush(self, &c->out_started, self->csock, c->rid);
         s_out_flush(self, &c->out_result, self->csock, c->rid);
         s_out_flush(self, &c->out_cancelled, self->csock, c->rid);
@@ -186,10 +190,19 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     self->doomed = zlist_new();
     self->orphans = zlist_new();
     self->withdrawals = zlist_new();
+    self->jobs = s_id_table();
+    self->fetch_waiters = zlist_new();
+    zxp_out_init(&self->jout);
     zxp_in_init(&self->in);
     zxp_out_init(&self->ctl);
     zxp_drops_init(&self->drops);
     if (zxb_tokens_init(self) != 0) {
+        zxb_broker_destroy(&self);
+        return NULL;
+    }
+    /* the journal is replayed before the endpoints are bound: nobody is
+       served a broker that has not recovered */
+    if (zxb_durable_open(self) != 0) {
         zxb_broker_destroy(&self);
         return NULL;
     }
@@ -253,6 +266,7 @@ void zxb_broker_destroy(zxb_broker_t **self_p)
         return;
     }
     zxb_metrics_destroy(&self->metrics); /* first: its thread copies only its own page */
+    zxb_durable_close(self);             /* what was appended is written */
     zxb_tokens_fini(self);
     self->dirty_clients = NULL;
     self->dirty_workers = NULL;
@@ -268,6 +282,7 @@ void zxb_broker_destroy(zxb_broker_t **self_p)
         }
         zhashx_destroy(&self->clients);
     }
+    zxb_jobs_fini(self);
     zxb_sched_destroy(&self->sched); /* frees every task's payload */
     zxp_out_t *out;
     while (self->outpool && (out = zlist_pop(self->outpool))) {
@@ -312,8 +327,12 @@ int zxb_broker_run(zxb_broker_t *self)
        (docs/performance.md). ZMQ_FD only says the socket's state changed,
        and a send may consume that change, so before sleeping the loop asks
        ZMQ_EVENTS of each socket. */
-    struct pollfd fds[2] = {{zsock_fd(self->wsock), POLLIN, 0}, {zsock_fd(self->csock), POLLIN, 0}};
+    /* and the journal's eventfd (-1 without one: poll skips it) */
+    struct pollfd fds[3] = {{zsock_fd(self->wsock), POLLIN, 0},
+                            {zsock_fd(self->csock), POLLIN, 0},
+                            {zxb_durable_fd(self), POLLIN, 0}};
     bool more[2] = {true, true}; /* messages may wait: read before sleeping */
+    bool jready = false;         /* the journal's eventfd said the writer moved */
     while (!zsys_interrupted) {
         /* (a socket left with more to read is read again without asking;
            the other is asked, so that it is not starved) */
@@ -330,16 +349,24 @@ int zxb_broker_run(zxb_broker_t *self)
                 int64_t steal = (self->steal_at - zx__mono_us()) / 1000 + 1;
                 wait = steal < wait ? steal : wait;
             }
-            int rc = poll(fds, 2, wait > 0 ? (int)wait : 0);
+            int rc = poll(fds, 3, wait > 0 ? (int)wait : 0);
             if (rc < 0 && errno != EINTR) {
                 zsys_error("poll failed: %s", strerror(errno));
                 break;
             }
             more[0] = rc > 0 && fds[0].revents;
             more[1] = rc > 0 && fds[1].revents;
+            jready = rc > 0 && fds[2].revents;
+        } else {
+            jready = true; /* a busy turn: look, its messages pay for the read */
         }
         self->now = zclock_mono();
         self->now_us = zx__mono_us();
+        if (self->journal && jready) {
+            /* what the writer committed since (ACCEPTED, worker acks); a
+               read of the committed LSN clears the eventfd */
+            zxb_durable_committed(self);
+        }
         /* workers first: their results free the credit new submissions need */
         if (more[0]) {
             more[0] = s_drain(self, true);
@@ -359,6 +386,7 @@ int zxb_broker_run(zxb_broker_t *self)
             }
             zxb_nofunc_tick(self);
             zxb_held_tick(self);
+            zxb_jobs_tick(self);
             zxb_workers_tick(self);
             zxb_clients_tick(self);
             if (self->metrics && self->now - self->metrics_at >= 1000) {

@@ -43,6 +43,10 @@ void zxb_client_destroy(zxb_broker_t *self, zxb_client_t **c_p)
     zxb_out_put(self, &c->out_started);
     zxb_out_put(self, &c->out_result);
     zxb_out_put(self, &c->out_cancelled);
+    zxb_out_put(self, &c->out_accepted);
+    if (c->job) {
+        c->job->client = NULL; /* the job stays, as its info */
+    }
     zxb_client_fifos_destroy(c);
     zframe_destroy(&c->rid);
     free(c);
@@ -71,9 +75,10 @@ static void s_client_dirty(zxb_broker_t *self, zxb_client_t *c)
 zxp_out_t *zxb_client_batch(zxb_broker_t *self, zxb_client_t *c, uint8_t cmd)
 {
     s_client_dirty(self, c);
-    zxp_out_t **slot = cmd == ZXP_STARTED  ? &c->out_started
-                       : cmd == ZXP_RESULT ? &c->out_result
-                                           : &c->out_cancelled;
+    zxp_out_t **slot = cmd == ZXP_STARTED    ? &c->out_started
+                       : cmd == ZXP_RESULT   ? &c->out_result
+                       : cmd == ZXP_ACCEPTED ? &c->out_accepted
+                                             : &c->out_cancelled;
     return zxb_batch(self, slot, cmd, self->csock, c->rid);
 }
 
@@ -120,6 +125,11 @@ static void s_on_hello(zxb_broker_t *self, zxb_client_t *c, zframe_t *rid)
     c->expired = false;
     c->doomed = false;
     c->last_recv = self->now;
+    uint32_t flags = zxp_hello_flags(&self->in);
+    c->want_accept = flags & ZXP_HELLO_ACCEPT;
+    if ((flags & ZXP_HELLO_JOB) || c->job) {
+        zxb_job_attach(self, c);
+    }
     char hex[33];
     zxb_hex(c->session, hex);
     if (recovered) {
@@ -138,10 +148,10 @@ static void s_on_hello(zxb_broker_t *self, zxb_client_t *c, zframe_t *rid)
 }
 
 static void s_reject(zxb_broker_t *self, zxb_client_t *c, const zxp_submit_t *s, zframe_t **payload,
-                     const char *msg)
+                     const char *type, const char *msg)
 {
     zframe_destroy(payload);
-    zframe_t *err = zxp_error_frame("QuotaError", msg, "");
+    zframe_t *err = zxp_error_frame(type, msg, "");
     zxp_out_t *out = zxb_client_batch(self, c, ZXP_RESULT);
     zxp_result_t r = {.seq = s->seq, .status = ZXP_ST_REJECTED, .pool = s->pool};
     zxp_put_result(out, &r);
@@ -247,6 +257,28 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
                 self->duplicates++; /* re-sent after a reconnect: we have it */
                 zframe_destroy(&payload);
             }
+            zxb_durable_accept_again(self, c, s.seq);
+            continue;
+        }
+        const char *refusal = zxb_durable_refusal(self);
+        if (refusal) {
+            /* the journal cannot be written: nothing new is acknowledged */
+            s_reject(self, c, &s, &payload, "JournalError", refusal);
+            continue;
+        }
+        if (c->job && (c->job->cancelled || c->job->expired)) {
+            s_reject(self, c, &s, &payload, "QuotaError",
+                     c->job->cancelled ? "job cancelled: it takes no more tasks"
+                                       : "job expired: it takes no more tasks");
+            continue;
+        }
+        if (c->job && c->job->held_bytes >= self->cfg.job_max_bytes) {
+            char msg[256];
+            snprintf(msg, sizeof msg,
+                     "job quota exceeded: fetch results (%" PRIu64
+                     " result bytes held, --job-max-bytes %" PRIu64 ")",
+                     c->job->held_bytes, self->cfg.job_max_bytes);
+            s_reject(self, c, &s, &payload, "QuotaError", msg);
             continue;
         }
         if (c->queued >= self->cfg.max_queued) {
@@ -255,7 +287,7 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
                      "client %s has %" PRIu64 " tasks queued, the broker's limit "
                      "(--max-queued %" PRIu64 ")",
                      c->name, c->queued, self->cfg.max_queued);
-            s_reject(self, c, &s, &payload, msg);
+            s_reject(self, c, &s, &payload, "QuotaError", msg);
             continue;
         }
         if (c->queued_bytes + size > self->cfg.max_queued_bytes) {
@@ -264,7 +296,7 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
                      "client %s has %" PRIu64 " bytes of arguments queued; this task would pass "
                      "the broker's limit (--max-queued-bytes %" PRIu64 ")",
                      c->name, c->queued_bytes, self->cfg.max_queued_bytes);
-            s_reject(self, c, &s, &payload, msg);
+            s_reject(self, c, &s, &payload, "QuotaError", msg);
             continue;
         }
         zxb_fn_t *fn = last;
@@ -293,6 +325,10 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
         zxb_task_index(self->sched, t);
         c->ntasks++;
         self->submitted++;
+        if (c->job) {
+            c->job->submitted++;
+        }
+        zxb_durable_task(self, t); /* its record before anything can end it */
         zxb_task_enqueue(self, t, false, true);
     }
 }
@@ -305,7 +341,7 @@ static void s_on_cancel(zxb_broker_t *self, zxb_client_t *c)
         uint64_t seq = zxp_u(it, 0);
         bool terminate = zxp_b(it, 1);
         zxb_task_t *t = zxb_task_find(self->sched, c, seq);
-        if (!t || !t->adopted || t->state == ZXB_T_HELD) {
+        if (!t || !t->adopted || t->state == ZXB_T_HELD || t->state == ZXB_T_JHELD) {
             zxb_cancelled_send(self, c, seq, ZXP_CANCEL_REFUSED);
             continue;
         }
@@ -359,6 +395,10 @@ void zxb_client_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
     case ZXP_SUBMIT: s_on_submit(self, c); break;
     case ZXP_CANCEL: s_on_cancel(self, c); break;
     case ZXP_STATUS: zxb_status_reply(self, c); break;
+    case ZXP_FETCH: zxb_job_on_fetch(self, c); break;
+    case ZXP_RACK: zxb_job_on_rack(self); break;
+    case ZXP_JOBS: zxb_job_on_jobs(self, c); break;
+    case ZXP_JCANCEL: zxb_job_on_jcancel(self, c); break;
     case ZXP_BYE: s_client_gone(self, c, "said BYE"); break;
     case ZXP_HEARTBEAT: {
         /* a trailing field: the result payload bytes it has read */
@@ -376,6 +416,12 @@ void zxb_client_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
 static void s_client_gone(zxb_broker_t *self, zxb_client_t *c, const char *why)
 {
     c->alive = false;
+    if (c->job) {
+        /* a detached job: its tasks stay, their results are held */
+        zxb_job_left(self, c, why);
+        zxb_client_check(self, c);
+        return;
+    }
     uint64_t before = c->queued;
     zxb_client_fifos_drain(self->sched, c, s_drop_queued, self);
     /* free the prefetch its tasks hold on workers: those not started are
@@ -423,13 +469,16 @@ void zxb_clients_tick(zxb_broker_t *self)
                 zxp_send_empty(self->csock, c->rid, ZXP_HEARTBEAT);
                 c->last_send = now;
             }
-        } else if (!c->ever && !c->expired && now - c->created > self->cfg.client_timeout_ms) {
+        } else if (!c->ever && !c->expired && !c->job &&
+                   now - c->created > self->cfg.client_timeout_ms) {
             char hex[33];
             zxb_hex(c->session, hex);
             ZXB_INFO("session %s: no client came back for its %" PRIu64
                      " recovered tasks; their results will be dropped",
                      hex, c->ntasks);
             c->expired = true;
+            /* those recovered from the journal and still queued go now */
+            zxb_client_fifos_drain(self->sched, c, s_drop_queued, self);
         }
     }
     for (zxb_client_t *c = gone ? zlist_first(gone) : NULL; c; c = zlist_next(gone)) {

@@ -519,7 +519,7 @@ void zxb_place_tick_all(zxb_broker_t *self)
     self->tick_no++;
     self->active_clients = 0;
     for (zxb_client_t *c = zhashx_first(self->clients); c; c = zhashx_next(self->clients)) {
-        if (c->alive && c->ntasks > 0) {
+        if (zxb_client_wants(c) && c->ntasks > 0) {
             c->active_tick = self->tick_no;
             self->active_clients++;
         }
@@ -718,7 +718,7 @@ bool zxb_task_requeue(zxb_broker_t *self, zxb_task_t *t, bool counted, const cha
     if (!counted && t->attempts > 0) {
         t->attempts--;
     }
-    if (!t->adopted || !c->alive) {
+    if (!t->adopted || !zxb_client_wants(c)) {
         /* recovered and not re-submitted: the client re-sends it; gone: drop */
         zxb_task_release(self, t);
         return false;

@@ -2,6 +2,7 @@
     Bad flags exit with status 2 and a message naming the flag.
 */
 #include "zxb.h"
+#include "zxb_journal.h"
 #include "zxb_sec.h"
 #include "zx_czmq.h"
 #include "zx_parse.h"
@@ -49,6 +50,19 @@ static void s_usage(FILE *out)
             "  --steal-after-ms MS      a task sent to a worker and not started there this\n"
             "                           long is taken back for an idle slot elsewhere\n"
             "                           (default 10)\n"
+            "  --journal DIR            write every accepted task, every job result and every\n"
+            "                           fetch to an append-only journal in DIR and recover\n"
+            "                           from it at start (off by default: all in memory)\n"
+            "  --fsync POLICY           with --journal: batch (fdatasync each group of\n"
+            "                           records before acknowledging them; the default),\n"
+            "                           interval[:MS] (fdatasync at most every MS, default\n"
+            "                           100: a power loss may lose the last MS), none (leave\n"
+            "                           it to the kernel: survives a broker crash, not a\n"
+            "                           power loss)\n"
+            "  --job-retention SECONDS  a detached job and its results are dropped this long\n"
+            "                           after its last activity (default 604800: 7 days)\n"
+            "  --job-max-bytes BYTES    held result bytes per job; beyond, its new tasks are\n"
+            "                           refused until results are fetched (default 1G)\n"
             "  --metrics HOST:PORT      serve Prometheus metrics over HTTP at /metrics\n"
             "                           (e.g. 127.0.0.1:5572; off by default)\n"
             "  --insecure               allow binding non-loopback addresses without\n"
@@ -145,6 +159,10 @@ enum {
     OPT_WORKER_KEYS,
     OPT_SECRET_FILE,
     OPT_MAX_MSG,
+    OPT_JOURNAL,
+    OPT_FSYNC,
+    OPT_JOB_RETENTION,
+    OPT_JOB_MAX_BYTES,
     OPT_VERSION,
 };
 
@@ -172,6 +190,10 @@ int main(int argc, char *argv[])
         .steal_after_ms = 10.0,
         .insecure = false,
         .verbose = 1,
+        .fsync_policy = ZXB_FSYNC_BATCH,
+        .fsync_interval_ms = 100,
+        .job_retention_s = 7 * 86400,
+        .job_max_bytes = 1ull << 30,
     };
     zxb_sec_config_t sec = {0};
     static const struct option opts[] = {
@@ -196,6 +218,10 @@ int main(int argc, char *argv[])
         {"worker-keys", required_argument, NULL, OPT_WORKER_KEYS},
         {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
         {"max-msg", required_argument, NULL, OPT_MAX_MSG},
+        {"journal", required_argument, NULL, OPT_JOURNAL},
+        {"fsync", required_argument, NULL, OPT_FSYNC},
+        {"job-retention", required_argument, NULL, OPT_JOB_RETENTION},
+        {"job-max-bytes", required_argument, NULL, OPT_JOB_MAX_BYTES},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -321,6 +347,42 @@ int main(int argc, char *argv[])
             sec.max_msg = (int64_t)max;
             break;
         }
+        case OPT_JOURNAL:
+            if (!*optarg) {
+                return s_bad("--journal", optarg, "expected a directory");
+            }
+            cfg.journal_dir = optarg;
+            break;
+        case OPT_FSYNC:
+            if (strcmp(optarg, "batch") == 0) {
+                cfg.fsync_policy = ZXB_FSYNC_BATCH;
+            } else if (strcmp(optarg, "none") == 0) {
+                cfg.fsync_policy = ZXB_FSYNC_NONE;
+            } else if (strncmp(optarg, "interval", 8) == 0 &&
+                       (optarg[8] == 0 || optarg[8] == ':')) {
+                cfg.fsync_policy = ZXB_FSYNC_INTERVAL;
+                if (optarg[8] == ':' &&
+                    (rc = s_parse_int("--fsync", optarg + 9, 1, 60000, &n)) != 0) {
+                    return rc;
+                }
+                if (optarg[8] == ':') {
+                    cfg.fsync_interval_ms = (uint32_t)n;
+                }
+            } else {
+                return s_bad("--fsync", optarg, "expected batch, interval[:MS] or none");
+            }
+            break;
+        case OPT_JOB_RETENTION:
+            if ((rc = s_parse_seconds("--job-retention", optarg, 1, 86400 * 3650.0, &ms))) {
+                return rc;
+            }
+            cfg.job_retention_s = ms / 1000 > 0 ? ms / 1000 : 1;
+            break;
+        case OPT_JOB_MAX_BYTES:
+            if ((rc = s_parse_bytes("--job-max-bytes", optarg, &cfg.job_max_bytes))) {
+                return rc;
+            }
+            break;
         case 'v': cfg.verbose = 2; break;
         case 'q': cfg.verbose = 0; break;
         case 'h': s_usage(stdout); return 0;

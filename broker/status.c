@@ -134,7 +134,7 @@ void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c)
     }
 
     s_pack_str(pk, "totals");
-    msgpack_pack_map(pk, 17);
+    msgpack_pack_map(pk, 20);
     s_pack_kv_u(pk, "submitted", self->submitted);
     s_pack_kv_u(pk, "done", self->done);
     s_pack_kv_u(pk, "failed", self->failed);
@@ -159,5 +159,11 @@ void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c)
     double span = (double)(self->now - self->started) / 1000.0;
     msgpack_pack_double(pk, (double)sum / (span < 10.0 ? (span > 1.0 ? span : 1.0) : 10.0));
     s_pack_kv_u(pk, "dropped_messages", self->drops.total);
+    s_pack_kv_u(pk, "jobs", zhashx_size(self->jobs));
+    s_pack_kv_u(pk, "held_results", self->jobs_held);
+    s_pack_kv_str(pk, "journal",
+                  !self->journal         ? "off"
+                  : self->journal_failed ? self->journal_error
+                                         : "ok");
     zxp_out_send(out, self->csock, c->rid);
 }

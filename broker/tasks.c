@@ -34,7 +34,13 @@ static void s_rate_count(zxb_broker_t *self)
 /* Forgets a task that is in no queue and on no worker. */
 void zxb_task_release(zxb_broker_t *self, zxb_task_t *t)
 {
+    if (t->state == ZXB_T_JHELD) {
+        return; /* its job keeps it until a RACK (jobs.c) */
+    }
     zxb_client_t *c = t->client;
+    if (t->journaled) {
+        zxb_durable_end(self, t);
+    }
     zxb_task_unindex(self->sched, t);
     if (t->fn) {
         t->fn->refs--;
@@ -79,11 +85,17 @@ void zxb_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const c
         self->failed++;
     }
     s_rate_count(self);
-    if (!c->alive || !t->adopted || c->overflow) {
-        zframe_destroy(payload);
+    /* a job's result is held (the payload moves into the task) whether or
+       not its session listens now */
+    bool held = c->job && t->adopted && !t->refused &&
+                zxb_job_hold(self, t, status, node, node_len, pid, pool, payload, mem, len, 0);
+    if (!c->alive || !t->adopted || c->overflow || t->refused) {
+        if (!held) {
+            zframe_destroy(payload);
+        }
         return;
     }
-    size_t size = *payload ? zframe_size(*payload) : len;
+    size_t size = held ? t->size : *payload ? zframe_size(*payload) : len;
     zframe_t *err = NULL;
     if (c->max_msg && size > c->max_msg) {
         /* its libzmq would drop the connection, and the client would re-send
@@ -92,16 +104,19 @@ void zxb_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const c
         snprintf(msg, sizeof msg,
                  "the result is %zu bytes, over the client's limit of %" PRIu64 " bytes", size,
                  c->max_msg);
-        zframe_destroy(payload);
+        if (!held) {
+            zframe_destroy(payload);
+        }
         err = zxp_error_frame("ResultTooLargeError", msg, "");
         payload = &err;
+        held = false;
         status = ZXP_ST_RAISED;
         self->too_large++;
     }
     /* what the client has not read is the broker's memory (libzmq's queue):
        bounded per client; past the bound its session is dropped at the next
        tick (it re-sends its unresolved tasks when it speaks again) */
-    c->tx_bytes += *payload ? zframe_size(*payload) : len;
+    c->tx_bytes += held ? t->size : *payload ? zframe_size(*payload) : len;
     if (c->acks && c->tx_bytes - c->rx_bytes > self->cfg.max_waiting_bytes) {
         c->overflow = true;
     }
@@ -113,7 +128,9 @@ void zxb_result_send(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const c
                       .pool = pool,
                       .attempts = t->attempts};
     zxp_put_result(out, &r);
-    if (*payload) {
+    if (held) {
+        zxb_job_payload_copy(t, out);
+    } else if (*payload) {
         zxp_out_payload(out, payload);
     } else {
         zxp_out_payload_mem(out, mem, len);

@@ -107,6 +107,13 @@ void zxb_worker_free(zxb_broker_t *self, zxb_worker_t **w_p)
         w->fns[i].fn->refs--;
     }
     free(w->fns);
+    if (w->rx_marks) {
+        void *m;
+        while ((m = zlist_pop(w->rx_marks))) {
+            free(m);
+        }
+        zlist_destroy(&w->rx_marks);
+    }
     zframe_destroy(&w->rid);
     free(w);
     *w_p = NULL;
@@ -369,6 +376,7 @@ static void s_on_wresult(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
                         len);
         zxb_task_release(self, t);
     }
+    zxb_durable_wresults(self, w);
     zxb_worker_fill(self, w);
 }
 
@@ -403,7 +411,7 @@ static void s_on_wcancelled(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
             if (t->cancelled) {
                 zxb_cancelled_send(self, c, seq, ZXP_CANCEL_DONE);
                 self->cancelled++;
-            } else if (c->alive && t->adopted) {
+            } else if (zxb_client_wants(c) && t->adopted) {
                 t->bcancel = 0;
                 if (t->attempts > 0) {
                     t->attempts--;
@@ -424,7 +432,7 @@ static void s_on_wcancelled(zxb_broker_t *self, zxb_worker_t *w, zframe_t *rid)
         freed = true;
         if (t->bcancel && !t->cancelled) {
             /* withdrawn because its client left; if it came back, queue again */
-            if (c->alive && outcome == ZXP_CANCEL_DONE) {
+            if (zxb_client_wants(c) && outcome == ZXP_CANCEL_DONE) {
                 t->bcancel = 0;
                 if (t->attempts > 0) {
                     t->attempts--;
@@ -715,9 +723,9 @@ void zxb_workers_tick(zxb_broker_t *self)
                the worker can forget the results it keeps for a re-send; a
                busy worker (never idle for a heartbeat) gets it too */
             if (now - w->last_send >= hb ||
-                (w->results_rx != w->results_ack && now - w->ack_at >= hb)) {
-                zxp_send_heartbeat_rx(self->wsock, w->rid, w->results_rx);
-                w->results_ack = w->results_rx;
+                (zxb_results_safe(self, w) != w->results_ack && now - w->ack_at >= hb)) {
+                zxp_send_heartbeat_rx(self->wsock, w->rid, zxb_results_safe(self, w));
+                w->results_ack = zxb_results_safe(self, w);
                 w->ack_at = now;
                 w->last_send = now;
             }

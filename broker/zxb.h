@@ -40,6 +40,13 @@ typedef struct {
     bool insecure;
     int verbose;              /* 0 quiet (warnings), 1 normal, 2 verbose */
     const char *metrics_addr; /* Prometheus HTTP endpoint, HOST:PORT; NULL: none */
+    /* durable jobs (jobs.c, durable.c) */
+    const char *journal_dir; /* --journal; NULL: nothing is journaled */
+    int fsync_policy;        /* --fsync: zxb_fsync_t */
+    uint32_t fsync_interval_ms;
+    int64_t job_retention_s; /* --job-retention: a job is dropped this long after its last
+                                activity */
+    uint64_t job_max_bytes;  /* --job-max-bytes: held result bytes per job */
 } zxb_config_t;
 
 /* metrics.c: the Prometheus endpoint. new: NULL on a bad or refused
@@ -79,6 +86,7 @@ typedef struct zxb_wfn zxb_wfn_t;
 typedef struct zxb_queue zxb_queue_t;
 typedef struct zxb_fifo zxb_fifo_t;
 typedef struct zxb_sched zxb_sched_t;
+typedef struct zxb_job zxb_job_t;
 
 enum {
     ZXB_T_FREE = 0,
@@ -86,6 +94,7 @@ enum {
     ZXB_T_DISPATCHED, /* sent to task->worker, not started */
     ZXB_T_RUNNING,    /* the worker said it started */
     ZXB_T_HELD,       /* finished before its client re-submitted it: result kept */
+    ZXB_T_JHELD,      /* a job's task with its result, kept until RACKed (jobs.c) */
 };
 
 /* Where a task keeps its payload. A zframe_t costs about 370 bytes in
@@ -114,8 +123,11 @@ struct zxb_task {
         zframe_t *frame; /* ZXB_PL_FRAME */
         uint8_t *heap;   /* ZXB_PL_HEAP */
         uint8_t inl[ZXB_PL_INLINE_MAX];
-    } pl;             /* arguments (kept for retries), or the held result */
-    uint64_t arrival; /* ms since broker start << 20 | counter: age and order */
+    } pl; /* arguments (kept for retries), or the held result */
+    union {
+        uint64_t arrival; /* ms since broker start << 20 | counter: age and order */
+        uint64_t jindex;  /* ZXB_T_JHELD: the job's completion index of its result */
+    };
     int64_t start_us; /* on a worker: when it was sent, then when it started (us) */
     union {
         struct {
@@ -141,6 +153,9 @@ struct zxb_task {
     uint8_t withdraw : 1;  /* the broker sent WCANCEL to place it elsewhere */
     uint8_t lng : 1;       /* sent as a task of a function not known short */
     uint8_t counted : 1;   /* counted among its function's running (est.running) */
+    uint8_t journaled : 1; /* its TASK record is in the journal: its end is written too */
+    uint8_t refused : 1;   /* the journal failed before it was ACCEPTED: REJECTED sent,
+                              its result is discarded (durable.c) */
 };
 
 /* A function a worker offers, with its place in the function's lists of
@@ -197,6 +212,11 @@ struct zxb_worker {
     uint64_t max_msg;     /* READY's trailing max_msg; 0: not said (an older worker) */
     uint64_t results_rx;  /* WRESULT items received since its READY */
     uint64_t results_ack; /* as last told to it (HEARTBEAT's trailing field) */
+    /* with --journal: results_rx counts as received only once the records
+       of those results are committed; (lsn, rx) marks of WRESULT messages
+       whose records are not committed yet (durable.c) */
+    uint64_t results_safe;
+    zlist_t *rx_marks;
     int64_t ack_at;
     /* per pool kind (ZXP_POOL_THREAD, ZXP_POOL_PROCESS; [0] unused): the
        placement policy's view (zxb_place.h): slots, window, the tasks in
@@ -251,7 +271,9 @@ struct zxb_client {
     uint32_t nrun;
     uint32_t nlong;       /* its tasks on workers sent as not known short */
     uint64_t active_tick; /* the last tick that saw it with tasks (dispatch.c) */
-    zxp_out_t *out_started, *out_result, *out_cancelled;
+    zxp_out_t *out_started, *out_result, *out_cancelled, *out_accepted;
+    zxb_job_t *job;   /* its session is a detached job (HELLO flag JOB): jobs.c */
+    bool want_accept; /* HELLO flag ACCEPT: send ACCEPTED */
     zxb_client_t *dirty_next;
     bool dirty;
 };

@@ -16,6 +16,9 @@
       status.c    the STATUS-REPLY map
       metrics.c   the Prometheus text and its HTTP endpoint
       placement.c the placement policy (zxb_place.h), pure
+      jobs.c      detached jobs: held results, FETCH, RACK, JOBS, JCANCEL, expiry
+      durable.c   the journal's records (--journal): appends, ACCEPTED after
+                  commit, recovery at start, snapshots (journal.c writes them)
 
     Functions here take the broker record and act at self->now; none blocks.
 */
@@ -23,8 +26,26 @@
 #define ZXB_BROKER_H
 
 #include "zxb.h"
+#include "zxb_journal.h"
 
 #include <stdio.h>
+
+/* A detached job (jobs.c). */
+struct zxb_job {
+    uint8_t id[ZXP_ID_LEN]; /* its session */
+    char name[ZXP_MAX_NAME + 1];
+    zxb_client_t *client; /* its session's record; NULL once that is gone (info only) */
+    uint64_t submitted, done, failed, held, held_bytes, acked;
+    uint64_t next;         /* the highest completion index given */
+    int64_t created, last; /* unix seconds: made, last activity */
+    bool cancelled, expired, deleted;
+    bool poked; /* moved this turn: waiting FETCHes look again */
+    /* held tasks in completion order: ring[i] has index base + i; [0, lo)
+       were RACKed; NULL entries too */
+    zxb_task_t **ring;
+    size_t cap, len, lo;
+    uint64_t base;
+};
 
 struct zxb_broker {
     zxb_config_t cfg;
@@ -71,6 +92,25 @@ struct zxb_broker {
     int64_t rate_sec;
     zxb_metrics_t *metrics; /* --metrics: the page is rebuilt once a second */
     int64_t metrics_at;
+    /* jobs.c */
+    zhashx_t *jobs;         /* job id -> zxb_job_t */
+    zlist_t *fetch_waiters; /* FETCHes waiting for a result (long poll) */
+    zxp_out_t jout;         /* JRESULT batches of a FETCH's answer */
+    uint64_t jobs_held;     /* results held for jobs, all jobs */
+    int64_t jobs_tick_at;
+    /* durable.c (NULL journal: --journal not given) */
+    zxb_journal_t *journal;
+    bool replaying; /* recovery: nothing is appended */
+    bool journal_failed;
+    char journal_error[256];
+    zlist_t *accepts;    /* ACCEPTED waiting for their record's commit */
+    uint64_t committed;  /* the journal's committed LSN, as last read */
+    uint64_t last_lsn;   /* of the last record appended */
+    uint64_t live_bytes; /* journal bytes of what is live (the snapshot would hold) */
+    msgpack_sbuffer jbuf;
+    msgpack_packer jpk;
+    uint64_t recovered_tasks, recovered_results;
+    double recovery_s;
 };
 
 /* An optional trailing uint field of a header (appended by a later minor
@@ -222,6 +262,78 @@ void zxb_rate_roll(zxb_broker_t *self);
 
 /* Answers a client's STATUS with the map of docs/operations.md. */
 void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c);
+
+/* WRESULT items of w it may forget: with a journal, those whose records are
+   committed (durable.c), else all received. */
+static inline uint64_t zxb_results_safe(const zxb_broker_t *self, const zxb_worker_t *w)
+{
+    return self->journal ? w->results_safe : w->results_rx;
+}
+
+/* ---- jobs.c ----------------------------------------------------------------------- */
+
+/* Whether a client still wants its tasks run: it is connected, or it is a
+   job that has not been cancelled or expired. */
+static inline bool zxb_client_wants(const zxb_client_t *c)
+{
+    return c->alive || (c->job && !c->job->cancelled && !c->job->expired);
+}
+zxb_job_t *zxb_job_find(zxb_broker_t *self, const uint8_t *id);
+zxb_job_t *zxb_job_new(zxb_broker_t *self, const uint8_t *id, const char *name, int64_t created);
+void zxb_job_destroy(zxb_broker_t *self, zxb_job_t **job_p);
+/* c said HELLO with the JOB flag: its job (new, or the one it had). */
+void zxb_job_attach(zxb_broker_t *self, zxb_client_t *c);
+/* The job's session left: its tasks stay. */
+void zxb_job_left(zxb_broker_t *self, zxb_client_t *c, const char *why);
+const char *zxb_job_state(const zxb_job_t *job);
+void zxb_job_info(zxb_broker_t *self, const zxb_job_t *job, zxp_jobinfo_t *info);
+/* t (of a job's client) got its result: held in t (payload moved in), with
+   completion index index (0: the next). False: the job takes no more. */
+bool zxb_job_hold(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const char *node,
+                  size_t node_len, uint32_t pid, uint8_t pool, zframe_t **payload, const void *mem,
+                  size_t len, uint64_t index);
+/* Forgets a held result (RACKed, or its job dropped): the task is freed. */
+void zxb_job_unhold(zxb_broker_t *self, zxb_job_t *job, zxb_task_t *t);
+/* A held task's payload copied into out. */
+void zxb_job_payload_copy(zxb_task_t *t, zxp_out_t *out);
+void zxb_job_on_fetch(zxb_broker_t *self, zxb_client_t *c);
+void zxb_job_on_rack(zxb_broker_t *self);
+void zxb_job_on_jobs(zxb_broker_t *self, zxb_client_t *c);
+void zxb_job_on_jcancel(zxb_broker_t *self, zxb_client_t *c);
+/* End of turn: waiting FETCHes whose job moved are answered. */
+void zxb_jobs_flush(zxb_broker_t *self);
+/* Tick: waits that are over are answered; jobs past --job-retention go. */
+void zxb_jobs_tick(zxb_broker_t *self);
+void zxb_jobs_fini(zxb_broker_t *self);
+
+/* ---- durable.c ------------------------------------------------------------------- */
+
+/* Opens the journal (cfg.journal_dir) and replays it into tasks, clients and
+   jobs. 0, or -1 (logged: the broker does not start). */
+int zxb_durable_open(zxb_broker_t *self);
+void zxb_durable_close(zxb_broker_t *self);
+/* A task just accepted from SUBMIT: its record, and its ACCEPTED (at once
+   without a journal, else once the record is committed). */
+void zxb_durable_task(zxb_broker_t *self, zxb_task_t *t);
+/* A task already known was sent again: ACCEPTED once what is appended now
+   is committed (its record is at or before it). */
+void zxb_durable_accept_again(zxb_broker_t *self, zxb_client_t *c, uint64_t seq);
+/* A job's held result (t is ZXB_T_JHELD). */
+void zxb_durable_result(zxb_broker_t *self, zxb_task_t *t);
+/* A journaled task is forgotten (result sent, RACKed, cancelled, dropped). */
+void zxb_durable_end(zxb_broker_t *self, zxb_task_t *t);
+/* A job's record (made, attached, cancelled, expired, deleted). */
+void zxb_durable_job(zxb_broker_t *self, zxb_job_t *job);
+/* After a WRESULT message of n items from w: acknowledged once committed. */
+void zxb_durable_wresults(zxb_broker_t *self, zxb_worker_t *w);
+/* Why SUBMITs are refused now (the journal failed), or NULL. */
+const char *zxb_durable_refusal(zxb_broker_t *self);
+/* End of turn: the batch goes to the writer; a snapshot when due. */
+void zxb_durable_turn(zxb_broker_t *self);
+/* The journal's fd said something: ACCEPTED and worker acks for what is
+   committed now; a failure is handled. */
+void zxb_durable_committed(zxb_broker_t *self);
+int zxb_durable_fd(zxb_broker_t *self);
 
 /* ---- metrics.c -------------------------------------------------------------------- */
 

@@ -11,6 +11,7 @@
 #include "zx_sign.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -183,6 +184,15 @@ static const s_cmd_t s_cmds[] = {
     {ZXP_STATUS_REPLY, false, false, "m", R(ZXP_ROLE_CLIENT)},
     {ZXP_ERROR, false, false, "us", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
     {ZXP_RESET, false, false, "", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+    {ZXP_ACCEPTED, true, false, "u", R(ZXP_ROLE_CLIENT)},
+    {ZXP_FETCH, false, false, "kuuu", R(ZXP_ROLE_BROKER_C)},
+    {ZXP_JRESULT, true, true, "uusuuuu", R(ZXP_ROLE_CLIENT)},
+    {ZXP_FETCHED, false, false, "km", R(ZXP_ROLE_CLIENT)},
+    {ZXP_RACK, false, false, "ka", R(ZXP_ROLE_BROKER_C)},
+    {ZXP_JOBS, false, false, "", R(ZXP_ROLE_BROKER_C)},
+    {ZXP_JOBS_REPLY, false, false, "a", R(ZXP_ROLE_CLIENT)},
+    {ZXP_JCANCEL, false, false, "k", R(ZXP_ROLE_BROKER_C)},
+    {ZXP_JCANCELLED, false, false, "km", R(ZXP_ROLE_CLIENT)},
     {ZXP_READY, false, false, "uknuuuuuaa", R(ZXP_ROLE_BROKER_W)},
     {ZXP_TASK, true, true, "kunuuuu", R(ZXP_ROLE_WORKER)},
     {ZXP_WSTARTED, true, false, "kuuu", R(ZXP_ROLE_BROKER_W)},
@@ -321,6 +331,7 @@ static int s_item_check(int cmd, const msgpack_object *it, const char *fields)
         return s_u_max(it, 5, UINT32_MAX) && s_u_max(it, 6, UINT32_MAX) ? 0 : ZXP_BAD_RANGE;
     }
     case ZXP_RESULT:
+    case ZXP_JRESULT: /* RESULT's fields, then the completion index (any uint) */
         if (!s_u_max(it, 1, ZXP_ST_MAX)) {
             return ZXP_BAD_STATUS;
         }
@@ -342,7 +353,8 @@ static bool s_item_named(int cmd, const msgpack_object *it)
 {
     switch (cmd) {
     case ZXP_SUBMIT:
-    case ZXP_RESULT: return s_shape_ok(it, "u");
+    case ZXP_RESULT:
+    case ZXP_JRESULT: return s_shape_ok(it, "u");
     case ZXP_WRESULT: return s_shape_ok(it, "ku");
     default: return false;
     }
@@ -406,7 +418,38 @@ static bool s_ranges_ok(int cmd, const msgpack_object *it)
         return true;
     }
     case ZXP_HELLO:
-    case ZXP_WELCOME: return s_u_max(it, cmd == ZXP_HELLO ? 3 : 1, 3600000);
+        /* 2.1 max_msg and 2.2 flags: optional, but a uint (flags a u32) when there */
+        if (it->via.array.size > 4 && !s_field_ok(&it->via.array.ptr[4], 'u')) {
+            return false;
+        }
+        if (it->via.array.size > 5 &&
+            (!s_field_ok(&it->via.array.ptr[5], 'u') || !s_u_max(it, 5, UINT32_MAX))) {
+            return false;
+        }
+        return s_u_max(it, 3, 3600000);
+    case ZXP_WELCOME: return s_u_max(it, 1, 3600000);
+    case ZXP_FETCH: return s_u_max(it, 3, ZXP_FETCH_WAIT_MAX);
+    case ZXP_RACK: {
+        const msgpack_object *seqs = zxp_o(it, 1);
+        if (seqs->via.array.size > ZXP_MAX_BATCH) {
+            return false;
+        }
+        for (uint32_t i = 0; i < seqs->via.array.size; i++) {
+            if (!s_field_ok(&seqs->via.array.ptr[i], 'u')) {
+                return false;
+            }
+        }
+        return true;
+    }
+    case ZXP_JOBS_REPLY: {
+        const msgpack_object *infos = zxp_o(it, 0);
+        for (uint32_t i = 0; i < infos->via.array.size; i++) {
+            if (!s_field_ok(&infos->via.array.ptr[i], 'm')) {
+                return false;
+            }
+        }
+        return true;
+    }
     default: return true;
     }
 }
@@ -466,7 +509,8 @@ int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role)
         }
         size_t nf = strlen(c->fields);
         in->inline_at = c->payload ? nf : 0;
-        bool one_by_one = in->cmd == ZXP_SUBMIT || in->cmd == ZXP_RESULT || in->cmd == ZXP_WRESULT;
+        bool one_by_one = in->cmd == ZXP_SUBMIT || in->cmd == ZXP_RESULT ||
+                          in->cmd == ZXP_WRESULT || in->cmd == ZXP_JRESULT;
         for (size_t i = 0; i < in->count; i++) {
             const msgpack_object *it = &in->hdr.via.array.ptr[i];
             if (one_by_one) {
@@ -1067,10 +1111,22 @@ int zxp_send_heartbeat_rx(zsock_t *sock, zframe_t *routing_id, uint64_t rx)
 
 int zxp_send_hello(zsock_t *sock, const uint8_t *session, const char *name, uint32_t heartbeat_ms)
 {
+    return zxp_send_hello_flags(sock, session, name, heartbeat_ms, 0);
+}
+
+uint32_t zxp_hello_flags(const zxp_in_t *in)
+{
+    return in->cmd == ZXP_HELLO && in->hdr.via.array.size > 5 ? (uint32_t)zxp_u(&in->hdr, 5) : 0;
+}
+
+int zxp_send_hello_flags(zsock_t *sock, const uint8_t *session, const char *name,
+                         uint32_t heartbeat_ms, uint32_t flags)
+{
     zxp_out_t o;
     zxp_out_init(&o);
     zxp_out_begin(&o, ZXP_HELLO);
-    msgpack_pack_array(&o.pk, 5);
+    /* flags only when set: a 2.1 broker never sees the field it does not know */
+    msgpack_pack_array(&o.pk, flags ? 6 : 5);
     msgpack_pack_uint32(&o.pk, ZXP_VERSION);
     s_pack_id(&o.pk, session);
     s_pack_str(&o.pk, name, strlen(name));
@@ -1079,6 +1135,9 @@ int zxp_send_hello(zsock_t *sock, const uint8_t *session, const char *name, uint
        process accepts, so the broker fails a result over it instead of
        sending it */
     msgpack_pack_uint64(&o.pk, (uint64_t)zxp_max_msg());
+    if (flags) {
+        msgpack_pack_uint32(&o.pk, flags);
+    }
     return s_send_built(&o, sock, NULL);
 }
 
@@ -1165,6 +1224,253 @@ int zxp_send_credit(zsock_t *sock, uint8_t pool, uint32_t n)
     msgpack_pack_uint8(&o.pk, pool);
     msgpack_pack_uint32(&o.pk, n);
     return s_send_built(&o, sock, NULL);
+}
+
+/* ---- detached jobs (2.2) ------------------------------------------------------- */
+
+void zxp_put_accepted(zxp_out_t *out, uint64_t seq)
+{
+    msgpack_pack_uint64(s_item(out, 1), seq);
+}
+
+void zxp_put_jresult(zxp_out_t *out, const zxp_jresult_t *j)
+{
+    msgpack_packer *pk = s_item(out, 7);
+    const zxp_result_t *r = &j->r;
+    msgpack_pack_uint64(pk, r->seq);
+    msgpack_pack_uint32(pk, r->status);
+    s_pack_str(pk, r->node.ptr ? r->node.ptr : "", r->node.len);
+    msgpack_pack_uint32(pk, r->pid);
+    msgpack_pack_uint8(pk, r->pool);
+    msgpack_pack_uint32(pk, r->attempts);
+    msgpack_pack_uint64(pk, j->index);
+}
+
+void zxp_get_jresult(const zxp_in_t *in, size_t i, zxp_jresult_t *out)
+{
+    zxp_get_result(in, i, &out->r);
+    out->index = zxp_u(zxp_item(in, i), 6);
+}
+
+int zxp_send_fetch(zsock_t *sock, const zxp_fetch_t *f)
+{
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_FETCH);
+    msgpack_pack_array(&o.pk, 4);
+    s_pack_id(&o.pk, f->job);
+    msgpack_pack_uint64(&o.pk, f->after);
+    msgpack_pack_uint64(&o.pk, f->max);
+    msgpack_pack_uint32(&o.pk, f->wait_ms > ZXP_FETCH_WAIT_MAX ? ZXP_FETCH_WAIT_MAX : f->wait_ms);
+    return s_send_built(&o, sock, NULL);
+}
+
+const uint8_t *zxp_job_id(const zxp_in_t *in)
+{
+    return (const uint8_t *)zxp_s(&in->hdr, 0).ptr;
+}
+
+void zxp_get_fetch(const zxp_in_t *in, zxp_fetch_t *out)
+{
+    out->job = zxp_job_id(in);
+    out->after = zxp_u(&in->hdr, 1);
+    out->max = zxp_u(&in->hdr, 2);
+    out->wait_ms = (uint32_t)zxp_u(&in->hdr, 3);
+}
+
+int zxp_send_rack(zsock_t *sock, const uint8_t *job, const uint64_t *seqs, size_t n)
+{
+    assert(n <= ZXP_MAX_BATCH);
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_RACK);
+    msgpack_pack_array(&o.pk, 2);
+    s_pack_id(&o.pk, job);
+    msgpack_pack_array(&o.pk, n);
+    for (size_t i = 0; i < n; i++) {
+        msgpack_pack_uint64(&o.pk, seqs[i]);
+    }
+    return s_send_built(&o, sock, NULL);
+}
+
+const uint8_t *zxp_rack_job(const zxp_in_t *in)
+{
+    return zxp_job_id(in);
+}
+
+size_t zxp_rack_count(const zxp_in_t *in)
+{
+    return zxp_o(&in->hdr, 1)->via.array.size;
+}
+
+uint64_t zxp_rack_seq(const zxp_in_t *in, size_t i)
+{
+    return zxp_o(&in->hdr, 1)->via.array.ptr[i].via.u64;
+}
+
+int zxp_send_jcancel(zsock_t *sock, const uint8_t *job)
+{
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_JCANCEL);
+    msgpack_pack_array(&o.pk, 1);
+    s_pack_id(&o.pk, job);
+    return s_send_built(&o, sock, NULL);
+}
+
+static void s_kv_u(msgpack_packer *pk, const char *k, uint64_t v)
+{
+    s_pack_str(pk, k, strlen(k));
+    msgpack_pack_uint64(pk, v);
+}
+
+static void s_kv_s(msgpack_packer *pk, const char *k, const char *v)
+{
+    s_pack_str(pk, k, strlen(k));
+    s_pack_str(pk, v, strlen(v));
+}
+
+void zxp_pack_jobinfo(msgpack_packer *pk, const zxp_jobinfo_t *info)
+{
+    bool err = info->error[0] != 0;
+    msgpack_pack_map(pk, 14 + (err ? 1 : 0));
+    s_pack_str(pk, "id", 2);
+    msgpack_pack_bin(pk, ZXP_ID_LEN);
+    msgpack_pack_bin_body(pk, info->id, ZXP_ID_LEN);
+    s_kv_s(pk, "name", info->name);
+    s_kv_s(pk, "state", info->state);
+    s_kv_u(pk, "submitted", info->submitted);
+    s_kv_u(pk, "queued", info->queued);
+    s_kv_u(pk, "running", info->running);
+    s_kv_u(pk, "done", info->done);
+    s_kv_u(pk, "failed", info->failed);
+    s_kv_u(pk, "held", info->held);
+    s_kv_u(pk, "held_bytes", info->held_bytes);
+    s_kv_u(pk, "acked", info->acked);
+    s_pack_str(pk, "created", 7);
+    msgpack_pack_int64(pk, info->created);
+    s_pack_str(pk, "expires", 7);
+    msgpack_pack_int64(pk, info->expires);
+    s_kv_u(pk, "next", info->next);
+    if (err) {
+        s_kv_s(pk, "error", info->error);
+    }
+}
+
+/* Copies a str or bin into a NUL-terminated buffer, cut to fit. */
+static void s_copy_text(const msgpack_object *v, char *dst, size_t cap)
+{
+    const char *p = NULL;
+    size_t n = 0;
+    if (v->type == MSGPACK_OBJECT_STR) {
+        p = v->via.str.ptr;
+        n = v->via.str.size;
+    } else if (v->type == MSGPACK_OBJECT_BIN) {
+        p = v->via.bin.ptr;
+        n = v->via.bin.size;
+    }
+    if (n >= cap) {
+        n = cap - 1;
+    }
+    if (n) {
+        memcpy(dst, p, n);
+    }
+    dst[n] = 0;
+}
+
+int zxp_get_jobinfo(const msgpack_object *map, zxp_jobinfo_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (map->type != MSGPACK_OBJECT_MAP) {
+        return -1;
+    }
+    static const struct {
+        const char *key;
+        size_t off;
+    } u64s[] = {
+        {"submitted", offsetof(zxp_jobinfo_t, submitted)},
+        {"queued", offsetof(zxp_jobinfo_t, queued)},
+        {"running", offsetof(zxp_jobinfo_t, running)},
+        {"done", offsetof(zxp_jobinfo_t, done)},
+        {"failed", offsetof(zxp_jobinfo_t, failed)},
+        {"held", offsetof(zxp_jobinfo_t, held)},
+        {"held_bytes", offsetof(zxp_jobinfo_t, held_bytes)},
+        {"acked", offsetof(zxp_jobinfo_t, acked)},
+        {"next", offsetof(zxp_jobinfo_t, next)},
+    };
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key, *v = &map->via.map.ptr[i].val;
+        if (k->type != MSGPACK_OBJECT_STR) {
+            continue;
+        }
+        char key[16];
+        s_copy_text(k, key, sizeof key);
+        if (strcmp(key, "id") == 0) {
+            if (v->type == MSGPACK_OBJECT_BIN && v->via.bin.size == ZXP_ID_LEN) {
+                memcpy(out->id, v->via.bin.ptr, ZXP_ID_LEN);
+            }
+        } else if (strcmp(key, "name") == 0) {
+            s_copy_text(v, out->name, sizeof out->name);
+        } else if (strcmp(key, "state") == 0) {
+            s_copy_text(v, out->state, sizeof out->state);
+        } else if (strcmp(key, "error") == 0) {
+            s_copy_text(v, out->error, sizeof out->error);
+        } else if (strcmp(key, "created") == 0 || strcmp(key, "expires") == 0) {
+            int64_t t = v->type == MSGPACK_OBJECT_POSITIVE_INTEGER
+                            ? (v->via.u64 > INT64_MAX ? INT64_MAX : (int64_t)v->via.u64)
+                        : v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? v->via.i64
+                                                                     : 0;
+            *(key[0] == 'c' ? &out->created : &out->expires) = t;
+        } else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            for (size_t j = 0; j < sizeof u64s / sizeof u64s[0]; j++) {
+                if (strcmp(key, u64s[j].key) == 0) {
+                    *(uint64_t *)((char *)out + u64s[j].off) = v->via.u64;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+int zxp_send_jobinfo(zsock_t *sock, zframe_t *routing_id, uint8_t cmd, const uint8_t *job,
+                     const zxp_jobinfo_t *info)
+{
+    assert(cmd == ZXP_FETCHED || cmd == ZXP_JCANCELLED);
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, cmd);
+    msgpack_pack_array(&o.pk, 2);
+    s_pack_id(&o.pk, job);
+    zxp_pack_jobinfo(&o.pk, info);
+    return s_send_built(&o, sock, routing_id);
+}
+
+int zxp_send_jobs_reply(zsock_t *sock, zframe_t *routing_id, const zxp_jobinfo_t *infos, size_t n)
+{
+    zxp_out_t o;
+    zxp_out_init(&o);
+    zxp_out_begin(&o, ZXP_JOBS_REPLY);
+    msgpack_pack_array(&o.pk, 1);
+    msgpack_pack_array(&o.pk, n);
+    for (size_t i = 0; i < n; i++) {
+        zxp_pack_jobinfo(&o.pk, &infos[i]);
+    }
+    return s_send_built(&o, sock, routing_id);
+}
+
+const msgpack_object *zxp_jobinfo_obj(const zxp_in_t *in)
+{
+    return zxp_o(&in->hdr, 1);
+}
+
+size_t zxp_jobs_count(const zxp_in_t *in)
+{
+    return zxp_o(&in->hdr, 0)->via.array.size;
+}
+
+const msgpack_object *zxp_jobs_info(const zxp_in_t *in, size_t i)
+{
+    return &zxp_o(&in->hdr, 0)->via.array.ptr[i];
 }
 
 zframe_t *zxp_error_frame(const char *type, const char *message, const char *traceback)

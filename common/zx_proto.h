@@ -42,7 +42,7 @@
 
 /* Commands. 0x0_ client endpoint, 0x2_ worker endpoint, some on both. */
 enum {
-    ZXP_HELLO = 0x01,     /* c->b [version, session, name, heartbeat_ms] */
+    ZXP_HELLO = 0x01,     /* c->b [version, session, name, heartbeat_ms, max_msg?, flags?] */
     ZXP_WELCOME = 0x02,   /* b->c, b->w [broker_id, heartbeat_ms, liveness, max_msg] */
     ZXP_SUBMIT = 0x03,    /* c->b batch [seq, fn, pool, priority, retries, timeout_ms, flags] +1 */
     ZXP_STARTED = 0x04,   /* b->c batch [seq, node, pid] */
@@ -55,6 +55,16 @@ enum {
     ZXP_STATUS_REPLY = 0x0B, /* b->c [map] */
     ZXP_ERROR = 0x0C,        /* b->c, b->w [code, message] */
     ZXP_RESET = 0x0D,        /* b->c, b->w []: unknown peer, say HELLO/READY again */
+    /* 2.2: detached jobs (docs/protocol.md §13) */
+    ZXP_ACCEPTED = 0x0E,   /* b->c batch [seq]: these tasks are durable */
+    ZXP_FETCH = 0x0F,      /* c->b [job, after, max, wait_ms] */
+    ZXP_JRESULT = 0x10,    /* b->c batch [seq, status, node, pid, pool, attempts, index] +1 */
+    ZXP_FETCHED = 0x11,    /* b->c [job, info] */
+    ZXP_RACK = 0x12,       /* c->b [job, [seq..]] */
+    ZXP_JOBS = 0x13,       /* c->b [] */
+    ZXP_JOBS_REPLY = 0x14, /* b->c [[info..]] */
+    ZXP_JCANCEL = 0x15,    /* c->b [job] */
+    ZXP_JCANCELLED = 0x16, /* b->c [job, info] */
     ZXP_READY =
         0x21,              /* w->b [version, worker_id, node, pid, threads, procs, prefetch,
                               heartbeat_ms, functions [[name, pools]..], running [[session, seq, pool]..]] */
@@ -356,9 +366,22 @@ enum {
     ZXP_ERR_PASSIVE = 3,  /* this broker is the passive one of a pair: use the other endpoint */
 };
 
+/* HELLO flags (2.2, its optional 6th field). */
+enum {
+    ZXP_HELLO_JOB = 1,    /* this session is a detached job: its session id is the job id, its
+                             tasks and results outlive the connection */
+    ZXP_HELLO_ACCEPT = 2, /* send me ACCEPTED */
+};
+#define ZXP_FETCH_WAIT_MAX 60000 /* FETCH's wait_ms bound (long poll) */
+
 /* Control messages, sent at once. 0 or -1. */
 int zxp_send_empty(zsock_t *sock, zframe_t *routing_id, uint8_t cmd); /* HEARTBEAT, BYE, ... */
 int zxp_send_hello(zsock_t *sock, const uint8_t *session, const char *name, uint32_t heartbeat_ms);
+/* HELLO with its flags (ZXP_HELLO_*); flags 0 sends what zxp_send_hello does. */
+int zxp_send_hello_flags(zsock_t *sock, const uint8_t *session, const char *name,
+                         uint32_t heartbeat_ms, uint32_t flags);
+/* A decoded HELLO's flags: its 6th field, 0 when absent (a 2.1 client). */
+uint32_t zxp_hello_flags(const zxp_in_t *in);
 int zxp_send_welcome(zsock_t *sock, zframe_t *routing_id, const uint8_t *broker_id,
                      uint32_t heartbeat_ms, uint32_t liveness, uint32_t max_msg);
 int zxp_send_error(zsock_t *sock, zframe_t *routing_id, uint32_t code, const char *message);
@@ -367,6 +390,72 @@ int zxp_send_credit(zsock_t *sock, uint8_t pool, uint32_t n);
    bytes it has read since the last WELCOME; from the broker to a worker, the
    WRESULT items it has received since that worker's READY. */
 int zxp_send_heartbeat_rx(zsock_t *sock, zframe_t *routing_id, uint64_t rx);
+
+/* ---- detached jobs (2.2) ---------------------------------------------------- */
+
+/* ACCEPTED: one item per task, in a batch begun with zxp_out_begin(out,
+   ZXP_ACCEPTED); zxp_u(zxp_item(in, i), 0) is its seq. */
+void zxp_put_accepted(zxp_out_t *out, uint64_t seq);
+
+/* JRESULT: RESULT's item and the job's completion index (from 1). Its
+   payload follows as for RESULT. Items are checked one by one like
+   RESULT's (zxp_item_bad). */
+typedef struct {
+    zxp_result_t r;
+    uint64_t index;
+} zxp_jresult_t;
+void zxp_put_jresult(zxp_out_t *out, const zxp_jresult_t *j);
+void zxp_get_jresult(const zxp_in_t *in, size_t i, zxp_jresult_t *out);
+
+/* FETCH: the job's held results with completion index > after, at most max
+   (0: none, only FETCHED's info), waiting up to wait_ms (<= 60000) for one. */
+typedef struct {
+    const uint8_t *job; /* ZXP_ID_LEN bytes */
+    uint64_t after;
+    uint64_t max;
+    uint32_t wait_ms;
+} zxp_fetch_t;
+int zxp_send_fetch(zsock_t *sock, const zxp_fetch_t *f);
+void zxp_get_fetch(const zxp_in_t *in, zxp_fetch_t *out);
+
+/* RACK: the client has kept these results (n <= ZXP_MAX_BATCH seqs). */
+int zxp_send_rack(zsock_t *sock, const uint8_t *job, const uint64_t *seqs, size_t n);
+/* A decoded RACK: its job and the number of seqs; zxp_rack_seq reads seq i. */
+const uint8_t *zxp_rack_job(const zxp_in_t *in);
+size_t zxp_rack_count(const zxp_in_t *in);
+uint64_t zxp_rack_seq(const zxp_in_t *in, size_t i);
+
+/* JCANCEL [job]. JOBS has no fields: zxp_send_empty(sock, NULL, ZXP_JOBS). */
+int zxp_send_jcancel(zsock_t *sock, const uint8_t *job);
+/* The job of a decoded FETCH, FETCHED, JCANCEL or JCANCELLED (field 0). */
+const uint8_t *zxp_job_id(const zxp_in_t *in);
+
+/* A job's info map (FETCHED, JCANCELLED, JOBS_REPLY). On the wire a map
+   keyed by these names; unknown keys are ignored and missing ones read as
+   zero or empty, so later revisions may add keys. */
+#define ZXP_JOB_STATE_MAX 16
+typedef struct {
+    uint8_t id[ZXP_ID_LEN];
+    char name[ZXP_MAX_NAME + 1];
+    char state[ZXP_JOB_STATE_MAX]; /* open, detached, done, cancelled, expired; "" unknown */
+    uint64_t submitted, queued, running, done, failed, held, held_bytes, acked;
+    int64_t created, expires; /* unix seconds */
+    uint64_t next;            /* highest completion index so far */
+    char error[256];          /* FETCHED/JCANCELLED of an unknown job: why; else "" */
+} zxp_jobinfo_t;
+void zxp_pack_jobinfo(msgpack_packer *pk, const zxp_jobinfo_t *info);
+/* Reads an info map (any msgpack object: a non-map gives all zeros and
+   returns -1); 0 on success. */
+int zxp_get_jobinfo(const msgpack_object *map, zxp_jobinfo_t *out);
+/* FETCHED and JCANCELLED (cmd) [job, info]; JOBS_REPLY [[info..]]. */
+int zxp_send_jobinfo(zsock_t *sock, zframe_t *routing_id, uint8_t cmd, const uint8_t *job,
+                     const zxp_jobinfo_t *info);
+int zxp_send_jobs_reply(zsock_t *sock, zframe_t *routing_id, const zxp_jobinfo_t *infos, size_t n);
+/* A decoded FETCHED or JCANCELLED's info map, and JOBS_REPLY's count and
+   info i. */
+const msgpack_object *zxp_jobinfo_obj(const zxp_in_t *in);
+size_t zxp_jobs_count(const zxp_in_t *in);
+const msgpack_object *zxp_jobs_info(const zxp_in_t *in, size_t i);
 
 /* Packs an error payload [type, message, traceback] into a new frame. */
 zframe_t *zxp_error_frame(const char *type, const char *message, const char *traceback);

@@ -468,3 +468,256 @@ Test(proto, batch_limit_is_enforced)
     cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_C), ZXP_E_BATCH);
     zxp_in_fini(&in);
 }
+
+/* ---- revision 2.2: detached jobs ---------------------------------------------- */
+
+Test(proto, hello_flags_are_optional_and_checked)
+{
+    zxp_in_t in;
+    zxp_in_init(&in);
+    cr_assert_eq(zxp_send_hello(tx, SESSION, "old", 1000), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_C), 0, "%s", in.reason);
+    cr_assert_eq(in.hdr.via.array.size, 5, "a 2.1 HELLO has no flags field");
+    cr_assert_eq(zxp_hello_flags(&in), 0);
+    cr_assert_eq(zxp_send_hello_flags(tx, SESSION, "job", 1000, ZXP_HELLO_JOB | ZXP_HELLO_ACCEPT),
+                 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_C), 0, "%s", in.reason);
+    cr_assert_eq(zxp_hello_flags(&in), ZXP_HELLO_JOB | ZXP_HELLO_ACCEPT);
+    zxp_in_fini(&in);
+    /* flags that are not a u32 drop the HELLO */
+    const uint8_t sig[4] = {'Z', 'X', ZXP_VERSION, ZXP_HELLO};
+    uint8_t h[64];
+    size_t n = 0;
+    h[n++] = 0x96;
+    h[n++] = 0x02;
+    h[n++] = 0xc4;
+    h[n++] = 16;
+    memcpy(h + n, SESSION, 16);
+    n += 16;
+    h[n++] = 0xa1;
+    h[n++] = 'x';
+    h[n++] = 0xcd; /* 1000 */
+    h[n++] = 0x03;
+    h[n++] = 0xe8;
+    h[n++] = 0x01;   /* max_msg */
+    size_t at = n++; /* flags */
+    h[at] = 0xa1;    /* a str */
+    h[n++] = 'f';
+    s_expect(s_raw(sig, 4, h, n), ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);
+    h[at] = 0xcf; /* a uint64 over u32 */
+    memset(h + at + 1, 0xff, 8);
+    s_expect(s_raw(sig, 4, h, at + 9), ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);
+}
+
+Test(proto, accepted_and_jresult_round_trip)
+{
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_in_t in;
+    zxp_in_init(&in);
+    zxp_out_begin(&out, ZXP_ACCEPTED);
+    for (uint64_t s = 1; s <= 300; s++) {
+        zxp_put_accepted(&out, s * 7);
+    }
+    cr_assert_eq(zxp_out_send(&out, tx, NULL), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_CLIENT), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_ACCEPTED);
+    cr_assert_eq(in.count, 300);
+    cr_assert_eq(zxp_u(zxp_item(&in, 299), 0), 2100);
+
+    zxp_out_begin(&out, ZXP_JRESULT);
+    char big[1000];
+    memset(big, 'v', sizeof big);
+    for (uint64_t i = 0; i < 3; i++) {
+        zxp_jresult_t j = {.r = {.seq = 10 + i,
+                                 .status = i == 1 ? ZXP_ST_RAISED : ZXP_ST_OK,
+                                 .node = {"n1", 2},
+                                 .pid = 42,
+                                 .pool = ZXP_POOL_PROCESS,
+                                 .attempts = 2},
+                           .index = 100 + i};
+        zxp_put_jresult(&out, &j);
+        zxp_out_payload_mem(&out, big, i == 2 ? sizeof big : 1); /* the last in a frame */
+    }
+    cr_assert_eq(zxp_out_send(&out, tx, NULL), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_CLIENT), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_JRESULT);
+    for (size_t i = 0; i < 3; i++) {
+        zxp_jresult_t j;
+        cr_assert_eq(zxp_item_bad(&in, i), 0);
+        zxp_get_jresult(&in, i, &j);
+        cr_assert_eq(j.r.seq, 10 + i);
+        cr_assert_eq(j.index, 100 + i);
+        cr_assert_eq(j.r.status, i == 1 ? ZXP_ST_RAISED : ZXP_ST_OK);
+        cr_assert_eq(j.r.attempts, 2);
+        cr_assert_eq(j.r.pool, ZXP_POOL_PROCESS);
+        cr_assert(j.r.node.len == 2 && memcmp(j.r.node.ptr, "n1", 2) == 0);
+        zframe_t *p = zxp_payload_take(&in);
+        cr_assert_eq(zframe_size(p), i == 2 ? sizeof big : 1);
+        zframe_destroy(&p);
+    }
+    /* a JRESULT item with an unknown status fails alone, like RESULT's */
+    zxp_out_begin(&out, ZXP_JRESULT);
+    zxp_jresult_t j = {.r = {.seq = 1, .status = 77}, .index = 1};
+    zxp_put_jresult(&out, &j);
+    zxp_out_payload_mem(&out, "\xc0", 1);
+    j.r.seq = 2;
+    j.r.status = ZXP_ST_OK;
+    zxp_put_jresult(&out, &j);
+    zxp_out_payload_mem(&out, "\xc0", 1);
+    cr_assert_eq(zxp_out_send(&out, tx, NULL), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_CLIENT), 0, "%s", in.reason);
+    cr_assert_eq(zxp_item_bad(&in, 0), ZXP_BAD_STATUS);
+    cr_assert_eq(zxp_item_bad(&in, 1), 0);
+    /* JRESULT and ACCEPTED go to clients only */
+    zxp_out_begin(&out, ZXP_ACCEPTED);
+    zxp_put_accepted(&out, 1);
+    cr_assert_eq(zxp_out_send(&out, tx, NULL), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_C), ZXP_E_CMD);
+    zxp_out_fini(&out);
+    zxp_in_fini(&in);
+}
+
+Test(proto, fetch_rack_and_jcancel_round_trip_and_are_bounded)
+{
+    zxp_in_t in;
+    zxp_in_init(&in);
+    zxp_fetch_t f = {.job = SESSION, .after = 5, .max = 1000, .wait_ms = 999999};
+    cr_assert_eq(zxp_send_fetch(tx, &f), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_C), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_FETCH);
+    zxp_fetch_t g;
+    zxp_get_fetch(&in, &g);
+    cr_assert(memcmp(g.job, SESSION, 16) == 0);
+    cr_assert_eq(g.after, 5);
+    cr_assert_eq(g.max, 1000);
+    cr_assert_eq(g.wait_ms, ZXP_FETCH_WAIT_MAX, "the encoder bounds the long poll");
+    /* a raw FETCH asking to wait over 60 s is dropped */
+    uint8_t h[32] = {0x94, 0xc4, 16};
+    memcpy(h + 3, SESSION, 16);
+    h[19] = 0x00;
+    h[20] = 0x01;
+    h[21] = 0xcd; /* 60001 */
+    h[22] = 0xea;
+    h[23] = 0x61;
+    s_expect(s_raw("ZX\x02\x0f", 4, h, 24), ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);
+    /* FETCH is for the broker's client endpoint only */
+    cr_assert_eq(zxp_send_fetch(tx, &f), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_CLIENT), ZXP_E_CMD);
+
+    uint64_t seqs[ZXP_MAX_BATCH + 1];
+    for (size_t i = 0; i <= ZXP_MAX_BATCH; i++) {
+        seqs[i] = i * 3 + 1;
+    }
+    cr_assert_eq(zxp_send_rack(tx, SESSION, seqs, ZXP_MAX_BATCH), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_C), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_RACK);
+    cr_assert(memcmp(zxp_rack_job(&in), SESSION, 16) == 0);
+    cr_assert_eq(zxp_rack_count(&in), ZXP_MAX_BATCH);
+    cr_assert_eq(zxp_rack_seq(&in, ZXP_MAX_BATCH - 1), (ZXP_MAX_BATCH - 1) * 3 + 1);
+    /* a RACK of 4097 seqs, or with a seq that is not a uint, is dropped */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_bin(&pk, 16);
+    msgpack_pack_bin_body(&pk, SESSION, 16);
+    msgpack_pack_array(&pk, ZXP_MAX_BATCH + 1);
+    for (size_t i = 0; i <= ZXP_MAX_BATCH; i++) {
+        msgpack_pack_uint64(&pk, seqs[i]);
+    }
+    s_expect(s_raw("ZX\x02\x12", 4, sb.data, sb.size), ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_bin(&pk, 16);
+    msgpack_pack_bin_body(&pk, SESSION, 16);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint64(&pk, 1);
+    msgpack_pack_int64(&pk, -1);
+    s_expect(s_raw("ZX\x02\x12", 4, sb.data, sb.size), ZXP_ROLE_BROKER_C, ZXP_E_SHAPE);
+    msgpack_sbuffer_destroy(&sb);
+
+    cr_assert_eq(zxp_send_jcancel(tx, SESSION), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_C), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_JCANCEL);
+    cr_assert(memcmp(zxp_job_id(&in), SESSION, 16) == 0);
+    cr_assert_eq(zxp_send_empty(tx, NULL, ZXP_JOBS), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_BROKER_C), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_JOBS);
+    zxp_in_fini(&in);
+}
+
+Test(proto, job_info_maps_round_trip)
+{
+    zxp_jobinfo_t a = {.name = "nightly",
+                       .state = "detached",
+                       .submitted = 1000000,
+                       .queued = 10,
+                       .running = 20,
+                       .done = 999970,
+                       .failed = 3,
+                       .held = 500,
+                       .held_bytes = 1ull << 33,
+                       .acked = 999470,
+                       .created = 1700000000,
+                       .expires = 1700604800,
+                       .next = 999970};
+    memcpy(a.id, SESSION, 16);
+    zxp_in_t in;
+    zxp_in_init(&in);
+    cr_assert_eq(zxp_send_jobinfo(tx, NULL, ZXP_FETCHED, SESSION, &a), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_CLIENT), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_FETCHED);
+    cr_assert(memcmp(zxp_job_id(&in), SESSION, 16) == 0);
+    zxp_jobinfo_t b;
+    cr_assert_eq(zxp_get_jobinfo(zxp_jobinfo_obj(&in), &b), 0);
+    cr_assert(memcmp(&a, &b, sizeof a) == 0, "every field survives the wire");
+
+    zxp_jobinfo_t e = {.state = "", .error = "no such job"};
+    memcpy(e.id, SESSION, 16);
+    cr_assert_eq(zxp_send_jobinfo(tx, NULL, ZXP_JCANCELLED, SESSION, &e), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_CLIENT), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_JCANCELLED);
+    cr_assert_eq(zxp_get_jobinfo(zxp_jobinfo_obj(&in), &b), 0);
+    cr_assert_str_eq(b.error, "no such job");
+
+    zxp_jobinfo_t two[2] = {a, e};
+    cr_assert_eq(zxp_send_jobs_reply(tx, NULL, two, 2), 0);
+    cr_assert_eq(s_recv(&in, ZXP_ROLE_CLIENT), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_JOBS_REPLY);
+    cr_assert_eq(zxp_jobs_count(&in), 2);
+    cr_assert_eq(zxp_get_jobinfo(zxp_jobs_info(&in, 0), &b), 0);
+    cr_assert_eq(b.held_bytes, 1ull << 33);
+    cr_assert_str_eq(b.name, "nightly");
+    cr_assert_eq(zxp_get_jobinfo(zxp_jobs_info(&in, 1), &b), 0);
+    cr_assert_str_eq(b.error, "no such job");
+
+    /* unknown keys are ignored, wrong-typed values read as zero, a non-map
+       is refused */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    msgpack_pack_str_with_body(&pk, "future", 6);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "done", 4);
+    msgpack_pack_str_with_body(&pk, "x", 1);
+    msgpack_pack_str_with_body(&pk, "held", 4);
+    msgpack_pack_uint8(&pk, 9);
+    msgpack_zone z;
+    msgpack_zone_init(&z, 1024);
+    msgpack_object o;
+    cr_assert_eq(zxp_mp_unpack(sb.data, sb.size, &z, &o), 0);
+    cr_assert_eq(zxp_get_jobinfo(&o, &b), 0);
+    cr_assert_eq(b.done, 0);
+    cr_assert_eq(b.held, 9);
+    msgpack_object nil = {.type = MSGPACK_OBJECT_NIL};
+    cr_assert_eq(zxp_get_jobinfo(&nil, &b), -1);
+    msgpack_zone_destroy(&z);
+    msgpack_sbuffer_destroy(&sb);
+    /* a JOBS_REPLY whose list holds a non-map is dropped */
+    s_expect(s_raw("ZX\x02\x14", 4, "\x91\x91\x01", 3), ZXP_ROLE_CLIENT, ZXP_E_SHAPE);
+    zxp_in_fini(&in);
+}

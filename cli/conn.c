@@ -192,6 +192,7 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
         slice = 1.0;
     }
     int rc;
+    char passive[512] = ""; /* a passive broker's answer, kept over later timeouts */
     for (;;) {
         double left = (double)(deadline - zclock_mono()) / 1000.0;
         if (left <= 0) {
@@ -201,6 +202,9 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
         rc =
             s_probe_one(c, zx__eps_current(&eps), left < slice ? left : slice, status, err, errlen);
         int64_t now = zclock_mono();
+        if (rc == 1 && strstr(err, "passive")) {
+            snprintf(passive, sizeof passive, "%s", err);
+        }
         if (rc != 1 || now >= deadline) {
             break;
         }
@@ -211,11 +215,15 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
         }
         zx__eps_next(&eps);
     }
-    if (rc == 1 && eps.n > 1) {
+    if (rc == 1) {
         char last[512];
-        snprintf(last, sizeof last, "%s", err);
-        snprintf(err, errlen, "no active broker among %s within %.1f s (last: %s)", c->broker,
-                 timeout, last);
+        snprintf(last, sizeof last, "%s", *passive ? passive : err);
+        if (eps.n > 1) {
+            snprintf(err, errlen, "no active broker among %s within %.1f s (last: %s)", c->broker,
+                     timeout, last);
+        } else {
+            snprintf(err, errlen, "%s", last);
+        }
     }
     zx__eps_clear(&eps);
     return rc == 0 ? 0 : -1;

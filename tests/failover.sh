@@ -22,7 +22,11 @@
 #      blackhole support) part 2 is skipped with the reason (the last line
 #      says so) and part 1 decides.
 #
-#   failover.sh [KILLS [CUT]]   CI: failover.sh 1 5; long form: failover.sh 10 30
+#   failover.sh [KILLS [CUT]]   CI: failover.sh 1 5; long form: failover.sh 10 30;
+#                               CUT 0: no part 2 (scripts/bench runs 10 0)
+#
+# Prints "RESULT failover.p50_s=..", "failover.max_s" and "failover.kills"
+# lines for scripts/bench (bench/report.py).
 #
 # Heartbeat 1 s and liveness 3 everywhere (the defaults). Exit status: 0
 # passed (the last line says whether part 2 ran), else failed.
@@ -166,6 +170,9 @@ SORTED=$(printf '%s\n' "${TIMES[@]}" | sort -g)
 P50=$(echo "$SORTED" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
 MAX=$(echo "$SORTED" | tail -1)
 echo "failover time over $KILLS kills: p50 $P50 s, max $MAX s"
+echo "RESULT failover.p50_s=$P50 s"
+echo "RESULT failover.max_s=$MAX s"
+echo "RESULT failover.kills=$KILLS kills"
 [ "$FAILED" -eq 0 ] || fail "$FAILED of $KILLS rounds lost or misplaced results"
 for i in 0 1; do kill -9 "${PID[$i]}" 2>/dev/null; done
 
@@ -240,6 +247,7 @@ skip() {
   step "failover: $KILLS kills passed; partition part skipped: $*"
   exit 0
 }
+[ "$CUT" -gt 0 ] || skip "CUT 0"
 [ "$(id -u)" -eq 0 ] || skip "not root: network namespaces need root"
 command -v ip >/dev/null || skip "no ip command (iproute2)"
 partition

@@ -44,8 +44,14 @@
          each client's time against its time alone. Long is 1 s (--quick:
          0.2 s and fewer short tasks).
 
+    J  the journal (issue 18): A by submit with the broker's journal off and
+       with each --fsync policy (batch, interval, none), in one run, and the
+       journal's bytes per task; then the recovery of a journal of 1,000,000
+       queued tasks: the time from the broker's start until it serves them
+       (20,000 with --quick).
+
     Every result received is checked; a wrong one exits with status 2.
-    Usage: bench_zexec --workload A|B|C|D|E|F|G [--quick] --bin-dir DIR
+    Usage: bench_zexec --workload A|B|C|D|E|F|G|J [--quick] --bin-dir DIR
                        --plugin PATH/libzexec_bench_plugin.so */
 #include "bench_util.h"
 
@@ -61,6 +67,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -485,6 +492,134 @@ static void s_workload_a(void)
     bu_result("zexec.A_map256", s_a_map(ex, n, 256, 0), "tasks/s");
     zx_executor_destroy(&ex);
     s_cluster_stop(&c);
+}
+
+/* ---- J: the journal (issue 18) ------------------------------------------------------------ */
+
+/* Bytes of the files in dir (the journal's segments). */
+static double s_dir_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    double sum = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char path[1024];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (e->d_name[0] != '.' && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+            sum += (double)st.st_size;
+        }
+    }
+    if (d) {
+        closedir(d);
+    }
+    return sum;
+}
+
+static void s_rm_rf(const char *dir)
+{
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "bench: could not remove %s\n", dir);
+    }
+}
+
+/* A by submit with the journal off and with each --fsync policy, one after
+   the other in this run, alike in all else; and the journal's bytes per
+   task (a TASK and an END record each). */
+static void s_workload_j_submit(void)
+{
+    long n = s_quick ? 5000 : 200000;
+    const char *pols[] = {NULL, "batch", "interval", "none"};
+    for (int p = 0; p < 4; p++) {
+        char dir[] = "/tmp/zexec-bench-journal-XXXXXX";
+        if (!mkdtemp(dir)) {
+            bu_die("mkdtemp failed");
+        }
+        const char *extra[] = {"--journal", dir, "--fsync", pols[p], NULL};
+        s_cluster_t c;
+        s_broker_start(&c, pols[p] ? extra : NULL);
+        s_worker_start(&c, 2);
+        zx_executor_t *ex = s_executor(&c, 60);
+        s_ready(ex);
+        long warm = s_quick ? 500 : 5000;
+        s_a_submit(ex, warm, 1000000);
+        char name[64];
+        snprintf(name, sizeof name, "zexec.J_submit_%s", pols[p] ? pols[p] : "off");
+        bu_result(name, s_a_submit(ex, n, 0), "tasks/s");
+        zx_executor_destroy(&ex);
+        s_cluster_stop(&c); /* SIGTERM: the journal is flushed and synced */
+        if (pols[p]) {
+            snprintf(name, sizeof name, "zexec.J_bytes_per_task_%s", pols[p]);
+            bu_result(name, s_dir_bytes(dir) / (double)(n + warm + 1), "B");
+        }
+        s_rm_rf(dir);
+    }
+}
+
+/* Recovery: a broker with n tasks queued in its journal (no worker) is
+   stopped, then started again on it; the time from its start until it
+   answers a STATUS with all n queued (replay, rebuild, bind, a round trip). */
+static void s_workload_j_recovery(void)
+{
+    long n = s_quick ? 20000 : 1000000;
+    char dir[] = "/tmp/zexec-bench-journal-XXXXXX";
+    if (!mkdtemp(dir)) {
+        bu_die("mkdtemp failed");
+    }
+    const char *extra[] = {"--journal", dir, "--max-queued", "2000000", "--nofunc-grace",
+                           "3600",      NULL};
+    s_cluster_t c;
+    s_broker_start(&c, extra);
+    zx_executor_t *ex = s_executor(&c, 5);
+    zx_future_t **fs = calloc((size_t)n, sizeof *fs);
+    static const uint8_t empty[] = {0x90};
+    for (long i = 0; i < n; i++) {
+        fs[i] = zx_submit(ex, "nop", empty, sizeof empty);
+        if (!fs[i]) {
+            bu_die("zx_submit failed at %ld: %s", i, zx_strerror(zx_last_error()));
+        }
+    }
+    double q = s_wait_status(c.client_ep, 0, n, S_LONG);
+    printf("# J: %ld tasks queued and journaled after %.1f s\n", n, q);
+    bu_stop(c.broker); /* SIGTERM: flushed and synced */
+    double bytes = s_dir_bytes(dir);
+    /* the same endpoints, the same journal */
+    char bin[1024];
+    snprintf(bin, sizeof bin, "%s/zexec-broker", s_bin_dir);
+    const char *argv[16] = {bin, "--clients", c.client_ep, "--workers", c.worker_ep};
+    int k = 5;
+    for (int i = 0; extra[i]; i++) {
+        argv[k++] = extra[i];
+    }
+    argv[k] = NULL;
+    double t0 = bu_now();
+    c.broker = bu_spawn((char *const *)argv);
+    long w = -1, queued = -1;
+    while (!(s_status(c.client_ep, &w, &queued) && queued >= n)) {
+        if (bu_now() - t0 > S_LONG) {
+            bu_die("J: the broker did not serve its recovered journal (%ld queued)", queued);
+        }
+        zclock_sleep(5);
+    }
+    double rec = bu_now() - t0;
+    bu_result("zexec.J_recovery_tasks", (double)n, "tasks");
+    bu_result("zexec.J_recovery_journal_MB", bytes / 1e6, "MB");
+    bu_result("zexec.J_recovery_s", rec, "s");
+    s_cluster_stop(&c);
+    zx_executor_destroy(&ex);
+    for (long i = 0; i < n; i++) {
+        zx_future_unref(&fs[i]);
+    }
+    free(fs);
+    s_rm_rf(dir);
+}
+
+static void s_workload_j(void)
+{
+    s_workload_j_submit();
+    s_workload_j_recovery();
 }
 
 /* ---- B: latency -------------------------------------------------------------------------- */
@@ -1300,8 +1435,8 @@ int main(int argc, char **argv)
     s_bin_dir = bu_opt(argc, argv, "--bin-dir");
     s_plugin = bu_opt(argc, argv, "--plugin");
     const char *w = bu_opt(argc, argv, "--workload");
-    if (!s_bin_dir || !s_plugin || !w || strlen(w) != 1 || !strchr("ABCDEFG", w[0])) {
-        fprintf(stderr, "usage: bench_zexec --workload A|B|C|D|E|F|G [--quick] --bin-dir DIR "
+    if (!s_bin_dir || !s_plugin || !w || strlen(w) != 1 || !strchr("ABCDEFGJ", w[0])) {
+        fprintf(stderr, "usage: bench_zexec --workload A|B|C|D|E|F|G|J [--quick] --bin-dir DIR "
                         "--plugin PATH\n");
         return 64;
     }
@@ -1320,6 +1455,7 @@ int main(int argc, char **argv)
     case 'E': s_workload_e(); break;
     case 'F': s_workload_f(); break;
     case 'G': s_workload_g(); break;
+    case 'J': s_workload_j(); break;
     }
     return 0;
 }

@@ -210,6 +210,17 @@ def targets(f):
         out.append(("Failover time of a pair (kill -9 of the active)",
                     f"p50 {fmt(p50)} s, max {fmt(mx)} s over {int(k or 0)} kills", "< 10 s",
                     mx < 10))
+    # issue 18: the broker's journal (workload J)
+    ratio_row("A submit, broker --journal --fsync batch vs no journal (same run)",
+              "zexec.J_submit_batch", "zexec.J_submit_off", ">=", 0.5, ">= 0.5x")
+    r, n = get(f, "zexec.J_recovery_s"), get(f, "zexec.J_recovery_tasks")
+    if r is None or not n:
+        out.append(("Broker recovery of a journal of 1,000,000 tasks (start to serving)",
+                    "n/a (missing zexec.J_recovery_s)", "< 5 s", None))
+    else:
+        out.append(("Broker recovery of a journal of 1,000,000 tasks (start to serving)",
+                    f"{fmt(r)} s for {int(n):,} tasks", "< 5 s (per million)",
+                    r * 1e6 / n < 5))
     # issue 15: 10,000 tiny jobs on 4 process slots
     ratio_row("run: N `true` jobs, zexec run vs xargs -P4 (wall)", "cli.zexec_wall",
               "cli.xargs_wall", "<=", 1.0, "<= 1x")

@@ -414,6 +414,7 @@ int zxb_broker_run(zxb_broker_t *self)
             zxb_nofunc_tick(self);
             zxb_held_tick(self);
             zxb_jobs_tick(self);
+            zxb_durable_tick(self);
             zxb_workers_tick(self);
             zxb_clients_tick(self);
             if (self->metrics && self->now - self->metrics_at >= 1000) {

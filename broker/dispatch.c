@@ -266,6 +266,12 @@ static bool s_worker_take(zxb_broker_t *self, zxb_worker_t *w, int p)
 
 void zxb_worker_fill(zxb_broker_t *self, zxb_worker_t *w)
 {
+    if (self->hold_until) {
+        /* recovered from the journal: workers that still run (or hold the
+           results of) recovered tasks report them first (durable.c) */
+        zxb_worker_relist(self, w);
+        return;
+    }
     /* idle slots of both pools first: a task allowed in either pool takes
        an idle slot of one before it is prefetched behind busy ones */
     for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
@@ -285,6 +291,9 @@ void zxb_worker_fill(zxb_broker_t *self, zxb_worker_t *w)
    the load). */
 static void s_dispatch_new(zxb_broker_t *self, zxb_task_t *t)
 {
+    if (self->hold_until) {
+        return; /* queued: dispatched when the recovery window ends */
+    }
     zxb_fn_t *fn = t->fn;
     int pools[2] = {t->pool_req, 0};
     if (t->pool_req == ZXP_POOL_ANY) {
@@ -461,6 +470,9 @@ static bool s_shares(const zxb_worker_t *thief, int p, const zxb_worker_t *v)
 
 void zxb_worker_steal(zxb_broker_t *self, zxb_worker_t *w)
 {
+    if (self->hold_until) {
+        return;
+    }
     for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
         if (!s_idle(w, p)) {
             continue;

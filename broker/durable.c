@@ -35,8 +35,6 @@
 enum { S_JOB = 1, S_TASK = 2, S_RESULT = 3, S_END = 4 };
 enum { S_JF_CANCELLED = 1, S_JF_EXPIRED = 2, S_JF_DELETED = 4 };
 
-#define S_SNAPSHOT_MIN (64ull << 20)
-
 /* An ACCEPTED waiting for its record's commit. */
 typedef struct {
     uint8_t session[ZXP_ID_LEN];
@@ -49,6 +47,19 @@ typedef struct {
 } s_mark_t;
 
 /* ---- appends ------------------------------------------------------------------------ */
+
+/* What is live in the journal (what a snapshot would write) is estimated
+   as it changes: a TASK record's bytes (about 60 and its arguments) from
+   its append to the task's END; a held result's RESULT record (about 70
+   and the result) from its append to its RACK, while the task's arguments
+   no longer count (a snapshot writes a held task without them). */
+#define S_TASK_OVERHEAD 60
+#define S_RESULT_OVERHEAD 70
+
+void zxb_durable_unlive(zxb_broker_t *self, uint64_t bytes)
+{
+    self->live_bytes = self->live_bytes > bytes ? self->live_bytes - bytes : 0;
+}
 
 static msgpack_packer *s_begin(zxb_broker_t *self)
 {
@@ -198,10 +209,19 @@ void zxb_durable_accept_again(zxb_broker_t *self, zxb_client_t *c, uint64_t seq)
 
 void zxb_durable_result(zxb_broker_t *self, zxb_task_t *t)
 {
+    t->start_us = 0; /* a held result: its record's LSN (0: nothing to wait for) */
     if (self->journal && !self->replaying) {
-        s_result_record(self, t);
+        uint64_t lsn = s_result_record(self, t);
+        t->start_us = lsn ? (int64_t)lsn : INT64_MAX; /* journal failed: never committed */
         t->journaled = 1;
     }
+}
+
+bool zxb_durable_visible(const zxb_broker_t *self, const zxb_task_t *t)
+{
+    /* once the journal failed nothing more commits: what is held is served
+       from memory (it is not durable, and STATUS says so) */
+    return !self->journal || self->journal_failed || (uint64_t)t->start_us <= self->committed;
 }
 
 void zxb_durable_end(zxb_broker_t *self, zxb_task_t *t)
@@ -214,10 +234,7 @@ void zxb_durable_end(zxb_broker_t *self, zxb_task_t *t)
     s_pack_id(pk, t->client->session);
     msgpack_pack_uint64(pk, t->seq);
     s_append(self, S_END);
-    /* what the task's records took is no longer live (an estimate: its
-       arguments or result and the header around them) */
-    uint64_t gone = (uint64_t)t->size + 60;
-    self->live_bytes = self->live_bytes > gone ? self->live_bytes - gone : 0;
+    zxb_durable_unlive(self, (uint64_t)t->size + S_TASK_OVERHEAD);
 }
 
 void zxb_durable_job(zxb_broker_t *self, zxb_job_t *job)
@@ -305,6 +322,9 @@ static void s_failed(zxb_broker_t *self)
         }
         free(a);
     }
+    for (zxb_job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs)) {
+        job->poked = true; /* what is held is fetchable now */
+    }
     if (n) {
         zsys_error("journal %s: %zu submitted tasks were not committed: refused (REJECTED)",
                    self->cfg.journal_dir, n);
@@ -327,6 +347,12 @@ void zxb_durable_committed(zxb_broker_t *self)
     }
     /* with a pair, durable once the passive holds it too (pair.c) */
     uint64_t durable = zxb_pair_durable(self, self->committed);
+    if (lsn > 0 && zlist_size(self->fetch_waiters) > 0) {
+        /* held results may have become fetchable */
+        for (zxb_job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs)) {
+            job->poked = job->poked || job->held > 0;
+        }
+    }
     s_accept_t *a;
     while ((a = zlist_first(self->accepts)) && a->lsn <= durable) {
         zlist_pop(self->accepts);
@@ -339,6 +365,14 @@ void zxb_durable_committed(zxb_broker_t *self)
             w->results_safe = m->rx;
             zlist_pop(w->rx_marks);
             free(m);
+        }
+        if (w->results_safe != w->results_ack) {
+            /* at once, not at the next heartbeat: a result the worker still
+               keeps is one it reports again after a broker restart, and
+               the fewer of those whose task has ended since, the better */
+            zxp_send_heartbeat_rx(self->wsock, w->rid, w->results_safe);
+            w->results_ack = w->results_safe;
+            w->ack_at = self->now;
         }
     }
 }
@@ -396,7 +430,8 @@ void zxb_durable_turn(zxb_broker_t *self)
         return;
     }
     uint64_t since = zxb_journal_bytes_since_snapshot(self->journal);
-    uint64_t due = 4 * self->live_bytes > S_SNAPSHOT_MIN ? 4 * self->live_bytes : S_SNAPSHOT_MIN;
+    uint64_t min = self->cfg.snapshot_bytes ? self->cfg.snapshot_bytes : (64ull << 20);
+    uint64_t due = 4 * self->live_bytes > min ? 4 * self->live_bytes : min;
     if (!self->journal_failed && since > due) {
         zxb_durable_snapshot(self);
     }
@@ -521,7 +556,7 @@ static void s_replay_task(s_replay_t *r, const msgpack_object *o)
         c->job->submitted++;
     }
     zx__list_push_back(&r->pending, &t->link);
-    self->live_bytes += args.len + 60;
+    self->live_bytes += args.len + S_TASK_OVERHEAD;
     self->recovered_tasks++;
 }
 
@@ -541,7 +576,7 @@ static void s_replay_result(s_replay_t *r, const msgpack_object *o)
         zxb_task_release(self, t);
         return;
     }
-    self->live_bytes += pl.len + 60;
+    self->live_bytes += pl.len + S_RESULT_OVERHEAD;
     self->recovered_results++;
 }
 
@@ -553,8 +588,7 @@ static void s_replay_end(s_replay_t *r, const msgpack_object *o)
     if (!t) {
         return;
     }
-    uint64_t gone = (uint64_t)t->size + 60;
-    self->live_bytes = self->live_bytes > gone ? self->live_bytes - gone : 0;
+    zxb_durable_unlive(self, (uint64_t)t->size + S_TASK_OVERHEAD);
     if (t->state == ZXB_T_JHELD) {
         zxb_job_t *job = c->job;
         job->acked++;
@@ -636,6 +670,7 @@ int zxb_durable_recover(zxb_broker_t *self)
        back with its READY and are taken off the queue then) */
     zx__link_t *k;
     uint64_t queued = 0;
+    self->hold_until = 1; /* nothing is dispatched while they are queued */
     while ((k = zx__list_pop_front(&r.pending))) {
         zxb_task_t *t = zxb_task_of(k);
         zx__link_init(&t->link);
@@ -649,6 +684,8 @@ int zxb_durable_recover(zxb_broker_t *self)
     }
     self->committed = zxb_journal_committed(self->journal);
     self->last_lsn = self->committed;
+    self->hold_until =
+        queued ? self->now + (int64_t)self->cfg.heartbeat_ms * self->cfg.liveness : 0;
     self->recovery_s = (double)(zclock_usecs() - t0) / 1e6;
     ZXB_INFO("journal %s: recovered %" PRIu64 " records (%" PRIu64 " bytes, %" PRIu64
              " segments%s) in %.3f s: %zu jobs, %" PRIu64 " tasks queued again, %" PRIu64
@@ -662,6 +699,19 @@ int zxb_durable_recover(zxb_broker_t *self)
                      self->cfg.journal_dir, st.torn_bytes);
     }
     return 0;
+}
+
+void zxb_durable_tick(zxb_broker_t *self)
+{
+    if (self->hold_until && self->now >= self->hold_until) {
+        self->hold_until = 0;
+        ZXB_INFO("journal %s: recovery window over: dispatching %" PRIu64 " queued tasks to %zu "
+                 "workers",
+                 self->cfg.journal_dir, self->queued, zhashx_size(self->workers));
+        for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+            zxb_worker_fill(self, w);
+        }
+    }
 }
 
 void zxb_durable_close(zxb_broker_t *self)

@@ -219,10 +219,14 @@ bool zxb_job_hold(zxb_broker_t *self, zxb_task_t *t, uint32_t status, const char
     if (t->fn) {
         t->fn->refs++;
     }
+    uint32_t args = t->size; /* its arguments no longer count as live journal bytes */
     if (payload && *payload) {
         zxb_task_payload_set(t, payload);
     } else {
         zxb_task_payload_set_mem(t, mem, len);
+    }
+    if (t->journaled) {
+        zxb_durable_unlive(self, args);
     }
     t->held_status = status;
     t->held_pid = pid;
@@ -254,6 +258,9 @@ void zxb_job_unhold(zxb_broker_t *self, zxb_job_t *job, zxb_task_t *t)
     job->held--;
     job->held_bytes -= t->size;
     self->jobs_held--;
+    if (t->journaled) {
+        zxb_durable_unlive(self, 70); /* its RESULT record (durable.c) */
+    }
     t->state = ZXB_T_FREE;
     zxb_task_release(self, t);
 }
@@ -272,7 +279,35 @@ void zxb_job_payload_copy(zxb_task_t *t, zxp_out_t *out)
 
 /* ---- FETCH ---------------------------------------------------------------------- */
 
-static bool s_has_after(const zxb_job_t *job, uint64_t after)
+/* The position in job->ring of the first index past after. */
+static size_t s_pos_after(const zxb_job_t *job, uint64_t after)
+{
+    size_t pos = job->lo;
+    if (after + 1 > job->base && after + 1 - job->base > pos) {
+        pos = (size_t)(after + 1 - job->base);
+    }
+    return pos;
+}
+
+/* Whether a held result past after can be fetched: with a journal, only
+   results whose record is committed are (a RACK of one that was not could
+   outlive it across a crash), and those come in index order. */
+static bool s_has_after(zxb_broker_t *self, const zxb_job_t *job, uint64_t after)
+{
+    if (job->held == 0 || job->next <= after) {
+        return false;
+    }
+    for (size_t pos = s_pos_after(job, after); pos < job->len; pos++) {
+        if (job->ring[pos]) {
+            return zxb_durable_visible(self, job->ring[pos]);
+        }
+    }
+    return false;
+}
+
+/* Whether results past after are held but not fetchable yet (their records
+   are not committed): a FETCH waits for them. */
+static bool s_pending_after(const zxb_job_t *job, uint64_t after)
 {
     return job->held > 0 && job->next > after;
 }
@@ -287,14 +322,13 @@ static void s_fetch_answer(zxb_broker_t *self, zframe_t *rid, const uint8_t *id,
     if (job) {
         uint64_t sent = 0;
         zxp_out_begin(out, ZXP_JRESULT);
-        size_t pos = job->lo;
-        if (after + 1 > job->base && after + 1 - job->base > pos) {
-            pos = (size_t)(after + 1 - job->base);
-        }
-        for (; pos < job->len && sent < max; pos++) {
+        for (size_t pos = s_pos_after(job, after); pos < job->len && sent < max; pos++) {
             zxb_task_t *t = job->ring[pos];
             if (!t) {
                 continue;
+            }
+            if (!zxb_durable_visible(self, t)) {
+                break; /* not committed yet: neither is any after it */
             }
             if (zxp_out_full(out)) {
                 zxp_out_send(out, self->csock, rid);
@@ -332,8 +366,9 @@ void zxb_job_on_fetch(zxb_broker_t *self, zxb_client_t *c)
     if (job) {
         s_touch(self, job);
     }
-    if (job && f.max > 0 && f.wait_ms > 0 && !s_has_after(job, f.after) && s_unfinished(job) > 0 &&
-        !job->cancelled && !job->expired) {
+    if (job && f.max > 0 && f.wait_ms > 0 && !s_has_after(self, job, f.after) &&
+        (s_unfinished(job) > 0 || s_pending_after(job, f.after)) && !job->cancelled &&
+        !job->expired) {
         s_waiter_t *w = calloc(1, sizeof *w);
         assert(w);
         w->rid = zframe_dup(c->rid);
@@ -363,7 +398,8 @@ static void s_waiters_answer(zxb_broker_t *self, bool tick, bool all)
         s_waiter_t *next = zlist_next(self->fetch_waiters);
         zxb_job_t *job = zxb_job_find(self, w->job);
         bool go = all || !job ||
-                  (job->poked && (s_has_after(job, w->after) || s_unfinished(job) == 0 ||
+                  (job->poked && (s_has_after(self, job, w->after) ||
+                                  (s_unfinished(job) == 0 && !s_pending_after(job, w->after)) ||
                                   job->cancelled || job->expired));
         if (tick && w->deadline <= self->now) {
             go = true;

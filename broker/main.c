@@ -61,6 +61,9 @@ static void s_usage(FILE *out)
             "                           100: a power loss may lose the last MS), none (leave\n"
             "                           it to the kernel: survives a broker crash, not a\n"
             "                           power loss)\n"
+            "  --journal-snapshot BYTES with --journal: write a snapshot (and drop older\n"
+            "                           segments) once the journal grew by this much and by\n"
+            "                           4 times what is live (default 64M)\n"
             "  --job-retention SECONDS  a detached job and its results are dropped this long\n"
             "                           after its last activity (default 604800: 7 days)\n"
             "  --job-max-bytes BYTES    held result bytes per job; beyond, its new tasks are\n"
@@ -176,6 +179,7 @@ enum {
     OPT_PEER,
     OPT_PRIMARY,
     OPT_BACKUP,
+    OPT_JOURNAL_SNAPSHOT,
     OPT_VERSION,
 };
 
@@ -210,6 +214,7 @@ int main(int argc, char *argv[])
         .fsync_interval_ms = 100,
         .job_retention_s = 7 * 86400,
         .job_max_bytes = 1ull << 30,
+        .snapshot_bytes = 64ull << 20,
     };
     zxb_sec_config_t sec = {0};
     static const struct option opts[] = {
@@ -241,6 +246,7 @@ int main(int argc, char *argv[])
         {"peer", required_argument, NULL, OPT_PEER},
         {"primary", no_argument, NULL, OPT_PRIMARY},
         {"backup", no_argument, NULL, OPT_BACKUP},
+        {"journal-snapshot", required_argument, NULL, OPT_JOURNAL_SNAPSHOT},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -403,6 +409,11 @@ int main(int argc, char *argv[])
                 return rc;
             }
             cfg.job_retention_s = ms / 1000 > 0 ? ms / 1000 : 1;
+            break;
+        case OPT_JOURNAL_SNAPSHOT:
+            if ((rc = s_parse_bytes("--journal-snapshot", optarg, &cfg.snapshot_bytes))) {
+                return rc;
+            }
             break;
         case OPT_JOB_MAX_BYTES:
             if ((rc = s_parse_bytes("--job-max-bytes", optarg, &cfg.job_max_bytes))) {

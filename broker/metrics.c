@@ -291,6 +291,16 @@ void zxb_metrics_update(zxb_broker_t *self)
     s_metric(f, "zexec_tasks_running", "gauge", "Tasks on workers.", (double)self->running);
     s_metric(f, "zexec_clients", "gauge", "Connected clients.", (double)zhashx_size(self->clients));
     s_metric(f, "zexec_workers", "gauge", "Connected workers.", (double)zhashx_size(self->workers));
+    s_metric(f, "zexec_jobs", "gauge", "Detached jobs the broker holds.",
+             (double)zhashx_size(self->jobs));
+    s_metric(f, "zexec_job_results_held", "gauge", "Results held for jobs, not yet RACKed.",
+             (double)self->jobs_held);
+    s_metric(f, "zexec_journal_uncommitted_records", "gauge",
+             "Journal records appended and not yet committed under the fsync policy.",
+             (double)(self->last_lsn > self->committed ? self->last_lsn - self->committed : 0));
+    s_metric(f, "zexec_journal_failed", "gauge",
+             "1 when the journal could not be written (submissions are refused), else 0.",
+             self->journal_failed ? 1.0 : 0.0);
     s_metric(f, "zexec_dropped_messages_total", "counter",
              "Malformed, unsigned or unexpected messages dropped.", (double)self->drops.total);
 

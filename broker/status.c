@@ -141,7 +141,7 @@ void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c)
     }
 
     s_pack_str(pk, "totals");
-    msgpack_pack_map(pk, 20);
+    msgpack_pack_map(pk, 21);
     s_pack_kv_u(pk, "submitted", self->submitted);
     s_pack_kv_u(pk, "done", self->done);
     s_pack_kv_u(pk, "failed", self->failed);
@@ -168,6 +168,8 @@ void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c)
     s_pack_kv_u(pk, "dropped_messages", self->drops.total);
     s_pack_kv_u(pk, "jobs", zhashx_size(self->jobs));
     s_pack_kv_u(pk, "held_results", self->jobs_held);
+    s_pack_kv_u(pk, "journal_uncommitted",
+                self->last_lsn > self->committed ? self->last_lsn - self->committed : 0);
     s_pack_kv_str(pk, "journal",
                   !self->journal         ? "off"
                   : self->journal_failed ? self->journal_error

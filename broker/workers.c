@@ -530,6 +530,15 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
         }
         return;
     }
+    if (!t && self->journal && c->job && !c->alive) {
+        /* the journal holds every task a job's session had ACCEPTED, and a
+           detached session re-sends nothing: a task it does not hold has
+           ended (its result RACKed) and this is a copy the worker kept
+           until the broker's acknowledgement */
+        w->foreign[pool]++;
+        w->place[pool].inflight++;
+        return;
+    }
     if (same) {
         s_task_off_worker(self, old, t, true, false);
     } else if (t && t->state == ZXB_T_QUEUED) {

@@ -48,8 +48,9 @@ typedef struct {
                                 activity */
     uint64_t job_max_bytes;  /* --job-max-bytes: held result bytes per job */
     /* a pair of brokers (pair.c, standby.c) */
-    const char *peer;  /* --peer; NULL: a broker alone */
-    bool pair_primary; /* --primary (else --backup) */
+    const char *peer;        /* --peer; NULL: a broker alone */
+    bool pair_primary;       /* --primary (else --backup) */
+    uint64_t snapshot_bytes; /* --journal-snapshot: least journal growth between snapshots */
 } zxb_config_t;
 
 /* metrics.c: the Prometheus endpoint. new: NULL on a bad or refused

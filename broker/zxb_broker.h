@@ -110,6 +110,11 @@ struct zxb_broker {
     msgpack_sbuffer jbuf;
     msgpack_packer jpk;
     uint64_t recovered_tasks, recovered_results;
+    /* after a recovery, nothing is dispatched until then (broker ms; 0:
+       dispatching): one liveness window in which workers still running or
+       holding results of recovered tasks register and report them, so
+       those tasks are not given to another worker first */
+    int64_t hold_until;
     double recovery_s;
     /* pair.c (NULL standby: no --peer) */
     struct zxb_standby *standby;
@@ -331,10 +336,15 @@ void zxb_durable_task(zxb_broker_t *self, zxb_task_t *t);
 /* A task already known was sent again: ACCEPTED once what is appended now
    is committed (its record is at or before it). */
 void zxb_durable_accept_again(zxb_broker_t *self, zxb_client_t *c, uint64_t seq);
+/* Whether held result t may be fetched: its record is committed (always,
+   without a journal). */
+bool zxb_durable_visible(const zxb_broker_t *self, const zxb_task_t *t);
 /* A job's held result (t is ZXB_T_JHELD). */
 void zxb_durable_result(zxb_broker_t *self, zxb_task_t *t);
 /* A journaled task is forgotten (result sent, RACKed, cancelled, dropped). */
 void zxb_durable_end(zxb_broker_t *self, zxb_task_t *t);
+/* bytes of the journal are no longer live (the snapshot estimate). */
+void zxb_durable_unlive(zxb_broker_t *self, uint64_t bytes);
 /* A job's record (made, attached, cancelled, expired, deleted). */
 void zxb_durable_job(zxb_broker_t *self, zxb_job_t *job);
 /* After a WRESULT message of n items from w: acknowledged once committed. */
@@ -347,6 +357,8 @@ void zxb_durable_turn(zxb_broker_t *self);
    committed now; a failure is handled. */
 void zxb_durable_committed(zxb_broker_t *self);
 int zxb_durable_fd(zxb_broker_t *self);
+/* Tick: the recovery window is over: every worker is filled. */
+void zxb_durable_tick(zxb_broker_t *self);
 
 /* ---- pair.c: a pair of brokers (--peer) --------------------------------------------- */
 

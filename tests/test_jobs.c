@@ -478,3 +478,114 @@ Test(jobs, a_job_survives_a_broker_killed_with_its_journal, .timeout = 120, .fin
     fp_fini(&w2);
     fp_fini(&f);
 }
+
+static bool s_first_segment_gone(void *arg)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/seg-0000000000000001.zxj", (const char *)arg);
+    return access(path, F_OK) != 0;
+}
+
+/* A snapshot (forced early with --journal-snapshot) replaces the records
+   before it: after kill -9 the job is what it was, its RACKed results gone,
+   the others held with their indexes and bytes. */
+Test(jobs, a_snapshot_keeps_a_job_exactly_across_a_kill, .timeout = 120, .fini = s_stop)
+{
+    s_journal_dir();
+    const char *extra[] = {"--journal", s_dir, "--journal-snapshot", "16K", NULL};
+    fb_start(&s_cluster, extra);
+    fp_t w, j, f;
+    fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fp_init(&j, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fp_init(&f, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fw_ready(&w, "node-a", 8, 0, "echo");
+    fj_hello(&j, "snap", ZXP_HELLO_JOB | ZXP_HELLO_ACCEPT);
+    const uint64_t n = 2000;
+    uint8_t args[100];
+    memset(args, 0x90, sizeof args);
+    for (uint64_t s = 1; s <= n; s++) {
+        fc_submit_ex(&j, s, "echo", ZXP_POOL_ANY, 0, 0, args, sizeof args);
+    }
+    zxp_send_empty(j.sock, NULL, ZXP_BYE);
+    uint64_t answered = 0;
+    while (answered < n) {
+        cr_assert(fp_expect(&w, ZXP_TASK, 10000), "%" PRIu64 " of %" PRIu64 " tasks", answered, n);
+        for (size_t i = 0; i < w.in.count; i++) {
+            zxp_task_t t;
+            zxp_get_task(&w.in, i, &t);
+            fw_result_tagged(&w, j.id, t.seq, (uint8_t)t.seq, 100 + (t.seq % 7));
+            answered++;
+        }
+    }
+    /* fetch everything, RACK all but every 20th */
+    fj_hello(&f, "fetcher", 0);
+    uint64_t after = 0, got = 0;
+    uint64_t idx_of[2001] = {0};
+    while (got < n) {
+        zxp_fetch_t fr = {.job = j.id, .after = after, .max = 4096, .wait_ms = 5000};
+        cr_assert(zxp_send_fetch(f.sock, &fr) == 0);
+        uint64_t rack[4096];
+        size_t nrack = 0;
+        for (;;) {
+            int cmd = fp_recv(&f, 10000);
+            cr_assert(cmd >= 0);
+            if (cmd == ZXP_JRESULT) {
+                for (size_t i = 0; i < f.in.count; i++) {
+                    zxp_jresult_t jr;
+                    zxp_get_jresult(&f.in, i, &jr);
+                    zframe_t *p = zxp_payload_take(&f.in);
+                    zframe_destroy(&p);
+                    cr_assert(jr.r.seq >= 1 && jr.r.seq <= n && idx_of[jr.r.seq] == 0);
+                    idx_of[jr.r.seq] = jr.index;
+                    got++;
+                    after = jr.index;
+                    if (jr.r.seq % 20 != 0) {
+                        rack[nrack++] = jr.r.seq;
+                    }
+                }
+            } else if (cmd == ZXP_FETCHED) {
+                break;
+            }
+        }
+        if (nrack) {
+            fj_rack(&f, j.id, rack, nrack);
+        }
+    }
+    fj_got_t info;
+    fj_fetch(&f, j.id, 0, 0, 0, &info);
+    cr_assert_eq(info.info.held, n / 20);
+    /* the RACKs' records shrink what is live: a snapshot comes, and the
+       segments before it go once it is committed */
+    cr_assert(zxt_wait_for(s_first_segment_gone, s_dir, 30), "no snapshot was written");
+    /* and every record appended so far (the last RACKs') is committed */
+    int64_t end = zclock_mono() + 30000;
+    while (fp_status_total(fc_status(&f), "journal_uncommitted") > 0) {
+        cr_assert(zclock_mono() < end, "the journal does not commit");
+        fp_quiet(&f, 20);
+    }
+    fp_fini(&w);
+    fp_fini(&f);
+    fp_fini(&j);
+    zxt_kill(s_cluster.broker);
+    cr_assert(zxt_broker_restart(&s_cluster, extra) == 0);
+    fp_t f2;
+    fp_init(&f2, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fj_hello(&f2, "fetcher", 0);
+    fj_got_t back;
+    fj_fetch(&f2, j.id, 0, 4096, 0, &back);
+    cr_assert_eq(back.info.submitted, n);
+    cr_assert_eq(back.info.done, n);
+    cr_assert_eq(back.info.acked, n - n / 20);
+    cr_assert_eq(back.info.held, n / 20);
+    cr_assert_eq(back.info.next, n);
+    cr_assert_str_eq(back.info.state, "done");
+    cr_assert_eq(back.n, n / 20);
+    for (size_t i = 0; i < back.n; i++) {
+        uint64_t s = back.seq[i];
+        cr_assert_eq(s % 20, 0, "a RACKed result came back: %" PRIu64, s);
+        cr_assert_eq(back.index[i], idx_of[s], "its completion index is kept");
+        cr_assert_eq(back.first_byte[i], (uint8_t)s, "its bytes are kept");
+        cr_assert_eq(back.len[i], 100 + (s % 7));
+    }
+    fp_fini(&f2);
+}

@@ -59,6 +59,12 @@ wait_log() {
   done
 }
 count() { grep -c -- "$2" "$1" 2>/dev/null; }
+# a sanitizer build (ZEXEC_BIN_DIR=build/asan) reports into the logs
+sanitizers_clean() {
+  local bad
+  bad=$(grep -l -E "AddressSanitizer|LeakSanitizer|runtime error:" "$TMP"/*.log 2>/dev/null)
+  [ -z "$bad" ] || fail "a sanitizer report in: $bad"
+}
 now() { date +%s.%N; }
 
 # inputs: N sleep tasks of about 0.2 s, each its own duration (its result)
@@ -174,6 +180,7 @@ echo "RESULT failover.p50_s=$P50 s"
 echo "RESULT failover.max_s=$MAX s"
 echo "RESULT failover.kills=$KILLS kills"
 [ "$FAILED" -eq 0 ] || fail "$FAILED of $KILLS rounds lost or misplaced results"
+sanitizers_clean
 for i in 0 1; do kill -9 "${PID[$i]}" 2>/dev/null; done
 
 # ---- 2. a partition between the brokers only -------------------------------------------
@@ -239,6 +246,7 @@ partition() {
   wait_log "$TMP/pb1.log" $((copies + 1)) "the passive has a complete copy" 120 ||
     fail "partition: the backup's copy was not complete again after the heal"
   [ "$(count "$TMP/pb1.log" "$ACTIVE_RE")" -eq 1 ] || fail "partition: the primary changed state"
+  sanitizers_clean
   echo "partition: b1 | b2 for $CUT s: backup stayed passive, map ok ($N results), copy resumed after the heal"
 }
 # part 2 may skip alone (a missing capability): part 1 has passed by now

@@ -11,7 +11,10 @@
 #      take over, so that the next kill hits the other one. KILLS rounds
 #      (default 1); each prints the failover time: from the kill to the
 #      other broker's "this broker is active now" (the script polls its log
-#      every 50 ms), and the long form prints p50 and max.
+#      every 50 ms), and the long form prints p50 and max. Then both active
+#      at once: the active stopped (SIGSTOP) past the liveness window, a
+#      client makes the passive active, the stopped one continued: the
+#      backup must step down, restart itself and come back as the passive.
 #   2. a partition between the two brokers only (network namespaces: hosts
 #      b1, b2, w1, cl on one bridge; blackhole routes between b1 and b2,
 #      the worker and the client still see both): for longer than the
@@ -180,6 +183,37 @@ echo "RESULT failover.p50_s=$P50 s"
 echo "RESULT failover.max_s=$MAX s"
 echo "RESULT failover.kills=$KILLS kills"
 [ "$FAILED" -eq 0 ] || fail "$FAILED of $KILLS rounds lost or misplaced results"
+sanitizers_clean
+
+# ---- 1b. both active at once, then the backup steps down ---------------------------------
+# The active is stopped (SIGSTOP) past the liveness window and a client asks
+# the passive, which by the rule takes over; once the stopped one is
+# continued, both are active and hear each other: the backup must step
+# down, start itself again (execv: same pid, same log) and come back as
+# the passive with a complete copy, leaving the primary the only active.
+PAS=$((1 - ACT))
+step "both active: stop the ${ROLE[$ACT]#--}, a client makes the ${ROLE[$PAS]#--} active, continue"
+silent=$(count "${LOG[$PAS]}" "standby: peer silent")
+actives=$(count "${LOG[$PAS]}" "$ACTIVE_RE")
+kill -STOP "${PID[$ACT]}"
+wait_log "${LOG[$PAS]}" $((silent + 1)) "standby: peer silent" 60 ||
+  fail "both active: the ${ROLE[$PAS]#--} did not see the stopped peer go silent"
+"$Z" status --broker "tcp://127.0.0.1:${CP[$PAS]}" --timeout 30 >/dev/null 2>"$TMP/status2.err" ||
+  fail "both active: the ${ROLE[$PAS]#--} did not serve a client: $(tail -1 "$TMP/status2.err")"
+[ "$(count "${LOG[$PAS]}" "$ACTIVE_RE")" -eq $((actives + 1)) ] ||
+  fail "both active: the ${ROLE[$PAS]#--} served without becoming active"
+starts=$(count "${LOG[1]}" "waiting to learn which broker is active")
+copies=$(count "${LOG[1]}" "$COPY_RE")
+kill -CONT "${PID[$ACT]}"
+wait_log "${LOG[1]}" 1 "pair: this broker steps down" 60 || fail "both active: the backup did not step down"
+wait_log "${LOG[1]}" $((starts + 1)) "waiting to learn which broker is active" 30 ||
+  fail "both active: the backup did not start again"
+kill -0 "${PID[1]}" 2>/dev/null || fail "both active: the backup's process is gone"
+wait_log "${LOG[1]}" $((copies + 1)) "$COPY_RE" 120 ||
+  fail "both active: the backup did not come back as a complete passive"
+"$Z" status --broker "$CL" --timeout 30 2>"$TMP/status3.err" | grep -q "pair active (primary" ||
+  fail "both active: the primary is not the one active: $(tail -1 "$TMP/status3.err")"
+echo "both active: the backup stepped down, restarted itself as the passive; the primary serves"
 sanitizers_clean
 for i in 0 1; do kill -9 "${PID[$i]}" 2>/dev/null; done
 

@@ -3,7 +3,10 @@
     workers and a `zexec map` given both endpoints, kills the active broker
     with SIGKILL mid-run and checks that the backup takes over and the map
     ends with every result, each its own (0 lost, 0 hung), and that the
-    killed broker comes back as the passive with a complete copy; then it
+    killed broker comes back as the passive with a complete copy; then both
+    active at once (the active stopped past the liveness window, a client
+    at the passive): once they hear each other the backup steps down,
+    restarts itself and comes back as the passive; then it
     cuts the two brokers apart (network namespaces; the worker and the
     client still see both) for longer than the liveness window: the backup
     must stay passive (no split brain), the map must end whole, and the

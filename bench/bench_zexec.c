@@ -9,6 +9,10 @@
          map with chunksize 1 and 256. tasks/s.
       B  5,000 sequential submit-then-result: p50/p99/mean us (with
          ZEXEC_SPIN_US=0 in the environment, reported as B_nospin_*).
+         --tag T names them Bpair_T_* instead (one half of a pair that
+         scripts/bench alternates with the floor), --rounds N sets the count,
+         --security curve|sign runs the whole cluster with CURVE keys or a
+         shared secret (keys made for the run in a temporary folder).
       C  as_completed over 10,000 tasks sleeping uniformly 0-2 ms on 2 slots:
          wall time and the ideal (sum of sleeps / 2); and, to calibrate, the
          wall time of the same sleeps on 2 local threads (nanosleep overshoot).
@@ -52,7 +56,8 @@
 
     Every result received is checked; a wrong one exits with status 2.
     Usage: bench_zexec --workload A|B|C|D|E|F|G|J [--quick] --bin-dir DIR
-                       --plugin PATH/libzexec_bench_plugin.so */
+                       --plugin PATH/libzexec_bench_plugin.so
+                       [--tag T] [--rounds N] [--security curve|sign] */
 #include "bench_util.h"
 
 #include "zexec.h"
@@ -77,6 +82,101 @@
 static bool s_quick;
 static const char *s_bin_dir;
 static const char *s_plugin;
+
+/* --security: flags for the broker and the workers, options for clients */
+static const char *s_sec_broker[8];
+static const char *s_sec_worker[8];
+static zx_options_t s_sec_client;
+static char s_sec_dir[64];
+static char s_sec_paths[6][128];
+
+static void s_sec_path(int i, const char *name)
+{
+    snprintf(s_sec_paths[i], sizeof s_sec_paths[i], "%s/%s", s_sec_dir, name);
+}
+
+/* Keys for the run in a fresh folder: CURVE certificates (the broker's,
+   one client's and one worker's, each admitted by its folder), or a shared
+   secret. */
+static void s_security_setup(const char *mode)
+{
+    snprintf(s_sec_dir, sizeof s_sec_dir, "/tmp/zx_bench_sec_XXXXXX");
+    if (!mkdtemp(s_sec_dir)) {
+        bu_die("mkdtemp failed");
+    }
+    if (strcmp(mode, "curve") == 0) {
+        s_sec_path(0, "broker");
+        s_sec_path(1, "broker_secret");
+        s_sec_path(2, "clients");
+        s_sec_path(3, "workers");
+        mkdir(s_sec_paths[2], 0700);
+        mkdir(s_sec_paths[3], 0700);
+        const char *who[3] = {"broker", "clients/bench", "workers/bench"};
+        for (int i = 0; i < 3; i++) {
+            char path[160], secret[200];
+            snprintf(path, sizeof path, "%s/%s", s_sec_dir, who[i]);
+            zcert_t *cert = zcert_new();
+            if (!cert || zcert_save(cert, path) != 0) {
+                bu_die("cannot write the CURVE certificate %s", path);
+            }
+            snprintf(secret, sizeof secret, "%s_secret", path);
+            chmod(secret, 0600);
+            zcert_destroy(&cert);
+        }
+        s_sec_path(4, "clients/bench_secret");
+        s_sec_path(5, "workers/bench_secret");
+        const char *b[] = {"--key",
+                           s_sec_paths[1],
+                           "--client-keys",
+                           s_sec_paths[2],
+                           "--worker-keys",
+                           s_sec_paths[3],
+                           NULL};
+        memcpy(s_sec_broker, b, sizeof b);
+        const char *w[] = {"--server-key", s_sec_paths[0], "--key", s_sec_paths[5], NULL};
+        memcpy(s_sec_worker, w, sizeof w);
+        s_sec_client.server_key = s_sec_paths[0];
+        s_sec_client.key = s_sec_paths[4];
+    } else if (strcmp(mode, "sign") == 0) {
+        s_sec_path(0, "cluster.secret");
+        FILE *f = fopen(s_sec_paths[0], "w");
+        if (!f) {
+            bu_die("cannot write %s", s_sec_paths[0]);
+        }
+        chmod(s_sec_paths[0], 0600);
+        for (int i = 0; i < 64; i++) {
+            fputc("0123456789abcdef"[rand() & 15], f);
+        }
+        fputc('\n', f);
+        fclose(f);
+        const char *b[] = {"--secret-file", s_sec_paths[0], NULL};
+        memcpy(s_sec_broker, b, sizeof b);
+        memcpy(s_sec_worker, b, sizeof b);
+        s_sec_client.secret_file = s_sec_paths[0];
+    } else {
+        bu_die("--security takes curve or sign, not %s", mode);
+    }
+}
+
+static void s_security_cleanup(void)
+{
+    if (!s_sec_dir[0]) {
+        return;
+    }
+    for (int i = 0; i < 6; i++) {
+        if (s_sec_paths[i][0]) {
+            unlink(s_sec_paths[i]);
+        }
+    }
+    const char *rest[] = {"clients/bench", "workers/bench", "clients", "workers", ""};
+    for (int i = 0; rest[i]; i++) {
+        char path[160];
+        snprintf(path, sizeof path, "%s/%s", s_sec_dir, rest[i]);
+        if (unlink(path) != 0) {
+            rmdir(path);
+        }
+    }
+}
 
 /* ---- msgpack results ---------------------------------------------------------- */
 
@@ -163,6 +263,9 @@ static void s_broker_start(s_cluster_t *c, const char *const extra[])
     snprintf(bin, sizeof bin, "%s/zexec-broker", s_bin_dir);
     const char *argv[32] = {bin, "--clients", c->client_ep, "--workers", c->worker_ep};
     int k = 5;
+    for (int i = 0; s_sec_broker[i] && k < 31; i++) {
+        argv[k++] = s_sec_broker[i];
+    }
     for (int i = 0; extra && extra[i] && k < 31; i++) {
         argv[k++] = extra[i];
     }
@@ -200,6 +303,9 @@ static void s_worker_start_ex(s_cluster_t *c, int threads, int procs)
     snprintf(extra, sizeof extra, "%s",
              getenv("BENCH_WORKER_ARGS") ? getenv("BENCH_WORKER_ARGS") : "");
     int k = 11;
+    for (int i = 0; s_sec_worker[i] && k < 31; i++) {
+        argv[k++] = s_sec_worker[i];
+    }
     for (char *save = NULL, *tok = strtok_r(extra, " ", &save); tok && k < 31;
          tok = strtok_r(NULL, " ", &save)) {
         argv[k++] = tok;
@@ -224,7 +330,9 @@ static void s_cluster_stop(s_cluster_t *c)
 
 static zx_executor_t *s_executor(s_cluster_t *c, double broker_timeout)
 {
-    zx_options_t opts = {.name = "bench", .broker_timeout = broker_timeout};
+    zx_options_t opts = s_sec_client;
+    opts.name = "bench";
+    opts.broker_timeout = broker_timeout;
     zx_executor_t *ex = zx_executor_new(c->client_ep, &opts);
     if (!ex) {
         bu_die("zx_executor_new(%s) failed: %s", c->client_ep, zx_strerror(zx_last_error()));
@@ -624,9 +732,12 @@ static void s_workload_j(void)
 
 /* ---- B: latency -------------------------------------------------------------------------- */
 
+static const char *s_tag;
+static long s_rounds;
+
 static void s_workload_b(void)
 {
-    long n = s_quick ? 300 : 5000, warm = s_quick ? 50 : 200;
+    long n = s_rounds > 0 ? s_rounds : s_quick ? 300 : 5000, warm = s_quick ? 50 : 200;
     s_cluster_t c;
     s_broker_start(&c, NULL);
     s_worker_start(&c, 2);
@@ -650,14 +761,20 @@ static void s_workload_b(void)
     for (long i = 0; i < n; i++) {
         mean += lat[i];
     }
-    /* scripts/bench runs B twice: as is, and with the waiting spin off */
+    /* scripts/bench runs B twice: as is, and with the waiting spin off;
+       and in pairs with the floor, tagged */
     const char *spin = getenv("ZEXEC_SPIN_US");
     bool nospin = spin && strcmp(spin, "0") == 0;
-    bu_result(nospin ? "zexec.B_nospin_p50" : "zexec.B_p50", bu_percentile(lat, (size_t)n, 50),
-              "us");
-    bu_result(nospin ? "zexec.B_nospin_p99" : "zexec.B_p99", bu_percentile(lat, (size_t)n, 99),
-              "us");
-    bu_result(nospin ? "zexec.B_nospin_mean" : "zexec.B_mean", mean / (double)n, "us");
+    char prefix[96];
+    snprintf(prefix, sizeof prefix, "zexec.B%s%s%s", s_tag ? "pair_" : "", s_tag ? s_tag : "",
+             nospin ? "_nospin" : "");
+    char name[160];
+    snprintf(name, sizeof name, "%s_p50", prefix);
+    bu_result(name, bu_percentile(lat, (size_t)n, 50), "us");
+    snprintf(name, sizeof name, "%s_p99", prefix);
+    bu_result(name, bu_percentile(lat, (size_t)n, 99), "us");
+    snprintf(name, sizeof name, "%s_mean", prefix);
+    bu_result(name, mean / (double)n, "us");
     free(lat);
     zx_executor_destroy(&ex);
     s_cluster_stop(&c);
@@ -1442,6 +1559,13 @@ int main(int argc, char **argv)
     }
     if (access(s_plugin, R_OK) != 0) {
         bu_die("plugin %s not found", s_plugin);
+    }
+    s_tag = bu_opt(argc, argv, "--tag");
+    s_rounds = bu_opt(argc, argv, "--rounds") ? atol(bu_opt(argc, argv, "--rounds")) : 0;
+    const char *sec = bu_opt(argc, argv, "--security");
+    if (sec) {
+        s_security_setup(sec);
+        atexit(s_security_cleanup);
     }
     signal(SIGPIPE, SIG_IGN);
     zsys_set_logstream(stderr); /* stdout carries the RESULT lines */

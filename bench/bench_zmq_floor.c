@@ -16,11 +16,19 @@
                 one at a time and with a window of 8 in flight: MB/s of
                 request payload (1 MB = 1e6 bytes); the floor is the better.
 
+      --tag T   only relay64's round trip (sleeping client), as
+                floor.Bpair_T_p50/_p99/_mean: one half of a pair that
+                scripts/bench alternates with zexec's B; --rounds N.
+      --curve   every connection of the relay with CURVE (the proxy a
+                CURVE server on both sides, the client and the worker its
+                clients; keys made for the run): the floor of zexec's B with
+                CURVE.
+
     Every reply is checked: echoes byte for byte, lengths by value.
     Helper processes are forked before this process makes a ZeroMQ context
     (never fork a process that has one) and are stopped by PID.
 
-    Usage: bench_zmq_floor [--quick] */
+    Usage: bench_zmq_floor [--quick] [--tag T [--rounds N]] [--curve] */
 #include "bench_util.h"
 
 #include <errno.h>
@@ -91,6 +99,37 @@ static void s_set_int(void *sock, int opt, int value)
     zmq_setsockopt(sock, opt, &value, sizeof value);
 }
 
+/* --curve: keys made before any fork, so every helper has them */
+static bool s_curve;
+static char s_srv_pub[41], s_srv_sec[41], s_cli_pub[41], s_cli_sec[41];
+
+static void s_curve_keys(void)
+{
+    if (zmq_curve_keypair(s_srv_pub, s_srv_sec) != 0 ||
+        zmq_curve_keypair(s_cli_pub, s_cli_sec) != 0) {
+        bu_die("zmq_curve_keypair: %s (libzmq without CURVE?)", zmq_strerror(zmq_errno()));
+    }
+}
+
+/* Before bind: the socket is a CURVE server. */
+static void s_curve_server(void *sock)
+{
+    if (s_curve) {
+        s_set_int(sock, ZMQ_CURVE_SERVER, 1);
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, s_srv_sec, 40);
+    }
+}
+
+/* Before connect: the socket is a CURVE client of the proxy. */
+static void s_curve_client(void *sock)
+{
+    if (s_curve) {
+        zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, s_srv_pub, 40);
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, s_cli_pub, 40);
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, s_cli_sec, 40);
+    }
+}
+
 /* ---- helper roles ----------------------------------------------------------- */
 
 /* The broker stand-in: ROUTER for clients, DEALER for workers, zmq_proxy
@@ -105,6 +144,8 @@ static void s_role_proxy(FILE *out, const char *arg)
     s_set_int(back, ZMQ_SNDHWM, 100000);
     s_set_int(back, ZMQ_RCVHWM, 100000);
     char fep[256], bep[256];
+    s_curve_server(front);
+    s_curve_server(back);
     s_bind_any(front, fep, sizeof fep);
     s_bind_any(back, bep, sizeof bep);
     fprintf(out, "%s\n%s\n", fep, bep);
@@ -122,6 +163,7 @@ static void s_role_worker(FILE *out, const char *arg)
     void *sock = zmq_socket(ctx, ZMQ_DEALER);
     s_set_int(sock, ZMQ_SNDHWM, 100000);
     s_set_int(sock, ZMQ_RCVHWM, 100000);
+    s_curve_client(sock);
     if (zmq_connect(sock, ep) != 0) {
         bu_die("worker connect %s: %s", ep, zmq_strerror(zmq_errno()));
     }
@@ -203,6 +245,7 @@ static void s_relay_start(s_relay_t *r, const char *mode)
     r->sock = zmq_socket(r->ctx, ZMQ_DEALER);
     s_set_int(r->sock, ZMQ_SNDHWM, 100000);
     s_set_int(r->sock, ZMQ_RCVHWM, 100000);
+    s_curve_client(r->sock);
     if (zmq_connect(r->sock, fep) != 0) {
         bu_die("client connect: %s", zmq_strerror(zmq_errno()));
     }
@@ -294,6 +337,37 @@ static void s_bench_relay64(long rounds, long warmup, long pipelined)
     s_relay_stop(&r);
 }
 
+/* --tag: one half of a B pair (scripts/bench): the sleeping client's
+   round trip only, named after the pair. */
+static void s_bench_pair(const char *tag, long rounds, long warmup)
+{
+    s_relay_t r;
+    s_relay_start(&r, "echo");
+    uint64_t seq = 0;
+    for (long i = 0; i < warmup; i++, seq++) {
+        s_send_small(r.sock, seq);
+        s_recv_small(r.sock, seq, false);
+    }
+    double *lat = malloc(sizeof(double) * (size_t)rounds);
+    double mean = 0;
+    for (long i = 0; i < rounds; i++, seq++) {
+        double t0 = bu_now();
+        s_send_small(r.sock, seq);
+        s_recv_small(r.sock, seq, false);
+        lat[i] = (bu_now() - t0) * 1e6;
+        mean += lat[i];
+    }
+    char name[160];
+    snprintf(name, sizeof name, "floor.Bpair_%s_p50", tag);
+    bu_result(name, bu_percentile(lat, (size_t)rounds, 50), "us");
+    snprintf(name, sizeof name, "floor.Bpair_%s_p99", tag);
+    bu_result(name, bu_percentile(lat, (size_t)rounds, 99), "us");
+    snprintf(name, sizeof name, "floor.Bpair_%s_mean", tag);
+    bu_result(name, mean / (double)rounds, "us");
+    free(lat);
+    s_relay_stop(&r);
+}
+
 static void s_bench_push(long count)
 {
     FILE *in;
@@ -362,7 +436,19 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     int major, minor, patch;
     zmq_version(&major, &minor, &patch);
-    printf("# raw libzmq %d.%d.%d floor%s\n", major, minor, patch, quick ? " (quick)" : "");
+    s_curve = bu_has_flag(argc, argv, "--curve");
+    if (s_curve) {
+        s_curve_keys();
+    }
+    printf("# raw libzmq %d.%d.%d floor%s%s\n", major, minor, patch, quick ? " (quick)" : "",
+           s_curve ? " with CURVE" : "");
+    const char *tag = bu_opt(argc, argv, "--tag");
+    if (tag) {
+        const char *n = bu_opt(argc, argv, "--rounds");
+        long rounds = n ? atol(n) : quick ? 300 : 5000;
+        s_bench_pair(tag, rounds > 0 ? rounds : 1, quick ? 50 : 200);
+        return 0;
+    }
     s_bench_relay64(quick ? 2000 : 20000, quick ? 200 : 2000, quick ? 20000 : 200000);
     s_bench_push(quick ? 100000 : 2000000);
     /* One at a time is faster than a window here (libzmq 4.3 on loopback:

@@ -1,7 +1,8 @@
 """Writes the benchmark report (Markdown) from the RESULT lines that
 scripts/bench collected: every figure, the same-run ratios against the
-targets of issues 6, 14, 15 and 18 each marked met / not met, and what each
-step did.
+targets of issues 6, 14, 15, 18 and 19 each marked met / not met (issue 19's B
+ratios as medians of the per-pair ratios of bench/b_pairs.sh), and what
+each step did.
 
 Usage: report.py --raw FILE --steps FILE --out FILE [--quick] [--env FILE]
 
@@ -231,6 +232,62 @@ def targets(f):
     return out
 
 
+PAIR_MODES = [
+    ("quiet", "quiet", "the relay"),
+    ("loaded", "loaded: one busy process per core beside each", "the relay, loaded alike"),
+    ("curve", "CURVE on every connection", "the relay with CURVE"),
+    ("signed", "signed (shared secret)", "the plain relay (raw ZeroMQ has no signing)"),
+]
+PAIR = re.compile(r"^(floor|zexec)\.Bpair_([a-z]+)_(\d+)_(p50|p99)$")
+
+
+def median(v):
+    v = sorted(v)
+    n = len(v)
+    if not n:
+        return None
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def b_pairs(f):
+    """{mode: [(k, floor p50, zexec p50, floor p99, zexec p99)]} of complete pairs."""
+    got = {}
+    for name in f:
+        m = PAIR.match(name)
+        if m:
+            got.setdefault((m.group(2), int(m.group(3))), {})[(m.group(1), m.group(4))] = f[name][0]
+    out = {}
+    for (mode, k), v in sorted(got.items()):
+        keys = [("floor", "p50"), ("zexec", "p50"), ("floor", "p99"), ("zexec", "p99")]
+        if all(x in v and v[x] > 0 for x in keys):
+            out.setdefault(mode, []).append((k,) + tuple(v[x] for x in keys))
+    return out
+
+
+def b_pair_targets(f):
+    """Issue 19: per mode, the median of the per-pair ratios against the
+    targets (p50 <= 1.25x, p99 <= 2x), over at least five pairs."""
+    out = []
+    pairs = b_pairs(f)
+    for mode, label, against in PAIR_MODES:
+        rows = pairs.get(mode, [])
+        for q, col_f, col_z, bar in (("p50", 1, 2, 1.25), ("p99", 3, 4, 2.0)):
+            what = f"B {q}, {label}, vs {against}: median of per-pair ratios"
+            if not rows:
+                out.append((what, "n/a (no pairs)", f"<= {bar}x", None))
+                continue
+            ratios = [r[col_z] / r[col_f] for r in rows]
+            med = median(ratios)
+            enough = len(rows) >= 5
+            text = (f"{med:.2f}x over {len(rows)} pair(s) ("
+                    + ", ".join(f"{x:.2f}" for x in ratios) + ")")
+            if not enough:
+                text += "; fewer than 5 pairs"
+            out.append((what, text, f"<= {bar}x over >= 5 pairs",
+                        (med <= bar) if enough else None))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--raw", required=True)
@@ -319,12 +376,12 @@ def main():
                  "cached (the journal's share of a broker's recovery; bench/bench_journal.c).")
         L.append("")
 
-    L.append("## Targets (issues 6, 14, 15 and 18), same-run ratios")
+    L.append("## Targets (issues 6, 14, 15, 18 and 19), same-run ratios")
     L.append("")
     L.append("| target | measured | bar | status |")
     L.append("|---|---|---|---|")
     n_met = n_not = n_na = 0
-    for what, measured, bar, met in targets(f):
+    for what, measured, bar, met in targets(f) + b_pair_targets(f):
         if met == "info":
             L.append(f"| {what} | {measured} | {bar} | info |")
             continue
@@ -340,6 +397,26 @@ def main():
         L.append("Quick counts are far too small for these ratios to mean much; "
                  "run `scripts/bench` for the real table.")
     L.append("")
+
+    pairs = b_pairs(f)
+    if pairs:
+        L.append("## B in pairs with the floor (issue 19)")
+        L.append("")
+        L.append("Each pair ran the floor's two-hop relay round trip and zexec's B back to back "
+                 "(the order alternating from pair to pair; bench/b_pairs.sh); the targets above "
+                 "take the median of the per-pair ratios. Loaded: one CPU-bound process per "
+                 "core beside the cluster during both halves. Signed is compared with the plain "
+                 "relay, which does no per-message work in place of the signature.")
+        L.append("")
+        L.append("| mode | pair | relay p50 | zexec p50 | ratio | relay p99 | zexec p99 | ratio "
+                 "| load after |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for mode, label, _ in PAIR_MODES:
+            for k, fp50, zp50, fp99, zp99 in pairs.get(mode, []):
+                la = get(f, f"bpairs.load_{mode}_{k}")
+                L.append(f"| {mode} | {k} | {fmt(fp50)} | {fmt(zp50)} | {zp50 / fp50:.2f}x "
+                         f"| {fmt(fp99)} | {fmt(zp99)} | {zp99 / fp99:.2f}x | {fmt(la)} |")
+        L.append("")
 
     L.append("## Every figure")
     L.append("")

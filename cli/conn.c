@@ -244,13 +244,50 @@ zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd)
         .server_key = c->server_key,
         .secret_file = c->secret_file,
         /* if the broker goes away after the probe, fail after this long, not 60 s */
-        .broker_timeout = c->timeout};
+        .broker_timeout = c->timeout,
+        .detach = c->detach,
+        .job_name = c->job_name};
     zx_executor_t *ex = zx_executor_new(c->broker, &opts);
     if (!ex) {
         fprintf(stderr, "zexec %s: cannot connect to %s: %s\n", cmd, c->broker,
                 zx_strerror(zx_last_error()));
     }
     return ex;
+}
+
+/* How long --detach waits for the broker to make every task durable: with
+   a journal and a million tasks that is group commits of many seconds. */
+#define S_DETACH_WAIT 600.0
+
+int zxc_detach(zx_executor_t **ex_p, const char *cmd, const char *results_hint)
+{
+    char id[ZX_JOB_ID_LEN + 1];
+    int rc = zx_executor_detach(*ex_p, S_DETACH_WAIT, id);
+    if (rc != ZX_OK) {
+        fprintf(stderr,
+                "zexec %s: the broker did not accept every task within %.0f s (%s); nothing was "
+                "detached: the tasks are cancelled\n",
+                cmd, S_DETACH_WAIT, zx_strerror(rc));
+        zx_executor_shutdown(*ex_p, false, true);
+        zx_executor_destroy(ex_p);
+        return 255;
+    }
+    zx_executor_destroy(ex_p);
+    printf("%s\n", id);
+    fflush(stdout);
+    fprintf(stderr, "zexec %s: detached job %s; its results: zexec results %s%s\n", cmd, id, id,
+            results_hint ? results_hint : "");
+    return 0;
+}
+
+zx_options_t zxc_job_options(const zxc_conn_t *c, const char *cmd)
+{
+    (void)cmd;
+    return (zx_options_t){.name = "zexec job",
+                          .key = c->key,
+                          .server_key = c->server_key,
+                          .secret_file = c->secret_file,
+                          .broker_timeout = c->timeout};
 }
 
 void zxc_print_error(FILE *out, const char *cmd, const zx_error_t *e)

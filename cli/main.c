@@ -22,6 +22,9 @@ static void s_usage(FILE *out)
             "  submit    call one function, print its result as JSON\n"
             "  map       call a function on JSON argument lists read from stdin, in order\n"
             "  status    the broker's view: workers, queues, totals\n"
+            "  jobs      the detached jobs the broker holds (run/submit --detach), progress\n"
+            "  results   print a detached job's results (JSON lines or run's output)\n"
+            "  cancel    cancel a detached job\n"
             "  cluster   run a broker and N workers on this machine until Ctrl-C\n"
             "  keygen    make CURVE certificates or a shared secret\n"
             "\n"
@@ -58,9 +61,10 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"run", zxc_run_main},         {"submit", zxc_submit_main},
-                {"map", zxc_map_main},         {"status", zxc_status_main},
-                {"cluster", zxc_cluster_main}, {"keygen", zx__keygen_main}};
+    } cmds[] = {
+        {"run", zxc_run_main},       {"submit", zxc_submit_main},   {"map", zxc_map_main},
+        {"status", zxc_status_main}, {"cluster", zxc_cluster_main}, {"keygen", zx__keygen_main},
+        {"jobs", zxc_jobs_main},     {"results", zxc_results_main}, {"cancel", zxc_cancel_main}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(cmd, cmds[i].name) == 0) {
             /* the subcommand sees itself as argv[0], as getopt expects */

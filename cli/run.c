@@ -60,16 +60,11 @@ typedef struct {
     int attempts; /* runs: submits, plus the broker's re-runs after lost workers */
     size_t slot;  /* {%}, 1-based, while in flight */
     zx_future_t *f;
-    bool ok, timed_out;
-    int exit_code;    /* as the zexec log shows it */
-    int exitval, sig; /* as GNU parallel's log shows them */
-    double start, runtime;
+    /* the outcome; its output kept only until delivered (--keep-order holds it back) */
+    zxc_exec_t x;
     double sub_time; /* when submitted (epoch), if the worker does not say */
     int64_t sub_ms;
     char *node;
-    /* kept only until delivered (--keep-order holds them back) */
-    char *out, *err;
-    size_t out_len, err_len;
     size_t received; /* bytes the command wrote (kept), for parallel's log */
 } s_job_t;
 
@@ -108,6 +103,7 @@ struct s_run {
     const char *joblog_path;
     bool parallel_log;
     bool resume, keep_order, quiet, tag, bar;
+    bool detach; /* --detach: submit every job as a detached job, print its id, leave */
     const char *wd;
     char *wd_abs;
     zlist_t *env; /* "NAME=VALUE" */
@@ -185,6 +181,11 @@ static void s_usage(FILE *out)
             "  -k, --keep-order     print outputs in input order (default: as jobs complete)\n"
             "  --bar                show the progress display (even with -q)\n"
             "  -q, --quiet          no progress display on stderr\n"
+            "  --detach             submit every job as a detached job, print its id and\n"
+            "                       leave; 'zexec results ID --format run' prints what run\n"
+            "                       would have (not with -k, --tag, --retries, --halt,\n"
+            "                       --joblog, --bar)\n"
+            "  --job-name NAME      the detached job's name in 'zexec jobs'\n"
             "  -h, --help           this text\n"
             "\n"
             "Exit status: 0 if every job succeeded, else the number of failed jobs (at most\n"
@@ -574,13 +575,13 @@ static void s_joblog_write(s_run_t *r, s_job_t *j)
     const char *node = j->node && *j->node ? j->node : "-";
     if (r->parallel_log) {
         char *cmd = s_command_line(r, j);
-        fprintf(r->joblog, "%zu\t%s\t%.3f\t%.3f\t%d\t%zu\t%d\t%d\t%s\n", j->seq, node, j->start,
-                j->runtime, 0, j->received, j->exitval, j->sig, cmd ? cmd : "?");
+        fprintf(r->joblog, "%zu\t%s\t%.3f\t%.3f\t%d\t%zu\t%d\t%d\t%s\n", j->seq, node, j->x.start,
+                j->x.runtime, 0, j->received, j->x.exitval, j->x.sig, cmd ? cmd : "?");
         free(cmd);
     } else {
         char *in = s_escape(j->input);
         fprintf(r->joblog, "%zu\t%s\t%s\t%d\t%.3f\t%.3f\t%d\n", j->seq, in ? in : "?", node,
-                j->exit_code, j->start, j->runtime, j->attempts);
+                j->x.exit_code, j->x.start, j->x.runtime, j->attempts);
         free(in);
     }
     /* flushed per job: --resume after a crash must see every delivered job */
@@ -710,124 +711,6 @@ static int s_submit(s_run_t *r, s_job_t *j)
     return 0;
 }
 
-/* The exit status for the log from a failed exec's exception (workers
-   without check=false raise for every failure). */
-static int s_exit_of(const zx_error_t *e)
-{
-    const char *m = e->message ? e->message : "";
-    const char *p;
-    int v;
-    if ((p = strstr(m, "exited with status ")) && sscanf(p, "exited with status %d", &v) == 1) {
-        return v;
-    }
-    if ((p = strstr(m, "killed by signal ")) && sscanf(p, "killed by signal %d", &v) == 1) {
-        return 128 + v;
-    }
-    if (e->type && strcmp(e->type, "TimeLimitError") == 0) {
-        return 124;
-    }
-    if (strstr(m, "cannot run")) {
-        return 127;
-    }
-    return 255;
-}
-
-static const msgpack_object *s_map_get(const msgpack_object *map, const char *key)
-{
-    size_t kn = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kn &&
-            memcmp(k->via.str.ptr, key, kn) == 0) {
-            return &map->via.map.ptr[i].val;
-        }
-    }
-    return NULL;
-}
-
-static void s_take_bin(const msgpack_object *map, const char *key, char **out, size_t *len)
-{
-    const msgpack_object *v = s_map_get(map, key);
-    const char *p = !v                              ? NULL
-                    : v->type == MSGPACK_OBJECT_BIN ? v->via.bin.ptr
-                    : v->type == MSGPACK_OBJECT_STR ? v->via.str.ptr
-                                                    : NULL;
-    size_t n = !p ? 0 : v->type == MSGPACK_OBJECT_BIN ? v->via.bin.size : v->via.str.size;
-    if (p && n) {
-        *out = malloc(n);
-        if (*out) {
-            memcpy(*out, p, n);
-            *len = n;
-        }
-    }
-}
-
-static long s_int_of(const msgpack_object *v, long dflt)
-{
-    if (v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        return (long)v->via.u64;
-    }
-    if (v && v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-        return (long)v->via.i64;
-    }
-    return dflt;
-}
-
-static double s_double_of(const msgpack_object *v, double dflt)
-{
-    if (v && (v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32)) {
-        return v->via.f64;
-    }
-    return dflt;
-}
-
-/* Appends text to a job's held stderr. */
-static void s_err_append(s_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void s_err_append(s_job_t *j, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *msg = NULL;
-    int k = vasprintf(&msg, fmt, ap);
-    va_end(ap);
-    if (k > 0) {
-        char *e = realloc(j->err, j->err_len + (size_t)k);
-        if (e) {
-            memcpy(e + j->err_len, msg, (size_t)k);
-            j->err = e;
-            j->err_len += (size_t)k;
-        }
-    }
-    free(msg);
-}
-
-/* Writes len bytes to out, each line prefixed with tag when tag is not
-   NULL. false if the stream is closed (EPIPE) or failing. */
-static bool s_write(FILE *out, const char *p, size_t len, const char *tag)
-{
-    if (!tag) {
-        if (len && fwrite(p, 1, len, out) != len) {
-            return false;
-        }
-    } else {
-        size_t tl = strlen(tag);
-        bool bol = true;
-        for (size_t i = 0; i < len;) {
-            if (bol && (fwrite(tag, 1, tl, out) != tl || fputc('\t', out) == EOF)) {
-                return false;
-            }
-            const char *nl = memchr(p + i, '\n', len - i);
-            size_t n = nl ? (size_t)(nl - (p + i)) + 1 : len - i;
-            if (fwrite(p + i, 1, n, out) != n) {
-                return false;
-            }
-            i += n;
-            bol = nl != NULL;
-        }
-    }
-    return fflush(out) == 0;
-}
-
 static void s_stop_now(s_run_t *r);
 
 /* Writes a finished job's output and logs it; a closed stdout stops the
@@ -836,9 +719,9 @@ static void s_deliver(s_run_t *r, s_job_t *j)
 {
     zxc_progress_clear(r->prog);
     const char *tag = r->tag ? j->input : NULL;
-    bool out_ok = s_write(stdout, j->out, j->out_len, tag);
-    if (j->err_len) {
-        s_write(stderr, j->err, j->err_len, tag);
+    bool out_ok = zxc_write(stdout, j->x.out, j->x.out_len, tag);
+    if (j->x.err_len) {
+        zxc_write(stderr, j->x.err, j->x.err_len, tag);
     }
     if (out_ok) {
         s_joblog_write(r, j);
@@ -851,10 +734,7 @@ static void s_deliver(s_run_t *r, s_job_t *j)
             s_stop_now(r);
         }
     }
-    free(j->out);
-    free(j->err);
-    j->out = j->err = NULL;
-    j->out_len = j->err_len = 0;
+    zxc_exec_clear(&j->x);
 }
 
 /* Counts a finished job toward --halt; true if the run should halt. */
@@ -866,7 +746,7 @@ static void s_halt_check(s_run_t *r, s_job_t *j)
     size_t n = r->halt_kind == S_HALT_FAIL      ? r->nfailed
                : r->halt_kind == S_HALT_SUCCESS ? r->nsucceeded
                                                 : r->nsucceeded + r->nfailed;
-    bool counts = r->halt_kind == S_HALT_DONE || (r->halt_kind == S_HALT_FAIL) == !j->ok;
+    bool counts = r->halt_kind == S_HALT_DONE || (r->halt_kind == S_HALT_FAIL) == !j->x.ok;
     if (!counts) {
         return;
     }
@@ -876,7 +756,7 @@ static void s_halt_check(s_run_t *r, s_job_t *j)
         return;
     }
     r->halting = r->halt_when;
-    r->halt_exit = r->halt_kind == S_HALT_FAIL ? (j->exit_code ? j->exit_code : 1) : 0;
+    r->halt_exit = r->halt_kind == S_HALT_FAIL ? (j->x.exit_code ? j->x.exit_code : 1) : 0;
     r->stopping = true;
     fprintf(stderr, "zexec run: --halt: %zu job%s %s; %s\n", n, n == 1 ? "" : "s",
             r->halt_kind == S_HALT_FAIL      ? "failed"
@@ -914,49 +794,16 @@ static void s_complete(s_run_t *r, s_job_t *j)
     size_t n;
     int rc = zx_future_result(j->f, 0, &v, &n);
     const zx_error_t *e = rc == ZX_OK ? NULL : zx_future_exception(j->f, 0);
-    free(j->out);
-    free(j->err);
-    j->out = j->err = NULL;
-    j->out_len = j->err_len = 0;
+    zxc_exec_clear(&j->x);
     free(j->node);
     const char *node = rc == ZX_OK ? zx_future_node(j->f) : e && e->node ? e->node : "";
     j->node = *node ? strdup(node) : NULL;
-    j->start = j->sub_time;
-    j->runtime = (double)(zclock_mono() - j->sub_ms) / 1000.0;
-    bool out_trunc = false, err_trunc = false;
+    j->x.start = j->sub_time;
+    j->x.runtime = (double)(zclock_mono() - j->sub_ms) / 1000.0;
     if (rc == ZX_OK) {
-        msgpack_zone zone;
-        msgpack_zone_init(&zone, 256);
-        msgpack_object obj;
-        size_t off = 0;
-        j->ok = true;
-        j->exit_code = j->exitval = j->sig = 0;
-        j->timed_out = false;
-        if (msgpack_unpack(v, n, &off, &zone, &obj) == MSGPACK_UNPACK_SUCCESS &&
-            obj.type == MSGPACK_OBJECT_MAP) {
-            s_take_bin(&obj, "stdout", &j->out, &j->out_len);
-            s_take_bin(&obj, "stderr", &j->err, &j->err_len);
-            const msgpack_object *t;
-            out_trunc = (t = s_map_get(&obj, "stdout_truncated")) &&
-                        t->type == MSGPACK_OBJECT_BOOLEAN && t->via.boolean;
-            err_trunc = (t = s_map_get(&obj, "stderr_truncated")) &&
-                        t->type == MSGPACK_OBJECT_BOOLEAN && t->via.boolean;
-            j->timed_out = (t = s_map_get(&obj, "timed_out")) &&
-                           t->type == MSGPACK_OBJECT_BOOLEAN && t->via.boolean;
-            long ex = s_int_of(s_map_get(&obj, "exit"), 0);
-            j->sig = (int)s_int_of(s_map_get(&obj, "signal"), 0);
-            j->exitval = ex < 0 ? 0 : (int)ex;
-            j->exit_code = j->timed_out ? 124 : j->sig ? 128 + j->sig : (int)ex;
-            j->start = s_double_of(s_map_get(&obj, "started"), j->start);
-            j->runtime = s_double_of(s_map_get(&obj, "runtime"), j->runtime);
-            j->ok = j->exit_code == 0;
-        }
-        msgpack_zone_destroy(&zone);
+        zxc_exec_decode(&j->x, v, n);
     } else {
-        j->ok = false;
-        j->exit_code = e ? s_exit_of(e) : 255;
-        j->exitval = j->exit_code;
-        j->sig = 0;
+        zxc_exec_failed(&j->x, e);
     }
     int runs = zx_future_attempts(j->f);
     j->attempts += runs > 1 ? runs : 1;
@@ -969,69 +816,43 @@ static void s_complete(s_run_t *r, s_job_t *j)
     if (cancelled && r->stopping) {
         /* cancelled or terminated by our stop: never delivered */
         j->state = S_J_DROPPED;
-        free(j->out);
-        free(j->err);
-        j->out = j->err = NULL;
-        j->out_len = j->err_len = 0;
+        zxc_exec_clear(&j->x);
         s_print_ready(r, j);
         zx_future_unref(&f);
         return;
     }
     bool refused = e && (e->code == ZX_ENOTALLOWED || e->code == ZX_ENOFUNC);
-    if (!j->ok && !refused && j->submits <= r->retries && !r->stopping) {
+    if (!j->x.ok && !refused && j->submits <= r->retries && !r->stopping) {
         if (s_submit(r, j) == 0) {
             zx_future_unref(&f);
             return;
         }
     }
-    j->received = j->out_len + j->err_len;
+    j->received = j->x.out_len + j->x.err_len;
     /* what the job wrote, then (stderr) why it failed */
-    if (out_trunc || err_trunc) {
-        s_err_append(j, "zexec run: job %zu (%s): %s%s%s truncated at %zu bytes (--max-output)\n",
-                     j->seq, j->input, out_trunc ? "stdout" : "",
-                     out_trunc && err_trunc ? " and " : "", err_trunc ? "stderr" : "",
-                     r->max_output);
-    }
-    const char *on = j->node ? " on " : "", *nd = j->node ? j->node : "";
-    const char *s_att = j->attempts == 1 ? "" : "s";
-    if (rc == ZX_OK && !j->ok) {
-        if (j->timed_out) {
-            s_err_append(j,
-                         "zexec run: job %zu (%s) failed%s%s after %d attempt%s: ran past "
-                         "--timeout %g s and was killed\n",
-                         j->seq, j->input, on, nd, j->attempts, s_att, r->timeout);
-        } else if (j->sig) {
-            s_err_append(j,
-                         "zexec run: job %zu (%s) failed%s%s after %d attempt%s: killed by "
-                         "signal %d (%s)\n",
-                         j->seq, j->input, on, nd, j->attempts, s_att, j->sig, strsignal(j->sig));
-        } else {
-            s_err_append(j,
-                         "zexec run: job %zu (%s) failed%s%s after %d attempt%s: exited with "
-                         "status %d\n",
-                         j->seq, j->input, on, nd, j->attempts, s_att, j->exit_code);
-        }
-    } else if (rc != ZX_OK && refused) {
+    if (rc != ZX_OK && refused) {
         /* every job would fail the same way: say it once and stop */
         if (!r->exec_refused) {
             const char *m = e && e->message ? e->message : zx_strerror(rc);
             r->exec_refused = true;
-            s_err_append(j, "zexec run: %s\n", m);
+            zxc_exec_err_append(&j->x, "zexec run: %s\n", m);
             if (!strstr(m, "--allow-exec")) {
-                s_err_append(j, "zexec run: the workers must offer exec: start zexec-worker with "
-                                "--allow-exec\n");
+                zxc_exec_err_append(&j->x, "zexec run: the workers must offer exec: start "
+                                           "zexec-worker with --allow-exec\n");
             }
         }
-    } else if (rc != ZX_OK) {
-        const char *m = e && e->message ? e->message : zx_strerror(rc);
-        size_t ml = strlen(m);
-        s_err_append(j, "zexec run: job %zu (%s) failed%s%s after %d attempt%s: %s: %s%s", j->seq,
-                     j->input, on, nd, j->attempts, s_att, e && e->type ? e->type : "Error", m,
-                     ml && m[ml - 1] == '\n' ? "" : "\n");
+    } else {
+        char *label = NULL;
+        if (asprintf(&label, "job %zu (%s)", j->seq, j->input) < 0) {
+            label = NULL;
+        }
+        zxc_exec_note(&j->x, "run", label ? label : "job", rc, e, j->node, j->attempts, r->timeout,
+                      r->max_output);
+        free(label);
     }
     j->state = S_J_DONE;
     r->ndone++;
-    if (j->ok) {
+    if (j->x.ok) {
         r->nsucceeded++;
     } else {
         r->nfailed++;
@@ -1351,6 +1172,54 @@ static int s_check_exec(const zxc_conn_t *conn)
 
 /* ---- main ----------------------------------------------------------------------- */
 
+/* --detach: every job submitted at once (the broker queues them; the
+   workers' pools bound what runs), then zxc_detach waits for the broker to
+   hold them all and prints the job id. The exec tasks are the ones a plain
+   run sends, so `zexec results --format run` prints their output alike. */
+static int s_run_detached(s_run_t *r, const zxc_conn_t *conn)
+{
+    r->ex = zxc_executor(conn, "run");
+    if (!r->ex) {
+        return S_EXIT_ERROR;
+    }
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    int err = 0;
+    for (size_t i = 0; i < r->njobs && !err; i++) {
+        if (r->job[i].state == S_J_WAIT) {
+            err = s_submit(r, &r->job[i]);
+        }
+    }
+    int st;
+    if (err) {
+        fprintf(stderr, "zexec run: cannot submit: %s\n", zx_strerror(err));
+        zx_executor_shutdown(r->ex, false, true);
+        zx_executor_destroy(&r->ex);
+        st = S_EXIT_ERROR;
+    } else {
+        st = zxc_detach(&r->ex, "run", " --format run");
+    }
+    /* a task the broker refused (a quota, a full journal) is not in the job */
+    size_t refused = 0;
+    const zx_error_t *first = NULL;
+    for (size_t i = 0; st == 0 && i < r->njobs; i++) {
+        const zx_error_t *e = r->job[i].f ? zx_future_exception(r->job[i].f, 0) : NULL;
+        if (e && e->code == ZX_EREJECTED) {
+            first = first ? first : e;
+            refused++;
+        }
+    }
+    if (refused) {
+        fprintf(stderr,
+                "zexec run: the broker refused %zu of %zu jobs, which are not in the job: %s: %s\n",
+                refused, r->njobs, first->type, first->message);
+        st = ZXC_EXIT_FAIL;
+    }
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->lock);
+    return st;
+}
+
 static void s_free(s_run_t *r)
 {
     for (size_t i = 0; i < r->njobs; i++) {
@@ -1361,8 +1230,8 @@ static void s_free(s_run_t *r)
         free(r->job[i].args);
         free(r->job[i].input);
         free(r->job[i].node);
-        free(r->job[i].out);
-        free(r->job[i].err);
+        free(r->job[i].x.out);
+        free(r->job[i].x.err);
     }
     free(r->job);
     for (int w = 0; r->words && w < r->tmpl_n; w++) {
@@ -1408,7 +1277,9 @@ static int s_flags(s_run_t *r, zxc_conn_t *conn, int argc, char **argv)
         O_MAXOUT,
         O_HALT,
         O_TAG,
-        O_BAR
+        O_BAR,
+        O_DETACH,
+        O_JOBNAME
     };
     static const struct option longopts[] = {ZXC_CONN_OPTIONS,
                                              {"jobs", required_argument, NULL, 'j'},
@@ -1427,6 +1298,8 @@ static int s_flags(s_run_t *r, zxc_conn_t *conn, int argc, char **argv)
                                              {"halt-on-error", required_argument, NULL, O_HALT},
                                              {"tag", no_argument, NULL, O_TAG},
                                              {"bar", no_argument, NULL, O_BAR},
+                                             {"detach", no_argument, NULL, O_DETACH},
+                                             {"job-name", required_argument, NULL, O_JOBNAME},
                                              {"keep-order", no_argument, NULL, 'k'},
                                              {"quiet", no_argument, NULL, 'q'},
                                              {"help", no_argument, NULL, 'h'},
@@ -1521,6 +1394,8 @@ static int s_flags(s_run_t *r, zxc_conn_t *conn, int argc, char **argv)
             break;
         case O_TAG: r->tag = true; break;
         case O_BAR: r->bar = true; break;
+        case O_DETACH: r->detach = conn->detach = true; break;
+        case O_JOBNAME: conn->job_name = optarg; break;
         case 'k': r->keep_order = true; break;
         case 'q': r->quiet = true; break;
         default: return zxc_bad_flag("run", argc, argv);
@@ -1528,6 +1403,22 @@ static int s_flags(s_run_t *r, zxc_conn_t *conn, int argc, char **argv)
     }
     if (r->resume && !r->joblog_path) {
         return zxc_usage_error("run", "--resume needs --joblog FILE");
+    }
+    if (conn->job_name && !r->detach) {
+        return zxc_usage_error("run", "--job-name needs --detach");
+    }
+    if (r->detach) {
+        /* these act on deliveries, which happen later, in `zexec results` */
+        const char *no = r->keep_order    ? "-k (use: zexec results JOB --order input)"
+                         : r->tag         ? "--tag"
+                         : r->retries > 0 ? "--retries"
+                         : r->halt_when   ? "--halt"
+                         : r->joblog_path ? "--joblog"
+                         : r->bar         ? "--bar"
+                                          : NULL;
+        if (no) {
+            return zxc_usage_error("run", "--detach does not go with %s", no);
+        }
     }
     if (r->wd && strcmp(r->wd, "...") == 0) {
         r->wd_abs = getcwd(NULL, 0);
@@ -1710,6 +1601,11 @@ int zxc_run_main(int argc, char **argv)
     if (!r.free_slots || !r.completed) {
         s_free(&r);
         return S_EXIT_ERROR;
+    }
+    if (r.detach) {
+        st = s_run_detached(&r, &conn);
+        s_free(&r);
+        return st;
     }
     /* before the executor, so that its thread inherits the blocked signals */
     zxc_signals_block();

@@ -65,6 +65,9 @@ static void s_submit_usage(FILE *out)
                  "  --timeout S          give up when the broker is unreachable this long\n"
                  "                       (default 3 s to connect, 60 s once connected)\n"
                  "  --priority N         -128..127, higher runs first (default 0)\n"
+                 "  --detach             submit it as a detached job: print the job id and\n"
+                 "                       leave; 'zexec results ID' prints the result later\n"
+                 "  --job-name NAME      the detached job's name in 'zexec jobs'\n"
                  "  -h, --help           this text\n"
                  "\n"
                  "example: zexec submit square '[7]'   ->  49\n");
@@ -103,6 +106,8 @@ int zxc_submit_main(int argc, char **argv)
                                              {"time-limit", required_argument, NULL, 'L'},
                                              {"timeout", required_argument, NULL, 't'},
                                              {"priority", required_argument, NULL, 'P'},
+                                             {"detach", no_argument, NULL, 'D'},
+                                             {"job-name", required_argument, NULL, 'J'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     zxc_conn_t conn;
@@ -145,11 +150,16 @@ int zxc_submit_main(int argc, char **argv)
             }
             topts.priority = (int)l;
             break;
+        case 'D': conn.detach = true; break;
+        case 'J': conn.job_name = optarg; break;
         default: return zxc_bad_flag("submit", argc, argv);
         }
     }
     if (optind >= argc) {
         return zxc_usage_error("submit", "missing the function name");
+    }
+    if (conn.job_name && !conn.detach) {
+        return zxc_usage_error("submit", "--job-name needs --detach");
     }
     if (argc - optind > 2) {
         return zxc_usage_error("submit", "too many arguments: give ARGS as one JSON array");
@@ -166,6 +176,26 @@ int zxc_submit_main(int argc, char **argv)
         return zxc_usage_error("submit", "ARGS: %s", err);
     }
     int rc = ZXC_EXIT_FAIL;
+    if (conn.detach) {
+        zx_executor_t *ex = zxc_executor(&conn, "submit");
+        zx_future_t *f = ex ? zx_submit_opts(ex, fn, sb.data, sb.size, &topts) : NULL;
+        msgpack_sbuffer_destroy(&sb);
+        if (!f) {
+            if (ex) {
+                fprintf(stderr, "zexec submit: %s\n", zx_strerror(zx_last_error()));
+            }
+            zx_executor_destroy(&ex);
+            return ZXC_EXIT_FAIL;
+        }
+        rc = zxc_detach(&ex, "submit", "") == 0 ? 0 : ZXC_EXIT_FAIL;
+        const zx_error_t *e = zx_future_exception(f, 0);
+        if (rc == 0 && e && e->code == ZX_EREJECTED) {
+            zxc_print_error(stderr, "submit", e); /* refused: not in the job */
+            rc = ZXC_EXIT_FAIL;
+        }
+        zx_future_unref(&f);
+        return rc;
+    }
     s_stop_t st = {.cmd = "submit"};
     pthread_mutex_init(&st.lock, NULL);
     zxc_signals_block();

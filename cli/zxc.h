@@ -26,7 +26,10 @@ int zxc_submit_main(int argc, char **argv);
 int zxc_map_main(int argc, char **argv);
 int zxc_status_main(int argc, char **argv);
 int zxc_cluster_main(int argc, char **argv);
-int zx__keygen_main(int argc, char **argv); /* keygen.c */
+int zxc_jobs_main(int argc, char **argv);    /* jobs.c: zexec jobs */
+int zxc_results_main(int argc, char **argv); /* jobs.c: zexec results JOB */
+int zxc_cancel_main(int argc, char **argv);  /* jobs.c: zexec cancel JOB */
+int zx__keygen_main(int argc, char **argv);  /* keygen.c */
 
 /* ---- flags ---------------------------------------------------------------------- */
 
@@ -44,7 +47,9 @@ typedef struct {
     const char *key;
     const char *server_key;
     const char *secret_file;
-    double timeout; /* > 0: the probe's wait and the executor's broker_timeout */
+    double timeout;       /* > 0: the probe's wait and the executor's broker_timeout */
+    bool detach;          /* the executor's session is a detached job (--detach) */
+    const char *job_name; /* --job-name */
 } zxc_conn_t;
 
 /* Long-option ids for the connection flags; each subcommand's option table
@@ -78,8 +83,44 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
 /* A remote executor for c; NULL with a message on stderr. */
 zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd);
 
+/* zexec run/submit --detach: waits until the broker has every task of ex
+   (ACCEPTED), leaves, prints the job id on stdout and a hint on stderr.
+   The exit status: 0, or 255 when the broker did not accept them. */
+int zxc_detach(zx_executor_t **ex_p, const char *cmd, const char *results_hint);
+/* The options of a job client for c (the security flags). */
+zx_options_t zxc_job_options(const zxc_conn_t *c, const char *cmd);
+
 /* Prints a task's exception as "TYPE: message (node N, pid P)" to out. */
 void zxc_print_error(FILE *out, const char *cmd, const zx_error_t *e);
+
+/* ---- run's output format (exec_out.c) ----------------------------------------------- */
+
+/* One job's outcome as the exec built-in reported it. */
+typedef struct {
+    char *out, *err; /* what the command wrote (malloc'd), then run's notes on err */
+    size_t out_len, err_len;
+    bool out_trunc, err_trunc; /* cut at --max-output */
+    bool ok, timed_out;
+    int exit_code;         /* as the zexec log shows it: 124 timed out, 128+N signal N */
+    int exitval, sig;      /* as GNU parallel's log shows them */
+    double start, runtime; /* kept when exec does not say */
+} zxc_exec_t;
+/* Reads exec's result map (a msgpack value of n bytes) into x. */
+void zxc_exec_decode(zxc_exec_t *x, const void *v, size_t n);
+/* The task failed without a result (e its exception, may be NULL). */
+void zxc_exec_failed(zxc_exec_t *x, const zx_error_t *e);
+/* Frees the output held in x. */
+void zxc_exec_clear(zxc_exec_t *x);
+void zxc_exec_err_append(zxc_exec_t *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends to x->err the notes `zexec CMD` writes after a job's own stderr:
+   output truncated, then why it failed (rc: the future's result code, e its
+   exception). label names the job ("job 3 (a.txt)"); timeout and max_output
+   0 when unknown. */
+void zxc_exec_note(zxc_exec_t *x, const char *cmd, const char *label, int rc, const zx_error_t *e,
+                   const char *node, int attempts, double timeout, size_t max_output);
+/* Writes len bytes to out, each line prefixed with tag and a tab when tag is
+   not NULL. false if the stream is closed (EPIPE) or failing. */
+bool zxc_write(FILE *out, const char *p, size_t len, const char *tag);
 
 /* ---- stopping (signals.c) --------------------------------------------------------- */
 

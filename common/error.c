@@ -36,6 +36,9 @@ const char *zx_strerror(int code)
     case ZX_ENOTALLOWED: return "not allowed on this worker or pool";
     case ZX_EPROTO: return "protocol error";
     case ZX_EEND: return "no more items";
+    case ZX_EDETACHED: return "detached: fetch its results with zx_job_attach";
+    case ZX_EDONE: return "the job has no more results";
+    case ZX_ENOJOB: return "no such job at the broker";
     default: return "unknown error";
     }
 }

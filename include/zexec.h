@@ -55,6 +55,9 @@ enum {
     ZX_ENOTALLOWED = -14, /* the function may not run there (pool, exec off) */
     ZX_EPROTO = -15,      /* a malformed message or value */
     ZX_EEND = -16,        /* an iterator has nothing more to yield */
+    ZX_EDETACHED = -17,   /* the executor detached: fetch the result with zx_job_attach */
+    ZX_EDONE = -18,       /* a job has no more results: every one was yielded */
+    ZX_ENOJOB = -19,      /* the broker holds no job of that id */
 };
 
 /* Returns a static English description of a ZX_* code. */
@@ -113,6 +116,11 @@ typedef struct zx_options {
     const char *server_key;  /* the broker's public certificate file */
     const char *key;         /* this client's secret certificate file */
     const char *secret_file; /* shared secret for signing; default $ZEXEC_SECRET */
+    /* Detached jobs (docs/guide.md "Detached jobs"): the executor's session is
+       a job whose tasks and results stay at the broker when it leaves (see
+       zx_executor_detach); job_name names it (default: name). */
+    bool detach;
+    const char *job_name;
 } zx_options_t;
 
 /* Per-task options for zx_submit_opts. All-zero means every default. */
@@ -292,6 +300,113 @@ ZX_EXPORT zx_map_t *zx_map_new_gen(zx_executor_t *ex, const char *fn, zx_map_gen
 ZX_EXPORT int zx_map_next(zx_map_t *m, const void **value, size_t *value_len);
 ZX_EXPORT const zx_error_t *zx_map_exception(zx_map_t *m);
 ZX_EXPORT void zx_map_destroy(zx_map_t **m_p); /* cancels what is still pending */
+
+/* ---- detached jobs ---------------------------------------------------------- */
+
+/* A job id: 32 lower-case hex digits (the detached executor's session id). */
+#define ZX_JOB_ID_LEN 32
+
+typedef struct zx_job zx_job_t;
+
+/* A job as the broker reports it (zx_job_info, zx_jobs_list). */
+typedef struct zx_job_info {
+    char id[ZX_JOB_ID_LEN + 1];
+    char name[256];
+    char state[16]; /* "open" (its executor is connected), "detached", "done" (every task
+                       has a result), "cancelled", "expired" */
+    uint64_t submitted, queued, running;
+    uint64_t done;       /* results arrived */
+    uint64_t failed;     /* of done, those that did not return a value */
+    uint64_t held;       /* results kept at the broker, not yet acknowledged by a fetcher */
+    uint64_t held_bytes; /* their size */
+    uint64_t acked;      /* results fetched and acknowledged (then forgotten by the broker) */
+    uint64_t next;       /* the highest completion index so far */
+    int64_t created;     /* unix seconds */
+    int64_t expires;     /* unix seconds: held results are dropped after this */
+} zx_job_info_t;
+
+/* One result of a job (zx_job_next). Pointers are owned by the job and
+   valid until the next zx_job_next or zx_job_destroy. */
+typedef struct zx_job_result {
+    uint64_t seq;            /* the task's number in its job: 1, 2, ... in submit order */
+    uint64_t index;          /* its completion index: 1, 2, ... in the order results arrived */
+    int status;              /* ZX_OK, or the failure's code (ZX_ERAISED, ZX_ECANCELLED...) */
+    const void *value;       /* ZX_OK: the msgpack-encoded result */
+    size_t value_len;        /* its length */
+    const zx_error_t *error; /* not ZX_OK: what it failed with; else NULL */
+    const char *node;        /* where it ran; "" when nowhere */
+    int pid;
+    int attempts;
+} zx_job_result_t;
+
+/* An executor made with opts->detach: waits at most timeout until every task
+   submitted so far is ACCEPTED (durable at the broker), then leaves without
+   cancelling anything and writes the job id to id. Futures of ex still
+   pending end with ZX_EDETACHED ("DetachedError"); tasks submitted during
+   the call that never reached the broker end cancelled (they are not in the
+   job). The executor then accepts no more tasks: destroy it. ZX_ETIMEOUT:
+   nothing changed, the executor stays usable (call again). ZX_EINVAL: not a
+   detached executor, or called from one of its done-callbacks; ZX_ESHUTDOWN:
+   already detached or destroyed. */
+ZX_EXPORT int zx_executor_detach(zx_executor_t *ex, double timeout, char id[ZX_JOB_ID_LEN + 1]);
+
+/* Attaches to a job the broker at endpoint holds, from any process or host:
+   its own connection (opts: the security fields, name, heartbeat and
+   broker_timeout, which bounds this call, default 10 s, and the broker's
+   silence before ZX_ECONN later, default 60 s). NULL with
+   zx_last_error(): ZX_ENOJOB (no such job), ZX_ECONN (no broker answered),
+   ZX_EINVAL (bad id or options). A job handle is used by one thread at a
+   time, as an iterator is. */
+ZX_EXPORT zx_job_t *zx_job_attach(const char *endpoint, const char *job_id,
+                                  const zx_options_t *opts);
+
+/* The job's progress now. ZX_OK, ZX_ETIMEOUT, ZX_ENOJOB (the broker no
+   longer holds it: finished and every result acknowledged, or expired). */
+ZX_EXPORT int zx_job_info(zx_job_t *job, double timeout, zx_job_info_t *info);
+
+/* The next result as completed, waiting at most timeout: ZX_OK and *r;
+   ZX_ETIMEOUT; ZX_EDONE when every result has been yielded and no more can
+   come (the job is done, cancelled or expired); ZX_ECONN when the broker
+   stopped answering. A result is acknowledged to the broker (which then
+   forgets it) only once the caller has had it: at the next call or
+   zx_job_destroy. A consumer killed midway loses nothing; the next one
+   attached gets the unacknowledged results again (at-least-once). */
+ZX_EXPORT int zx_job_next(zx_job_t *job, double timeout, zx_job_result_t *r);
+
+/* Acknowledgement by hand: with on false, zx_job_next no longer
+   acknowledges what it yielded; the caller acknowledges each result it has
+   kept with zx_job_ack (e.g. after printing results it held back to show
+   them in seq order). Results never acknowledged are yielded again to the
+   next handle. ZX_OK or ZX_EINVAL. */
+ZX_EXPORT int zx_job_autoack(zx_job_t *job, bool on);
+ZX_EXPORT int zx_job_ack(zx_job_t *job, uint64_t seq);
+
+/* One future per task of the job whose result has not been acknowledged, in
+   seq order (*fs malloc'd, free() it; each future one reference, the
+   caller's). They complete as results arrive, from a background thread
+   (done-callbacks run there), so zx_as_completed and zx_wait work on them;
+   each result is acknowledged once its future completes; when the broker
+   stays silent for broker_timeout they fail with ZX_ECONN. A future whose
+   result an earlier consumer already acknowledged, or whose task was
+   cancelled, ends CANCELLED once the job is finished. The futures do not
+   cancel their tasks (use zx_job_cancel). Called once per handle, and not
+   mixed with zx_job_next: ZX_EINVAL. ZX_ENOMEM, ZX_ETIMEOUT, ZX_ENOJOB. */
+ZX_EXPORT int zx_job_futures(zx_job_t *job, double timeout, zx_future_t ***fs, size_t *n);
+
+/* Cancels the job: its queued tasks are dropped, running ones terminated,
+   results already held stay fetchable. ZX_OK, ZX_ETIMEOUT, ZX_ENOJOB. */
+ZX_EXPORT int zx_job_cancel(zx_job_t *job, double timeout);
+
+/* Every job the broker at endpoint holds: *infos malloc'd (free() it; NULL
+   when none), *n of them. ZX_OK, ZX_ECONN (no answer within timeout;
+   ZX_FOREVER: opts->broker_timeout, default 10 s), ZX_EINVAL, ZX_ENOMEM. */
+ZX_EXPORT int zx_jobs_list(const char *endpoint, const zx_options_t *opts, double timeout,
+                           zx_job_info_t **infos, size_t *n);
+
+/* Acknowledges the last result zx_job_next yielded, says BYE and frees the
+   handle. Futures from zx_job_futures not yet complete end with
+   ZX_ESHUTDOWN; the job itself goes on at the broker. Accepts NULL. */
+ZX_EXPORT void zx_job_destroy(zx_job_t **job_p);
 
 #ifdef __cplusplus
 }

@@ -19,6 +19,7 @@
 #include "remote_int.h"
 
 #include "zx_czmq.h"
+#include "zx_waiter.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -81,6 +82,7 @@ static zx_future_t *s_submit(zx_executor_t *base, const char *fn, const void *ar
     t->pool = (uint8_t)o.pool;
     t->fn_len = (uint8_t)fn_len;
     t->abandoned = false;
+    t->accepted = false;
     memcpy(t->data, fn, fn_len + 1);
     if (!framed) {
         memcpy(t->data + fn_len + 1, args, len);
@@ -281,6 +283,60 @@ bool zx__remote_next_broker(zx__remote_t *ex, const char *why, int64_t now)
     return true;
 }
 
+/* Waits for the ACCEPTED of every task submitted so far (the broker made
+   them durable), re-checking when a batch of ACCEPTED or results arrives,
+   and at least every S_DETACH_CHECK_MS (the connection may come back
+   meanwhile); then zx__remote_detach_try says BYE. */
+#define S_DETACH_CHECK_MS 100
+int zx_executor_detach(zx_executor_t *base, double timeout, char id[ZX_JOB_ID_LEN + 1])
+{
+    if (!base || base->ops != &s_ops || !((zx__remote_t *)base)->detach) {
+        return ZX_EINVAL;
+    }
+    zx__remote_t *ex = (zx__remote_t *)base;
+    if (zx__remote_on_actor(ex)) {
+        return ZX_EINVAL; /* a done-callback cannot wait for the actor it runs on */
+    }
+    struct timespec deadline = zx__deadline(timeout);
+    pthread_mutex_lock(&ex->lock);
+    uint64_t upto = ex->next_seq;
+    pthread_mutex_unlock(&ex->lock);
+    for (;;) {
+        pthread_mutex_lock(&ex->lock);
+        uint64_t events = ex->accept_events;
+        size_t unresolved = ex->unresolved;
+        pthread_mutex_unlock(&ex->lock);
+        int rc = zx__remote_detach_try(ex, upto);
+        if (rc != ZX_ETIMEOUT) {
+            if (rc == ZX_OK && id) {
+                zxp_hex(ex->session, ZXP_ID_LEN, id);
+            }
+            return rc;
+        }
+        struct timespec slice;
+        s_deadline(&slice, S_DETACH_CHECK_MS);
+        bool last = deadline.tv_sec >= 0 &&
+                    (deadline.tv_sec < slice.tv_sec ||
+                     (deadline.tv_sec == slice.tv_sec && deadline.tv_nsec <= slice.tv_nsec));
+        pthread_mutex_lock(&ex->lock);
+        ex->waiters++;
+        int w = 0;
+        while (w == 0 && ex->accept_events == events && ex->unresolved == unresolved) {
+            w = pthread_cond_timedwait(&ex->cond, &ex->lock, last ? &deadline : &slice);
+        }
+        ex->waiters--;
+        pthread_mutex_unlock(&ex->lock);
+        if (last && w != 0) {
+            /* one last look: what arrived just now counts */
+            rc = zx__remote_detach_try(ex, upto);
+            if (rc == ZX_OK && id) {
+                zxp_hex(ex->session, ZXP_ID_LEN, id);
+            }
+            return rc;
+        }
+    }
+}
+
 static const char *s_endpoint(zx_executor_t *base)
 {
     return ((zx__remote_t *)base)->endpoint;
@@ -301,7 +357,7 @@ zx__cluster_t *zx__remote_cluster(zx_executor_t *ex)
     return ex && ex->ops == &s_ops ? ((zx__remote_t *)ex)->cluster : NULL;
 }
 
-static void s_random_session(uint8_t *id)
+void zx__random_session(uint8_t *id)
 {
     size_t got = 0;
     while (got < ZXP_ID_LEN) {
@@ -324,6 +380,41 @@ static void s_random_session(uint8_t *id)
     if (id[0] == 0) {
         id[0] = 1; /* ZeroMQ reserves routing ids starting with 0 */
     }
+}
+
+/* The connection both the executor and the job client (job.c) make: the
+   socket options of every zexec socket, the session as routing id (so the
+   broker knows us across reconnects), CURVE and signing from the options,
+   and a monitor for refused handshakes (otherwise silent, zx_monitor.h). */
+int zx__client_connect(const char *endpoint, const zx_options_t *o, const uint8_t *session,
+                       zx__sec_t **sec_p, zsock_t **dealer_p, zsock_t **monitor_p)
+{
+    /* A library must not take over SIGINT/SIGTERM: czmq would otherwise
+       install its own handlers on first use. */
+    zsys_handler_set(NULL);
+    char zerr[256];
+    if (!zx__zmq_runtime_ok(zerr, sizeof zerr)) {
+        zsys_error("zexec client: %s", zerr);
+        return ZX_EINVAL;
+    }
+    zx__czmq_init();
+    *dealer_p = zsock_new(ZMQ_DEALER);
+    if (!*dealer_p) {
+        return ZX_ENOMEM;
+    }
+    zxp_sock_setup(*dealer_p);
+    zsock_set_rcvtimeo(*dealer_p, 0); /* readers read until EAGAIN */
+    *sec_p = zx__sec_new(o->key, o->server_key, o->secret_file, false);
+    if (!*sec_p || zx__sec_socket(*sec_p, *dealer_p, ZXP_ROLE_BROKER_C) != 0) {
+        return ZX_EINVAL;
+    }
+    zmq_setsockopt(zsock_resolve(*dealer_p), ZMQ_ROUTING_ID, session, ZXP_ID_LEN);
+    *monitor_p = zx__monitor_new(*dealer_p);
+    if (zsock_connect(*dealer_p, "%s", endpoint) != 0) {
+        zsys_error("zexec client: cannot connect to '%s': %s", endpoint, zmq_strerror(zmq_errno()));
+        return ZX_EINVAL;
+    }
+    return ZX_OK;
 }
 
 zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
@@ -352,7 +443,11 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
     ex->efd = -1;
     ex->accepting = true;
     ex->endpoint = strdup(endpoint);
-    ex->name = strdup(o.name && *o.name ? o.name : "client");
+    /* a detached job's HELLO names the job */
+    ex->detach = o.detach;
+    ex->name = strdup(o.detach && o.job_name && *o.job_name ? o.job_name
+                      : o.name && *o.name                   ? o.name
+                                                            : "client");
     if (ex->name && strlen(ex->name) > ZXP_MAX_NAME) {
         ex->name[ZXP_MAX_NAME] = '\0';
     }
@@ -367,7 +462,7 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
     if (ex->max_batch > ZXP_MAX_BATCH) {
         ex->max_batch = ZXP_MAX_BATCH;
     }
-    s_random_session(ex->session);
+    zx__random_session(ex->session);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -393,37 +488,12 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
         zsys_error("zexec client: eventfd: %s", strerror(errno));
         goto fail;
     }
-    /* A library must not take over SIGINT/SIGTERM: czmq would otherwise
-       install its own handlers on first use. */
-    zsys_handler_set(NULL);
-    char zerr[256];
-    if (!zx__zmq_runtime_ok(zerr, sizeof zerr)) {
-        zsys_error("zexec client: %s", zerr);
-        err = ZX_EINVAL;
+    err = zx__client_connect(zx__eps_current(&ex->eps), &o, ex->session, &ex->sec, &ex->io.dealer,
+                             &ex->io.monitor);
+    if (err != ZX_OK) {
         goto fail;
     }
-    zx__czmq_init();
-    ex->io.dealer = zsock_new(ZMQ_DEALER);
-    if (!ex->io.dealer) {
-        goto fail;
-    }
-    zxp_sock_setup(ex->io.dealer);
-    zsock_set_rcvtimeo(ex->io.dealer, 0); /* the actor reads until EAGAIN */
-    ex->sec = zx__sec_new(o.key, o.server_key, o.secret_file, false);
-    if (!ex->sec || zx__sec_socket(ex->sec, ex->io.dealer, ZXP_ROLE_BROKER_C) != 0) {
-        err = ZX_EINVAL;
-        goto fail;
-    }
-    /* the session is the routing id, so the broker knows us across reconnects */
-    zmq_setsockopt(zsock_resolve(ex->io.dealer), ZMQ_ROUTING_ID, ex->session, ZXP_ID_LEN);
-    /* a refused handshake is otherwise silent (zx_monitor.h) */
-    ex->io.monitor = zx__monitor_new(ex->io.dealer);
-    if (zsock_connect(ex->io.dealer, "%s", zx__eps_current(&ex->eps)) != 0) {
-        zsys_error("zexec client: cannot connect to '%s': %s", zx__eps_current(&ex->eps),
-                   zmq_strerror(zmq_errno()));
-        err = ZX_EINVAL;
-        goto fail;
-    }
+    err = ZX_ENOMEM;
     ex->actor = zactor_new(zx__remote_actor, ex);
     if (!ex->actor) {
         goto fail;

@@ -48,6 +48,7 @@ struct zx__rtask {
        copy: never re-sent; a CANCEL goes out on reconnect; a late answer for
        it is swallowed. Not counted as unresolved. */
     bool abandoned;
+    bool accepted; /* a detached job's task: the broker said ACCEPTED (durable) */
     /* Arguments from ZX__RTASK_FRAME_MIN bytes on: copied once, at submit, straight
        into the ZeroMQ message that carries them, and sent shared
        (ZFRAME_REUSE: reference counted, no copy) on every send and re-send.
@@ -149,6 +150,11 @@ typedef struct {
     zx__list_t reqs; /* zx__rreq_t waiting for the actor */
     int waiters;
     zx__sec_t *sec; /* CURVE keys and signer (common/security.c) */
+    /* A detached job's session (zx_options_t.detach): HELLO says JOB|ACCEPT. */
+    bool detach;
+    /* under iolock and lock: zx_executor_detach said BYE; the actor is quiet */
+    bool detached;
+    uint64_t accept_events; /* under lock: ACCEPTED batches seen (zx_executor_detach waits) */
 } zx__remote_t;
 
 /* ---- remote_io.c ---------------------------------------------------------------- */
@@ -171,6 +177,23 @@ void zx__remote_resolved_locked(zx__remote_t *ex, size_t n);
 void zx__remote_outbox_unlink(zx__remote_t *ex, zx__rtask_t *t);
 /* Frees a task record and its reference to the future. Accepts NULL. */
 void zx__rtask_free(zx__rtask_t *t);
+/* zx_executor_detach's step: if every task up to seq upto is ACCEPTED (or
+   resolved), says BYE and ends the futures still pending (ZX_EDETACHED for
+   those the broker holds, cancelled for those never sent): ZX_OK. Else
+   ZX_ETIMEOUT (nothing changed), or ZX_ESHUTDOWN when the executor can no
+   longer detach. */
+int zx__remote_detach_try(zx__remote_t *ex, uint64_t upto);
+
+/* ---- remote.c, shared with the job client (job.c) ---------------------------------- */
+
+/* A random session id (never starting with 0, which ZeroMQ reserves). */
+void zx__random_session(uint8_t *id);
+/* A DEALER to a broker's client endpoint: zexec's socket options, session
+   as routing id, CURVE and signing from o (*sec_p), a handshake monitor
+   (*monitor_p, may be NULL), connected. ZX_OK, or a ZX_E* code (logged);
+   on failure the caller destroys what was made (monitor, socket, sec). */
+int zx__client_connect(const char *endpoint, const zx_options_t *o, const uint8_t *session,
+                       zx__sec_t **sec_p, zsock_t **dealer_p, zsock_t **monitor_p);
 
 /* ---- remote.c ------------------------------------------------------------------- */
 

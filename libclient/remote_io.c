@@ -31,6 +31,11 @@
     re-sent after the next WELCOME (the broker drops duplicates by (session,
     seq)). A task fails with ZX_ECONN (BrokerUnreachableError) once the
     broker has been unreachable for broker_timeout during the task's life.
+
+    Detached jobs (zx_options_t.detach): HELLO asks for JOB|ACCEPT; ACCEPTED
+    marks each task durable at the broker; zx_executor_detach (remote.c)
+    waits for every task to be marked, then zx__remote_detach_try says BYE
+    from the caller's thread and the actor goes quiet for good.
 */
 #include "remote_int.h"
 
@@ -207,7 +212,9 @@ static void s_send_tasks(zx__remote_t *ex, zx__rtask_t **tasks, size_t n)
 
 static void s_send_hello(zx__remote_t *ex)
 {
-    if (zxp_send_hello(ex->io.dealer, ex->session, ex->name, (uint32_t)ex->hb_ms) != 0 &&
+    uint32_t flags = ex->detach ? ZXP_HELLO_JOB | ZXP_HELLO_ACCEPT : 0;
+    if (zxp_send_hello_flags(ex->io.dealer, ex->session, ex->name, (uint32_t)ex->hb_ms, flags) !=
+            0 &&
         !ex->io.refused) {
         zsys_warning("zexec client: HELLO to %s failed", ex->endpoint);
     }
@@ -629,9 +636,32 @@ static void s_lost(zx__remote_t *ex, const char *why)
     io->kick = true; /* waiting cancels are now decided locally */
 }
 
+/* A detached job's tasks the broker made durable: zx_executor_detach waits
+   for these. */
+static void s_on_accepted(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    for (size_t i = 0; i < io->in.count; i++) {
+        zx__rtask_t *t = zx__seqtab_get(&io->table, zxp_u(zxp_item(&io->in, i), 0));
+        if (t) {
+            t->accepted = true;
+        }
+    }
+    pthread_mutex_lock(&ex->lock);
+    ex->accept_events++;
+    if (ex->waiters) {
+        pthread_cond_broadcast(&ex->cond);
+    }
+    pthread_mutex_unlock(&ex->lock);
+}
+
 static void s_on_message(zx__remote_t *ex, zmsg_t *msg)
 {
     zx__rio_t *io = &ex->io;
+    if (ex->detached) {
+        zmsg_destroy(&msg); /* we said BYE: the job's results are fetched elsewhere */
+        return;
+    }
     int rc = zx__sec_verify(ex->sec, msg, ZXP_ROLE_CLIENT);
     if (rc != 0) {
         zmsg_destroy(&msg);
@@ -650,6 +680,7 @@ static void s_on_message(zx__remote_t *ex, zmsg_t *msg)
     case ZXP_CANCELLED: s_on_cancelled(ex); break;
     case ZXP_WELCOME: s_on_welcome(ex); break;
     case ZXP_HEARTBEAT: break;
+    case ZXP_ACCEPTED: s_on_accepted(ex); break;
     case ZXP_RESET:
         if (io->state == ZX__RIO_CONNECTED) {
             s_lost(ex, "does not know this session (RESET)");
@@ -800,6 +831,9 @@ static void s_on_monitor(zx__remote_t *ex)
 static void s_tick(zx__remote_t *ex, int64_t now)
 {
     zx__rio_t *io = &ex->io;
+    if (ex->detached) {
+        return; /* no HELLO, no expiry: the session is the broker's job now */
+    }
     if (io->refused) {
         if (io->reconnect && now >= io->retry_at) {
             io->reconnect = false;
@@ -1061,4 +1095,68 @@ bool zx__remote_cancel_on_actor(zx__remote_t *ex, zx_future_t *f, bool terminate
     }
     s_after_batch(ex, resolved);
     return ok;
+}
+
+/* ---- detaching (zx_executor_detach) ------------------------------------------------ */
+
+int zx__remote_detach_try(zx__remote_t *ex, uint64_t upto)
+{
+    pthread_mutex_lock(&ex->iolock);
+    zx__rio_t *io = &ex->io;
+    pthread_mutex_lock(&ex->lock);
+    bool gone = ex->detached || ex->actor_dead;
+    zx__rtask_t *head = zx__rtask_of(ex->outbox.head);
+    bool ready = !gone && io->state == ZX__RIO_CONNECTED && !io->refused && io->dealer &&
+                 (!head || head->seq > upto);
+    pthread_mutex_unlock(&ex->lock);
+    size_t n = 0;
+    zx__rtask_t **v = ready ? (zx__rtask_t **)zx__seqtab_list(&io->table, &n, false) : NULL;
+    if (ready && !v && io->table.count > 0) {
+        ready = false; /* out of memory: try again later */
+    }
+    for (size_t i = 0; ready && i < n; i++) {
+        ready = v[i]->abandoned || v[i]->accepted || v[i]->seq > upto;
+    }
+    if (!ready) {
+        free(v);
+        pthread_mutex_unlock(&ex->iolock);
+        return gone ? ZX_ESHUTDOWN : ZX_ETIMEOUT;
+    }
+    /* BYE without CANCELs: a job session that leaves keeps its tasks */
+    zxp_send_empty(io->dealer, NULL, ZXP_BYE);
+    zsock_set_linger(io->dealer, 200); /* let BYE leave */
+    io->state = ZX__RIO_CONNECTING;
+    zx__list_t never_sent;
+    zx__list_init(&never_sent);
+    pthread_mutex_lock(&ex->lock);
+    ex->detached = true;
+    ex->accepting = false;
+    ex->connected = false;
+    zx__list_take_all(&never_sent, &ex->outbox);
+    ex->out_bytes = 0;
+    pthread_mutex_unlock(&ex->lock);
+    /* done-callbacks run here: this thread stands in for the actor */
+    zx__remote_t *was = s_on_actor;
+    s_on_actor = ex;
+    size_t resolved = 0;
+    for (size_t i = 0; i < n; i++) {
+        s_pending_del(io, v[i]->seq);
+        if (!v[i]->abandoned) {
+            zx__future_set_exception(v[i]->future, ZX_EDETACHED, "DetachedError",
+                                     "detached: fetch its results with zx_job_attach", "", "", 0);
+            resolved++;
+        }
+        zx__rtask_free(v[i]);
+    }
+    free(v);
+    for (zx__link_t *k; (k = zx__list_pop_front(&never_sent));) {
+        zx__rtask_t *t = zx__rtask_of(k);
+        zx__future_set_cancelled(t->future, "the executor detached before sending it");
+        zx__rtask_free(t);
+        resolved++;
+    }
+    s_after_batch(ex, resolved);
+    s_on_actor = was;
+    pthread_mutex_unlock(&ex->iolock);
+    return ZX_OK;
 }

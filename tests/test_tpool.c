@@ -32,7 +32,7 @@ static int s_gated(zx_task_t *task, const msgpack_object *args, msgpack_packer *
     return 0;
 }
 
-static zxw_fn_t s_fn = {"gated", s_gated, ZX_POOLS_THREAD, false};
+static zxw_fn_t s_fn = {"gated", s_gated, ZX_POOLS_THREAD, false, 0};
 
 static zxw_job_t s_jobs[16];
 
@@ -207,7 +207,7 @@ static int s_gated2(zx_task_t *task, const msgpack_object *args, msgpack_packer 
     return s_gated(task, args, result);
 }
 
-static zxw_fn_t s_fn2 = {"gated2", s_gated2, ZX_POOLS_THREAD, false};
+static zxw_fn_t s_fn2 = {"gated2", s_gated2, ZX_POOLS_THREAD, false, 0};
 
 Test(tpool, a_result_under_load_reaches_the_loop_while_the_next_task_runs, .timeout = 30)
 {

@@ -541,3 +541,162 @@ Test(worker, a_plugin_that_clashes_with_loaded_names_stops_the_start, .timeout =
     free(bin);
     free(plugin);
 }
+
+/* ---- tasks the loop runs itself (worker/loop.c) ---------------------------------- */
+
+#include <stdlib.h>
+#include <sys/syscall.h>
+
+/* The syscall the worker's main thread (the one running its loop) is in,
+   from /proc/PID/task/PID/syscall; -1 when running or unreadable. */
+static long s_main_syscall(pid_t pid)
+{
+    char path[64], buf[128];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", (int)pid, (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return -1;
+    }
+    long nr = -1;
+    if (!fgets(buf, sizeof buf, f) || sscanf(buf, "%ld", &nr) != 1) {
+        nr = -1;
+    }
+    fclose(f);
+    return nr;
+}
+
+static bool s_is_sleep(long nr)
+{
+#ifdef SYS_nanosleep
+    if (nr == SYS_nanosleep) {
+        return true;
+    }
+#endif
+    return nr == SYS_clock_nanosleep;
+}
+
+/* Pumps until the worker's main thread is seen sleeping in a function (a
+   task running on the loop thread) or seq's result is in. */
+static bool s_seen_sleeping_on_the_loop(fb_t *fb, uint64_t seq)
+{
+    int64_t until = zclock_mono() + 10000;
+    while (!fb->res[seq].have && zclock_mono() < until) {
+        if (s_is_sleep(s_main_syscall(fb->pid))) {
+            return true;
+        }
+        fb_pump(fb, 2);
+    }
+    return false;
+}
+
+/* Runs fn(args) n times one after the other, each alone on the node: what
+   makes a function known short. The bound is wide so that a loaded machine
+   does not make sleep(0) look long. */
+static void s_make_known_short(fb_t *fb, uint64_t first, int n, const char *fn, double arg)
+{
+    for (uint64_t s = first; s < first + (uint64_t)n; s++) {
+        fb_send_num(fb, s, fn, ZXP_POOL_THREAD, 0, arg, 1, 0);
+        cr_assert(fb_wait(fb, fb_c_result, s, 10), "task %llu", (unsigned long long)s);
+        cr_assert_eq(fb->res[s].status, ZXP_ST_OK);
+    }
+}
+
+Test(worker, a_lone_short_function_runs_on_the_loop_thread_and_a_long_run_hands_the_loop_over,
+     .timeout = 60)
+{
+#ifndef __linux__
+    cr_skip_test("runs on the loop thread need Linux's timerfd");
+#endif
+    setenv("ZEXEC_WORKER_INLINE_US", "100000", 1);
+    fb_t fb;
+    /* frequent heartbeats to count; the fake broker's come every 200 ms,
+       so a wide liveness keeps it alive for the worker */
+    fb_start(&fb, "n-inline", "--threads", "2", "--procs", "0", "--heartbeat", "0.05", "--liveness",
+             "100", NULL);
+    cr_assert_geq(s_main_syscall(fb.pid), -1);
+    s_make_known_short(&fb, 1, 12, "sleep", 0);
+    /* the next lone sleep runs on the loop thread, and lasts: the rescue
+       thread reports it started and serves the broker meanwhile */
+    int hb0 = fb.heartbeats_in;
+    fb_send_num(&fb, 20, "sleep", ZXP_POOL_THREAD, 0, 0.8, 1, 0);
+    cr_assert(s_seen_sleeping_on_the_loop(&fb, 20), "the sleep did not run on the main thread");
+    cr_assert(fb_wait(&fb, fb_c_started, 20, 5), "no WSTARTED for a long run on the loop thread");
+    fb_send_num(&fb, 21, "square", ZXP_POOL_THREAD, 0, 7, 1, 0);
+    fb_cancel(&fb, 20, false);
+    cr_assert(fb_wait(&fb, fb_c_result, 21, 5), "the pool was not served meanwhile");
+    cr_assert_eq(fb_int(&fb, 21), 49);
+    cr_assert(fb_wait(&fb, fb_c_cancelled, 20, 5));
+    cr_assert_eq(fb.cancelled[20] - 1, ZXP_CANCEL_REFUSED, "a running task was cancelled");
+    cr_assert(fb_wait(&fb, fb_c_result, 20, 10));
+    cr_assert_eq(fb.res[20].status, ZXP_ST_OK);
+    cr_assert_float_eq(fb_double(&fb, 20), 0.8, 1e-9);
+    cr_assert_lt(fb.res[21].at, fb.res[20].at, "the square waited for the sleep");
+    cr_assert_lt(fb.cancelled_at[20], fb.res[20].at, "the cancel waited for the sleep");
+    cr_assert_geq(fb.heartbeats_in - hb0, 4, "%d heartbeats during 0.8 s at 0.05 s",
+                  fb.heartbeats_in - hb0);
+    /* the long run made sleep a pool function again: the next one runs on a
+       pool thread while the main thread waits in poll */
+    fb_send_num(&fb, 30, "sleep", ZXP_POOL_THREAD, 0, 0.3, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_started, 30, 5));
+    cr_assert_not(s_seen_sleeping_on_the_loop(&fb, 30), "a function that ran long ran on the loop");
+    cr_assert(fb_wait(&fb, fb_c_result, 30, 5));
+    for (uint64_t s = 1; s <= 30; s++) {
+        cr_assert_leq(fb.res[s].count, 1, "task %llu answered twice", (unsigned long long)s);
+    }
+    fb_stop(&fb);
+}
+
+Test(worker, a_run_on_the_loop_thread_keeps_its_time_limit_and_its_slot, .timeout = 60)
+{
+#ifndef __linux__
+    cr_skip_test("runs on the loop thread need Linux's timerfd");
+#endif
+    setenv("ZEXEC_WORKER_INLINE_US", "100000", 1);
+    fb_t fb;
+    fb_start(&fb, "n-inttl", "--threads", "1", "--procs", "0", NULL);
+    s_make_known_short(&fb, 1, 12, "task", 0);
+    /* a sleep that ignores its limit, on the loop thread */
+    int64_t t0 = zclock_mono();
+    fb_send_num(&fb, 20, "task", ZXP_POOL_THREAD, 400, 1.5, 1, 0);
+    cr_assert(s_seen_sleeping_on_the_loop(&fb, 20), "the task did not run on the main thread");
+    cr_assert(fb_wait(&fb, fb_c_result, 20, 10));
+    int64_t took = fb.res[20].at - t0;
+    cr_assert_eq(fb.res[20].status, ZXP_ST_TIMELIMIT);
+    cr_assert_not(fb.res[20].slot_freed, "the loop thread is still busy");
+    cr_assert_geq(took, 300, "TIMELIMIT after %lld ms", (long long)took);
+    cr_assert_lt(took, 1400, "TIMELIMIT only when the function returned (%lld ms)",
+                 (long long)took);
+    /* a task sent now waits for the slot, as behind a pool thread past its limit */
+    fb_send_num(&fb, 21, "square", ZXP_POOL_THREAD, 0, 6, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_credits, 1, 10), "the slot never came back");
+    cr_assert(fb_wait(&fb, fb_c_result, 21, 10));
+    cr_assert_eq(fb_int(&fb, 21), 36);
+    cr_assert_geq(fb.res[21].at - t0, 1400, "a second task ran beside the one past its limit");
+    cr_assert_eq(fb.res[20].count, 1, "a second result came for the timed-out task");
+    fb_stop(&fb);
+}
+
+Test(worker, sigterm_drains_a_task_running_on_the_loop_thread, .timeout = 60)
+{
+#ifndef __linux__
+    cr_skip_test("runs on the loop thread need Linux's timerfd");
+#endif
+    setenv("ZEXEC_WORKER_INLINE_US", "100000", 1);
+    fb_t fb;
+    fb_start(&fb, "n-indrain", "--threads", "1", "--procs", "0", NULL);
+    s_make_known_short(&fb, 1, 12, "sleep", 0);
+    fb_send_num(&fb, 20, "sleep", ZXP_POOL_THREAD, 0, 0.8, 1, 0);
+    cr_assert(s_seen_sleeping_on_the_loop(&fb, 20), "the sleep did not run on the main thread");
+    cr_assert(fb_wait(&fb, fb_c_started, 20, 5));
+    cr_assert_eq(kill(fb.pid, SIGTERM), 0);
+    cr_assert(fb_wait(&fb, fb_c_drains, 1, 5), "no DRAIN while the loop thread ran a task");
+    cr_assert_not(fb.res[20].have, "DRAIN came after the result");
+    cr_assert(fb_wait(&fb, fb_c_byes, 1, 10), "no BYE");
+    cr_assert(fb.res[20].have, "BYE before the running task's result");
+    cr_assert_eq(fb.res[20].status, ZXP_ST_OK);
+    int status = -1;
+    cr_assert(zxt_wait_exit(fb.pid, 5, &status));
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
+    fb.pid = 0;
+    fb_stop(&fb);
+}

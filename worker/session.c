@@ -488,7 +488,7 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload, c
     char msg[512];
     /* tasks come in runs of one function: functions are never removed, so
        the last one found stays valid */
-    const zxw_fn_t *fn = w->last_fn;
+    zxw_fn_t *fn = w->last_fn;
     if (!fn || strcmp(fn->name, name) != 0) {
         fn = zhashx_lookup(w->fns, name);
         w->last_fn = fn ? fn : w->last_fn;
@@ -568,6 +568,10 @@ static void s_on_task(zx_worker_t *w, const zxp_task_t *t, zframe_t **payload, c
               s_pool_name(pool));
     if (pool == ZXP_POOL_THREAD) {
         w->tjobs++;
+        if (zxw_may_run_here(w, job)) {
+            w->inline_next = job; /* the loop runs it once this message is handled */
+            return;
+        }
         /* pushed with the rest of the message's tasks (s_push_thread_jobs) */
         if (w->tpush_tail) {
             w->tpush_tail->tq_next = job;

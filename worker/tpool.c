@@ -69,6 +69,7 @@ struct zxw_tpool {
     uint32_t pid;
     zxw_tpool_direct_fn *direct; /* may take the events in place of a wake-up */
     void *direct_arg;
+    size_t reserved; /* slots taken by tasks the main loop runs itself (loop.c) */
 };
 
 /* Under the lock: when the caller must wake the main loop (after
@@ -165,8 +166,9 @@ static int64_t s_start_first(zxw_tpool_t *self, zxw_job_t **job_p)
 /* sb is the thread's own result buffer, reused from task to task
    (msgpack_sbuffer allocates 8 KiB at its first write: once per task was a
    malloc and free of a size no per-thread cache keeps). */
-static void s_run(zxw_job_t *job, msgpack_sbuffer *sb)
+void zxw_tpool_run(zxw_job_t *job, msgpack_sbuffer *sb)
 {
+    int64_t t0 = zx__mono_us();
     zx_task_t task;
     zx__task_init(&task, job->fn->name, ZX_POOL_THREAD, job->deadline);
     msgpack_sbuffer_clear(sb);
@@ -188,6 +190,15 @@ static void s_run(zxw_job_t *job, msgpack_sbuffer *sb)
         msgpack_sbuffer_destroy(sb);
         msgpack_sbuffer_init(sb);
     }
+    int64_t took = zx__mono_us() - t0;
+    job->run_us = took < UINT32_MAX ? (uint32_t)took : UINT32_MAX;
+}
+
+/* Under the lock: a thread may start a queued task (slots taken by the
+   main loop's own runs count as busy). */
+static bool s_may_start(zxw_tpool_t *self)
+{
+    return self->q_head && self->busy + self->reserved < (size_t)self->nthreads;
 }
 
 static void *s_thread(void *arg)
@@ -198,7 +209,7 @@ static void *s_thread(void *arg)
     msgpack_sbuffer_init(&sb);
     pthread_mutex_lock(&self->lock);
     for (;;) {
-        while (!self->stopping && !self->q_head) {
+        while (!self->stopping && !s_may_start(self)) {
             pthread_cond_wait(&self->cond, &self->lock);
         }
         if (self->stopping) {
@@ -209,7 +220,7 @@ static void *s_thread(void *arg)
         pthread_mutex_unlock(&self->lock);
         s_wake(self, wake);
         while (job) {
-            s_run(job, &sb);
+            zxw_tpool_run(job, &sb);
 
             pthread_mutex_lock(&self->lock);
             if (job->state == ZXW_RUNNING) {
@@ -230,7 +241,7 @@ static void *s_thread(void *arg)
             wake = s_mark_event(self, lone ? 0 : S_RESULT_DELAY_NS);
             zxw_tpool_direct_fn *direct = wake == S_WAKE_NOW && lone ? self->direct : NULL;
             job = NULL;
-            if (!self->stopping && self->q_head) {
+            if (!self->stopping && s_may_start(self)) {
                 /* the done event's wake-up, armed or due, comes no later
                    than the start's would (S_STARTED_DELAY_NS) */
                 int64_t w2 = s_start_first(self, &job);
@@ -434,6 +445,20 @@ void zxw_tpool_take(zxw_tpool_t *self, zxw_job_t **started, zxw_job_t **done, bo
 #endif
     self->signalled = false;
     self->wake_at = 0;
+    pthread_mutex_unlock(&self->lock);
+}
+
+void zxw_tpool_reserve(zxw_tpool_t *self, bool take)
+{
+    pthread_mutex_lock(&self->lock);
+    if (take) {
+        self->reserved++;
+    } else {
+        self->reserved--;
+        if (s_may_start(self)) {
+            pthread_cond_signal(&self->cond); /* a task queued behind the loop's run */
+        }
+    }
     pthread_mutex_unlock(&self->lock);
 }
 

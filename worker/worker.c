@@ -99,7 +99,9 @@ zx_worker_t *zx_worker_new(const char *broker_endpoint, const zx_worker_opts_t *
         return NULL;
     }
     w->stop_pipe[0] = w->stop_pipe[1] = -1;
+    w->rescue_fd = -1;
     pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->rescue_cond, NULL);
     w->endpoint = strdup(broker_endpoint ? broker_endpoint : ZX_DEFAULT_WORKER_ENDPOINT);
     w->node = o.node ? strdup(o.node) : s_hostname();
     w->fns = zhashx_new();
@@ -263,6 +265,7 @@ void zx_worker_destroy(zx_worker_t **w_p)
             close(w->stop_pipe[i]);
         }
     }
+    pthread_cond_destroy(&w->rescue_cond);
     pthread_mutex_destroy(&w->lock);
     free(w);
 }

@@ -37,6 +37,9 @@ typedef struct zxw_fn {
     zx_task_fn *fn;
     int pools; /* ZX_POOLS_* */
     bool exec; /* the built-in exec: needs --allow-exec */
+    /* Its thread-pool runs in a row that took at most the loop's bound
+       (loop.c, s_note_run); under the worker's lock. */
+    int32_t short_runs;
 } zxw_fn_t;
 
 /* The built-ins (builtins.c). node is what "pid" reports. */
@@ -68,7 +71,7 @@ typedef struct zxw_job zxw_job_t;
 struct zxw_job {
     uint8_t key[ZXW_KEY_LEN]; /* session, then seq big-endian: the table key */
     uint64_t seq;
-    const zxw_fn_t *fn;
+    zxw_fn_t *fn; /* short_runs: under the worker lock */
     uint8_t pool; /* ZXP_POOL_THREAD or ZXP_POOL_PROCESS */
     uint32_t flags;
     int64_t limit_ms; /* time limit, 0: none */
@@ -90,7 +93,8 @@ struct zxw_job {
     zxw_job_t *tq_prev, *tq_next; /* thread pool: its queue, or a list to push */
     zxw_job_t *started_next;      /* event lists: each link is written once */
     zxw_job_t *done_next;
-    bool quick; /* set by zxw_tpool_take: its start and end came in one take */
+    bool quick;      /* set by zxw_tpool_take: its start and end came in one take */
+    uint32_t run_us; /* how long its function ran (zxw_tpool_run) */
     /* main thread only */
     void *rhandle;           /* in the worker's running or held list */
     struct zxw_child *child; /* process pool: the child running it */
@@ -170,6 +174,13 @@ typedef bool zxw_tpool_direct_fn(void *arg);
 void zxw_tpool_set_direct(zxw_tpool_t *self, zxw_tpool_direct_fn *fn, void *arg);
 /* Tasks running, including ones past their limit. */
 size_t zxw_tpool_busy(zxw_tpool_t *self);
+/* Runs job's function as a pool thread does (status, result and run_us
+   set), on the calling thread; sb is its reusable result buffer. */
+void zxw_tpool_run(zxw_job_t *job, msgpack_sbuffer *sb);
+/* take: one slot of the pool is taken by a task the main loop runs itself
+   (no thread starts a queued task past the slots left); !take gives it
+   back. */
+void zxw_tpool_reserve(zxw_tpool_t *self, bool take);
 
 /* ---- process pool (ppool.c, forksrv.c) ---------------------------------- */
 

@@ -78,10 +78,10 @@ struct zx_worker {
     int64_t ready_at;      /* zclock_mono ms of the last READY */
     zxw_tpool_t *tpool;
     zxw_ppool_t *ppool;
-    zxw_jobtab_t jobs;       /* key -> job: every job the broker should hear of */
-    const zxw_fn_t *last_fn; /* the function of the last task (session.c s_on_task) */
-    zlistx_t *trunning;      /* thread-pool jobs running (for their deadlines) */
-    zlistx_t *held;          /* finished while the broker was away */
+    zxw_jobtab_t jobs;  /* key -> job: every job the broker should hear of */
+    zxw_fn_t *last_fn;  /* the function of the last task (session.c s_on_task) */
+    zlistx_t *trunning; /* thread-pool jobs running (for their deadlines) */
+    zlistx_t *held;     /* finished while the broker was away */
     size_t held_bytes;
     zxw_job_t *free_jobs;
     size_t nfree;
@@ -102,6 +102,19 @@ struct zx_worker {
     zxw_job_t *tpush_head, *tpush_tail; /* thread jobs of this message, not pushed yet */
     int tpush_n;
     zx__sec_t *sec; /* CURVE keys and signer (security.c) */
+    /* A lone task of a short function the loop runs itself (loop.c) */
+    int64_t inline_us;         /* a function qualifies while its runs take at most this; 0: never */
+    zxw_job_t *inline_next;    /* chosen by s_on_task, run once its message is handled */
+    zxw_job_t *inline_job;     /* running on the loop thread, the lock let go */
+    msgpack_sbuffer inline_sb; /* its result buffer, reused */
+    int rescue_fd;             /* timerfd the rescue thread waits on; -1: no loop runs */
+    pthread_t rescue_thread;
+    pthread_cond_t rescue_cond; /* signalled when the rescue thread lets go of the loop */
+    bool rescuing;              /* the rescue thread runs the loop meanwhile */
+    bool rescue_stop;
+    bool loop_over;                /* the loop ended the run (a stop), maybe on the rescue thread */
+    int64_t rescue_at;             /* when the current run on the loop thread is rescued (ns) */
+    uint64_t inline_runs, rescues; /* counts, logged at exit (verbose) */
 };
 
 /* ---- worker.c ----------------------------------------------------------------- */
@@ -133,6 +146,9 @@ void zxw_job_finish(zx_worker_t *w, zxw_job_t *job, bool slot_freed);
 /* Takes no new tasks: queued ones are dropped (the broker re-queues them),
    DRAIN is said once connected. */
 void zxw_begin_drain(zx_worker_t *w);
+/* Whether the task just made a job (counted in tjobs, not pushed) may run
+   on the loop thread (loop.c). */
+bool zxw_may_run_here(zx_worker_t *w, const zxw_job_t *job);
 /* The process pool's events (zxw_ppool_events_t; arg is the node). */
 void zxw_pp_started(void *arg, zxw_job_t *job);
 void zxw_pp_done(void *arg, zxw_job_t *job);

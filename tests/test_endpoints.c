@@ -6,8 +6,9 @@
     with the real zexec-broker, zexec-worker and zexec: a list whose first
     endpoint is a passive broker (a fake that answers every message with
     ERROR 3, as the passive of a pair does) or a dead one (a port nobody
-    listens on) still reaches the real broker after it, and the fake saw
-    the HELLO and READY that were tried first. */
+    listens on) still reaches the real broker after it (the executor, the
+    worker, `zexec submit` and the job client through `zexec jobs`), and
+    the fake saw the HELLO and READY that were tried first. */
 #include "zexec.h"
 #include "zx_endpoints.h"
 #include "zx_proto.h"
@@ -257,6 +258,28 @@ Test(follow, the_cli_skips_a_passive_broker)
     zxt_proc_free(&r);
     free(zexec);
     cr_assert_geq(atomic_load(&s_refused), 2, "the CLI tried the passive fake first");
+}
+
+Test(follow, the_job_client_skips_a_passive_and_a_silent_endpoint)
+{
+    /* zexec jobs goes through the job client (libclient/job.c): JOBS at the
+       real broker after a passive fake, then after a dead port */
+    char dead[64], l1[160], l2[160];
+    s_free_dead_port(dead, sizeof dead);
+    snprintf(l1, sizeof l1, "%s,%s", s_fake_c, C.client_ep);
+    snprintf(l2, sizeof l2, "%s,%s", dead, C.client_ep);
+    char *zexec = zxt_bin("zexec");
+    const char *lists[] = {l1, l2};
+    for (int i = 0; i < 2; i++) {
+        const char *a[] = {"jobs", "--broker", lists[i], "--json", NULL};
+        pid_t pid = zxt_run_cmd(zexec, s_dir, false, "", -1, a, NULL);
+        cr_assert_gt(pid, 0);
+        zxt_proc_t r = zxt_collect(pid, s_dir, 60);
+        cr_assert_eq(r.status, 0, "zexec jobs --broker '%s': %s", lists[i], r.err);
+        zxt_proc_free(&r);
+    }
+    free(zexec);
+    cr_assert_geq(atomic_load(&s_refused), 1, "the job client tried the passive fake first");
 }
 
 Test(follow, a_malformed_list_is_refused_everywhere)

@@ -13,6 +13,7 @@
 #include "zx_client_int.h"
 #include "zx_clock.h"
 #include "zx_proto.h"
+#include "zx_spin.h"
 #include "zx_waiter.h"
 
 #include <czmq.h>
@@ -699,51 +700,60 @@ bool zx__future_complete(zx_future_t *f, int status, const void *payload, size_t
 
 /* ---- user API ------------------------------------------------------------- */
 
-/* Waiting spins a little before it sleeps. A remote result comes back
-   through a chain of threads in three processes; each thread that sleeps
-   lets its core halt, and on a virtual machine waking a halted core costs
-   tens of microseconds (docs/performance.md, "Waiting"). So a thread whose
-   recent waits were short spins, for at most ZEXEC_SPIN_US microseconds
-   (default 250; 0: never), before it sleeps on the condition variable.
-   Bounded three ways: only while this thread's recent waits averaged under
-   that bound, never past the caller's timeout, and one spinning thread per
-   process, so that spinners cannot take every core from the threads that
-   would finish their futures. */
-#define S_SPIN_DEFAULT_US 250
+/* Waiting. A remote result comes back through a chain of threads in three
+   processes; each thread that sleeps lets its core halt, and on a virtual
+   machine waking a halted core costs tens of microseconds
+   (docs/performance.md, "Waiting"). Two things shorten the chain here:
 
-static int s_spin_max_us;
-static pthread_once_t s_spin_once = PTHREAD_ONCE_INIT;
-static atomic_bool s_spinning;                /* one spinner per process */
+   - A thread waiting on a remote future leads (ops->lead, remote_io.c):
+     while the executor's I/O thread sleeps, the waiting thread reads the
+     executor's socket itself and completes futures, its own and others'.
+     The result then wakes the thread that waits for it, not the I/O thread
+     that would hand it over.
+   - A thread whose recent waits were short spins first (busy-polls the
+     socket when it leads, else yields in a loop watching the future) for at
+     most ZEXEC_SPIN_US microseconds, and only when the machine has an idle
+     core (spin.c measures it): its core does not halt. Bounded three ways:
+     only while this thread's recent waits averaged under that bound, never
+     past the caller's timeout, and one spinning thread per process. */
 static _Thread_local double s_recent_wait_us; /* this thread's waits, smoothed */
 
-static void s_spin_init(void)
-{
-    const char *e = getenv("ZEXEC_SPIN_US");
-    char *end;
-    long v = e ? strtol(e, &end, 10) : S_SPIN_DEFAULT_US;
-    if (e && (*e == '\0' || *end != '\0' || v < 0 || v > 1000000)) {
-        zsys_warning("zexec: ZEXEC_SPIN_US='%s' is not 0..1000000 microseconds; using %d", e,
-                     S_SPIN_DEFAULT_US);
-        v = S_SPIN_DEFAULT_US;
-    }
-    s_spin_max_us = (int)v;
-}
-
-/* f->lock not held. Returns when f is done, at until_us, or at once if
-   another thread spins already. It yields rather than pauses: the thread
-   stays runnable, so its core does not halt, yet a thread the scheduler
-   placed on this core (the client's I/O thread, say) runs at once instead
-   of waiting for this one to be preempted (pausing measured bimodal,
-   half the runs slower than not spinning at all). */
+/* f->lock not held. Returns when f is done or at until_us. It yields rather
+   than pauses: the thread stays runnable, so its core does not halt, yet a
+   thread the scheduler placed on this core (the client's I/O thread, say)
+   runs at once instead of waiting for this one to be preempted (pausing
+   measured bimodal, half the runs slower than not spinning at all). */
 static void s_spin(zx_future_t *f, int64_t until_us)
 {
-    if (atomic_exchange(&s_spinning, true)) {
-        return;
-    }
     while (!atomic_load_explicit(&f->finished, memory_order_acquire) && zx__mono_us() < until_us) {
         sched_yield();
     }
-    atomic_store(&s_spinning, false);
+}
+
+static bool s_finished(void *arg)
+{
+    zx_future_t *f = arg;
+    return atomic_load_explicit(&f->finished, memory_order_acquire);
+}
+
+int zx__future_leader(zx_future_t *f, zx_executor_t **ex)
+{
+    pthread_mutex_lock(&f->lock);
+    *ex = f->ex;
+    int rc = s_done(f) || !f->ex ? 0 : f->ex->ops->lead ? 1 : -1;
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+zx_executor_t *zx__future_lead_enter(zx_future_t *f)
+{
+    pthread_mutex_lock(&f->lock);
+    zx_executor_t *ex = f->ex;
+    if (s_done(f) || !ex || !ex->ops->lead_enter || !ex->ops->lead_enter(ex)) {
+        ex = NULL;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return ex;
 }
 
 /* Waits (f->lock held) until f is done or the deadline passes; true if done. */
@@ -753,19 +763,33 @@ static bool s_wait_done_locked(zx_future_t *f, double timeout)
         return s_done(f);
     }
     struct timespec dl = zx__deadline(timeout);
-    pthread_once(&s_spin_once, s_spin_init);
+    int max_us = zx__spin_max_us();
     int64_t t0 = zx__mono_us();
-    double spin = s_recent_wait_us <= s_spin_max_us ? s_spin_max_us : 0;
+    int64_t until = dl.tv_sec < 0 ? -1 : t0 + (int64_t)(timeout * 1e6);
+    double spin = s_recent_wait_us <= max_us ? max_us : 0;
     if (timeout > 0 && spin > timeout * 1e6) {
         spin = timeout * 1e6;
     }
-    if (spin >= 1) {
-        pthread_mutex_unlock(&f->lock);
-        s_spin(f, t0 + (int64_t)spin);
-        pthread_mutex_lock(&f->lock);
-    }
+    /* ex is valid while f is not done and we hold its lock */
+    zx_executor_t *ex = f->ex;
+    bool lead = ex && ex->ops->lead_enter && ex->ops->lead_enter(ex);
     f->sleepers++;
-    while (!s_done(f)) {
+    pthread_mutex_unlock(&f->lock);
+    bool spinning = spin >= 1 && zx__spin_begin();
+    int led = ZX__LEAD_BUSY;
+    if (lead) {
+        /* ends the spin itself */
+        led = ex->ops->lead(ex, s_finished, f, until, spinning ? t0 + (int64_t)spin : 0);
+        /* the I/O thread took over: the rest of the spin watches f */
+        spinning = led == ZX__LEAD_BUSY && spinning && zx__mono_us() < t0 + (int64_t)spin &&
+                   zx__spin_begin();
+    }
+    if (spinning) {
+        s_spin(f, t0 + (int64_t)spin);
+        zx__spin_end();
+    }
+    pthread_mutex_lock(&f->lock);
+    while (!s_done(f) && led == ZX__LEAD_BUSY) {
         if (zx__cond_wait_until(&f->cond, &f->lock, &dl) == ETIMEDOUT) {
             break;
         }

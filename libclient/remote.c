@@ -10,8 +10,9 @@
     first task of an empty outbox is sent from this thread when the actor
     sleeps, else the actor is woken (remote_io.c describes both paths).
 
-    Threads: futures are completed on the actor thread, so done-callbacks of
-    remote futures run there. They must not block; they may submit and
+    Threads: futures are completed on the actor thread, or on a thread that
+    waits for one of them and leads (remote_io.c), so done-callbacks of
+    remote futures run on either. They must not block; they may submit and
     cancel (a cancel from the actor thread is decided without a round trip),
     but must not destroy the executor. A cancel from any other thread blocks
     that thread for at most one round trip (bounded; see s_cancel).
@@ -237,6 +238,7 @@ static void s_destroy(zx_executor_t *base)
         return;
     }
     s_shutdown(base, true, false);
+    zx__remote_leaders_wait(ex); /* every future is done: they are leaving */
     zactor_destroy(&ex->actor);
     pthread_mutex_lock(&ex->lock); /* pairs with the actor's last unlock */
     pthread_mutex_unlock(&ex->lock);
@@ -350,6 +352,8 @@ static const zx__executor_ops_t s_ops = {
     .destroy = s_destroy,
     .register_fn = NULL,
     .endpoint = s_endpoint,
+    .lead_enter = zx__remote_lead_enter,
+    .lead = zx__remote_lead,
 };
 
 zx__cluster_t *zx__remote_cluster(zx_executor_t *ex)

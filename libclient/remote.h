@@ -30,6 +30,11 @@ size_t zx__cluster_pids(const zx__cluster_t *c, pid_t *pids, size_t max);
    SIGKILLs what is left and reaps everything. Accepts NULL. */
 void zx__cluster_stop(zx__cluster_t **c_p);
 
+/* Whether a thread that waits for a future of this remote executor leads
+   now (reads its socket in place of the I/O thread, remote_io.c). For
+   tests, which answer only once a thread leads. */
+bool zx__remote_leading(zx_executor_t *ex);
+
 /* The local cluster of a remote executor, or NULL if it connected to a
    given endpoint (or is not a remote executor). Borrowed. */
 zx__cluster_t *zx__remote_cluster(zx_executor_t *ex);

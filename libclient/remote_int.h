@@ -7,7 +7,8 @@
     Lock order: ex->iolock, then ex->lock, then a future's lock
     (zx_future_done etc.). No future is completed and no socket is used while
     ex->lock is held. ex->io and the socket belong to whoever holds
-    ex->iolock: the actor, or a submitting thread sending a lone task.
+    ex->iolock: the actor, a submitting thread sending a lone task, or a
+    thread that waits for a future and leads (remote_io.c).
 */
 #ifndef ZX_REMOTE_INT_H
 #define ZX_REMOTE_INT_H
@@ -22,6 +23,7 @@
 #include "zx_list.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -102,6 +104,9 @@ typedef struct {
     uint64_t held_need; /* argument bytes of the first task it keeps */
     bool have_broker;   /* broker_id is valid */
     bool kick;          /* run the control work (outbox, cancels) this turn */
+    /* zclock_mono ms of the next tick (the actor's or a leader's); atomic:
+       the actor reads it without iolock while a leader may move it */
+    _Atomic int64_t next_tick;
     uint8_t broker_id[ZXP_ID_LEN];
     int64_t last_rx;        /* last message from the broker (start time before any) */
     int64_t broker_hb;      /* the broker's announced heartbeat, ms */
@@ -133,6 +138,9 @@ typedef struct {
     int efd;               /* wakes the actor */
     zactor_t *actor;
     pthread_mutex_t iolock; /* io and the socket (see the top) */
+    atomic_int leaders;     /* threads between lead_enter and the end of lead */
+    atomic_bool deaf;       /* the actor sleeps without the socket's fd (remote_io.c) */
+    atomic_bool leading;    /* a thread leads (zx__remote_leading) */
     zx__rio_t io;
 
     pthread_mutex_t lock;
@@ -169,6 +177,13 @@ void zx__remote_wake(zx__remote_t *ex);
 /* A lone task (nothing in flight) leaves from the submitting thread when the
    actor sleeps: true if it was sent here, false if the actor must be woken. */
 bool zx__remote_submit_here(zx__remote_t *ex);
+/* Leader/follower (zx__executor_ops_t.lead_enter, .lead): a thread waiting
+   on futures of ex reads the socket itself while the actor sleeps. */
+bool zx__remote_lead_enter(zx_executor_t *base);
+int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int64_t until_us,
+                    int64_t spin_until_us);
+/* destroy: waits until no thread is between lead_enter and the end of lead. */
+void zx__remote_leaders_wait(zx__remote_t *ex);
 /* A cancel from a done-callback on the actor thread, decided at once. */
 bool zx__remote_cancel_on_actor(zx__remote_t *ex, zx_future_t *f, bool terminate);
 /* Under ex->lock: n futures the executor counted are resolved. */

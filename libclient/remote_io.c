@@ -22,9 +22,21 @@
     memory is already spent, instead of being copied into the broker's
     memory, which measured slower (page faults) for no gain.
 
-    Futures are completed on the actor thread, so done-callbacks of remote
-    futures run there; a cancel from one is decided here without a round
-    trip (zx__remote_cancel_on_actor).
+    Leader/follower: a thread that waits for a future of this executor
+    (future.c, waiters.c) takes iolock when the actor sleeps and does the
+    actor's turns itself until its future is done or its wait runs out
+    (zx__remote_lead): it reads the socket, completing whatever futures the
+    answers are for, and runs the control work and ticks, so a result wakes
+    the thread waiting for it and no other. Meanwhile the actor, woken by
+    the same socket, turns deaf to it instead of queueing on iolock
+    (s_actor_sleep). Other waiting threads sleep on their futures as before
+    (followers). That spares a waiting caller the hand-off from the actor
+    (bench B, docs/performance.md 35).
+
+    Futures are completed on the actor thread or on a leader, so
+    done-callbacks of remote futures run on either; a cancel from one is
+    decided here without a round trip (zx__remote_cancel_on_actor: a leader
+    stands in for the actor, s_on_actor).
 
     Broker loss: after liveness x heartbeat of silence the actor says HELLO
     every interval; futures stay pending, and every unresolved task is
@@ -39,8 +51,12 @@
 */
 #include "remote_int.h"
 
+#include "zx_clock.h"
+#include "zx_spin.h"
+
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +65,8 @@
 #define S_RECV_BURST 256        /* messages read per turn before looking at the rest */
 #define S_ACK_BYTES (16u << 20) /* result bytes read between two acks at most */
 #define S_RETRY_MAX 30000       /* ms: the longest wait before trying a refused handshake again */
+#define S_LEADER_TRIES 8        /* s_actor_sleep: turns an fd may stay ready under a leader */
+#define S_DEAF_MS 2 /* s_actor_sleep: a deaf actor looks for a leader's end this often */
 
 static _Thread_local zx__remote_t *s_on_actor; /* the executor whose actor runs this thread */
 
@@ -907,6 +925,66 @@ static void s_actor_finish(zx__remote_t *ex)
     pthread_mutex_unlock(&ex->lock);
 }
 
+/* The actor's room in the send window opened (results made room). */
+static bool s_room(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    return io->held &&
+           (io->pending_bytes == 0 || io->pending_bytes + io->held_need <= ex->max_inflight);
+}
+
+/* The actor sleeps in poll without iolock, then takes it back and returns
+   poll's rc (fds' revents filled). A thread that leads (zx__remote_lead)
+   may hold iolock when the socket wakes the actor: the leader reads what
+   woke both of them, and would pay for the actor queueing on the mutex
+   (a futex wake on its way out, and an actor that holds the socket just
+   when the caller's next submit wants it). So the actor turns deaf: it
+   sleeps again without the socket's fd, waking every S_DEAF_MS to see
+   whether the leader is gone, and hears again as soon as it holds iolock
+   (its turn asks ZMQ_EVENTS first, so nothing that arrived meanwhile is
+   missed). A leader that lets go while answers are still due wakes a deaf
+   actor at once (zx__remote_lead); the S_DEAF_MS bound is for the rest, a
+   task submitted from a thread that does not wait for it right after
+   another thread led. The eventfd (which the leader handles too) and the
+   pipe ($TERM, the actor's alone) still wake it; when the same fd stays
+   ready for S_LEADER_TRIES turns (the leader busy in a callback, say), the
+   actor waits for the mutex instead of spinning. */
+static int s_actor_sleep(zx__remote_t *ex, struct pollfd *fds, int wait)
+{
+    int dealer_fd = fds[1].fd, monitor_fd = fds[3].fd;
+    int rc;
+    for (int tries = 0;; tries++) {
+        rc = poll(fds, 4, wait);
+        if (pthread_mutex_trylock(&ex->iolock) == 0) {
+            break;
+        }
+        if (rc < 0 || (rc > 0 && fds[0].revents) || tries >= S_LEADER_TRIES) {
+            pthread_mutex_lock(&ex->iolock);
+            break;
+        }
+        if (rc == 0 || fds[1].revents || fds[3].revents) {
+            tries = 0; /* the leader has the socket: only the eventfd counts */
+        }
+        atomic_store(&ex->deaf, true);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (pthread_mutex_trylock(&ex->iolock) == 0) {
+            break; /* the leader let go meanwhile (see zx__remote_lead) */
+        }
+        fds[1].fd = -1;
+        fds[1].revents = 0;
+        fds[3].fd = -1;
+        fds[3].revents = 0;
+        sched_yield(); /* let the leader read */
+        int64_t left =
+            atomic_load_explicit(&ex->io.next_tick, memory_order_relaxed) - zclock_mono();
+        wait = left < 1 ? 1 : left < S_DEAF_MS ? (int)left : S_DEAF_MS;
+    }
+    atomic_store_explicit(&ex->deaf, false, memory_order_relaxed);
+    fds[1].fd = dealer_fd;
+    fds[3].fd = monitor_fd;
+    return rc;
+}
+
 void zx__remote_actor(zsock_t *pipe, void *arg)
 {
     zx__remote_t *ex = arg;
@@ -919,7 +997,7 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     io->broker_hb = ex->hb_ms;
     io->state = ZX__RIO_CONNECTING;
     s_send_hello(ex);
-    int64_t next_tick = zclock_mono() + ex->hb_ms;
+    io->next_tick = zclock_mono() + ex->hb_ms;
 
     /* raw fds, plain poll: see the top. The pipe's ZMQ_FD is safe to poll
        raw because only this thread touches the pipe, and only when it
@@ -936,7 +1014,7 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     bool running = true;
     while (running) {
         int64_t now = zclock_mono();
-        int wait = next_tick > now ? (int)(next_tick - now) : 0;
+        int wait = io->next_tick > now ? (int)(io->next_tick - now) : 0;
         if (!more) {
             more = zsock_events(io->dealer) & ZMQ_POLLIN;
         }
@@ -947,8 +1025,7 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
             wait = 0;
         }
         pthread_mutex_unlock(&ex->iolock);
-        int rc = poll(fds, 4, wait);
-        pthread_mutex_lock(&ex->iolock);
+        int rc = s_actor_sleep(ex, fds, wait);
         if (rc < 0) {
             if (errno == EINTR) {
                 continue;
@@ -1001,17 +1078,16 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
             }
             io->kick = true;
         }
-        if (io->held &&
-            (io->pending_bytes == 0 || io->pending_bytes + io->held_need <= ex->max_inflight)) {
+        if (s_room(ex)) {
             io->kick = true; /* results made room in the send window */
         }
         if (io->kick) {
             s_control(ex);
         }
         now = zclock_mono();
-        if (now >= next_tick) {
+        if (now >= io->next_tick) {
             s_tick(ex, now);
-            next_tick = now + ex->hb_ms;
+            io->next_tick = now + ex->hb_ms;
         }
     }
     if (io->state == ZX__RIO_CONNECTED) {
@@ -1066,6 +1142,164 @@ bool zx__remote_submit_here(zx__remote_t *ex)
         zx__remote_wake(ex); /* our send took the signal the actor sleeps on */
     }
     return sent;
+}
+
+/* ---- leader/follower ----------------------------------------------------------------- */
+
+bool zx__remote_lead_enter(zx_executor_t *base)
+{
+    zx__remote_t *ex = (zx__remote_t *)base;
+    if (s_on_actor == ex) {
+        return false; /* the actor, or a callback run by a leader: it holds iolock */
+    }
+    atomic_fetch_add(&ex->leaders, 1);
+    return true;
+}
+
+bool zx__remote_leading(zx_executor_t *base)
+{
+    zx__remote_t *ex = (zx__remote_t *)base;
+    return base && base->ops->lead == zx__remote_lead &&
+           atomic_load_explicit(&ex->leading, memory_order_relaxed);
+}
+
+void zx__remote_leaders_wait(zx__remote_t *ex)
+{
+    while (atomic_load(&ex->leaders) > 0) {
+        zclock_sleep(1); /* rare: a leader whose future is done is on its way out */
+    }
+}
+
+/* A thread waiting for futures of ex leads while the actor sleeps: it takes
+   iolock and does the actor's turns itself, until done(arg) or until_us.
+   It reads the socket and handles each message as the actor would (results
+   complete any future of ex, so done-callbacks run on this thread; STARTED,
+   heartbeats, WELCOME, RESET...), runs the control work the eventfd asks
+   for (the outbox, cancels, shutdown's cancel_futures) and the ticks
+   (heartbeats, broker loss, expiry). A result then wakes only the thread
+   that waits for it. What stays the actor's: the pipe ($TERM), and
+   everything while nobody leads. The leader waits in poll on the same raw
+   fds as the actor (see the top; the actor, woken too, turns deaf:
+   s_actor_sleep); one that has the process's spin (zx_spin.h) busy-polls
+   first. Before it lets go it asks ZMQ_EVENTS whether a message waits
+   unread (ZMQ_FD will not signal it again), and after, it wakes the actor
+   if so, or if the actor is deaf while answers are still due. */
+int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int64_t until_us,
+                    int64_t spin_until_us)
+{
+    zx__remote_t *ex = (zx__remote_t *)base;
+    zx__rio_t *io = &ex->io;
+    bool spinning = spin_until_us > 0;
+    int rc = ZX__LEAD_BUSY;
+    if (pthread_mutex_trylock(&ex->iolock) != 0) {
+        goto out; /* the actor is awake, or another thread leads */
+    }
+    if (!io->dealer) {
+        pthread_mutex_unlock(&ex->iolock);
+        goto out; /* the actor has ended */
+    }
+    zx__remote_t *was = s_on_actor;
+    s_on_actor = ex; /* this thread stands in for the actor (callbacks, cancels) */
+    atomic_store_explicit(&ex->leading, true, memory_order_relaxed);
+    struct pollfd fds[3] = {{zsock_fd(io->dealer), POLLIN, 0},
+                            {ex->efd, POLLIN, 0},
+                            {io->monitor ? zsock_fd(io->monitor) : -1, POLLIN, 0}};
+    bool more = true, mon_more = io->monitor != NULL, efd = false;
+    for (;;) {
+        if (more) {
+            more = false;
+            for (int i = 0; i < S_RECV_BURST; i++) {
+                zmsg_t *msg = zmsg_recv(io->dealer); /* RCVTIMEO 0 */
+                if (!msg) {
+                    break;
+                }
+                s_on_message(ex, msg);
+                more = i + 1 == S_RECV_BURST;
+            }
+        }
+        if (mon_more) {
+            mon_more = false;
+            s_on_monitor(ex);
+        }
+        if (efd) {
+            efd = false;
+            uint64_t v;
+            if (read(ex->efd, &v, sizeof v) < 0 && errno != EAGAIN) {
+                zsys_warning("zexec client: eventfd read: %s", strerror(errno));
+            }
+            io->kick = true;
+        }
+        if (s_room(ex)) {
+            io->kick = true;
+        }
+        if (io->kick) {
+            s_control(ex);
+        }
+        int64_t now = zx__mono_us();
+        if (now / 1000 >= io->next_tick) {
+            s_tick(ex, now / 1000);
+            io->next_tick = now / 1000 + ex->hb_ms;
+        }
+        if (done(arg)) {
+            rc = ZX__LEAD_DONE;
+            break;
+        }
+        if (until_us >= 0 && now >= until_us) {
+            rc = ZX__LEAD_TIMEOUT;
+            break;
+        }
+        if (!more) {
+            more = zsock_events(io->dealer) & ZMQ_POLLIN;
+        }
+        if (io->monitor && !mon_more) {
+            mon_more = zsock_events(io->monitor) & ZMQ_POLLIN;
+        }
+        if (more || mon_more || io->kick) {
+            continue;
+        }
+        if (spinning && now < spin_until_us) {
+            sched_yield(); /* its core stays awake; see future.c */
+            continue;
+        }
+        if (spinning) {
+            spinning = false;
+            zx__spin_end();
+        }
+        int64_t to = io->next_tick * 1000;
+        if (until_us >= 0 && until_us < to) {
+            to = until_us;
+        }
+        int prc = poll(fds, 3, to > now ? (int)((to - now + 999) / 1000) : 0);
+        if (prc < 0 && errno != EINTR) {
+            break;
+        }
+        if (prc > 0 && ((fds[0].revents | fds[2].revents) & POLLNVAL)) {
+            break; /* closed at exit (see the actor): not ours to handle */
+        }
+        more = prc > 0 && fds[0].revents;
+        efd = prc > 0 && fds[1].revents;
+        mon_more = prc > 0 && fds[2].revents;
+    }
+    /* the ZMQ_FD caveat (see the top) */
+    bool wake = io->kick || s_room(ex) || (zsock_events(io->dealer) & ZMQ_POLLIN) ||
+                (io->monitor && (zsock_events(io->monitor) & ZMQ_POLLIN));
+    bool due = io->table.count > 0; /* answers will come: a deaf actor must hear them */
+    s_on_actor = was;
+    atomic_store_explicit(&ex->leading, false, memory_order_relaxed);
+    pthread_mutex_unlock(&ex->iolock);
+    /* ex lives on until leaders drops (zx__remote_leaders_wait). Checked
+       after unlocking, against the actor's store then trylock
+       (s_actor_sleep): one of the two sees the other. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (wake || (due && atomic_load(&ex->deaf))) {
+        zx__remote_wake(ex);
+    }
+out:
+    if (spinning) {
+        zx__spin_end();
+    }
+    atomic_fetch_sub(&ex->leaders, 1); /* the last use of ex */
+    return rc;
 }
 
 /* ---- cancels from the actor thread ------------------------------------------------ */

@@ -6,6 +6,13 @@
     polling timer. Futures of any executor mix, since only the future core is
     involved.
 
+    When every future still pending is of one executor that can lead (a
+    remote one), the waiting thread leads instead of sleeping at first
+    (zx_client_int.h, lead; remote_io.c): it reads that executor's socket
+    itself while its I/O thread sleeps, until the condition holds. With
+    futures of several executors it sleeps as before: each executor's own
+    thread completes its futures.
+
     Lock order: future lock, then waiter lock (futures notify under their own
     lock). Here the waiter lock is never held while a future lock is taken.
 */
@@ -67,6 +74,44 @@ static long s_unique(zx_future_t *const *fs, size_t n, zx_future_t **out)
     return (long)k;
 }
 
+/* ---- leading ------------------------------------------------------------------ */
+
+/* Whether the futures fs[0..n) not done yet are all of one executor that can
+   lead (remote). Done ones (NULL executor) do not count. */
+static bool s_one_leader(zx_future_t *const *fs, size_t n)
+{
+    zx_executor_t *one = NULL;
+    for (size_t i = 0; i < n; i++) {
+        zx_executor_t *ex;
+        int rc = zx__future_leader(fs[i], &ex);
+        if (rc < 0 || (rc > 0 && one && ex != one)) {
+            return false;
+        }
+        if (rc > 0) {
+            one = ex;
+        }
+    }
+    return one != NULL;
+}
+
+/* Enters the executor of the first future from *probe on that is not done
+   (moving *probe past done ones: they stay done) and leads it until
+   ready(arg) or deadline. ZX__LEAD_BUSY when nothing could be led. */
+static int s_lead(zx_future_t *const *fs, size_t n, size_t *probe, bool (*ready)(void *), void *arg,
+                  const struct timespec *deadline)
+{
+    for (; *probe < n; (*probe)++) {
+        zx_executor_t *ex = zx__future_lead_enter(fs[*probe]);
+        if (ex) {
+            int64_t until = deadline->tv_sec < 0
+                                ? -1
+                                : (int64_t)deadline->tv_sec * 1000000 + deadline->tv_nsec / 1000;
+            return ex->ops->lead(ex, ready, arg, until, 0);
+        }
+    }
+    return ZX__LEAD_BUSY;
+}
+
 /* ---- as_completed --------------------------------------------------------- */
 
 struct zx_as_completed {
@@ -78,6 +123,8 @@ struct zx_as_completed {
     zx__waiter_t waiter;
     size_t late_pos;  /* next index into waiter.done */
     size_t n_pending; /* registered at the call */
+    bool lead;        /* they are all of one executor that can lead (s_one_leader) */
+    size_t probe;     /* fs before this index are done (s_lead) */
     struct timespec deadline;
     int status;
 };
@@ -112,6 +159,7 @@ zx_as_completed_t *zx_as_completed_new(zx_future_t *const *fs, size_t n, double 
             it->early[it->n_early++] = it->fs[i];
         }
     }
+    it->lead = it->n_pending > 0 && s_one_leader(it->fs, it->n);
     return it;
 
 fail_it:
@@ -124,6 +172,16 @@ fail:
     return NULL;
 }
 
+/* Whether a future completed since the last next(). */
+static bool s_ac_ready(void *arg)
+{
+    zx_as_completed_t *it = arg;
+    pthread_mutex_lock(&it->waiter.lock);
+    bool ready = it->late_pos < it->waiter.n_done;
+    pthread_mutex_unlock(&it->waiter.lock);
+    return ready;
+}
+
 zx_future_t *zx_as_completed_next(zx_as_completed_t *it)
 {
     if (!it) {
@@ -134,6 +192,9 @@ zx_future_t *zx_as_completed_next(zx_as_completed_t *it)
     }
     if (it->status != ZX_OK || it->late_pos >= it->n_pending) {
         return NULL;
+    }
+    if (it->lead && !s_ac_ready(it)) {
+        s_lead(it->fs, it->n, &it->probe, s_ac_ready, it, &it->deadline);
     }
     zx_future_t *f = NULL;
     pthread_mutex_lock(&it->waiter.lock);
@@ -189,6 +250,22 @@ static bool s_condition(zx_return_when_t when, size_t n, size_t n_done, size_t n
     }
 }
 
+/* zx_wait's condition, for a leader (s_lead). */
+typedef struct {
+    zx__waiter_t *w;
+    zx_return_when_t when;
+    size_t n, d, fl; /* futures, and those done / failed before registering */
+} s_wait_t;
+
+static bool s_wait_ready(void *arg)
+{
+    s_wait_t *sw = arg;
+    pthread_mutex_lock(&sw->w->lock);
+    bool ready = s_condition(sw->when, sw->n, sw->d + sw->w->n_done, sw->fl + sw->w->n_failed);
+    pthread_mutex_unlock(&sw->w->lock);
+    return ready;
+}
+
 int zx_wait(zx_future_t *const *fs, size_t n, double timeout, zx_return_when_t when,
             zx_future_t **done, size_t *n_done, zx_future_t **not_done, size_t *n_not_done)
 {
@@ -228,6 +305,13 @@ int zx_wait(zx_future_t *const *fs, size_t n, double timeout, zx_return_when_t w
             if (!zx__future_add_waiter(u[i], &w, &links[i])) {
                 d++;
                 fl += zx__future_failed(u[i]);
+            }
+        }
+        if (s_one_leader(u, m)) {
+            s_wait_t sw = {&w, when, m, d, fl};
+            size_t probe = 0;
+            if (!s_wait_ready(&sw)) {
+                s_lead(u, m, &probe, s_wait_ready, &sw, &deadline);
             }
         }
         pthread_mutex_lock(&w.lock);

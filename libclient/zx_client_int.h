@@ -14,6 +14,8 @@
 #include "zx_error.h"
 
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 /* ---- executors -------------------------------------------------------------- */
 
@@ -33,7 +35,23 @@ typedef struct zx__executor_ops {
     void (*destroy)(zx_executor_t *ex); /* after shutdown(wait); frees ex */
     int (*register_fn)(zx_executor_t *ex, const char *name, zx_task_fn *fn); /* NULL: EINVAL */
     const char *(*endpoint)(zx_executor_t *ex);
+    /* Leader/follower (optional; NULL: waiting threads sleep). lead_enter is
+       called with a lock held on a future of ex that is not done (so ex is
+       valid): true registers the caller as a would-be leader, which the
+       executor's destroy waits out. lead is then called with no lock held,
+       exactly once after a true lead_enter: it does the executor's I/O on
+       this thread until done(arg) holds or until_us (zx__mono_us; < 0:
+       none) and returns ZX__LEAD_DONE or ZX__LEAD_TIMEOUT, or ZX__LEAD_BUSY
+       when the executor's own thread does the I/O now (the caller then
+       sleeps as usual). spin_until_us > 0: this thread is the process's
+       spinner (zx_spin.h) and may busy-poll until then before it sleeps; lead
+       calls zx__spin_end once, when it stops spinning. */
+    bool (*lead_enter)(zx_executor_t *ex);
+    int (*lead)(zx_executor_t *ex, bool (*done)(void *arg), void *arg, int64_t until_us,
+                int64_t spin_until_us);
 } zx__executor_ops_t;
+
+enum { ZX__LEAD_DONE, ZX__LEAD_TIMEOUT, ZX__LEAD_BUSY };
 
 /* Every executor struct starts with this header. */
 struct zx_executor {
@@ -66,6 +84,13 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts);
 zx_future_t *zx__future_new(zx_executor_t *ex, const char *fn, uint64_t seq);
 uint64_t zx__future_seq(const zx_future_t *f);
 zx_executor_t *zx__future_executor(const zx_future_t *f);
+/* If f is not done and its executor can lead (lead_enter above): enters and
+   returns the executor, which the caller must then lead (ops->lead) once;
+   else NULL. */
+zx_executor_t *zx__future_lead_enter(zx_future_t *f);
+/* 0: f is done; 1: not done, and its executor (*ex, only to compare: it may
+   be gone once f is done) can lead; -1: not done, cannot lead. */
+int zx__future_leader(zx_future_t *f, zx_executor_t **ex);
 
 /* Executor-private slot (e.g. the remote executor's pending-table entry). */
 void zx__future_set_priv(zx_future_t *f, void *priv);

@@ -7,16 +7,24 @@
     loop (docs/performance.md, 11). A plain program, as criterion cannot
     start under ThreadSanitizer; exit status 0: pass.
 
+    The client's threads also lead (remote_io.c): a thread waiting for a
+    future reads the socket itself while the I/O thread sleeps, completing
+    other threads' futures and running their callbacks, one of which cancels
+    another future; waits that time out while leading hand the socket back.
+
     Checks: every lone result is right; every future of a burst ends done and
-    right; a cancelled future never carries a result; the worker drains and
-    returns. */
+    right; a cancelled future never carries a result; a callback runs once;
+    the worker drains and returns. */
 #include "zexec.h"
 #include "zx_stress.h"
 #include "zexec_worker.h"
+#include "zx_clock.h"
 #include "zx_net.h"
 #include "zx_test_fns.h"
 
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -30,6 +38,21 @@
 static zx_executor_t *s_ex;
 
 #define CHECK(cond, what) ZX_STRESS_CHECK("stress_remote", cond, what)
+
+/* A done-callback that cancels another future (on a leader or the I/O
+   thread: either decides without a round trip). */
+typedef struct {
+    zx_future_t *other;
+    atomic_int calls;
+} s_cb_t;
+
+static void s_cancel_other(zx_future_t *f, void *arg)
+{
+    (void)f;
+    s_cb_t *c = arg;
+    zx_future_cancel(c->other);
+    atomic_fetch_add(&c->calls, 1);
+}
 
 static void *s_user(void *arg)
 {
@@ -56,6 +79,37 @@ static void *s_user(void *arg)
                 CHECK(zxt_result_int(fs[i], 0) == (x + i) * (x + i), "burst result");
                 zx_future_unref(&fs[i]);
             }
+        }
+        if (r % 5 == 0) {
+            /* a callback that cancels; short waits that time out while leading */
+            zx_future_t *p = zxt_submit_int(s_ex, "square", 1, x, 0);
+            zx_future_t *q = zxt_submit_int(s_ex, "square", 1, x + 1, 0);
+            CHECK(p && q, "submit pair");
+            s_cb_t c = {.other = q};
+            CHECK(zx_future_add_done_callback(p, s_cancel_other, &c) == ZX_OK, "callback");
+            int rc;
+            while ((rc = zx_future_result(p, 0.0002, NULL, NULL)) == ZX_ETIMEOUT) {
+            }
+            CHECK(rc == ZX_OK && zxt_result_int(p, 0) == x * x, "pair result");
+            int64_t v = zxt_result_int(q, 30);
+            CHECK(zx_future_cancelled(q) ? v == INT64_MIN : v == (x + 1) * (x + 1),
+                  "cancelled by a callback");
+            zx_as_completed_t *it = zx_as_completed_new((zx_future_t *[]){p, q}, 2, 30);
+            int n = 0;
+            while (zx_as_completed_next(it)) {
+                n++;
+            }
+            CHECK(n == 2 && zx_as_completed_status(it) == ZX_OK, "as_completed");
+            zx_as_completed_destroy(&it);
+            /* result() returns once p is done; its callbacks run right after,
+               on the completing thread */
+            for (int64_t t0 = zx__mono_us(); atomic_load(&c.calls) == 0;) {
+                CHECK(zx__mono_us() - t0 < 30000000, "callback ran");
+                sched_yield();
+            }
+            CHECK(atomic_load(&c.calls) == 1, "callback ran once");
+            zx_future_unref(&p);
+            zx_future_unref(&q);
         }
         if (r % 7 == 0) {
             /* a cancel racing the send and the run */

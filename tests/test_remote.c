@@ -14,6 +14,7 @@
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -538,6 +539,290 @@ Test(remote_fake, shutdown_cancel_futures_cancels_sent_tasks_and_refuses_submits
 
 /* ---- no broker at all ---------------------------------------------------------------- */
 
+/* ---- leader/follower (remote_io.c): a waiting thread reads the socket ---------------- */
+
+/* A thread that waits for one future in slices, so that a wait that began
+   while the I/O thread was awake (and so sleeps) tries again to lead;
+   records which thread it is. */
+typedef struct {
+    zx_future_t *f;
+    double slice; /* each wait's timeout; 0: 2 s */
+    pthread_t self;
+    int rc;
+} waiter_t;
+
+static void *s_waiter_main(void *arg)
+{
+    waiter_t *w = arg;
+    w->self = pthread_self();
+    do {
+        w->rc = zx_future_result(w->f, w->slice > 0 ? w->slice : 2, NULL, NULL);
+    } while (w->rc == ZX_ETIMEOUT);
+    return NULL;
+}
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_t thread;
+    int calls;
+} cb_where_t;
+
+static void s_record_thread(zx_future_t *f, void *arg)
+{
+    (void)f;
+    cb_where_t *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->thread = pthread_self();
+    w->calls++;
+    pthread_mutex_unlock(&w->lock);
+}
+
+typedef struct {
+    zx_executor_t *ex;
+    zx_future_t *const *fs;
+    size_t n;
+} leading_arg_t;
+
+/* a thread leads and every future has its waiter */
+static bool s_leading_and_waited(void *arg)
+{
+    leading_arg_t *a = arg;
+    for (size_t i = 0; i < a->n; i++) {
+        if (zx__future_waiting(a->fs[i]) == 0) {
+            return false;
+        }
+    }
+    return zx__remote_leading(a->ex);
+}
+
+Test(remote_fake, a_leader_completes_the_futures_other_threads_wait_for)
+{
+    fake_cfg_t cfg = {.mode = FAKE_HOLD};
+    char ep[64];
+    zactor_t *fake = s_fake_start(&cfg, ep, sizeof ep);
+    zx_options_t o = s_opts();
+    zx_executor_t *ex = zx_executor_new(ep, &o);
+    enum { N = 3 };
+    zx_future_t *fs[N];
+    waiter_t w[N];
+    cb_where_t where[N];
+    for (int i = 0; i < N; i++) {
+        fs[i] = zx_submitf(ex, "echo", "i", i);
+        cr_assert(fs[i]);
+        where[i] = (cb_where_t){.lock = PTHREAD_MUTEX_INITIALIZER};
+        cr_assert_eq(zx_future_add_done_callback(fs[i], s_record_thread, &where[i]), ZX_OK);
+    }
+    stats_arg_t st = {fake, N};
+    cr_assert(zxt_wait_for(s_submits_reach, &st, 10));
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) {
+        w[i] = (waiter_t){.f = fs[i]};
+        cr_assert_eq(pthread_create(&t[i], NULL, s_waiter_main, &w[i]), 0);
+    }
+    leading_arg_t la = {ex, fs, N};
+    cr_assert(zxt_wait_for(s_leading_and_waited, &la, 20), "no thread leads");
+    /* one RESULT message answers all three: whoever leads completes them */
+    s_fake_cmd(fake, "ANSWER");
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(pthread_join(t[i], NULL), 0);
+        cr_assert_eq(w[i].rc, ZX_OK);
+    }
+    /* every callback ran on one of the waiting threads (the leader), the
+       same for all, and not on the I/O thread */
+    int leader = -1;
+    for (int i = 0; i < N && leader < 0; i++) {
+        if (pthread_equal(where[0].thread, w[i].self)) {
+            leader = i;
+        }
+    }
+    cr_assert_geq(leader, 0, "the callbacks ran on the I/O thread, not on a leader");
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(where[i].calls, 1);
+        cr_assert(pthread_equal(where[i].thread, w[leader].self));
+        zx_future_unref(&fs[i]);
+    }
+    zx_executor_destroy(&ex);
+    zactor_destroy(&fake);
+}
+
+typedef struct {
+    cb_cancel_t c;
+    pthread_t thread;
+} cb_cancel_where_t;
+
+static void s_cancel_other_where(zx_future_t *f, void *arg)
+{
+    cb_cancel_where_t *cw = arg;
+    cw->thread = pthread_self();
+    s_cancel_other(f, &cw->c);
+}
+
+Test(remote_fake, a_done_callback_run_by_a_leader_can_cancel_another_future)
+{
+    fake_cfg_t cfg = {.mode = FAKE_HOLD, .cancel_outcome = ZXP_CANCEL_DONE};
+    char ep[64];
+    zactor_t *fake = s_fake_start(&cfg, ep, sizeof ep);
+    zx_options_t o = s_opts();
+    zx_executor_t *ex = zx_executor_new(ep, &o);
+    zx_future_t *a = zx_submitf(ex, "echo", "i", 1);
+    zx_future_t *b = zx_submitf(ex, "echo", "i", 2);
+    stats_arg_t st = {fake, 2};
+    cr_assert(zxt_wait_for(s_submits_reach, &st, 10));
+    cb_cancel_where_t cw = {.c = {.other = b}};
+    cr_assert_eq(zx_future_add_done_callback(a, s_cancel_other_where, &cw), ZX_OK);
+    waiter_t w = {.f = a};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, s_waiter_main, &w), 0);
+    leading_arg_t la = {ex, &a, 1};
+    cr_assert(zxt_wait_for(s_leading_and_waited, &la, 20), "no thread leads");
+    /* the leader completes a; a's callback, on the leader, cancels b at once
+       (the leader stands in for the I/O thread: no round trip to wait for) */
+    s_fake_cmd(fake, "ANSWER");
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_assert_eq(w.rc, ZX_OK);
+    cr_assert(s_cb_called(&cw.c));
+    cr_assert(pthread_equal(cw.thread, w.self), "the callback did not run on the leader");
+    cr_assert(cw.c.result);
+    cr_assert(zx_future_cancelled(b));
+    cr_assert_eq(zx_future_result(b, 0, NULL, NULL), ZX_ECANCELLED);
+    zx_future_unref(&a);
+    zx_future_unref(&b);
+    zx_executor_destroy(&ex);
+    zactor_destroy(&fake);
+}
+
+static bool s_future_done(void *f)
+{
+    return zx_future_done(f);
+}
+
+Test(remote_fake, a_timeout_while_leading_hands_the_socket_back)
+{
+    fake_cfg_t cfg = {.mode = FAKE_HOLD};
+    char ep[64];
+    zactor_t *fake = s_fake_start(&cfg, ep, sizeof ep);
+    zx_options_t o = s_opts();
+    zx_executor_t *ex = zx_executor_new(ep, &o);
+    zx_future_t *fs[2] = {zx_submitf(ex, "echo", "i", 1), zx_submitf(ex, "echo", "i", 2)};
+    stats_arg_t st = {fake, 2};
+    cr_assert(zxt_wait_for(s_submits_reach, &st, 10));
+    /* every way of waiting runs out while leading (or sleeping) */
+    cr_assert_eq(zx_future_result(fs[0], 0.05, NULL, NULL), ZX_ETIMEOUT);
+    cr_assert_eq(zx_future_exception(fs[0], 0.05)->code, ZX_ETIMEOUT);
+    size_t nd = 9, nn = 9;
+    cr_assert_eq(zx_wait(fs, 2, 0.05, ZX_FIRST_COMPLETED, NULL, &nd, NULL, &nn), ZX_ETIMEOUT);
+    cr_assert_eq(nd, 0);
+    cr_assert_eq(nn, 2);
+    zx_as_completed_t *it = zx_as_completed_new(fs, 2, 0.05);
+    cr_assert_null(zx_as_completed_next(it));
+    cr_assert_eq(zx_as_completed_status(it), ZX_ETIMEOUT);
+    zx_as_completed_destroy(&it);
+    cr_assert(!zx__remote_leading(ex));
+    /* with nobody waiting, the I/O thread reads the answers again */
+    s_fake_cmd(fake, "ANSWER");
+    cr_assert(zxt_wait_for(s_future_done, fs[0], 10));
+    cr_assert(zxt_wait_for(s_future_done, fs[1], 10));
+    cr_assert_eq(zx_future_result(fs[1], 0, NULL, NULL), ZX_OK);
+    zx_future_unref(&fs[0]);
+    zx_future_unref(&fs[1]);
+    zx_executor_destroy(&ex);
+    zactor_destroy(&fake);
+}
+
+typedef struct {
+    zx_future_t *const *fs;
+    size_t n;
+    size_t got;
+    int status;
+} ac_arg_t;
+
+static void *s_as_completed_main(void *arg)
+{
+    ac_arg_t *a = arg;
+    zx_as_completed_t *it = zx_as_completed_new(a->fs, a->n, 30);
+    while (zx_as_completed_next(it)) {
+        a->got++;
+    }
+    a->status = zx_as_completed_status(it);
+    zx_as_completed_destroy(&it);
+    return NULL;
+}
+
+static bool s_waited_by_as_completed(void *arg)
+{
+    leading_arg_t *a = arg;
+    for (size_t i = 0; i < a->n; i++) {
+        if (zx__future_waiting(a->fs[i]) == 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+Test(remote_fake, as_completed_over_two_executors_sleeps_and_gets_both)
+{
+    fake_cfg_t cfg1 = {.mode = FAKE_HOLD}, cfg2 = {.mode = FAKE_HOLD};
+    char ep1[64], ep2[64];
+    zactor_t *fake1 = s_fake_start(&cfg1, ep1, sizeof ep1);
+    zactor_t *fake2 = s_fake_start(&cfg2, ep2, sizeof ep2);
+    zx_options_t o = s_opts();
+    zx_executor_t *ex1 = zx_executor_new(ep1, &o);
+    zx_executor_t *ex2 = zx_executor_new(ep2, &o);
+    zx_future_t *fs[2] = {zx_submitf(ex1, "echo", "i", 1), zx_submitf(ex2, "echo", "i", 2)};
+    stats_arg_t st1 = {fake1, 1}, st2 = {fake2, 1};
+    cr_assert(zxt_wait_for(s_submits_reach, &st1, 10));
+    cr_assert(zxt_wait_for(s_submits_reach, &st2, 10));
+    ac_arg_t a = {.fs = fs, .n = 2};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, s_as_completed_main, &a), 0);
+    leading_arg_t la = {NULL, fs, 2};
+    cr_assert(zxt_wait_for(s_waited_by_as_completed, &la, 10));
+    /* futures of two executors: each I/O thread completes its own */
+    cr_assert(!zx__remote_leading(ex1));
+    cr_assert(!zx__remote_leading(ex2));
+    s_fake_cmd(fake2, "ANSWER");
+    s_fake_cmd(fake1, "ANSWER");
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_assert_eq(a.got, 2);
+    cr_assert_eq(a.status, ZX_OK);
+    zx_future_unref(&fs[0]);
+    zx_future_unref(&fs[1]);
+    zx_executor_destroy(&ex1);
+    zx_executor_destroy(&ex2);
+    zactor_destroy(&fake1);
+    zactor_destroy(&fake2);
+}
+
+Test(remote_fake, as_completed_over_one_executor_leads)
+{
+    fake_cfg_t cfg = {.mode = FAKE_HOLD};
+    char ep[64];
+    zactor_t *fake = s_fake_start(&cfg, ep, sizeof ep);
+    zx_options_t o = s_opts();
+    zx_executor_t *ex = zx_executor_new(ep, &o);
+    enum { N = 4 };
+    zx_future_t *fs[N];
+    for (int i = 0; i < N; i++) {
+        fs[i] = zx_submitf(ex, "echo", "i", i);
+    }
+    stats_arg_t st = {fake, N};
+    cr_assert(zxt_wait_for(s_submits_reach, &st, 10));
+    ac_arg_t a = {.fs = fs, .n = N};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, s_as_completed_main, &a), 0);
+    leading_arg_t la = {ex, fs, N};
+    cr_assert(zxt_wait_for(s_leading_and_waited, &la, 20), "as_completed does not lead");
+    s_fake_cmd(fake, "ANSWER");
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_assert_eq(a.got, N);
+    cr_assert_eq(a.status, ZX_OK);
+    for (int i = 0; i < N; i++) {
+        zx_future_unref(&fs[i]);
+    }
+    zx_executor_destroy(&ex);
+    zactor_destroy(&fake);
+}
+
 TestSuite(remote_nobroker, .timeout = 30);
 
 Test(remote_nobroker, futures_fail_with_econn_after_broker_timeout)
@@ -1016,4 +1301,34 @@ Test(remote, a_local_cluster_signs_with_the_clients_secret_file)
     zx_future_unref(&f);
     zx_executor_destroy(&ex);
     unlink(path);
+}
+
+static bool s_leads(void *ex)
+{
+    return zx__remote_leading(ex);
+}
+
+/* The broker restarts while a thread leads: the leader sees the loss (its
+   ticks), says HELLO, re-sends after WELCOME and gets its result. */
+Test(remote, a_thread_leading_through_a_broker_restart_gets_its_result)
+{
+    s_start(NULL);
+    const char *extra[] = {"--threads", "2", NULL};
+    s_worker("w1", extra);
+    zx_executor_t *ex = s_connect(60);
+    zx_future_t *f = s_sleep(ex, 2.0, 0);
+    /* short slices: a wait that began while the I/O thread was awake sleeps
+       (a follower) until its slice ends, then tries to lead again */
+    waiter_t w = {.f = f, .slice = 0.05};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, s_waiter_main, &w), 0);
+    cr_assert(zxt_wait_for(s_leads, ex, 20), "no thread leads");
+    zxt_kill(C.broker);
+    C.broker = 0;
+    cr_assert_eq(zxt_broker_restart(&C, NULL), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_assert_eq(w.rc, ZX_OK);
+    s_assert_ok(f, 0);
+    zx_future_unref(&f);
+    zx_executor_destroy(&ex);
 }

@@ -1,0 +1,208 @@
+/*  spin.c - whether a thread about to wait for a future may spin first, and
+    for how long: the policy behind ZEXEC_SPIN_US (docs/guide.md,
+    docs/performance.md change 35).
+
+    Spinning pays only when a core would otherwise sit idle: the spinner
+    keeps its own core from halting, so the wake-up at the end of the wait
+    costs nothing, while the threads that finish the future (the broker, the
+    worker, the client's I/O thread) run on the other cores. On a machine
+    with no idle core the spinner instead takes a core from exactly those
+    threads, and every round trip waits for the scheduler to preempt it
+    (issue 19 measured B at 3-5x the raw relay that way). So the decision is
+    measured: at most every S_SAMPLE_MS, one waiting thread reads the first
+    lines of /proc/stat (the machine's busy and idle time and its online
+    CPUs) and computes how many cores the rest of the machine kept busy over
+    the last interval, leaving out the CPU time this process spent spinning
+    (measured per spin with CLOCK_THREAD_CPUTIME_ID, so that spinning does
+    not switch itself off). Spinning is allowed while the rest of the
+    machine left at least S_SPARE_MIN of a core idle on average, which the
+    spinner then takes; time of niced processes counts as idle unless this
+    process is niced too (s_parse_stat). Until the first interval
+    (S_FIRST_MS) ends, and without /proc, the bound alone applies.
+
+    One thread per process spins at a time (zx__spin_begin takes that role),
+    so spinners cannot take every core from the threads that would finish
+    their futures.
+*/
+#include "zx_spin.h"
+
+#include "zx_clock.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define S_SPIN_DEFAULT_US 250
+#define S_SAMPLE_MS 100 /* the longest a decision stands before it is measured again */
+#define S_FIRST_MS 10   /* the first interval: until it ends, spinning is allowed */
+#define S_SPARE_MIN 0.5 /* idle cores, on average, needed to spin (see the top) */
+
+static int s_max_us;
+static pthread_once_t s_once = PTHREAD_ONCE_INIT;
+
+static atomic_bool s_spinning;       /* one spinner per process */
+static atomic_bool s_sampling;       /* one thread measures at a time */
+static atomic_bool s_allowed = true; /* the last decision */
+static atomic_int_fast64_t s_next;   /* zx__mono_us of the next measurement */
+static atomic_int_fast64_t s_spent;  /* CPU ns spent spinning, all threads */
+/* the previous sample, under s_sampling */
+static uint64_t s_prev_busy, s_prev_total; /* /proc/stat jiffies */
+static int64_t s_prev_spent;
+static bool s_have_prev;
+static bool s_no_proc; /* /proc/stat unreadable: never measured */
+static bool s_niced;   /* this process runs niced: niced time is busy time */
+
+static void s_init(void)
+{
+    const char *e = getenv("ZEXEC_SPIN_US");
+    char *end;
+    long v = e ? strtol(e, &end, 10) : S_SPIN_DEFAULT_US;
+    if (e && (*e == '\0' || *end != '\0' || v < 0 || v > 1000000)) {
+        zsys_warning("zexec: ZEXEC_SPIN_US='%s' is not 0..1000000 microseconds; using %d", e,
+                     S_SPIN_DEFAULT_US);
+        v = S_SPIN_DEFAULT_US;
+    }
+    s_max_us = (int)v;
+    errno = 0;
+    int prio = getpriority(PRIO_PROCESS, 0);
+    s_niced = errno == 0 && prio > 0;
+}
+
+int zx__spin_max_us(void)
+{
+    pthread_once(&s_once, s_init);
+    return s_max_us;
+}
+
+/* Reads at most cap - 1 bytes of a /proc file; the length or -1. */
+static ssize_t s_read(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    if (n >= 0) {
+        buf[n] = '\0';
+    }
+    return n;
+}
+
+/* From the text of /proc/stat: the machine's busy and total jiffies and the
+   online CPUs (its "cpuN" lines). 0 or -1. */
+static int s_parse_stat(const char *text, uint64_t *busy, uint64_t *total, int *cpus)
+{
+    unsigned long long v[10] = {0};
+    int n = sscanf(text, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+                   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]);
+    if (n < 4) {
+        return -1;
+    }
+    /* user nice system idle iowait irq softirq steal (guest time is already
+       counted in user and nice). Time of niced processes counts as idle
+       unless this process is niced too: the scheduler gives a nice-0
+       thread about 70 times the share of a nice-19 one, so a core that
+       only runs background work is one a spinner barely takes from anyone
+       and that wakes at once for a thread of the round trip. */
+    uint64_t idle = v[3] + v[4] + (s_niced ? 0 : v[1]);
+    uint64_t all = 0;
+    for (int i = 0; i < 8 && i < n; i++) {
+        all += v[i];
+    }
+    *busy = all - idle;
+    *total = all;
+    int c = 0;
+    for (const char *p = strstr(text, "\ncpu"); p; p = strstr(p + 1, "\ncpu")) {
+        c += p[4] >= '0' && p[4] <= '9';
+    }
+    *cpus = c > 0 ? c : 1;
+    return 0;
+}
+
+/* Under s_sampling: measures and decides; returns the microseconds until
+   the next measurement. */
+static int64_t s_measure(void)
+{
+    char buf[4096];
+    uint64_t busy, total;
+    int cpus;
+    if (s_read("/proc/stat", buf, sizeof buf) <= 0 || s_parse_stat(buf, &busy, &total, &cpus)) {
+        s_no_proc = true;
+        atomic_store(&s_allowed, true);
+        return 0;
+    }
+    bool first = !s_have_prev;
+    int64_t spent = atomic_load(&s_spent);
+    if (s_have_prev && total > s_prev_total) {
+        /* jiffies of every CPU summed: total / cpus is the interval */
+        double dt = (double)(total - s_prev_total);
+        double busy_cores = (double)(busy - s_prev_busy) / dt * cpus;
+        long hz = sysconf(_SC_CLK_TCK);
+        double interval_ns = dt / cpus / (double)(hz > 0 ? hz : 100) * 1e9;
+        double spin_cores = interval_ns > 0 ? (double)(spent - s_prev_spent) / interval_ns : 0;
+        double others = busy_cores - spin_cores;
+        double spare = (double)cpus - (others > 0 ? others : 0);
+        atomic_store(&s_allowed, spare >= S_SPARE_MIN);
+    }
+    if (total > s_prev_total || !s_have_prev) {
+        s_prev_busy = busy;
+        s_prev_total = total;
+        s_prev_spent = spent;
+        s_have_prev = true;
+    }
+    return first ? S_FIRST_MS * 1000 : S_SAMPLE_MS * 1000;
+}
+
+/* Whether the machine had an idle core lately; measures again when the last
+   decision is older than S_SAMPLE_MS (one thread at a time; the others use
+   the last decision). */
+static bool s_idle_core(void)
+{
+    pthread_once(&s_once, s_init); /* s_niced */
+    int64_t now = zx__mono_us();
+    if (now >= atomic_load_explicit(&s_next, memory_order_relaxed) && !s_no_proc &&
+        !atomic_exchange(&s_sampling, true)) {
+        if (now >= atomic_load(&s_next)) {
+            atomic_store(&s_next, now + s_measure());
+        }
+        atomic_store(&s_sampling, false);
+    }
+    return atomic_load_explicit(&s_allowed, memory_order_relaxed);
+}
+
+static _Thread_local int64_t s_cpu0; /* this thread's CPU ns when its spin began */
+
+static int64_t s_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+bool zx__spin_begin(void)
+{
+    if (!s_idle_core() || atomic_exchange(&s_spinning, true)) {
+        return false;
+    }
+    s_cpu0 = s_thread_cpu_ns();
+    return true;
+}
+
+void zx__spin_end(void)
+{
+    atomic_fetch_add(&s_spent, s_thread_cpu_ns() - s_cpu0);
+    atomic_store(&s_spinning, false);
+}
+
+bool zx__spin_idle_core(void)
+{
+    return s_idle_core();
+}

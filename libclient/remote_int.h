@@ -125,8 +125,8 @@ typedef struct {
 typedef struct {
     struct zx_executor base; /* first: a zx_executor_t * is a remote_t * */
     char *endpoint;          /* as given: one endpoint or a list (zx_endpoints.h) */
-    zx__eps_t eps;           /* actor thread: the list, its current endpoint */
-    int64_t ep_since;        /* actor thread: when the current endpoint became current */
+    zx__eps_t eps;           /* under iolock: the list, its current endpoint */
+    int64_t ep_since;        /* under iolock: when the current endpoint became current */
     char *name;
     zx__cluster_t *cluster;
     uint8_t session[ZXP_ID_LEN];
@@ -215,7 +215,8 @@ int zx__client_connect(const char *endpoint, const zx_options_t *o, const uint8_
 /* A pair of brokers (ex->eps holds more than one endpoint): the current one
    is silent or passive (why says which), so the DEALER leaves it for the
    next one; the caller says HELLO there and WELCOME re-sends what is
-   unresolved. Actor thread, iolock held. false with a single endpoint. */
+   unresolved. Whoever holds iolock (the actor or a leader). false with a
+   single endpoint. */
 bool zx__remote_next_broker(zx__remote_t *ex, const char *why, int64_t now);
 
 #endif

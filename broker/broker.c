@@ -151,7 +151,8 @@ static bool s_drain(zxb_broker_t *self, bool workers)
             return false;
         }
         zframe_t *rid = zmsg_pop(msg);
-        if (rid && zxb_sec_verify(sock, workers, rid, msg, &self->drops) == 0) {
+        if (rid && zxb_sec_verify(sock, workers, rid, msg, &self->drops) == 0 &&
+            (!self->standby || zxb_pair_admit(self, workers, rid, msg))) {
             if (workers) {
                 zxb_worker_msg(self, rid, &msg);
             } else {
@@ -327,13 +328,35 @@ int zxb_broker_run(zxb_broker_t *self)
        (docs/performance.md). ZMQ_FD only says the socket's state changed,
        and a send may consume that change, so before sleeping the loop asks
        ZMQ_EVENTS of each socket. */
-    /* and the journal's eventfd (-1 without one: poll skips it) */
-    struct pollfd fds[3] = {{zsock_fd(self->wsock), POLLIN, 0},
+    /* and the journal's eventfd (-1 without one: poll skips it); with a
+       pair, the standby's peer socket and tap, and the journal it keeps
+       while not active (pair.c; they change at a takeover) */
+    struct pollfd fds[6] = {{zsock_fd(self->wsock), POLLIN, 0},
                             {zsock_fd(self->csock), POLLIN, 0},
-                            {zxb_durable_fd(self), POLLIN, 0}};
+                            {zxb_durable_fd(self), POLLIN, 0},
+                            {-1, POLLIN, 0},
+                            {-1, POLLIN, 0},
+                            {-1, POLLIN, 0}};
     bool more[2] = {true, true}; /* messages may wait: read before sleeping */
     bool jready = false;         /* the journal's eventfd said the writer moved */
+    bool pmore = false;          /* the peer socket may hold more */
+    int run = 0;
     while (!zsys_interrupted) {
+        if (self->standby) {
+            /* peer messages first: ZMQ_FD is edge-triggered, so the peer
+               socket is read every turn, not only when poll says so */
+            pmore = zxb_pair_handle(self);
+            if (self->pair_stepdown || self->pair_fatal) {
+                run = self->pair_stepdown && !self->pair_fatal ? ZXB_RUN_RESTART : 1;
+                break;
+            }
+            int pf[3];
+            zxb_pair_fds(self, pf);
+            fds[2].fd = zxb_durable_fd(self);
+            for (int i = 0; i < 3; i++) {
+                fds[3 + i].fd = pf[i];
+            }
+        }
         /* (a socket left with more to read is read again without asking;
            the other is asked, so that it is not starved) */
         if (!more[0]) {
@@ -342,21 +365,21 @@ int zxb_broker_run(zxb_broker_t *self)
         if (!more[1]) {
             more[1] = zsock_events(self->csock) & ZMQ_POLLIN;
         }
-        if (!more[0] && !more[1]) {
+        if (!more[0] && !more[1] && !pmore) {
             int64_t wait = next_tick - zclock_mono();
             if (self->steal_at) {
                 /* a withdrawal an idle slot waits for (dispatch.c) */
                 int64_t steal = (self->steal_at - zx__mono_us()) / 1000 + 1;
                 wait = steal < wait ? steal : wait;
             }
-            int rc = poll(fds, 3, wait > 0 ? (int)wait : 0);
+            int rc = poll(fds, self->standby ? 6 : 3, wait > 0 ? (int)wait : 0);
             if (rc < 0 && errno != EINTR) {
                 zsys_error("poll failed: %s", strerror(errno));
                 break;
             }
             more[0] = rc > 0 && fds[0].revents;
             more[1] = rc > 0 && fds[1].revents;
-            jready = rc > 0 && fds[2].revents;
+            jready = rc > 0 && (fds[2].revents || fds[5].revents);
         } else {
             jready = true; /* a busy turn: look, its messages pay for the read */
         }
@@ -366,6 +389,9 @@ int zxb_broker_run(zxb_broker_t *self)
             /* what the writer committed since (ACCEPTED, worker acks); a
                read of the committed LSN clears the eventfd */
             zxb_durable_committed(self);
+        }
+        if (self->standby && jready) {
+            zxb_pair_journal_moved(self); /* a passive acknowledges what it committed */
         }
         /* workers first: their results free the credit new submissions need */
         if (more[0]) {
@@ -384,6 +410,7 @@ int zxb_broker_run(zxb_broker_t *self)
                 zsys_warning("the program that started this local cluster is gone; stopping");
                 break;
             }
+            zxb_pair_tick(self);
             zxb_nofunc_tick(self);
             zxb_held_tick(self);
             zxb_jobs_tick(self);
@@ -411,5 +438,5 @@ int zxb_broker_run(zxb_broker_t *self)
     /* give the SHUTDOWNs a moment to leave */
     zsock_set_linger(self->wsock, 200);
     zsock_set_linger(self->csock, 200);
-    return 0;
+    return run;
 }

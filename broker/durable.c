@@ -345,6 +345,8 @@ void zxb_durable_committed(zxb_broker_t *self)
         s_failed(self);
         return;
     }
+    /* with a pair, durable once the passive holds it too (pair.c) */
+    uint64_t durable = zxb_pair_durable(self, self->committed);
     if (lsn > 0 && zlist_size(self->fetch_waiters) > 0) {
         /* held results may have become fetchable */
         for (zxb_job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs)) {
@@ -352,14 +354,14 @@ void zxb_durable_committed(zxb_broker_t *self)
         }
     }
     s_accept_t *a;
-    while ((a = zlist_first(self->accepts)) && a->lsn <= self->committed) {
+    while ((a = zlist_first(self->accepts)) && a->lsn <= durable) {
         zlist_pop(self->accepts);
         s_accept_send(self, zhashx_lookup(self->clients, a->session), a->seq);
         free(a);
     }
     for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
         s_mark_t *m;
-        while (w->rx_marks && (m = zlist_first(w->rx_marks)) && m->lsn <= self->committed) {
+        while (w->rx_marks && (m = zlist_first(w->rx_marks)) && m->lsn <= durable) {
             w->results_safe = m->rx;
             zlist_pop(w->rx_marks);
             free(m);
@@ -385,7 +387,7 @@ static void s_snap_queued(zxb_task_t *t, void *arg)
     }
 }
 
-static void s_snapshot(zxb_broker_t *self)
+void zxb_durable_snapshot(zxb_broker_t *self)
 {
     zxb_journal_snapshot_begin(self->journal);
     self->live_bytes = 0;
@@ -431,7 +433,7 @@ void zxb_durable_turn(zxb_broker_t *self)
     uint64_t min = self->cfg.snapshot_bytes ? self->cfg.snapshot_bytes : (64ull << 20);
     uint64_t due = 4 * self->live_bytes > min ? 4 * self->live_bytes : min;
     if (!self->journal_failed && since > due) {
-        s_snapshot(self);
+        zxb_durable_snapshot(self);
     }
     zxb_journal_flush(self->journal);
 }
@@ -635,6 +637,14 @@ int zxb_durable_open(zxb_broker_t *self)
     if (!self->cfg.journal_dir) {
         return 0;
     }
+    if (self->cfg.peer) {
+        return zxb_pair_open(self); /* recovers when it becomes active */
+    }
+    return zxb_durable_recover(self);
+}
+
+int zxb_durable_recover(zxb_broker_t *self)
+{
     int64_t t0 = zclock_usecs();
     zxb_journal_config_t jc = {.dir = self->cfg.journal_dir,
                                .fsync = (zxb_fsync_t)self->cfg.fsync_policy,
@@ -706,6 +716,7 @@ void zxb_durable_tick(zxb_broker_t *self)
 
 void zxb_durable_close(zxb_broker_t *self)
 {
+    zxb_pair_close(self); /* the standby's tap comes off the journal first */
     if (self->journal) {
         zxb_journal_flush(self->journal);
         zxb_journal_destroy(&self->journal);

@@ -7,6 +7,7 @@
 #include "zx_czmq.h"
 #include "zx_parse.h"
 
+#include <errno.h>
 #include <float.h>
 #include <getopt.h>
 #include <limits.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void s_usage(FILE *out)
 {
@@ -67,6 +69,14 @@ static void s_usage(FILE *out)
             "                           after its last activity (default 604800: 7 days)\n"
             "  --job-max-bytes BYTES    held result bytes per job; beyond, its new tasks are\n"
             "                           refused until results are fetched (default 1G)\n"
+            "  --peer ENDPOINT          one of a pair of brokers (needs --journal and\n"
+            "                           --primary or --backup): the link between the two,\n"
+            "                           e.g. tcp://10.0.0.5:5573 (the primary binds it, the\n"
+            "                           backup connects). One broker is active; the other\n"
+            "                           holds a copy of its journal, refuses clients and\n"
+            "                           workers (ERROR 3) and takes over when the active is\n"
+            "                           gone (docs/operations.md, \"Running a pair\")\n"
+            "  --primary, --backup      this broker's role in the pair\n"
             "  --metrics HOST:PORT      serve Prometheus metrics over HTTP at /metrics\n"
             "                           (e.g. 127.0.0.1:5572; off by default)\n"
             "  --insecure               allow binding non-loopback addresses without\n"
@@ -167,9 +177,15 @@ enum {
     OPT_FSYNC,
     OPT_JOB_RETENTION,
     OPT_JOB_MAX_BYTES,
+    OPT_PEER,
+    OPT_PRIMARY,
+    OPT_BACKUP,
     OPT_JOURNAL_SNAPSHOT,
     OPT_VERSION,
 };
+
+/* the arguments as given (getopt_long permutes argv), for a restart */
+static char **args;
 
 int main(int argc, char *argv[])
 {
@@ -228,6 +244,9 @@ int main(int argc, char *argv[])
         {"fsync", required_argument, NULL, OPT_FSYNC},
         {"job-retention", required_argument, NULL, OPT_JOB_RETENTION},
         {"job-max-bytes", required_argument, NULL, OPT_JOB_MAX_BYTES},
+        {"peer", required_argument, NULL, OPT_PEER},
+        {"primary", no_argument, NULL, OPT_PRIMARY},
+        {"backup", no_argument, NULL, OPT_BACKUP},
         {"journal-snapshot", required_argument, NULL, OPT_JOURNAL_SNAPSHOT},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
@@ -236,6 +255,13 @@ int main(int argc, char *argv[])
         {NULL, 0, NULL, 0},
     };
     opterr = 0;
+    int roles = 0; /* 1 --primary, 2 --backup */
+    /* getopt_long permutes argv: the arguments as given, for a restart */
+    args = calloc((size_t)argc + 1, sizeof *args);
+    if (!args) {
+        return 1;
+    }
+    memcpy(args, argv, (size_t)argc * sizeof *args);
     int c, rc = 0;
     int64_t ms;
     long n;
@@ -395,6 +421,14 @@ int main(int argc, char *argv[])
                 return rc;
             }
             break;
+        case OPT_PEER:
+            if (!*optarg) {
+                return s_bad("--peer", optarg, "expected an endpoint, e.g. tcp://10.0.0.5:5573");
+            }
+            cfg.peer = optarg;
+            break;
+        case OPT_PRIMARY: roles |= 1; break;
+        case OPT_BACKUP: roles |= 2; break;
         case 'v': cfg.verbose = 2; break;
         case 'q': cfg.verbose = 0; break;
         case 'h': s_usage(stdout); return 0;
@@ -417,6 +451,17 @@ int main(int argc, char *argv[])
                 argv[optind]);
         return 2;
     }
+    if (roles == 3 || (roles && !cfg.peer) || (cfg.peer && !roles) ||
+        (cfg.peer && !cfg.journal_dir)) {
+        fprintf(stderr, "zexec-broker: %s\nTry 'zexec-broker --help'.\n",
+                roles == 3  ? "--primary and --backup exclude each other"
+                : !cfg.peer ? "--primary and --backup need --peer ENDPOINT"
+                : !roles    ? "--peer needs --primary or --backup"
+                            : "--peer needs --journal DIR (the passive keeps a copy of the "
+                              "active's journal there)");
+        return 2;
+    }
+    cfg.pair_primary = roles == 1;
     zsys_init();
     zsys_set_logstream(stderr);
     zsys_set_logident("zexec-broker");
@@ -428,8 +473,17 @@ int main(int argc, char *argv[])
         zxb_sec_fini();
         return 1;
     }
-    zxb_broker_run(broker);
+    int run = zxb_broker_run(broker);
     zxb_broker_destroy(&broker);
     zxb_sec_fini(); /* after the sockets: the ZAP handler outlives them */
+    if (run == ZXB_RUN_RESTART) {
+        /* a pair's backup that was active beside the primary steps down: its
+           tables cannot be unbuilt in place, so the program starts again with
+           the same arguments and comes back as the passive */
+        zsys_shutdown();
+        execv("/proc/self/exe", args);
+        fprintf(stderr, "zexec-broker: cannot restart itself: %s\n", strerror(errno));
+        return 1;
+    }
     return 0;
 }

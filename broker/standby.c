@@ -515,6 +515,9 @@ bool zxb_standby_handle(zxb_standby_t *self, int64_t now_ms)
             if (c == 'S' && zframe_size(body) == S_STATE_LEN) {
                 s_on_state(self, zframe_data(body), now_ms);
             } else if (c == 'J' && zframe_size(body) == S_JHDR_LEN && extra) {
+                if (!self->peer_alive) {
+                    zsys_info("standby: peer is back (its journal)");
+                }
                 self->peer_alive = true;
                 s_on_journal(self, zframe_data(body), zframe_data(extra), zframe_size(extra));
             } else if (c == 'A' && zframe_size(body) == 8) {
@@ -604,12 +607,14 @@ bool zxb_standby_eligible(zxb_standby_t *self)
 
 void zxb_standby_set_journal(zxb_standby_t *self, zxb_journal_t *journal)
 {
-    assert(self && journal);
-    if (self->j != journal) {
+    assert(self);
+    if (self->j && self->j != journal) {
         zxb_journal_set_tap(self->j, NULL, NULL);
     }
     self->j = journal;
-    s_set_tap(self);
+    if (journal) {
+        s_set_tap(self);
+    }
 }
 
 int zxb_standby_fds(zxb_standby_t *self, int fds[2])
@@ -647,8 +652,17 @@ zxb_standby_t *zxb_standby_new(const zxb_standby_config_t *cfg, int64_t now_ms, 
     }
     zsock_set_linger(self->sock, 0);
     zsock_set_sndhwm(self->sock, 10000);
+    /* a connection that went dead (a cut, a host gone) is dropped and made
+       again after the liveness window instead of waiting out TCP's
+       retransmissions: the brokers hear each other soon after a heal */
+    zsock_set_heartbeat_ivl(self->sock, (int)cfg->heartbeat_ms);
+    zsock_set_heartbeat_timeout(self->sock, (int)(cfg->heartbeat_ms * cfg->liveness));
     if (cfg->primary) {
         zsock_set_router_mandatory(self->sock, 1);
+        /* a backup that reconnects (after a cut, its old connection not yet
+           known dead here) takes its name over: messages to it must go on
+           the new connection, not the dead one */
+        zsock_set_router_handover(self->sock, 1);
         if (zsock_bind(self->sock, "%s", cfg->peer) < 0) {
             snprintf(err, errlen, "standby: cannot bind the peer endpoint %s: %s", cfg->peer,
                      zmq_strerror(zmq_errno()));

@@ -68,7 +68,7 @@ void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c)
     msgpack_pack_map(pk, 4);
 
     s_pack_str(pk, "broker");
-    msgpack_pack_map(pk, 8);
+    msgpack_pack_map(pk, self->standby ? 9 : 8);
     s_pack_kv_str(pk, "id", self->id_hex);
     char version[32];
     snprintf(version, sizeof version, "%d.%d.%d", ZEXEC_VERSION_MAJOR, ZEXEC_VERSION_MINOR,
@@ -86,6 +86,13 @@ void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c)
     }
     s_pack_kv_u(pk, "heartbeat_ms", self->cfg.heartbeat_ms);
     s_pack_kv_u(pk, "liveness", self->cfg.liveness);
+    if (self->standby) {
+        /* a pair (pair.c): only the active one answers STATUS */
+        char pair[320];
+        snprintf(pair, sizeof pair, "%s (%s, peer %s)", zxb_pair_state(self),
+                 self->cfg.pair_primary ? "primary" : "backup", self->cfg.peer);
+        s_pack_kv_str(pk, "pair", pair);
+    }
 
     s_pack_str(pk, "workers");
     msgpack_pack_array(pk, zhashx_size(self->workers));

@@ -47,6 +47,9 @@ typedef struct {
     int64_t job_retention_s; /* --job-retention: a job is dropped this long after its last
                                 activity */
     uint64_t job_max_bytes;  /* --job-max-bytes: held result bytes per job */
+    /* a pair of brokers (pair.c, standby.c) */
+    const char *peer;        /* --peer; NULL: a broker alone */
+    bool pair_primary;       /* --primary (else --backup) */
     uint64_t snapshot_bytes; /* --journal-snapshot: least journal growth between snapshots */
 } zxb_config_t;
 
@@ -369,7 +372,10 @@ typedef struct zxb_broker zxb_broker_t;
 /* Binds both endpoints. NULL (logged) if an endpoint cannot be bound. */
 zxb_broker_t *zxb_broker_new(const zxb_config_t *config);
 void zxb_broker_destroy(zxb_broker_t **self_p);
-/* Runs until SIGINT/SIGTERM; then says SHUTDOWN to every peer. 0 */
+/* Runs until SIGINT/SIGTERM; then says SHUTDOWN to every peer. 0, or
+   ZXB_RUN_RESTART: a pair's broker stepped down and must start again
+   (main.c execs itself with the same arguments; pair.c). */
+#define ZXB_RUN_RESTART 3
 int zxb_broker_run(zxb_broker_t *self);
 
 #endif

@@ -116,6 +116,13 @@ struct zxb_broker {
        those tasks are not given to another worker first */
     int64_t hold_until;
     double recovery_s;
+    /* pair.c (NULL standby: no --peer) */
+    struct zxb_standby *standby;
+    zxb_journal_t *pair_journal; /* the journal while not active (the standby's copy) */
+    bool pair_stepdown;          /* was active, is not: the run loop ends, main restarts */
+    bool pair_fatal;             /* a takeover could not recover: the run loop ends */
+    uint64_t pair_refused;       /* messages answered ERROR 3 (passive) */
+    int64_t pair_active_at;      /* when it last became active (monotonic ms); 0: never */
 };
 
 /* An optional trailing uint field of a header (appended by a later minor
@@ -314,8 +321,14 @@ void zxb_jobs_fini(zxb_broker_t *self);
 /* ---- durable.c ------------------------------------------------------------------- */
 
 /* Opens the journal (cfg.journal_dir) and replays it into tasks, clients and
-   jobs. 0, or -1 (logged: the broker does not start). */
+   jobs (with --peer: only what every broker needs; pair.c recovers when it
+   becomes active). 0, or -1 (logged: the broker does not start). */
 int zxb_durable_open(zxb_broker_t *self);
+/* Opens the journal and replays it into the tables, as at a start (a
+   pair's broker becoming active: pair.c). 0, or -1 (logged). */
+int zxb_durable_recover(zxb_broker_t *self);
+/* Writes a snapshot now (the standby's copy starts from one). */
+void zxb_durable_snapshot(zxb_broker_t *self);
 void zxb_durable_close(zxb_broker_t *self);
 /* A task just accepted from SUBMIT: its record, and its ACCEPTED (at once
    without a journal, else once the record is committed). */
@@ -346,6 +359,32 @@ void zxb_durable_committed(zxb_broker_t *self);
 int zxb_durable_fd(zxb_broker_t *self);
 /* Tick: the recovery window is over: every worker is filled. */
 void zxb_durable_tick(zxb_broker_t *self);
+
+/* ---- pair.c: a pair of brokers (--peer) --------------------------------------------- */
+
+/* Opens the journal for the standby (read through, nothing built) and
+   makes the standby; the broker serves nothing until it is active. */
+int zxb_pair_open(zxb_broker_t *self);
+void zxb_pair_close(zxb_broker_t *self);
+/* Serving: no pair, or this broker is the active one and has recovered. */
+bool zxb_pair_active(zxb_broker_t *self);
+/* A message from a client or worker while not active: true if it may be
+   handled (a HELLO or SUBMIT that made this broker active); otherwise it
+   is answered ERROR 3 (passive) and must be dropped. */
+bool zxb_pair_admit(zxb_broker_t *self, bool worker, zframe_t *rid, zmsg_t *msg);
+/* The standby's fds to poll (peer socket, tap) and the quiet journal's
+   (-1 each when absent). */
+void zxb_pair_fds(zxb_broker_t *self, int fds[3]);
+/* Every turn: peer messages and forwarding; true if more may wait. */
+bool zxb_pair_handle(zxb_broker_t *self);
+/* The journal's fd fired (after zxb_durable_committed when active). */
+void zxb_pair_journal_moved(zxb_broker_t *self);
+void zxb_pair_tick(zxb_broker_t *self);
+/* What may be acknowledged given the committed LSN (the passive's
+   acknowledgements count while it has a complete copy). */
+uint64_t zxb_pair_durable(zxb_broker_t *self, uint64_t committed);
+/* "active", "passive", "primary" (undecided), "backup", or NULL. */
+const char *zxb_pair_state(zxb_broker_t *self);
 
 /* ---- metrics.c -------------------------------------------------------------------- */
 

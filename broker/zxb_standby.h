@@ -136,7 +136,11 @@ uint64_t zxb_standby_durable(zxb_standby_t *self, uint64_t committed);
 zxb_sb_state_t zxb_standby_state(zxb_standby_t *self);
 /* Passive: whether it may take over (its copy is complete). */
 bool zxb_standby_eligible(zxb_standby_t *self);
-/* After the broker reopened its journal (a takeover replays it): use this one. */
+/* After the broker reopened its journal (a takeover replays it): use this one.
+   NULL lets go of the current one (its tap removed) so that the broker can
+   close it before it reopens the directory (the journal's lock allows one
+   handle); nothing else may be called until a journal is set again, except
+   from within on_state, whose caller goes on with the journal set there. */
 void zxb_standby_set_journal(zxb_standby_t *self, zxb_journal_t *journal);
 
 #endif

@@ -6,6 +6,7 @@
     clear message after a few seconds. The same raw socket asks for STATUS.
 */
 #include "zxc.h"
+#include "zx_endpoints.h"
 #include "zx_monitor.h"
 #include "zx_parse.h"
 #include "zx_proto.h"
@@ -47,9 +48,13 @@ static double s_connect_timeout(double timeout)
     return ZXC_CONNECT_TIMEOUT;
 }
 
-int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, size_t errlen)
+/* One endpoint of the list for up to timeout seconds: 0 welcomed (and
+   *status filled if asked), 1 no answer or a passive broker (err says
+   which: the caller may try the next endpoint), -1 a refusal or a fault
+   that another endpoint would not cure (err says why). */
+static int s_probe_one(const zxc_conn_t *c, const char *ep, double timeout, json_t **status,
+                       char *err, size_t errlen)
 {
-    timeout = s_connect_timeout(timeout);
     int rc = -1;
     bool welcomed = false;
     zxp_in_t in;
@@ -76,9 +81,8 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
     zx__sec_socket(sec, sock, ZXP_ROLE_BROKER_C);
     /* a refused handshake is reported at once instead of as a timeout */
     mon = zx__monitor_new(sock);
-    if (zsock_connect(sock, "%s", c->broker) != 0) {
-        snprintf(err, errlen, "invalid broker endpoint '%s' (expected e.g. tcp://HOST:5570)",
-                 c->broker);
+    if (zsock_connect(sock, "%s", ep) != 0) {
+        snprintf(err, errlen, "invalid broker endpoint '%s' (expected e.g. tcp://HOST:5570)", ep);
         goto done;
     }
     poller = zpoller_new(sock, mon, NULL);
@@ -91,7 +95,8 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
             snprintf(err, errlen,
                      "no answer from the broker at %s within %.1f s (is zexec-broker running "
                      "there? do --key/--server-key/--secret-file match its configuration?)",
-                     c->broker, timeout);
+                     ep, timeout);
+            rc = 1;
             goto done;
         }
         if (!welcomed && now >= next_hello) {
@@ -112,7 +117,7 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
         }
         if (which == mon) {
             char peer[300];
-            snprintf(peer, sizeof peer, "the broker at %s", c->broker);
+            snprintf(peer, sizeof peer, "the broker at %s", ep);
             zx__hs_t ev;
             while ((ev = zx__monitor_read(mon, sock, peer, err, errlen)) != ZX__HS_NONE) {
                 if (ev == ZX__HS_REFUSED ||
@@ -145,7 +150,10 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
         } else if (in.cmd == ZXP_ERROR) {
             const msgpack_object *h = zxp_item(&in, 0);
             zxp_str_t m = zxp_s(h, 1);
-            snprintf(err, errlen, "the broker at %s refused: %.*s", c->broker, (int)m.len, m.ptr);
+            snprintf(err, errlen, "the broker at %s refused: %.*s", ep, (int)m.len, m.ptr);
+            if (zxp_u(h, 0) == ZXP_ERR_PASSIVE) {
+                rc = 1; /* the other one of the pair is, or will be, active */
+            }
             goto done;
         } else if (in.cmd == ZXP_STATUS_REPLY && status) {
             *status = zxc_mp_to_json(zxp_o(zxp_item(&in, 0), 0));
@@ -166,6 +174,59 @@ done:
     zx__sec_destroy(&sec);
     zxp_in_fini(&in);
     return rc;
+}
+
+int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, size_t errlen)
+{
+    timeout = s_connect_timeout(timeout);
+    zx__eps_t eps;
+    if (zx__eps_parse(&eps, c->broker, err, errlen) != 0) {
+        return -1;
+    }
+    /* a pair: each endpoint in turn, a slice of the wait each (a passive
+       broker answers at once; the active may be taking over), until one
+       welcomes us or the time is up */
+    int64_t deadline = zclock_mono() + (int64_t)(timeout * 1000.0);
+    double slice = eps.n > 1 ? timeout / (double)eps.n : timeout;
+    if (eps.n > 1 && slice < 1.0) {
+        slice = 1.0;
+    }
+    int rc;
+    char passive[512] = ""; /* a passive broker's answer, kept over later timeouts */
+    for (;;) {
+        double left = (double)(deadline - zclock_mono()) / 1000.0;
+        if (left <= 0) {
+            left = 0.001;
+        }
+        int64_t t0 = zclock_mono();
+        rc =
+            s_probe_one(c, zx__eps_current(&eps), left < slice ? left : slice, status, err, errlen);
+        int64_t now = zclock_mono();
+        if (rc == 1 && strstr(err, "passive")) {
+            snprintf(passive, sizeof passive, "%s", err);
+        }
+        if (rc != 1 || now >= deadline) {
+            break;
+        }
+        if (now - t0 < 200) {
+            /* a passive answer is immediate: do not spin on it */
+            int64_t nap = 200 - (now - t0);
+            zclock_sleep((int)(nap < deadline - now ? nap : deadline - now));
+        }
+        zx__eps_next(&eps);
+    }
+    if (rc == 1) {
+        char last[512];
+        snprintf(last, sizeof last, "%s", *passive ? passive : err);
+        if (eps.n > 1) {
+            snprintf(err, errlen, "no active broker among %s within %.1f s (last: %s)", c->broker,
+                     timeout, last);
+        } else {
+            snprintf(err, errlen, "%s", last);
+        }
+    }
+    zx__eps_clear(&eps);
+    return rc == 0 ? 0 : -1;
 }
 
 zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd)

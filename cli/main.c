@@ -29,7 +29,8 @@ static void s_usage(FILE *out)
             "  keygen    make CURVE certificates or a shared secret\n"
             "\n"
             "'zexec COMMAND --help' describes each. Environment: ZEXEC_BROKER (default\n"
-            "broker endpoint), ZEXEC_SECRET (shared secret), ZEXEC_CONNECT_TIMEOUT (seconds\n"
+            "broker endpoint, or a pair's two separated by a comma), ZEXEC_SECRET (shared secret), "
+            "ZEXEC_CONNECT_TIMEOUT (seconds\n"
             "to wait for the broker before giving up, default 3).\n");
 }
 

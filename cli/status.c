@@ -54,6 +54,9 @@ static void s_print_table(json_t *st)
            s_field(br, "insecure", d, sizeof d));
     printf("  clients %s  workers %s\n", s_field(br, "clients_endpoint", a, sizeof a),
            s_field(br, "workers_endpoint", b, sizeof b));
+    if (json_object_get(br, "pair")) {
+        printf("  pair %s\n", s_field(br, "pair", a, sizeof a));
+    }
 
     json_t *t = json_object_get(st, "totals");
     printf("totals: submitted %s  done %s  failed %s", s_field(t, "submitted", a, sizeof a),

@@ -63,8 +63,9 @@ enum { ZXC_OPT_BROKER = 1000, ZXC_OPT_KEY, ZXC_OPT_SERVER_KEY, ZXC_OPT_SECRET_FI
         "secret-file", required_argument, NULL, ZXC_OPT_SECRET_FILE                                \
     }
 #define ZXC_CONN_HELP                                                                              \
-    "  --broker EP          broker client endpoint (default $ZEXEC_BROKER, else\n"                 \
-    "                       tcp://127.0.0.1:5570)\n"                                               \
+    "  --broker EP[,EP]     broker client endpoint, or a pair's two endpoints (the\n"              \
+    "                       active one is used); default $ZEXEC_BROKER, else\n"                    \
+    "                       tcp://127.0.0.1:5570\n"                                                \
     "  --server-key FILE    CURVE: the broker's public certificate (with --key)\n"                 \
     "  --key FILE           CURVE: this client's secret certificate\n"                             \
     "  --secret-file FILE   sign messages with this shared secret (default $ZEXEC_SECRET)\n"

@@ -363,6 +363,7 @@ void zxp_put_ready_end(zxp_out_t *out, const zxp_ready_t *r);
 enum {
     ZXP_ERR_VERSION = 1,  /* unsupported protocol version */
     ZXP_ERR_IDENTITY = 2, /* the routing id is not the 16-byte session or worker id */
+    ZXP_ERR_PASSIVE = 3,  /* this broker is the passive one of a pair: use the other endpoint */
 };
 
 /* HELLO flags (2.2, its optional 6th field). */

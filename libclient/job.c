@@ -58,7 +58,9 @@ typedef struct {
 } s_items_t;
 
 struct zx_job {
-    char *endpoint;
+    char *endpoint;   /* as given: one endpoint or a list (zx_endpoints.h) */
+    zx__eps_t eps;    /* the list; the broker talked to is the current one */
+    int64_t ep_since; /* when the current one became current */
     char *name;
     uint8_t id[ZXP_ID_LEN];
     uint8_t session[ZXP_ID_LEN];
@@ -234,6 +236,22 @@ static int s_on_jobs(zx_job_t *job)
     return ZX_OK;
 }
 
+/* A pair of brokers: the current endpoint is silent or passive, so the
+   DEALER leaves it for the next one (its routing id, the session, stays). */
+static void s_next_broker(zx_job_t *job, const char *why)
+{
+    const char *from = zx__eps_current(&job->eps);
+    zsock_disconnect(job->dealer, "%s", from);
+    const char *to = zx__eps_next(&job->eps);
+    zsys_warning("zexec job: broker %s %s; trying %s", from, why, to);
+    if (zsock_connect(job->dealer, "%s", to) != 0) {
+        zsys_error("zexec job: cannot connect to '%s': %s", to, zmq_strerror(zmq_errno()));
+    }
+    job->ep_since = zclock_mono();
+    job->welcomed = false;
+    job->outstanding = 0;
+}
+
 /* One request and its reply, under job->lock: says HELLO first when
    needed, again after a RESET (then repeats the request), and reads until
    the reply; JRESULTs on the way go to sink. Waits until deadline (ms,
@@ -265,6 +283,14 @@ static int s_exchange(zx_job_t *job, const s_req_t *req, int64_t deadline, s_ite
             }
             sent = true;
             reply_by = now + req->wait_ms + S_GRACE_MS;
+        }
+        int64_t heard = job->last_rx > job->ep_since ? job->last_rx : job->ep_since;
+        if (job->eps.n > 1 && (!job->welcomed || (sent && now >= reply_by)) &&
+            now - heard > 3 * job->hb_ms) {
+            s_next_broker(job, "is silent"); /* a pair: try the other */
+            next_hello = 0;
+            sent = false;
+            continue;
         }
         if (now - job->last_rx > job->timeout_ms && now >= reply_by) {
             return ZX_ECONN;
@@ -316,6 +342,12 @@ static int s_exchange(zx_job_t *job, const s_req_t *req, int64_t deadline, s_ite
                 job->outstanding = 0;
                 next_hello = 0;
                 sent = false;
+            } else if (cmd == ZXP_ERROR && job->eps.n > 1 &&
+                       zxp_u(zxp_item(&job->in, 0), 0) == ZXP_ERR_PASSIVE) {
+                s_next_broker(job, "is passive"); /* a pair: the other is active */
+                next_hello = now + job->hb_ms;
+                sent = false;
+                break;
             } else if (cmd == ZXP_ERROR) {
                 zxp_str_t m = zxp_s(zxp_item(&job->in, 0), 1);
                 zsys_error("zexec job: the broker at %s refused: %.*s", job->endpoint, (int)m.len,
@@ -466,6 +498,7 @@ void zx_job_destroy(zx_job_t **job_p)
     zxp_drops_fini(&job->drops);
     pthread_mutex_destroy(&job->lock);
     free(job->endpoint);
+    zx__eps_clear(&job->eps);
     free(job->name);
     free(job);
 }
@@ -525,8 +558,15 @@ static zx_job_t *s_new(const char *endpoint, const zx_options_t *opts, int *err)
     t = o.broker_timeout > 0 ? o.broker_timeout : S_ATTACH_TIMEOUT;
     job->attach_ms = (int64_t)(t * 1000.0);
     zx__random_session(job->session);
-    *err =
-        zx__client_connect(job->endpoint, &o, job->session, &job->sec, &job->dealer, &job->monitor);
+    char eperr[512];
+    if (zx__eps_parse(&job->eps, endpoint, eperr, sizeof eperr) != 0) {
+        zsys_error("zexec job: %s", eperr);
+        *err = ZX_EINVAL;
+        goto fail;
+    }
+    job->ep_since = zclock_mono();
+    *err = zx__client_connect(zx__eps_current(&job->eps), &o, job->session, &job->sec, &job->dealer,
+                              &job->monitor);
     if (*err != ZX_OK) {
         goto fail;
     }

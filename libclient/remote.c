@@ -260,8 +260,29 @@ static void s_destroy(zx_executor_t *base)
     zx__cluster_stop(&ex->cluster);
     zx__sec_destroy(&ex->sec);
     free(ex->endpoint);
+    zx__eps_clear(&ex->eps);
     free(ex->name);
     free(ex);
+}
+
+bool zx__remote_next_broker(zx__remote_t *ex, const char *why, int64_t now)
+{
+    if (ex->eps.n < 2) {
+        return false;
+    }
+    /* disconnect drops what still waits for the old endpoint; the routing
+       id (the session) stays, so the other broker, which copied the
+       journal, knows the session and its tasks */
+    const char *from = zx__eps_current(&ex->eps);
+    zsock_disconnect(ex->io.dealer, "%s", from);
+    const char *to = zx__eps_next(&ex->eps);
+    zsys_warning("zexec client: broker %s %s; trying %s", from, why, to);
+    if (zsock_connect(ex->io.dealer, "%s", to) != 0) {
+        zsys_error("zexec client: cannot connect to '%s': %s", to, zmq_strerror(zmq_errno()));
+    }
+    ex->ep_since = now;
+    ex->io.need_resend = true;
+    return true;
 }
 
 /* Waits for the ACCEPTED of every task submitted so far (the broker made
@@ -460,12 +481,18 @@ zx_executor_t *zx__remote_new(const char *endpoint, const zx_options_t *opts)
     if (!ex->endpoint || !ex->name || zx__seqtab_init(&ex->io.table, 10) != 0) {
         goto fail;
     }
+    char eperr[512];
+    if (zx__eps_parse(&ex->eps, endpoint, eperr, sizeof eperr) != 0) {
+        zsys_error("zexec client: %s", eperr);
+        err = ZX_EINVAL;
+        goto fail;
+    }
     ex->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (ex->efd < 0) {
         zsys_error("zexec client: eventfd: %s", strerror(errno));
         goto fail;
     }
-    err = zx__client_connect(ex->endpoint, &o, ex->session, &ex->sec, &ex->io.dealer,
+    err = zx__client_connect(zx__eps_current(&ex->eps), &o, ex->session, &ex->sec, &ex->io.dealer,
                              &ex->io.monitor);
     if (err != ZX_OK) {
         goto fail;

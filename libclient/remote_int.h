@@ -14,6 +14,7 @@
 #define ZX_REMOTE_INT_H
 
 #include "remote.h"
+#include "zx_endpoints.h"
 #include "zx_monitor.h"
 #include "zx_proto.h"
 #include "zx_security.h"
@@ -123,7 +124,9 @@ typedef struct {
 
 typedef struct {
     struct zx_executor base; /* first: a zx_executor_t * is a remote_t * */
-    char *endpoint;
+    char *endpoint;          /* as given: one endpoint or a list (zx_endpoints.h) */
+    zx__eps_t eps;           /* under iolock: the list, its current endpoint */
+    int64_t ep_since;        /* under iolock: when the current endpoint became current */
     char *name;
     zx__cluster_t *cluster;
     uint8_t session[ZXP_ID_LEN];
@@ -206,5 +209,14 @@ void zx__random_session(uint8_t *id);
    on failure the caller destroys what was made (monitor, socket, sec). */
 int zx__client_connect(const char *endpoint, const zx_options_t *o, const uint8_t *session,
                        zx__sec_t **sec_p, zsock_t **dealer_p, zsock_t **monitor_p);
+
+/* ---- remote.c ------------------------------------------------------------------- */
+
+/* A pair of brokers (ex->eps holds more than one endpoint): the current one
+   is silent or passive (why says which), so the DEALER leaves it for the
+   next one; the caller says HELLO there and WELCOME re-sends what is
+   unresolved. Whoever holds iolock (the actor or a leader). false with a
+   single endpoint. */
+bool zx__remote_next_broker(zx__remote_t *ex, const char *why, int64_t now);
 
 #endif

@@ -716,6 +716,12 @@ static void s_on_message(zx__remote_t *ex, zmsg_t *msg)
     case ZXP_ERROR: {
         const msgpack_object *h = zxp_item(&io->in, 0);
         zxp_str_t m = zxp_s(h, 1);
+        if (zxp_u(h, 0) == ZXP_ERR_PASSIVE && ex->eps.n > 1) {
+            s_lost(ex, "is passive");
+            zx__remote_next_broker(ex, "is passive", io->last_rx);
+            s_send_hello(ex);
+            break;
+        }
         zsys_warning("zexec client: broker %s says error %u: %.*s", ex->endpoint,
                      (unsigned)zxp_u(h, 0), (int)m.len, m.ptr);
         break;
@@ -849,8 +855,8 @@ static void s_tick(zx__remote_t *ex, int64_t now)
     if (io->refused) {
         if (io->reconnect && now >= io->retry_at) {
             io->reconnect = false;
-            if (zx__monitor_reconnect(io->dealer, ex->endpoint) != 0) {
-                zsys_error("zexec client: cannot reconnect to %s", ex->endpoint);
+            if (zx__monitor_reconnect(io->dealer, zx__eps_current(&ex->eps)) != 0) {
+                zsys_error("zexec client: cannot reconnect to %s", zx__eps_current(&ex->eps));
             }
             s_send_hello(ex);
         }
@@ -864,6 +870,11 @@ static void s_tick(zx__remote_t *ex, int64_t now)
             io->rx_said = io->rx_bytes;
             return;
         }
+    }
+    /* a pair: the current endpoint has been silent for the liveness window */
+    int64_t heard = io->last_rx > ex->ep_since ? io->last_rx : ex->ep_since;
+    if (now - heard > (int64_t)ex->liveness * io->broker_hb) {
+        zx__remote_next_broker(ex, "is silent", now);
     }
     s_send_hello(ex);
     if (now - io->last_rx >= ex->timeout_ms) {

@@ -629,8 +629,9 @@ int zxw_connect(zx_worker_t *w)
     zx__sec_socket(w->sec, w->dealer, ZXP_ROLE_BROKER_W);
     zmq_setsockopt(zsock_resolve(w->dealer), ZMQ_ROUTING_ID, w->wid, ZXP_ID_LEN);
     w->monitor = zx__monitor_new(w->dealer);
-    if (zsock_connect(w->dealer, "%s", w->endpoint) != 0) {
-        zsys_error("worker: cannot connect to %s: %s", w->endpoint, zmq_strerror(zmq_errno()));
+    const char *ep = zx__eps_current(&w->eps);
+    if (zsock_connect(w->dealer, "%s", ep) != 0) {
+        zsys_error("worker: cannot connect to %s: %s", ep, zmq_strerror(zmq_errno()));
         zx__monitor_destroy(&w->monitor, w->dealer);
         zsock_destroy(&w->dealer);
         return ZX_EINVAL;
@@ -643,11 +644,15 @@ int zxw_connect(zx_worker_t *w)
     return ZX_OK;
 }
 
-/* The broker went silent or is stopping: a fresh DEALER with the same
-   routing id, READY again, results held until the broker speaks. */
+/* The broker went silent, is stopping or is passive: a fresh DEALER with
+   the same routing id, READY again, results held until the broker speaks.
+   With a pair of brokers (a list of endpoints) the new DEALER goes to the
+   next endpoint: the other broker is the active one, or will be. */
 void zxw_reconnect(zx_worker_t *w, const char *why)
 {
-    zsys_warning("worker: %s; reconnecting to %s", why, w->endpoint);
+    const char *from = zx__eps_current(&w->eps);
+    zsys_warning("worker: %s; reconnecting to %s", why,
+                 w->eps.n > 1 ? zx__eps_next(&w->eps) : from);
     zxw_flush(w);
     zx__monitor_destroy(&w->monitor, w->dealer);
     zsock_destroy(&w->dealer);
@@ -666,7 +671,7 @@ void zxw_check_handshake(zx_worker_t *w)
         return;
     }
     char peer[300], why[512];
-    snprintf(peer, sizeof peer, "the broker at %s", w->endpoint);
+    snprintf(peer, sizeof peer, "the broker at %s", zx__eps_current(&w->eps));
     for (;;) {
         zx__hs_t ev = zx__monitor_read(w->monitor, w->dealer, peer, why, sizeof why);
         if (ev == ZX__HS_NONE) {
@@ -714,10 +719,17 @@ void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p)
         zxp_drop(&w->drops, "worker", NULL, rc, w->in.reason);
         return;
     }
+    if (w->in.cmd == ZXP_ERROR && w->eps.n > 1 &&
+        zxp_u(zxp_item(&w->in, 0), 0) == ZXP_ERR_PASSIVE) {
+        /* the passive broker of a pair: results stay held for the active one */
+        w->connected = false;
+        zxw_reconnect(w, "the broker is passive");
+        return;
+    }
     w->last_recv = zclock_mono();
     if (!w->connected) {
         w->connected = true;
-        ZXW_INFO("worker: broker %s answered", w->endpoint);
+        ZXW_INFO("worker: broker %s answered", zx__eps_current(&w->eps));
         s_release_held(w);
         if (w->draining) {
             zxw_begin_drain(w);

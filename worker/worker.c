@@ -113,6 +113,13 @@ zx_worker_t *zx_worker_new(const char *broker_endpoint, const zx_worker_opts_t *
         zx__set_last_error(ZX_ENOMEM);
         return NULL;
     }
+    char eperr[512];
+    if (zx__eps_parse(&w->eps, w->endpoint, eperr, sizeof eperr) != 0) {
+        zsys_error("worker: %s", eperr);
+        zx_worker_destroy(&w);
+        zx__set_last_error(ZX_EINVAL);
+        return NULL;
+    }
     zhashx_set_destructor(w->fns, s_fn_destroy);
     if (o.threads == 0) {
         o.threads = zxw_plat_cores();
@@ -250,6 +257,7 @@ void zx_worker_destroy(zx_worker_t **w_p)
     }
     free(w->inits);
     free(w->endpoint);
+    zx__eps_clear(&w->eps);
     free(w->node);
     zx__sec_destroy(&w->sec);
     for (int i = 0; i < 2; i++) {

@@ -18,6 +18,7 @@
 #ifndef ZXW_NODE_H
 #define ZXW_NODE_H
 
+#include "zx_endpoints.h"
 #include "zx_monitor.h"
 #include "zx_security.h"
 #include "zx_worker_int.h"
@@ -43,7 +44,8 @@
     } while (0)
 
 struct zx_worker {
-    char *endpoint;
+    char *endpoint; /* as given: one endpoint or a list (zx_endpoints.h) */
+    zx__eps_t eps;  /* the list and the broker currently talked to */
     char *node;
     zx_worker_opts_t opts; /* normalised; opts.node points at node */
     zhashx_t *fns;         /* name -> zxw_fn_t */

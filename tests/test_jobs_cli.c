@@ -9,11 +9,13 @@
 #include "zx_testutil.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,76 +23,40 @@ static zxt_cluster_t s_c;
 static char *s_zexec;
 static char s_dir[] = "/tmp/zx_jobs_XXXXXX";
 
-typedef struct {
-    int status; /* exit status, or -1 when it did not exit in time */
-    char *out, *err;
-} s_res_t;
+typedef zxt_proc_t s_res_t;
 
+/* The directory of one command's files, s_dir/name (made on first use). */
 static void s_path(char *buf, size_t len, const char *name)
 {
     snprintf(buf, len, "%s/%s", s_dir, name);
+    cr_assert(mkdir(buf, 0700) == 0 || errno == EEXIST, "mkdir %s", buf);
 }
 
-/* Starts zexec with args (NULL-terminated), stdout to s_dir/<out>, stderr
-   to s_dir/<out>.err. */
-static pid_t s_start(const char *out, const char *const *args)
+/* Starts zexec with args (NULL-terminated), stdin empty, stdout and stderr
+   to s_dir/<name>/out and err. */
+static pid_t s_start(const char *name, const char *const *args)
 {
-    char pout[512], perr[600];
-    s_path(pout, sizeof pout, out);
-    snprintf(perr, sizeof perr, "%s.err", pout);
-    const char *argv[256] = {s_zexec};
-    int n = 1;
-    for (; args[n - 1]; n++) {
-        cr_assert_lt(n, 255);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        int i = open("/dev/null", O_RDONLY);
-        int o = open(pout, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int e = open(perr, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(i, 0);
-        dup2(o, 1);
-        dup2(e, 2);
-        for (int fd = 3; fd < 1024; fd++) {
-            close(fd);
-        }
-        setenv("ZEXEC_BROKER", s_c.client_ep, 1);
-        execv(s_zexec, (char *const *)argv);
-        _exit(127);
-    }
+    char dir[512];
+    s_path(dir, sizeof dir, name);
+    const char *env[] = {"ZEXEC_BROKER", s_c.client_ep, NULL};
+    pid_t pid = zxt_run_cmd(s_zexec, dir, false, NULL, -1, args, env);
+    cr_assert_gt(pid, 0);
     return pid;
 }
 
-static s_res_t s_finish(pid_t pid, const char *out, double timeout)
+static s_res_t s_finish(pid_t pid, const char *name, double timeout)
 {
-    s_res_t r = {.status = -1};
-    int st;
-    if (zxt_wait_exit(pid, timeout, &st)) {
-        r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    } else {
-        zxt_kill(pid);
-    }
-    char pout[512], perr[600];
-    s_path(pout, sizeof pout, out);
-    snprintf(perr, sizeof perr, "%s.err", pout);
-    r.out = zxt_slurp(pout);
-    r.err = zxt_slurp(perr);
-    return r;
+    char dir[512];
+    s_path(dir, sizeof dir, name);
+    return zxt_collect(pid, dir, timeout);
 }
 
-static s_res_t s_zx(const char *out, double timeout, const char *const *args)
+static s_res_t s_zx(const char *name, double timeout, const char *const *args)
 {
-    return s_finish(s_start(out, args), out, timeout);
+    return s_finish(s_start(name, args), name, timeout);
 }
 
-static void s_free(s_res_t *r)
-{
-    free(r->out);
-    free(r->err);
-}
+#define s_free zxt_proc_free
 
 /* Lines of text that begin with prefix, sorted, joined (malloc'd). */
 static char *s_lines_with(const char *text, const char *prefix)
@@ -251,8 +217,9 @@ Test(jobs_cli, results_killed_midway_then_again_print_every_result)
 
     const char *res[] = {"results", id, "--format", "run", NULL};
     pid_t pid = s_start("first", res);
-    char first[512];
-    s_path(first, sizeof first, "first");
+    char first[600];
+    s_path(first, sizeof first - 4, "first");
+    strcat(first, "/out");
     struct {
         const char *path;
     } w = {first};

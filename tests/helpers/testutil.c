@@ -239,18 +239,22 @@ pid_t zxt_run_cmd(const char *prog, const char *dir, bool chdir_to_dir, const ch
     }
     fputs(in ? in : "", f);
     fclose(f);
-    const char *argv[128] = {prog};
-    int n = 1;
-    for (; args && args[n - 1]; n++) {
-        if (n == 127) {
-            return -1;
-        }
-        argv[n] = args[n - 1];
+    size_t nargs = 0;
+    while (args && args[nargs]) {
+        nargs++;
     }
-    argv[n] = NULL;
+    const char **argv = calloc(nargs + 2, sizeof *argv);
+    if (!argv) {
+        return -1;
+    }
+    argv[0] = prog;
+    for (size_t k = 0; k < nargs; k++) {
+        argv[k + 1] = args[k];
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid != 0) {
+        free(argv);
         return pid;
     }
     prctl(PR_SET_PDEATHSIG, SIGKILL);

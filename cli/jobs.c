@@ -67,6 +67,23 @@ static bool s_valid_id(const char *id)
     return true;
 }
 
+/* The one job id operand of `zexec CMD [flags] JOB` after getopt: 0 with
+ *id set, or the usage error's exit status. */
+static int s_job_operand(const char *cmd, int argc, char **argv, const char **id)
+{
+    if (optind >= argc) {
+        return zxc_usage_error(cmd, "missing the job id (zexec jobs lists them)");
+    }
+    if (argc - optind > 1) {
+        return zxc_usage_error(cmd, "one job at a time");
+    }
+    *id = argv[optind];
+    if (!s_valid_id(*id)) {
+        return zxc_usage_error(cmd, "invalid job id '%s': %d hex digits", *id, ZX_JOB_ID_LEN);
+    }
+    return 0;
+}
+
 static json_t *s_info_json(const zx_job_info_t *i)
 {
     return json_pack(
@@ -441,17 +458,12 @@ int zxc_results_main(int argc, char **argv)
         default: return zxc_bad_flag("results", argc, argv);
         }
     }
-    if (optind >= argc) {
-        return zxc_usage_error("results", "missing the job id (zexec jobs lists them)");
+    const char *id;
+    int st = s_job_operand("results", argc, argv, &id);
+    if (st) {
+        return st;
     }
-    if (argc - optind > 1) {
-        return zxc_usage_error("results", "one job at a time");
-    }
-    const char *id = argv[optind];
-    if (!s_valid_id(id)) {
-        return zxc_usage_error("results", "invalid job id '%s': %d hex digits", id, ZX_JOB_ID_LEN);
-    }
-    int st = s_probe(&conn, "results");
+    st = s_probe(&conn, "results");
     if (st) {
         return st;
     }
@@ -559,17 +571,12 @@ int zxc_cancel_main(int argc, char **argv)
         default: return zxc_bad_flag("cancel", argc, argv);
         }
     }
-    if (optind >= argc) {
-        return zxc_usage_error("cancel", "missing the job id (zexec jobs lists them)");
+    const char *id;
+    int st = s_job_operand("cancel", argc, argv, &id);
+    if (st) {
+        return st;
     }
-    if (argc - optind > 1) {
-        return zxc_usage_error("cancel", "one job at a time");
-    }
-    const char *id = argv[optind];
-    if (!s_valid_id(id)) {
-        return zxc_usage_error("cancel", "invalid job id '%s': %d hex digits", id, ZX_JOB_ID_LEN);
-    }
-    int st = s_probe(&conn, "cancel");
+    st = s_probe(&conn, "cancel");
     if (st) {
         return st;
     }

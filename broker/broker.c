@@ -140,18 +140,54 @@ static void s_flush(zxb_broker_t *self)
     }
 }
 
+/* Receives one message: its routing id apart, the rest as a zmsg; false
+   (and nothing allocated) when none waits. zmsg_recv allocated a zmsg and
+   a frame only to find the socket empty at the end of every drain, and
+   asked ZMQ_RCVMORE (a getsockopt) twice per frame; a frame knows (the
+   allocations and getsockopts were a fifth of a lone task's broker
+   instructions, docs/performance.md 36). */
+static bool s_recv(zsock_t *sock, zframe_t **rid_p, zmsg_t **msg_p)
+{
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    /* RCVTIMEO 0: EAGAIN when nothing is left */
+    if (zmq_msg_recv(&part, zsock_resolve(sock), 0) < 0) {
+        zmq_msg_close(&part);
+        return false;
+    }
+    bool more = zmq_msg_more(&part);
+    *rid_p = zframe_new(zmq_msg_data(&part), zmq_msg_size(&part));
+    zmq_msg_close(&part);
+    zmsg_t *msg = zmsg_new();
+    while (more) {
+        /* the rest of a multipart message is there already: ZeroMQ
+           delivers it whole */
+        zframe_t *f = zframe_recv(sock);
+        if (!f) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        more = zframe_more(f);
+        zmsg_append(msg, &f);
+    }
+    *msg_p = msg;
+    return true;
+}
+
 /* Reads up to S_DRAIN_MAX messages; true if it stopped at that bound (more
    may wait), false once the socket said EAGAIN. */
 static bool s_drain(zxb_broker_t *self, bool workers)
 {
     zsock_t *sock = workers ? self->wsock : self->csock;
     for (int i = 0; i < S_DRAIN_MAX; i++) {
-        zmsg_t *msg = zmsg_recv(sock); /* RCVTIMEO 0: NULL when nothing is left */
-        if (!msg) {
+        zframe_t *rid = NULL;
+        zmsg_t *msg = NULL;
+        if (!s_recv(sock, &rid, &msg)) {
             return false;
         }
-        zframe_t *rid = zmsg_pop(msg);
-        if (rid && zxb_sec_verify(sock, workers, rid, msg, &self->drops) == 0 &&
+        if (zxb_sec_verify(sock, workers, rid, msg, &self->drops) == 0 &&
             (!self->standby || zxb_pair_admit(self, workers, rid, msg))) {
             if (workers) {
                 zxb_worker_msg(self, rid, &msg);

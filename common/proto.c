@@ -693,27 +693,33 @@ void zxp_out_init(zxp_out_t *out)
     msgpack_packer_init(&out->pk, &out->buf, msgpack_sbuffer_write);
 }
 
-/* Destroys the unsent payloads except the borrowed ones (zxp_out_payload_share),
-   which stay their owner's. */
+/* Empties the unsent payloads except the borrowed ones (zxp_out_payload_share),
+   which stay their owner's. The empty zmsg is kept: a batch is begun, sent
+   and begun again per message on a lone task's path, and a new zmsg each
+   time was two callocs and two frees (docs/performance.md, 36). */
 static void s_out_drop_payloads(zxp_out_t *out)
 {
-    if (out->payloads && out->shared && zlist_size(out->shared) > 0) {
-        zframe_t *f;
-        while ((f = zmsg_pop(out->payloads))) {
-            if (f == zlist_first(out->shared)) {
-                zlist_pop(out->shared);
-            } else {
-                zframe_destroy(&f);
-            }
+    if (!out->payloads) {
+        out->payloads = zmsg_new();
+        return;
+    }
+    zframe_t *f;
+    while ((f = zmsg_pop(out->payloads))) {
+        if (out->shared && f == zlist_first(out->shared)) {
+            zlist_pop(out->shared);
+        } else {
+            zframe_destroy(&f);
         }
     }
-    zmsg_destroy(&out->payloads);
 }
 
 void zxp_out_fini(zxp_out_t *out)
 {
     msgpack_sbuffer_destroy(&out->buf);
-    s_out_drop_payloads(out);
+    if (out->payloads) {
+        s_out_drop_payloads(out);
+        zmsg_destroy(&out->payloads);
+    }
     zlist_destroy(&out->shared);
 }
 
@@ -728,7 +734,6 @@ void zxp_out_begin(zxp_out_t *out, uint8_t cmd)
     out->item_open = false;
     msgpack_sbuffer_clear(&out->buf);
     s_out_drop_payloads(out);
-    out->payloads = zmsg_new();
     if (out->batch) {
         /* array32 with its count patched at send time */
         static const char hdr[5] = {(char)0xdd, 0, 0, 0, 0};
@@ -881,6 +886,60 @@ int64_t zxp_max_msg(void)
     return atomic_load(&s_max_msg);
 }
 
+/* Resets a sent batch for the next one of the same command. */
+static void s_out_sent(zxp_out_t *out)
+{
+    out->count = 0;
+    out->item_open = false;
+    msgpack_sbuffer_clear(&out->buf);
+    if (out->batch) {
+        static const char hdr[5] = {(char)0xdd, 0, 0, 0, 0};
+        msgpack_sbuffer_write(&out->buf, hdr, sizeof hdr);
+    }
+}
+
+/* zxp_out_send when no signer is registered (nothing to sign, so no
+   message to build): the routing id, signature and header go out as
+   zmq_send copies, the payload frames as they are, and the emptied zmsg
+   stays for the next batch. Building a zmsg cost a zframe (calloc, free)
+   per frame and a new zmsg (two callocs) per message: a lone task's round
+   trip sends two messages from the broker (docs/performance.md, 36). */
+static int s_out_send_plain(zxp_out_t *out, const uint8_t sig[4], zsock_t *sock,
+                            zframe_t *routing_id)
+{
+    void *handle = zsock_resolve(sock);
+    size_t nframes = zmsg_size(out->payloads);
+    int rc = 0;
+    if (routing_id &&
+        zmq_send(handle, zframe_data(routing_id), zframe_size(routing_id), ZMQ_SNDMORE) < 0) {
+        rc = -1;
+    }
+    if (rc == 0 && zmq_send(handle, sig, 4, ZMQ_SNDMORE) < 0) {
+        rc = -1;
+    }
+    if (rc == 0 && zmq_send(handle, out->buf.data, out->buf.size, nframes ? ZMQ_SNDMORE : 0) < 0) {
+        rc = -1;
+    }
+    /* frame by frame, so borrowed payloads go with ZFRAME_REUSE: ZeroMQ
+       sends a reference-counted copy of the zmq_msg_t, not of the bytes */
+    zframe_t *f;
+    while ((f = zmsg_pop(out->payloads))) {
+        int more = zmsg_size(out->payloads) > 0 ? ZFRAME_MORE : 0;
+        bool borrowed = out->shared && f == zlist_first(out->shared);
+        if (borrowed) {
+            zlist_pop(out->shared);
+        }
+        if (rc == 0 && zframe_send(&f, sock, more | (borrowed ? ZFRAME_REUSE : 0)) != 0) {
+            rc = -1;
+        }
+        if (!borrowed) {
+            zframe_destroy(&f); /* unsent (zframe_send nulls a sent one) */
+        }
+    }
+    s_out_sent(out);
+    return rc;
+}
+
 int zxp_out_send(zxp_out_t *out, zsock_t *sock, zframe_t *routing_id)
 {
     if (out->batch) {
@@ -891,9 +950,12 @@ int zxp_out_send(zxp_out_t *out, zsock_t *sock, zframe_t *routing_id)
         h[3] = (uint8_t)(n >> 8);
         h[4] = (uint8_t)n;
     }
+    uint8_t sig[4] = {ZXP_SIG0, ZXP_SIG1, ZXP_VERSION, out->cmd};
+    if (atomic_load_explicit(&s_nsigners, memory_order_relaxed) == 0) {
+        return s_out_send_plain(out, sig, sock, routing_id);
+    }
     zmsg_t *msg = out->payloads;
     out->payloads = NULL;
-    uint8_t sig[4] = {ZXP_SIG0, ZXP_SIG1, ZXP_VERSION, out->cmd};
     zmsg_pushmem(msg, out->buf.data, out->buf.size);
     zmsg_pushmem(msg, sig, sizeof sig);
     int rc = s_sign_hook(sock, msg, routing_id);
@@ -927,14 +989,8 @@ int zxp_out_send(zxp_out_t *out, zsock_t *sock, zframe_t *routing_id)
         rc = zmsg_send(&msg, sock);
     }
     zmsg_destroy(&msg);
-    out->count = 0;
-    out->item_open = false;
-    msgpack_sbuffer_clear(&out->buf);
     out->payloads = zmsg_new();
-    if (out->batch) {
-        static const char hdr[5] = {(char)0xdd, 0, 0, 0, 0};
-        msgpack_sbuffer_write(&out->buf, hdr, sizeof hdr);
-    }
+    s_out_sent(out);
     return rc;
 }
 

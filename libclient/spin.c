@@ -42,6 +42,7 @@
 #define S_SAMPLE_MS 100 /* the longest a decision stands before it is measured again */
 #define S_FIRST_MS 10   /* the first interval: until it ends, spinning is allowed */
 #define S_SPARE_MIN 0.5 /* idle cores, on average, needed to spin (see the top) */
+#define S_IDLE_MIN 0.1  /* and cores that really idled: none means saturated */
 
 static int s_max_us;
 static pthread_once_t s_once = PTHREAD_ONCE_INIT;
@@ -147,7 +148,13 @@ static int64_t s_measure(void)
         double spin_cores = interval_ns > 0 ? (double)(spent - s_prev_spent) / interval_ns : 0;
         double others = busy_cores - spin_cores;
         double spare = (double)cpus - (others > 0 ? others : 0);
-        atomic_store(&s_allowed, spare >= S_SPARE_MIN);
+        /* Leaving the spin out of the busy time is right while some core
+           still idled; on a saturated machine the spinner's time was taken
+           from other threads that wanted it, and counting it as spare kept
+           the spin going beside one CPU-bound process per core (B loaded).
+           So the machine must also have idled a little. */
+        double idle_cores = (double)cpus - busy_cores;
+        atomic_store(&s_allowed, spare >= S_SPARE_MIN && idle_cores >= S_IDLE_MIN);
     }
     if (total > s_prev_total || !s_have_prev) {
         s_prev_busy = busy;

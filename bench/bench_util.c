@@ -1,6 +1,8 @@
 /*  bench_util.c - helpers shared by the benchmark programs (bench_util.h). */
 #include "bench_util.h"
 
+#include "zx_net.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -126,20 +128,7 @@ void bu_stop(pid_t pid)
 
 int bu_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) {
-        return -1;
-    }
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
-        port = ntohs(a.sin_port);
-    }
-    close(fd);
-    return port;
+    return zx__free_tcp_port();
 }
 
 bool bu_wait_port(int port, double timeout)

@@ -46,11 +46,16 @@ zxt_init() {
   trap 'exit 1' INT TERM
 }
 
-# A random port that refuses a connect; the caller binds it at once.
+# A random port that refuses a connect; the caller binds it at once. It is
+# chosen below the kernel's ephemeral range: a port from that range can be
+# taken by any outgoing connection (a worker reconnecting every 100 ms) before
+# the caller binds it (common/net.c).
 free_port() {
-  local p
+  local p lo=32768
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+  [ "$lo" -gt 12000 ] || lo=32768
   for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (lo - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"
       return

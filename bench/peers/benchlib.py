@@ -4,6 +4,7 @@ servers started and stopped by PID, and the task functions both peers run
 (module level, so that ProcessPoolExecutor can pickle them by name)."""
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,9 +31,16 @@ def percentile(values, p):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Below the kernel's ephemeral range, checked by a bind (an ephemeral
+    port can be taken by any outgoing connection before the peer binds it)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", random.randrange(10000, 32000)))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port")
 
 
 def wait_port(port, timeout):

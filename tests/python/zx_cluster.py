@@ -7,6 +7,7 @@ the workers it has registered.
 """
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,9 +29,23 @@ PY = "/usr/bin/python3"
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below the kernel's ephemeral range, checked by a bind: one from
+    that range can be taken by any outgoing connection before the broker
+    binds it (common/net.c)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo = 32768
+    for _ in range(200):
+        port = random.randrange(10000, lo) if lo > 12000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port")
 
 
 def env_with_path(extra=None):

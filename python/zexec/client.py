@@ -745,7 +745,8 @@ class Executor(_base.Executor):
             self._open()
         except BaseException:
             log.exception("zexec: the I/O thread of the executor for %s failed", self.endpoint)
-            self._sock.close(0)
+            if self._sock is not None:
+                self._sock.close(0)
             ctx.term()
             self._fail_all()
             raise

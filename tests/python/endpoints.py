@@ -217,12 +217,13 @@ def dead_endpoint():
 
 def pyworker(c, broker, node, *extra):
     return c._spawn([zc.PY, "-m", "zexec.worker", "--broker", broker, "--node", node,
-                     "--threads", "2", "--procs", "0", "--allow-pickle"] + list(extra),
-                    "pyworker-" + node)
+                     "--threads", "2", "--procs", "0", "--allow-pickle"] + c.peer_flags("worker")
+                    + list(extra), "pyworker-" + node)
 
 
 def nodes(c):
-    return {w.get("node") for w in zexec.status(c.clients, timeout=5.0).get("workers", [])}
+    return {w.get("node") for w in
+            zexec.status(c.clients, timeout=5.0, **c.client_kwargs()).get("workers", [])}
 
 
 def first_passive(tmp):
@@ -276,6 +277,47 @@ def first_passive(tmp):
           repr(c.exits))
 
 
+def two_passives(tmp):
+    """Both endpoints passive (a pair starting, or taking over): the client
+    and the worker go round the list, but after a whole round of ERROR 3
+    one heartbeat apart, not at network speed. Counted over a window of
+    the test's own choosing: the bound is many times what pacing allows
+    and far below what bouncing at network speed sends, and load only
+    lowers the counts."""
+    a, b = FakePassive(), FakePassive()
+    c = zc.Cluster(log_dir=tmp)
+    try:
+        both = a.endpoint + "," + b.endpoint
+        ex = zexec.Executor(both, heartbeat=0.5)
+        try:
+            f = ex.submit_named("echo", 1)
+            wait_until(lambda: a.count("HELLO") >= 2 and b.count("HELLO") >= 2, 60,
+                       "the client to say HELLO to both passives twice")
+            n0 = a.count("HELLO") + b.count("HELLO")
+            time.sleep(2.0)  # the window counted over (not a synchronisation)
+            n = a.count("HELLO") + b.count("HELLO") - n0
+            check("client between two passives: goes round, paced", n <= 40,
+                  "%d HELLO in the window" % n)
+            check("client between two passives: the future stays pending", not f.done())
+            f.cancel()
+        finally:
+            ex.shutdown(wait=True)
+        pyworker(c, both, "py-two-passives", "--heartbeat", "0.5")
+        wait_until(lambda: a.count("READY") >= 2 and b.count("READY") >= 2, 60,
+                   "the worker to say READY to both passives twice")
+        n0 = a.count("READY") + b.count("READY")
+        time.sleep(2.0)  # the window counted over (not a synchronisation)
+        n = a.count("READY") + b.count("READY") - n0
+        check("worker between two passives: goes round, paced", n <= 40,
+              "%d READY in the window" % n)
+    finally:
+        c.close()
+        a.close()
+        b.close()
+    check("two_passives: the worker stopped exits 0", all(rc == 0 for _, rc in c.exits),
+          repr(c.exits))
+
+
 def first_dead(tmp):
     c = zc.Cluster(log_dir=tmp)
     try:
@@ -314,13 +356,18 @@ def log_count(path, what):
         return 0
 
 
-def real_pair(tmp):
-    c = zc.Cluster(log_dir=tmp)
+def real_pair(tmp, security=None):
+    c = zc.Cluster(security, log_dir=tmp)
+    tag = "pair%s: " % (" (signed)" if security else "")
+    kw = c.client_kwargs()
     peer = "tcp://127.0.0.1:%d" % zc.free_port()
     cps = [zc.free_port(), zc.free_port()]
     wps = [zc.free_port(), zc.free_port()]
     cl = ",".join("tcp://127.0.0.1:%d" % p for p in cps)
     wl = ",".join("tcp://127.0.0.1:%d" % p for p in wps)
+    # the backup (the passive one) first: what follows its ERROR 3
+    cl_rev = ",".join("tcp://127.0.0.1:%d" % p for p in reversed(cps))
+    wl_rev = ",".join("tcp://127.0.0.1:%d" % p for p in reversed(wps))
     brokers, logs = [None, None], [None, None]
     roles = ["--primary", "--backup"]
 
@@ -332,7 +379,8 @@ def real_pair(tmp):
                               "--journal", os.path.join(tmp, "j%d" % i),
                               "--clients", "tcp://127.0.0.1:%d" % cps[i],
                               "--workers", "tcp://127.0.0.1:%d" % wps[i],
-                              "--heartbeat", "1", "--liveness", "3", "--retries", "100"],
+                              "--heartbeat", "1", "--liveness", "3", "--retries", "100"]
+                             + c.broker_flags(),
                              stdout=out, stderr=subprocess.STDOUT, env=zc.env_with_path())
         out.close()
         c.procs.append(p)
@@ -343,26 +391,37 @@ def real_pair(tmp):
         start(1, 1)
         wait_until(lambda: log_count(logs[0], ACTIVE) >= 1, 60, "the primary to become active")
         wait_until(lambda: log_count(logs[1], COPY) >= 1, 60, "the backup's complete copy")
-        for n in ("pyw1", "pyw2"):
-            pyworker(c, wl, n)
+        pyworker(c, wl, "pyw1")
+        pyworker(c, wl_rev, "pyw2")
 
         def both():
             try:
-                st = zexec.status(cl, timeout=5.0)
+                st = zexec.status(cl, timeout=5.0, **kw)
             except zexec.BrokerUnreachableError:
                 return False
             return {"pyw1", "pyw2"} <= {w.get("node") for w in st.get("workers", [])}
 
         wait_until(both, 60, "both Python workers to register at the pair")
-        check("pair: both Python workers registered through the worker list", True)
+        check(tag + "both Python workers registered through the worker list (one given the "
+              "passive broker first)", True)
+        st = zexec.status(cl_rev, timeout=10.0, **kw)
+        check(tag + "status() given passive,active: the active's map",
+              {"pyw1", "pyw2"} <= {w.get("node") for w in st.get("workers", [])})
+        with zexec.Executor(cl_rev, **kw) as ex:
+            v = ex.submit_named("echo", "passive", "first").result(60)
+            check(tag + "client given passive,active: the result", v == ["passive", "first"],
+                  repr(v))
+            check(tag + "client given passive,active: Executor.endpoint is the active one",
+                  ex.endpoint == "tcp://127.0.0.1:%d" % cps[0], ex.endpoint)
+        check(tag + "the passive broker stayed passive", log_count(logs[1], ACTIVE) == 0)
         n = 40
         want = [0.2 + i / 1000.0 for i in range(n)]
         got = []
-        with zexec.Executor(cl) as ex:
+        with zexec.Executor(cl, **kw) as ex:
             fs = [ex.submit_named("sleep", x) for x in want]
             wait_until(lambda: sum(f.done() for f in fs) >= 6, 120, "6 results before the kill")
             done = sum(f.done() for f in fs)
-            check("pair: the map was still running at the kill", done < n, "%d done" % done)
+            check(tag + "the map was still running at the kill", done < n, "%d done" % done)
             killed = 0  # the primary is the active one (its log said so)
             actives = log_count(logs[1 - killed], ACTIVE)
             brokers[killed].send_signal(signal.SIGKILL)
@@ -372,24 +431,31 @@ def real_pair(tmp):
                 try:
                     got.append(f.result(180))
                 except Exception as e:  # noqa: BLE001 - reported as the failure
-                    check("pair: a task failed", False, repr(e))
+                    check(tag + "a task failed", False, repr(e))
                     break
-            check("pair: the other broker took over",
+            check(tag + "the other broker took over",
                   log_count(logs[1 - killed], ACTIVE) > actives)
-            check("pair: after kill -9 of the active, every result arrived, each its own "
+            check(tag + "after kill -9 of the active, every result arrived, each its own "
                   "task's, in order", got == want, "%d of %d" % (len(got), n))
-            check("pair: Executor.endpoint is the broker that took over",
+            check(tag + "Executor.endpoint is the broker that took over",
                   ex.endpoint == "tcp://127.0.0.1:%d" % cps[1 - killed], ex.endpoint)
     finally:
         c.close()
-    check("pair: every process stopped exits 0", all(rc == 0 for _, rc in c.exits),
+    check(tag + "every process stopped exits 0", all(rc == 0 for _, rc in c.exits),
           repr(c.exits))
 
 
 def main():
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="zx-pyeps-") as tmp:
-        for part in (parsing, loopback_rule, first_passive, first_dead, real_pair):
+        secret = os.path.join(tmp, "secret")
+        zc.make_secret(secret)
+
+        def signed_pair(d):
+            real_pair(d, ("secret", secret))
+
+        for part in (parsing, loopback_rule, first_passive, two_passives, first_dead, real_pair,
+                     signed_pair):
             t = time.monotonic()
             d = os.path.join(tmp, part.__name__)
             os.makedirs(d)

@@ -336,6 +336,15 @@ def first_dead(tmp):
         st = zexec.status(dead_endpoint() + "," + c.clients, timeout=4.0)
         check("status() given dead,real: the real broker's map after the first slice",
               "py-after-dead" in {w.get("node") for w in st.get("workers", [])})
+        # no endpoint answers: broker_timeout counts from the last message of any
+        both_dead = dead_endpoint() + "," + dead_endpoint()
+        with zexec.Executor(both_dead, heartbeat=0.2, broker_timeout=1.5) as ex:
+            try:
+                ex.submit_named("echo", 1).result(60)
+                check("two dead endpoints: BrokerUnreachableError", False, "a result")
+            except zexec.BrokerUnreachableError as e:
+                check("two dead endpoints: BrokerUnreachableError naming the list",
+                      both_dead in str(e), str(e))
     finally:
         c.close()
     check("first_dead: every process stopped exits 0", all(rc == 0 for _, rc in c.exits),

@@ -69,6 +69,9 @@ ST_MAX = 9
 
 CANCEL_DONE, CANCEL_REFUSED, CANCEL_TERMINATED = 0, 1, 2
 
+# ERROR codes (protocol.md 4.4)
+ERR_PASSIVE = 3  # the passive broker of a pair: use the other endpoint
+
 ROLE_BROKER_C, ROLE_BROKER_W, ROLE_CLIENT, ROLE_WORKER = 1, 2, 3, 4
 
 U32 = 0xFFFFFFFF
@@ -472,6 +475,44 @@ def setup_socket(sock, curve=None):
         sock.curve_secretkey = sec
 
 
+# ---- broker endpoint lists (common/endpoints.c) ---------------------------------
+
+EPS_MAX = 16
+EP_MAX_LEN = 255
+_BLANKS = " \t\n\r"
+
+
+def parse_endpoints(spec):
+    """A broker endpoint list, "tcp://a:5570,tcp://b:5570" (the two brokers
+    of a pair, docs/operations.md "Running a pair"), as zx__eps_parse reads
+    it: items separated by commas, blanks around each ignored. An empty
+    spec, an empty item ("a,,b", a trailing comma), a blank inside an item,
+    an item longer than 255 bytes or more than 16 items raise ValueError
+    saying which. Returns the endpoints in order (one for a plain endpoint);
+    their syntax is libzmq's to check when connecting."""
+    if spec is None:
+        raise ValueError("no broker endpoint")
+    if type(spec) is not str:
+        raise TypeError("a broker endpoint list is a str, not %s" % type(spec).__name__)
+    eps = []
+    for item in spec.split(","):
+        ep = item.strip(_BLANKS)
+        why = None
+        if not ep:
+            why = "an empty endpoint"
+        elif len(ep.encode("utf-8", "surrogateescape")) > EP_MAX_LEN:
+            why = "an endpoint longer than 255 bytes"
+        elif len(eps) == EPS_MAX:
+            why = "more than 16 endpoints"
+        elif any(c in _BLANKS for c in ep):
+            why = "a blank inside an endpoint"
+        if why:
+            raise ValueError("invalid broker endpoint list '%s': %s (expected e.g. "
+                             "tcp://HOST:5570 or tcp://A:5570,tcp://B:5570)" % (spec, why))
+        eps.append(ep)
+    return eps
+
+
 def is_loopback(endpoint):
     """True for the endpoints docs/security.md counts as loopback."""
     if endpoint.startswith(("ipc://", "inproc://")):
@@ -481,3 +522,9 @@ def is_loopback(endpoint):
         return False
     host = m.group(1)
     return host in ("localhost", "[::1]") or host.startswith("127.")
+
+
+def all_loopback(endpoints):
+    """True when every endpoint of a list is loopback (the rule holds for
+    each broker of a pair)."""
+    return all(is_loopback(ep) for ep in endpoints)

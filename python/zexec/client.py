@@ -18,8 +18,15 @@ the worker and its result is discarded.
 Broker loss: after liveness x heartbeat of silence the executor says HELLO
 every interval; futures stay pending, and every unresolved task is re-sent
 after the next WELCOME (the broker drops the ones it holds). A task fails
-with BrokerUnreachableError once the broker has been unreachable for
+with BrokerUnreachableError once no broker has been heard for
 broker_timeout during its life.
+
+A pair of brokers (docs/operations.md, "Running a pair"): the endpoint may
+be a list, "tcp://a:5570,tcp://b:5570". The executor talks to one endpoint
+at a time, as the C client does, and moves to the next (wrapping) when the
+current one answers ERROR 3 (passive) or has been silent for the liveness
+window; the session stays, so the other broker, which holds a copy of the
+journal, knows it, and the unresolved tasks are re-sent after its WELCOME.
 """
 
 import builtins
@@ -177,7 +184,9 @@ def _chunks(iterable, n):
 
 class Executor(_base.Executor):
     """Runs tasks on a zexec cluster through the broker at endpoint (the
-    client endpoint, default $ZEXEC_BROKER or tcp://127.0.0.1:5570).
+    client endpoint, default $ZEXEC_BROKER or tcp://127.0.0.1:5570; a list
+    "tcp://a:5570,tcp://b:5570" for a pair of brokers: self.endpoints; the
+    one in use is self.endpoint).
 
     max_workers: most tasks this executor has at the broker at once
     (None: no bound); the rest wait here, where cancel() and
@@ -203,7 +212,11 @@ class Executor(_base.Executor):
             raise ValueError("retries must be -1..100")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        self.endpoint = endpoint or os.environ.get("ZEXEC_BROKER", "tcp://127.0.0.1:5570")
+        # a ValueError here, before the I/O thread exists, names what is wrong
+        self.endpoints = tuple(P.parse_endpoints(
+            endpoint or os.environ.get("ZEXEC_BROKER", "tcp://127.0.0.1:5570")))
+        self._ep = 0
+        self.endpoint = self.endpoints[0]  # the current one (the I/O thread moves it)
         self._max_workers = max_workers
         self._pool = _POOLS[pool]
         self._priority = priority
@@ -223,7 +236,7 @@ class Executor(_base.Executor):
             pub, sec = P.load_cert(key, True)
             spub, _ = P.load_cert(server_key, False)
             self._curve = (spub, pub, sec)
-        self._pickle_ok = (P.is_loopback(self.endpoint) or self._curve is not None
+        self._pickle_ok = (P.all_loopback(self.endpoints) or self._curve is not None
                            or self._signer is not None)
         self._init_blob = None
         self._session = bytes([secrets.randbelow(255) + 1]) + secrets.token_bytes(15)
@@ -297,7 +310,8 @@ class Executor(_base.Executor):
             raise E.ZexecError(
                 "submitting Python callables sends pickles, which the worker runs as code: "
                 "refused for %s, which is not loopback, without CURVE keys or a shared secret "
-                "(use submit_named, or key/server_key or secret_file)" % self.endpoint)
+                "(use submit_named, or key/server_key or secret_file)"
+                % ",".join(self.endpoints))
 
     def submit(self, fn, /, *args, **kwargs):
         """Runs fn(*args, **kwargs) on a Python worker started with
@@ -486,6 +500,41 @@ class Executor(_base.Executor):
         if batch:
             self._send_tasks(batch)
 
+    def _open(self):
+        """A DEALER with our session as routing id, connected to the current
+        endpoint, replacing the one we had (a fresh socket drops whatever
+        still waited for the old endpoint, and nothing the old broker still
+        sends can reach us)."""
+        if self._sock is not None:
+            self._poller.unregister(self._sock)
+            self._sock.close(0)
+        self._sock = s = self._ctx.socket(zmq.DEALER)
+        P.setup_socket(s, self._curve)
+        s.setsockopt(zmq.ROUTING_ID, self._session)
+        self._poller.register(s, zmq.POLLIN)
+        try:
+            s.connect(self.endpoint)
+        except zmq.ZMQError as e:
+            if len(self.endpoints) == 1:
+                raise
+            # the next silence window moves on to the next endpoint
+            log.error("zexec: cannot connect to %s: %s", self.endpoint, e)
+
+    def _next_broker(self, why, now):
+        """A pair: moves to the next endpoint of the list (wrapping), keeping
+        the session; the tasks are re-sent after its WELCOME. False with a
+        single endpoint."""
+        if len(self.endpoints) < 2:
+            return False
+        old = self.endpoint
+        self._ep = (self._ep + 1) % len(self.endpoints)
+        self.endpoint = self.endpoints[self._ep]
+        log.warning("zexec: broker %s %s; trying %s", old, why, self.endpoint)
+        self._open()
+        self._ep_since = now
+        self._need_resend = True
+        return True
+
     def _lost(self, why):
         if self._connected:
             log.warning("zexec: broker %s %s; futures stay pending, reconnecting",
@@ -632,8 +681,20 @@ class Executor(_base.Executor):
         elif cmd == P.SHUTDOWN:
             self._lost("is shutting down")
         elif cmd == P.ERROR:
+            if m.header[0] == P.ERR_PASSIVE and len(self.endpoints) > 1:
+                self._lost("is passive")
+                self._next_broker("is passive", self._last_rx)
+                # a whole round of passive answers (a pair starting, or
+                # taking over): the next HELLO waits for the tick, so the
+                # executor does not bounce between the two at network speed
+                self._passive_run += 1
+                if self._passive_run < len(self.endpoints):
+                    self._hello()
+                return
             log.warning("zexec: broker %s says error %d: %s", self.endpoint, m.header[0],
                         m.header[1])
+        if cmd not in (P.ERROR, P.RESET):  # a passive broker may answer RESET first
+            self._passive_run = 0
 
     def _dropped(self, why):
         if why not in self._drops:
@@ -656,28 +717,39 @@ class Executor(_base.Executor):
                 t.sent, was = False, t.sent
                 if was:
                     self._inflight -= 1
+        if len(self.endpoints) > 1:
+            why = "no broker of %s has answered for %.1f s" % (",".join(self.endpoints),
+                                                                now - since)
+        else:
+            why = "the broker %s has been unreachable for %.1f s" % (self.endpoint, now - since)
         for t in old + out:
-            self._resolve(t, exc=E.BrokerUnreachableError(
-                "the broker %s has been unreachable for %.1f s" % (self.endpoint, now - since)))
+            self._resolve(t, exc=E.BrokerUnreachableError(why))
 
     def _done(self):
         with self._lock:
             return self._shutdown and self._unresolved == 0 and not self._unsent
 
     def _io_main(self):
-        ctx = zmq.Context()
-        self._sock = s = ctx.socket(zmq.DEALER)
-        P.setup_socket(s, self._curve)
-        s.setsockopt(zmq.ROUTING_ID, self._session)
-        s.connect(self.endpoint)
+        self._ctx = ctx = zmq.Context()
+        self._sock = None
+        self._poller = poller = zmq.Poller()
+        poller.register(self._wake, zmq.POLLIN)
         self._broker_id = None
         self._broker_hb = self._hb_ms
         self._need_resend = False
         self._drops = set()
-        self._last_rx = time.monotonic()
-        poller = zmq.Poller()
-        poller.register(s, zmq.POLLIN)
-        poller.register(self._wake, zmq.POLLIN)
+        self._last_rx = time.monotonic()  # the last message from any broker
+        self._ep_since = self._last_rx  # when the current endpoint became current
+        self._passive_run = 0  # ERROR 3 moves in a row
+        try:
+            self._open()
+        except BaseException:
+            log.exception("zexec: the I/O thread of the executor for %s failed", self.endpoint)
+            if self._sock is not None:
+                self._sock.close(0)
+            ctx.term()
+            self._fail_all()
+            raise
         self._hello()
         next_tick = time.monotonic() + self._hb_ms / 1000.0
         try:
@@ -694,6 +766,7 @@ class Executor(_base.Executor):
                         os.eventfd_read(self._wake)
                     except BlockingIOError:
                         pass
+                s = self._sock
                 if s in ready:
                     for _ in range(256):
                         try:
@@ -701,6 +774,8 @@ class Executor(_base.Executor):
                         except zmq.Again:
                             break
                         self._on_message(frames)
+                        if self._sock is not s:
+                            break  # moved to the next endpoint: the rest was the old one's
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + self._hb_ms / 1000.0
@@ -710,6 +785,11 @@ class Executor(_base.Executor):
                         else:
                             self._send(P.encode(P.HEARTBEAT, []))
                             continue
+                    # a pair: the current endpoint has been silent for the
+                    # liveness window (since it became current): the next
+                    heard = max(self._last_rx, self._ep_since)
+                    if (now - heard) * 1000.0 > self._liveness * self._broker_hb:
+                        self._next_broker("is silent", now)
                     self._hello()
                     if now - self._last_rx >= self._broker_timeout:
                         self._expire(now)
@@ -724,34 +804,34 @@ class Executor(_base.Executor):
             log.exception("zexec: the I/O thread of the executor for %s failed", self.endpoint)
             raise
         finally:
-            s.close(1000 if self._connected else 0)
+            self._sock.close(1000 if self._connected else 0)
             ctx.term()
-            with self._lock:
-                os.close(self._wake)
-                self._wake = -1
-                left = list(self._unsent.values()) + [
-                    t for t in self._pending.values()
-                                             if not t.abandoned]
-                self._outbox.clear()
-                self._waiting.clear()
-                self._unsent.clear()
-                self._pending.clear()
-            for t in left:
-                _set(t.future, exc=RuntimeError("the executor's I/O thread ended"))
+            self._fail_all()
+
+    def _fail_all(self):
+        """At the I/O thread's end: nothing may wait on it any more."""
+        with self._lock:
+            os.close(self._wake)
+            self._wake = -1
+            left = list(self._unsent.values()) + [
+                t for t in self._pending.values() if not t.abandoned]
+            self._outbox.clear()
+            self._waiting.clear()
+            self._unsent.clear()
+            self._pending.clear()
+        for t in left:
+            _set(t.future, exc=RuntimeError("the executor's I/O thread ended"))
 
 
-def status(endpoint=None, timeout=3.0, *, secret_file=None, key=None, server_key=None):
-    """The broker's STATUS-REPLY map (docs/operations.md), or raises
+class _Passive(Exception):
+    """status(): the broker answered ERROR 3 (the passive one of a pair)."""
+
+
+def _status_one(ctx, endpoint, timeout, secret, curve):
+    """One broker's STATUS-REPLY map; raises _Passive, or
     BrokerUnreachableError after timeout seconds."""
-    endpoint = endpoint or os.environ.get("ZEXEC_BROKER", "tcp://127.0.0.1:5570")
-    secret = P.load_secret(secret_file)
     signer = P.Signer(secret, P.ROLE_BROKER_C, P.ROLE_CLIENT) if secret else None
-    curve = None
-    if key and server_key:
-        pub, sec = P.load_cert(key, True)
-        curve = (P.load_cert(server_key, False)[0], pub, sec)
     session = bytes([secrets.randbelow(255) + 1]) + secrets.token_bytes(15)
-    ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
     try:
         P.setup_socket(s, curve)
@@ -785,6 +865,50 @@ def status(endpoint=None, timeout=3.0, *, secret_file=None, key=None, server_key
             elif m.cmd == P.STATUS_REPLY:
                 send(P.BYE, [])
                 return m.header[0]
+            elif m.cmd == P.ERROR and m.header[0] == P.ERR_PASSIVE:
+                raise _Passive("the broker at %s refused: %s" % (endpoint, m.header[1]))
     finally:
         s.close(200)
+
+
+def status(endpoint=None, timeout=3.0, *, secret_file=None, key=None, server_key=None):
+    """The broker's STATUS-REPLY map (docs/operations.md), or raises
+    BrokerUnreachableError after timeout seconds. With a list of endpoints
+    (a pair of brokers) each is asked in turn, a slice of the time each (at
+    least 1 s), wrapping, until the active one answers: a passive one
+    (ERROR 3) or a silent one is followed by the next, as `zexec status`
+    does."""
+    eps = P.parse_endpoints(endpoint or os.environ.get("ZEXEC_BROKER", "tcp://127.0.0.1:5570"))
+    secret = P.load_secret(secret_file)
+    curve = None
+    if key and server_key:
+        pub, sec = P.load_cert(key, True)
+        curve = (P.load_cert(server_key, False)[0], pub, sec)
+    deadline = time.monotonic() + timeout
+    slice_ = max(1.0, timeout / len(eps)) if len(eps) > 1 else timeout
+    passive = last = None
+    i = 0
+    ctx = zmq.Context()
+    try:
+        while True:
+            t0 = time.monotonic()
+            left = max(0.001, deadline - t0)
+            try:
+                return _status_one(ctx, eps[i], min(left, slice_), secret, curve)
+            except _Passive as e:
+                passive = last = str(e)
+            except E.BrokerUnreachableError as e:
+                last = str(e)
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if now - t0 < 0.2:
+                # a passive answer is immediate: do not spin on it
+                time.sleep(min(0.2 - (now - t0), deadline - now))
+            i = (i + 1) % len(eps)
+    finally:
         ctx.term()
+    if len(eps) > 1:
+        raise E.BrokerUnreachableError("no active broker among %s within %.1f s (last: %s)"
+                                       % (",".join(eps), timeout, passive or last))
+    raise E.BrokerUnreachableError(passive or last)

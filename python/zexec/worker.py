@@ -14,8 +14,12 @@ threads in this process (no isolation: a crash there is the worker's).
 Like the C worker: the broker's silence for liveness x heartbeat (this
 worker's own heartbeat) means it is gone: a new DEALER with the same
 routing id, READY listing every task still held, results held until the
-broker speaks. SIGTERM or SIGINT drains (DRAIN, finish running tasks, BYE);
-a second one leaves at once.
+broker speaks. A pair of brokers (docs/operations.md, "Running a pair"):
+--broker takes a list, "tcp://a:5571,tcp://b:5571"; the worker talks to one
+endpoint at a time and that new DEALER goes to the next endpoint (wrapping)
+when the current one is silent or answers ERROR 3 (passive). SIGTERM or
+SIGINT drains (DRAIN, finish running tasks, BYE); a second one leaves at
+once.
 """
 
 import argparse
@@ -157,7 +161,9 @@ class Worker:
                  prefetch=1, functions=(), allow_pickle=False, builtins=True, time_limit=0.0,
                  heartbeat=1.0, liveness=3, secret_file=None, key=None, server_key=None,
                  preload=()):
-        self.endpoint = endpoint
+        self.endpoints = P.parse_endpoints(endpoint)
+        self.ep = 0
+        self.endpoint = self.endpoints[0]  # the current one
         self.node = (node or os.uname().nodename)[:255]
         self.threads = threads
         self.procs = (os.cpu_count() or 1) if procs is None else procs
@@ -190,11 +196,12 @@ class Worker:
             pub, sec = P.load_cert(key, True)
             spub, _ = P.load_cert(server_key, False)
             self.curve = (spub, pub, sec)
-        if allow_pickle and not P.is_loopback(endpoint) and not (self.curve or self.signer):
+        if (allow_pickle and not P.all_loopback(self.endpoints)
+                and not (self.curve or self.signer)):
             raise P.ConfigError(
                 "--allow-pickle runs any code a client sends: refused for %s, which is not "
                 "loopback, without CURVE keys (--key, --server-key) or a shared secret "
-                "(--secret-file or ZEXEC_SECRET)" % endpoint)
+                "(--secret-file or ZEXEC_SECRET)" % ",".join(self.endpoints))
         self.wid = bytes([secrets.randbelow(255) + 1]) + secrets.token_bytes(15)
         self.pid = os.getpid()
         self.jobs = {}  # (session, seq) -> Job
@@ -217,6 +224,8 @@ class Worker:
         self.said_drain = False
         self.connected = False
         self.sock = None
+        self.passive_run = 0  # ERROR 3 answers in a row
+        self.move_at = None  # a paced move to the next endpoint (ms), or None
 
     # ---- sockets --------------------------------------------------------------
 
@@ -224,14 +233,26 @@ class Worker:
         s = self.ctx.socket(zmq.DEALER)
         P.setup_socket(s, self.curve)
         s.setsockopt(zmq.ROUTING_ID, self.wid)
-        s.connect(self.endpoint)
         self.sock = s
+        try:
+            s.connect(self.endpoint)
+        except zmq.ZMQError as e:
+            if len(self.endpoints) == 1:
+                raise
+            # the liveness window moves on to the next endpoint
+            log.error("worker: cannot connect to %s: %s", self.endpoint, e)
         self.connected = False
         self.last_recv = _now_ms()
         self._send_ready()
 
     def _reconnect(self, why):
+        """A fresh DEALER, to the next endpoint of a list (the other broker
+        of a pair is the active one, or will be), READY again."""
+        if len(self.endpoints) > 1:
+            self.ep = (self.ep + 1) % len(self.endpoints)
+            self.endpoint = self.endpoints[self.ep]
         log.warning("worker: %s; reconnecting to %s", why, self.endpoint)
+        self.move_at = None
         self._flush()
         self.sock.close(0)
         self._connect()
@@ -534,6 +555,19 @@ class Worker:
             m = P.decode(frames, P.ROLE_WORKER)
         except P.DecodeError as e:
             return self._drop(e.args[1])
+        if m.cmd == P.ERROR and m.header[0] == P.ERR_PASSIVE and len(self.endpoints) > 1:
+            # the passive broker of a pair: results stay held for the
+            # active one. At once, unless a whole round of endpoints said
+            # so (a pair starting, or taking over): then one heartbeat
+            # apart, not bouncing between the two at network speed.
+            self.connected = False
+            if self.move_at is None:
+                self.passive_run += 1
+                now = _now_ms()
+                self.move_at = now if self.passive_run < len(self.endpoints) else now + self.hb_ms
+            return
+        if m.cmd != P.RESET:  # a passive broker may answer RESET first
+            self.passive_run = 0
         self.last_recv = _now_ms()
         if not self.connected:
             self.connected = True
@@ -616,6 +650,8 @@ class Worker:
                     byfd[c.fd_from] = c
                 now = _now_ms()
                 wake = min(next_hb, self.last_recv + live_ms)
+                if self.move_at is not None:
+                    wake = min(wake, self.move_at)
                 for j in self.jobs.values():
                     if j.state == "running" and j.deadline:
                         wake = min(wake, j.deadline)
@@ -650,10 +686,14 @@ class Worker:
                         except zmq.Again:
                             break
                         self._on_message(frames)
+                        if self.move_at is not None:
+                            break  # the passive one's: the rest goes with its socket
                 self._dispatch_process()
                 now = _now_ms()
                 self._deadlines(now)
-                if now - self.last_recv > live_ms:
+                if self.move_at is not None and now >= self.move_at:
+                    self._reconnect("the broker %s is passive" % self.endpoint)
+                elif now - self.last_recv > live_ms:
                     self._reconnect("the broker is silent")
                 if now >= next_hb:
                     self._send(P.encode(P.HEARTBEAT, []))

@@ -235,13 +235,20 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
     return rc == 0 ? 0 : -1;
 }
 
-zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd)
+/* zxc_probe with the message on stderr: 0 or -1. */
+static int s_probe_or_say(const zxc_conn_t *c, const char *cmd)
 {
     char err[512];
     if (zxc_probe(c, c->timeout, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "zexec %s: %s\n", cmd, err);
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+/* The executor once the broker answered. */
+static zx_executor_t *s_executor_new(const zxc_conn_t *c, const char *cmd)
+{
     char name[64];
     snprintf(name, sizeof name, "zexec %s", cmd);
     zx_options_t opts = {
@@ -261,10 +268,16 @@ zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd)
     return ex;
 }
 
+zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd)
+{
+    return s_probe_or_say(c, cmd) == 0 ? s_executor_new(c, cmd) : NULL;
+}
+
 /* ---- --detach: the job from the executor's creation until its id is printed ---- */
 
 /* How long --detach waits for the broker to make every task durable: with
-   a journal and a million tasks that is group commits of many seconds. */
+   a journal and a million tasks that is group commits of many seconds.
+   $ZEXEC_DETACH_WAIT overrides. */
 #define S_DETACH_WAIT 600.0
 /* How long an interrupted --detach gives the broker to cancel the job (to
    attach, and again to cancel), and to show the job it did not see yet. */
@@ -408,9 +421,13 @@ static void s_on_signal(int sig, int count, void *arg)
 
 zx_executor_t *zxc_detach_begin(const zxc_conn_t *c, const char *cmd, size_t total)
 {
+    /* Ctrl-C during the probe ends the command as usual: no job yet */
+    if (s_probe_or_say(c, cmd) != 0) {
+        return NULL;
+    }
     /* before the executor, so that its threads inherit the blocked signals */
     zxc_signals_block();
-    zx_executor_t *ex = zxc_executor(c, cmd);
+    zx_executor_t *ex = s_executor_new(c, cmd);
     if (!ex) {
         return NULL;
     }
@@ -462,14 +479,25 @@ void zxc_detach_release(zx_executor_t **ex_p)
     s_end(ex_p);
 }
 
+static double s_detach_wait(void)
+{
+    const char *env = getenv("ZEXEC_DETACH_WAIT");
+    double t;
+    if (env && zx__parse_double(env, 0.1, 1e7, &t)) {
+        return t;
+    }
+    return S_DETACH_WAIT;
+}
+
 int zxc_detach(zx_executor_t **ex_p, const char *results_hint)
 {
     char id[ZX_JOB_ID_LEN + 1];
-    int rc = zx_executor_detach(*ex_p, S_DETACH_WAIT, id);
+    double wait = s_detach_wait();
+    int rc = zx_executor_detach(*ex_p, wait, id);
     if (rc != ZX_OK) {
         char why[256];
-        snprintf(why, sizeof why, "the broker did not accept every task within %.0f s (%s)",
-                 S_DETACH_WAIT, zx_strerror(rc));
+        snprintf(why, sizeof why, "the broker did not accept every task within %g s (%s)", wait,
+                 zx_strerror(rc));
         return zxc_detach_abort(ex_p, why);
     }
     /* from here a signal does nothing: the id is printed */

@@ -3,8 +3,8 @@
     another process prints what `zexec run` prints; `zexec results` killed
     with SIGKILL midway and started again prints every result at least once;
     `zexec jobs` shows the progress; `zexec cancel`; `zexec submit --detach`;
-    `zexec run --detach` interrupted before it printed the id cancels its
-    job and names it.
+    `zexec run --detach` interrupted, or timed out, before it printed the id
+    cancels its job and names it.
     The real binaries: a broker and one worker (exec allowed, four process
     slots, the demo plugin) on loopback.
 */
@@ -36,14 +36,20 @@ static void s_path(char *buf, size_t len, const char *name)
 
 /* Starts zexec with args (NULL-terminated), stdin empty, stdout and stderr
    to s_dir/<name>/out and err. */
-static pid_t s_start(const char *name, const char *const *args)
+static pid_t s_start_env(const char *name, const char *const *args, const char *var,
+                         const char *value)
 {
     char dir[512];
     s_path(dir, sizeof dir, name);
-    const char *env[] = {"ZEXEC_BROKER", s_c.client_ep, NULL};
+    const char *env[] = {"ZEXEC_BROKER", s_c.client_ep, var, value, NULL};
     pid_t pid = zxt_run_cmd(s_zexec, dir, false, NULL, -1, args, env);
     cr_assert_gt(pid, 0);
     return pid;
+}
+
+static pid_t s_start(const char *name, const char *const *args)
+{
+    return s_start_env(name, args, NULL, NULL);
 }
 
 static s_res_t s_finish(pid_t pid, const char *name, double timeout)
@@ -395,15 +401,15 @@ static bool s_open_job(char id[33])
     return found;
 }
 
-Test(jobs_cli, an_interrupted_detach_cancels_its_job_and_names_it)
+/* Writes s_dir/big/in.txt: 1100 inputs of 64 KB, and its path to in.
+   `zexec run --detach -- sh -c "sleep 60" {} :::: in.txt` cannot finish:
+   the client's send window (64 MB of arguments in flight) holds the last
+   tasks back until results come, and the first ones run `sleep 60`, so
+   the broker never ACCEPTs every task and the command waits, its job id
+   unprinted. */
+static void s_big_input(char *in, size_t len)
 {
-    /* 1100 inputs of 64 KB: the client's send window (64 MB of arguments
-       in flight) holds the last ones back until results come, and the
-       first ones run `sleep 60`: the broker cannot have ACCEPTED every task,
-       so the command is still waiting, its id unprinted, when it is
-       interrupted */
-    char in[600];
-    s_path(in, sizeof in - 8, "big");
+    s_path(in, len - 8, "big");
     strcat(in, "/in.txt");
     FILE *f = fopen(in, "w");
     cr_assert(f);
@@ -416,6 +422,34 @@ Test(jobs_cli, an_interrupted_detach_cancels_its_job_and_names_it)
         fputs(line, f);
     }
     cr_assert_eq(fclose(f), 0);
+}
+
+/* Polls `zexec jobs` (bounded) until job id is cancelled with nothing
+   queued or running (the worker reports its terminated tasks), and returns
+   how many tasks it had. */
+static long s_wait_cancelled(const char *id)
+{
+    const char *jobs[] = {"jobs", "--json", NULL};
+    bool stopped = false;
+    for (int i = 0; i < 600 && !stopped; i++) {
+        s_res_t j = s_zx("jobs-after", 20, jobs);
+        cr_assert_eq(j.status, 0, "%s", j.err);
+        cr_assert(strstr(j.out, id), "the job is listed: %s", j.out);
+        stopped = strstr(j.out, "\"state\":\"cancelled\"") && s_job_field(id, "queued") == 0 &&
+                  s_job_field(id, "running") == 0;
+        s_free(&j);
+        if (!stopped) {
+            usleep(50000);
+        }
+    }
+    cr_assert(stopped, "job %s cancelled with nothing queued or running", id);
+    return s_job_field(id, "submitted");
+}
+
+Test(jobs_cli, an_interrupted_detach_cancels_its_job_and_names_it)
+{
+    char in[600];
+    s_big_input(in, sizeof in);
     const char *det[] = {"run", "--detach", "--", "sh", "-c", "sleep 60", "{}", "::::", in, NULL};
     pid_t pid = s_start("interrupted", det);
     char id[33];
@@ -437,24 +471,28 @@ Test(jobs_cli, an_interrupted_detach_cancels_its_job_and_names_it)
               "one line names the cancelled job %s: %s", id, d.err);
     cr_assert(strstr(d.err, "of 1100 tasks had been accepted"), "%s", d.err);
     s_free(&d);
-
-    /* the job is cancelled at the broker: nothing queued, and the running
-       tasks terminated (poll: the worker reports them) */
-    const char *jobs[] = {"jobs", "--json", NULL};
-    bool stopped = false;
-    for (int i = 0; i < 600 && !stopped; i++) {
-        s_res_t j = s_zx("jobs-after", 20, jobs);
-        cr_assert_eq(j.status, 0, "%s", j.err);
-        cr_assert(strstr(j.out, id), "the job is listed: %s", j.out);
-        stopped = strstr(j.out, "\"state\":\"cancelled\"") && s_job_field(id, "queued") == 0 &&
-                  s_job_field(id, "running") == 0;
-        s_free(&j);
-        if (!stopped) {
-            usleep(50000);
-        }
-    }
-    cr_assert(stopped, "job %s cancelled with nothing queued or running", id);
-    long submitted = s_job_field(id, "submitted");
+    long submitted = s_wait_cancelled(id);
     cr_assert_gt(submitted, 0);
     cr_assert_lt(submitted, 1100, "the window held some back: they never reached the broker");
+}
+
+Test(jobs_cli, a_detach_that_times_out_cancels_its_job_and_names_it)
+{
+    char in[600];
+    s_big_input(in, sizeof in);
+    const char *det[] = {"run", "--detach", "--", "sh", "-c", "sleep 60", "{}", "::::", in, NULL};
+    pid_t pid = s_start_env("timeout", det, "ZEXEC_DETACH_WAIT", "1");
+    s_res_t d = s_finish(pid, "timeout", 90);
+    cr_assert_eq(d.status, 255, "%s", d.err);
+    cr_assert_str_eq(d.out, "", "no id on stdout: nothing was detached");
+    const char *p = strstr(d.err, "did not accept every task within 1 s (");
+    cr_assert(p, "%s", d.err);
+    p = strstr(p, "): job ");
+    cr_assert(p && strstr(p, " cancelled ("), "the line names the cancelled job: %s", d.err);
+    char id[33];
+    memcpy(id, p + strlen("): job "), 32);
+    id[32] = 0;
+    cr_assert_eq(strspn(id, "0123456789abcdef"), 32, "%s", d.err);
+    s_free(&d);
+    cr_assert_lt(s_wait_cancelled(id), 1100);
 }

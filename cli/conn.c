@@ -302,6 +302,7 @@ static struct {
     zxc_conn_t conn;
     const char *cmd;
     size_t total; /* tasks the command means to submit */
+    int fail;     /* the exit status when the job is cancelled without a signal */
     int sig;      /* the signal the cancelling thread answers */
     char id[ZX_JOB_ID_LEN + 1];
 } s_det = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -331,8 +332,8 @@ static _Noreturn void s_park(void)
    what happened, beginning with what ("interrupted"...). No more tasks
    leave the executor first, and those sent but not started get a CANCEL on
    its own connection (after their SUBMITs, so the broker sees them in
-   order). */
-static void s_cancel_job(const char *what)
+   order). false when the job may go on (the broker could not be reached). */
+static bool s_cancel_job(const char *what)
 {
     const char *cmd = s_det.cmd, *id = s_det.id;
     zx_executor_shutdown(s_det.ex, false, true);
@@ -381,6 +382,7 @@ static void s_cancel_job(const char *what)
                 cmd, what, id, s_det.conn.broker, zx_strerror(rc), id);
     }
     fflush(stderr);
+    return rc == ZX_OK || rc == ZX_ENOJOB;
 }
 
 static void *s_canceller(void *arg)
@@ -406,7 +408,9 @@ static void s_on_signal(int sig, int count, void *arg)
         return; /* the id is being printed: the job is the user's now */
     }
     if (phase == S_CANCELLING) {
-        fprintf(stderr, "zexec %s: %s again: leaving at once; job %s may go on: zexec cancel %s\n",
+        fprintf(stderr,
+                "zexec %s: %s while cancelling: leaving at once; job %s may go on: zexec cancel "
+                "%s\n",
                 s_det.cmd, strsignal(sig), s_det.id, s_det.id);
         fflush(stderr);
         _exit(128 + sig);
@@ -419,7 +423,7 @@ static void s_on_signal(int sig, int count, void *arg)
     }
 }
 
-zx_executor_t *zxc_detach_begin(const zxc_conn_t *c, const char *cmd, size_t total)
+zx_executor_t *zxc_detach_begin(const zxc_conn_t *c, const char *cmd, size_t total, int fail)
 {
     /* Ctrl-C during the probe ends the command as usual: no job yet */
     if (s_probe_or_say(c, cmd) != 0) {
@@ -435,6 +439,7 @@ zx_executor_t *zxc_detach_begin(const zxc_conn_t *c, const char *cmd, size_t tot
     s_det.conn = *c;
     s_det.cmd = cmd;
     s_det.total = total;
+    s_det.fail = fail;
     if (zx_executor_job_id(ex, s_det.id) != ZX_OK) {
         fprintf(stderr, "zexec %s: the executor is not a detached one\n", cmd);
         zx_executor_destroy(&ex);
@@ -466,9 +471,15 @@ int zxc_detach_abort(zx_executor_t **ex_p, const char *why)
     if (!s_claim(S_CANCELLING)) {
         s_park();
     }
-    s_cancel_job(why);
+    if (!s_cancel_job(why)) {
+        /* the broker is gone: destroying the executor would wait
+           broker_timeout (60 s) for its futures, after the line that
+           already told the user everything */
+        fflush(stdout);
+        _exit(s_det.fail);
+    }
     s_end(ex_p);
-    return 255;
+    return s_det.fail;
 }
 
 void zxc_detach_release(zx_executor_t **ex_p)

@@ -1184,7 +1184,7 @@ static int s_run_detached(s_run_t *r, const zxc_conn_t *conn)
     for (size_t i = 0; i < r->njobs; i++) {
         total += r->job[i].state == S_J_WAIT;
     }
-    r->ex = zxc_detach_begin(conn, "run", total);
+    r->ex = zxc_detach_begin(conn, "run", total, S_EXIT_ERROR);
     if (!r->ex) {
         return S_EXIT_ERROR;
     }

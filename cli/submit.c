@@ -178,7 +178,7 @@ int zxc_submit_main(int argc, char **argv)
     int rc = ZXC_EXIT_FAIL;
     if (conn.detach) {
         /* interrupted before the id is printed: the job is cancelled (conn.c) */
-        zx_executor_t *ex = zxc_detach_begin(&conn, "submit", 1);
+        zx_executor_t *ex = zxc_detach_begin(&conn, "submit", 1, ZXC_EXIT_FAIL);
         zx_future_t *f = ex ? zx_submit_opts(ex, fn, sb.data, sb.size, &topts) : NULL;
         msgpack_sbuffer_destroy(&sb);
         if (!f) {
@@ -188,7 +188,7 @@ int zxc_submit_main(int argc, char **argv)
             }
             return ZXC_EXIT_FAIL;
         }
-        rc = zxc_detach(&ex, "") == 0 ? 0 : ZXC_EXIT_FAIL;
+        rc = zxc_detach(&ex, "");
         const zx_error_t *e = zx_future_exception(f, 0);
         if (rc == 0 && e && e->code == ZX_EREJECTED) {
             zxc_print_error(stderr, "submit", e); /* refused: not in the job */

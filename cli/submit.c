@@ -67,6 +67,7 @@ static void s_submit_usage(FILE *out)
                  "  --priority N         -128..127, higher runs first (default 0)\n"
                  "  --detach             submit it as a detached job: print the job id and\n"
                  "                       leave; 'zexec results ID' prints the result later\n"
+                 "                       (Ctrl-C before the id is printed cancels the job)\n"
                  "  --job-name NAME      the detached job's name in 'zexec jobs'\n"
                  "  -h, --help           this text\n"
                  "\n"

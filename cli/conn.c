@@ -4,6 +4,9 @@
     broker_timeout, 60 s), which suits programs but not a person at a shell:
     so each subcommand first says HELLO on a raw socket and gives up with a
     clear message after a few seconds. The same raw socket asks for STATUS.
+    And run/submit --detach: the job from the executor's creation until its
+    id is printed, cancelled at the broker if the command is interrupted or
+    the broker does not take every task.
 */
 #include "zxc.h"
 #include "zx_endpoints.h"
@@ -13,9 +16,12 @@
 #include "zx_security.h"
 
 #include <czmq.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 void zxc_conn_init(zxc_conn_t *c)
 {
@@ -229,13 +235,20 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
     return rc == 0 ? 0 : -1;
 }
 
-zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd)
+/* zxc_probe with the message on stderr: 0 or -1. */
+static int s_probe_or_say(const zxc_conn_t *c, const char *cmd)
 {
     char err[512];
     if (zxc_probe(c, c->timeout, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "zexec %s: %s\n", cmd, err);
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+/* The executor once the broker answered. */
+static zx_executor_t *s_executor_new(const zxc_conn_t *c, const char *cmd)
+{
     char name[64];
     snprintf(name, sizeof name, "zexec %s", cmd);
     zx_options_t opts = {
@@ -255,24 +268,255 @@ zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd)
     return ex;
 }
 
-/* How long --detach waits for the broker to make every task durable: with
-   a journal and a million tasks that is group commits of many seconds. */
-#define S_DETACH_WAIT 600.0
+zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd)
+{
+    return s_probe_or_say(c, cmd) == 0 ? s_executor_new(c, cmd) : NULL;
+}
 
-int zxc_detach(zx_executor_t **ex_p, const char *cmd, const char *results_hint)
+/* ---- --detach: the job from the executor's creation until its id is printed ---- */
+
+/* How long --detach waits for the broker to make every task durable: with
+   a journal and a million tasks that is group commits of many seconds.
+   $ZEXEC_DETACH_WAIT overrides. */
+#define S_DETACH_WAIT 600.0
+/* How long an interrupted --detach gives the broker to cancel the job (to
+   attach, and again to cancel), and to show the job it did not see yet. */
+#define S_CANCEL_WAIT 3.0
+#define S_NOJOB_WAIT_MS 1000
+
+/* The broker keeps a job session's tasks from the first one it accepts,
+   whether or not its connection stays; the id is printed only once every
+   task is accepted. Until then a signal, a timeout or a failed submission
+   must not leave a job nobody can name: it is cancelled at the broker
+   through a connection of its own, and if that fails its id is printed.
+   The main thread (zxc_detach...) and the signal thread each claim the job
+   under the lock: the first to move it from S_ARMED owns it. The signal
+   thread hands the cancel to a thread of its own so that it stays free to
+   take a second signal (leave at once); a main thread that finds the job
+   being cancelled waits for that thread to end the process. */
+enum { S_IDLE, S_ARMED, S_CANCELLING, S_DONE };
+static struct {
+    pthread_mutex_t lock;
+    int phase;
+    zx_executor_t *ex;
+    zxc_conn_t conn;
+    const char *cmd;
+    size_t total; /* tasks the command means to submit */
+    int fail;     /* the exit status when the job is cancelled without a signal */
+    int sig;      /* the signal the cancelling thread answers */
+    char id[ZX_JOB_ID_LEN + 1];
+} s_det = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Moves the job from S_ARMED to phase; false if another thread already
+   claimed it. */
+static bool s_claim(int phase)
+{
+    pthread_mutex_lock(&s_det.lock);
+    bool mine = s_det.phase == S_ARMED;
+    if (mine) {
+        s_det.phase = phase;
+    }
+    pthread_mutex_unlock(&s_det.lock);
+    return mine;
+}
+
+/* The main thread when the signal side is cancelling: it ends the process. */
+static _Noreturn void s_park(void)
+{
+    for (;;) {
+        pause();
+    }
+}
+
+/* Cancels the job at the broker, bounded, and says in one line on stderr
+   what happened, beginning with what ("interrupted"...). No more tasks
+   leave the executor first, and those sent but not started get a CANCEL on
+   its own connection (after their SUBMITs, so the broker sees them in
+   order). false when the job may go on (the broker could not be reached). */
+static bool s_cancel_job(const char *what)
+{
+    const char *cmd = s_det.cmd, *id = s_det.id;
+    zx_executor_shutdown(s_det.ex, false, true);
+    zx_options_t o = zxc_job_options(&s_det.conn, cmd);
+    o.broker_timeout = S_CANCEL_WAIT;
+    /* a job exists from its session's HELLO: right after the executor
+       started, the broker may not have read it yet */
+    int64_t nojob_until = zclock_mono() + S_NOJOB_WAIT_MS;
+    zx_job_t *job;
+    int rc = ZX_OK;
+    while (!(job = zx_job_attach(s_det.conn.broker, id, &o)) &&
+           (rc = zx_last_error()) == ZX_ENOJOB && zclock_mono() < nojob_until) {
+        zclock_sleep(100);
+    }
+    zx_job_info_t info;
+    bool counted = false;
+    if (job) {
+        rc = zx_job_cancel(job, S_CANCEL_WAIT);
+        counted = rc == ZX_OK && zx_job_info(job, S_CANCEL_WAIT, &info) == ZX_OK;
+        zx_job_destroy(&job);
+    }
+    if (rc == ZX_OK && counted && info.done == 0) {
+        fprintf(stderr,
+                "zexec %s: %s: job %s cancelled (%llu of %zu tasks had been accepted, none had "
+                "finished)\n",
+                cmd, what, id, (unsigned long long)info.submitted, s_det.total);
+    } else if (rc == ZX_OK && counted) {
+        fprintf(stderr,
+                "zexec %s: %s: job %s cancelled (%llu of %zu tasks had been accepted, %llu had "
+                "finished; their results stay: zexec results %s)\n",
+                cmd, what, id, (unsigned long long)info.submitted, s_det.total,
+                (unsigned long long)info.done, id);
+    } else if (rc == ZX_OK) {
+        fprintf(stderr,
+                "zexec %s: %s: job %s cancelled (results already there stay: zexec results %s)\n",
+                cmd, what, id, id);
+    } else if (rc == ZX_ENOJOB) {
+        fprintf(stderr,
+                "zexec %s: %s: no task reached the broker (it holds no job %s); should 'zexec "
+                "jobs' list it later: zexec cancel %s\n",
+                cmd, what, id, id);
+    } else {
+        fprintf(stderr,
+                "zexec %s: %s: cannot cancel job %s at %s (%s): its tasks may go on; cancel it "
+                "later: zexec cancel %s\n",
+                cmd, what, id, s_det.conn.broker, zx_strerror(rc), id);
+    }
+    fflush(stderr);
+    return rc == ZX_OK || rc == ZX_ENOJOB;
+}
+
+static void *s_canceller(void *arg)
+{
+    (void)arg;
+    int sig = s_det.sig;
+    s_cancel_job(sig == SIGINT ? "interrupted" : "terminated");
+    _exit(128 + sig);
+}
+
+static void s_on_signal(int sig, int count, void *arg)
+{
+    (void)count;
+    (void)arg;
+    pthread_mutex_lock(&s_det.lock);
+    int phase = s_det.phase;
+    if (phase == S_ARMED) {
+        s_det.phase = S_CANCELLING;
+        s_det.sig = sig;
+    }
+    pthread_mutex_unlock(&s_det.lock);
+    if (phase == S_DONE) {
+        return; /* the id is being printed: the job is the user's now */
+    }
+    if (phase == S_CANCELLING) {
+        fprintf(stderr,
+                "zexec %s: %s while cancelling: leaving at once; job %s may go on: zexec cancel "
+                "%s\n",
+                s_det.cmd, strsignal(sig), s_det.id, s_det.id);
+        fflush(stderr);
+        _exit(128 + sig);
+    }
+    pthread_t t;
+    if (pthread_create(&t, NULL, s_canceller, NULL) == 0) {
+        pthread_detach(t);
+    } else {
+        s_canceller(NULL); /* no thread: cancel here (a second signal waits) */
+    }
+}
+
+zx_executor_t *zxc_detach_begin(const zxc_conn_t *c, const char *cmd, size_t total, int fail)
+{
+    /* Ctrl-C during the probe ends the command as usual: no job yet */
+    if (s_probe_or_say(c, cmd) != 0) {
+        return NULL;
+    }
+    /* before the executor, so that its threads inherit the blocked signals */
+    zxc_signals_block();
+    zx_executor_t *ex = s_executor_new(c, cmd);
+    if (!ex) {
+        return NULL;
+    }
+    s_det.ex = ex;
+    s_det.conn = *c;
+    s_det.cmd = cmd;
+    s_det.total = total;
+    s_det.fail = fail;
+    if (zx_executor_job_id(ex, s_det.id) != ZX_OK) {
+        fprintf(stderr, "zexec %s: the executor is not a detached one\n", cmd);
+        zx_executor_destroy(&ex);
+        return NULL;
+    }
+    s_det.phase = S_ARMED;
+    if (zxc_signals_start(s_on_signal, NULL) != 0) {
+        fprintf(stderr, "zexec %s: cannot start the signal thread\n", cmd);
+        s_det.phase = S_IDLE;
+        zx_executor_destroy(&ex);
+        return NULL;
+    }
+    return ex;
+}
+
+/* After the job is claimed by this thread: no signal acts on it any more. */
+static void s_end(zx_executor_t **ex_p)
+{
+    pthread_mutex_lock(&s_det.lock);
+    s_det.phase = S_DONE;
+    pthread_mutex_unlock(&s_det.lock);
+    zxc_signals_stop();
+    zx_executor_destroy(ex_p);
+    s_det.ex = NULL;
+}
+
+int zxc_detach_abort(zx_executor_t **ex_p, const char *why)
+{
+    if (!s_claim(S_CANCELLING)) {
+        s_park();
+    }
+    if (!s_cancel_job(why)) {
+        /* the broker is gone: destroying the executor would wait
+           broker_timeout (60 s) for its futures, after the line that
+           already told the user everything */
+        fflush(stdout);
+        _exit(s_det.fail);
+    }
+    s_end(ex_p);
+    return s_det.fail;
+}
+
+void zxc_detach_release(zx_executor_t **ex_p)
+{
+    if (!s_claim(S_DONE)) {
+        s_park();
+    }
+    s_end(ex_p);
+}
+
+static double s_detach_wait(void)
+{
+    const char *env = getenv("ZEXEC_DETACH_WAIT");
+    double t;
+    if (env && zx__parse_double(env, 0.1, 1e7, &t)) {
+        return t;
+    }
+    return S_DETACH_WAIT;
+}
+
+int zxc_detach(zx_executor_t **ex_p, const char *results_hint)
 {
     char id[ZX_JOB_ID_LEN + 1];
-    int rc = zx_executor_detach(*ex_p, S_DETACH_WAIT, id);
+    double wait = s_detach_wait();
+    int rc = zx_executor_detach(*ex_p, wait, id);
     if (rc != ZX_OK) {
-        fprintf(stderr,
-                "zexec %s: the broker did not accept every task within %.0f s (%s); nothing was "
-                "detached: the tasks are cancelled\n",
-                cmd, S_DETACH_WAIT, zx_strerror(rc));
-        zx_executor_shutdown(*ex_p, false, true);
-        zx_executor_destroy(ex_p);
-        return 255;
+        char why[256];
+        snprintf(why, sizeof why, "the broker did not accept every task within %g s (%s)", wait,
+                 zx_strerror(rc));
+        return zxc_detach_abort(ex_p, why);
     }
-    zx_executor_destroy(ex_p);
+    /* from here a signal does nothing: the id is printed */
+    if (!s_claim(S_DONE)) {
+        s_park();
+    }
+    const char *cmd = s_det.cmd;
+    s_end(ex_p);
     printf("%s\n", id);
     fflush(stdout);
     fprintf(stderr, "zexec %s: detached job %s; its results: zexec results %s%s\n", cmd, id, id,

@@ -184,7 +184,8 @@ static void s_usage(FILE *out)
             "  --detach             submit every job as a detached job, print its id and\n"
             "                       leave; 'zexec results ID --format run' prints what run\n"
             "                       would have (not with -k, --tag, --retries, --halt,\n"
-            "                       --joblog, --bar)\n"
+            "                       --joblog, --bar); Ctrl-C before the id is printed\n"
+            "                       cancels the job\n"
             "  --job-name NAME      the detached job's name in 'zexec jobs'\n"
             "  -h, --help           this text\n"
             "\n"
@@ -1175,10 +1176,16 @@ static int s_check_exec(const zxc_conn_t *conn)
 /* --detach: every job submitted at once (the broker queues them; the
    workers' pools bound what runs), then zxc_detach waits for the broker to
    hold them all and prints the job id. The exec tasks are the ones a plain
-   run sends, so `zexec results --format run` prints their output alike. */
+   run sends, so `zexec results --format run` prints their output alike.
+   Interrupted, or when a submission fails, before the id is printed: the
+   job is cancelled at the broker (conn.c). */
 static int s_run_detached(s_run_t *r, const zxc_conn_t *conn)
 {
-    r->ex = zxc_executor(conn, "run");
+    size_t total = 0;
+    for (size_t i = 0; i < r->njobs; i++) {
+        total += r->job[i].state == S_J_WAIT;
+    }
+    r->ex = zxc_detach_begin(conn, "run", total, S_EXIT_ERROR);
     if (!r->ex) {
         return S_EXIT_ERROR;
     }
@@ -1192,12 +1199,11 @@ static int s_run_detached(s_run_t *r, const zxc_conn_t *conn)
     }
     int st;
     if (err) {
-        fprintf(stderr, "zexec run: cannot submit: %s\n", zx_strerror(err));
-        zx_executor_shutdown(r->ex, false, true);
-        zx_executor_destroy(&r->ex);
-        st = S_EXIT_ERROR;
+        char why[256];
+        snprintf(why, sizeof why, "cannot submit: %s", zx_strerror(err));
+        st = zxc_detach_abort(&r->ex, why);
     } else {
-        st = zxc_detach(&r->ex, "run", " --format run");
+        st = zxc_detach(&r->ex, " --format run");
     }
     /* a task the broker refused (a quota, a full journal) is not in the job */
     size_t refused = 0;

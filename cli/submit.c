@@ -67,6 +67,7 @@ static void s_submit_usage(FILE *out)
                  "  --priority N         -128..127, higher runs first (default 0)\n"
                  "  --detach             submit it as a detached job: print the job id and\n"
                  "                       leave; 'zexec results ID' prints the result later\n"
+                 "                       (Ctrl-C before the id is printed cancels the job)\n"
                  "  --job-name NAME      the detached job's name in 'zexec jobs'\n"
                  "  -h, --help           this text\n"
                  "\n"
@@ -177,17 +178,18 @@ int zxc_submit_main(int argc, char **argv)
     }
     int rc = ZXC_EXIT_FAIL;
     if (conn.detach) {
-        zx_executor_t *ex = zxc_executor(&conn, "submit");
+        /* interrupted before the id is printed: the job is cancelled (conn.c) */
+        zx_executor_t *ex = zxc_detach_begin(&conn, "submit", 1, ZXC_EXIT_FAIL);
         zx_future_t *f = ex ? zx_submit_opts(ex, fn, sb.data, sb.size, &topts) : NULL;
         msgpack_sbuffer_destroy(&sb);
         if (!f) {
             if (ex) {
                 fprintf(stderr, "zexec submit: %s\n", zx_strerror(zx_last_error()));
+                zxc_detach_release(&ex); /* the one task never left */
             }
-            zx_executor_destroy(&ex);
             return ZXC_EXIT_FAIL;
         }
-        rc = zxc_detach(&ex, "submit", "") == 0 ? 0 : ZXC_EXIT_FAIL;
+        rc = zxc_detach(&ex, "");
         const zx_error_t *e = zx_future_exception(f, 0);
         if (rc == 0 && e && e->code == ZX_EREJECTED) {
             zxc_print_error(stderr, "submit", e); /* refused: not in the job */

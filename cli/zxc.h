@@ -83,10 +83,28 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
 /* A remote executor for c; NULL with a message on stderr. */
 zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd);
 
-/* zexec run/submit --detach: waits until the broker has every task of ex
-   (ACCEPTED), leaves, prints the job id on stdout and a hint on stderr.
-   The exit status: 0, or 255 when the broker did not accept them. */
-int zxc_detach(zx_executor_t **ex_p, const char *cmd, const char *results_hint);
+/* zexec run/submit --detach. zxc_detach_begin probes the broker as
+   zxc_executor does (a signal then simply ends the command), blocks SIGINT
+   and SIGTERM (zxc_signals_block), makes the detached executor (NULL with a
+   message) and starts the signal thread: from then until the job id is
+   printed, a signal cancels the job at the broker (zx_job_attach +
+   zx_job_cancel, a few seconds at most), says so on stderr naming the job
+   id (or, when the cancel fails, how to cancel it later) and ends the
+   process with 128 + the signal; a second signal meanwhile leaves at once,
+   printing the id. total is the number of tasks the command means to
+   submit (for that message); fail the exit status when the job is
+   cancelled otherwise (below). Then exactly one of: */
+zx_executor_t *zxc_detach_begin(const zxc_conn_t *c, const char *cmd, size_t total, int fail);
+/* waits until the broker has every task of ex (ACCEPTED), leaves, prints the
+   job id on stdout and a hint on stderr: 0; or, when the broker did not
+   accept them, cancels the job as a signal does and returns fail; */
+int zxc_detach(zx_executor_t **ex_p, const char *results_hint);
+/* cancels the job as a signal does (why begins the line: "cannot submit:
+   ..."), destroys ex and returns fail (or ends the process with it when
+   the broker could not be reached: destroying ex would wait for it); */
+int zxc_detach_abort(zx_executor_t **ex_p, const char *why);
+/* destroys ex when nothing reached the broker (no task was submitted). */
+void zxc_detach_release(zx_executor_t **ex_p);
 /* The options of a job client for c (the security flags). */
 zx_options_t zxc_job_options(const zxc_conn_t *c, const char *cmd);
 

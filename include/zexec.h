@@ -350,6 +350,15 @@ typedef struct zx_job_result {
    already detached or destroyed. */
 ZX_EXPORT int zx_executor_detach(zx_executor_t *ex, double timeout, char id[ZX_JOB_ID_LEN + 1]);
 
+/* The job id of an executor made with opts->detach, known from its
+   creation (the session id: the broker keeps the job from its first
+   accepted task, before zx_executor_detach): e.g. to cancel the job with
+   zx_job_attach + zx_job_cancel when the program is interrupted before it
+   detached. Writes 32 hex digits and a NUL to id; the same id
+   zx_executor_detach gives. ZX_OK, or ZX_EINVAL: not a detached (remote)
+   executor. */
+ZX_EXPORT int zx_executor_job_id(zx_executor_t *ex, char id[ZX_JOB_ID_LEN + 1]);
+
 /* Attaches to a job the broker at endpoint holds, from any process or host:
    its own connection (opts: the security fields, name, heartbeat and
    broker_timeout, which bounds this call, default 10 s, and the broker's

@@ -339,6 +339,17 @@ int zx_executor_detach(zx_executor_t *base, double timeout, char id[ZX_JOB_ID_LE
     }
 }
 
+/* The session is drawn once in zx_executor_new and never changes (a
+   failover reconnects with the same routing id), so no lock is needed. */
+int zx_executor_job_id(zx_executor_t *base, char id[ZX_JOB_ID_LEN + 1])
+{
+    if (!base || base->ops != &s_ops || !((zx__remote_t *)base)->detach || !id) {
+        return ZX_EINVAL;
+    }
+    zxp_hex(((zx__remote_t *)base)->session, ZXP_ID_LEN, id);
+    return ZX_OK;
+}
+
 static const char *s_endpoint(zx_executor_t *base)
 {
     return ((zx__remote_t *)base)->endpoint;

@@ -4,7 +4,7 @@
     resumably (what one handle acknowledged the next one does not get, and
     nothing is lost); the futures of a job with zx_as_completed; a detach
     that times out without a broker and succeeds once there is one; cancel;
-    the errors.
+    the errors; zx_executor_job_id, the same id from the executor's creation.
 */
 #include "zx_testutil.h"
 
@@ -85,6 +85,9 @@ Test(job_api, a_detached_job_is_fetched_later_resumably_and_nothing_is_lost)
     s_start(2);
     enum { N = 40 };
     zx_executor_t *ex = s_detached(s_c.client_ep, "api-resume");
+    /* the job id is known before any task: the one detach gives */
+    char early[ZX_JOB_ID_LEN + 1] = "";
+    cr_assert_eq(zx_executor_job_id(ex, early), ZX_OK);
     zx_future_t *fs[N + 1];
     for (int i = 0; i < N; i++) {
         fs[i] = zx_submitf(ex, "square", "i", i + 1);
@@ -95,6 +98,7 @@ Test(job_api, a_detached_job_is_fetched_later_resumably_and_nothing_is_lost)
     cr_assert_eq(zx_executor_detach(ex, 60, id), ZX_OK);
     cr_assert_eq(strlen(id), ZX_JOB_ID_LEN);
     cr_assert_eq(strspn(id, "0123456789abcdef"), ZX_JOB_ID_LEN, "lower-case hex: %s", id);
+    cr_assert_str_eq(early, id, "zx_executor_job_id gave the id detach gives");
     /* every future is done now: with its result, or detached */
     for (int i = 0; i <= N; i++) {
         cr_assert(zx_future_done(fs[i]));
@@ -105,6 +109,9 @@ Test(job_api, a_detached_job_is_fetched_later_resumably_and_nothing_is_lost)
     }
     cr_assert_null(zx_submitf(ex, "square", "i", 1), "a detached executor takes no more");
     cr_assert_eq(zx_executor_detach(ex, 1, id), ZX_ESHUTDOWN);
+    char after[ZX_JOB_ID_LEN + 1] = "";
+    cr_assert_eq(zx_executor_job_id(ex, after), ZX_OK, "still known after the detach");
+    cr_assert_str_eq(after, id);
     zx_executor_destroy(&ex);
 
     /* the first handle takes 10 results and goes */
@@ -214,6 +221,10 @@ Test(job_api, detach_times_out_without_a_broker_and_succeeds_once_there_is_one)
     snprintf(s_c.client_ep, sizeof s_c.client_ep, "tcp://127.0.0.1:%d", s_c.client_port);
     snprintf(s_c.worker_ep, sizeof s_c.worker_ep, "tcp://127.0.0.1:%d", s_c.worker_port);
     zx_executor_t *ex = s_detached(s_c.client_ep, "late");
+    /* no broker yet, and still the job's id */
+    char early[ZX_JOB_ID_LEN + 1];
+    cr_assert_eq(zx_executor_job_id(ex, early), ZX_OK);
+    cr_assert_eq(strspn(early, "0123456789abcdef"), ZX_JOB_ID_LEN, "%s", early);
     zx_future_t *f = zx_submitf(ex, "square", "i", 3);
     cr_assert(f);
     char id[ZX_JOB_ID_LEN + 1] = "";
@@ -226,6 +237,7 @@ Test(job_api, detach_times_out_without_a_broker_and_succeeds_once_there_is_one)
     const char *bargs[] = {"--nofunc-grace", "600", NULL};
     cr_assert_eq(zxt_broker_restart(&s_c, bargs), 0);
     cr_assert_eq(zx_executor_detach(ex, 60, id), ZX_OK);
+    cr_assert_str_eq(id, early);
     zx_executor_destroy(&ex);
     zx_job_t *job = zx_job_attach(s_c.client_ep, id, NULL);
     cr_assert(job);
@@ -282,7 +294,15 @@ Test(job_api, errors_have_names_and_bad_calls_are_refused)
     zx_executor_t *ex = zx_executor_new(s_c.client_ep, NULL);
     char id[ZX_JOB_ID_LEN + 1];
     cr_assert_eq(zx_executor_detach(ex, 1, id), ZX_EINVAL, "not a detached executor");
+    memset(id, 'x', sizeof id);
+    cr_assert_eq(zx_executor_job_id(ex, id), ZX_EINVAL, "no job id: not a detached executor");
+    cr_assert_eq(id[0], 'x', "nothing written");
     zx_executor_destroy(&ex);
+    ex = zx_executor_new_local(1);
+    cr_assert(ex);
+    cr_assert_eq(zx_executor_job_id(ex, id), ZX_EINVAL, "a local executor has no job");
+    zx_executor_destroy(&ex);
+    cr_assert_eq(zx_executor_job_id(NULL, id), ZX_EINVAL);
     cr_assert_null(zx_job_attach(s_c.client_ep, "xyz", NULL));
     cr_assert_eq(zx_last_error(), ZX_EINVAL);
     cr_assert_null(zx_job_attach(s_c.client_ep, "0123456789abcdef0123456789abcdef", NULL));

@@ -2,7 +2,9 @@
     meets them (issue 18): `zexec run --detach` then `zexec results` from
     another process prints what `zexec run` prints; `zexec results` killed
     with SIGKILL midway and started again prints every result at least once;
-    `zexec jobs` shows the progress; `zexec cancel`; `zexec submit --detach`.
+    `zexec jobs` shows the progress; `zexec cancel`; `zexec submit --detach`;
+    `zexec run --detach` interrupted, or timed out, before it printed the id
+    cancels its job and names it.
     The real binaries: a broker and one worker (exec allowed, four process
     slots, the demo plugin) on loopback.
 */
@@ -34,14 +36,20 @@ static void s_path(char *buf, size_t len, const char *name)
 
 /* Starts zexec with args (NULL-terminated), stdin empty, stdout and stderr
    to s_dir/<name>/out and err. */
-static pid_t s_start(const char *name, const char *const *args)
+static pid_t s_start_env(const char *name, const char *const *args, const char *var,
+                         const char *value)
 {
     char dir[512];
     s_path(dir, sizeof dir, name);
-    const char *env[] = {"ZEXEC_BROKER", s_c.client_ep, NULL};
+    const char *env[] = {"ZEXEC_BROKER", s_c.client_ep, var, value, NULL};
     pid_t pid = zxt_run_cmd(s_zexec, dir, false, NULL, -1, args, env);
     cr_assert_gt(pid, 0);
     return pid;
+}
+
+static pid_t s_start(const char *name, const char *const *args)
+{
+    return s_start_env(name, args, NULL, NULL);
 }
 
 static s_res_t s_finish(pid_t pid, const char *name, double timeout)
@@ -369,4 +377,122 @@ Test(jobs_cli, tasks_the_broker_refuses_are_reported_and_not_in_the_job)
     cr_assert(strstr(j.out, id) && strstr(j.out, "\"submitted\":3"), "%s", j.out);
     s_free(&j);
     zxt_cluster_stop(&c);
+}
+
+/* The id of the one job of state "open" in `zexec jobs --json` with tasks
+   submitted; false when there is none yet. */
+static bool s_open_job(char id[33])
+{
+    const char *a[] = {"jobs", "--json", NULL};
+    s_res_t r = s_zx("jobs", 20, a);
+    cr_assert_eq(r.status, 0, "zexec jobs: %s", r.err);
+    const char *p = strstr(r.out, "\"state\":\"open\",\"submitted\":");
+    bool found = p && p[strlen("\"state\":\"open\",\"submitted\":")] != '0';
+    if (found) {
+        const char *q = p;
+        while (q > r.out && strncmp(q, "{\"id\":\"", 7) != 0) {
+            q--;
+        }
+        cr_assert_eq(strncmp(q, "{\"id\":\"", 7), 0, "%s", r.out);
+        memcpy(id, q + 7, 32);
+        id[32] = 0;
+    }
+    s_free(&r);
+    return found;
+}
+
+/* Writes s_dir/big/in.txt: 1100 inputs of 64 KB, and its path to in.
+   `zexec run --detach -- sh -c "sleep 60" {} :::: in.txt` cannot finish:
+   the client's send window (64 MB of arguments in flight) holds the last
+   tasks back until results come, and the first ones run `sleep 60`, so
+   the broker never ACCEPTs every task and the command waits, its job id
+   unprinted. */
+static void s_big_input(char *in, size_t len)
+{
+    s_path(in, len - 8, "big");
+    strcat(in, "/in.txt");
+    FILE *f = fopen(in, "w");
+    cr_assert(f);
+    static char line[64002];
+    memset(line, 'x', sizeof line - 2);
+    line[sizeof line - 2] = '\n';
+    line[sizeof line - 1] = 0;
+    for (int i = 0; i < 1100; i++) {
+        fprintf(f, "%05d", i);
+        fputs(line, f);
+    }
+    cr_assert_eq(fclose(f), 0);
+}
+
+/* Polls `zexec jobs` (bounded) until job id is cancelled with nothing
+   queued or running (the worker reports its terminated tasks), and returns
+   how many tasks it had. */
+static long s_wait_cancelled(const char *id)
+{
+    const char *jobs[] = {"jobs", "--json", NULL};
+    bool stopped = false;
+    for (int i = 0; i < 600 && !stopped; i++) {
+        s_res_t j = s_zx("jobs-after", 20, jobs);
+        cr_assert_eq(j.status, 0, "%s", j.err);
+        cr_assert(strstr(j.out, id), "the job is listed: %s", j.out);
+        stopped = strstr(j.out, "\"state\":\"cancelled\"") && s_job_field(id, "queued") == 0 &&
+                  s_job_field(id, "running") == 0;
+        s_free(&j);
+        if (!stopped) {
+            usleep(50000);
+        }
+    }
+    cr_assert(stopped, "job %s cancelled with nothing queued or running", id);
+    return s_job_field(id, "submitted");
+}
+
+Test(jobs_cli, an_interrupted_detach_cancels_its_job_and_names_it)
+{
+    char in[600];
+    s_big_input(in, sizeof in);
+    const char *det[] = {"run", "--detach", "--", "sh", "-c", "sleep 60", "{}", "::::", in, NULL};
+    pid_t pid = s_start("interrupted", det);
+    char id[33];
+    bool open = false;
+    for (int i = 0; i < 1200 && !open; i++) {
+        open = s_open_job(id);
+        if (!open) {
+            cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "zexec run still waits");
+            usleep(50000);
+        }
+    }
+    cr_assert(open, "the job appeared in zexec jobs");
+    kill(pid, SIGINT);
+    s_res_t d = s_finish(pid, "interrupted", 60);
+    cr_assert_eq(d.status, 128 + SIGINT, "%s", d.err);
+    cr_assert_str_eq(d.out, "", "no id on stdout: nothing was detached");
+    cr_assert(strstr(d.err, "interrupted: job ") && strstr(d.err, id) &&
+                  strstr(d.err, " cancelled ("),
+              "one line names the cancelled job %s: %s", id, d.err);
+    cr_assert(strstr(d.err, "of 1100 tasks had been accepted"), "%s", d.err);
+    s_free(&d);
+    long submitted = s_wait_cancelled(id);
+    cr_assert_gt(submitted, 0);
+    cr_assert_lt(submitted, 1100, "the window held some back: they never reached the broker");
+}
+
+Test(jobs_cli, a_detach_that_times_out_cancels_its_job_and_names_it)
+{
+    char in[600];
+    s_big_input(in, sizeof in);
+    const char *det[] = {"run", "--detach", "--", "sh", "-c", "sleep 60", "{}", "::::", in, NULL};
+    pid_t pid = s_start_env("timeout", det, "ZEXEC_DETACH_WAIT", "1");
+    s_res_t d = s_finish(pid, "timeout", 90);
+    cr_assert_eq(d.status, 255, "%s", d.err);
+    cr_assert_str_eq(d.out, "", "no id on stdout: nothing was detached");
+    const char *p = strstr(d.err, "did not accept every task within 1 s (");
+    cr_assert(p, "%s", d.err);
+    p = strstr(p, "): job ");
+    cr_assert(p && strstr(p, " cancelled ("), "the line names the cancelled job: %s", d.err);
+    char id[33];
+    memcpy(id, p + strlen("): job "), 32);
+    id[32] = 0;
+    cr_assert_eq(strspn(id, "0123456789abcdef"), 32, "%s", d.err);
+    s_free(&d);
+    cr_assert_lt(s_wait_cancelled(id), 1100);
 }

@@ -77,6 +77,12 @@ static void s_usage(FILE *out)
             "                           workers (ERROR 3) and takes over when the active is\n"
             "                           gone (docs/operations.md, \"Running a pair\")\n"
             "  --primary, --backup      this broker's role in the pair\n"
+            "  --peer-key FILE          with --peer and --key: the other broker's public\n"
+            "                           certificate (zexec keygen); the peer link is then\n"
+            "                           CURVE and admits that key only. With --secret-file\n"
+            "                           (or $ZEXEC_SECRET) every peer message is signed. A\n"
+            "                           non-loopback --peer needs one of the two, or\n"
+            "                           --insecure\n"
             "  --metrics HOST:PORT      serve Prometheus metrics over HTTP at /metrics\n"
             "                           (e.g. 127.0.0.1:5572; off by default)\n"
             "  --insecure               allow binding non-loopback addresses without\n"
@@ -181,6 +187,7 @@ enum {
     OPT_PRIMARY,
     OPT_BACKUP,
     OPT_JOURNAL_SNAPSHOT,
+    OPT_PEER_KEY,
     OPT_VERSION,
 };
 
@@ -248,6 +255,7 @@ int main(int argc, char *argv[])
         {"primary", no_argument, NULL, OPT_PRIMARY},
         {"backup", no_argument, NULL, OPT_BACKUP},
         {"journal-snapshot", required_argument, NULL, OPT_JOURNAL_SNAPSHOT},
+        {"peer-key", required_argument, NULL, OPT_PEER_KEY},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -427,6 +435,7 @@ int main(int argc, char *argv[])
             }
             cfg.peer = optarg;
             break;
+        case OPT_PEER_KEY: sec.peer_key = optarg; break;
         case OPT_PRIMARY: roles |= 1; break;
         case OPT_BACKUP: roles |= 2; break;
         case 'v': cfg.verbose = 2; break;
@@ -462,6 +471,8 @@ int main(int argc, char *argv[])
         return 2;
     }
     cfg.pair_primary = roles == 1;
+    sec.peer = cfg.peer;
+    sec.pair_primary = cfg.pair_primary;
     zsys_init();
     zsys_set_logstream(stderr);
     zsys_set_logident("zexec-broker");

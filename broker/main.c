@@ -193,6 +193,17 @@ enum {
 
 /* the arguments as given (getopt_long permutes argv), for a restart */
 static char **args;
+/* $ZEXEC_SECRET as given, for a restart (zxb_sec_init unsets it) */
+static char *restart_secret;
+
+static void s_forget_secret(void)
+{
+    if (restart_secret) {
+        explicit_bzero(restart_secret, strlen(restart_secret));
+        free(restart_secret);
+        restart_secret = NULL;
+    }
+}
 
 int main(int argc, char *argv[])
 {
@@ -476,22 +487,35 @@ int main(int argc, char *argv[])
     zsys_init();
     zsys_set_logstream(stderr);
     zsys_set_logident("zexec-broker");
+    /* zxb_sec_init unsets ZEXEC_SECRET once read (nothing the broker starts
+       inherits it), but a pair's broker that steps down starts itself again
+       and must sign as before: keep it for that restart only */
+    const char *env_secret = getenv("ZEXEC_SECRET");
+    restart_secret = cfg.peer && env_secret && !sec.secret_file ? strdup(env_secret) : NULL;
     if (zxb_sec_init(&sec) != 0) {
+        s_forget_secret();
         return 1;
     }
     zxb_broker_t *broker = zxb_broker_new(&cfg);
     if (!broker) {
         zxb_sec_fini();
+        s_forget_secret();
         return 1;
     }
     int run = zxb_broker_run(broker);
     zxb_broker_destroy(&broker);
     zxb_sec_fini(); /* after the sockets: the ZAP handler outlives them */
+    if (run != ZXB_RUN_RESTART) {
+        s_forget_secret();
+    }
     if (run == ZXB_RUN_RESTART) {
         /* a pair's backup that was active beside the primary steps down: its
            tables cannot be unbuilt in place, so the program starts again with
            the same arguments and comes back as the passive */
         zsys_shutdown();
+        if (restart_secret) {
+            setenv("ZEXEC_SECRET", restart_secret, 1);
+        }
         execv("/proc/self/exe", args);
         fprintf(stderr, "zexec-broker: cannot restart itself: %s\n", strerror(errno));
         return 1;

@@ -244,3 +244,8 @@ const char *zxb_pair_state(zxb_broker_t *self)
 {
     return self->standby ? zxb_sb_state_name(zxb_standby_state(self->standby)) : NULL;
 }
+
+uint64_t zxb_pair_peer_refused(zxb_broker_t *self)
+{
+    return self->standby ? zxb_standby_refused(self->standby) : 0;
+}

@@ -24,8 +24,16 @@
     asks the other broker until it takes over, and every accepted task's
     result must be fetchable from it (a real zexec-worker given both
     endpoints runs them): 0 accepted tasks lost.
+
+    Then the peer link's protection with real brokers: pairs whose link is
+    signed (--secret-file) and CURVE (--key, --peer-key) copy the journal
+    and fail over; start-up refuses --key without --peer-key and a
+    non-loopback link without protection unless --insecure; and a stranger
+    posing as the backup at a protected primary receives nothing and does
+    not make it active.
 */
 #include "broker_peers.h"
+#include "zx_auth.h"
 #include "zx_testutil.h"
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -378,4 +386,101 @@ Test(failover, a_pair_refuses_to_start_with_an_unprotected_or_half_configured_li
     s_pids[0] = s_broker_args(s_dir, insecure);
     cr_assert(s_log_has(s_dir, "INSECURE: the peer link", 30), "the open link is logged");
     cr_assert(s_log_has(s_dir, "waiting to learn which broker is active", 30), "it started");
+}
+
+/* A stranger at a protected primary's peer endpoint, posing as the backup
+   (routing id zxb-backup, "a backup just started", which would make the
+   primary active and stream it a snapshot): with a secret it sends
+   unsigned; with CURVE it has a key of its own. It receives nothing, and
+   the primary stays undecided and says why in its log. */
+static void s_stranger_at_primary(bool curve)
+{
+    cr_assert_not_null(mkdtemp(s_dir));
+    char keys[100], secret[100], bsec[200], bpub[200], jdir[100];
+    snprintf(keys, sizeof keys, "%s/keys", s_dir);
+    snprintf(secret, sizeof secret, "%s/secret", s_dir);
+    snprintf(bsec, sizeof bsec, "%s/broker_secret", keys);
+    snprintf(bpub, sizeof bpub, "%s/broker", keys);
+    snprintf(jdir, sizeof jdir, "%s/journal", s_dir);
+    const char *kc[] = {"keygen", keys, "broker", NULL};
+    const char *ks[] = {"keygen", "--secret", secret, NULL};
+    zxt_proc_t r = s_run("zexec", s_dir, curve ? kc : ks, 30);
+    cr_assert_eq(r.status, 0, "keygen: %s", r.err);
+    zxt_proc_free(&r);
+    char peer[64], cep[64], wep[64];
+    snprintf(peer, sizeof peer, "tcp://127.0.0.1:%d", zxt_free_port());
+    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", zxt_free_port());
+    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", zxt_free_port());
+    const char *a_curve[] = {"--primary", "--peer",     peer,        "--journal", jdir,
+                             "--clients", cep,          "--workers", wep,         "--key",
+                             bsec,        "--peer-key", bpub,        NULL};
+    const char *a_secret[] = {"--primary", "--peer",    peer, "--journal",     jdir,   "--clients",
+                              cep,         "--workers", wep,  "--secret-file", secret, NULL};
+    s_pids[0] = s_broker_args(s_dir, curve ? a_curve : a_secret);
+    cr_assert(s_log_has(s_dir, "waiting to learn which broker is active", 30));
+
+    zsock_t *fake = zsock_new(ZMQ_DEALER);
+    cr_assert_not_null(fake);
+    zsock_set_linger(fake, 0);
+    zsock_set_identity(fake, "zxb-backup");
+    zcert_t *own = NULL;
+    if (curve) {
+        own = zcert_new();
+        zcert_apply(own, fake);
+        char err[256];
+        zcert_t *server = zx__auth_cert_load(bpub, false, err, sizeof err);
+        cr_assert_not_null(server, "%s", err);
+        zsock_set_curve_serverkey(fake, zcert_public_txt(server));
+        zcert_destroy(&server);
+    }
+    zsock_set_sndtimeo(fake, 0);
+    cr_assert_eq(zsock_connect(fake, "%s", peer), 0);
+    uint8_t st[34] = {2}; /* STATE: a backup, just started */
+    const char *why = curve ? "zexec auth: refused a peer from 127.0.0.1 on 'peer'"
+                            : "standby: peer link: dropped a message";
+    size_t got = 0;
+    bool refused = false;
+    int64_t end = zclock_mono() + 30000;
+    /* keep saying it until the primary has said that it refused it, then
+       listen for two more seconds */
+    while (zclock_mono() < end && !refused) {
+        zmsg_t *m = zmsg_new();
+        zmsg_addstr(m, "ZXSB1");
+        zmsg_addstr(m, "S");
+        zmsg_addmem(m, st, sizeof st);
+        zmsg_send(&m, fake); /* with CURVE refused it may not even leave */
+        zmsg_destroy(&m);
+        refused = s_log_has(s_dir, why, 0.2);
+    }
+    cr_assert(refused, "the primary logged no refusal (%s)", why);
+    end = zclock_mono() + 2000;
+    while (zclock_mono() < end) {
+        zpoller_t *p = zpoller_new(fake, NULL);
+        if (zpoller_wait(p, 100)) {
+            zmsg_t *m = zmsg_recv(fake);
+            got += m ? zmsg_content_size(m) + 1 : 0;
+            zmsg_destroy(&m);
+        }
+        zpoller_destroy(&p);
+    }
+    cr_assert_eq(got, 0, "the stranger received %zu bytes", got);
+    char path[200];
+    snprintf(path, sizeof path, "%s/err", s_dir);
+    char *log = zxt_slurp(path);
+    cr_assert_null(strstr(log, "primary -> active"), "the stranger made the primary active");
+    cr_assert_null(strstr(log, "a snapshot for the passive"), "a copy was started for it");
+    free(log);
+    zsock_destroy(&fake);
+    zcert_destroy(&own);
+}
+
+Test(failover, a_stranger_at_a_signed_primary_gets_nothing, .fini = s_teardown, .timeout = 120)
+{
+    s_stranger_at_primary(false);
+}
+
+Test(failover, a_stranger_with_another_key_at_a_curve_primary_gets_nothing, .fini = s_teardown,
+     .timeout = 120)
+{
+    s_stranger_at_primary(true);
 }

@@ -34,7 +34,8 @@
       - flags --peer ENDPOINT and --primary / --backup; with --peer the
         broker needs --journal; after replaying its journal it makes the
         standby with the journal, the heartbeat and liveness, on_state and
-        a snapshot callback (durable.c's snapshot writer);
+        a snapshot callback (durable.c's snapshot writer), and the link's
+        protection from security.c (zxb_sec_peer: CURVE keys, a signer);
       - its poll loop adds zxb_standby_fds and, when they fire and before
         it sleeps, calls zxb_standby_handle; zxb_standby_tick at its tick;
         when the journal's fd fires, zxb_standby_committed(committed);

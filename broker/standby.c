@@ -661,6 +661,15 @@ void zxb_standby_tick(zxb_standby_t *self, int64_t now_ms)
     if (now_ms >= self->next_hb) {
         self->next_hb = now_ms + self->cfg.heartbeat_ms;
         s_send_state(self);
+        if (self->cfg.sign && self->sb.state == ZXB_SB_PASSIVE && self->complete && self->acked) {
+            /* an ACK that went out can still be refused (signed for a
+               session of the primary's that it has just rotated away from):
+               say it again, so that acknowledgements never wait for the
+               next commit. The active keeps the highest. */
+            uint8_t b[8];
+            s_le64_put(b, self->acked);
+            s_send(self, 'A', b, sizeof b, NULL, 0);
+        }
     }
 }
 

@@ -875,3 +875,49 @@ Test(standby_secure, a_curve_pair_works_and_a_stranger_key_is_refused)
     zcert_destroy(&bc);
     zcert_destroy(&other);
 }
+
+static zx__sign_t *s_rot_signer;
+
+static bool s_rotated_settled(s_node_t *p, s_node_t *b)
+{
+    return zx__sign_rotations(s_rot_signer) >= 3 && s_settled(p, b) && s_durable(p, b);
+}
+
+/* The primary's signing session rotates (every 10 minutes in a broker;
+   every 30 ms here): the backup adopts each new one and the pair goes on
+   without a copy restarted or a state changed, every record acknowledged.
+   (At this pace a backup's message can be two sessions old when it
+   arrives: refused, answered by RESUME, and an ACK said again at the next
+   heartbeat; at 10 minutes a heartbeat is never that late.) */
+Test(standby_secure, a_signed_pair_survives_the_primarys_session_rotations)
+{
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://zxsb-rotate-%d", (int)getpid());
+    zx__sign_t *ps = s_signer(S_SECRET, true), *bs = s_signer(S_SECRET, false);
+    s_sec_t psec = {.sign = ps}, bsec = {.sign = bs};
+    int64_t now = 1000;
+    s_node_t p, b;
+    s_node_open_sec(&p, true, ep, 20, now, &psec);
+    s_node_open_sec(&b, false, ep, 0, now, &bsec);
+    cr_assert(s_until(&p, &b, &now, s_settled));
+    int snaps = p.snapshots, pt = p.transitions, bt = b.transitions;
+    uint64_t refused_p0 = zxb_standby_refused(p.sb);
+    zx__sign_set_limits(ps, 30, 0);
+    s_rot_signer = ps;
+    for (int i = 0; i < 3; i++) {
+        s_append(&p, 21 + 10 * i, 30 + 10 * i);
+        cr_assert(s_until(&p, &b, &now, s_durable), "durable across rotations");
+    }
+    cr_assert(s_until(&p, &b, &now, s_rotated_settled), "%" PRIu64 " rotations",
+              zx__sign_rotations(ps));
+    cr_assert_eq(zxb_standby_refused(b.sb), 0, "the backup refused nothing of the primary's");
+    printf("rotations: %" PRIu64 ", backup messages refused by the primary: %" PRIu64 "\n",
+           zx__sign_rotations(ps), zxb_standby_refused(p.sb) - refused_p0);
+    cr_assert_eq(p.snapshots, snaps, "the copy never broke off");
+    cr_assert_eq(p.transitions, pt);
+    cr_assert_eq(b.transitions, bt);
+    s_node_close(&p);
+    s_node_close(&b);
+    zx__sign_destroy(&ps);
+    zx__sign_destroy(&bs);
+}

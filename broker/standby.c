@@ -54,7 +54,10 @@
       the state machine back. The primary signs in broker mode: a backup's
       first message (or its first after the primary restarted) fails the
       epoch rule but is authentic, and the primary answers it with RESUME
-      [sig][R][] (signed under its session) so that the backup learns it.
+      [sig][R][] (signed under its session) so that the backup learns it;
+      and a complete passive says its last ACK again at every heartbeat, so
+      an ACK refused across a rotation of the primary's session costs a
+      heartbeat, not the wait for the next commit.
       The primary sends only to the connection whose message verified last,
       and the backup takes no fixed routing id, so a stranger connecting as
       "zxb-backup" receives nothing (without a secret the name is fixed and

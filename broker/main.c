@@ -77,6 +77,12 @@ static void s_usage(FILE *out)
             "                           workers (ERROR 3) and takes over when the active is\n"
             "                           gone (docs/operations.md, \"Running a pair\")\n"
             "  --primary, --backup      this broker's role in the pair\n"
+            "  --peer-key FILE          with --peer and --key: the other broker's public\n"
+            "                           certificate (zexec keygen); the peer link is then\n"
+            "                           CURVE and admits that key only. With --secret-file\n"
+            "                           (or $ZEXEC_SECRET) every peer message is signed. A\n"
+            "                           non-loopback --peer needs one of the two, or\n"
+            "                           --insecure\n"
             "  --metrics HOST:PORT      serve Prometheus metrics over HTTP at /metrics\n"
             "                           (e.g. 127.0.0.1:5572; off by default)\n"
             "  --insecure               allow binding non-loopback addresses without\n"
@@ -181,11 +187,23 @@ enum {
     OPT_PRIMARY,
     OPT_BACKUP,
     OPT_JOURNAL_SNAPSHOT,
+    OPT_PEER_KEY,
     OPT_VERSION,
 };
 
 /* the arguments as given (getopt_long permutes argv), for a restart */
 static char **args;
+/* $ZEXEC_SECRET as given, for a restart (zxb_sec_init unsets it) */
+static char *restart_secret;
+
+static void s_forget_secret(void)
+{
+    if (restart_secret) {
+        explicit_bzero(restart_secret, strlen(restart_secret));
+        free(restart_secret);
+        restart_secret = NULL;
+    }
+}
 
 int main(int argc, char *argv[])
 {
@@ -248,6 +266,7 @@ int main(int argc, char *argv[])
         {"primary", no_argument, NULL, OPT_PRIMARY},
         {"backup", no_argument, NULL, OPT_BACKUP},
         {"journal-snapshot", required_argument, NULL, OPT_JOURNAL_SNAPSHOT},
+        {"peer-key", required_argument, NULL, OPT_PEER_KEY},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -427,6 +446,7 @@ int main(int argc, char *argv[])
             }
             cfg.peer = optarg;
             break;
+        case OPT_PEER_KEY: sec.peer_key = optarg; break;
         case OPT_PRIMARY: roles |= 1; break;
         case OPT_BACKUP: roles |= 2; break;
         case 'v': cfg.verbose = 2; break;
@@ -462,25 +482,40 @@ int main(int argc, char *argv[])
         return 2;
     }
     cfg.pair_primary = roles == 1;
+    sec.peer = cfg.peer;
+    sec.pair_primary = cfg.pair_primary;
     zsys_init();
     zsys_set_logstream(stderr);
     zsys_set_logident("zexec-broker");
+    /* zxb_sec_init unsets ZEXEC_SECRET once read (nothing the broker starts
+       inherits it), but a pair's broker that steps down starts itself again
+       and must sign as before: keep it for that restart only */
+    const char *env_secret = getenv("ZEXEC_SECRET");
+    restart_secret = cfg.peer && env_secret && !sec.secret_file ? strdup(env_secret) : NULL;
     if (zxb_sec_init(&sec) != 0) {
+        s_forget_secret();
         return 1;
     }
     zxb_broker_t *broker = zxb_broker_new(&cfg);
     if (!broker) {
         zxb_sec_fini();
+        s_forget_secret();
         return 1;
     }
     int run = zxb_broker_run(broker);
     zxb_broker_destroy(&broker);
     zxb_sec_fini(); /* after the sockets: the ZAP handler outlives them */
+    if (run != ZXB_RUN_RESTART) {
+        s_forget_secret();
+    }
     if (run == ZXB_RUN_RESTART) {
         /* a pair's backup that was active beside the primary steps down: its
            tables cannot be unbuilt in place, so the program starts again with
            the same arguments and comes back as the passive */
         zsys_shutdown();
+        if (restart_secret) {
+            setenv("ZEXEC_SECRET", restart_secret, 1);
+        }
         execv("/proc/self/exe", args);
         fprintf(stderr, "zexec-broker: cannot restart itself: %s\n", strerror(errno));
         return 1;

@@ -303,6 +303,11 @@ void zxb_metrics_update(zxb_broker_t *self)
              self->journal_failed ? 1.0 : 0.0);
     s_metric(f, "zexec_dropped_messages_total", "counter",
              "Malformed, unsigned or unexpected messages dropped.", (double)self->drops.total);
+    if (self->cfg.peer) {
+        s_metric(f, "zexec_pair_peer_refused_total", "counter",
+                 "Peer-link messages dropped: their signature check failed.",
+                 (double)zxb_pair_peer_refused(self));
+    }
 
     /* per worker and pool kind, then per worker */
     s_metric_head(f, "zexec_worker_slots", "gauge", "Pool size of a worker.");

@@ -15,6 +15,10 @@
       jobs and held results, the recovery window), then serves. So the
       broker's tables hold something only while it is active, and a
       takeover is the restart of a broker whose journal is the copy.
+    - The peer link is protected as the client and worker endpoints are
+      (CURVE with --key and --peer-key, and/or the shared secret's
+      signatures; broker/security.c hands them to the standby), and a
+      non-loopback peer endpoint with neither is refused unless --insecure.
     - While not active, every client and worker message is answered with
       ERROR 3 (ZXP_ERR_PASSIVE) and dropped, except a HELLO or SUBMIT that
       the state machine lets through (the failover rule: the peer silent
@@ -28,6 +32,7 @@
       and copies the primary's journal afresh.
 */
 #include "zxb_broker.h"
+#include "zxb_sec.h"
 #include "zxb_standby.h"
 
 #include <inttypes.h>
@@ -118,6 +123,10 @@ static void s_snapshot(void *arg)
 
 int zxb_pair_open(zxb_broker_t *self)
 {
+    /* the link carries the whole journal: open only on loopback, or with --insecure */
+    if (zxb_sec_peer_check(self->cfg.peer, self->cfg.insecure) != 0) {
+        return -1;
+    }
     self->pair_journal = s_open_quiet(self);
     if (!self->pair_journal) {
         return -1;
@@ -130,14 +139,19 @@ int zxb_pair_open(zxb_broker_t *self)
                                .on_state = s_on_state,
                                .snapshot = s_snapshot,
                                .arg = self};
+    zxb_sec_peer(&sc.cert, &sc.peer_key, &sc.sign);
     char err[512];
     self->standby = zxb_standby_new(&sc, zclock_mono(), err, sizeof err);
     if (!self->standby) {
         zsys_error("%s", err);
         return -1;
     }
-    ZXB_INFO("pair: %s, peer %s: waiting to learn which broker is active",
-             self->cfg.pair_primary ? "primary" : "backup", self->cfg.peer);
+    ZXB_INFO("pair: %s, peer %s (%s%s%s): waiting to learn which broker is active",
+             self->cfg.pair_primary ? "primary" : "backup", self->cfg.peer, sc.cert ? "CURVE" : "",
+             sc.cert && sc.sign ? ", " : "",
+             sc.sign    ? "signed"
+             : !sc.cert ? "unauthenticated"
+                        : "");
     return 0;
 }
 
@@ -229,4 +243,9 @@ uint64_t zxb_pair_durable(zxb_broker_t *self, uint64_t committed)
 const char *zxb_pair_state(zxb_broker_t *self)
 {
     return self->standby ? zxb_sb_state_name(zxb_standby_state(self->standby)) : NULL;
+}
+
+uint64_t zxb_pair_peer_refused(zxb_broker_t *self)
+{
+    return self->standby ? zxb_standby_refused(self->standby) : 0;
 }

@@ -19,6 +19,7 @@
               16 lineage]                                 every heartbeat
       JOURNAL [sig][J][16 lineage, u64 first, u64 last][records]  active->passive
       ACK     [sig][A][u64 lsn]                           passive->active
+      RESUME  [sig][R][]                       primary->backup, signing only
 
     flags: 1 copy complete, 2 eligible, 4 gating (the active counts the
     passive's acknowledgements). Integers little-endian.
@@ -38,6 +39,30 @@
     acknowledges alone: the cluster keeps working on one broker, and those
     acknowledgements rest on its disk only (docs/operations.md).
 
+    The link's protection (the same two modes as the client and worker
+    endpoints; docs/operations.md "Running a pair"):
+    - CURVE (cfg.cert and cfg.peer_key): the primary's ROUTER is a CURVE
+      server in the ZAP domain "peer", whose handler (common/auth.c) admits
+      the backup's key only; the backup's DEALER is a CURVE client that
+      expects the primary's key. A peer with another key never connects.
+    - A shared secret (cfg.sign): every message carries common/sign.c's
+      envelope for the receiver's role (ZXP_ROLE_PEER_PRIMARY or _BACKUP)
+      and is checked before anything reads it; one that fails is dropped and
+      counted (logged once per connection and reason), never acted upon.
+      The envelope's epoch (the receiver's per-start session) and strictly
+      increasing seq refuse replays, so an old STATE or JOURNAL cannot move
+      the state machine back. The primary signs in broker mode: a backup's
+      first message (or its first after the primary restarted) fails the
+      epoch rule but is authentic, and the primary answers it with RESUME
+      [sig][R][] (signed under its session) so that the backup learns it;
+      and a complete passive says its last ACK again at every heartbeat, so
+      an ACK refused across a rotation of the primary's session costs a
+      heartbeat, not the wait for the next commit.
+      The primary sends only to the connection whose message verified last,
+      and the backup takes no fixed routing id, so a stranger connecting as
+      "zxb-backup" receives nothing (without a secret the name is fixed and
+      a reconnecting backup takes it over).
+
     The tap runs on the journal's writer thread: it copies the bytes into a
     queue under a mutex and writes an eventfd; the broker's thread forwards
     them. A batch the peer socket cannot take at once (the passive is gone
@@ -46,6 +71,7 @@
     Lock order: one mutex (mu), the tap queue only.
 */
 #include "zxb_standby.h"
+#include "zx_auth.h"
 
 #include <czmq.h>
 #include <errno.h>
@@ -190,6 +216,12 @@ struct zxb_standby {
     uint64_t acked;       /* what we acknowledged last */
     bool active_gating;   /* the active's last STATE said it counts us */
     uint64_t active_solo; /* and the solo_max it gave */
+    /* primary: the routing id messages go to (signing: the connection whose
+       message verified last; rid_len 0: none yet) */
+    uint8_t rid[256];
+    size_t rid_len;
+    zxp_drops_t drops;
+    uint64_t refused; /* peer messages dropped: signature check failed */
 };
 
 static void s_le64_put(uint8_t *p, uint64_t v)
@@ -208,14 +240,57 @@ static uint64_t s_le64_get(const uint8_t *p)
     return v;
 }
 
-/* Sends [sig][cmd][body][extra] without waiting; false if the socket would
-   block or has no peer (then nothing is sent). */
-static bool s_send(zxb_standby_t *self, char cmd, const void *body, size_t len, const void *extra,
-                   size_t extra_len)
+/* Sends the frames of a signed message, the routing id first on the
+   primary, without waiting; false if the socket would block or has no such
+   peer (then nothing is sent). */
+static bool s_send_signed(zxb_standby_t *self, const uint8_t *rid, size_t rid_len, zmsg_t *m)
 {
     void *h = zsock_resolve(self->sock);
-    if (self->cfg.primary &&
-        zmq_send(h, S_BACKUP_ID, strlen(S_BACKUP_ID), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+    int flags = ZMQ_SNDMORE | ZMQ_DONTWAIT;
+    if (self->cfg.primary) {
+        if (zmq_send(h, rid, rid_len, flags) < 0) {
+            return false;
+        }
+        flags = ZMQ_SNDMORE;
+    }
+    for (zframe_t *f = zmsg_first(m); f;) {
+        zframe_t *next = zmsg_next(m);
+        if (zmq_send(h, zframe_data(f), zframe_size(f), next ? flags : flags & ~ZMQ_SNDMORE) < 0) {
+            return false; /* only the first part may fail */
+        }
+        flags = ZMQ_SNDMORE;
+        f = next;
+    }
+    return true;
+}
+
+/* Sends [sig][cmd][body][extra] (and the envelope when signing) to rid on
+   the primary, to the primary on the backup, without waiting; false if the
+   socket would block or has no peer (then nothing is sent). */
+static bool s_send_to(zxb_standby_t *self, const uint8_t *rid, size_t rid_len, char cmd,
+                      const void *body, size_t len, const void *extra, size_t extra_len)
+{
+    if (self->cfg.primary && rid_len == 0) {
+        return false; /* no verified backup yet */
+    }
+    if (self->cfg.sign) {
+        zmsg_t *m = zmsg_new();
+        zmsg_addstr(m, S_SIG);
+        zmsg_addmem(m, &cmd, 1);
+        zmsg_addmem(m, body, len);
+        if (extra) {
+            zmsg_addmem(m, extra, extra_len);
+        }
+        zframe_t *to = self->cfg.primary ? zframe_new(rid, rid_len) : NULL;
+        int role = self->cfg.primary ? ZXP_ROLE_PEER_BACKUP : ZXP_ROLE_PEER_PRIMARY;
+        bool ok =
+            zx__sign_msg(self->cfg.sign, m, to, role) == 0 && s_send_signed(self, rid, rid_len, m);
+        zframe_destroy(&to);
+        zmsg_destroy(&m);
+        return ok;
+    }
+    void *h = zsock_resolve(self->sock);
+    if (self->cfg.primary && zmq_send(h, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
         return false; /* EHOSTUNREACH (no backup connected) or EAGAIN */
     }
     if (!self->cfg.primary && zmq_send(h, S_SIG, strlen(S_SIG), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
@@ -231,6 +306,13 @@ static bool s_send(zxb_standby_t *self, char cmd, const void *body, size_t len, 
         zmq_send(h, extra, extra_len, 0);
     }
     return true;
+}
+
+/* The same, to the peer. */
+static bool s_send(zxb_standby_t *self, char cmd, const void *body, size_t len, const void *extra,
+                   size_t extra_len)
+{
+    return s_send_to(self, self->rid, self->rid_len, cmd, body, len, extra, extra_len);
 }
 
 static uint8_t s_flags(zxb_standby_t *self)
@@ -494,6 +576,35 @@ static void s_on_ack(zxb_standby_t *self, uint64_t lsn)
     }
 }
 
+/* Signing: checks and strips the envelope of a message from id (the
+   primary's connection to a backup; NULL on the backup). False: dropped. */
+static bool s_verify(zxb_standby_t *self, zframe_t *id, zmsg_t *m)
+{
+    int role = self->cfg.primary ? ZXP_ROLE_PEER_PRIMARY : ZXP_ROLE_PEER_BACKUP;
+    int rc = zx__sign_verify(self->cfg.sign, m, id, role);
+    if (rc == 0) {
+        if (id && (zframe_size(id) != self->rid_len ||
+                   memcmp(zframe_data(id), self->rid, self->rid_len) != 0)) {
+            /* the backup (re)connected: its messages go there from now on */
+            size_t n = zframe_size(id) < sizeof self->rid ? zframe_size(id) : sizeof self->rid;
+            memcpy(self->rid, zframe_data(id), n);
+            self->rid_len = n;
+        }
+        return true;
+    }
+    self->refused++;
+    if (rc != ZXP_E_SIGN_FIRST) {
+        /* a backup's first message is its normal start, not worth a warning */
+        zxp_drop(&self->drops, "standby: peer link", id, rc, "signature check failed");
+    }
+    if (id && (rc == ZXP_E_SIGN_FIRST || rc == ZXP_E_SIGN_EPOCH)) {
+        /* authentic (the MAC verified), signed before it knew this session:
+           tell it the session (sign.c recorded whom to sign for) */
+        s_send_to(self, zframe_data(id), zframe_size(id), 'R', "", 0, NULL, 0);
+    }
+    return false;
+}
+
 bool zxb_standby_handle(zxb_standby_t *self, int64_t now_ms)
 {
     assert(self);
@@ -505,10 +616,13 @@ bool zxb_standby_handle(zxb_standby_t *self, int64_t now_ms)
         if (!m) {
             break;
         }
-        if (self->cfg.primary) {
-            zframe_t *id = zmsg_pop(m);
+        zframe_t *id = self->cfg.primary ? zmsg_pop(m) : NULL;
+        if (self->cfg.sign && !s_verify(self, id, m)) {
             zframe_destroy(&id);
+            zmsg_destroy(&m);
+            continue;
         }
+        zframe_destroy(&id);
         zframe_t *sig = zmsg_pop(m), *cmd = zmsg_pop(m), *body = zmsg_pop(m), *extra = zmsg_pop(m);
         if (sig && cmd && body && zframe_streq(sig, S_SIG) && zframe_size(cmd) == 1) {
             char c = (char)zframe_data(cmd)[0];
@@ -522,6 +636,8 @@ bool zxb_standby_handle(zxb_standby_t *self, int64_t now_ms)
                 s_on_journal(self, zframe_data(body), zframe_data(extra), zframe_size(extra));
             } else if (c == 'A' && zframe_size(body) == 8) {
                 s_on_ack(self, s_le64_get(zframe_data(body)));
+            } else if (c == 'R' && zframe_size(body) == 0 && !self->cfg.primary) {
+                s_send_state(self); /* the primary knows us now: our state at once */
             }
         }
         zframe_destroy(&sig);
@@ -548,6 +664,15 @@ void zxb_standby_tick(zxb_standby_t *self, int64_t now_ms)
     if (now_ms >= self->next_hb) {
         self->next_hb = now_ms + self->cfg.heartbeat_ms;
         s_send_state(self);
+        if (self->cfg.sign && self->sb.state == ZXB_SB_PASSIVE && self->complete && self->acked) {
+            /* an ACK that went out can still be refused (signed for a
+               session of the primary's that it has just rotated away from):
+               say it again, so that acknowledgements never wait for the
+               next commit. The active keeps the highest. */
+            uint8_t b[8];
+            s_le64_put(b, self->acked);
+            s_send(self, 'A', b, sizeof b, NULL, 0);
+        }
     }
 }
 
@@ -599,6 +724,12 @@ zxb_sb_state_t zxb_standby_state(zxb_standby_t *self)
     return self->sb.state;
 }
 
+uint64_t zxb_standby_refused(zxb_standby_t *self)
+{
+    assert(self);
+    return self->refused;
+}
+
 bool zxb_standby_eligible(zxb_standby_t *self)
 {
     assert(self);
@@ -640,6 +771,11 @@ zxb_standby_t *zxb_standby_new(const zxb_standby_config_t *cfg, int64_t now_ms, 
     self->j = cfg->journal;
     self->efd = -1;
     self->q_tail = &self->q_head;
+    zxp_drops_init(&self->drops);
+    if (cfg->primary && !cfg->sign) {
+        memcpy(self->rid, S_BACKUP_ID, strlen(S_BACKUP_ID));
+        self->rid_len = strlen(S_BACKUP_ID);
+    }
     self->resyncing = true;
     self->committed = zxb_journal_committed(self->j);
     pthread_mutex_init(&self->mu, NULL);
@@ -657,6 +793,17 @@ zxb_standby_t *zxb_standby_new(const zxb_standby_config_t *cfg, int64_t now_ms, 
        retransmissions: the brokers hear each other soon after a heal */
     zsock_set_heartbeat_ivl(self->sock, (int)cfg->heartbeat_ms);
     zsock_set_heartbeat_timeout(self->sock, (int)(cfg->heartbeat_ms * cfg->liveness));
+    if (cfg->cert && cfg->peer_key) {
+        if (cfg->primary) {
+            if (zx__auth_server_setup(self->sock, cfg->cert, ZX__AUTH_DOMAIN_PEER) != 0) {
+                snprintf(err, errlen, "standby: cannot make the peer endpoint a CURVE server");
+                goto fail;
+            }
+        } else {
+            zcert_apply(cfg->cert, self->sock);
+            zsock_set_curve_serverkey(self->sock, cfg->peer_key);
+        }
+    }
     if (cfg->primary) {
         zsock_set_router_mandatory(self->sock, 1);
         /* a backup that reconnects (after a cut, its old connection not yet
@@ -669,7 +816,9 @@ zxb_standby_t *zxb_standby_new(const zxb_standby_config_t *cfg, int64_t now_ms, 
             goto fail;
         }
     } else {
-        zsock_set_identity(self->sock, S_BACKUP_ID);
+        if (!cfg->sign) {
+            zsock_set_identity(self->sock, S_BACKUP_ID);
+        }
         if (zsock_connect(self->sock, "%s", cfg->peer) < 0) {
             snprintf(err, errlen, "standby: cannot connect to the peer endpoint %s: %s", cfg->peer,
                      zmq_strerror(zmq_errno()));
@@ -704,6 +853,7 @@ void zxb_standby_destroy(zxb_standby_t **self_p)
         close(self->efd);
     }
     pthread_mutex_destroy(&self->mu);
+    zxp_drops_fini(&self->drops);
     free(self->peer_ep);
     free(self);
     *self_p = NULL;

@@ -385,6 +385,8 @@ void zxb_pair_tick(zxb_broker_t *self);
 uint64_t zxb_pair_durable(zxb_broker_t *self, uint64_t committed);
 /* "active", "passive", "primary" (undecided), "backup", or NULL. */
 const char *zxb_pair_state(zxb_broker_t *self);
+/* Peer-link messages dropped because their signature check failed (0: no pair). */
+uint64_t zxb_pair_peer_refused(zxb_broker_t *self);
 
 /* ---- metrics.c -------------------------------------------------------------------- */
 

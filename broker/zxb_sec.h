@@ -1,6 +1,8 @@
 /*  zxb_sec.h - the broker side of zexec security (broker/security.c): the
     bind policy, CURVE server sockets with a ZAP handler per endpoint, and
-    shared-secret signing. Process-wide state: one broker per process.
+    shared-secret signing; and the same two modes for the peer link of a
+    pair of brokers (standby.c), whose keys and signer are handed to the
+    standby. Process-wide state: one broker per process.
     Order: zxb_sec_init, then sockets (zxb_sec_socket after zxp_sock_setup,
     before bind), zxb_sec_verify on every received message before
     zxp_decode; zxb_sec_fini after the sockets are gone.
@@ -9,6 +11,7 @@
 #define ZXB_SEC_H
 
 #include "zx_proto.h"
+#include "zx_sign.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -19,6 +22,9 @@ typedef struct {
     const char *worker_keys; /* --worker-keys DIR */
     const char *secret_file; /* --secret-file (else $ZEXEC_SECRET) */
     int64_t max_msg;         /* --max-msg; 0: ZXP_MAX_MSG */
+    const char *peer;        /* --peer: one of a pair (NULL: alone) */
+    bool pair_primary;       /* --primary (else --backup) */
+    const char *peer_key;    /* --peer-key: the other broker's public certificate */
 } zxb_sec_config_t;
 
 /* Loads keys and the secret, starts the ZAP handler, sets the message
@@ -31,6 +37,15 @@ int zxb_sec_socket(zsock_t *sock, bool workers);
    0: go on; -1: dropped and counted (and answered by RESET when it was
    signed under a previous broker session). */
 int zxb_sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_drops_t *drops);
+/* The peer link's protection (NULLs: none), for the standby's
+   configuration: this broker's certificate and the peer's public key (Z85)
+   for CURVE, and the link's own signer (broker mode on the primary, which
+   answers many connections; peer mode on the backup). Owned here. */
+void zxb_sec_peer(zcert_t **cert, const char **peer_key, zx__sign_t **sign);
+/* The start-up rule for the peer endpoint (bound by the primary, connected
+   to by the backup): not loopback needs CURVE or a shared secret, or
+   insecure. 0, or -1 with the reason logged. */
+int zxb_sec_peer_check(const char *endpoint, bool insecure);
 /* The attempt-token key (16 bytes) derived from the shared secret: true, or
    false when no secret is configured (out untouched). */
 bool zxb_sec_token_key(uint8_t out[16]);

@@ -34,7 +34,8 @@
       - flags --peer ENDPOINT and --primary / --backup; with --peer the
         broker needs --journal; after replaying its journal it makes the
         standby with the journal, the heartbeat and liveness, on_state and
-        a snapshot callback (durable.c's snapshot writer);
+        a snapshot callback (durable.c's snapshot writer), and the link's
+        protection from security.c (zxb_sec_peer: CURVE keys, a signer);
       - its poll loop adds zxb_standby_fds and, when they fire and before
         it sleeps, calls zxb_standby_handle; zxb_standby_tick at its tick;
         when the journal's fd fires, zxb_standby_committed(committed);
@@ -53,6 +54,7 @@
 #ifndef ZXB_STANDBY_H
 #define ZXB_STANDBY_H
 
+#include "zx_sign.h"
 #include "zxb_journal.h"
 
 #include <stdbool.h>
@@ -109,6 +111,17 @@ typedef struct {
        zxb_journal_snapshot_end, zxb_journal_flush), to start the passive's copy */
     void (*snapshot)(void *arg);
     void *arg;
+    /* The link's protection (borrowed; NULL: none), broker/security.c:
+       CURVE with cert (this broker's secret certificate) and peer_key (the
+       other's public key, Z85): the primary's ROUTER is a CURVE server in
+       ZAP domain "peer" (a ZAP handler admitting that key must run in the
+       process: zx__auth_new), the backup's DEALER a CURVE client. sign: a
+       signer made from the shared secret (zx__sign_new: broker mode on the
+       primary, peer mode on the backup): every message signed and checked,
+       replays refused. */
+    zcert_t *cert;
+    const char *peer_key;
+    zx__sign_t *sign;
 } zxb_standby_config_t;
 
 /* Binds or connects the peer socket; NULL with err on failure. */
@@ -134,6 +147,8 @@ void zxb_standby_committed(zxb_standby_t *self, uint64_t lsn, int64_t now_ms);
    otherwise the local committed LSN (the active acknowledges alone). */
 uint64_t zxb_standby_durable(zxb_standby_t *self, uint64_t committed);
 zxb_sb_state_t zxb_standby_state(zxb_standby_t *self);
+/* Peer messages dropped because their signature check failed. */
+uint64_t zxb_standby_refused(zxb_standby_t *self);
 /* Passive: whether it may take over (its copy is complete). */
 bool zxb_standby_eligible(zxb_standby_t *self);
 /* After the broker reopened its journal (a takeover replays it): use this one.

@@ -226,13 +226,14 @@ typedef struct {
     zhashx_t *keys; /* Z85 public key -> file name; NULL while broken */
     struct timespec mtime;
     bool loaded;
+    bool fixed;       /* keys given at start, no folder (the peer domain) */
     atomic_int count; /* read by zx__auth_keys from other threads */
 } s_domain_t;
 
 struct zx__auth {
     zactor_t *actor;
-    zsock_t *zap; /* bound by zx__auth_new, then used only by the actor */
-    s_domain_t dom[2];
+    zsock_t *zap;      /* bound by zx__auth_new, then used only by the actor */
+    s_domain_t dom[3]; /* clients, workers, peer */
     atomic_uint_fast64_t admitted, refused;
 };
 
@@ -305,6 +306,9 @@ static void s_domain_load(s_domain_t *d)
 /* Re-reads the folder when it changed (or vanished) since the last load. */
 static void s_domain_refresh(s_domain_t *d)
 {
+    if (d->fixed) {
+        return;
+    }
     struct stat st;
     bool exists = d->dir && stat(d->dir, &st) == 0;
     if (!d->loaded ||
@@ -350,7 +354,7 @@ static void s_zap_request(zx__auth_t *self, zmsg_t *req)
     const char *code = "400", *text = "refused";
     char user[256] = "";
     s_domain_t *d = NULL;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         if (s_frame_is(domain, self->dom[i].name)) {
             d = &self->dom[i];
         }
@@ -425,7 +429,8 @@ static void s_zap_actor(zsock_t *pipe, void *arg)
     zsock_destroy(&self->zap);
 }
 
-zx__auth_t *zx__auth_new(const char *client_keys_dir, const char *worker_keys_dir)
+zx__auth_t *zx__auth_new(const char *client_keys_dir, const char *worker_keys_dir,
+                         const char *peer_key)
 {
     zx__auth_t *self = calloc(1, sizeof *self);
     if (!self) {
@@ -438,6 +443,23 @@ zx__auth_t *zx__auth_new(const char *client_keys_dir, const char *worker_keys_di
     for (int i = 0; i < 2; i++) {
         atomic_init(&self->dom[i].count, -1);
         s_domain_load(&self->dom[i]);
+    }
+    /* the peer domain: one key, fixed at start (no folder to watch); set
+       before the actor starts, read only by it afterwards */
+    s_domain_t *pd = &self->dom[2];
+    pd->name = ZX__AUTH_DOMAIN_PEER;
+    pd->fixed = true;
+    pd->loaded = true;
+    atomic_init(&pd->count, -1);
+    uint8_t raw[32];
+    if (peer_key && s_z85_key(peer_key, raw)) {
+        pd->keys = zhashx_new();
+        zhashx_set_destructor(pd->keys, (zhashx_destructor_fn *)zstr_free);
+        zhashx_set_duplicator(pd->keys, (zhashx_duplicator_fn *)strdup);
+        zhashx_update(pd->keys, peer_key, "peer");
+        atomic_store(&pd->count, 1);
+    } else if (peer_key) {
+        zsys_error("zexec auth: the peer key is not 40 Z85 characters: every peer is refused");
     }
     atomic_init(&self->admitted, 0);
     atomic_init(&self->refused, 0);
@@ -464,7 +486,7 @@ void zx__auth_destroy(zx__auth_t **self_p)
     zx__auth_t *self = *self_p;
     zactor_destroy(&self->actor); /* the actor closes the ZAP socket */
     zsock_destroy(&self->zap);    /* only if the actor never started */
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         zhashx_destroy(&self->dom[i].keys);
         free(self->dom[i].dir);
     }
@@ -474,7 +496,7 @@ void zx__auth_destroy(zx__auth_t **self_p)
 
 int zx__auth_keys(zx__auth_t *self, const char *domain)
 {
-    for (int i = 0; self && i < 2; i++) {
+    for (int i = 0; self && i < 3; i++) {
         if (strcmp(domain, self->dom[i].name) == 0) {
             return atomic_load(&self->dom[i].count);
         }

@@ -13,7 +13,8 @@
       instead of admitting anyone who knows the server key;
     - a missing or empty key folder, or one with a file that does not parse as
       a certificate, refuses every peer of that domain (and says so in the log);
-    - any mechanism but CURVE, and any domain but the two above, is refused.
+    - any mechanism but CURVE, and any domain but the two above and "peer"
+      (one key, given at start: a pair's other broker), is refused.
     docs/security.md describes the whole model.
 */
 #ifndef ZX_AUTH_H
@@ -25,6 +26,7 @@
 
 #define ZX__AUTH_DOMAIN_CLIENTS "clients"
 #define ZX__AUTH_DOMAIN_WORKERS "workers"
+#define ZX__AUTH_DOMAIN_PEER "peer" /* the peer link of a pair of brokers: one key */
 
 /* Largest certificate file we read: a zcert file is a few hundred bytes. */
 #define ZX__AUTH_CERT_MAX 65536
@@ -67,9 +69,12 @@ typedef struct zx__auth zx__auth_t;
 /* Loads the allowlists (a NULL folder admits nobody on that domain) and
    starts the ZAP handler in this process's czmq context. Folders are
    re-read when their modification time changes, so keys can be added or
-   revoked without a restart. NULL if the handler could not bind (another
-   ZAP handler already runs in the process). */
-zx__auth_t *zx__auth_new(const char *client_keys_dir, const char *worker_keys_dir);
+   revoked without a restart. peer_key: the one public key (Z85) admitted on
+   the "peer" domain (a pair's primary admits its backup there); NULL admits
+   nobody on it. NULL if the handler could not bind (another ZAP handler
+   already runs in the process). */
+zx__auth_t *zx__auth_new(const char *client_keys_dir, const char *worker_keys_dir,
+                         const char *peer_key);
 
 /* Stops the handler. Sockets with ZMQ_ZAP_ENFORCE_DOMAIN refuse every new
    connection from then on. */

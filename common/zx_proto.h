@@ -117,6 +117,12 @@ enum {
     ZXP_ROLE_BROKER_W = 2, /* broker, worker endpoint */
     ZXP_ROLE_CLIENT = 3,
     ZXP_ROLE_WORKER = 4,
+    /* the peer link of a pair of brokers (broker/standby.c): never a ZXP
+       command, only the receiver's role in a signed envelope, so that a
+       message signed for one direction of the link, or for a client or
+       worker endpoint, never verifies on another */
+    ZXP_ROLE_PEER_PRIMARY = 5,
+    ZXP_ROLE_PEER_BACKUP = 6,
 };
 
 /* The internal error family, each code named by zxp_strerror: the

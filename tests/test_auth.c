@@ -57,7 +57,7 @@ static int s_try(const char *domain, const char *key, const char *server_key, bo
     char err[256];
     zx__auth_t *auth = NULL;
     if (with_auth) {
-        auth = zx__auth_new(clients, workers);
+        auth = zx__auth_new(clients, workers, NULL);
         cr_assert(auth);
     }
     zcert_t *server_cert = zx__auth_cert_load(s_path("broker_secret"), true, err, sizeof err);
@@ -187,7 +187,7 @@ Test(auth, a_destroyed_zap_handler_refuses_new_connections)
 {
     s_keys();
     char err[256];
-    zx__auth_t *auth = zx__auth_new(s_path("clients"), s_path("workers"));
+    zx__auth_t *auth = zx__auth_new(s_path("clients"), s_path("workers"), NULL);
     cr_assert(auth);
     cr_assert_eq(zx__auth_keys(auth, "clients"), 1);
     zx__auth_destroy(&auth);
@@ -222,7 +222,7 @@ Test(auth, a_bad_file_in_a_key_folder_refuses_everyone)
     FILE *f = fopen(s_path("clients/garbage"), "w");
     fputs("this is not a certificate\n", f);
     fclose(f);
-    zx__auth_t *auth = zx__auth_new(s_path("clients"), s_path("workers"));
+    zx__auth_t *auth = zx__auth_new(s_path("clients"), s_path("workers"), NULL);
     cr_assert_eq(zx__auth_keys(auth, "clients"), -1);
     cr_assert_eq(zx__auth_keys(auth, "workers"), 1);
     zx__auth_destroy(&auth);
@@ -244,7 +244,7 @@ Test(auth, keys_added_or_removed_take_effect_without_a_restart)
 {
     s_keys();
     /* one handler for the whole test; s_try(..., false, ...) starts none */
-    zx__auth_t *auth = zx__auth_new(s_path("clients"), s_path("workers"));
+    zx__auth_t *auth = zx__auth_new(s_path("clients"), s_path("workers"), NULL);
     cr_assert_eq(zx__auth_keys(auth, "clients"), 1);
     cr_assert_eq(s_try("clients", s_path("eve_secret"), s_path("broker"), false, NULL, NULL), 0);
     char cmd[512];

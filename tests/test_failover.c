@@ -24,8 +24,16 @@
     asks the other broker until it takes over, and every accepted task's
     result must be fetchable from it (a real zexec-worker given both
     endpoints runs them): 0 accepted tasks lost.
+
+    Then the peer link's protection with real brokers: pairs whose link is
+    signed (--secret-file) and CURVE (--key, --peer-key) copy the journal
+    and fail over; start-up refuses --key without --peer-key and a
+    non-loopback link without protection unless --insecure; and a stranger
+    posing as the backup at a protected primary receives nothing and does
+    not make it active.
 */
 #include "broker_peers.h"
+#include "zx_auth.h"
 #include "zx_testutil.h"
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -213,4 +221,266 @@ Test(failover, every_accepted_task_of_a_detached_job_survives_the_active_killed,
         cr_assert(seen[s], "accepted task %llu lost in the failover", (unsigned long long)s);
     }
     fp_fini(&f);
+}
+
+/* ---- the peer link's protection, with real brokers ------------------------------------- */
+
+/* Runs prog args in dir and waits (at most timeout s); the result to free. */
+static zxt_proc_t s_run(const char *prog, const char *dir, const char *const *args, double timeout)
+{
+    char *bin = zxt_bin(prog);
+    pid_t pid = zxt_run_cmd(bin, dir, false, "", -1, args, NULL);
+    free(bin);
+    cr_assert_gt(pid, 0);
+    return zxt_collect(pid, dir, timeout);
+}
+
+static pid_t s_broker_args(const char *dir, const char *const *args)
+{
+    char *bin = zxt_bin("zexec-broker");
+    pid_t pid = zxt_run_cmd(bin, dir, false, "", -1, args, NULL);
+    free(bin);
+    cr_assert_gt(pid, 0);
+    return pid;
+}
+
+/* A pair whose peer link is signed (curve false) or CURVE (both brokers
+   with the one broker certificate, as clients given both endpoints take
+   one --server-key; --peer-key is its public file): the backup copies the
+   journal, the primary is killed, the backup takes over at a client's
+   request. */
+static void s_secure_failover(bool curve)
+{
+    cr_assert_not_null(mkdtemp(s_dir));
+    char keys[100], ck[100], secret[100], bsec[200], bpub[200], csec[200];
+    snprintf(keys, sizeof keys, "%s/keys", s_dir);
+    snprintf(ck, sizeof ck, "%s/clients", s_dir);
+    snprintf(secret, sizeof secret, "%s/secret", s_dir);
+    snprintf(bsec, sizeof bsec, "%s/broker_secret", keys);
+    snprintf(bpub, sizeof bpub, "%s/broker", keys);
+    snprintf(csec, sizeof csec, "%s/client_secret", keys);
+    cr_assert_eq(mkdir(keys, 0700), 0);
+    zxt_proc_t r;
+    if (curve) {
+        const char *kg[] = {"keygen", keys, "broker", NULL};
+        r = s_run("zexec", s_dir, kg, 30);
+        cr_assert_eq(r.status, 0, "keygen: %s", r.err);
+        zxt_proc_free(&r);
+        const char *kc[] = {"keygen", ck, "client", NULL};
+        r = s_run("zexec", s_dir, kc, 30);
+        cr_assert_eq(r.status, 0, "keygen: %s", r.err);
+        zxt_proc_free(&r);
+        char from[200];
+        snprintf(from, sizeof from, "%s/client_secret", ck);
+        cr_assert_eq(rename(from, csec), 0, "only public keys stay in the allowlist");
+    } else {
+        const char *kg[] = {"keygen", "--secret", secret, NULL};
+        r = s_run("zexec", s_dir, kg, 30);
+        cr_assert_eq(r.status, 0, "keygen: %s", r.err);
+        zxt_proc_free(&r);
+    }
+    char dirs[2][100], jdir[2][220], cep[2][64], wep[2][64], peer[64];
+    snprintf(peer, sizeof peer, "tcp://127.0.0.1:%d", zxt_free_port());
+    for (int i = 0; i < 2; i++) {
+        snprintf(dirs[i], sizeof dirs[i], "%.60s/b%d", s_dir, i);
+        snprintf(jdir[i], sizeof jdir[i], "%s/journal", dirs[i]);
+        cr_assert_eq(mkdir(dirs[i], 0700), 0);
+        snprintf(cep[i], sizeof cep[i], "tcp://127.0.0.1:%d", zxt_free_port());
+        snprintf(wep[i], sizeof wep[i], "tcp://127.0.0.1:%d", zxt_free_port());
+        const char *sec_curve[] = {"--key",         bsec, "--client-keys", ck,
+                                   "--worker-keys", ck,   "--peer-key",    bpub};
+        const char *sec_secret[] = {"--secret-file", secret};
+        const char *args[24] = {i == 0 ? "--primary" : "--backup",
+                                "--peer",
+                                peer,
+                                "--journal",
+                                jdir[i],
+                                "--clients",
+                                cep[i],
+                                "--workers",
+                                wep[i],
+                                "--heartbeat",
+                                "0.2",
+                                "--liveness",
+                                "3"};
+        int n = 13;
+        const char **sec = curve ? sec_curve : sec_secret;
+        int nsec = curve ? 8 : 2;
+        for (int k = 0; k < nsec; k++) {
+            args[n++] = sec[k];
+        }
+        args[n] = NULL;
+        s_pids[i] = s_broker_args(dirs[i], args);
+    }
+    const char *mode = curve ? "(CURVE)" : "(signed)";
+    cr_assert(s_log_has(dirs[0], mode, 30), "the primary's link is %s", mode);
+    cr_assert(s_log_has(dirs[1], mode, 30), "the backup's link is %s", mode);
+    cr_assert(s_log_has(dirs[0], "pair: this broker is active now", 60), "the primary is active");
+    cr_assert(s_log_has(dirs[1], "passive copy complete: may take over", 60),
+              "the backup has a complete copy over the protected link");
+
+    zxt_kill(s_pids[0]);
+    s_pids[0] = 0;
+    cr_assert(s_log_has(dirs[1], "standby: peer silent", 30), "the backup saw the primary go");
+    const char *st_curve[] = {"status",       "--broker", cep[1],      "--key", csec,
+                              "--server-key", bpub,       "--timeout", "30",    NULL};
+    const char *st_secret[] = {"status", "--broker",  cep[1], "--secret-file",
+                               secret,   "--timeout", "30",   NULL};
+    r = s_run("zexec", s_dir, curve ? st_curve : st_secret, 60);
+    cr_assert_eq(r.status, 0, "a client at the backup: %s", r.err);
+    zxt_proc_free(&r);
+    cr_assert(s_log_has(dirs[1], "pair: this broker is active now", 10), "failover");
+}
+
+Test(failover, a_pair_with_a_signed_peer_link_fails_over, .fini = s_teardown, .timeout = 120)
+{
+    s_secure_failover(false);
+}
+
+Test(failover, a_pair_with_a_curve_peer_link_fails_over, .fini = s_teardown, .timeout = 120)
+{
+    s_secure_failover(true);
+}
+
+Test(failover, a_pair_refuses_to_start_with_an_unprotected_or_half_configured_link,
+     .fini = s_teardown, .timeout = 120)
+{
+    cr_assert_not_null(mkdtemp(s_dir));
+    char keys[100], bsec[200], jdir[100];
+    snprintf(keys, sizeof keys, "%s/keys", s_dir);
+    snprintf(bsec, sizeof bsec, "%s/broker_secret", keys);
+    snprintf(jdir, sizeof jdir, "%s/journal", s_dir);
+    const char *kg[] = {"keygen", keys, "broker", NULL};
+    zxt_proc_t r = s_run("zexec", s_dir, kg, 30);
+    cr_assert_eq(r.status, 0, "keygen: %s", r.err);
+    zxt_proc_free(&r);
+    char loop[64], open_ep[64], cep[64], wep[64];
+    snprintf(loop, sizeof loop, "tcp://127.0.0.1:%d", zxt_free_port());
+    snprintf(open_ep, sizeof open_ep, "tcp://0.0.0.0:%d", zxt_free_port());
+    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", zxt_free_port());
+    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", zxt_free_port());
+
+    /* CURVE on the endpoints and not on the link: refused, naming the flag */
+    const char *half[] = {"--primary", "--peer",    loop, "--journal", jdir, "--clients",
+                          cep,         "--workers", wep,  "--key",     bsec, NULL};
+    r = s_run("zexec-broker", s_dir, half, 30);
+    cr_assert_neq(r.status, 0, "started with --key and no --peer-key");
+    cr_assert(strstr(r.err, "needs --peer-key FILE"), "%s", r.err);
+    zxt_proc_free(&r);
+
+    /* a non-loopback peer endpoint with no protection, either role */
+    const char *roles[] = {"--primary", "--backup"};
+    for (int i = 0; i < 2; i++) {
+        const char *open_args[] = {roles[i],    "--peer", open_ep,     "--journal", jdir,
+                                   "--clients", cep,      "--workers", wep,         NULL};
+        r = s_run("zexec-broker", s_dir, open_args, 30);
+        cr_assert_neq(r.status, 0, "%s started with an open non-loopback link", roles[i]);
+        cr_assert(strstr(r.err, "refusing the peer endpoint"), "%s", r.err);
+        cr_assert(strstr(r.err, "--insecure"), "%s", r.err);
+        zxt_proc_free(&r);
+    }
+
+    /* --insecure: it runs, and says so */
+    const char *insecure[] = {"--primary", "--peer",    open_ep, "--journal",  jdir, "--clients",
+                              cep,         "--workers", wep,     "--insecure", NULL};
+    s_pids[0] = s_broker_args(s_dir, insecure);
+    cr_assert(s_log_has(s_dir, "INSECURE: the peer link", 30), "the open link is logged");
+    cr_assert(s_log_has(s_dir, "waiting to learn which broker is active", 30), "it started");
+}
+
+/* A stranger at a protected primary's peer endpoint, posing as the backup
+   (routing id zxb-backup, "a backup just started", which would make the
+   primary active and stream it a snapshot): with a secret it sends
+   unsigned; with CURVE it has a key of its own. It receives nothing, and
+   the primary stays undecided and says why in its log. */
+static void s_stranger_at_primary(bool curve)
+{
+    cr_assert_not_null(mkdtemp(s_dir));
+    char keys[100], secret[100], bsec[200], bpub[200], jdir[100];
+    snprintf(keys, sizeof keys, "%s/keys", s_dir);
+    snprintf(secret, sizeof secret, "%s/secret", s_dir);
+    snprintf(bsec, sizeof bsec, "%s/broker_secret", keys);
+    snprintf(bpub, sizeof bpub, "%s/broker", keys);
+    snprintf(jdir, sizeof jdir, "%s/journal", s_dir);
+    const char *kc[] = {"keygen", keys, "broker", NULL};
+    const char *ks[] = {"keygen", "--secret", secret, NULL};
+    zxt_proc_t r = s_run("zexec", s_dir, curve ? kc : ks, 30);
+    cr_assert_eq(r.status, 0, "keygen: %s", r.err);
+    zxt_proc_free(&r);
+    char peer[64], cep[64], wep[64];
+    snprintf(peer, sizeof peer, "tcp://127.0.0.1:%d", zxt_free_port());
+    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", zxt_free_port());
+    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", zxt_free_port());
+    const char *a_curve[] = {"--primary", "--peer",     peer,        "--journal", jdir,
+                             "--clients", cep,          "--workers", wep,         "--key",
+                             bsec,        "--peer-key", bpub,        NULL};
+    const char *a_secret[] = {"--primary", "--peer",    peer, "--journal",     jdir,   "--clients",
+                              cep,         "--workers", wep,  "--secret-file", secret, NULL};
+    s_pids[0] = s_broker_args(s_dir, curve ? a_curve : a_secret);
+    cr_assert(s_log_has(s_dir, "waiting to learn which broker is active", 30));
+
+    zsock_t *fake = zsock_new(ZMQ_DEALER);
+    cr_assert_not_null(fake);
+    zsock_set_linger(fake, 0);
+    zsock_set_identity(fake, "zxb-backup");
+    zcert_t *own = NULL;
+    if (curve) {
+        own = zcert_new();
+        zcert_apply(own, fake);
+        char err[256];
+        zcert_t *server = zx__auth_cert_load(bpub, false, err, sizeof err);
+        cr_assert_not_null(server, "%s", err);
+        zsock_set_curve_serverkey(fake, zcert_public_txt(server));
+        zcert_destroy(&server);
+    }
+    zsock_set_sndtimeo(fake, 0);
+    cr_assert_eq(zsock_connect(fake, "%s", peer), 0);
+    uint8_t st[34] = {2}; /* STATE: a backup, just started */
+    const char *why = curve ? "zexec auth: refused a peer from 127.0.0.1 on 'peer'"
+                            : "standby: peer link: dropped a message";
+    size_t got = 0;
+    bool refused = false;
+    int64_t end = zclock_mono() + 30000;
+    /* keep saying it until the primary has said that it refused it, then
+       listen for two more seconds */
+    while (zclock_mono() < end && !refused) {
+        zmsg_t *m = zmsg_new();
+        zmsg_addstr(m, "ZXSB1");
+        zmsg_addstr(m, "S");
+        zmsg_addmem(m, st, sizeof st);
+        zmsg_send(&m, fake); /* with CURVE refused it may not even leave */
+        zmsg_destroy(&m);
+        refused = s_log_has(s_dir, why, 0.2);
+    }
+    cr_assert(refused, "the primary logged no refusal (%s)", why);
+    end = zclock_mono() + 2000;
+    while (zclock_mono() < end) {
+        zpoller_t *p = zpoller_new(fake, NULL);
+        if (zpoller_wait(p, 100)) {
+            zmsg_t *m = zmsg_recv(fake);
+            got += m ? zmsg_content_size(m) + 1 : 0;
+            zmsg_destroy(&m);
+        }
+        zpoller_destroy(&p);
+    }
+    cr_assert_eq(got, 0, "the stranger received %zu bytes", got);
+    char path[200];
+    snprintf(path, sizeof path, "%s/err", s_dir);
+    char *log = zxt_slurp(path);
+    cr_assert_null(strstr(log, "primary -> active"), "the stranger made the primary active");
+    cr_assert_null(strstr(log, "a snapshot for the passive"), "a copy was started for it");
+    free(log);
+    zsock_destroy(&fake);
+    zcert_destroy(&own);
+}
+
+Test(failover, a_stranger_at_a_signed_primary_gets_nothing, .fini = s_teardown, .timeout = 120)
+{
+    s_stranger_at_primary(false);
+}
+
+Test(failover, a_stranger_with_another_key_at_a_curve_primary_gets_nothing, .fini = s_teardown,
+     .timeout = 120)
+{
+    s_stranger_at_primary(true);
 }

@@ -13,25 +13,28 @@
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: zexec COMMAND [OPTIONS] [ARGS]\n"
-            "Runs work on a zexec cluster (a zexec-broker and its zexec-workers).\n"
-            "\n"
-            "commands:\n"
-            "  run       run a command line once per input across the cluster (GNU parallel-like)\n"
-            "  submit    call one function, print its result as JSON\n"
-            "  map       call a function on JSON argument lists read from stdin, in order\n"
-            "  status    the broker's view: workers, queues, totals\n"
-            "  jobs      the detached jobs the broker holds (run/submit --detach), progress\n"
-            "  results   print a detached job's results (JSON lines or run's output)\n"
-            "  cancel    cancel a detached job\n"
-            "  cluster   run a broker and N workers on this machine until Ctrl-C\n"
-            "  keygen    make CURVE certificates or a shared secret\n"
-            "\n"
-            "'zexec COMMAND --help' describes each. Environment: ZEXEC_BROKER (default\n"
-            "broker endpoint, or a pair's two separated by a comma), ZEXEC_SECRET (shared secret), "
-            "ZEXEC_CONNECT_TIMEOUT (seconds\n"
-            "to wait for the broker before giving up, default 3).\n");
+    fprintf(
+        out,
+        "usage: zexec COMMAND [OPTIONS] [ARGS]\n"
+        "Runs work on a zexec cluster (a zexec-broker and its zexec-workers).\n"
+        "\n"
+        "commands:\n"
+        "  run       run a command line once per input across the cluster (GNU parallel-like)\n"
+        "  submit    call one function, print its result as JSON\n"
+        "  map       call a function on JSON argument lists read from stdin, in order\n"
+        "  status    the broker's view: workers, queues, totals\n"
+        "  jobs      the detached jobs the broker holds (run/submit --detach), progress\n"
+        "  results   print a detached job's results (JSON lines or run's output)\n"
+        "  cancel    cancel a detached job\n"
+        "  cluster   run a broker and N workers on this machine until Ctrl-C\n"
+        "  keygen    make CURVE certificates or a shared secret\n"
+        "\n"
+        "'zexec COMMAND --help' describes each. Environment:\n"
+        "  ZEXEC_BROKER           default broker endpoint, or a pair's two separated by a comma\n"
+        "  ZEXEC_SECRET           shared secret\n"
+        "  ZEXEC_CONNECT_TIMEOUT  seconds to wait for the broker before giving up (default 3)\n"
+        "  ZEXEC_DETACH_WAIT      seconds run/submit --detach wait for the broker to accept\n"
+        "                         every task (default 600)\n");
 }
 
 int main(int argc, char **argv)

@@ -477,6 +477,9 @@ static void s_cancel_queued(zxb_task_t *t, void *arg)
 {
     zxb_broker_t *self = arg;
     zxb_queued_forget(self, t);
+    /* a session still connected (the submitter, before it detached) holds
+       a future for it: that future ends cancelled, as after its own CANCEL */
+    zxb_cancelled_send(self, t->client, t->seq, ZXP_CANCEL_DONE);
     self->cancelled++;
     zxb_task_release(self, t);
 }

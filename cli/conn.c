@@ -466,20 +466,22 @@ static void s_end(zx_executor_t **ex_p)
     s_det.ex = NULL;
 }
 
-int zxc_detach_abort(zx_executor_t **ex_p, const char *why)
+_Noreturn void zxc_detach_abort(zx_executor_t **ex_p, const char *why)
 {
     if (!s_claim(S_CANCELLING)) {
         s_park();
     }
-    if (!s_cancel_job(why)) {
-        /* the broker is gone: destroying the executor would wait
-           broker_timeout (60 s) for its futures, after the line that
-           already told the user everything */
-        fflush(stdout);
-        _exit(s_det.fail);
-    }
-    s_end(ex_p);
-    return s_det.fail;
+    s_cancel_job(why);
+    /* Either way the line said everything. Destroying the executor would
+       wait for every future: with the broker gone that is broker_timeout
+       (60 s), and with the job cancelled, tasks the send window held back
+       would leave now only to be refused, and a running task's end can
+       take as long as its worker needs to stop it. Nothing of the job is
+       in this process any more: leave without sending what is queued. */
+    (void)ex_p;
+    fflush(stdout);
+    fflush(stderr);
+    _exit(s_det.fail);
 }
 
 void zxc_detach_release(zx_executor_t **ex_p)
@@ -509,7 +511,7 @@ int zxc_detach(zx_executor_t **ex_p, const char *results_hint)
         char why[256];
         snprintf(why, sizeof why, "the broker did not accept every task within %g s (%s)", wait,
                  zx_strerror(rc));
-        return zxc_detach_abort(ex_p, why);
+        zxc_detach_abort(ex_p, why);
     }
     /* from here a signal does nothing: the id is printed */
     if (!s_claim(S_DONE)) {

@@ -1197,14 +1197,12 @@ static int s_run_detached(s_run_t *r, const zxc_conn_t *conn)
             err = s_submit(r, &r->job[i]);
         }
     }
-    int st;
     if (err) {
         char why[256];
         snprintf(why, sizeof why, "cannot submit: %s", zx_strerror(err));
-        st = zxc_detach_abort(&r->ex, why);
-    } else {
-        st = zxc_detach(&r->ex, " --format run");
+        zxc_detach_abort(&r->ex, why);
     }
+    int st = zxc_detach(&r->ex, " --format run");
     /* a task the broker refused (a quota, a full journal) is not in the job */
     size_t refused = 0;
     const zx_error_t *first = NULL;

@@ -97,12 +97,13 @@ zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd);
 zx_executor_t *zxc_detach_begin(const zxc_conn_t *c, const char *cmd, size_t total, int fail);
 /* waits until the broker has every task of ex (ACCEPTED), leaves, prints the
    job id on stdout and a hint on stderr: 0; or, when the broker did not
-   accept them, cancels the job as a signal does and returns fail; */
+   accept them, cancels the job as a signal does and ends the process with
+   fail (zxc_detach_abort); */
 int zxc_detach(zx_executor_t **ex_p, const char *results_hint);
 /* cancels the job as a signal does (why begins the line: "cannot submit:
-   ..."), destroys ex and returns fail (or ends the process with it when
-   the broker could not be reached: destroying ex would wait for it); */
-int zxc_detach_abort(zx_executor_t **ex_p, const char *why);
+   ...") and ends the process with fail, without destroying ex: that would
+   wait for futures that no longer matter (conn.c says which); */
+_Noreturn void zxc_detach_abort(zx_executor_t **ex_p, const char *why);
 /* destroys ex when nothing reached the broker (no task was submitted). */
 void zxc_detach_release(zx_executor_t **ex_p);
 /* The options of a job client for c (the security flags). */

@@ -285,6 +285,50 @@ Test(job_api, cancel_drops_the_queued_tasks_and_keeps_the_results)
     zx_job_destroy(&job);
 }
 
+/* A job cancelled from elsewhere while its submitter is still connected
+   (it has not detached): the submitter's futures of the dropped queued
+   tasks end cancelled (the broker says CANCELLED, as for its own CANCEL),
+   so the executor can be destroyed instead of waiting for them forever. */
+Test(job_api, a_job_cancelled_before_its_submitter_detached_ends_its_futures)
+{
+    s_start_pool(1, true);
+    enum { N = 12 };
+    zx_executor_t *ex = s_detached(s_c.client_ep, "cancelled-early");
+    zx_future_t *fs[N];
+    for (int i = 0; i < N; i++) {
+        fs[i] = zx_submitf(ex, "slow_square", "id", i, 0.5);
+        cr_assert(fs[i]);
+    }
+    char id[ZX_JOB_ID_LEN + 1];
+    cr_assert_eq(zx_executor_job_id(ex, id), ZX_OK);
+    /* the last task is queued at the broker behind the one the pool runs */
+    zx_job_t *job = NULL;
+    zx_job_info_t info = {0};
+    for (int i = 0; i < 500 && info.submitted < N; i++) {
+        if (!job) {
+            job = zx_job_attach(s_c.client_ep, id, NULL);
+        }
+        if (job) {
+            cr_assert_eq(zx_job_info(job, 10, &info), ZX_OK);
+        }
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert(job, "the broker knows the job");
+    cr_assert_eq(info.submitted, N);
+    cr_assert_eq(zx_job_cancel(job, 10), ZX_OK);
+    const void *v;
+    size_t len;
+    int rc = zx_future_result(fs[N - 1], 30, &v, &len);
+    cr_assert_eq(rc, ZX_ECANCELLED, "the queued task's future ends cancelled: %s", zx_strerror(rc));
+    for (int i = 0; i < N; i++) {
+        cr_assert(zx_future_done(fs[i]) || zx_future_exception(fs[i], 30), "future %d ended", i);
+        zx_future_unref(&fs[i]);
+    }
+    zx_executor_destroy(&ex);
+    zx_job_destroy(&job);
+}
+
 Test(job_api, errors_have_names_and_bad_calls_are_refused)
 {
     cr_assert_str_neq(zx_strerror(ZX_EDETACHED), "unknown error");

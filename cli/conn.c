@@ -182,8 +182,34 @@ done:
     return rc;
 }
 
+/* Ctrl-C or SIGTERM while the broker is asked: czmq's own handler would
+   only set zsys_interrupted, and the command would end as if the broker
+   had failed (255); this one also keeps which signal, so the command ends
+   as the shell expects (130, 143). Installed after czmq's set-up, which
+   would install its own, and replaced (zsys_handler_set(NULL)) once an
+   executor is made; commands that handle signals block them after the
+   probe. */
+static volatile sig_atomic_t s_probe_signal;
+
+static void s_on_probe_signal(int sig)
+{
+    s_probe_signal = sig;
+    zsys_interrupted = 1;
+}
+
+static void s_probe_exit_if_interrupted(void)
+{
+    if (s_probe_signal) {
+        fprintf(stderr, "zexec: interrupted\n");
+        exit(128 + s_probe_signal);
+    }
+}
+
 int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, size_t errlen)
 {
+    zsys_init();
+    zsys_handler_set(s_on_probe_signal);
+    s_probe_exit_if_interrupted(); /* between two probes (status --wait-workers) */
     timeout = s_connect_timeout(timeout);
     zx__eps_t eps;
     if (zx__eps_parse(&eps, c->broker, err, errlen) != 0) {
@@ -232,6 +258,7 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
         }
     }
     zx__eps_clear(&eps);
+    s_probe_exit_if_interrupted();
     return rc == 0 ? 0 : -1;
 }
 

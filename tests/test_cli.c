@@ -6,11 +6,15 @@
 
 #include <criterion/criterion.h>
 #include <czmq.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -297,6 +301,41 @@ Test(cli, an_unreachable_broker_is_a_clear_error_after_the_connect_timeout)
         s_free(&r);
     }
     unsetenv("ZEXEC_CONNECT_TIMEOUT");
+}
+
+/* Ctrl-C (or SIGTERM) while the command waits for the broker's first
+   answer ends it as the shell expects, 130 (143), saying so; not as if the
+   broker had failed. The barrier: a listener that accepts the command's
+   connection and never answers, so the command is in that wait. */
+Test(cli, a_signal_while_waiting_for_the_broker_exits_128_plus_its_number)
+{
+    const int sigs[] = {SIGINT, SIGTERM};
+    for (size_t i = 0; i < 2; i++) {
+        int port = zxt_free_port();
+        int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(lfd, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+        cr_assert_eq(listen(lfd, 4), 0);
+        char ep[64];
+        snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+        const char *args[] = {"status", "--broker", ep, NULL};
+        const char *env[] = {"ZEXEC_CONNECT_TIMEOUT", "60", NULL};
+        pid_t pid = zxt_run_cmd(s_zexec, s_dir, false, "", -1, args, env);
+        cr_assert_gt(pid, 0);
+        struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+        cr_assert_eq(poll(&pfd, 1, 30000), 1, "the command connects");
+        int cfd = accept(lfd, NULL, NULL);
+        cr_assert_geq(cfd, 0);
+        cr_assert_eq(kill(pid, sigs[i]), 0);
+        s_res_t r = zxt_collect(pid, s_dir, 30);
+        cr_assert_eq(r.status, 128 + sigs[i], "status %d: %s", r.status, r.err);
+        cr_assert(strstr(r.err, "interrupted"), "%s", r.err);
+        s_free(&r);
+        close(cfd);
+        close(lfd);
+    }
 }
 
 Test(cli, bad_flags_and_input_exit_2_naming_the_problem_and_help_exits_0)

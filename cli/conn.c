@@ -297,7 +297,15 @@ static zx_executor_t *s_executor_new(const zxc_conn_t *c, const char *cmd)
 
 zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd)
 {
-    return s_probe_or_say(c, cmd) == 0 ? s_executor_new(c, cmd) : NULL;
+    bool ok = s_probe_or_say(c, cmd) == 0;
+    /* after the probe, which a signal ends at once (130, 143), and before
+       the executor, so that its threads inherit the blocked signals; a
+       signal that came in between ends the command here. Blocked on
+       failure too: the caller's signal thread, started either way, is
+       stopped with SIGUSR1, which must not reach another thread. */
+    zxc_signals_block();
+    s_probe_exit_if_interrupted();
+    return ok ? s_executor_new(c, cmd) : NULL;
 }
 
 /* ---- --detach: the job from the executor's creation until its id is printed ---- */
@@ -458,6 +466,7 @@ zx_executor_t *zxc_detach_begin(const zxc_conn_t *c, const char *cmd, size_t tot
     }
     /* before the executor, so that its threads inherit the blocked signals */
     zxc_signals_block();
+    s_probe_exit_if_interrupted();
     zx_executor_t *ex = s_executor_new(c, cmd);
     if (!ex) {
         return NULL;

@@ -1611,8 +1611,7 @@ int zxc_run_main(int argc, char **argv)
         s_free(&r);
         return st;
     }
-    /* before the executor, so that its thread inherits the blocked signals */
-    zxc_signals_block();
+    /* it blocks the signals the thread started below waits for */
     r.ex = zxc_executor(&conn, "run");
     if (!r.ex) {
         s_free(&r);

@@ -200,7 +200,6 @@ int zxc_submit_main(int argc, char **argv)
     }
     s_stop_t st = {.cmd = "submit"};
     pthread_mutex_init(&st.lock, NULL);
-    zxc_signals_block();
     zx_executor_t *ex = zxc_executor(&conn, "submit");
     zx_future_t *f = ex ? zx_submit_opts(ex, fn, sb.data, sb.size, &topts) : NULL;
     if (ex && !f) {
@@ -357,7 +356,6 @@ int zxc_map_main(int argc, char **argv)
     const char *fn = argv[optind];
     s_stop_t st = {.cmd = "map"};
     pthread_mutex_init(&st.lock, NULL);
-    zxc_signals_block();
     zx_executor_t *ex = zxc_executor(&conn, "map");
     if (!ex) {
         pthread_mutex_destroy(&st.lock);

@@ -80,7 +80,10 @@ bool zxc_conn_flag(zxc_conn_t *c, int opt, const char *arg);
    and stores the reply as JSON in *status (caller json_decref's). */
 int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, size_t errlen);
 
-/* A remote executor for c; NULL with a message on stderr. */
+/* A remote executor for c once the broker answered (zxc_probe: a signal
+   meanwhile ends the command with 128+signal), or NULL with a message on
+   stderr. Either way it returns with SIGINT, SIGTERM and SIGUSR1 blocked
+   (zxc_signals_block), for the caller's signal thread (zxc_signals_start). */
 zx_executor_t *zxc_executor(const zxc_conn_t *c, const char *cmd);
 
 /* zexec run/submit --detach. zxc_detach_begin probes the broker as

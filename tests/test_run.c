@@ -107,11 +107,15 @@ static bool s_has_lines(void *arg)
     return s_lines(c->name) >= c->n;
 }
 
-static bool s_exists(void *arg)
+/* The command's stderr (dir/err) holds the text arg. */
+static bool s_err_has(void *arg)
 {
     char p[512];
-    s_path(p, sizeof p, arg);
-    return access(p, F_OK) == 0;
+    s_path(p, sizeof p, "err");
+    char *text = zxt_slurp(p);
+    bool has = text && strstr(text, arg);
+    free(text);
+    return has;
 }
 
 static void s_setup(void)
@@ -217,12 +221,14 @@ Test(run, sigterm_with_keep_order_prints_what_finished_and_logs_only_that)
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "cd %s && if [ {} = 1 ]; then exec sleep 60; fi; echo out{}; touch done{}", s_dir);
-    const char *a[] = {"run", "-q",  "-k", "--joblog", log, "--", "sh", "-c",
-                       cmd,   ":::", "1",  "2",        "3", "4",  NULL};
-    pid_t pid = s_start(NULL, -1, a);
-    cr_assert(zxt_wait_for(s_exists, "done2", 60));
-    cr_assert(zxt_wait_for(s_exists, "done3", 60));
-    cr_assert(zxt_wait_for(s_exists, "done4", 60));
+    const char *a[] = {"run", "-k",  "--joblog", log, "--", "sh", "-c",
+                       cmd,   ":::", "1",        "2", "3",  "4",  NULL};
+    /* the barrier: the client has the three results (its progress line
+       counts what arrived; a job's file exists before its result does) */
+    const char *env[] = {"ZEXEC_BROKER", s_c.client_ep, "ZEXEC_PROGRESS_EVERY", "0.05", NULL};
+    pid_t pid = zxt_run_cmd(s_zexec, s_dir, true, NULL, -1, a, env);
+    cr_assert_gt(pid, 0);
+    cr_assert(zxt_wait_for(s_err_has, "run 3/4 done", 60), "three results reached the client");
     kill(pid, SIGTERM);
     s_res_t r = s_finish(pid, 60);
     cr_assert_eq(r.status, 143, "stderr: %s", r.err);

@@ -41,6 +41,10 @@ bool zxc_conn_flag(zxc_conn_t *c, int opt, const char *arg)
     }
 }
 
+/* The longest default wait for a pair's passive broker to take over (see
+   zxc_probe). */
+#define S_TAKEOVER_WAIT 10.0
+
 static double s_connect_timeout(double timeout)
 {
     if (timeout > 0) {
@@ -210,6 +214,7 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
     zsys_init();
     zsys_handler_set(s_on_probe_signal);
     s_probe_exit_if_interrupted(); /* between two probes (status --wait-workers) */
+    bool chosen = timeout > 0 || getenv("ZEXEC_CONNECT_TIMEOUT");
     timeout = s_connect_timeout(timeout);
     zx__eps_t eps;
     if (zx__eps_parse(&eps, c->broker, err, errlen) != 0) {
@@ -218,7 +223,8 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
     /* a pair: each endpoint in turn, a slice of the wait each (a passive
        broker answers at once; the active may be taking over), until one
        welcomes us or the time is up */
-    int64_t deadline = zclock_mono() + (int64_t)(timeout * 1000.0);
+    int64_t start = zclock_mono(), deadline = start + (int64_t)(timeout * 1000.0);
+    bool stretched = false;
     double slice = eps.n > 1 ? timeout / (double)eps.n : timeout;
     if (eps.n > 1 && slice < 1.0) {
         slice = 1.0;
@@ -237,8 +243,23 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
         if (rc == 1 && strstr(err, "passive")) {
             snprintf(passive, sizeof passive, "%s", err);
         }
-        if (rc != 1 || now >= deadline) {
+        if (rc != 1) {
             break;
+        }
+        if (now >= deadline) {
+            /* One broker of a pair says it is passive and none is active:
+               the active has just died and the passive takes over only
+               once it has been silent for its liveness window (3 s by
+               default) and a client asks. The default wait, as long as
+               that window, would give up just before; unless the user
+               chose the wait, it is stretched once to S_TAKEOVER_WAIT. */
+            if (!*passive || eps.n < 2 || chosen || stretched ||
+                start + (int64_t)(S_TAKEOVER_WAIT * 1000.0) <= now) {
+                break;
+            }
+            stretched = true;
+            timeout = S_TAKEOVER_WAIT;
+            deadline = start + (int64_t)(S_TAKEOVER_WAIT * 1000.0);
         }
         if (now - t0 < 200) {
             /* a passive answer is immediate: do not spin on it */

@@ -484,3 +484,42 @@ Test(failover, a_stranger_with_another_key_at_a_curve_primary_gets_nothing, .fin
 {
     s_stranger_at_primary(true);
 }
+
+/* The CLI right after the active dies: its default wait for a first answer
+   (3 s, ZEXEC_CONNECT_TIMEOUT) is as long as the passive's liveness
+   window, after which alone the passive may take over. With one broker of
+   the list answering passive and none active, the wait stretches (to 10 s)
+   unless the user chose it: the command's own request makes the passive
+   take over, and it succeeds. */
+Test(failover, the_cli_at_once_after_the_active_died_reaches_the_new_active, .fini = s_teardown,
+     .timeout = 120)
+{
+    cr_assert_not_null(mkdtemp(s_dir));
+    char dirs[2][300], cep[2][64], wep[2][64], peer[64], cl[140];
+    snprintf(peer, sizeof peer, "tcp://127.0.0.1:%d", zxt_free_port());
+    for (int i = 0; i < 2; i++) {
+        snprintf(dirs[i], sizeof dirs[i], "%s/b%d", s_dir, i);
+        cr_assert_eq(mkdir(dirs[i], 0700), 0);
+        snprintf(cep[i], sizeof cep[i], "tcp://127.0.0.1:%d", zxt_free_port());
+        snprintf(wep[i], sizeof wep[i], "tcp://127.0.0.1:%d", zxt_free_port());
+    }
+    snprintf(cl, sizeof cl, "%s,%s", cep[0], cep[1]);
+    s_pids[0] = s_broker(dirs[0], "--primary", peer, cep[0], wep[0]);
+    s_pids[1] = s_broker(dirs[1], "--backup", peer, cep[1], wep[1]);
+    cr_assert(s_log_has(dirs[0], "pair: this broker is active now", 60), "the primary is active");
+    cr_assert(s_log_has(dirs[1], "passive copy complete: may take over", 60),
+              "the backup has a complete copy");
+    zxt_kill(s_pids[0]);
+    s_pids[0] = 0;
+    const char *args[] = {"status", "--broker", cl, NULL};
+    const char *env[] = {"ZEXEC_CONNECT_TIMEOUT", NULL, NULL};
+    char *bin = zxt_bin("zexec");
+    pid_t pid = zxt_run_cmd(bin, s_dir, false, "", -1, args, env);
+    free(bin);
+    cr_assert_gt(pid, 0);
+    zxt_proc_t r = zxt_collect(pid, s_dir, 60);
+    cr_assert_eq(r.status, 0, "status at once after the kill: %s", r.err);
+    cr_assert(strstr(r.out, "pair active (backup"), "the backup answers as the active: %s", r.out);
+    zxt_proc_free(&r);
+    cr_assert(s_log_has(dirs[1], "pair: this broker is active now", 10), "failover");
+}

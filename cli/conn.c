@@ -45,8 +45,11 @@ bool zxc_conn_flag(zxc_conn_t *c, int opt, const char *arg)
    zxc_probe). */
 #define S_TAKEOVER_WAIT 10.0
 
-static double s_connect_timeout(double timeout)
+/* The wait for a first answer: timeout if given, else $ZEXEC_CONNECT_TIMEOUT,
+   else the default; *chosen says whether the user set it. */
+static double s_connect_timeout(double timeout, bool *chosen)
 {
+    *chosen = true;
     if (timeout > 0) {
         return timeout;
     }
@@ -55,6 +58,7 @@ static double s_connect_timeout(double timeout)
     if (env && zx__parse_double(env, 0.1, 3600, &t)) {
         return t;
     }
+    *chosen = false;
     return ZXC_CONNECT_TIMEOUT;
 }
 
@@ -214,8 +218,8 @@ int zxc_probe(const zxc_conn_t *c, double timeout, json_t **status, char *err, s
     zsys_init();
     zsys_handler_set(s_on_probe_signal);
     s_probe_exit_if_interrupted(); /* between two probes (status --wait-workers) */
-    bool chosen = timeout > 0 || getenv("ZEXEC_CONNECT_TIMEOUT");
-    timeout = s_connect_timeout(timeout);
+    bool chosen;
+    timeout = s_connect_timeout(timeout, &chosen);
     zx__eps_t eps;
     if (zx__eps_parse(&eps, c->broker, err, errlen) != 0) {
         return -1;
@@ -523,7 +527,7 @@ static void s_end(zx_executor_t **ex_p)
     s_det.ex = NULL;
 }
 
-_Noreturn void zxc_detach_abort(zx_executor_t **ex_p, const char *why)
+_Noreturn void zxc_detach_abort(const char *why)
 {
     if (!s_claim(S_CANCELLING)) {
         s_park();
@@ -535,7 +539,6 @@ _Noreturn void zxc_detach_abort(zx_executor_t **ex_p, const char *why)
        would leave now only to be refused, and a running task's end can
        take as long as its worker needs to stop it. Nothing of the job is
        in this process any more: leave without sending what is queued. */
-    (void)ex_p;
     fflush(stdout);
     fflush(stderr);
     _exit(s_det.fail);
@@ -568,7 +571,7 @@ int zxc_detach(zx_executor_t **ex_p, const char *results_hint)
         char why[256];
         snprintf(why, sizeof why, "the broker did not accept every task within %g s (%s)", wait,
                  zx_strerror(rc));
-        zxc_detach_abort(ex_p, why);
+        zxc_detach_abort(why);
     }
     /* from here a signal does nothing: the id is printed */
     if (!s_claim(S_DONE)) {

@@ -1200,7 +1200,7 @@ static int s_run_detached(s_run_t *r, const zxc_conn_t *conn)
     if (err) {
         char why[256];
         snprintf(why, sizeof why, "cannot submit: %s", zx_strerror(err));
-        zxc_detach_abort(&r->ex, why);
+        zxc_detach_abort(why);
     }
     int st = zxc_detach(&r->ex, " --format run");
     /* a task the broker refused (a quota, a full journal) is not in the job */

@@ -104,9 +104,9 @@ zx_executor_t *zxc_detach_begin(const zxc_conn_t *c, const char *cmd, size_t tot
    fail (zxc_detach_abort); */
 int zxc_detach(zx_executor_t **ex_p, const char *results_hint);
 /* cancels the job as a signal does (why begins the line: "cannot submit:
-   ...") and ends the process with fail, without destroying ex: that would
-   wait for futures that no longer matter (conn.c says which); */
-_Noreturn void zxc_detach_abort(zx_executor_t **ex_p, const char *why);
+   ...") and ends the process with fail, without destroying the executor:
+   that would wait for futures that no longer matter (conn.c says which); */
+_Noreturn void zxc_detach_abort(const char *why);
 /* destroys ex when nothing reached the broker (no task was submitted). */
 void zxc_detach_release(zx_executor_t **ex_p);
 /* The options of a job client for c (the security flags). */

@@ -3,24 +3,28 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* true if port can be bound on 127.0.0.1 now */
-static bool s_bindable(int port)
+/* Binds port on 127.0.0.1 (0: any) and lets it go: the port bound, or -1. */
+static int s_try_port(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        return false;
+        return -1;
     }
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    socklen_t len = sizeof a;
+    int got = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
+        got = ntohs(a.sin_port);
+    }
     close(fd);
-    return ok;
+    return got;
 }
 
 /* The port is chosen below the kernel's ephemeral range, not by binding port
@@ -44,24 +48,10 @@ int zx__free_tcp_port(void)
         if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) {
             break;
         }
-        int port = base + (int)(r % (unsigned)(lo - base));
-        if (s_bindable(port)) {
+        int port = s_try_port(base + (int)(r % (unsigned)(lo - base)));
+        if (port > 0) {
             return port;
         }
     }
-    /* no room below the range: any port the kernel gives */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return -1;
-    }
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
-        port = ntohs(a.sin_port);
-    }
-    close(fd);
-    return port;
+    return s_try_port(0); /* no room below the range: any port the kernel gives */
 }

@@ -106,24 +106,38 @@ static pid_t s_broker(const char *dir, const char *role, const char *peer, const
     return pid;
 }
 
+/* A plain pair on loopback in s_dir/b0 and b1 (primary, backup; the
+   defaults: heartbeat 1 s, liveness 3), started and waited for until the
+   primary is active and the backup holds a complete copy. */
+typedef struct {
+    char dirs[2][300], cep[2][64], wep[2][64], peer[64];
+} s_pair_t;
+
+static void s_pair_start(s_pair_t *pair)
+{
+    cr_assert_not_null(mkdtemp(s_dir));
+    snprintf(pair->peer, sizeof pair->peer, "tcp://127.0.0.1:%d", zxt_free_port());
+    for (int i = 0; i < 2; i++) {
+        snprintf(pair->dirs[i], sizeof pair->dirs[i], "%s/b%d", s_dir, i);
+        cr_assert_eq(mkdir(pair->dirs[i], 0700), 0);
+        snprintf(pair->cep[i], sizeof pair->cep[i], "tcp://127.0.0.1:%d", zxt_free_port());
+        snprintf(pair->wep[i], sizeof pair->wep[i], "tcp://127.0.0.1:%d", zxt_free_port());
+    }
+    s_pids[0] = s_broker(pair->dirs[0], "--primary", pair->peer, pair->cep[0], pair->wep[0]);
+    s_pids[1] = s_broker(pair->dirs[1], "--backup", pair->peer, pair->cep[1], pair->wep[1]);
+    cr_assert(s_log_has(pair->dirs[0], "pair: this broker is active now", 60),
+              "the primary is active");
+    cr_assert(s_log_has(pair->dirs[1], "passive copy complete: may take over", 60),
+              "the backup has a complete copy");
+}
+
 Test(failover, every_accepted_task_of_a_detached_job_survives_the_active_killed, .fini = s_teardown,
      .timeout = 180)
 {
-    cr_assert_not_null(mkdtemp(s_dir));
-    char dirs[2][300], cep[2][64], wep[2][64], peer[64], wl[140];
-    snprintf(peer, sizeof peer, "tcp://127.0.0.1:%d", zxt_free_port());
-    for (int i = 0; i < 2; i++) {
-        snprintf(dirs[i], sizeof dirs[i], "%s/b%d", s_dir, i);
-        cr_assert_eq(mkdir(dirs[i], 0700), 0);
-        snprintf(cep[i], sizeof cep[i], "tcp://127.0.0.1:%d", zxt_free_port());
-        snprintf(wep[i], sizeof wep[i], "tcp://127.0.0.1:%d", zxt_free_port());
-    }
-    snprintf(wl, sizeof wl, "%s,%s", wep[0], wep[1]);
-    s_pids[0] = s_broker(dirs[0], "--primary", peer, cep[0], wep[0]);
-    s_pids[1] = s_broker(dirs[1], "--backup", peer, cep[1], wep[1]);
-    cr_assert(s_log_has(dirs[0], "pair: this broker is active now", 60), "the primary is active");
-    cr_assert(s_log_has(dirs[1], "passive copy complete: may take over", 60),
-              "the backup has a complete copy");
+    s_pair_t pair;
+    s_pair_start(&pair);
+    char wl[140];
+    snprintf(wl, sizeof wl, "%s,%s", pair.wep[0], pair.wep[1]);
     char *wbin = zxt_bin("zexec-worker");
     char *const wargv[] = {wbin,        "--broker", wl,        "--node", "fo-w",
                            "--threads", "4",        "--procs", "0",      NULL};
@@ -133,7 +147,7 @@ Test(failover, every_accepted_task_of_a_detached_job_survives_the_active_killed,
 
     /* the job: S_TASKS sleeps of 50 ms on 4 threads, about 1.5 s of work */
     fp_t j;
-    fp_init(&j, cep[0], ZXP_ROLE_CLIENT);
+    fp_init(&j, pair.cep[0], ZXP_ROLE_CLIENT);
     cr_assert(zxp_send_hello_flags(j.sock, j.id, "failover-job", j.hb_ms,
                                    ZXP_HELLO_JOB | ZXP_HELLO_ACCEPT) == 0);
     cr_assert(fp_expect(&j, ZXP_WELCOME, 10000), "no WELCOME from the primary");
@@ -163,7 +177,7 @@ Test(failover, every_accepted_task_of_a_detached_job_survives_the_active_killed,
 
     /* a fetcher at the backup: told "passive" until it takes over */
     fp_t f;
-    fp_init(&f, cep[1], ZXP_ROLE_CLIENT);
+    fp_init(&f, pair.cep[1], ZXP_ROLE_CLIENT);
     bool welcomed = false;
     int passive = 0;
     int64_t end = zclock_mono() + 60000;
@@ -178,7 +192,7 @@ Test(failover, every_accepted_task_of_a_detached_job_survives_the_active_killed,
         welcomed = cmd == ZXP_WELCOME;
     }
     cr_assert(welcomed, "the backup never took over");
-    cr_assert(s_log_has(dirs[1], "pair: this broker is active now", 10));
+    cr_assert(s_log_has(pair.dirs[1], "pair: this broker is active now", 10));
     bool seen[S_TASKS + 1] = {false};
     size_t count = 0;
     uint64_t after = 0;
@@ -494,21 +508,10 @@ Test(failover, a_stranger_with_another_key_at_a_curve_primary_gets_nothing, .fin
 Test(failover, the_cli_at_once_after_the_active_died_reaches_the_new_active, .fini = s_teardown,
      .timeout = 120)
 {
-    cr_assert_not_null(mkdtemp(s_dir));
-    char dirs[2][300], cep[2][64], wep[2][64], peer[64], cl[140];
-    snprintf(peer, sizeof peer, "tcp://127.0.0.1:%d", zxt_free_port());
-    for (int i = 0; i < 2; i++) {
-        snprintf(dirs[i], sizeof dirs[i], "%s/b%d", s_dir, i);
-        cr_assert_eq(mkdir(dirs[i], 0700), 0);
-        snprintf(cep[i], sizeof cep[i], "tcp://127.0.0.1:%d", zxt_free_port());
-        snprintf(wep[i], sizeof wep[i], "tcp://127.0.0.1:%d", zxt_free_port());
-    }
-    snprintf(cl, sizeof cl, "%s,%s", cep[0], cep[1]);
-    s_pids[0] = s_broker(dirs[0], "--primary", peer, cep[0], wep[0]);
-    s_pids[1] = s_broker(dirs[1], "--backup", peer, cep[1], wep[1]);
-    cr_assert(s_log_has(dirs[0], "pair: this broker is active now", 60), "the primary is active");
-    cr_assert(s_log_has(dirs[1], "passive copy complete: may take over", 60),
-              "the backup has a complete copy");
+    s_pair_t pair;
+    s_pair_start(&pair);
+    char cl[140];
+    snprintf(cl, sizeof cl, "%s,%s", pair.cep[0], pair.cep[1]);
     zxt_kill(s_pids[0]);
     s_pids[0] = 0;
     const char *args[] = {"status", "--broker", cl, NULL};
@@ -521,5 +524,5 @@ Test(failover, the_cli_at_once_after_the_active_died_reaches_the_new_active, .fi
     cr_assert_eq(r.status, 0, "status at once after the kill: %s", r.err);
     cr_assert(strstr(r.out, "pair active (backup"), "the backup answers as the active: %s", r.out);
     zxt_proc_free(&r);
-    cr_assert(s_log_has(dirs[1], "pair: this broker is active now", 10), "failover");
+    cr_assert(s_log_has(pair.dirs[1], "pair: this broker is active now", 10), "failover");
 }

@@ -76,7 +76,7 @@ static void s_tpool_events(zx_worker_t *w, bool disarm)
         if (job->quick) {
             continue; /* done too: its WRESULT alone says it ran */
         }
-        job->rhandle = zlistx_add_end(w->trunning, job);
+        zxw_jlist_add(&w->trunning, job);
         zxw_emit_started(w, job);
     }
     for (zxw_job_t *job = done, *next; job; job = next) {
@@ -89,10 +89,7 @@ static void s_tpool_events(zx_worker_t *w, bool disarm)
             zxw_job_free(w, job);
             continue;
         }
-        if (job->rhandle) {
-            zlistx_detach(w->trunning, job->rhandle);
-            job->rhandle = NULL;
-        }
+        zxw_jlist_del(job);
         w->tjobs--;
         zxw_job_finish(w, job, true);
     }
@@ -103,7 +100,7 @@ static void s_tpool_events(zx_worker_t *w, bool disarm)
    cheaper than keeping it sorted. */
 static zxw_job_t *s_first_expired(zx_worker_t *w, int64_t now)
 {
-    for (zxw_job_t *job = zlistx_first(w->trunning); job; job = zlistx_next(w->trunning)) {
+    for (zxw_job_t *job = zxw_jlist_first(&w->trunning); job; job = zxw_jlist_next(job)) {
         if (job->deadline && now >= job->deadline) {
             return job;
         }
@@ -115,8 +112,7 @@ static void s_thread_deadlines(zx_worker_t *w, int64_t now)
 {
     zxw_job_t *job;
     while ((job = s_first_expired(w, now))) {
-        zlistx_detach(w->trunning, job->rhandle);
-        job->rhandle = NULL;
+        zxw_jlist_del(job);
         bool expired;
         if (job == w->inline_job) {
             /* on the loop thread, with the rescue thread here: its state is
@@ -159,7 +155,7 @@ static void s_thread_deadlines(zx_worker_t *w, int64_t now)
 static int64_t s_next_thread_deadline(zx_worker_t *w)
 {
     int64_t next = 0;
-    for (zxw_job_t *job = zlistx_first(w->trunning); job; job = zlistx_next(w->trunning)) {
+    for (zxw_job_t *job = zxw_jlist_first(&w->trunning); job; job = zxw_jlist_next(job)) {
         if (job->deadline && (!next || job->deadline < next)) {
             next = job->deadline;
         }
@@ -187,7 +183,10 @@ static void s_stop_cb(void *arg)
    lock asks here and makes sure the loop does not sleep on it. */
 static bool s_more_input(zx_worker_t *w)
 {
-    return w->dealer && (zsock_events(w->dealer) & ZMQ_POLLIN);
+    int events = 0;
+    size_t size = sizeof events;
+    return w->dealer && zmq_getsockopt(w->dealer_h, ZMQ_EVENTS, &events, &size) == 0 &&
+           (events & ZMQ_POLLIN);
 }
 
 /* The pool's direct hook, on a pool thread that just finished a task: if
@@ -256,15 +255,21 @@ static void s_run_inline(zx_worker_t *w)
         at = job->deadline * 1000000;
     }
     w->rescue_at = at;
-    s_rescue_arm(w, at);
+    /* Armed only when it is not armed already for this time or earlier:
+       an earlier fire finds the run's rescue_at still ahead and arms the
+       timer again (s_rescue_main). Nor is it disarmed after the run: that
+       was two timerfd_settime calls per run (about 2 us, one per round
+       trip of a sequential client). A fire after runs that ended costs
+       the rescue thread one wake-up, while the loop sleeps: at most one
+       per S_RESCUE_NS of runs in a row, or one per run when runs come
+       further apart than that. */
+    if (!w->rescue_armed || w->rescue_armed > at) {
+        s_rescue_arm(w, at);
+        w->rescue_armed = at;
+    }
     pthread_mutex_unlock(&w->lock);
     zxw_tpool_run(job, &w->inline_sb);
     pthread_mutex_lock(&w->lock);
-    /* disarmed (about 1 us): a timer left armed fired after every run
-       that the next one did not follow within 1 ms, and the rescue thread
-       woke and fought the loop for the lock each time (perf trace: one
-       wake-up per round trip of 1.4 ms) */
-    s_rescue_arm(w, 0);
     w->inline_job = NULL;
     if (w->rescuing) {
         zxw_kick(w); /* out of its poll: it sees the run over and lets go */
@@ -274,10 +279,7 @@ static void s_run_inline(zx_worker_t *w)
     }
     zxw_tpool_reserve(w->tpool, false);
     s_note_run(w, job);
-    if (job->rhandle) {
-        zlistx_detach(w->trunning, job->rhandle);
-        job->rhandle = NULL;
-    }
+    zxw_jlist_del(job);
     if (job->state == ZXW_TIMEDOUT) {
         /* the rescue reported its time limit: only the slot is left */
         w->tzombies--;
@@ -308,15 +310,17 @@ static void *s_rescue_main(void *arg)
             break;
         }
         zxw_job_t *job = w->inline_job;
-        /* a fire for a run that ended may find the next run just begun:
-           its time is armed again (its own arming may have come before
-           this read) */
+        w->rescue_armed = 0; /* fired: the next run arms it */
+        /* a fire armed for an earlier run finds this one's time ahead:
+           it is armed for that time (s_run_inline armed it only if it
+           was not armed) */
         if (job && !w->loop_over && zx__mono_us() * 1000 < w->rescue_at) {
             s_rescue_arm(w, w->rescue_at);
+            w->rescue_armed = w->rescue_at;
         } else if (job && !w->loop_over) {
             w->rescuing = true;
             w->rescues++;
-            job->rhandle = zlistx_add_end(w->trunning, job); /* its time limit */
+            zxw_jlist_add(&w->trunning, job); /* its time limit */
             zxw_emit_started(w, job);
             s_serve(w, true);
             w->rescuing = false;
@@ -334,6 +338,7 @@ static void s_rescue_start(zx_worker_t *w)
     w->inline_us = env && *env ? atoll(env) : S_INLINE_US_DEFAULT;
     w->rescue_stop = w->loop_over = w->rescuing = false;
     w->inline_runs = w->rescues = 0;
+    w->rescue_armed = 0;
     if (!w->tpool || w->inline_us <= 0) {
         return;
     }
@@ -382,8 +387,8 @@ static void s_serve(zx_worker_t *w, bool rescue)
     bool input = true; /* messages may wait on the socket: read before sleeping */
     for (;;) {
         size_t n = 0;
-        void *dealer_handle = zsock_resolve(w->dealer);
-        items[n++] = (zmq_pollitem_t){NULL, zsock_fd(w->dealer), ZMQ_POLLIN, 0};
+        uint32_t gen = w->dealer_gen;
+        items[n++] = (zmq_pollitem_t){NULL, w->dealer_fd, ZMQ_POLLIN, 0};
         items[n++] = (zmq_pollitem_t){NULL, w->stop_pipe[0], ZMQ_POLLIN, 0};
         size_t tp_at = n;
         if (w->tpool) {
@@ -454,7 +459,7 @@ static void s_serve(zx_worker_t *w, bool rescue)
         /* ZMQ_FD readable or not, ask the socket: the signal may have been
            consumed by a pool thread's send (and the socket may have been
            replaced since the poll) */
-        if ((input || items[0].revents) && zsock_resolve(w->dealer) == dealer_handle) {
+        if ((input || items[0].revents) && w->dealer && w->dealer_gen == gen) {
             input = false;
             for (int k = 0; k < ZXW_RECV_BURST; k++) {
                 zmsg_t *msg = zmsg_recv(w->dealer); /* RCVTIMEO 0: NULL when none is left */
@@ -468,7 +473,7 @@ static void s_serve(zx_worker_t *w, bool rescue)
                     input = false; /* asked before sleeping (s_more_input) */
                     break;
                 }
-                if (zsock_resolve(w->dealer) != dealer_handle) {
+                if (w->dealer_gen != gen) {
                     break;
                 }
                 input = k + 1 == ZXW_RECV_BURST;
@@ -563,9 +568,9 @@ int zx_worker_run(zx_worker_t *w)
     zx__czmq_init();
     /* after zsys_init, whose own handler would otherwise replace ours */
     zxw_plat_stop_handlers_install(s_stop_cb, w);
-    w->trunning = zlistx_new();
-    w->held = zlistx_new();
-    w->unacked = zlistx_new();
+    zx__list_init(&w->trunning);
+    zx__list_init(&w->held);
+    zx__list_init(&w->unacked);
     w->unacked_bytes = 0;
     zxp_in_init(&w->in);
     zxp_out_init(&w->out_started);
@@ -619,9 +624,9 @@ done:;
         }
     }
     zxw_jobtab_fini(&w->jobs);
-    zlistx_destroy(&w->trunning);
-    zlistx_destroy(&w->held);
-    zlistx_destroy(&w->unacked);
+    zx__list_init(&w->trunning); /* the jobs on them went with the table */
+    zx__list_init(&w->held);
+    zx__list_init(&w->unacked);
     zhashx_destroy(&w->given);
     while (w->free_jobs) {
         zxw_job_t *next = w->free_jobs->free_next;

@@ -261,8 +261,7 @@ static size_t s_result_size(const zxw_job_t *job)
 /* Forgets a result the broker acknowledged (or the oldest, over the bound). */
 static void s_unacked_forget(zx_worker_t *w, zxw_job_t *job)
 {
-    zlistx_delete(w->unacked, job->rhandle);
-    job->rhandle = NULL;
+    zxw_jlist_del(job);
     job->unacked = false;
     w->unacked_bytes -= s_result_size(job);
     zxw_jobtab_del(&w->jobs, job->key);
@@ -271,7 +270,7 @@ static void s_unacked_forget(zx_worker_t *w, zxw_job_t *job)
 
 static void s_drop_held_oldest(zx_worker_t *w)
 {
-    zxw_job_t *old = zlistx_detach(w->held, NULL);
+    zxw_job_t *old = zxw_jlist_pop(&w->held);
     if (!old) {
         return;
     }
@@ -289,9 +288,9 @@ void zxw_job_finish(zx_worker_t *w, zxw_job_t *job, bool slot_freed)
     if (!w->connected) {
         job->held = true;
         job->state = slot_freed ? ZXW_FINISHED : ZXW_TIMEDOUT;
-        job->rhandle = zlistx_add_end(w->held, job);
+        zxw_jlist_add(&w->held, job);
         w->held_bytes += s_result_size(job);
-        while (zlistx_size(w->held) > ZXW_HELD_MAX_JOBS || w->held_bytes > ZXW_HELD_MAX_BYTES) {
+        while (w->held.size > ZXW_HELD_MAX_JOBS || w->held_bytes > ZXW_HELD_MAX_BYTES) {
             s_drop_held_oldest(w);
         }
         return;
@@ -306,12 +305,11 @@ void zxw_job_finish(zx_worker_t *w, zxw_job_t *job, bool slot_freed)
         job->state = slot_freed ? ZXW_FINISHED : ZXW_TIMEDOUT;
         job->unacked = true;
         job->sent_index = w->results_sent;
-        job->rhandle = zlistx_add_end(w->unacked, job);
+        zxw_jlist_add(&w->unacked, job);
         w->unacked_bytes += s_result_size(job);
-        while (zlistx_size(w->unacked) > ZXW_HELD_MAX_JOBS ||
-               w->unacked_bytes > ZXW_HELD_MAX_BYTES) {
+        while (w->unacked.size > ZXW_HELD_MAX_JOBS || w->unacked_bytes > ZXW_HELD_MAX_BYTES) {
             /* the oldest was almost surely delivered */
-            s_unacked_forget(w, zlistx_first(w->unacked));
+            s_unacked_forget(w, zxw_jlist_first(&w->unacked));
         }
         return;
     }
@@ -326,7 +324,7 @@ static void s_on_ack(zx_worker_t *w, uint64_t n)
 {
     w->broker_acks = true;
     zxw_job_t *job;
-    while ((job = zlistx_first(w->unacked)) && job->sent_index <= n) {
+    while ((job = zxw_jlist_first(&w->unacked)) && job->sent_index <= n) {
         s_unacked_forget(w, job);
     }
 }
@@ -339,15 +337,15 @@ static void s_unacked_to_held(zx_worker_t *w)
 {
     zxw_job_t *job;
     size_t n = 0;
-    while ((job = zlistx_detach(w->unacked, NULL))) {
+    while ((job = zxw_jlist_pop(&w->unacked))) {
         w->unacked_bytes -= s_result_size(job);
         job->unacked = false;
         job->held = true;
-        job->rhandle = zlistx_add_end(w->held, job);
+        zxw_jlist_add(&w->held, job);
         w->held_bytes += s_result_size(job);
         n++;
     }
-    while (zlistx_size(w->held) > ZXW_HELD_MAX_JOBS || w->held_bytes > ZXW_HELD_MAX_BYTES) {
+    while (w->held.size > ZXW_HELD_MAX_JOBS || w->held_bytes > ZXW_HELD_MAX_BYTES) {
         s_drop_held_oldest(w);
     }
     if (n) {
@@ -358,10 +356,9 @@ static void s_unacked_to_held(zx_worker_t *w)
 static void s_release_held(zx_worker_t *w)
 {
     zxw_job_t *job;
-    size_t n = zlistx_size(w->held);
-    while ((job = zlistx_detach(w->held, NULL))) {
+    size_t n = w->held.size;
+    while ((job = zxw_jlist_pop(&w->held))) {
         job->held = false;
-        job->rhandle = NULL;
         w->held_bytes -= s_result_size(job);
         zxw_job_finish(w, job, job->state != ZXW_TIMEDOUT);
     }
@@ -620,6 +617,9 @@ static void s_on_cancel(zx_worker_t *w, const zxp_in_t *in, size_t i)
 
 int zxw_connect(zx_worker_t *w)
 {
+    w->dealer_h = NULL;
+    w->dealer_fd = -1; /* poll skips it while there is no socket */
+    w->dealer_gen++;
     w->dealer = zsock_new(ZMQ_DEALER);
     if (!w->dealer) {
         return ZX_ENOMEM;
@@ -636,6 +636,8 @@ int zxw_connect(zx_worker_t *w)
         zsock_destroy(&w->dealer);
         return ZX_EINVAL;
     }
+    w->dealer_h = zsock_resolve(w->dealer);
+    w->dealer_fd = zsock_fd(w->dealer);
     w->connected = false;
     w->last_recv = zclock_mono();
     /* a new broker session re-queues what it does not hear of */

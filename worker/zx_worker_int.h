@@ -18,6 +18,7 @@
 #define ZX_WORKER_INT_H
 
 #include "zexec_worker.h"
+#include "zx_list.h"
 #include "zx_proto.h"
 #include "zx_task.h"
 
@@ -96,7 +97,10 @@ struct zxw_job {
     bool quick;      /* set by zxw_tpool_take: its start and end came in one take */
     uint32_t run_us; /* how long its function ran (zxw_tpool_run) */
     /* main thread only */
-    void *rhandle;           /* in the worker's running or held list */
+    /* in one of the worker's lists (running, held or unacknowledged), or
+       none: rlist NULL. Intrusive: a zlistx allocated a node per task. */
+    zx__link_t rlink;
+    zx__list_t *rlist;
     struct zxw_child *child; /* process pool: the child running it */
     bool held;               /* finished while the broker was away */
     bool unacked;            /* sent, kept until the broker acknowledges it */
@@ -118,6 +122,42 @@ static inline const void *zxw_job_result(const zxw_job_t *job, size_t *len)
 {
     *len = job->result ? zframe_size(job->result) : job->result_len;
     return job->result ? zframe_data(job->result) : job->result_small;
+}
+
+/* The worker's lists of jobs: job goes on the end of l (it is on none). */
+static inline void zxw_jlist_add(zx__list_t *l, zxw_job_t *job)
+{
+    zx__list_push_back(l, &job->rlink);
+    job->rlist = l;
+}
+
+/* Takes job off the list it is on, if any. */
+static inline void zxw_jlist_del(zxw_job_t *job)
+{
+    if (job->rlist) {
+        zx__list_remove(job->rlist, &job->rlink);
+        job->rlist = NULL;
+    }
+}
+
+static inline zxw_job_t *zxw_jlist_first(const zx__list_t *l)
+{
+    return l->head ? ZX__CONTAINER(l->head, zxw_job_t, rlink) : NULL;
+}
+
+static inline zxw_job_t *zxw_jlist_next(const zxw_job_t *job)
+{
+    return job->rlink.next ? ZX__CONTAINER(job->rlink.next, zxw_job_t, rlink) : NULL;
+}
+
+/* Takes the first job off l and returns it, or NULL. */
+static inline zxw_job_t *zxw_jlist_pop(zx__list_t *l)
+{
+    zxw_job_t *job = zxw_jlist_first(l);
+    if (job) {
+        zxw_jlist_del(job);
+    }
+    return job;
 }
 
 /* ---- jobs by key (jobtab.c) --------------------------------------------- */

@@ -30,7 +30,10 @@
 #define ZXW_BATCH_BYTES (16u << 20) /* flush a result batch past this */
 #define ZXW_RECV_BURST 256          /* messages read per loop turn */
 #define ZXW_JOBS_MAX 1000000        /* local sanity bound; the broker's credits rule */
-#define ZXW_FREE_JOBS 1024
+/* Job records kept for reuse: as many as results may wait for the broker's
+   acknowledgement, since an acknowledgement frees that many at once and
+   the next tasks would allocate them all again (about 300 bytes each). */
+#define ZXW_FREE_JOBS ZXW_HELD_MAX_JOBS
 
 #define ZXW_INFO(...)                                                                              \
     do {                                                                                           \
@@ -63,6 +66,13 @@ struct zx_worker {
     uint8_t wid[ZXP_ID_LEN];
     uint32_t pid;
     zsock_t *dealer;
+    /* The dealer's libzmq handle and ZMQ_FD, read once per socket
+       (zsock_fd is a getsockopt each loop turn otherwise), and a count of
+       the sockets made, which tells the loop that the socket was replaced
+       (a handle's address may come back). */
+    void *dealer_h;
+    int dealer_fd;
+    uint32_t dealer_gen;
     zsock_t *monitor;    /* the dealer's handshake events (zx_monitor.h), read each heartbeat */
     bool refused;        /* the broker refused our last handshake (logged once per streak) */
     uint64_t broker_max; /* the broker's max_msg from WELCOME; 0 until known */
@@ -70,7 +80,7 @@ struct zx_worker {
        the WRESULT items it got since our READY): kept, with their index in
        sent order, so that a broker lost meanwhile gets them again. Only
        once the broker has acknowledged anything (an older one never does). */
-    zlistx_t *unacked;
+    zx__list_t unacked;
     size_t unacked_bytes;
     uint64_t results_sent; /* WRESULT items sent since our READY */
     bool broker_acks;
@@ -78,10 +88,10 @@ struct zx_worker {
     int64_t ready_at;      /* zclock_mono ms of the last READY */
     zxw_tpool_t *tpool;
     zxw_ppool_t *ppool;
-    zxw_jobtab_t jobs;  /* key -> job: every job the broker should hear of */
-    zxw_fn_t *last_fn;  /* the function of the last task (session.c s_on_task) */
-    zlistx_t *trunning; /* thread-pool jobs running (for their deadlines) */
-    zlistx_t *held;     /* finished while the broker was away */
+    zxw_jobtab_t jobs;   /* key -> job: every job the broker should hear of */
+    zxw_fn_t *last_fn;   /* the function of the last task (session.c s_on_task) */
+    zx__list_t trunning; /* thread-pool jobs running (for their deadlines) */
+    zx__list_t held;     /* finished while the broker was away */
     size_t held_bytes;
     zxw_job_t *free_jobs;
     size_t nfree;
@@ -114,6 +124,7 @@ struct zx_worker {
     bool rescue_stop;
     bool loop_over;                /* the loop ended the run (a stop), maybe on the rescue thread */
     int64_t rescue_at;             /* when the current run on the loop thread is rescued (ns) */
+    int64_t rescue_armed;          /* when the timer fires (ns), 0: not armed (loop.c) */
     uint64_t inline_runs, rescues; /* counts, logged at exit (verbose) */
 };
 

@@ -212,6 +212,28 @@ static bool s_direct(void *arg)
     return done;
 }
 
+/* Receives and handles one message from the broker; false when none
+   waits. Unsigned messages are read straight into w->in (zxp_recv: no
+   zmsg or zframe per message, nothing allocated when the socket is empty);
+   signed ones are checked whole (zx__sec_verify takes a zmsg). */
+static bool s_recv_one(zx_worker_t *w)
+{
+    if (zx__sec_signing(w->sec)) {
+        zmsg_t *msg = zmsg_recv(w->dealer); /* RCVTIMEO 0: NULL when none is left */
+        if (!msg) {
+            return false;
+        }
+        zxw_on_message(w, &msg);
+        return true;
+    }
+    int rc = zxp_recv(&w->in, w->dealer, NULL, ZXP_ROLE_WORKER);
+    if (rc == ZXP_E_AGAIN) {
+        return false;
+    }
+    zxw_on_decoded(w, rc);
+    return true;
+}
+
 /* ---- tasks the loop runs itself ------------------------------------------------ */
 
 bool zxw_may_run_here(zx_worker_t *w, const zxw_job_t *job)
@@ -462,11 +484,9 @@ static void s_serve(zx_worker_t *w, bool rescue)
         if ((input || items[0].revents) && w->dealer && w->dealer_gen == gen) {
             input = false;
             for (int k = 0; k < ZXW_RECV_BURST; k++) {
-                zmsg_t *msg = zmsg_recv(w->dealer); /* RCVTIMEO 0: NULL when none is left */
-                if (!msg) {
+                if (!s_recv_one(w)) {
                     break;
                 }
-                zxw_on_message(w, &msg);
                 if (w->inline_next) {
                     /* its message is done with: run it now, read on after */
                     s_run_inline(w);

@@ -716,7 +716,11 @@ void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p)
         zxp_drop(&w->drops, "worker", NULL, rc, "signature check failed");
         return;
     }
-    rc = zxp_decode(&w->in, msg_p, ZXP_ROLE_WORKER);
+    zxw_on_decoded(w, zxp_decode(&w->in, msg_p, ZXP_ROLE_WORKER));
+}
+
+void zxw_on_decoded(zx_worker_t *w, int rc)
+{
     if (rc != 0) {
         zxp_drop(&w->drops, "worker", NULL, rc, w->in.reason);
         return;

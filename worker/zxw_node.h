@@ -145,8 +145,12 @@ int zxw_connect(zx_worker_t *w);
 void zxw_reconnect(zx_worker_t *w, const char *why);
 /* Reads the DEALER's handshake events; logs a refusal once. */
 void zxw_check_handshake(zx_worker_t *w);
-/* One message from the broker (consumed). */
+/* One message from the broker (consumed): its signature checked, decoded
+   into w->in and handled. */
 void zxw_on_message(zx_worker_t *w, zmsg_t **msg_p);
+/* Handles the message zxp_recv (or zxp_decode) left in w->in; rc is what
+   it returned (not ZXP_E_AGAIN): a malformed message is counted dropped. */
+void zxw_on_decoded(zx_worker_t *w, int rc);
 /* Sends the batches of this turn (STARTED before RESULT) and late credit. */
 void zxw_flush(zx_worker_t *w);
 /* A job started: its WSTARTED item. */

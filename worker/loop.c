@@ -407,6 +407,9 @@ static void s_serve(zx_worker_t *w, bool rescue)
     }
     int64_t live_ms = w->hb_ms * (int64_t)w->opts.liveness;
     bool input = true; /* messages may wait on the socket: read before sleeping */
+    /* read twice a turn: after the poll, and after the messages (that one
+       also serves the next turn's timeout: only the flush comes between) */
+    int64_t now = zclock_mono();
     for (;;) {
         size_t n = 0;
         uint32_t gen = w->dealer_gen;
@@ -420,7 +423,6 @@ static void s_serve(zx_worker_t *w, bool rescue)
         if (w->ppool) {
             n += zxw_ppool_poll_items(w->ppool, items + n, max_items - n);
         }
-        int64_t now = zclock_mono();
         int64_t wake = w->next_hb;
         if (w->last_recv + live_ms < wake) {
             wake = w->last_recv + live_ms;
@@ -502,10 +504,10 @@ static void s_serve(zx_worker_t *w, bool rescue)
         if (w->tpool) {
             s_thread_deadlines(w, now);
         }
-        if (zclock_mono() - w->last_recv > live_ms) {
+        now = zclock_mono();
+        if (now - w->last_recv > live_ms) {
             zxw_reconnect(w, "the broker is silent");
         }
-        now = zclock_mono();
         if (now >= w->next_hb) {
             zxw_check_handshake(w);
             zxp_send_empty(w->dealer, NULL, ZXP_HEARTBEAT);

@@ -22,10 +22,13 @@ static uint64_t s_word(const uint8_t *p)
    as little-endian words vary in their top byte and all met in one slot.) */
 static size_t s_home(const zxw_jobtab_t *t, const uint8_t *key)
 {
-    uint64_t seq = 0;
-    for (int i = 0; i < 8; i++) {
-        seq = (seq << 8) | key[ZXP_ID_LEN + i];
-    }
+    /* written out, so the compiler makes it one load and a byte swap (the
+       loop it replaces was 40 instructions, and s_home runs 3-4 times a
+       task) */
+    const uint8_t *p = key + ZXP_ID_LEN;
+    uint64_t seq = (uint64_t)p[0] << 56 | (uint64_t)p[1] << 48 | (uint64_t)p[2] << 40 |
+                   (uint64_t)p[3] << 32 | (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 |
+                   (uint64_t)p[6] << 8 | (uint64_t)p[7];
     uint64_t h = (s_word(key) ^ seq) * 0x9E3779B97F4A7C15ull;
     return (size_t)(h ^ (h >> 29)) & t->mask;
 }

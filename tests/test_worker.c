@@ -646,6 +646,38 @@ Test(worker, a_lone_short_function_runs_on_the_loop_thread_and_a_long_run_hands_
     fb_stop(&fb);
 }
 
+/* The rescue timer is armed for a run on the loop thread only when it is
+   not armed already to fire sooner; it is not disarmed after a run. A long
+   run right after a short one (the next message) finds it armed by the
+   short one: that fire, before the long run's time, arms it again, and the
+   long run is still handed over at 1 ms. */
+Test(worker, a_long_run_right_after_a_short_one_on_the_loop_is_handed_over_in_time, .timeout = 60)
+{
+#ifndef __linux__
+    cr_skip_test("runs on the loop thread need Linux's timerfd");
+#endif
+    setenv("ZEXEC_WORKER_INLINE_US", "100000", 1);
+    fb_t fb;
+    fb_start(&fb, "n-rearm", "--threads", "2", "--procs", "0", NULL);
+    s_make_known_short(&fb, 1, 12, "sleep", 0);
+    int64_t t0 = zclock_mono();
+    fb_send_num(&fb, 20, "sleep", ZXP_POOL_THREAD, 0, 0, 1, 0);
+    fb_send_num(&fb, 21, "sleep", ZXP_POOL_THREAD, 0, 0.6, 1, 0);
+    cr_assert(s_seen_sleeping_on_the_loop(&fb, 21), "the sleep did not run on the main thread");
+    cr_assert(fb_wait(&fb, fb_c_started, 21, 5), "no WSTARTED for a long run on the loop thread");
+    cr_assert_not(fb.res[21].have, "the long run was never handed over");
+    cr_assert_lt(fb.started_at[21] - t0, 300, "handed over only after %lld ms",
+                 (long long)(fb.started_at[21] - t0));
+    fb_send_num(&fb, 22, "square", ZXP_POOL_THREAD, 0, 5, 1, 0);
+    cr_assert(fb_wait(&fb, fb_c_result, 22, 5));
+    cr_assert_eq(fb_int(&fb, 22), 25);
+    cr_assert(fb_wait(&fb, fb_c_result, 21, 5));
+    cr_assert_eq(fb.res[20].status, ZXP_ST_OK);
+    cr_assert_eq(fb.res[21].status, ZXP_ST_OK);
+    cr_assert_lt(fb.res[22].at, fb.res[21].at, "the square waited for the sleep");
+    fb_stop(&fb);
+}
+
 Test(worker, a_run_on_the_loop_thread_keeps_its_time_limit_and_its_slot, .timeout = 60)
 {
 #ifndef __linux__

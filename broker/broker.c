@@ -140,12 +140,11 @@ static void s_flush(zxb_broker_t *self)
     }
 }
 
-/* Receives one message: its routing id apart, the rest as a zmsg; false
-   (and nothing allocated) when none waits. zmsg_recv allocated a zmsg and
-   a frame only to find the socket empty at the end of every drain, and
-   asked ZMQ_RCVMORE (a getsockopt) twice per frame; a frame knows (the
-   allocations and getsockopts were a fifth of a lone task's broker
-   instructions, docs/performance.md 36). */
+/* Receives one message whole (s_drain says when): its routing id apart,
+   the rest as a zmsg; false (and nothing allocated) when none waits.
+   zmsg_recv allocated a zmsg and a frame only to find the socket empty at
+   the end of every drain, and asked ZMQ_RCVMORE (a getsockopt) twice per
+   frame; a frame knows (docs/performance.md 36). */
 static bool s_recv(zsock_t *sock, zframe_t **rid_p, zmsg_t **msg_p)
 {
     zmq_msg_t part;
@@ -177,25 +176,44 @@ static bool s_recv(zsock_t *sock, zframe_t **rid_p, zmsg_t **msg_p)
 }
 
 /* Reads up to S_DRAIN_MAX messages; true if it stopped at that bound (more
-   may wait), false once the socket said EAGAIN. */
+   may wait), false once the socket said EAGAIN. A message goes straight
+   from the socket into self->in (zxp_recv: no zmsg, no frame but the
+   routing id), unless it must be seen whole first: signed messages are
+   verified as a zmsg, and a pair's passive broker reads frame 0 of one to
+   answer it (zxb_pair_admit). */
 static bool s_drain(zxb_broker_t *self, bool workers)
 {
     zsock_t *sock = workers ? self->wsock : self->csock;
+    int role = workers ? ZXP_ROLE_BROKER_W : ZXP_ROLE_BROKER_C;
+    bool whole = self->standby || zxb_sec_signing();
     for (int i = 0; i < S_DRAIN_MAX; i++) {
         zframe_t *rid = NULL;
-        zmsg_t *msg = NULL;
-        if (!s_recv(sock, &rid, &msg)) {
-            return false;
-        }
-        if (zxb_sec_verify(sock, workers, rid, msg, &self->drops) == 0 &&
-            (!self->standby || zxb_pair_admit(self, workers, rid, msg))) {
-            if (workers) {
-                zxb_worker_msg(self, rid, &msg);
-            } else {
-                zxb_client_msg(self, rid, &msg);
+        int rc;
+        if (whole) {
+            zmsg_t *msg = NULL;
+            if (!s_recv(sock, &rid, &msg)) {
+                return false;
+            }
+            if (zxb_sec_verify(sock, workers, rid, msg, &self->drops) != 0 ||
+                (self->standby && !zxb_pair_admit(self, workers, rid, msg))) {
+                zmsg_destroy(&msg);
+                zframe_destroy(&rid);
+                continue;
+            }
+            rc = zxp_decode(&self->in, &msg, role);
+        } else {
+            rc = zxp_recv(&self->in, sock, &rid, role);
+            if (rc == ZXP_E_AGAIN) {
+                return false;
             }
         }
-        zmsg_destroy(&msg);
+        if (rc != 0) {
+            zxp_drop(&self->drops, workers ? "workers" : "clients", rid, rc, self->in.reason);
+        } else if (workers) {
+            zxb_worker_msg(self, rid);
+        } else {
+            zxb_client_msg(self, rid);
+        }
         zframe_destroy(&rid);
     }
     return true;

@@ -362,13 +362,8 @@ static void s_on_cancel(zxb_broker_t *self, zxb_client_t *c)
     }
 }
 
-void zxb_client_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
+void zxb_client_msg(zxb_broker_t *self, zframe_t *rid)
 {
-    int rc = zxp_decode(&self->in, msg_p, ZXP_ROLE_BROKER_C);
-    if (rc != 0) {
-        zxp_drop(&self->drops, "clients", rid, rc, self->in.reason);
-        return;
-    }
     zxb_client_t *c = NULL;
     if (zframe_size(rid) == ZXP_ID_LEN) {
         c = zhashx_lookup(self->clients, zframe_data(rid));

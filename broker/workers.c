@@ -679,13 +679,8 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
     zxb_worker_fill(self, w);
 }
 
-void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
+void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid)
 {
-    int rc = zxp_decode(&self->in, msg_p, ZXP_ROLE_BROKER_W);
-    if (rc != 0) {
-        zxp_drop(&self->drops, "workers", rid, rc, self->in.reason);
-        return;
-    }
     zxb_worker_t *w = NULL;
     if (zframe_size(rid) == ZXP_ID_LEN) {
         w = zhashx_lookup(self->workers, zframe_data(rid));

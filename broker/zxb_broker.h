@@ -163,8 +163,9 @@ void zxb_client_destroy(zxb_broker_t *self, zxb_client_t **c_p);
 void zxb_client_check(zxb_broker_t *self, zxb_client_t *c);
 /* The client's batch of STARTED, RESULT or CANCELLED; marks it dirty. */
 zxp_out_t *zxb_client_batch(zxb_broker_t *self, zxb_client_t *c, uint8_t cmd);
-/* One message from the clients' socket (rid: its routing id). */
-void zxb_client_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p);
+/* One message from the clients' socket, decoded in self->in (rid: its
+   routing id). */
+void zxb_client_msg(zxb_broker_t *self, zframe_t *rid);
 /* Heartbeats to clients; clients silent too long are gone. */
 void zxb_clients_tick(zxb_broker_t *self);
 
@@ -180,8 +181,9 @@ void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t, int64_t now_us);
 int64_t zxb_client_used(const zxb_client_t *c, int64_t now_us);
 /* Frees a worker record already out of the table. */
 void zxb_worker_free(zxb_broker_t *self, zxb_worker_t **w_p);
-/* One message from the workers' socket (rid: its routing id). */
-void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p);
+/* One message from the workers' socket, decoded in self->in (rid: its
+   routing id). */
+void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid);
 /* Heartbeats to workers, the placement policy's tick; workers silent too
    long are lost. */
 void zxb_workers_tick(zxb_broker_t *self);

@@ -26,7 +26,6 @@
 int zxb_log_level = 1;
 
 #define S_DRAIN_MAX 1024
-#define S_OUTPOOL_MAX 64
 
 /* ---- peer tables and batches ---------------------------------------------------- */
 
@@ -56,8 +55,10 @@ static zhashx_t *s_id_table(void)
 
 static zxp_out_t *s_out_get(zxb_broker_t *self, uint8_t cmd)
 {
-    zxp_out_t *out = zlist_pop(self->outpool);
-    if (!out) {
+    zxp_out_t *out;
+    if (self->noutpool > 0) {
+        out = self->outpool[--self->noutpool];
+    } else {
         out = malloc(sizeof *out);
         assert(out);
         zxp_out_init(out);
@@ -74,29 +75,53 @@ void zxb_out_put(zxb_broker_t *self, zxp_out_t **out_p)
     }
     *out_p = NULL;
     /* a huge batch leaves a huge buffer: do not keep it for idle peers */
-    if (zlist_size(self->outpool) >= S_OUTPOOL_MAX || out->buf.alloc > (1u << 20)) {
+    if (self->noutpool >= ZXB_OUTPOOL_MAX || out->buf.alloc > (1u << 20)) {
         zxp_out_fini(out);
         free(out);
         return;
     }
     zxp_out_begin(out, ZXP_HEARTBEAT); /* drops anything unsent */
-    zlist_append(self->outpool, out);
+    self->outpool[self->noutpool++] = out;
 }
 
-static void s_out_flush(zxb_broker_t *self, zxp_out_t **out_p, zsock_t *sock, zframe_t *rid)
+/* Sends what a peer's batch holds. The emptied batch stays the peer's until
+   the next tick (s_outs_release): a lone task's round trip would otherwise
+   take two batches from the pool and give them back, each begun twice. */
+static void s_out_flush(zxp_out_t *out, zsock_t *sock, zframe_t *rid)
 {
-    if (*out_p && (*out_p)->count > 0) {
-        zxp_out_send(*out_p, sock, rid);
+    if (out && out->count > 0) {
+        zxp_out_send(out, sock, rid);
     }
-    zxb_out_put(self, out_p);
+}
+
+/* An empty batch goes back to the pool: peers that were not sent anything
+   since the last tick keep none. */
+static void s_out_release(zxb_broker_t *self, zxp_out_t **out_p)
+{
+    if (*out_p && (*out_p)->count == 0) {
+        zxb_out_put(self, out_p);
+    }
+}
+
+static void s_outs_release(zxb_broker_t *self)
+{
+    for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        s_out_release(self, &w->out_task);
+        s_out_release(self, &w->out_cancel);
+    }
+    for (zxb_client_t *c = zhashx_first(self->clients); c; c = zhashx_next(self->clients)) {
+        s_out_release(self, &c->out_accepted);
+        s_out_release(self, &c->out_started);
+        s_out_release(self, &c->out_result);
+        s_out_release(self, &c->out_cancelled);
+    }
 }
 
 zxp_out_t *zxb_batch(zxb_broker_t *self, zxp_out_t **slot, uint8_t cmd, zsock_t *sock,
                      zframe_t *rid)
 {
     if (*slot && zxp_out_full(*slot)) {
-        zxp_out_send(*slot, sock, rid);
-        zxp_out_begin(*slot, cmd);
+        zxp_out_send(*slot, sock, rid); /* begins the next batch of the same command */
     }
     if (!*slot) {
         *slot = s_out_get(self, cmd);
@@ -115,18 +140,18 @@ static void s_flush(zxb_broker_t *self)
         zxb_worker_t *w = self->dirty_workers;
         self->dirty_workers = w->dirty_next;
         w->dirty = false;
-        s_out_flush(self, &w->out_task, self->wsock, w->rid);
-        s_out_flush(self, &w->out_cancel, self->wsock, w->rid);
+        s_out_flush(w->out_task, zxb_wsock(self), w->rid);
+        s_out_flush(w->out_cancel, zxb_wsock(self), w->rid);
         w->last_send = self->now;
     }
     while (self->dirty_clients) {
         zxb_client_t *c = self->dirty_clients;
         self->dirty_clients = c->dirty_next;
         c->dirty = false;
-        s_out_flush(self, &c->out_accepted, self->csock, c->rid);
-        s_out_flush(self, &c->out_started, self->csock, c->rid);
-        s_out_flush(self, &c->out_result, self->csock, c->rid);
-        s_out_flush(self, &c->out_cancelled, self->csock, c->rid);
+        s_out_flush(c->out_accepted, zxb_csock(self), c->rid);
+        s_out_flush(c->out_started, zxb_csock(self), c->rid);
+        s_out_flush(c->out_result, zxb_csock(self), c->rid);
+        s_out_flush(c->out_cancelled, zxb_csock(self), c->rid);
         c->last_send = self->now;
     }
     zxb_client_t *c;
@@ -183,7 +208,7 @@ static bool s_recv(zsock_t *sock, zframe_t **rid_p, zmsg_t **msg_p)
    answer it (zxb_pair_admit). */
 static bool s_drain(zxb_broker_t *self, bool workers)
 {
-    zsock_t *sock = workers ? self->wsock : self->csock;
+    zsock_t *sock = workers ? self->workers_sock : self->clients_sock;
     int role = workers ? ZXP_ROLE_BROKER_W : ZXP_ROLE_BROKER_C;
     bool whole = self->standby || zxb_sec_signing();
     for (int i = 0; i < S_DRAIN_MAX; i++) {
@@ -192,6 +217,7 @@ static bool s_drain(zxb_broker_t *self, bool workers)
         if (whole) {
             zmsg_t *msg = NULL;
             if (!s_recv(sock, &rid, &msg)) {
+                self->quiet[workers ? 0 : 1] = true;
                 return false;
             }
             if (zxb_sec_verify(sock, workers, rid, msg, &self->drops) != 0 ||
@@ -204,6 +230,7 @@ static bool s_drain(zxb_broker_t *self, bool workers)
         } else {
             rc = zxp_recv(&self->in, sock, &rid, role);
             if (rc == ZXP_E_AGAIN) {
+                self->quiet[workers ? 0 : 1] = true;
                 return false;
             }
         }
@@ -241,7 +268,6 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     self->sched = zxb_sched_new();
     self->clients = s_id_table();
     self->workers = s_id_table();
-    self->outpool = zlist_new();
     self->doomed = zlist_new();
     self->orphans = zlist_new();
     self->withdrawals = zlist_new();
@@ -262,7 +288,7 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
         return NULL;
     }
     const char *eps[2] = {config->clients_ep, config->workers_ep};
-    zsock_t **socks[2] = {&self->csock, &self->wsock};
+    zsock_t **socks[2] = {&self->clients_sock, &self->workers_sock};
     for (int i = 0; i < 2; i++) {
         if (zxb_bind_check(eps[i], config->insecure) != 0) {
             zxb_broker_destroy(&self);
@@ -339,12 +365,11 @@ void zxb_broker_destroy(zxb_broker_t **self_p)
     }
     zxb_jobs_fini(self);
     zxb_sched_destroy(&self->sched); /* frees every task's payload */
-    zxp_out_t *out;
-    while (self->outpool && (out = zlist_pop(self->outpool))) {
+    while (self->noutpool > 0) {
+        zxp_out_t *out = self->outpool[--self->noutpool];
         zxp_out_fini(out);
         free(out);
     }
-    zlist_destroy(&self->outpool);
     zlist_destroy(&self->doomed);
     zlist_destroy(&self->orphans);
     void *claim;
@@ -357,8 +382,8 @@ void zxb_broker_destroy(zxb_broker_t **self_p)
     zxp_in_fini(&self->in);
     zxp_out_fini(&self->ctl);
     zxp_drops_fini(&self->drops);
-    zsock_destroy(&self->csock);
-    zsock_destroy(&self->wsock);
+    zsock_destroy(&self->clients_sock);
+    zsock_destroy(&self->workers_sock);
     free(self);
     *self_p = NULL;
 }
@@ -385,8 +410,8 @@ int zxb_broker_run(zxb_broker_t *self)
     /* and the journal's eventfd (-1 without one: poll skips it); with a
        pair, the standby's peer socket and tap, and the journal it keeps
        while not active (pair.c; they change at a takeover) */
-    struct pollfd fds[6] = {{zsock_fd(self->wsock), POLLIN, 0},
-                            {zsock_fd(self->csock), POLLIN, 0},
+    struct pollfd fds[6] = {{zsock_fd(self->workers_sock), POLLIN, 0},
+                            {zsock_fd(self->clients_sock), POLLIN, 0},
                             {zxb_durable_fd(self), POLLIN, 0},
                             {-1, POLLIN, 0},
                             {-1, POLLIN, 0},
@@ -412,12 +437,18 @@ int zxb_broker_run(zxb_broker_t *self)
             }
         }
         /* (a socket left with more to read is read again without asking;
-           the other is asked, so that it is not starved) */
-        if (!more[0]) {
-            more[0] = zsock_events(self->wsock) & ZMQ_POLLIN;
+           the other is asked, so that it is not starved; one left quiet
+           need not be asked: its drain ended empty, or ZMQ_EVENTS said so,
+           and no send went through it since, so its ZMQ_FD will signal.
+           On a lone task's path that halves the ZMQ_EVENTS checks, each a
+           getpid and a poll in libzmq.) */
+        if (!more[0] && !self->quiet[0]) {
+            more[0] = zsock_events(self->workers_sock) & ZMQ_POLLIN;
+            self->quiet[0] = true;
         }
-        if (!more[1]) {
-            more[1] = zsock_events(self->csock) & ZMQ_POLLIN;
+        if (!more[1] && !self->quiet[1]) {
+            more[1] = zsock_events(self->clients_sock) & ZMQ_POLLIN;
+            self->quiet[1] = true;
         }
         if (!more[0] && !more[1] && !pmore) {
             int64_t wait = next_tick - zclock_mono();
@@ -464,6 +495,7 @@ int zxb_broker_run(zxb_broker_t *self)
                 zsys_warning("the program that started this local cluster is gone; stopping");
                 break;
             }
+            s_outs_release(self);
             zxb_pair_tick(self);
             zxb_nofunc_tick(self);
             zxb_held_tick(self);
@@ -482,15 +514,15 @@ int zxb_broker_run(zxb_broker_t *self)
     ZXB_INFO("broker stopping: SHUTDOWN to %zu workers and %zu clients", zhashx_size(self->workers),
              zhashx_size(self->clients));
     for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
-        zxp_send_empty(self->wsock, w->rid, ZXP_SHUTDOWN);
+        zxp_send_empty(zxb_wsock(self), w->rid, ZXP_SHUTDOWN);
     }
     for (zxb_client_t *c = zhashx_first(self->clients); c; c = zhashx_next(self->clients)) {
         if (c->alive) {
-            zxp_send_empty(self->csock, c->rid, ZXP_SHUTDOWN);
+            zxp_send_empty(zxb_csock(self), c->rid, ZXP_SHUTDOWN);
         }
     }
     /* give the SHUTDOWNs a moment to leave */
-    zsock_set_linger(self->wsock, 200);
-    zsock_set_linger(self->csock, 200);
+    zsock_set_linger(self->workers_sock, 200);
+    zsock_set_linger(self->clients_sock, 200);
     return run;
 }

@@ -247,7 +247,9 @@ static zxb_queue_t *s_worker_best(zxb_broker_t *self, zxb_worker_t *w, int p)
    takes it, so a stream of short tasks cannot starve a long one. */
 static bool s_worker_take(zxb_broker_t *self, zxb_worker_t *w, int p)
 {
-    if (!s_alive(w) || w->place[p].slots == 0) {
+    /* nothing queued anywhere (a worker that just freed a slot, most
+       often): the heads of its functions' queues need not be looked at */
+    if (self->queued == 0 || !s_alive(w) || w->place[p].slots == 0) {
         return false;
     }
     zxb_queue_t *q = s_worker_best(self, w, p);

@@ -370,7 +370,7 @@ void zxb_durable_committed(zxb_broker_t *self)
             /* at once, not at the next heartbeat: a result the worker still
                keeps is one it reports again after a broker restart, and
                the fewer of those whose task has ended since, the better */
-            zxp_send_heartbeat_rx(self->wsock, w->rid, w->results_safe);
+            zxp_send_heartbeat_rx(zxb_wsock(self), w->rid, w->results_safe);
             w->results_ack = w->results_safe;
             w->ack_at = self->now;
         }

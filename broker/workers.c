@@ -42,7 +42,7 @@ zxp_out_t *zxb_worker_batch(zxb_broker_t *self, zxb_worker_t *w, uint8_t cmd)
 {
     s_worker_dirty(self, w);
     zxp_out_t **slot = cmd == ZXP_TASK ? &w->out_task : &w->out_cancel;
-    return zxb_batch(self, slot, cmd, self->wsock, w->rid);
+    return zxb_batch(self, slot, cmd, zxb_wsock(self), w->rid);
 }
 
 void zxb_task_link(zxb_worker_t *w, zxb_task_t *t)
@@ -595,12 +595,12 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
 {
     const msgpack_object *h = zxp_item(&self->in, 0);
     if (zxp_u(h, 0) != ZXP_VERSION) {
-        zxp_send_error(self->wsock, rid, ZXP_ERR_VERSION, "unsupported protocol version");
+        zxp_send_error(zxb_wsock(self), rid, ZXP_ERR_VERSION, "unsupported protocol version");
         return;
     }
     zxp_str_t wid = zxp_s(h, 1), node = zxp_s(h, 2);
     if (zframe_size(rid) != ZXP_ID_LEN || memcmp(wid.ptr, zframe_data(rid), ZXP_ID_LEN) != 0) {
-        zxp_send_error(self->wsock, rid, ZXP_ERR_IDENTITY,
+        zxp_send_error(zxb_wsock(self), rid, ZXP_ERR_IDENTITY,
                        "the routing id must be the 16-byte worker id");
         zxp_drop(&self->drops, "workers", rid, ZXP_E_SHAPE,
                  "READY worker id is not the routing id");
@@ -668,7 +668,7 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
     self->registrations++;
     zxb_slots_count(self);
     s_worker_offer(self, w, +1);
-    zxp_send_welcome(self->wsock, w->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
+    zxp_send_welcome(zxb_wsock(self), w->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
                      (uint32_t)zxp_max_msg());
     char hex[33];
     zxb_hex(w->id, hex);
@@ -692,7 +692,7 @@ void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid)
     }
     if (!w) {
         if (cmd != ZXP_BYE) {
-            zxp_send_empty(self->wsock, rid, ZXP_RESET);
+            zxp_send_empty(zxb_wsock(self), rid, ZXP_RESET);
         }
         return;
     }
@@ -728,7 +728,7 @@ void zxb_workers_tick(zxb_broker_t *self)
                busy worker (never idle for a heartbeat) gets it too */
             if (now - w->last_send >= hb ||
                 (zxb_results_safe(self, w) != w->results_ack && now - w->ack_at >= hb)) {
-                zxp_send_heartbeat_rx(self->wsock, w->rid, zxb_results_safe(self, w));
+                zxp_send_heartbeat_rx(zxb_wsock(self), w->rid, zxb_results_safe(self, w));
                 w->results_ack = zxb_results_safe(self, w);
                 w->ack_at = now;
                 w->last_send = now;

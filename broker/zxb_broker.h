@@ -47,6 +47,8 @@ struct zxb_job {
     uint64_t base;
 };
 
+#define ZXB_OUTPOOL_MAX 64
+
 struct zxb_broker {
     zxb_config_t cfg;
     zxb_place_cfg_t place; /* the placement policy's settings, from cfg */
@@ -58,7 +60,13 @@ struct zxb_broker {
     uint32_t active_clients;            /* clients with tasks at the last tick */
     uint64_t tick_no;
     int64_t steal_at; /* monotonic us when a task an idle slot wanted becomes withdrawable; 0 */
-    zsock_t *csock, *wsock;
+    /* the clients' and the workers' ROUTER sockets: send only through
+       zxb_csock and zxb_wsock, which clear quiet (broker.c) */
+    zsock_t *clients_sock, *workers_sock;
+    /* [0] workers, [1] clients: nothing used the socket since its last
+       drain ended empty (or ZMQ_EVENTS said so), so its ZMQ_FD will signal
+       the next message and the loop may sleep without asking ZMQ_EVENTS */
+    bool quiet[2];
     uint8_t id[ZXP_ID_LEN];
     char id_hex[33];
     int64_t started;
@@ -69,7 +77,8 @@ struct zxb_broker {
     zhashx_t *workers; /* worker id -> zxb_worker_t */
     zxp_in_t in;
     zxp_drops_t drops;
-    zlist_t *outpool; /* spare zxp_out_t, lent to peers while they have a batch */
+    zxp_out_t *outpool[ZXB_OUTPOOL_MAX]; /* spare batches, lent to peers (broker.c) */
+    size_t noutpool;
     zxb_client_t *dirty_clients;
     zxb_worker_t *dirty_workers;
     zlist_t *doomed;         /* clients to free at the end of the turn */
@@ -125,6 +134,22 @@ struct zxb_broker {
     int64_t pair_active_at;      /* when it last became active (monotonic ms); 0: never */
 };
 
+/* The clients' and the workers' sockets, for a send (or a batch that may
+   send). A send can make libzmq process the socket's pending commands and
+   so consume the signal of its ZMQ_FD while messages wait: the loop then
+   asks ZMQ_EVENTS before it sleeps (broker.c). */
+static inline zsock_t *zxb_csock(zxb_broker_t *self)
+{
+    self->quiet[1] = false;
+    return self->clients_sock;
+}
+
+static inline zsock_t *zxb_wsock(zxb_broker_t *self)
+{
+    self->quiet[0] = false;
+    return self->workers_sock;
+}
+
 /* An optional trailing uint field of a header (appended by a later minor
    version): its value, or 0 when it is absent or not a uint. */
 static inline uint64_t zxb_opt_u(const msgpack_object *arr, size_t field)
@@ -148,7 +173,8 @@ static inline const char *zxb_pool_name(int pool)
 /* ---- broker.c: batches ------------------------------------------------------------ */
 
 /* The batch of cmd being built in *slot for a peer (taken from the pool of
-   spare batches); a full one is sent at once. */
+   spare batches when it has none); a full one is sent at once. A peer
+   keeps its emptied batches until the next tick. */
 zxp_out_t *zxb_batch(zxb_broker_t *self, zxp_out_t **slot, uint8_t cmd, zsock_t *sock,
                      zframe_t *rid);
 /* Gives a batch back to the pool, dropping anything unsent. */

@@ -165,27 +165,14 @@ static void s_flush(zxb_broker_t *self)
     }
 }
 
-/* Receives one message whole (s_drain says when): its routing id apart,
-   the rest as a zmsg; false (and nothing allocated) when none waits.
-   zmsg_recv allocated a zmsg and a frame only to find the socket empty at
-   the end of every drain, and asked ZMQ_RCVMORE (a getsockopt) twice per
-   frame; a frame knows (docs/performance.md 36). */
-static bool s_recv(zsock_t *sock, zframe_t **rid_p, zmsg_t **msg_p)
+/* The rest of a message whose routing id was read, as a zmsg (frame by
+   frame: a frame knows whether more follow, where zmsg_recv asked
+   ZMQ_RCVMORE, a getsockopt, twice per frame). ZeroMQ delivers a message
+   whole, so it is all there. */
+static zmsg_t *s_recv_rest(zsock_t *sock)
 {
-    zmq_msg_t part;
-    zmq_msg_init(&part);
-    /* RCVTIMEO 0: EAGAIN when nothing is left */
-    if (zmq_msg_recv(&part, zsock_resolve(sock), 0) < 0) {
-        zmq_msg_close(&part);
-        return false;
-    }
-    bool more = zmq_msg_more(&part);
-    *rid_p = zframe_new(zmq_msg_data(&part), zmq_msg_size(&part));
-    zmq_msg_close(&part);
     zmsg_t *msg = zmsg_new();
-    while (more) {
-        /* the rest of a multipart message is there already: ZeroMQ
-           delivers it whole */
+    for (bool more = true; more;) {
         zframe_t *f = zframe_recv(sock);
         if (!f) {
             if (errno == EINTR) {
@@ -196,52 +183,94 @@ static bool s_recv(zsock_t *sock, zframe_t **rid_p, zmsg_t **msg_p)
         more = zframe_more(f);
         zmsg_append(msg, &f);
     }
-    *msg_p = msg;
-    return true;
+    return msg;
+}
+
+/* The rest of a message whose routing id was read, decoded into self->in
+   by zxp_recv as a message without one (a DEALER's). It returns
+   ZXP_E_AGAIN only when it read nothing: after an EINTR it is asked again
+   (as it does itself past a routing id); anything else cannot happen to a
+   message ZeroMQ delivers whole, and is taken for a message cut short. */
+static int s_recv_in(zxb_broker_t *self, zsock_t *sock, int role)
+{
+    int rc;
+    while ((rc = zxp_recv(&self->in, sock, NULL, role)) == ZXP_E_AGAIN && errno == EINTR) {
+    }
+    if (rc == ZXP_E_AGAIN) {
+        self->in.reason = "fewer than 2 frames";
+        rc = ZXP_E_SHORT;
+    }
+    return rc;
+}
+
+/* ZMQ_EVENTS of a socket (zsock_events without czmq's checks). It makes
+   libzmq process the socket's commands: after it says "nothing to read",
+   the socket's ZMQ_FD signals the next message. */
+static int s_events(void *handle)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    zmq_getsockopt(handle, ZMQ_EVENTS, &events, &size);
+    return events;
 }
 
 /* Reads up to S_DRAIN_MAX messages; true if it stopped at that bound (more
-   may wait), false once the socket said EAGAIN. A message goes straight
-   from the socket into self->in (zxp_recv: no zmsg, no frame but the
-   routing id), unless it must be seen whole first: signed messages are
-   verified as a zmsg, and a pair's passive broker reads frame 0 of one to
-   answer it (zxb_pair_admit). */
+   may wait), false once none waits. The routing id of each is
+   read into the one frame kept for it (self->rid: a frame made and freed
+   per message was a calloc and a free), the rest straight from the socket
+   into self->in (zxp_recv: no zmsg, no frame), unless the message must be
+   seen whole first: signed messages are verified as a zmsg, and a pair's
+   passive broker reads frame 0 of one to answer it (zxb_pair_admit). */
 static bool s_drain(zxb_broker_t *self, bool workers)
 {
     zsock_t *sock = workers ? self->workers_sock : self->clients_sock;
+    void *handle = zsock_resolve(sock);
     int role = workers ? ZXP_ROLE_BROKER_W : ZXP_ROLE_BROKER_C;
     bool whole = self->standby || zxb_sec_signing();
+    zframe_t *rid = self->rid;
     for (int i = 0; i < S_DRAIN_MAX; i++) {
-        zframe_t *rid = NULL;
+        /* after the first message, ZMQ_EVENTS says whether another waits:
+           most drains read one, and a receive that finds none costs more
+           (libzmq looks for a message, processes its commands, looks
+           again); past a second, receives find out */
+        if (i == 1 && !(s_events(handle) & ZMQ_POLLIN)) {
+            self->quiet[workers ? 0 : 1] = true;
+            return false;
+        }
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, handle, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&part); /* nothing waits (or EINTR: asked again before sleeping) */
+            self->quiet[workers ? 0 : 1] = true;
+            return false;
+        }
+        bool more = zmq_msg_more(&part);
+        zframe_reset(rid, zmq_msg_data(&part), zmq_msg_size(&part));
+        zmq_msg_close(&part);
         int rc;
-        if (whole) {
-            zmsg_t *msg = NULL;
-            if (!s_recv(sock, &rid, &msg)) {
-                self->quiet[workers ? 0 : 1] = true;
-                return false;
-            }
+        const char *reason = "fewer than 2 frames";
+        if (!more) {
+            rc = ZXP_E_SHORT;
+        } else if (whole) {
+            zmsg_t *msg = s_recv_rest(sock);
             if (zxb_sec_verify(sock, workers, rid, msg, &self->drops) != 0 ||
                 (self->standby && !zxb_pair_admit(self, workers, rid, msg))) {
                 zmsg_destroy(&msg);
-                zframe_destroy(&rid);
                 continue;
             }
             rc = zxp_decode(&self->in, &msg, role);
+            reason = self->in.reason;
         } else {
-            rc = zxp_recv(&self->in, sock, &rid, role);
-            if (rc == ZXP_E_AGAIN) {
-                self->quiet[workers ? 0 : 1] = true;
-                return false;
-            }
+            rc = s_recv_in(self, sock, role);
+            reason = self->in.reason;
         }
         if (rc != 0) {
-            zxp_drop(&self->drops, workers ? "workers" : "clients", rid, rc, self->in.reason);
+            zxp_drop(&self->drops, workers ? "workers" : "clients", rid, rc, reason);
         } else if (workers) {
             zxb_worker_msg(self, rid);
         } else {
             zxb_client_msg(self, rid);
         }
-        zframe_destroy(&rid);
     }
     return true;
 }
@@ -258,8 +287,8 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
                                     .bytes = config->prefetch_bytes,
                                     .steal_ms = config->steal_after_ms};
     zxb_log_level = config->verbose;
-    self->started = self->now = zclock_mono();
     self->now_us = zx__mono_us();
+    self->started = self->now = self->now_us / 1000;
     self->rate_sec = self->now / 1000;
     zuuid_t *uuid = zuuid_new();
     memcpy(self->id, zuuid_data(uuid), ZXP_ID_LEN);
@@ -275,6 +304,7 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     self->fetch_waiters = zlist_new();
     zxp_out_init(&self->jout);
     zxp_in_init(&self->in);
+    self->rid = zframe_new_empty();
     zxp_out_init(&self->ctl);
     zxp_drops_init(&self->drops);
     if (zxb_tokens_init(self) != 0) {
@@ -380,6 +410,7 @@ void zxb_broker_destroy(zxb_broker_t **self_p)
     zxb_timer_fini(&self->nofunc);
     zxb_timer_fini(&self->heldq);
     zxp_in_fini(&self->in);
+    zframe_destroy(&self->rid);
     zxp_out_fini(&self->ctl);
     zxp_drops_fini(&self->drops);
     zsock_destroy(&self->clients_sock);
@@ -416,6 +447,7 @@ int zxb_broker_run(zxb_broker_t *self)
                             {-1, POLLIN, 0},
                             {-1, POLLIN, 0},
                             {-1, POLLIN, 0}};
+    void *handles[2] = {zsock_resolve(self->workers_sock), zsock_resolve(self->clients_sock)};
     bool more[2] = {true, true}; /* messages may wait: read before sleeping */
     bool jready = false;         /* the journal's eventfd said the writer moved */
     bool pmore = false;          /* the peer socket may hold more */
@@ -443,11 +475,11 @@ int zxb_broker_run(zxb_broker_t *self)
            On a lone task's path that halves the ZMQ_EVENTS checks, each a
            getpid and a poll in libzmq.) */
         if (!more[0] && !self->quiet[0]) {
-            more[0] = zsock_events(self->workers_sock) & ZMQ_POLLIN;
+            more[0] = s_events(handles[0]) & ZMQ_POLLIN;
             self->quiet[0] = true;
         }
         if (!more[1] && !self->quiet[1]) {
-            more[1] = zsock_events(self->clients_sock) & ZMQ_POLLIN;
+            more[1] = s_events(handles[1]) & ZMQ_POLLIN;
             self->quiet[1] = true;
         }
         if (!more[0] && !more[1] && !pmore) {
@@ -468,8 +500,8 @@ int zxb_broker_run(zxb_broker_t *self)
         } else {
             jready = true; /* a busy turn: look, its messages pay for the read */
         }
-        self->now = zclock_mono();
         self->now_us = zx__mono_us();
+        self->now = self->now_us / 1000; /* zclock_mono's clock, read once */
         if (self->journal && jready) {
             /* what the writer committed since (ACCEPTED, worker acks); a
                read of the committed LSN clears the eventfd */

@@ -34,11 +34,29 @@ zxb_client_t *zxb_client_new(zxb_broker_t *self, const uint8_t *session)
     return c;
 }
 
+zxb_client_t *zxb_client_find(zxb_broker_t *self, const uint8_t *session)
+{
+    /* most messages in a row are of one client (a stream, or the one
+       client of a round trip): a comparison instead of a table lookup */
+    zxb_client_t *c = self->last_client;
+    if (c && memcmp(c->session, session, ZXP_ID_LEN) == 0) {
+        return c;
+    }
+    c = zhashx_lookup(self->clients, session);
+    if (c) {
+        self->last_client = c;
+    }
+    return c;
+}
+
 void zxb_client_destroy(zxb_broker_t *self, zxb_client_t **c_p)
 {
     zxb_client_t *c = *c_p;
     if (!c) {
         return;
+    }
+    if (self->last_client == c) {
+        self->last_client = NULL;
     }
     zxb_out_put(self, &c->out_started);
     zxb_out_put(self, &c->out_result);
@@ -366,7 +384,7 @@ void zxb_client_msg(zxb_broker_t *self, zframe_t *rid)
 {
     zxb_client_t *c = NULL;
     if (zframe_size(rid) == ZXP_ID_LEN) {
-        c = zhashx_lookup(self->clients, zframe_data(rid));
+        c = zxb_client_find(self, zframe_data(rid));
     }
     uint8_t cmd = self->in.cmd;
     if (cmd == ZXP_HELLO) {

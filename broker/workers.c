@@ -97,6 +97,9 @@ void zxb_worker_free(zxb_broker_t *self, zxb_worker_t **w_p)
     if (!w) {
         return;
     }
+    if (self->last_worker == w) {
+        self->last_worker = NULL;
+    }
     zxb_out_put(self, &w->out_task);
     zxb_out_put(self, &w->out_cancel);
     for (size_t i = 0; i < w->nfns; i++) {
@@ -169,7 +172,7 @@ static void s_worker_remove(zxb_broker_t *self, zxb_worker_t *w, bool lost, cons
 static zxb_task_t *s_worker_task(zxb_broker_t *self, zxb_worker_t *w, const uint8_t *session,
                                  uint64_t seq, zframe_t *rid, bool drop)
 {
-    zxb_client_t *c = zhashx_lookup(self->clients, session);
+    zxb_client_t *c = zxb_client_find(self, session);
     zxb_task_t *t = c ? zxb_task_find(self->sched, c, seq) : NULL;
     if (t && t->worker == w && (t->state == ZXB_T_DISPATCHED || t->state == ZXB_T_RUNNING)) {
         return t;
@@ -183,7 +186,7 @@ static zxb_task_t *s_worker_task(zxb_broker_t *self, zxb_worker_t *w, const uint
 
 static zxb_task_t *s_find_any(zxb_broker_t *self, const uint8_t *session, uint64_t seq)
 {
-    zxb_client_t *c = zhashx_lookup(self->clients, session);
+    zxb_client_t *c = zxb_client_find(self, session);
     return c ? zxb_task_find(self->sched, c, seq) : NULL;
 }
 
@@ -496,7 +499,7 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
     if (session[0] == 0) {
         return; /* not a valid routing id: no client can own it */
     }
-    zxb_client_t *c = zhashx_lookup(self->clients, session);
+    zxb_client_t *c = zxb_client_find(self, session);
     if (!c) {
         c = zxb_client_new(self, session); /* a placeholder until its HELLO */
     }
@@ -683,7 +686,15 @@ void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid)
 {
     zxb_worker_t *w = NULL;
     if (zframe_size(rid) == ZXP_ID_LEN) {
-        w = zhashx_lookup(self->workers, zframe_data(rid));
+        /* as for clients (zxb_client_find): most often the worker of the
+           message before */
+        w = self->last_worker;
+        if (!w || memcmp(w->id, zframe_data(rid), ZXP_ID_LEN) != 0) {
+            w = zhashx_lookup(self->workers, zframe_data(rid));
+            if (w) {
+                self->last_worker = w;
+            }
+        }
     }
     uint8_t cmd = self->in.cmd;
     if (cmd == ZXP_READY) {

@@ -75,7 +75,10 @@ struct zxb_broker {
     zxb_sched_t *sched;
     zhashx_t *clients; /* session -> zxb_client_t */
     zhashx_t *workers; /* worker id -> zxb_worker_t */
+    zxb_client_t *last_client; /* the last found (zxb_client_find); NULL once freed */
+    zxb_worker_t *last_worker; /* the sender of the last worker message; NULL once freed */
     zxp_in_t in;
+    zframe_t *rid; /* the routing id of the message in in (broker.c's s_drain) */
     zxp_drops_t drops;
     zxp_out_t *outpool[ZXB_OUTPOOL_MAX]; /* spare batches, lent to peers (broker.c) */
     size_t noutpool;
@@ -185,6 +188,8 @@ void zxb_out_put(zxb_broker_t *self, zxp_out_t **out_p);
 /* A client record under session (a placeholder until its HELLO). */
 zxb_client_t *zxb_client_new(zxb_broker_t *self, const uint8_t *session);
 void zxb_client_destroy(zxb_broker_t *self, zxb_client_t **c_p);
+/* The client record of session (16 bytes), or NULL. */
+zxb_client_t *zxb_client_find(zxb_broker_t *self, const uint8_t *session);
 /* A client that is gone and holds no task is freed at the end of the turn. */
 void zxb_client_check(zxb_broker_t *self, zxb_client_t *c);
 /* The client's batch of STARTED, RESULT or CANCELLED; marks it dirty. */

@@ -73,8 +73,8 @@ struct zxb_broker {
     int64_t now;
     int64_t now_us; /* monotonic microseconds (not the wall clock), for run times */
     zxb_sched_t *sched;
-    zhashx_t *clients; /* session -> zxb_client_t */
-    zhashx_t *workers; /* worker id -> zxb_worker_t */
+    zhashx_t *clients;         /* session -> zxb_client_t */
+    zhashx_t *workers;         /* worker id -> zxb_worker_t */
     zxb_client_t *last_client; /* the last found (zxb_client_find); NULL once freed */
     zxb_worker_t *last_worker; /* the sender of the last worker message; NULL once freed */
     zxp_in_t in;

@@ -1,7 +1,8 @@
 /*  test_broker.c - zexec-broker's scheduling, driven by fake clients and
     workers (raw DEALER sockets, tests/broker_peers.h) against the real
     binary: relay, credit, priority and fair turns, routing, cancel, no-worker
-    grace, duplicates, quotas, STATUS.
+    grace, duplicates, quotas, STATUS, answers at once while messages cross
+    the broker's sends.
 */
 #include "broker_peers.h"
 

@@ -26,7 +26,6 @@
 int zxb_log_level = 1;
 
 #define S_DRAIN_MAX 1024
-#define S_OUTPOOL_MAX 64
 
 /* ---- peer tables and batches ---------------------------------------------------- */
 
@@ -56,8 +55,10 @@ static zhashx_t *s_id_table(void)
 
 static zxp_out_t *s_out_get(zxb_broker_t *self, uint8_t cmd)
 {
-    zxp_out_t *out = zlist_pop(self->outpool);
-    if (!out) {
+    zxp_out_t *out;
+    if (self->noutpool > 0) {
+        out = self->outpool[--self->noutpool];
+    } else {
         out = malloc(sizeof *out);
         assert(out);
         zxp_out_init(out);
@@ -74,29 +75,53 @@ void zxb_out_put(zxb_broker_t *self, zxp_out_t **out_p)
     }
     *out_p = NULL;
     /* a huge batch leaves a huge buffer: do not keep it for idle peers */
-    if (zlist_size(self->outpool) >= S_OUTPOOL_MAX || out->buf.alloc > (1u << 20)) {
+    if (self->noutpool >= ZXB_OUTPOOL_MAX || out->buf.alloc > (1u << 20)) {
         zxp_out_fini(out);
         free(out);
         return;
     }
     zxp_out_begin(out, ZXP_HEARTBEAT); /* drops anything unsent */
-    zlist_append(self->outpool, out);
+    self->outpool[self->noutpool++] = out;
 }
 
-static void s_out_flush(zxb_broker_t *self, zxp_out_t **out_p, zsock_t *sock, zframe_t *rid)
+/* Sends what a peer's batch holds. The emptied batch stays the peer's until
+   the next tick (s_outs_release): a lone task's round trip would otherwise
+   take two batches from the pool and give them back, each begun twice. */
+static void s_out_flush(zxp_out_t *out, zsock_t *sock, zframe_t *rid)
 {
-    if (*out_p && (*out_p)->count > 0) {
-        zxp_out_send(*out_p, sock, rid);
+    if (out && out->count > 0) {
+        zxp_out_send(out, sock, rid);
     }
-    zxb_out_put(self, out_p);
+}
+
+/* An empty batch goes back to the pool: peers that were not sent anything
+   since the last tick keep none. */
+static void s_out_release(zxb_broker_t *self, zxp_out_t **out_p)
+{
+    if (*out_p && (*out_p)->count == 0) {
+        zxb_out_put(self, out_p);
+    }
+}
+
+static void s_outs_release(zxb_broker_t *self)
+{
+    for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        s_out_release(self, &w->out_task);
+        s_out_release(self, &w->out_cancel);
+    }
+    for (zxb_client_t *c = zhashx_first(self->clients); c; c = zhashx_next(self->clients)) {
+        s_out_release(self, &c->out_accepted);
+        s_out_release(self, &c->out_started);
+        s_out_release(self, &c->out_result);
+        s_out_release(self, &c->out_cancelled);
+    }
 }
 
 zxp_out_t *zxb_batch(zxb_broker_t *self, zxp_out_t **slot, uint8_t cmd, zsock_t *sock,
                      zframe_t *rid)
 {
     if (*slot && zxp_out_full(*slot)) {
-        zxp_out_send(*slot, sock, rid);
-        zxp_out_begin(*slot, cmd);
+        zxp_out_send(*slot, sock, rid); /* begins the next batch of the same command */
     }
     if (!*slot) {
         *slot = s_out_get(self, cmd);
@@ -115,18 +140,18 @@ static void s_flush(zxb_broker_t *self)
         zxb_worker_t *w = self->dirty_workers;
         self->dirty_workers = w->dirty_next;
         w->dirty = false;
-        s_out_flush(self, &w->out_task, self->wsock, w->rid);
-        s_out_flush(self, &w->out_cancel, self->wsock, w->rid);
+        s_out_flush(w->out_task, zxb_wsock(self), w->rid);
+        s_out_flush(w->out_cancel, zxb_wsock(self), w->rid);
         w->last_send = self->now;
     }
     while (self->dirty_clients) {
         zxb_client_t *c = self->dirty_clients;
         self->dirty_clients = c->dirty_next;
         c->dirty = false;
-        s_out_flush(self, &c->out_accepted, self->csock, c->rid);
-        s_out_flush(self, &c->out_started, self->csock, c->rid);
-        s_out_flush(self, &c->out_result, self->csock, c->rid);
-        s_out_flush(self, &c->out_cancelled, self->csock, c->rid);
+        s_out_flush(c->out_accepted, zxb_csock(self), c->rid);
+        s_out_flush(c->out_started, zxb_csock(self), c->rid);
+        s_out_flush(c->out_result, zxb_csock(self), c->rid);
+        s_out_flush(c->out_cancelled, zxb_csock(self), c->rid);
         c->last_send = self->now;
     }
     zxb_client_t *c;
@@ -140,28 +165,14 @@ static void s_flush(zxb_broker_t *self)
     }
 }
 
-/* Receives one message: its routing id apart, the rest as a zmsg; false
-   (and nothing allocated) when none waits. zmsg_recv allocated a zmsg and
-   a frame only to find the socket empty at the end of every drain, and
-   asked ZMQ_RCVMORE (a getsockopt) twice per frame; a frame knows (the
-   allocations and getsockopts were a fifth of a lone task's broker
-   instructions, docs/performance.md 36). */
-static bool s_recv(zsock_t *sock, zframe_t **rid_p, zmsg_t **msg_p)
+/* The rest of a message whose routing id was read, as a zmsg (frame by
+   frame: a frame knows whether more follow, where zmsg_recv asked
+   ZMQ_RCVMORE, a getsockopt, twice per frame). ZeroMQ delivers a message
+   whole, so it is all there. */
+static zmsg_t *s_recv_rest(zsock_t *sock)
 {
-    zmq_msg_t part;
-    zmq_msg_init(&part);
-    /* RCVTIMEO 0: EAGAIN when nothing is left */
-    if (zmq_msg_recv(&part, zsock_resolve(sock), 0) < 0) {
-        zmq_msg_close(&part);
-        return false;
-    }
-    bool more = zmq_msg_more(&part);
-    *rid_p = zframe_new(zmq_msg_data(&part), zmq_msg_size(&part));
-    zmq_msg_close(&part);
     zmsg_t *msg = zmsg_new();
-    while (more) {
-        /* the rest of a multipart message is there already: ZeroMQ
-           delivers it whole */
+    for (bool more = true; more;) {
         zframe_t *f = zframe_recv(sock);
         if (!f) {
             if (errno == EINTR) {
@@ -172,31 +183,94 @@ static bool s_recv(zsock_t *sock, zframe_t **rid_p, zmsg_t **msg_p)
         more = zframe_more(f);
         zmsg_append(msg, &f);
     }
-    *msg_p = msg;
-    return true;
+    return msg;
+}
+
+/* The rest of a message whose routing id was read, decoded into self->in
+   by zxp_recv as a message without one (a DEALER's). It returns
+   ZXP_E_AGAIN only when it read nothing: after an EINTR it is asked again
+   (as it does itself past a routing id); anything else cannot happen to a
+   message ZeroMQ delivers whole, and is taken for a message cut short. */
+static int s_recv_in(zxb_broker_t *self, zsock_t *sock, int role)
+{
+    int rc;
+    while ((rc = zxp_recv(&self->in, sock, NULL, role)) == ZXP_E_AGAIN && errno == EINTR) {
+    }
+    if (rc == ZXP_E_AGAIN) {
+        self->in.reason = "fewer than 2 frames";
+        rc = ZXP_E_SHORT;
+    }
+    return rc;
+}
+
+/* ZMQ_EVENTS of a socket (zsock_events without czmq's checks). It makes
+   libzmq process the socket's commands: after it says "nothing to read",
+   the socket's ZMQ_FD signals the next message. */
+static int s_events(void *handle)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    zmq_getsockopt(handle, ZMQ_EVENTS, &events, &size);
+    return events;
 }
 
 /* Reads up to S_DRAIN_MAX messages; true if it stopped at that bound (more
-   may wait), false once the socket said EAGAIN. */
+   may wait), false once none waits. The routing id of each is
+   read into the one frame kept for it (self->rid: a frame made and freed
+   per message was a calloc and a free), the rest straight from the socket
+   into self->in (zxp_recv: no zmsg, no frame), unless the message must be
+   seen whole first: signed messages are verified as a zmsg, and a pair's
+   passive broker reads frame 0 of one to answer it (zxb_pair_admit). */
 static bool s_drain(zxb_broker_t *self, bool workers)
 {
-    zsock_t *sock = workers ? self->wsock : self->csock;
+    zsock_t *sock = workers ? self->workers_sock : self->clients_sock;
+    void *handle = zsock_resolve(sock);
+    int role = workers ? ZXP_ROLE_BROKER_W : ZXP_ROLE_BROKER_C;
+    bool whole = self->standby || zxb_sec_signing();
+    zframe_t *rid = self->rid;
     for (int i = 0; i < S_DRAIN_MAX; i++) {
-        zframe_t *rid = NULL;
-        zmsg_t *msg = NULL;
-        if (!s_recv(sock, &rid, &msg)) {
+        /* after the first message, ZMQ_EVENTS says whether another waits:
+           most drains read one, and a receive that finds none costs more
+           (libzmq looks for a message, processes its commands, looks
+           again); past a second, receives find out */
+        if (i == 1 && !(s_events(handle) & ZMQ_POLLIN)) {
+            self->quiet[workers ? 0 : 1] = true;
             return false;
         }
-        if (zxb_sec_verify(sock, workers, rid, msg, &self->drops) == 0 &&
-            (!self->standby || zxb_pair_admit(self, workers, rid, msg))) {
-            if (workers) {
-                zxb_worker_msg(self, rid, &msg);
-            } else {
-                zxb_client_msg(self, rid, &msg);
-            }
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, handle, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&part); /* nothing waits (or EINTR: asked again before sleeping) */
+            self->quiet[workers ? 0 : 1] = true;
+            return false;
         }
-        zmsg_destroy(&msg);
-        zframe_destroy(&rid);
+        bool more = zmq_msg_more(&part);
+        zframe_reset(rid, zmq_msg_data(&part), zmq_msg_size(&part));
+        zmq_msg_close(&part);
+        int rc;
+        const char *reason = "fewer than 2 frames";
+        if (!more) {
+            rc = ZXP_E_SHORT;
+        } else if (whole) {
+            zmsg_t *msg = s_recv_rest(sock);
+            if (zxb_sec_verify(sock, workers, rid, msg, &self->drops) != 0 ||
+                (self->standby && !zxb_pair_admit(self, workers, rid, msg))) {
+                zmsg_destroy(&msg);
+                continue;
+            }
+            rc = zxp_decode(&self->in, &msg, role);
+            reason = self->in.reason;
+        } else {
+            rc = s_recv_in(self, sock, role);
+            reason = self->in.reason;
+        }
+        if (rc != 0) {
+            zxp_drop(&self->drops, workers ? "workers" : "clients", rid, rc, reason);
+        } else if (workers) {
+            zxb_worker_msg(self, rid);
+        } else {
+            zxb_client_msg(self, rid);
+        }
     }
     return true;
 }
@@ -213,8 +287,8 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
                                     .bytes = config->prefetch_bytes,
                                     .steal_ms = config->steal_after_ms};
     zxb_log_level = config->verbose;
-    self->started = self->now = zclock_mono();
     self->now_us = zx__mono_us();
+    self->started = self->now = self->now_us / 1000;
     self->rate_sec = self->now / 1000;
     zuuid_t *uuid = zuuid_new();
     memcpy(self->id, zuuid_data(uuid), ZXP_ID_LEN);
@@ -223,7 +297,6 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     self->sched = zxb_sched_new();
     self->clients = s_id_table();
     self->workers = s_id_table();
-    self->outpool = zlist_new();
     self->doomed = zlist_new();
     self->orphans = zlist_new();
     self->withdrawals = zlist_new();
@@ -231,6 +304,7 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
     self->fetch_waiters = zlist_new();
     zxp_out_init(&self->jout);
     zxp_in_init(&self->in);
+    self->rid = zframe_new_empty();
     zxp_out_init(&self->ctl);
     zxp_drops_init(&self->drops);
     if (zxb_tokens_init(self) != 0) {
@@ -244,7 +318,7 @@ zxb_broker_t *zxb_broker_new(const zxb_config_t *config)
         return NULL;
     }
     const char *eps[2] = {config->clients_ep, config->workers_ep};
-    zsock_t **socks[2] = {&self->csock, &self->wsock};
+    zsock_t **socks[2] = {&self->clients_sock, &self->workers_sock};
     for (int i = 0; i < 2; i++) {
         if (zxb_bind_check(eps[i], config->insecure) != 0) {
             zxb_broker_destroy(&self);
@@ -321,12 +395,11 @@ void zxb_broker_destroy(zxb_broker_t **self_p)
     }
     zxb_jobs_fini(self);
     zxb_sched_destroy(&self->sched); /* frees every task's payload */
-    zxp_out_t *out;
-    while (self->outpool && (out = zlist_pop(self->outpool))) {
+    while (self->noutpool > 0) {
+        zxp_out_t *out = self->outpool[--self->noutpool];
         zxp_out_fini(out);
         free(out);
     }
-    zlist_destroy(&self->outpool);
     zlist_destroy(&self->doomed);
     zlist_destroy(&self->orphans);
     void *claim;
@@ -337,10 +410,11 @@ void zxb_broker_destroy(zxb_broker_t **self_p)
     zxb_timer_fini(&self->nofunc);
     zxb_timer_fini(&self->heldq);
     zxp_in_fini(&self->in);
+    zframe_destroy(&self->rid);
     zxp_out_fini(&self->ctl);
     zxp_drops_fini(&self->drops);
-    zsock_destroy(&self->csock);
-    zsock_destroy(&self->wsock);
+    zsock_destroy(&self->clients_sock);
+    zsock_destroy(&self->workers_sock);
     free(self);
     *self_p = NULL;
 }
@@ -367,12 +441,13 @@ int zxb_broker_run(zxb_broker_t *self)
     /* and the journal's eventfd (-1 without one: poll skips it); with a
        pair, the standby's peer socket and tap, and the journal it keeps
        while not active (pair.c; they change at a takeover) */
-    struct pollfd fds[6] = {{zsock_fd(self->wsock), POLLIN, 0},
-                            {zsock_fd(self->csock), POLLIN, 0},
+    struct pollfd fds[6] = {{zsock_fd(self->workers_sock), POLLIN, 0},
+                            {zsock_fd(self->clients_sock), POLLIN, 0},
                             {zxb_durable_fd(self), POLLIN, 0},
                             {-1, POLLIN, 0},
                             {-1, POLLIN, 0},
                             {-1, POLLIN, 0}};
+    void *handles[2] = {zsock_resolve(self->workers_sock), zsock_resolve(self->clients_sock)};
     bool more[2] = {true, true}; /* messages may wait: read before sleeping */
     bool jready = false;         /* the journal's eventfd said the writer moved */
     bool pmore = false;          /* the peer socket may hold more */
@@ -394,12 +469,18 @@ int zxb_broker_run(zxb_broker_t *self)
             }
         }
         /* (a socket left with more to read is read again without asking;
-           the other is asked, so that it is not starved) */
-        if (!more[0]) {
-            more[0] = zsock_events(self->wsock) & ZMQ_POLLIN;
+           the other is asked, so that it is not starved; one left quiet
+           need not be asked: its drain ended empty, or ZMQ_EVENTS said so,
+           and no send went through it since, so its ZMQ_FD will signal.
+           On a lone task's path that halves the ZMQ_EVENTS checks, each a
+           getpid and a poll in libzmq.) */
+        if (!more[0] && !self->quiet[0]) {
+            more[0] = s_events(handles[0]) & ZMQ_POLLIN;
+            self->quiet[0] = true;
         }
-        if (!more[1]) {
-            more[1] = zsock_events(self->csock) & ZMQ_POLLIN;
+        if (!more[1] && !self->quiet[1]) {
+            more[1] = s_events(handles[1]) & ZMQ_POLLIN;
+            self->quiet[1] = true;
         }
         if (!more[0] && !more[1] && !pmore) {
             int64_t wait = next_tick - zclock_mono();
@@ -419,8 +500,8 @@ int zxb_broker_run(zxb_broker_t *self)
         } else {
             jready = true; /* a busy turn: look, its messages pay for the read */
         }
-        self->now = zclock_mono();
         self->now_us = zx__mono_us();
+        self->now = self->now_us / 1000; /* zclock_mono's clock, read once */
         if (self->journal && jready) {
             /* what the writer committed since (ACCEPTED, worker acks); a
                read of the committed LSN clears the eventfd */
@@ -446,6 +527,7 @@ int zxb_broker_run(zxb_broker_t *self)
                 zsys_warning("the program that started this local cluster is gone; stopping");
                 break;
             }
+            s_outs_release(self);
             zxb_pair_tick(self);
             zxb_nofunc_tick(self);
             zxb_held_tick(self);
@@ -464,15 +546,15 @@ int zxb_broker_run(zxb_broker_t *self)
     ZXB_INFO("broker stopping: SHUTDOWN to %zu workers and %zu clients", zhashx_size(self->workers),
              zhashx_size(self->clients));
     for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
-        zxp_send_empty(self->wsock, w->rid, ZXP_SHUTDOWN);
+        zxp_send_empty(zxb_wsock(self), w->rid, ZXP_SHUTDOWN);
     }
     for (zxb_client_t *c = zhashx_first(self->clients); c; c = zhashx_next(self->clients)) {
         if (c->alive) {
-            zxp_send_empty(self->csock, c->rid, ZXP_SHUTDOWN);
+            zxp_send_empty(zxb_csock(self), c->rid, ZXP_SHUTDOWN);
         }
     }
     /* give the SHUTDOWNs a moment to leave */
-    zsock_set_linger(self->wsock, 200);
-    zsock_set_linger(self->csock, 200);
+    zsock_set_linger(self->workers_sock, 200);
+    zsock_set_linger(self->clients_sock, 200);
     return run;
 }

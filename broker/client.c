@@ -34,11 +34,29 @@ zxb_client_t *zxb_client_new(zxb_broker_t *self, const uint8_t *session)
     return c;
 }
 
+zxb_client_t *zxb_client_find(zxb_broker_t *self, const uint8_t *session)
+{
+    /* most messages in a row are of one client (a stream, or the one
+       client of a round trip): a comparison instead of a table lookup */
+    zxb_client_t *c = self->last_client;
+    if (c && memcmp(c->session, session, ZXP_ID_LEN) == 0) {
+        return c;
+    }
+    c = zhashx_lookup(self->clients, session);
+    if (c) {
+        self->last_client = c;
+    }
+    return c;
+}
+
 void zxb_client_destroy(zxb_broker_t *self, zxb_client_t **c_p)
 {
     zxb_client_t *c = *c_p;
     if (!c) {
         return;
+    }
+    if (self->last_client == c) {
+        self->last_client = NULL;
     }
     zxb_out_put(self, &c->out_started);
     zxb_out_put(self, &c->out_result);
@@ -79,7 +97,7 @@ zxp_out_t *zxb_client_batch(zxb_broker_t *self, zxb_client_t *c, uint8_t cmd)
                        : cmd == ZXP_RESULT   ? &c->out_result
                        : cmd == ZXP_ACCEPTED ? &c->out_accepted
                                              : &c->out_cancelled;
-    return zxb_batch(self, slot, cmd, self->csock, c->rid);
+    return zxb_batch(self, slot, cmd, zxb_csock(self), c->rid);
 }
 
 /* ---- client commands ------------------------------------------------------------- */
@@ -98,11 +116,11 @@ static void s_on_hello(zxb_broker_t *self, zxb_client_t *c, zframe_t *rid)
     const msgpack_object *h = zxp_item(&self->in, 0);
     zxp_str_t session = zxp_s(h, 1), name = zxp_s(h, 2);
     if (zxp_u(h, 0) != ZXP_VERSION) {
-        zxp_send_error(self->csock, rid, ZXP_ERR_VERSION, "unsupported protocol version");
+        zxp_send_error(zxb_csock(self), rid, ZXP_ERR_VERSION, "unsupported protocol version");
         return;
     }
     if (memcmp(session.ptr, zframe_data(rid), ZXP_ID_LEN) != 0) {
-        zxp_send_error(self->csock, rid, ZXP_ERR_IDENTITY,
+        zxp_send_error(zxb_csock(self), rid, ZXP_ERR_IDENTITY,
                        "the routing id must be the 16-byte session");
         zxp_drop(&self->drops, "clients", rid, ZXP_E_SHAPE, "HELLO session is not the routing id");
         return;
@@ -142,7 +160,7 @@ static void s_on_hello(zxb_broker_t *self, zxb_client_t *c, zframe_t *rid)
     } else if (!known) {
         ZXB_INFO("client %s (session %s) connected", c->name, hex);
     }
-    zxp_send_welcome(self->csock, c->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
+    zxp_send_welcome(zxb_csock(self), c->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
                      (uint32_t)zxp_max_msg());
     c->last_send = self->now;
 }
@@ -362,21 +380,16 @@ static void s_on_cancel(zxb_broker_t *self, zxb_client_t *c)
     }
 }
 
-void zxb_client_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
+void zxb_client_msg(zxb_broker_t *self, zframe_t *rid)
 {
-    int rc = zxp_decode(&self->in, msg_p, ZXP_ROLE_BROKER_C);
-    if (rc != 0) {
-        zxp_drop(&self->drops, "clients", rid, rc, self->in.reason);
-        return;
-    }
     zxb_client_t *c = NULL;
     if (zframe_size(rid) == ZXP_ID_LEN) {
-        c = zhashx_lookup(self->clients, zframe_data(rid));
+        c = zxb_client_find(self, zframe_data(rid));
     }
     uint8_t cmd = self->in.cmd;
     if (cmd == ZXP_HELLO) {
         if (zframe_size(rid) != ZXP_ID_LEN) {
-            zxp_send_error(self->csock, rid, ZXP_ERR_IDENTITY,
+            zxp_send_error(zxb_csock(self), rid, ZXP_ERR_IDENTITY,
                            "the routing id must be the 16-byte session");
             zxp_drop(&self->drops, "clients", rid, ZXP_E_SHAPE, "routing id is not 16 bytes");
             return;
@@ -386,7 +399,7 @@ void zxb_client_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
     }
     if (!c || !c->alive) {
         if (cmd != ZXP_BYE) {
-            zxp_send_empty(self->csock, rid, ZXP_RESET);
+            zxp_send_empty(zxb_csock(self), rid, ZXP_RESET);
         }
         return;
     }
@@ -466,7 +479,7 @@ void zxb_clients_tick(zxb_broker_t *self)
                 }
                 zlist_append(gone, c);
             } else if (now - c->last_send >= hb) {
-                zxp_send_empty(self->csock, c->rid, ZXP_HEARTBEAT);
+                zxp_send_empty(zxb_csock(self), c->rid, ZXP_HEARTBEAT);
                 c->last_send = now;
             }
         } else if (!c->ever && !c->expired && !c->job &&

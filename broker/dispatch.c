@@ -245,12 +245,17 @@ static zxb_queue_t *s_worker_best(zxb_broker_t *self, zxb_worker_t *w, int p)
    the task's function is not known short), nothing younger is sent in its
    place: the pool's prefetched work runs down to an idle slot and the task
    takes it, so a stream of short tasks cannot starve a long one. */
-static bool s_worker_take(zxb_broker_t *self, zxb_worker_t *w, int p)
+static bool s_worker_take(zxb_broker_t *self, zxb_worker_t *w, int p, zxb_queue_t *fresh)
 {
-    if (!s_alive(w) || w->place[p].slots == 0) {
+    /* nothing queued anywhere (a worker that just freed a slot, most
+       often): the heads of its functions' queues need not be looked at */
+    if (self->queued == 0 || !s_alive(w) || w->place[p].slots == 0) {
         return false;
     }
-    zxb_queue_t *q = s_worker_best(self, w, p);
+    /* the one task queued anywhere, just queued in fresh: the heads of
+       w's functions are that one alone (w offers it in p: s_dispatch_new
+       found w on its function's lists) */
+    zxb_queue_t *q = fresh && self->queued == 1 ? fresh : s_worker_best(self, w, p);
     if (!q) {
         return false;
     }
@@ -275,11 +280,11 @@ void zxb_worker_fill(zxb_broker_t *self, zxb_worker_t *w)
     /* idle slots of both pools first: a task allowed in either pool takes
        an idle slot of one before it is prefetched behind busy ones */
     for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
-        while (s_idle(w, p) && s_worker_take(self, w, p)) {
+        while (s_idle(w, p) && s_worker_take(self, w, p, NULL)) {
         }
     }
     for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {
-        while (s_worker_take(self, w, p)) {
+        while (s_worker_take(self, w, p, NULL)) {
         }
     }
     zxb_worker_relist(self, w);
@@ -306,7 +311,7 @@ static void s_dispatch_new(zxb_broker_t *self, zxb_task_t *t)
         if (wf) {
             zxb_worker_t *w = wf->worker;
             zxb_idle_rotate(wf, p);
-            s_worker_take(self, w, p);
+            s_worker_take(self, w, p, fn->q[t->pool_req]);
             zxb_worker_relist(self, w);
             return;
         }
@@ -317,7 +322,7 @@ static void s_dispatch_new(zxb_broker_t *self, zxb_task_t *t)
         if (wf) {
             zxb_worker_t *w = wf->worker;
             zxb_free_rotate(wf, p);
-            s_worker_take(self, w, p);
+            s_worker_take(self, w, p, fn->q[t->pool_req]);
             zxb_worker_relist(self, w);
             return;
         }
@@ -470,7 +475,9 @@ static bool s_shares(const zxb_worker_t *thief, int p, const zxb_worker_t *v)
 
 void zxb_worker_steal(zxb_broker_t *self, zxb_worker_t *w)
 {
-    if (self->hold_until) {
+    /* (self->running counts the tasks on all workers: none, nothing to
+       withdraw, as after a lone task's result) */
+    if (self->hold_until || self->running == 0) {
         return;
     }
     for (int p = ZXP_POOL_THREAD; p <= ZXP_POOL_PROCESS; p++) {

@@ -292,7 +292,7 @@ static void s_failed(zxb_broker_t *self)
     size_t n = 0;
     while ((a = zlist_pop(self->accepts))) {
         if (a->lsn > self->committed) {
-            zxb_client_t *c = zhashx_lookup(self->clients, a->session);
+            zxb_client_t *c = zxb_client_find(self, a->session);
             zxb_task_t *t = c ? zxb_task_find(self->sched, c, a->seq) : NULL;
             if (t && !t->refused && t->state != ZXB_T_JHELD) {
                 t->refused = 1;
@@ -317,7 +317,7 @@ static void s_failed(zxb_broker_t *self)
                 }
             }
         } else {
-            zxb_client_t *c = zhashx_lookup(self->clients, a->session);
+            zxb_client_t *c = zxb_client_find(self, a->session);
             s_accept_send(self, c, a->seq);
         }
         free(a);
@@ -356,7 +356,7 @@ void zxb_durable_committed(zxb_broker_t *self)
     s_accept_t *a;
     while ((a = zlist_first(self->accepts)) && a->lsn <= durable) {
         zlist_pop(self->accepts);
-        s_accept_send(self, zhashx_lookup(self->clients, a->session), a->seq);
+        s_accept_send(self, zxb_client_find(self, a->session), a->seq);
         free(a);
     }
     for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
@@ -370,7 +370,7 @@ void zxb_durable_committed(zxb_broker_t *self)
             /* at once, not at the next heartbeat: a result the worker still
                keeps is one it reports again after a broker restart, and
                the fewer of those whose task has ended since, the better */
-            zxp_send_heartbeat_rx(self->wsock, w->rid, w->results_safe);
+            zxp_send_heartbeat_rx(zxb_wsock(self), w->rid, w->results_safe);
             w->results_ack = w->results_safe;
             w->ack_at = self->now;
         }
@@ -447,7 +447,7 @@ typedef struct {
 
 static zxb_client_t *s_client_for(zxb_broker_t *self, const uint8_t *session)
 {
-    zxb_client_t *c = zhashx_lookup(self->clients, session);
+    zxb_client_t *c = zxb_client_find(self, session);
     if (!c) {
         c = zxb_client_new(self, session);
     }
@@ -563,7 +563,7 @@ static void s_replay_task(s_replay_t *r, const msgpack_object *o)
 static void s_replay_result(s_replay_t *r, const msgpack_object *o)
 {
     zxb_broker_t *self = r->self;
-    zxb_client_t *c = zhashx_lookup(self->clients, zxp_s(o, 0).ptr);
+    zxb_client_t *c = zxb_client_find(self, (const uint8_t *)zxp_s(o, 0).ptr);
     zxb_task_t *t = c ? zxb_task_find(self->sched, c, zxp_u(o, 1)) : NULL;
     if (!t || t->state == ZXB_T_JHELD || !c->job) {
         return;
@@ -583,7 +583,7 @@ static void s_replay_result(s_replay_t *r, const msgpack_object *o)
 static void s_replay_end(s_replay_t *r, const msgpack_object *o)
 {
     zxb_broker_t *self = r->self;
-    zxb_client_t *c = zhashx_lookup(self->clients, zxp_s(o, 0).ptr);
+    zxb_client_t *c = zxb_client_find(self, (const uint8_t *)zxp_s(o, 0).ptr);
     zxb_task_t *t = c ? zxb_task_find(self->sched, c, zxp_u(o, 1)) : NULL;
     if (!t) {
         return;

@@ -331,7 +331,7 @@ static void s_fetch_answer(zxb_broker_t *self, zframe_t *rid, const uint8_t *id,
                 break; /* not committed yet: neither is any after it */
             }
             if (zxp_out_full(out)) {
-                zxp_out_send(out, self->csock, rid);
+                zxp_out_send(out, zxb_csock(self), rid);
                 zxp_out_begin(out, ZXP_JRESULT);
             }
             zxp_jresult_t j = {.r = {.seq = t->seq,
@@ -346,7 +346,7 @@ static void s_fetch_answer(zxb_broker_t *self, zframe_t *rid, const uint8_t *id,
             sent++;
         }
         if (out->count) {
-            zxp_out_send(out, self->csock, rid);
+            zxp_out_send(out, zxb_csock(self), rid);
         }
         zxp_out_begin(out, ZXP_HEARTBEAT); /* drops the borrowed payloads' references */
         zxb_job_info(self, job, &info);
@@ -355,7 +355,7 @@ static void s_fetch_answer(zxb_broker_t *self, zframe_t *rid, const uint8_t *id,
         memcpy(info.id, id, ZXP_ID_LEN);
         snprintf(info.error, sizeof info.error, "unknown job (never submitted, or expired)");
     }
-    zxp_send_jobinfo(self->csock, rid, ZXP_FETCHED, id, &info);
+    zxp_send_jobinfo(zxb_csock(self), rid, ZXP_FETCHED, id, &info);
 }
 
 void zxb_job_on_fetch(zxb_broker_t *self, zxb_client_t *c)
@@ -469,7 +469,7 @@ void zxb_job_on_jobs(zxb_broker_t *self, zxb_client_t *c)
         }
         infos[j] = x;
     }
-    zxp_send_jobs_reply(self->csock, c->rid, infos, k);
+    zxp_send_jobs_reply(zxb_csock(self), c->rid, infos, k);
     free(infos);
 }
 
@@ -522,7 +522,7 @@ void zxb_job_on_jcancel(zxb_broker_t *self, zxb_client_t *c)
         memset(&info, 0, sizeof info);
         memcpy(info.id, id, ZXP_ID_LEN);
         snprintf(info.error, sizeof info.error, "unknown job (never submitted, or expired)");
-        zxp_send_jobinfo(self->csock, c->rid, ZXP_JCANCELLED, id, &info);
+        zxp_send_jobinfo(zxb_csock(self), c->rid, ZXP_JCANCELLED, id, &info);
         return;
     }
     if (!job->cancelled && !job->expired) {
@@ -539,7 +539,7 @@ void zxb_job_on_jcancel(zxb_broker_t *self, zxb_client_t *c)
     s_touch(self, job);
     job->poked = true;
     zxb_job_info(self, job, &info);
-    zxp_send_jobinfo(self->csock, c->rid, ZXP_JCANCELLED, id, &info);
+    zxp_send_jobinfo(zxb_csock(self), c->rid, ZXP_JCANCELLED, id, &info);
 }
 
 /* ---- expiry ----------------------------------------------------------------------- */

@@ -189,7 +189,7 @@ bool zxb_pair_admit(zxb_broker_t *self, bool worker, zframe_t *rid, zmsg_t *msg)
         return false;
     }
     self->pair_refused++;
-    zxp_send_error(worker ? self->wsock : self->csock, rid, ZXP_ERR_PASSIVE,
+    zxp_send_error(worker ? zxb_wsock(self) : zxb_csock(self), rid, ZXP_ERR_PASSIVE,
                    "this broker is passive: use the other endpoint");
     return false;
 }

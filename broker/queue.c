@@ -81,6 +81,7 @@ struct zxb_sched {
     size_t nbuckets, count;
     /* functions */
     zhashx_t *fns;
+    zxb_fn_t *last_fn; /* the last interned: most tasks in a row are of one function */
     uint32_t next_fn_id;
     /* arrival stamps */
     int64_t start_ms;
@@ -381,11 +382,16 @@ zxb_fn_t *zxb_fn_intern(zxb_sched_t *self, const char *name, size_t len)
     if (len == 0 || len > ZXP_MAX_NAME) {
         return NULL;
     }
+    zxb_fn_t *last = self->last_fn;
+    if (last && last->len == len && memcmp(last->name, name, len) == 0) {
+        return last;
+    }
     char key[ZXP_MAX_NAME + 1];
     memcpy(key, name, len);
     key[len] = 0;
     zxb_fn_t *fn = zhashx_lookup(self->fns, key);
     if (fn) {
+        self->last_fn = fn;
         return fn;
     }
     fn = calloc(1, sizeof *fn);
@@ -400,6 +406,7 @@ zxb_fn_t *zxb_fn_intern(zxb_sched_t *self, const char *name, size_t len)
         return NULL;
     }
     zhashx_insert(self->fns, key, fn);
+    self->last_fn = fn;
     return fn;
 }
 
@@ -408,6 +415,7 @@ void zxb_fn_gc(zxb_sched_t *self)
     if (zhashx_size(self->fns) < 4096) {
         return;
     }
+    self->last_fn = NULL; /* it may be freed below */
     zlist_t *dead = zlist_new();
     for (zxb_fn_t *fn = zhashx_first(self->fns); fn; fn = zhashx_next(self->fns)) {
         if (fn->refs == 0 && !fn->orphan_listed) {

@@ -159,6 +159,11 @@ int zxb_sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_
     return -1;
 }
 
+bool zxb_sec_signing(void)
+{
+    return s_sec.sign != NULL;
+}
+
 int zxb_bind_check(const char *endpoint, bool insecure)
 {
     return zx__auth_bind_check(endpoint, s_sec.cert != NULL, s_sec.sign != NULL, insecure);

@@ -174,5 +174,5 @@ void zxb_status_reply(zxb_broker_t *self, zxb_client_t *c)
                   !self->journal         ? "off"
                   : self->journal_failed ? self->journal_error
                                          : "ok");
-    zxp_out_send(out, self->csock, c->rid);
+    zxp_out_send(out, zxb_csock(self), c->rid);
 }

@@ -42,7 +42,7 @@ zxp_out_t *zxb_worker_batch(zxb_broker_t *self, zxb_worker_t *w, uint8_t cmd)
 {
     s_worker_dirty(self, w);
     zxp_out_t **slot = cmd == ZXP_TASK ? &w->out_task : &w->out_cancel;
-    return zxb_batch(self, slot, cmd, self->wsock, w->rid);
+    return zxb_batch(self, slot, cmd, zxb_wsock(self), w->rid);
 }
 
 void zxb_task_link(zxb_worker_t *w, zxb_task_t *t)
@@ -96,6 +96,9 @@ void zxb_worker_free(zxb_broker_t *self, zxb_worker_t **w_p)
     zxb_worker_t *w = *w_p;
     if (!w) {
         return;
+    }
+    if (self->last_worker == w) {
+        self->last_worker = NULL;
     }
     zxb_out_put(self, &w->out_task);
     zxb_out_put(self, &w->out_cancel);
@@ -169,7 +172,7 @@ static void s_worker_remove(zxb_broker_t *self, zxb_worker_t *w, bool lost, cons
 static zxb_task_t *s_worker_task(zxb_broker_t *self, zxb_worker_t *w, const uint8_t *session,
                                  uint64_t seq, zframe_t *rid, bool drop)
 {
-    zxb_client_t *c = zhashx_lookup(self->clients, session);
+    zxb_client_t *c = zxb_client_find(self, session);
     zxb_task_t *t = c ? zxb_task_find(self->sched, c, seq) : NULL;
     if (t && t->worker == w && (t->state == ZXB_T_DISPATCHED || t->state == ZXB_T_RUNNING)) {
         return t;
@@ -183,7 +186,7 @@ static zxb_task_t *s_worker_task(zxb_broker_t *self, zxb_worker_t *w, const uint
 
 static zxb_task_t *s_find_any(zxb_broker_t *self, const uint8_t *session, uint64_t seq)
 {
-    zxb_client_t *c = zhashx_lookup(self->clients, session);
+    zxb_client_t *c = zxb_client_find(self, session);
     return c ? zxb_task_find(self->sched, c, seq) : NULL;
 }
 
@@ -496,7 +499,7 @@ static void s_recover_running(zxb_broker_t *self, zxb_worker_t *w, zxb_worker_t 
     if (session[0] == 0) {
         return; /* not a valid routing id: no client can own it */
     }
-    zxb_client_t *c = zhashx_lookup(self->clients, session);
+    zxb_client_t *c = zxb_client_find(self, session);
     if (!c) {
         c = zxb_client_new(self, session); /* a placeholder until its HELLO */
     }
@@ -595,12 +598,12 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
 {
     const msgpack_object *h = zxp_item(&self->in, 0);
     if (zxp_u(h, 0) != ZXP_VERSION) {
-        zxp_send_error(self->wsock, rid, ZXP_ERR_VERSION, "unsupported protocol version");
+        zxp_send_error(zxb_wsock(self), rid, ZXP_ERR_VERSION, "unsupported protocol version");
         return;
     }
     zxp_str_t wid = zxp_s(h, 1), node = zxp_s(h, 2);
     if (zframe_size(rid) != ZXP_ID_LEN || memcmp(wid.ptr, zframe_data(rid), ZXP_ID_LEN) != 0) {
-        zxp_send_error(self->wsock, rid, ZXP_ERR_IDENTITY,
+        zxp_send_error(zxb_wsock(self), rid, ZXP_ERR_IDENTITY,
                        "the routing id must be the 16-byte worker id");
         zxp_drop(&self->drops, "workers", rid, ZXP_E_SHAPE,
                  "READY worker id is not the routing id");
@@ -668,7 +671,7 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
     self->registrations++;
     zxb_slots_count(self);
     s_worker_offer(self, w, +1);
-    zxp_send_welcome(self->wsock, w->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
+    zxp_send_welcome(zxb_wsock(self), w->rid, self->id, self->cfg.heartbeat_ms, self->cfg.liveness,
                      (uint32_t)zxp_max_msg());
     char hex[33];
     zxb_hex(w->id, hex);
@@ -679,16 +682,19 @@ static void s_on_ready(zxb_broker_t *self, zxb_worker_t *old, zframe_t *rid)
     zxb_worker_fill(self, w);
 }
 
-void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
+void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid)
 {
-    int rc = zxp_decode(&self->in, msg_p, ZXP_ROLE_BROKER_W);
-    if (rc != 0) {
-        zxp_drop(&self->drops, "workers", rid, rc, self->in.reason);
-        return;
-    }
     zxb_worker_t *w = NULL;
     if (zframe_size(rid) == ZXP_ID_LEN) {
-        w = zhashx_lookup(self->workers, zframe_data(rid));
+        /* as for clients (zxb_client_find): most often the worker of the
+           message before */
+        w = self->last_worker;
+        if (!w || memcmp(w->id, zframe_data(rid), ZXP_ID_LEN) != 0) {
+            w = zhashx_lookup(self->workers, zframe_data(rid));
+            if (w) {
+                self->last_worker = w;
+            }
+        }
     }
     uint8_t cmd = self->in.cmd;
     if (cmd == ZXP_READY) {
@@ -697,7 +703,7 @@ void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p)
     }
     if (!w) {
         if (cmd != ZXP_BYE) {
-            zxp_send_empty(self->wsock, rid, ZXP_RESET);
+            zxp_send_empty(zxb_wsock(self), rid, ZXP_RESET);
         }
         return;
     }
@@ -733,7 +739,7 @@ void zxb_workers_tick(zxb_broker_t *self)
                busy worker (never idle for a heartbeat) gets it too */
             if (now - w->last_send >= hb ||
                 (zxb_results_safe(self, w) != w->results_ack && now - w->ack_at >= hb)) {
-                zxp_send_heartbeat_rx(self->wsock, w->rid, zxb_results_safe(self, w));
+                zxp_send_heartbeat_rx(zxb_wsock(self), w->rid, zxb_results_safe(self, w));
                 w->results_ack = zxb_results_safe(self, w);
                 w->ack_at = now;
                 w->last_send = now;

@@ -47,6 +47,8 @@ struct zxb_job {
     uint64_t base;
 };
 
+#define ZXB_OUTPOOL_MAX 64
+
 struct zxb_broker {
     zxb_config_t cfg;
     zxb_place_cfg_t place; /* the placement policy's settings, from cfg */
@@ -58,18 +60,28 @@ struct zxb_broker {
     uint32_t active_clients;            /* clients with tasks at the last tick */
     uint64_t tick_no;
     int64_t steal_at; /* monotonic us when a task an idle slot wanted becomes withdrawable; 0 */
-    zsock_t *csock, *wsock;
+    /* the clients' and the workers' ROUTER sockets: send only through
+       zxb_csock and zxb_wsock, which clear quiet (broker.c) */
+    zsock_t *clients_sock, *workers_sock;
+    /* [0] workers, [1] clients: nothing used the socket since its last
+       drain ended empty (or ZMQ_EVENTS said so), so its ZMQ_FD will signal
+       the next message and the loop may sleep without asking ZMQ_EVENTS */
+    bool quiet[2];
     uint8_t id[ZXP_ID_LEN];
     char id_hex[33];
     int64_t started;
     int64_t now;
     int64_t now_us; /* monotonic microseconds (not the wall clock), for run times */
     zxb_sched_t *sched;
-    zhashx_t *clients; /* session -> zxb_client_t */
-    zhashx_t *workers; /* worker id -> zxb_worker_t */
+    zhashx_t *clients;         /* session -> zxb_client_t */
+    zhashx_t *workers;         /* worker id -> zxb_worker_t */
+    zxb_client_t *last_client; /* the last found (zxb_client_find); NULL once freed */
+    zxb_worker_t *last_worker; /* the sender of the last worker message; NULL once freed */
     zxp_in_t in;
+    zframe_t *rid; /* the routing id of the message in in (broker.c's s_drain) */
     zxp_drops_t drops;
-    zlist_t *outpool; /* spare zxp_out_t, lent to peers while they have a batch */
+    zxp_out_t *outpool[ZXB_OUTPOOL_MAX]; /* spare batches, lent to peers (broker.c) */
+    size_t noutpool;
     zxb_client_t *dirty_clients;
     zxb_worker_t *dirty_workers;
     zlist_t *doomed;         /* clients to free at the end of the turn */
@@ -125,6 +137,22 @@ struct zxb_broker {
     int64_t pair_active_at;      /* when it last became active (monotonic ms); 0: never */
 };
 
+/* The clients' and the workers' sockets, for a send (or a batch that may
+   send). A send can make libzmq process the socket's pending commands and
+   so consume the signal of its ZMQ_FD while messages wait: the loop then
+   asks ZMQ_EVENTS before it sleeps (broker.c). */
+static inline zsock_t *zxb_csock(zxb_broker_t *self)
+{
+    self->quiet[1] = false;
+    return self->clients_sock;
+}
+
+static inline zsock_t *zxb_wsock(zxb_broker_t *self)
+{
+    self->quiet[0] = false;
+    return self->workers_sock;
+}
+
 /* An optional trailing uint field of a header (appended by a later minor
    version): its value, or 0 when it is absent or not a uint. */
 static inline uint64_t zxb_opt_u(const msgpack_object *arr, size_t field)
@@ -148,7 +176,8 @@ static inline const char *zxb_pool_name(int pool)
 /* ---- broker.c: batches ------------------------------------------------------------ */
 
 /* The batch of cmd being built in *slot for a peer (taken from the pool of
-   spare batches); a full one is sent at once. */
+   spare batches when it has none); a full one is sent at once. A peer
+   keeps its emptied batches until the next tick. */
 zxp_out_t *zxb_batch(zxb_broker_t *self, zxp_out_t **slot, uint8_t cmd, zsock_t *sock,
                      zframe_t *rid);
 /* Gives a batch back to the pool, dropping anything unsent. */
@@ -159,12 +188,15 @@ void zxb_out_put(zxb_broker_t *self, zxp_out_t **out_p);
 /* A client record under session (a placeholder until its HELLO). */
 zxb_client_t *zxb_client_new(zxb_broker_t *self, const uint8_t *session);
 void zxb_client_destroy(zxb_broker_t *self, zxb_client_t **c_p);
+/* The client record of session (16 bytes), or NULL. */
+zxb_client_t *zxb_client_find(zxb_broker_t *self, const uint8_t *session);
 /* A client that is gone and holds no task is freed at the end of the turn. */
 void zxb_client_check(zxb_broker_t *self, zxb_client_t *c);
 /* The client's batch of STARTED, RESULT or CANCELLED; marks it dirty. */
 zxp_out_t *zxb_client_batch(zxb_broker_t *self, zxb_client_t *c, uint8_t cmd);
-/* One message from the clients' socket (rid: its routing id). */
-void zxb_client_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p);
+/* One message from the clients' socket, decoded in self->in (rid: its
+   routing id). */
+void zxb_client_msg(zxb_broker_t *self, zframe_t *rid);
 /* Heartbeats to clients; clients silent too long are gone. */
 void zxb_clients_tick(zxb_broker_t *self);
 
@@ -180,8 +212,9 @@ void zxb_task_unlink(zxb_worker_t *w, zxb_task_t *t, int64_t now_us);
 int64_t zxb_client_used(const zxb_client_t *c, int64_t now_us);
 /* Frees a worker record already out of the table. */
 void zxb_worker_free(zxb_broker_t *self, zxb_worker_t **w_p);
-/* One message from the workers' socket (rid: its routing id). */
-void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid, zmsg_t **msg_p);
+/* One message from the workers' socket, decoded in self->in (rid: its
+   routing id). */
+void zxb_worker_msg(zxb_broker_t *self, zframe_t *rid);
 /* Heartbeats to workers, the placement policy's tick; workers silent too
    long are lost. */
 void zxb_workers_tick(zxb_broker_t *self);

@@ -5,7 +5,8 @@
     standby. Process-wide state: one broker per process.
     Order: zxb_sec_init, then sockets (zxb_sec_socket after zxp_sock_setup,
     before bind), zxb_sec_verify on every received message before
-    zxp_decode; zxb_sec_fini after the sockets are gone.
+    zxp_decode while zxb_sec_signing(); zxb_sec_fini after the sockets
+    are gone.
 */
 #ifndef ZXB_SEC_H
 #define ZXB_SEC_H
@@ -37,6 +38,9 @@ int zxb_sec_socket(zsock_t *sock, bool workers);
    0: go on; -1: dropped and counted (and answered by RESET when it was
    signed under a previous broker session). */
 int zxb_sec_verify(zsock_t *sock, bool workers, zframe_t *rid, zmsg_t *msg, zxp_drops_t *drops);
+/* Whether messages are signed (a shared secret is configured): then each
+   must be received whole for zxb_sec_verify. */
+bool zxb_sec_signing(void);
 /* The peer link's protection (NULLs: none), for the standby's
    configuration: this broker's certificate and the peer's public key (Z85)
    for CURVE, and the link's own signer (broker mode on the primary, which

@@ -1,7 +1,8 @@
 /*  test_broker.c - zexec-broker's scheduling, driven by fake clients and
     workers (raw DEALER sockets, tests/broker_peers.h) against the real
     binary: relay, credit, priority and fair turns, routing, cancel, no-worker
-    grace, duplicates, quotas, STATUS.
+    grace, duplicates, quotas, STATUS, answers at once while messages cross
+    the broker's sends.
 */
 #include "broker_peers.h"
 
@@ -474,6 +475,50 @@ Test(broker, answers_status_with_broker_workers_queues_and_totals, .timeout = 30
     s_get(tot, "failed");
     s_get(tot, "rate_per_s");
     s_get(tot, "dropped_messages");
+    fp_fini(&w);
+    fp_fini(&c);
+}
+
+/* The broker sleeps on its sockets' ZMQ_FDs and asks ZMQ_EVENTS only of a
+   socket used since its last drain (broker.c): a send that went around
+   that bookkeeping could consume the signal of a message that came in
+   meanwhile and leave it unread until the next heartbeat on that socket.
+   Here heartbeats are 10 s and more apart (the fake peers' too), the
+   client keeps two tasks in flight, so that its next SUBMIT crosses the
+   RESULT of the other task on the clients' socket, and the worker answers
+   each TASK message as it comes, so that results cross tasks on the
+   workers' socket: no answer may take a heartbeat to come. */
+Test(broker, answers_at_once_while_messages_cross_its_sends, .timeout = 60, .fini = s_stop)
+{
+    static const char *const args[] = {"--heartbeat", "10", NULL};
+    fb_start(&s_cluster, args);
+    fp_t w, c;
+    fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    w.hb_ms = c.hb_ms = 60000;
+    fw_ready(&w, "node-x", 2, 0, "f");
+    fc_hello(&c, "crossing");
+    enum { N = 4000 };
+    uint64_t next = 1, done = 0;
+    for (; next <= 2; next++) {
+        fc_submit(&c, next, "f");
+    }
+    while (done < N) {
+        zmq_pollitem_t items[2] = {{zsock_resolve(w.sock), 0, ZMQ_POLLIN, 0},
+                                   {zsock_resolve(c.sock), 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, 2, 3000);
+        cr_assert_gt(rc, 0, "no answer for 3 s after %lu results", (unsigned long)done);
+        while (fp_recv(&w, 0) == ZXP_TASK) {
+            fw_answer_all(&w);
+        }
+        for (int cmd; (cmd = fp_recv(&c, 0)) >= 0;) {
+            for (size_t i = 0; cmd == ZXP_RESULT && i < c.in.count; i++, done++) {
+                if (next <= N) {
+                    fc_submit(&c, next++, "f");
+                }
+            }
+        }
+    }
     fp_fini(&w);
     fp_fini(&c);
 }

@@ -170,50 +170,48 @@ typedef struct {
 } s_cmd_t;
 
 #define R(r) (1u << (r))
-static const s_cmd_t s_cmds[] = {
-    {ZXP_HELLO, false, false, "uknu", R(ZXP_ROLE_BROKER_C)},
-    {ZXP_WELCOME, false, false, "kuuu", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
-    {ZXP_SUBMIT, true, true, "unuiiuu", R(ZXP_ROLE_BROKER_C)},
-    {ZXP_STARTED, true, false, "usu", R(ZXP_ROLE_CLIENT)},
-    {ZXP_RESULT, true, true, "uusuuu", R(ZXP_ROLE_CLIENT)},
-    {ZXP_CANCEL, true, false, "uB", R(ZXP_ROLE_BROKER_C)},
-    {ZXP_CANCELLED, true, false, "uu", R(ZXP_ROLE_CLIENT)},
-    {ZXP_HEARTBEAT, false, false, "",
-     R(ZXP_ROLE_BROKER_C) | R(ZXP_ROLE_BROKER_W) | R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
-    {ZXP_BYE, false, false, "", R(ZXP_ROLE_BROKER_C) | R(ZXP_ROLE_BROKER_W)},
-    {ZXP_STATUS, false, false, "", R(ZXP_ROLE_BROKER_C)},
-    {ZXP_STATUS_REPLY, false, false, "m", R(ZXP_ROLE_CLIENT)},
-    {ZXP_ERROR, false, false, "us", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
-    {ZXP_RESET, false, false, "", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
-    {ZXP_ACCEPTED, true, false, "u", R(ZXP_ROLE_CLIENT)},
-    {ZXP_FETCH, false, false, "kuuu", R(ZXP_ROLE_BROKER_C)},
-    {ZXP_JRESULT, true, true, "uusuuuu", R(ZXP_ROLE_CLIENT)},
-    {ZXP_FETCHED, false, false, "km", R(ZXP_ROLE_CLIENT)},
-    {ZXP_RACK, false, false, "ka", R(ZXP_ROLE_BROKER_C)},
-    {ZXP_JOBS, false, false, "", R(ZXP_ROLE_BROKER_C)},
-    {ZXP_JOBS_REPLY, false, false, "a", R(ZXP_ROLE_CLIENT)},
-    {ZXP_JCANCEL, false, false, "k", R(ZXP_ROLE_BROKER_C)},
-    {ZXP_JCANCELLED, false, false, "km", R(ZXP_ROLE_CLIENT)},
-    {ZXP_READY, false, false, "uknuuuuuaa", R(ZXP_ROLE_BROKER_W)},
-    {ZXP_TASK, true, true, "kunuuuu", R(ZXP_ROLE_WORKER)},
-    {ZXP_WSTARTED, true, false, "kuuu", R(ZXP_ROLE_BROKER_W)},
-    {ZXP_WRESULT, true, true, "kuuuuB", R(ZXP_ROLE_BROKER_W)},
-    {ZXP_CREDIT, false, false, "uu", R(ZXP_ROLE_BROKER_W)},
-    {ZXP_WCANCEL, true, false, "kuB", R(ZXP_ROLE_WORKER)},
-    {ZXP_WCANCELLED, true, false, "kuu", R(ZXP_ROLE_BROKER_W)},
-    {ZXP_DRAIN, false, false, "", R(ZXP_ROLE_BROKER_W)},
-    {ZXP_SHUTDOWN, false, false, "", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+/* indexed by command: a lookup per message and per item put, no scan */
+static const s_cmd_t s_cmds[256] = {
+    [ZXP_HELLO] = {ZXP_HELLO, false, false, "uknu", R(ZXP_ROLE_BROKER_C)},
+    [ZXP_WELCOME] = {ZXP_WELCOME, false, false, "kuuu", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+    [ZXP_SUBMIT] = {ZXP_SUBMIT, true, true, "unuiiuu", R(ZXP_ROLE_BROKER_C)},
+    [ZXP_STARTED] = {ZXP_STARTED, true, false, "usu", R(ZXP_ROLE_CLIENT)},
+    [ZXP_RESULT] = {ZXP_RESULT, true, true, "uusuuu", R(ZXP_ROLE_CLIENT)},
+    [ZXP_CANCEL] = {ZXP_CANCEL, true, false, "uB", R(ZXP_ROLE_BROKER_C)},
+    [ZXP_CANCELLED] = {ZXP_CANCELLED, true, false, "uu", R(ZXP_ROLE_CLIENT)},
+    [ZXP_HEARTBEAT] = {ZXP_HEARTBEAT, false, false, "",
+                       R(ZXP_ROLE_BROKER_C) | R(ZXP_ROLE_BROKER_W) | R(ZXP_ROLE_CLIENT) |
+                           R(ZXP_ROLE_WORKER)},
+    [ZXP_BYE] = {ZXP_BYE, false, false, "", R(ZXP_ROLE_BROKER_C) | R(ZXP_ROLE_BROKER_W)},
+    [ZXP_STATUS] = {ZXP_STATUS, false, false, "", R(ZXP_ROLE_BROKER_C)},
+    [ZXP_STATUS_REPLY] = {ZXP_STATUS_REPLY, false, false, "m", R(ZXP_ROLE_CLIENT)},
+    [ZXP_ERROR] = {ZXP_ERROR, false, false, "us", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+    [ZXP_RESET] = {ZXP_RESET, false, false, "", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
+    [ZXP_ACCEPTED] = {ZXP_ACCEPTED, true, false, "u", R(ZXP_ROLE_CLIENT)},
+    [ZXP_FETCH] = {ZXP_FETCH, false, false, "kuuu", R(ZXP_ROLE_BROKER_C)},
+    [ZXP_JRESULT] = {ZXP_JRESULT, true, true, "uusuuuu", R(ZXP_ROLE_CLIENT)},
+    [ZXP_FETCHED] = {ZXP_FETCHED, false, false, "km", R(ZXP_ROLE_CLIENT)},
+    [ZXP_RACK] = {ZXP_RACK, false, false, "ka", R(ZXP_ROLE_BROKER_C)},
+    [ZXP_JOBS] = {ZXP_JOBS, false, false, "", R(ZXP_ROLE_BROKER_C)},
+    [ZXP_JOBS_REPLY] = {ZXP_JOBS_REPLY, false, false, "a", R(ZXP_ROLE_CLIENT)},
+    [ZXP_JCANCEL] = {ZXP_JCANCEL, false, false, "k", R(ZXP_ROLE_BROKER_C)},
+    [ZXP_JCANCELLED] = {ZXP_JCANCELLED, false, false, "km", R(ZXP_ROLE_CLIENT)},
+    [ZXP_READY] = {ZXP_READY, false, false, "uknuuuuuaa", R(ZXP_ROLE_BROKER_W)},
+    [ZXP_TASK] = {ZXP_TASK, true, true, "kunuuuu", R(ZXP_ROLE_WORKER)},
+    [ZXP_WSTARTED] = {ZXP_WSTARTED, true, false, "kuuu", R(ZXP_ROLE_BROKER_W)},
+    [ZXP_WRESULT] = {ZXP_WRESULT, true, true, "kuuuuB", R(ZXP_ROLE_BROKER_W)},
+    [ZXP_CREDIT] = {ZXP_CREDIT, false, false, "uu", R(ZXP_ROLE_BROKER_W)},
+    [ZXP_WCANCEL] = {ZXP_WCANCEL, true, false, "kuB", R(ZXP_ROLE_WORKER)},
+    [ZXP_WCANCELLED] = {ZXP_WCANCELLED, true, false, "kuu", R(ZXP_ROLE_BROKER_W)},
+    [ZXP_DRAIN] = {ZXP_DRAIN, false, false, "", R(ZXP_ROLE_BROKER_W)},
+    [ZXP_SHUTDOWN] = {ZXP_SHUTDOWN, false, false, "", R(ZXP_ROLE_CLIENT) | R(ZXP_ROLE_WORKER)},
 };
 #undef R
 
 static const s_cmd_t *s_cmd(int cmd)
 {
-    for (size_t i = 0; i < sizeof s_cmds / sizeof s_cmds[0]; i++) {
-        if (s_cmds[i].cmd == cmd) {
-            return &s_cmds[i];
-        }
-    }
-    return NULL;
+    /* an entry's fields are never NULL: a NULL marks no command */
+    return cmd >= 0 && cmd < 256 && s_cmds[cmd].fields ? &s_cmds[cmd] : NULL;
 }
 
 const char *zxp_strerror(int code)
@@ -625,8 +623,8 @@ int zxp_recv(zxp_in_t *in, zsock_t *sock, zframe_t **rid_p, int role)
     }
     /* frame 0 */
     const s_cmd_t *c = NULL;
-    int rc = more ? s_decode_sig(in, zmq_msg_data(&part), zmq_msg_size(&part), role, &c)
-                  : ZXP_E_SHORT;
+    int rc =
+        more ? s_decode_sig(in, zmq_msg_data(&part), zmq_msg_size(&part), role, &c) : ZXP_E_SHORT;
     if (rc) {
         if (rc == ZXP_E_SHORT) {
             in->reason = "fewer than 2 frames";

@@ -222,9 +222,11 @@ int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role);
    frames, if any, into in->msg (as zxp_decode leaves them, for
    zxp_payload_take). Nothing is allocated when the socket is empty. For a
    ROUTER socket pass rid_p: the routing id frame is returned there as a new
-   zframe_t (the caller destroys it), also when the message is malformed.
-   Returns 0 when decoded, ZXP_E_AGAIN when no message waits (EAGAIN or
-   EINTR: nothing consumed), or another ZXP_E_* code when the message was
+   zframe_t (the caller destroys it), also when the message is malformed; or
+   read the routing id yourself and pass NULL for the rest (the broker keeps
+   one frame for it). Returns 0 when decoded, ZXP_E_AGAIN when no message
+   waits (nothing consumed; errno as libzmq left it: EAGAIN, or EINTR), or
+   another ZXP_E_* code when the message was
    malformed (read whole and dropped; in->reason says why). Only for
    sockets whose messages are not signed: a signed message goes through
    zx__sec_verify as a zmsg_t, then zxp_decode. */

@@ -154,6 +154,16 @@ static void s_set_connected(zx__remote_t *ex, bool connected)
     pthread_mutex_unlock(&ex->lock);
 }
 
+/* ZMQ_EVENTS on the dealer's raw handle: whether a message waits. It
+   processes the socket's pending commands, so ZMQ_FD signals the next
+   message after it (the caveat at the top). */
+static bool s_pollin(zx__rio_t *io)
+{
+    int ev = 0;
+    size_t size = sizeof ev;
+    return zmq_getsockopt(io->dealer_h, ZMQ_EVENTS, &ev, &size) == 0 && (ev & ZMQ_POLLIN);
+}
+
 /* ---- sending ------------------------------------------------------------------ */
 
 static void s_put_task(zx__rio_t *io, zx__rtask_t *t)
@@ -730,6 +740,20 @@ static void s_on_message(zx__remote_t *ex, zmsg_t *msg)
     }
 }
 
+/* Reads one message from the dealer and handles it. false when none
+   waits: the read processed the socket's commands and found none (EAGAIN),
+   or was interrupted before taking their signal (EINTR); either way
+   ZMQ_FD signals what comes next. */
+static bool s_read_one(zx__remote_t *ex)
+{
+    zmsg_t *msg = zmsg_recv(ex->io.dealer); /* RCVTIMEO 0 */
+    if (!msg) {
+        return false;
+    }
+    s_on_message(ex, msg);
+    return true;
+}
+
 /* Takes a task that was never sent out of the outbox (ex->lock held). */
 void zx__remote_outbox_unlink(zx__remote_t *ex, zx__rtask_t *t)
 {
@@ -993,6 +1017,11 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     pthread_mutex_lock(&ex->iolock);
     zsock_signal(pipe, 0);
 
+    io->dealer_h = zsock_resolve(io->dealer);
+    io->dealer_fd = zsock_fd(io->dealer);
+    io->monitor_fd = io->monitor ? zsock_fd(io->monitor) : -1;
+    io->more = true;                    /* messages may wait on the dealer */
+    io->mon_more = io->monitor != NULL; /* and events on the monitor */
     io->last_rx = zclock_mono();
     io->broker_hb = ex->hb_ms;
     io->state = ZX__RIO_CONNECTING;
@@ -1003,11 +1032,9 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
        raw because only this thread touches the pipe, and only when it
        signals. */
     struct pollfd fds[4] = {{zsock_fd(pipe), POLLIN, 0},
-                            {zsock_fd(io->dealer), POLLIN, 0},
+                            {io->dealer_fd, POLLIN, 0},
                             {ex->efd, POLLIN, 0},
-                            {io->monitor ? zsock_fd(io->monitor) : -1, POLLIN, 0}};
-    bool more = true;     /* messages may wait on the dealer */
-    bool mon_more = true; /* and events on the monitor */
+                            {io->monitor_fd, POLLIN, 0}};
     /* the signal above was an operation on the pipe: until its commands are
        processed, ZMQ_FD would not signal the next message ($TERM) */
     bool term = zsock_events(pipe) & ZMQ_POLLIN;
@@ -1015,13 +1042,12 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     while (running) {
         int64_t now = zclock_mono();
         int wait = io->next_tick > now ? (int)(io->next_tick - now) : 0;
-        if (!more) {
-            more = zsock_events(io->dealer) & ZMQ_POLLIN;
+        /* the monitor needs no such question: only its reader, who reads
+           it until none is left (s_on_monitor), uses it */
+        if (!io->more) {
+            io->more = s_pollin(io);
         }
-        if (!mon_more && io->monitor) {
-            mon_more = zsock_events(io->monitor) & ZMQ_POLLIN;
-        }
-        if (io->kick || more || term || mon_more) {
+        if (io->kick || io->more || term || io->mon_more) {
             wait = 0;
         }
         pthread_mutex_unlock(&ex->iolock);
@@ -1056,19 +1082,16 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
                 break;
             }
         }
-        if (more || (rc > 0 && fds[1].revents)) {
-            more = false;
-            for (int i = 0; i < S_RECV_BURST; i++) {
-                zmsg_t *msg = zmsg_recv(io->dealer); /* RCVTIMEO 0: NULL when none is left */
-                if (!msg) {
-                    break;
-                }
-                s_on_message(ex, msg);
-                more = i + 1 == S_RECV_BURST;
+        /* io->more and io->mon_more: what this thread left before it slept,
+           or what a leader left since (zx__remote_lead) */
+        if (io->more || (rc > 0 && fds[1].revents)) {
+            io->more = false;
+            for (int i = 0; i < S_RECV_BURST && s_read_one(ex); i++) {
+                io->more = i + 1 == S_RECV_BURST;
             }
         }
-        if (io->monitor && (mon_more || (rc > 0 && fds[3].revents))) {
-            mon_more = false;
+        if (io->monitor && (io->mon_more || (rc > 0 && fds[3].revents))) {
+            io->mon_more = false;
             s_on_monitor(ex); /* reads until none is left: ZMQ_FD signals the next */
         }
         if (rc > 0 && fds[2].revents) {
@@ -1096,6 +1119,9 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     }
     zx__monitor_destroy(&io->monitor, io->dealer);
     zsock_destroy(&io->dealer);
+    io->dealer_h = NULL;
+    io->dealer_fd = io->monitor_fd = -1;
+    io->more = io->mon_more = false;
     io->state = ZX__RIO_CONNECTING; /* nothing may be sent any more */
     /* last: its unlock is what orders the actor's writes before destroy's
        reads (zactor's own handshake goes through ZeroMQ, which sanitizers
@@ -1135,7 +1161,7 @@ bool zx__remote_submit_here(zx__remote_t *ex)
         s_on_actor = ex;
         s_control(ex);
         s_on_actor = was;
-        more = zsock_events(io->dealer) & ZMQ_POLLIN;
+        more = io->more = s_pollin(io); /* the send may have taken ZMQ_FD's signal */
     }
     pthread_mutex_unlock(&ex->iolock);
     if (more) {
@@ -1201,24 +1227,41 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
     zx__remote_t *was = s_on_actor;
     s_on_actor = ex; /* this thread stands in for the actor (callbacks, cancels) */
     atomic_store_explicit(&ex->leading, true, memory_order_relaxed);
-    struct pollfd fds[3] = {{zsock_fd(io->dealer), POLLIN, 0},
-                            {ex->efd, POLLIN, 0},
-                            {io->monitor ? zsock_fd(io->monitor) : -1, POLLIN, 0}};
-    bool more = true, mon_more = io->monitor != NULL, efd = false;
+    struct pollfd fds[3] = {
+        {io->dealer_fd, POLLIN, 0}, {ex->efd, POLLIN, 0}, {io->monitor_fd, POLLIN, 0}};
+    /* what the last holder of iolock left (a lone submit asked ZMQ_EVENTS
+       after its send): no read on entry when nothing waits */
+    bool more = io->more, mon_more = io->mon_more, efd = false;
+    /* ZMQ_FD signals (or already signals) the next message: ZMQ_EVENTS
+       said no, or a read found none, and the socket was not used since.
+       Anything that may use it (a message's handling, control work, a tick,
+       done-callbacks) clears it; it spares the question before polling and
+       before letting go. */
+    bool quiet = !more;
     for (;;) {
         if (more) {
             more = false;
-            for (int i = 0; i < S_RECV_BURST; i++) {
-                zmsg_t *msg = zmsg_recv(io->dealer); /* RCVTIMEO 0 */
-                if (!msg) {
+            quiet = false;
+            for (int i = 0;; i++) {
+                if (i == S_RECV_BURST) {
+                    more = true;
                     break;
                 }
-                s_on_message(ex, msg);
-                more = i + 1 == S_RECV_BURST;
+                if (!s_read_one(ex)) {
+                    quiet = true;
+                    break;
+                }
+                if (done(arg)) {
+                    /* the rest is for whoever holds iolock next, or the actor
+                       (woken below if anything waits) */
+                    rc = ZX__LEAD_DONE;
+                    goto release;
+                }
             }
         }
         if (mon_more) {
             mon_more = false;
+            quiet = false; /* a refusal fails futures: their callbacks may send */
             s_on_monitor(ex);
         }
         if (efd) {
@@ -1233,10 +1276,12 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
             io->kick = true;
         }
         if (io->kick) {
+            quiet = false;
             s_control(ex);
         }
         int64_t now = zx__mono_us();
         if (now / 1000 >= io->next_tick) {
+            quiet = false;
             s_tick(ex, now / 1000);
             io->next_tick = now / 1000 + ex->hb_ms;
         }
@@ -1248,16 +1293,16 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
             rc = ZX__LEAD_TIMEOUT;
             break;
         }
-        if (!more) {
-            more = zsock_events(io->dealer) & ZMQ_POLLIN;
-        }
-        if (io->monitor && !mon_more) {
-            mon_more = zsock_events(io->monitor) & ZMQ_POLLIN;
+        /* a spin watches the socket by asking: its fd is not polled */
+        bool spin = spinning && now < spin_until_us;
+        if (!more && (!quiet || spin)) {
+            more = s_pollin(io);
+            quiet = !more;
         }
         if (more || mon_more || io->kick) {
             continue;
         }
-        if (spinning && now < spin_until_us) {
+        if (spin) {
             sched_yield(); /* its core stays awake; see future.c */
             continue;
         }
@@ -1280,9 +1325,12 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
         efd = prc > 0 && fds[1].revents;
         mon_more = prc > 0 && fds[2].revents;
     }
-    /* the ZMQ_FD caveat (see the top) */
-    bool wake = io->kick || s_room(ex) || (zsock_events(io->dealer) & ZMQ_POLLIN) ||
-                (io->monitor && (zsock_events(io->monitor) & ZMQ_POLLIN));
+release:
+    /* the ZMQ_FD caveat (see the top): the next holder of iolock, or the
+       actor, reads what this thread leaves */
+    io->more = !quiet && s_pollin(io);
+    io->mon_more = mon_more;
+    bool wake = io->kick || s_room(ex) || io->more || io->mon_more;
     bool due = io->table.count > 0; /* answers will come: a deaf actor must hear them */
     s_on_actor = was;
     atomic_store_explicit(&ex->leading, false, memory_order_relaxed);
@@ -1359,6 +1407,7 @@ int zx__remote_detach_try(zx__remote_t *ex, uint64_t upto)
     /* BYE without CANCELs: a job session that leaves keeps its tasks */
     zxp_send_empty(io->dealer, NULL, ZXP_BYE);
     zsock_set_linger(io->dealer, 200); /* let BYE leave */
+    io->more = true;                   /* the send may have taken ZMQ_FD's signal */
     io->state = ZX__RIO_CONNECTING;
     zx__list_t never_sent;
     zx__list_init(&never_sent);

@@ -10,6 +10,7 @@
 #include "zx_proto.h"
 #include "zx_sign.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdatomic.h>
@@ -229,6 +230,7 @@ const char *zxp_strerror(int code)
     case ZXP_E_PAYLOADS: return "payload frames do not match the items";
     case ZXP_E_BATCH: return "batch too large";
     case ZXP_E_UNKNOWN: return "reply for an unknown task";
+    case ZXP_E_AGAIN: return "no message waits";
     case ZXP_E_SIGN_MISSING: return "unsigned message (no envelope frame)";
     case ZXP_E_SIGN_FORMAT: return "malformed envelope, or signed for another endpoint";
     case ZXP_E_SIGN_MAC: return "signature does not verify";
@@ -245,6 +247,7 @@ const char *zxp_strerror(int code)
 void zxp_in_init(zxp_in_t *in)
 {
     memset(in, 0, sizeof *in);
+    zmq_msg_init(&in->hmsg);
     msgpack_zone_init(&in->zone, 4096);
 }
 
@@ -256,6 +259,11 @@ static void s_in_release(zxp_in_t *in)
     }
     zmsg_destroy(&in->msg);
     zframe_destroy(&in->header);
+    if (in->hmsg_held) {
+        zmq_msg_close(&in->hmsg);
+        zmq_msg_init(&in->hmsg);
+        in->hmsg_held = false;
+    }
     msgpack_zone_clear(&in->zone);
     in->count = 0;
     in->taken = 0;
@@ -454,44 +462,38 @@ static bool s_ranges_ok(int cmd, const msgpack_object *it)
     }
 }
 
-int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role)
+/* Frame 0: 'Z' 'X' version command. 0, or the error (in->reason set). */
+static int s_decode_sig(zxp_in_t *in, const uint8_t *s, size_t len, int role, const s_cmd_t **c_p)
 {
-    s_in_release(in);
-    in->msg = *msg_p;
-    *msg_p = NULL;
-    in->reason = NULL;
-    if (!in->msg || zmsg_size(in->msg) < 2) {
-        in->reason = "fewer than 2 frames";
-        return ZXP_E_SHORT;
-    }
-    zframe_t *sig = zmsg_pop(in->msg);
-    const uint8_t *s = zframe_data(sig);
-    int rc = 0;
-    if (zframe_size(sig) != 4 || s[0] != ZXP_SIG0 || s[1] != ZXP_SIG1) {
+    if (len != 4 || s[0] != ZXP_SIG0 || s[1] != ZXP_SIG1) {
         in->reason = "frame 0 is not 'ZX' version command";
-        rc = ZXP_E_SIG;
-    } else if (s[2] != ZXP_VERSION) {
+        return ZXP_E_SIG;
+    }
+    if (s[2] != ZXP_VERSION) {
         in->reason = "protocol version is not 2";
-        rc = ZXP_E_VERSION;
-    } else {
-        in->cmd = s[3];
+        return ZXP_E_VERSION;
     }
-    zframe_destroy(&sig);
-    if (rc) {
-        return rc;
-    }
+    in->cmd = s[3];
     const s_cmd_t *c = s_cmd(in->cmd);
     if (!c || !(c->roles & (1u << role))) {
         in->reason = c ? "command not accepted on this endpoint" : "unknown command";
         return ZXP_E_CMD;
     }
-    in->header = zmsg_pop(in->msg);
-    size_t hlen = zframe_size(in->header);
+    *c_p = c;
+    return 0;
+}
+
+/* The header frame (its bytes live as long as in's message): unpacked and
+   every item checked. Sets *framed to the number of payload frames the
+   items call for. 0, or the error (in->reason set). */
+static int s_decode_header(zxp_in_t *in, const s_cmd_t *c, const void *hdata, size_t hlen,
+                           size_t *framed_p)
+{
     if (hlen > ZXP_MAX_HEADER) {
         in->reason = "header frame over the limit";
         return ZXP_E_SIZE;
     }
-    if (zxp_mp_unpack(zframe_data(in->header), hlen, &in->zone, &in->hdr) != 0) {
+    if (zxp_mp_unpack(hdata, hlen, &in->zone, &in->hdr) != 0) {
         in->reason = "header is not one bounded msgpack value";
         return ZXP_E_MSGPACK;
     }
@@ -499,7 +501,6 @@ int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role)
         in->reason = "header is not an array";
         return ZXP_E_SHAPE;
     }
-    size_t payloads = zmsg_size(in->msg);
     size_t framed = 0; /* items whose payload is a frame */
     if (c->batch) {
         in->count = in->hdr.via.array.size;
@@ -546,11 +547,138 @@ int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role)
             return ZXP_E_SHAPE;
         }
     }
-    if (payloads != (c->payload ? framed : 0)) {
+    *framed_p = c->payload ? framed : 0;
+    return 0;
+}
+
+static int s_payloads_check(zxp_in_t *in, size_t payloads, size_t framed)
+{
+    if (payloads != framed) {
         in->reason = "payload frame count does not match the items";
         return ZXP_E_PAYLOADS;
     }
     return 0;
+}
+
+int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role)
+{
+    s_in_release(in);
+    in->msg = *msg_p;
+    *msg_p = NULL;
+    in->reason = NULL;
+    if (!in->msg || zmsg_size(in->msg) < 2) {
+        in->reason = "fewer than 2 frames";
+        return ZXP_E_SHORT;
+    }
+    zframe_t *sig = zmsg_pop(in->msg);
+    const s_cmd_t *c = NULL;
+    int rc = s_decode_sig(in, zframe_data(sig), zframe_size(sig), role, &c);
+    zframe_destroy(&sig);
+    if (rc) {
+        return rc;
+    }
+    in->header = zmsg_pop(in->msg);
+    size_t framed = 0;
+    rc = s_decode_header(in, c, zframe_data(in->header), zframe_size(in->header), &framed);
+    return rc ? rc : s_payloads_check(in, zmsg_size(in->msg), framed);
+}
+
+/* Reads and drops the rest of a multipart message. */
+static void s_skip_rest(void *handle, zmq_msg_t *part, bool more)
+{
+    while (more) {
+        if (zmq_msg_recv(part, handle, ZMQ_DONTWAIT) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break; /* ZeroMQ delivers a message whole: cannot happen */
+        }
+        more = zmq_msg_more(part);
+    }
+}
+
+int zxp_recv(zxp_in_t *in, zsock_t *sock, zframe_t **rid_p, int role)
+{
+    void *handle = zsock_resolve(sock);
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    if (zmq_msg_recv(&part, handle, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&part);
+        return ZXP_E_AGAIN; /* nothing waits (or EINTR): nothing consumed */
+    }
+    s_in_release(in);
+    in->reason = NULL;
+    bool more = zmq_msg_more(&part);
+    if (rid_p) {
+        /* a ROUTER's routing id; the rest of the message is there already:
+           ZeroMQ delivers a message whole */
+        *rid_p = zframe_new(zmq_msg_data(&part), zmq_msg_size(&part));
+        int r = -1;
+        while (more && (r = zmq_msg_recv(&part, handle, ZMQ_DONTWAIT)) < 0 && errno == EINTR) {
+        }
+        more = r >= 0 && zmq_msg_more(&part);
+        if (r < 0) {
+            zmq_msg_close(&part);
+            in->reason = "fewer than 2 frames";
+            return ZXP_E_SHORT;
+        }
+    }
+    /* frame 0 */
+    const s_cmd_t *c = NULL;
+    int rc = more ? s_decode_sig(in, zmq_msg_data(&part), zmq_msg_size(&part), role, &c)
+                  : ZXP_E_SHORT;
+    if (rc) {
+        if (rc == ZXP_E_SHORT) {
+            in->reason = "fewer than 2 frames";
+        }
+        s_skip_rest(handle, &part, more);
+        zmq_msg_close(&part);
+        return rc;
+    }
+    /* the header, kept in in->hmsg: the decoded objects point into it */
+    while (zmq_msg_recv(&in->hmsg, handle, ZMQ_DONTWAIT) < 0) {
+        if (errno != EINTR) {
+            zmq_msg_close(&part);
+            in->reason = "fewer than 2 frames";
+            return ZXP_E_SHORT;
+        }
+    }
+    in->hmsg_held = true;
+    more = zmq_msg_more(&in->hmsg);
+    size_t framed = 0;
+    rc = s_decode_header(in, c, zmq_msg_data(&in->hmsg), zmq_msg_size(&in->hmsg), &framed);
+    if (rc) {
+        s_skip_rest(handle, &part, more);
+        zmq_msg_close(&part);
+        return rc;
+    }
+    zmq_msg_close(&part);
+    /* payload frames, as zframes for zxp_payload_take; any beyond the
+       items' count are read and dropped, and fail the check below */
+    size_t payloads = 0;
+    while (more) {
+        if (payloads >= framed) {
+            zmq_msg_init(&part);
+            s_skip_rest(handle, &part, more);
+            zmq_msg_close(&part);
+            payloads++;
+            break;
+        }
+        zframe_t *f = zframe_recv(sock);
+        if (!f) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        more = zframe_more(f);
+        if (!in->msg) {
+            in->msg = zmsg_new();
+        }
+        zmsg_append(in->msg, &f);
+        payloads++;
+    }
+    return s_payloads_check(in, payloads, framed);
 }
 
 const msgpack_object *zxp_item(const zxp_in_t *in, size_t i)

@@ -140,6 +140,7 @@ enum {
     ZXP_E_PAYLOADS = -107,     /* payload frame count does not match the items */
     ZXP_E_BATCH = -108,        /* too many items */
     ZXP_E_UNKNOWN = -109,      /* a reply for a task the receiver does not know */
+    ZXP_E_AGAIN = -110,        /* zxp_recv: no message waits */
     ZXP_E_SIGN_MISSING = -120, /* no envelope frame */
     ZXP_E_SIGN_FORMAT = -121,  /* envelope malformed, or for another role */
     ZXP_E_SIGN_MAC = -122,     /* signature does not verify */
@@ -174,7 +175,9 @@ int zxp_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_obje
 typedef struct zxp_in {
     uint8_t cmd;
     zmsg_t *msg;      /* frame 0 and header popped; payload frames remain */
-    zframe_t *header; /* owns the bytes the header object points into */
+    zframe_t *header; /* zxp_decode: owns the bytes the header object points into */
+    zmq_msg_t hmsg;   /* zxp_recv: the same */
+    bool hmsg_held;
     msgpack_zone zone;
     msgpack_object hdr;         /* the header array */
     size_t count;               /* batch commands: number of items */
@@ -212,6 +215,20 @@ void zxp_in_fini(zxp_in_t *in);
    in->reason set. After success the getters below cannot fail, except on
    the items of SUBMIT, RESULT and WRESULT that zxp_item_bad marks. */
 int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role);
+
+/* Receives one whole message from sock without waiting and decodes it as
+   zxp_decode does, without czmq message objects: frame 0 is read into a
+   zmq_msg_t on the stack and the header frame into one held by in; payload
+   frames, if any, into in->msg (as zxp_decode leaves them, for
+   zxp_payload_take). Nothing is allocated when the socket is empty. For a
+   ROUTER socket pass rid_p: the routing id frame is returned there as a new
+   zframe_t (the caller destroys it), also when the message is malformed.
+   Returns 0 when decoded, ZXP_E_AGAIN when no message waits (EAGAIN or
+   EINTR: nothing consumed), or another ZXP_E_* code when the message was
+   malformed (read whole and dropped; in->reason says why). Only for
+   sockets whose messages are not signed: a signed message goes through
+   zx__sec_verify as a zmsg_t, then zxp_decode. */
+int zxp_recv(zxp_in_t *in, zsock_t *sock, zframe_t **rid_p, int role);
 
 /* Item i of a batch header, or the header itself for non-batch commands. */
 const msgpack_object *zxp_item(const zxp_in_t *in, size_t i);

@@ -304,14 +304,38 @@ Test(proto, client_control_messages_round_trip)
     zxp_in_fini(&in);
 }
 
+/* zxp_recv once a message waits (it never waits itself) */
+static int s_wire_recv(zxp_in_t *in, zsock_t *sock, zframe_t **rid_p, int role)
+{
+    zmq_pollitem_t it = {zsock_resolve(sock), 0, ZMQ_POLLIN, 0};
+    cr_assert_eq(zmq_poll(&it, 1, 5000), 1, "a message arrives");
+    return zxp_recv(in, sock, rid_p, role);
+}
+
+/* Decodes m both ways: zxp_decode on a copy, and zxp_recv from the wire,
+   followed there by a good HEARTBEAT that must decode next (a malformed
+   message is read whole, never leaving frames behind to shift the next). */
 static void s_expect(zmsg_t *m, int role, int code)
 {
     zxp_in_t in;
     zxp_in_init(&in);
+    zmsg_t *wire = zmsg_size(m) > 0 ? zmsg_dup(m) : NULL;
     int rc = zxp_decode(&in, &m, role);
     cr_assert_null(m, "decode consumes the message");
     cr_assert_eq(rc, code, "got %d (%s), wanted %d", rc, zxp_strerror(rc), code);
     cr_assert(in.reason != NULL);
+    if (wire) {
+        cr_assert_eq(zmsg_send(&wire, tx), 0);
+        cr_assert_eq(zxp_send_empty(tx, NULL, ZXP_HEARTBEAT), 0);
+        zxp_in_fini(&in);
+        zxp_in_init(&in);
+        rc = s_wire_recv(&in, rx, NULL, role);
+        cr_assert_eq(rc, code, "zxp_recv got %d (%s), wanted %d", rc, zxp_strerror(rc), code);
+        cr_assert(in.reason != NULL);
+        cr_assert_eq(s_wire_recv(&in, rx, NULL, role), 0, "%s", in.reason);
+        cr_assert_eq(in.cmd, ZXP_HEARTBEAT);
+        cr_assert_eq(zxp_recv(&in, rx, NULL, role), ZXP_E_AGAIN);
+    }
     zxp_in_fini(&in);
 }
 
@@ -320,6 +344,9 @@ Test(proto, malformed_messages_are_rejected_with_their_reason)
     const uint8_t sig_ok[4] = {'Z', 'X', ZXP_VERSION, ZXP_HEARTBEAT};
     const uint8_t empty[1] = {0x90};
     s_expect(zmsg_new(), ZXP_ROLE_BROKER_C, ZXP_E_SHORT);
+    zmsg_t *one = zmsg_new();
+    zmsg_addmem(one, sig_ok, 4);
+    s_expect(one, ZXP_ROLE_BROKER_C, ZXP_E_SHORT);
     s_expect(s_raw("ZY\x01\x08", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_SIG);
     s_expect(s_raw("ZX\x02", 3, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_SIG);
     s_expect(s_raw("ZX\x03\x08", 4, empty, 1), ZXP_ROLE_BROKER_C, ZXP_E_VERSION);
@@ -720,4 +747,74 @@ Test(proto, job_info_maps_round_trip)
     /* a JOBS_REPLY whose list holds a non-map is dropped */
     s_expect(s_raw("ZX\x02\x14", 4, "\x91\x91\x01", 3), ZXP_ROLE_CLIENT, ZXP_E_SHAPE);
     zxp_in_fini(&in);
+}
+
+/* zxp_recv reads what zxp_out_send writes as zxp_decode does: a batch with
+   framed and inline payloads, from a ROUTER with the sender's routing id;
+   an empty socket allocates nothing and says ZXP_E_AGAIN; a message with
+   more payload frames than items is read whole and refused. */
+Test(proto, zxp_recv_decodes_batches_from_a_router_and_keeps_in_step)
+{
+    zsock_t *router = zsock_new_router("@inproc://zxp-router");
+    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    cr_assert(router && dealer);
+    zsock_set_identity(dealer, "peer-1");
+    cr_assert_eq(zsock_connect(dealer, "inproc://zxp-router"), 0);
+    zxp_in_t in;
+    zxp_in_init(&in);
+    zframe_t *rid = NULL;
+    cr_assert_eq(zxp_recv(&in, router, &rid, ZXP_ROLE_BROKER_C), ZXP_E_AGAIN);
+    cr_assert_null(rid, "nothing received, no routing id");
+
+    enum { N = 40 };
+    zxp_out_t out;
+    zxp_out_init(&out);
+    zxp_out_begin(&out, ZXP_SUBMIT);
+    uint8_t big[ZXP_INLINE_MAX + 100];
+    for (uint64_t i = 0; i < N; i++) {
+        zxp_submit_t sub = {.seq = i + 1, .fn = {"echo", 4}, .retries = -1};
+        zxp_put_submit(&out, &sub);
+        size_t len = i % 2 ? sizeof big : 8; /* odd items in frames */
+        memset(big, (int)i, len);
+        zxp_out_payload_mem(&out, big, len);
+    }
+    cr_assert_eq(zxp_out_send(&out, dealer, NULL), 0);
+    zxp_out_fini(&out);
+    cr_assert_eq(s_wire_recv(&in, router, &rid, ZXP_ROLE_BROKER_C), 0, "%s", in.reason);
+    cr_assert(rid && zframe_streq(rid, "peer-1"), "the sender's routing id");
+    zframe_destroy(&rid);
+    cr_assert_eq(in.cmd, ZXP_SUBMIT);
+    cr_assert_eq(in.count, N);
+    for (uint64_t i = 0; i < N; i++) {
+        zxp_submit_t sub;
+        zxp_get_submit(&in, i, &sub);
+        cr_assert_eq(sub.seq, i + 1);
+        zframe_t *p = zxp_payload_take(&in);
+        cr_assert_not_null(p);
+        cr_assert_eq(zframe_size(p), i % 2 ? sizeof big : 8);
+        cr_assert_eq(zframe_data(p)[0], (uint8_t)i);
+        zframe_destroy(&p);
+    }
+    cr_assert_null(zxp_payload_take(&in));
+
+    /* a SUBMIT of one inline item followed by a frame it does not call for */
+    zmsg_t *m = s_raw("ZX\x02\x03", 4,
+                      "\x91\x98\x01\xa1"
+                      "f\x00\x00\x00\x00\x00\xc4\x01\x90",
+                      13);
+    zmsg_addmem(m, "\x90", 1);
+    zmsg_addmem(m, "\x90", 1);
+    cr_assert_eq(zmsg_send(&m, dealer), 0);
+    cr_assert_eq(zxp_send_empty(dealer, NULL, ZXP_STATUS), 0);
+    cr_assert_eq(s_wire_recv(&in, router, &rid, ZXP_ROLE_BROKER_C), ZXP_E_PAYLOADS);
+    cr_assert(rid && zframe_streq(rid, "peer-1"), "a malformed message still names its sender");
+    zframe_destroy(&rid);
+    cr_assert_eq(s_wire_recv(&in, router, &rid, ZXP_ROLE_BROKER_C), 0, "%s", in.reason);
+    cr_assert_eq(in.cmd, ZXP_STATUS);
+    zframe_destroy(&rid);
+    cr_assert_eq(zxp_recv(&in, router, &rid, ZXP_ROLE_BROKER_C), ZXP_E_AGAIN);
+    cr_assert_null(rid);
+    zxp_in_fini(&in);
+    zsock_destroy(&dealer);
+    zsock_destroy(&router);
 }

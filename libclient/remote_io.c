@@ -1257,6 +1257,7 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
         if (more) {
             more = false;
             quiet = false;
+            bool asked = false;
             for (int i = 0;; i++) {
                 if (i == S_RECV_BURST) {
                     more = true;
@@ -1266,11 +1267,16 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
                     quiet = true;
                     break;
                 }
-                if (done(arg)) {
-                    /* the rest is for whoever holds iolock next, or the actor
-                       (woken below if anything waits) */
-                    rc = ZX__LEAD_DONE;
-                    goto release;
+                /* done: rather than read on to EAGAIN, ask once whether
+                   anything else waits (cheaper than a read that finds
+                   nothing); if so, read the burst on as before, so that a
+                   waiter for many futures (as_completed) still drains it */
+                if (!asked && done(arg)) {
+                    asked = true;
+                    if (!s_pollin(io)) {
+                        quiet = true;
+                        break;
+                    }
                 }
             }
         }
@@ -1340,7 +1346,6 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
         efd = prc > 0 && fds[1].revents;
         mon_more = prc > 0 && fds[2].revents;
     }
-release:
     /* the ZMQ_FD caveat (see the top): the next holder of iolock, or the
        actor, reads what this thread leaves */
     io->more = !quiet && s_pollin(io);

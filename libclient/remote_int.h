@@ -85,7 +85,8 @@ static inline zx__rreq_t *zx__rreq_of(zx__link_t *k)
 
 enum { ZX__RIO_CONNECTING, ZX__RIO_CONNECTED };
 
-/* State of whoever holds ex->iolock: the actor, or a submitting thread. */
+/* State of whoever holds ex->iolock: the actor, a submitting thread, or a
+   leader (remote_io.c). */
 typedef struct {
     zsock_t *dealer;
     zsock_t *monitor; /* its handshake events (zx_monitor.h); NULL: unwatched */

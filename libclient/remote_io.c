@@ -13,7 +13,9 @@
     lone task a thread hand-off (bench B). The actor polls the socket's raw
     ZMQ_FD so that sleeping never touches the socket; as ZMQ_FD only
     signals changes, which a send may consume, whoever lets go of iolock
-    asks ZMQ_EVENTS first whether a message waits.
+    asks ZMQ_EVENTS first whether a message waits (unless it read to EAGAIN
+    and used the socket no more since), and leaves the answer to the next
+    holder (io->more), who reads first only if it is yes.
 
     Sent tasks live in the pending table (zx_seqtab.h: no allocation per
     lookup, no scans) until their RESULT arrives. The outbox drains only
@@ -1057,8 +1059,9 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     while (running) {
         int64_t now = zclock_mono();
         int wait = io->next_tick > now ? (int)(io->next_tick - now) : 0;
-        /* the monitor needs no such question: only its reader, who reads
-           it until none is left (s_on_monitor), uses it */
+        /* the ZMQ_FD caveat (see the top); the monitor needs no such
+           question: only its reader, who reads it until none is left
+           (s_on_monitor), uses it */
         if (!io->more) {
             io->more = s_pollin(io);
         }
@@ -1222,9 +1225,12 @@ void zx__remote_leaders_wait(zx__remote_t *ex)
    everything while nobody leads. The leader waits in poll on the same raw
    fds as the actor (see the top; the actor, woken too, turns deaf:
    s_actor_sleep); one that has the process's spin (zx_spin.h) busy-polls
-   first. Before it lets go it asks ZMQ_EVENTS whether a message waits
-   unread (ZMQ_FD will not signal it again), and after, it wakes the actor
-   if so, or if the actor is deaf while answers are still due. */
+   first. A message that completes its wait ends its reading unless more
+   wait (one ZMQ_EVENTS, not a read to EAGAIN). Before it lets go it asks
+   ZMQ_EVENTS whether a message waits unread (ZMQ_FD will not signal it
+   again), unless nothing used the socket since it last found none, and
+   after, it wakes the actor if so, or if the actor is deaf while answers
+   are still due. */
 int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int64_t until_us,
                     int64_t spin_until_us)
 {

@@ -384,12 +384,19 @@ static void s_cancel_all_sent(zx__remote_t *ex)
 }
 
 /* One turn of control work: drain the outbox into SUBMITs (when connected),
-   shutdown's cancel_futures, and waiting cancels. */
-static void s_control(zx__remote_t *ex)
+   shutdown's cancel_futures, and waiting cancels. lone (a submitting
+   thread, zx__remote_submit_here): only the outbox, and nothing at all
+   when cancels wait to be decided (their futures' callbacks are the
+   actor's to run): false then, and the actor must be woken. */
+static bool s_control(zx__remote_t *ex, bool lone)
 {
     zx__rio_t *io = &ex->io;
-    io->kick = false;
     pthread_mutex_lock(&ex->lock);
+    if (lone && (ex->reqs.size > 0 || ex->cancel_all)) {
+        pthread_mutex_unlock(&ex->lock);
+        return false;
+    }
+    io->kick = false;
     bool cancel_all = ex->cancel_all;
     ex->cancel_all = false;
     zx__list_t batch;
@@ -480,6 +487,7 @@ static void s_control(zx__remote_t *ex)
     if (reqs) {
         s_handle_reqs(ex);
     }
+    return true;
 }
 
 /* ---- receiving ------------------------------------------------------------------- */
@@ -1123,7 +1131,7 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
             io->kick = true; /* results made room in the send window */
         }
         if (io->kick) {
-            s_control(ex);
+            s_control(ex, false);
         }
         now = zclock_mono();
         if (now >= io->next_tick) {
@@ -1164,21 +1172,17 @@ bool zx__remote_submit_here(zx__remote_t *ex)
         return false; /* the actor is awake (or this is it): it sends */
     }
     zx__rio_t *io = &ex->io;
-    pthread_mutex_lock(&ex->lock);
-    /* cancels to decide (their futures' callbacks would run here) are the
-       actor's */
-    bool plain = ex->reqs.size == 0 && !ex->cancel_all;
-    pthread_mutex_unlock(&ex->lock);
-    bool sent =
-        plain && io->state == ZX__RIO_CONNECTED && io->dealer && io->table.count == 0 && !io->held;
+    bool sent = io->state == ZX__RIO_CONNECTED && io->dealer && io->table.count == 0 && !io->held;
     bool more = false;
     if (sent) {
         /* a task failed here for want of memory completes on this thread,
            which stands in for the actor until it lets go of iolock */
         zx__remote_t *was = s_on_actor;
         s_on_actor = ex;
-        s_control(ex);
+        sent = s_control(ex, true);
         s_on_actor = was;
+    }
+    if (sent) {
         more = io->more = s_pollin(io); /* the send may have taken ZMQ_FD's signal */
     }
     pthread_mutex_unlock(&ex->iolock);
@@ -1304,7 +1308,7 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
         }
         if (io->kick) {
             quiet = false;
-            s_control(ex);
+            s_control(ex, false);
         }
         int64_t now = zx__mono_us();
         if (now / 1000 >= io->next_tick) {

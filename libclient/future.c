@@ -235,6 +235,11 @@ void zx__future_set_priv(zx_future_t *f, void *priv)
     pthread_mutex_unlock(&f->lock);
 }
 
+void zx__future_init_priv(zx_future_t *f, void *priv)
+{
+    f->priv = priv;
+}
+
 void *zx__future_priv(const zx_future_t *f)
 {
     zx_future_t *mf = (zx_future_t *)f;

@@ -110,7 +110,7 @@ static zx_future_t *s_submit(zx_executor_t *base, const char *fn, const void *ar
         return NULL;
     }
     ex->next_seq++;
-    zx__future_set_priv(t->future, t);
+    zx__future_init_priv(t->future, t); /* seen by others only through the outbox, below */
     zx_future_t *f = zx_future_ref(t->future);
     bool was_empty = zx__list_empty(&ex->outbox);
     zx__list_push_back(&ex->outbox, &t->link);

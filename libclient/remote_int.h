@@ -85,10 +85,23 @@ static inline zx__rreq_t *zx__rreq_of(zx__link_t *k)
 
 enum { ZX__RIO_CONNECTING, ZX__RIO_CONNECTED };
 
-/* State of whoever holds ex->iolock: the actor, or a submitting thread. */
+/* State of whoever holds ex->iolock: the actor, a submitting thread, or a
+   leader (remote_io.c). */
 typedef struct {
     zsock_t *dealer;
     zsock_t *monitor; /* its handshake events (zx_monitor.h); NULL: unwatched */
+    /* The dealer's libzmq handle and the two sockets' ZMQ_FDs (-1: none),
+       resolved once when the actor starts: zsock_resolve and zsock_fd cost
+       more than the getsockopt or poll they would precede on every turn. */
+    void *dealer_h;
+    int dealer_fd;
+    int monitor_fd;
+    /* Left by whoever lets go of iolock for the next holder (the ZMQ_FD
+       caveat, remote_io.c): a message may wait on the dealer, or an event on
+       the monitor, that their ZMQ_FD will not signal again. false: the
+       last holder read to EAGAIN or asked ZMQ_EVENTS after its last use. */
+    bool more;
+    bool mon_more;
     int state;
     /* The broker refused our handshake (zx_monitor.h): futures fail at once
        with refusal as their message until a handshake succeeds; libzmq

@@ -13,7 +13,9 @@
     lone task a thread hand-off (bench B). The actor polls the socket's raw
     ZMQ_FD so that sleeping never touches the socket; as ZMQ_FD only
     signals changes, which a send may consume, whoever lets go of iolock
-    asks ZMQ_EVENTS first whether a message waits.
+    asks ZMQ_EVENTS first whether a message waits (unless it read to EAGAIN
+    and used the socket no more since), and leaves the answer to the next
+    holder (io->more), who reads first only if it is yes.
 
     Sent tasks live in the pending table (zx_seqtab.h: no allocation per
     lookup, no scans) until their RESULT arrives. The outbox drains only
@@ -152,6 +154,16 @@ static void s_set_connected(zx__remote_t *ex, bool connected)
     pthread_mutex_lock(&ex->lock);
     ex->connected = connected;
     pthread_mutex_unlock(&ex->lock);
+}
+
+/* ZMQ_EVENTS on the dealer's raw handle: whether a message waits. It
+   processes the socket's pending commands, so ZMQ_FD signals the next
+   message after it (the caveat at the top). */
+static bool s_pollin(zx__rio_t *io)
+{
+    int ev = 0;
+    size_t size = sizeof ev;
+    return zmq_getsockopt(io->dealer_h, ZMQ_EVENTS, &ev, &size) == 0 && (ev & ZMQ_POLLIN);
 }
 
 /* ---- sending ------------------------------------------------------------------ */
@@ -372,12 +384,19 @@ static void s_cancel_all_sent(zx__remote_t *ex)
 }
 
 /* One turn of control work: drain the outbox into SUBMITs (when connected),
-   shutdown's cancel_futures, and waiting cancels. */
-static void s_control(zx__remote_t *ex)
+   shutdown's cancel_futures, and waiting cancels. lone (a submitting
+   thread, zx__remote_submit_here): only the outbox, and nothing at all
+   when cancels wait to be decided (their futures' callbacks are the
+   actor's to run): false then, and the actor must be woken. */
+static bool s_control(zx__remote_t *ex, bool lone)
 {
     zx__rio_t *io = &ex->io;
-    io->kick = false;
     pthread_mutex_lock(&ex->lock);
+    if (lone && (ex->reqs.size > 0 || ex->cancel_all)) {
+        pthread_mutex_unlock(&ex->lock);
+        return false;
+    }
+    io->kick = false;
     bool cancel_all = ex->cancel_all;
     ex->cancel_all = false;
     zx__list_t batch;
@@ -468,6 +487,7 @@ static void s_control(zx__remote_t *ex)
     if (reqs) {
         s_handle_reqs(ex);
     }
+    return true;
 }
 
 /* ---- receiving ------------------------------------------------------------------- */
@@ -673,24 +693,10 @@ static void s_on_accepted(zx__remote_t *ex)
     pthread_mutex_unlock(&ex->lock);
 }
 
-static void s_on_message(zx__remote_t *ex, zmsg_t *msg)
+/* Handles the message just decoded into io->in. */
+static void s_on_message(zx__remote_t *ex)
 {
     zx__rio_t *io = &ex->io;
-    if (ex->detached) {
-        zmsg_destroy(&msg); /* we said BYE: the job's results are fetched elsewhere */
-        return;
-    }
-    int rc = zx__sec_verify(ex->sec, msg, ZXP_ROLE_CLIENT);
-    if (rc != 0) {
-        zmsg_destroy(&msg);
-        zxp_drop(&io->drops, "client", NULL, rc, "signature check failed");
-        return;
-    }
-    rc = zxp_decode(&io->in, &msg, ZXP_ROLE_CLIENT);
-    if (rc != 0) {
-        zxp_drop(&io->drops, "client", NULL, rc, io->in.reason);
-        return;
-    }
     io->last_rx = zclock_mono();
     switch (io->in.cmd) {
     case ZXP_RESULT: s_on_result(ex); break;
@@ -728,6 +734,49 @@ static void s_on_message(zx__remote_t *ex, zmsg_t *msg)
     }
     default: break; /* STATUS_REPLY and anything newer: not ours to handle */
     }
+}
+
+/* Reads one message from the dealer and handles it (or drops it: after
+   BYE, or malformed). false when none waits: the read processed the
+   socket's commands and found none (EAGAIN), or was interrupted before
+   taking their signal (EINTR); either way ZMQ_FD signals what comes next.
+   Unsigned messages are decoded straight from the socket (zxp_recv: no
+   zmsg, no frames for the header); a signed one is verified whole first. */
+static bool s_read_one(zx__remote_t *ex)
+{
+    zx__rio_t *io = &ex->io;
+    int rc;
+    if (zx__sec_signing(ex->sec)) {
+        zmsg_t *msg = zmsg_recv(io->dealer); /* RCVTIMEO 0 */
+        if (!msg) {
+            return false;
+        }
+        if (ex->detached) {
+            zmsg_destroy(&msg); /* we said BYE: the job's results are fetched elsewhere */
+            return true;
+        }
+        rc = zx__sec_verify(ex->sec, msg, ZXP_ROLE_CLIENT);
+        if (rc != 0) {
+            zmsg_destroy(&msg);
+            zxp_drop(&io->drops, "client", NULL, rc, "signature check failed");
+            return true;
+        }
+        rc = zxp_decode(&io->in, &msg, ZXP_ROLE_CLIENT);
+    } else {
+        rc = zxp_recv(&io->in, io->dealer, NULL, ZXP_ROLE_CLIENT);
+        if (rc == ZXP_E_AGAIN) {
+            return false;
+        }
+        if (ex->detached) {
+            return true; /* read and dropped, as above */
+        }
+    }
+    if (rc != 0) {
+        zxp_drop(&io->drops, "client", NULL, rc, io->in.reason);
+        return true;
+    }
+    s_on_message(ex);
+    return true;
 }
 
 /* Takes a task that was never sent out of the outbox (ex->lock held). */
@@ -993,6 +1042,11 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     pthread_mutex_lock(&ex->iolock);
     zsock_signal(pipe, 0);
 
+    io->dealer_h = zsock_resolve(io->dealer);
+    io->dealer_fd = zsock_fd(io->dealer);
+    io->monitor_fd = io->monitor ? zsock_fd(io->monitor) : -1;
+    io->more = true;                    /* messages may wait on the dealer */
+    io->mon_more = io->monitor != NULL; /* and events on the monitor */
     io->last_rx = zclock_mono();
     io->broker_hb = ex->hb_ms;
     io->state = ZX__RIO_CONNECTING;
@@ -1003,11 +1057,9 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
        raw because only this thread touches the pipe, and only when it
        signals. */
     struct pollfd fds[4] = {{zsock_fd(pipe), POLLIN, 0},
-                            {zsock_fd(io->dealer), POLLIN, 0},
+                            {io->dealer_fd, POLLIN, 0},
                             {ex->efd, POLLIN, 0},
-                            {io->monitor ? zsock_fd(io->monitor) : -1, POLLIN, 0}};
-    bool more = true;     /* messages may wait on the dealer */
-    bool mon_more = true; /* and events on the monitor */
+                            {io->monitor_fd, POLLIN, 0}};
     /* the signal above was an operation on the pipe: until its commands are
        processed, ZMQ_FD would not signal the next message ($TERM) */
     bool term = zsock_events(pipe) & ZMQ_POLLIN;
@@ -1015,13 +1067,13 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     while (running) {
         int64_t now = zclock_mono();
         int wait = io->next_tick > now ? (int)(io->next_tick - now) : 0;
-        if (!more) {
-            more = zsock_events(io->dealer) & ZMQ_POLLIN;
+        /* the ZMQ_FD caveat (see the top); the monitor needs no such
+           question: only its reader, who reads it until none is left
+           (s_on_monitor), uses it */
+        if (!io->more) {
+            io->more = s_pollin(io);
         }
-        if (!mon_more && io->monitor) {
-            mon_more = zsock_events(io->monitor) & ZMQ_POLLIN;
-        }
-        if (io->kick || more || term || mon_more) {
+        if (io->kick || io->more || term || io->mon_more) {
             wait = 0;
         }
         pthread_mutex_unlock(&ex->iolock);
@@ -1056,19 +1108,16 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
                 break;
             }
         }
-        if (more || (rc > 0 && fds[1].revents)) {
-            more = false;
-            for (int i = 0; i < S_RECV_BURST; i++) {
-                zmsg_t *msg = zmsg_recv(io->dealer); /* RCVTIMEO 0: NULL when none is left */
-                if (!msg) {
-                    break;
-                }
-                s_on_message(ex, msg);
-                more = i + 1 == S_RECV_BURST;
+        /* io->more and io->mon_more: what this thread left before it slept,
+           or what a leader left since (zx__remote_lead) */
+        if (io->more || (rc > 0 && fds[1].revents)) {
+            io->more = false;
+            for (int i = 0; i < S_RECV_BURST && s_read_one(ex); i++) {
+                io->more = i + 1 == S_RECV_BURST;
             }
         }
-        if (io->monitor && (mon_more || (rc > 0 && fds[3].revents))) {
-            mon_more = false;
+        if (io->monitor && (io->mon_more || (rc > 0 && fds[3].revents))) {
+            io->mon_more = false;
             s_on_monitor(ex); /* reads until none is left: ZMQ_FD signals the next */
         }
         if (rc > 0 && fds[2].revents) {
@@ -1082,7 +1131,7 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
             io->kick = true; /* results made room in the send window */
         }
         if (io->kick) {
-            s_control(ex);
+            s_control(ex, false);
         }
         now = zclock_mono();
         if (now >= io->next_tick) {
@@ -1096,6 +1145,9 @@ void zx__remote_actor(zsock_t *pipe, void *arg)
     }
     zx__monitor_destroy(&io->monitor, io->dealer);
     zsock_destroy(&io->dealer);
+    io->dealer_h = NULL;
+    io->dealer_fd = io->monitor_fd = -1;
+    io->more = io->mon_more = false;
     io->state = ZX__RIO_CONNECTING; /* nothing may be sent any more */
     /* last: its unlock is what orders the actor's writes before destroy's
        reads (zactor's own handshake goes through ZeroMQ, which sanitizers
@@ -1120,22 +1172,18 @@ bool zx__remote_submit_here(zx__remote_t *ex)
         return false; /* the actor is awake (or this is it): it sends */
     }
     zx__rio_t *io = &ex->io;
-    pthread_mutex_lock(&ex->lock);
-    /* cancels to decide (their futures' callbacks would run here) are the
-       actor's */
-    bool plain = ex->reqs.size == 0 && !ex->cancel_all;
-    pthread_mutex_unlock(&ex->lock);
-    bool sent =
-        plain && io->state == ZX__RIO_CONNECTED && io->dealer && io->table.count == 0 && !io->held;
+    bool sent = io->state == ZX__RIO_CONNECTED && io->dealer && io->table.count == 0 && !io->held;
     bool more = false;
     if (sent) {
         /* a task failed here for want of memory completes on this thread,
            which stands in for the actor until it lets go of iolock */
         zx__remote_t *was = s_on_actor;
         s_on_actor = ex;
-        s_control(ex);
+        sent = s_control(ex, true);
         s_on_actor = was;
-        more = zsock_events(io->dealer) & ZMQ_POLLIN;
+    }
+    if (sent) {
+        more = io->more = s_pollin(io); /* the send may have taken ZMQ_FD's signal */
     }
     pthread_mutex_unlock(&ex->iolock);
     if (more) {
@@ -1181,9 +1229,12 @@ void zx__remote_leaders_wait(zx__remote_t *ex)
    everything while nobody leads. The leader waits in poll on the same raw
    fds as the actor (see the top; the actor, woken too, turns deaf:
    s_actor_sleep); one that has the process's spin (zx_spin.h) busy-polls
-   first. Before it lets go it asks ZMQ_EVENTS whether a message waits
-   unread (ZMQ_FD will not signal it again), and after, it wakes the actor
-   if so, or if the actor is deaf while answers are still due. */
+   first. A message that completes its wait ends its reading unless more
+   wait (one ZMQ_EVENTS, not a read to EAGAIN). Before it lets go it asks
+   ZMQ_EVENTS whether a message waits unread (ZMQ_FD will not signal it
+   again), unless nothing used the socket since it last found none, and
+   after, it wakes the actor if so, or if the actor is deaf while answers
+   are still due. */
 int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int64_t until_us,
                     int64_t spin_until_us)
 {
@@ -1201,24 +1252,47 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
     zx__remote_t *was = s_on_actor;
     s_on_actor = ex; /* this thread stands in for the actor (callbacks, cancels) */
     atomic_store_explicit(&ex->leading, true, memory_order_relaxed);
-    struct pollfd fds[3] = {{zsock_fd(io->dealer), POLLIN, 0},
-                            {ex->efd, POLLIN, 0},
-                            {io->monitor ? zsock_fd(io->monitor) : -1, POLLIN, 0}};
-    bool more = true, mon_more = io->monitor != NULL, efd = false;
+    struct pollfd fds[3] = {
+        {io->dealer_fd, POLLIN, 0}, {ex->efd, POLLIN, 0}, {io->monitor_fd, POLLIN, 0}};
+    /* what the last holder of iolock left (a lone submit asked ZMQ_EVENTS
+       after its send): no read on entry when nothing waits */
+    bool more = io->more, mon_more = io->mon_more, efd = false;
+    /* ZMQ_FD signals (or already signals) the next message: ZMQ_EVENTS
+       said no, or a read found none, and the socket was not used since.
+       Anything that may use it (a message's handling, control work, a tick,
+       done-callbacks) clears it; it spares the question before polling and
+       before letting go. */
+    bool quiet = !more;
     for (;;) {
         if (more) {
             more = false;
-            for (int i = 0; i < S_RECV_BURST; i++) {
-                zmsg_t *msg = zmsg_recv(io->dealer); /* RCVTIMEO 0 */
-                if (!msg) {
+            quiet = false;
+            bool asked = false;
+            for (int i = 0;; i++) {
+                if (i == S_RECV_BURST) {
+                    more = true;
                     break;
                 }
-                s_on_message(ex, msg);
-                more = i + 1 == S_RECV_BURST;
+                if (!s_read_one(ex)) {
+                    quiet = true;
+                    break;
+                }
+                /* done: rather than read on to EAGAIN, ask once whether
+                   anything else waits (cheaper than a read that finds
+                   nothing); if so, read the burst on as before, so that a
+                   waiter for many futures (as_completed) still drains it */
+                if (!asked && done(arg)) {
+                    asked = true;
+                    if (!s_pollin(io)) {
+                        quiet = true;
+                        break;
+                    }
+                }
             }
         }
         if (mon_more) {
             mon_more = false;
+            quiet = false; /* a refusal fails futures: their callbacks may send */
             s_on_monitor(ex);
         }
         if (efd) {
@@ -1233,10 +1307,12 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
             io->kick = true;
         }
         if (io->kick) {
-            s_control(ex);
+            quiet = false;
+            s_control(ex, false);
         }
         int64_t now = zx__mono_us();
         if (now / 1000 >= io->next_tick) {
+            quiet = false;
             s_tick(ex, now / 1000);
             io->next_tick = now / 1000 + ex->hb_ms;
         }
@@ -1248,16 +1324,16 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
             rc = ZX__LEAD_TIMEOUT;
             break;
         }
-        if (!more) {
-            more = zsock_events(io->dealer) & ZMQ_POLLIN;
-        }
-        if (io->monitor && !mon_more) {
-            mon_more = zsock_events(io->monitor) & ZMQ_POLLIN;
+        /* a spin watches the socket by asking: its fd is not polled */
+        bool spin = spinning && now < spin_until_us;
+        if (!more && (!quiet || spin)) {
+            more = s_pollin(io);
+            quiet = !more;
         }
         if (more || mon_more || io->kick) {
             continue;
         }
-        if (spinning && now < spin_until_us) {
+        if (spin) {
             sched_yield(); /* its core stays awake; see future.c */
             continue;
         }
@@ -1280,9 +1356,11 @@ int zx__remote_lead(zx_executor_t *base, bool (*done)(void *arg), void *arg, int
         efd = prc > 0 && fds[1].revents;
         mon_more = prc > 0 && fds[2].revents;
     }
-    /* the ZMQ_FD caveat (see the top) */
-    bool wake = io->kick || s_room(ex) || (zsock_events(io->dealer) & ZMQ_POLLIN) ||
-                (io->monitor && (zsock_events(io->monitor) & ZMQ_POLLIN));
+    /* the ZMQ_FD caveat (see the top): the next holder of iolock, or the
+       actor, reads what this thread leaves */
+    io->more = !quiet && s_pollin(io);
+    io->mon_more = mon_more;
+    bool wake = io->kick || s_room(ex) || io->more || io->mon_more;
     bool due = io->table.count > 0; /* answers will come: a deaf actor must hear them */
     s_on_actor = was;
     atomic_store_explicit(&ex->leading, false, memory_order_relaxed);
@@ -1359,6 +1437,7 @@ int zx__remote_detach_try(zx__remote_t *ex, uint64_t upto)
     /* BYE without CANCELs: a job session that leaves keeps its tasks */
     zxp_send_empty(io->dealer, NULL, ZXP_BYE);
     zsock_set_linger(io->dealer, 200); /* let BYE leave */
+    io->more = true;                   /* the send may have taken ZMQ_FD's signal */
     io->state = ZX__RIO_CONNECTING;
     zx__list_t never_sent;
     zx__list_init(&never_sent);

@@ -94,6 +94,9 @@ int zx__future_leader(zx_future_t *f, zx_executor_t **ex);
 
 /* Executor-private slot (e.g. the remote executor's pending-table entry). */
 void zx__future_set_priv(zx_future_t *f, void *priv);
+/* The same for a future that no other thread can see yet (just made by
+   zx__future_new, not handed out): without its lock. */
+void zx__future_init_priv(zx_future_t *f, void *priv);
 void *zx__future_priv(const zx_future_t *f);
 
 /* How many threads wait on f now: asleep in zx_future_result/exception (past

@@ -167,8 +167,8 @@ static void s_fake_on_msg(fake_t *fk, zmsg_t *msg)
 }
 
 /* Pipe commands: "RESET", "NEWID" (broker restart: new broker id and RESET),
-   "ANSWER" (echo every held seq, empty args), "STATS" -> "submits hellos
-   cancels byes resubmits". */
+   "ANSWER" (echo every held seq, empty args), "ANSWER1" (the same, one
+   message per seq), "STATS" -> "submits hellos cancels byes resubmits". */
 static void s_fake_actor(zsock_t *pipe, void *arg)
 {
     fake_t fk = {.cfg = *(fake_cfg_t *)arg};
@@ -206,6 +206,20 @@ static void s_fake_actor(zsock_t *pipe, void *arg)
             if (fk.client) {
                 zxp_send_empty(fk.router, fk.client, ZXP_RESET);
             }
+            zstr_send(pipe, "ok");
+        } else if (streq(cmd, "ANSWER1")) {
+            /* one RESULT message per held seq, back to back */
+            static const uint8_t arr1[] = {0x91, 0x2a}; /* [42] */
+            for (void *s = zlistx_first(fk.held); s && fk.client; s = zlistx_next(fk.held)) {
+                zxp_out_t out;
+                zxp_out_init(&out);
+                zxp_out_begin(&out, ZXP_RESULT);
+                zframe_t *p = zframe_new(arr1, sizeof arr1);
+                s_fake_reply_echo(&fk, &out, (uint64_t)(uintptr_t)s, &p);
+                zxp_out_send(&out, fk.router, fk.client);
+                zxp_out_fini(&out);
+            }
+            zlistx_purge(fk.held);
             zstr_send(pipe, "ok");
         } else if (streq(cmd, "ANSWER")) {
             zxp_out_t out;
@@ -694,6 +708,49 @@ Test(remote_fake, a_done_callback_run_by_a_leader_can_cancel_another_future)
 static bool s_future_done(void *f)
 {
     return zx_future_done(f);
+}
+
+/* A leader lets go once its own future is done, also with messages still
+   waiting (it reads a burst at most, then looks at its future): whatever it
+   leaves unread must reach its futures at once (the I/O thread is woken),
+   not at the next heartbeat. */
+Test(remote_fake, what_a_leader_leaves_unread_is_read_at_once)
+{
+    fake_cfg_t cfg = {.mode = FAKE_HOLD};
+    char ep[64];
+    zactor_t *fake = s_fake_start(&cfg, ep, sizeof ep);
+    zx_options_t o = s_opts();
+    o.heartbeat = 10; /* a missed wake would wait for the tick */
+    zx_executor_t *ex = zx_executor_new(ep, &o);
+    enum { N = 1000 }; /* answered one message each: more than a burst */
+    zx_future_t **fs = calloc(N, sizeof *fs);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++) {
+            fs[i] = zx_submitf(ex, "echo", "i", i);
+            cr_assert(fs[i]);
+        }
+        stats_arg_t st = {fake, (size_t)(round + 1) * N};
+        cr_assert(zxt_wait_for(s_submits_reach, &st, 10));
+        /* a thread leads for the first future; the others are nobody's */
+        waiter_t w = {.f = fs[0]};
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, s_waiter_main, &w), 0);
+        leading_arg_t la = {ex, fs, 1};
+        cr_assert(zxt_wait_for(s_leading_and_waited, &la, 20), "no thread leads");
+        s_fake_cmd(fake, "ANSWER1"); /* the leader's answer first, then the others' */
+        cr_assert_eq(pthread_join(t, NULL), 0);
+        cr_assert_eq(w.rc, ZX_OK);
+        for (int i = 1; i < N; i++) {
+            cr_assert(zxt_wait_for(s_future_done, fs[i], 2), "round %d: future %d waits", round, i);
+        }
+        for (int i = 0; i < N; i++) {
+            cr_assert_eq(zx_future_result(fs[i], 0, NULL, NULL), ZX_OK);
+            zx_future_unref(&fs[i]);
+        }
+    }
+    free(fs);
+    zx_executor_destroy(&ex);
+    zactor_destroy(&fake);
 }
 
 Test(remote_fake, a_timeout_while_leading_hands_the_socket_back)

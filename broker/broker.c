@@ -165,27 +165,6 @@ static void s_flush(zxb_broker_t *self)
     }
 }
 
-/* The rest of a message whose routing id was read, as a zmsg (frame by
-   frame: a frame knows whether more follow, where zmsg_recv asked
-   ZMQ_RCVMORE, a getsockopt, twice per frame). ZeroMQ delivers a message
-   whole, so it is all there. */
-static zmsg_t *s_recv_rest(zsock_t *sock)
-{
-    zmsg_t *msg = zmsg_new();
-    for (bool more = true; more;) {
-        zframe_t *f = zframe_recv(sock);
-        if (!f) {
-            if (errno == EINTR) {
-                continue;
-            }
-            break;
-        }
-        more = zframe_more(f);
-        zmsg_append(msg, &f);
-    }
-    return msg;
-}
-
 /* The rest of a message whose routing id was read, decoded into self->in
    by zxp_recv as a message without one (a DEALER's). It returns
    ZXP_E_AGAIN only when it read nothing: after an EINTR it is asked again
@@ -252,7 +231,10 @@ static bool s_drain(zxb_broker_t *self, bool workers)
         if (!more) {
             rc = ZXP_E_SHORT;
         } else if (whole) {
-            zmsg_t *msg = s_recv_rest(sock);
+            zmsg_t *msg = zxp_recv_rest(sock, SIZE_MAX, NULL);
+            if (!msg) {
+                msg = zmsg_new(); /* cannot be: frame 0 follows the routing id */
+            }
             if (zxb_sec_verify(sock, workers, rid, msg, &self->drops) != 0 ||
                 (self->standby && !zxb_pair_admit(self, workers, rid, msg))) {
                 zmsg_destroy(&msg);

@@ -595,6 +595,39 @@ static void s_skip_rest(void *handle, zmq_msg_t *part, bool more)
     }
 }
 
+zmsg_t *zxp_recv_rest(zsock_t *sock, size_t max, size_t *count)
+{
+    zmsg_t *msg = NULL;
+    size_t n = 0;
+    for (bool more = true; more;) {
+        if (n >= max) {
+            zmq_msg_t part;
+            zmq_msg_init(&part);
+            s_skip_rest(zsock_resolve(sock), &part, true);
+            zmq_msg_close(&part);
+            n++;
+            break;
+        }
+        zframe_t *f = zframe_recv(sock);
+        if (!f) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break; /* ZeroMQ delivers a message whole: cannot happen */
+        }
+        more = zframe_more(f);
+        if (!msg) {
+            msg = zmsg_new();
+        }
+        zmsg_append(msg, &f);
+        n++;
+    }
+    if (count) {
+        *count = n;
+    }
+    return msg;
+}
+
 int zxp_recv(zxp_in_t *in, zsock_t *sock, zframe_t **rid_p, int role)
 {
     void *handle = zsock_resolve(sock);
@@ -654,27 +687,8 @@ int zxp_recv(zxp_in_t *in, zsock_t *sock, zframe_t **rid_p, int role)
     /* payload frames, as zframes for zxp_payload_take; any beyond the
        items' count are read and dropped, and fail the check below */
     size_t payloads = 0;
-    while (more) {
-        if (payloads >= framed) {
-            zmq_msg_init(&part);
-            s_skip_rest(handle, &part, more);
-            zmq_msg_close(&part);
-            payloads++;
-            break;
-        }
-        zframe_t *f = zframe_recv(sock);
-        if (!f) {
-            if (errno == EINTR) {
-                continue;
-            }
-            break;
-        }
-        more = zframe_more(f);
-        if (!in->msg) {
-            in->msg = zmsg_new();
-        }
-        zmsg_append(in->msg, &f);
-        payloads++;
+    if (more) {
+        in->msg = zxp_recv_rest(sock, framed, &payloads);
     }
     return s_payloads_check(in, payloads, framed);
 }

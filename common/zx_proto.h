@@ -232,6 +232,12 @@ int zxp_decode(zxp_in_t *in, zmsg_t **msg_p, int role);
    zx__sec_verify as a zmsg_t, then zxp_decode. */
 int zxp_recv(zxp_in_t *in, zsock_t *sock, zframe_t **rid_p, int role);
 
+/* Reads the rest of a message whose first frames were read (ZeroMQ delivers
+   a message whole, so it is all there): up to max frames into a new zmsg_t
+   (NULL when none), any beyond read and dropped; *count (if not NULL) is
+   the number of frames read, dropped ones included. */
+zmsg_t *zxp_recv_rest(zsock_t *sock, size_t max, size_t *count);
+
 /* Item i of a batch header, or the header itself for non-batch commands. */
 const msgpack_object *zxp_item(const zxp_in_t *in, size_t i);
 uint64_t zxp_u(const msgpack_object *arr, size_t field);

@@ -86,6 +86,7 @@ until_ok() {
   done
 }
 w1_busy() { status && [ "$(w1_running)" ] && [ "$(w1_running)" -gt 0 ]; }
+w1_busy_or_over() { w1_busy || ! kill -0 "$MAP" 2>/dev/null; }
 # w1 no longer listed; until then, the most tasks the broker has assigned it
 # (running or sent ahead), in $given: it dispatches nothing once w1 is lost
 w1_gone() {
@@ -104,7 +105,7 @@ settled() {
     [ "$(total running)" -eq 0 ]
 }
 
-SUB=0 RES=0 GIVEN=0 STALE=0 BACK=0
+SUB=0 RES=0 GIVEN=0 STALE=0 BACK=0 IDLE=0
 for TRIAL in $(seq "$TRIALS"); do
   status || fail "no status"
   done0=$(total done) failed0=$(total failed) stale0=$(total stale_results) w1done0=$(w1_field done)
@@ -118,7 +119,19 @@ for TRIAL in $(seq "$TRIALS"); do
   timeout -k 2 30 "$Z" map -q sleep --broker "$CEP" <"$TMP/in.jsonl" >"$TMP/out.jsonl" \
     2>"$TMP/map.log" &
   MAP=$!
-  until_ok 10 w1_busy || fail "w1 was given no task"
+  # long tasks go only to free slots, and w2 has room for all 16: when it
+  # asks first the broker may place every one there (seen once in about 60
+  # trials on a loaded machine). Such a trial checks only the map's results
+  # and is not counted; too many of them fail the run.
+  until_ok 10 w1_busy_or_over || fail "w1 was given no task and the map did not end"
+  if ! w1_busy; then
+    wait "$MAP" || fail "the map failed (status $?) in a trial where w1 ran nothing"
+    cmp -s <(grep -c . "$TMP/out.jsonl") <(echo $K) || fail "a trial where w1 ran nothing lost results"
+    IDLE=$((IDLE + 1))
+    [ $((IDLE * 2)) -le "$TRIALS" ] || fail "w1 ran nothing in $IDLE trials"
+    echo "trial $TRIAL: $K submitted, all placed on w2 (w1 ran nothing): not counted"
+    continue
+  fi
   kill -STOP "$W1"
   given=0
   until_ok 10 w1_gone || fail "the broker did not declare the stopped w1 lost"
@@ -152,7 +165,7 @@ for TRIAL in $(seq "$TRIALS"); do
 done
 status
 echo "totals: $SUB submitted, $RES results, $GIVEN tasks on the stopped worker: $STALE stale results" \
-  "dropped, $BACK taken back; broker done $(total done) failed $(total failed) registrations $(total registrations)" \
+  "dropped, $BACK taken back; $IDLE trial(s) not counted (w1 ran nothing); broker done $(total done) failed $(total failed) registrations $(total registrations)" \
   "($(($(date +%s) - START)) s)"
 # the workers, then the broker, end cleanly on SIGTERM (under ASan, with
 # leak checking: nothing the stale paths kept is left behind)

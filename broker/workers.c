@@ -728,6 +728,11 @@ void zxb_workers_tick(zxb_broker_t *self)
     uint32_t hb = self->cfg.heartbeat_ms;
     zlist_t *lost = NULL;
     for (zxb_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        /* a worker counts the broker lost after its own liveness x its own
+           heartbeat (it does not use WELCOME's): one that announced a
+           shorter heartbeat than ours gets one at its pace, else it would
+           reconnect every few hundred ms (protocol.md §6) */
+        uint32_t whb = w->hb_ms < hb ? w->hb_ms : hb;
         if (now - w->last_recv > (int64_t)self->cfg.liveness * w->hb_ms) {
             if (!lost) {
                 lost = zlist_new();
@@ -737,7 +742,7 @@ void zxb_workers_tick(zxb_broker_t *self)
             /* the heartbeat says how many WRESULT items came since READY, so
                the worker can forget the results it keeps for a re-send; a
                busy worker (never idle for a heartbeat) gets it too */
-            if (now - w->last_send >= hb ||
+            if (now - w->last_send >= whb ||
                 (zxb_results_safe(self, w) != w->results_ack && now - w->ack_at >= hb)) {
                 zxp_send_heartbeat_rx(zxb_wsock(self), w->rid, zxb_results_safe(self, w));
                 w->results_ack = zxb_results_safe(self, w);

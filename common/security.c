@@ -90,3 +90,8 @@ bool zx__sec_signing(const zx__sec_t *self)
 {
     return self && self->sign;
 }
+
+const uint8_t *zx__sec_epoch(const zx__sec_t *self)
+{
+    return self && self->sign ? zx__sign_epoch(self->sign) : NULL;
+}

@@ -298,6 +298,11 @@ const uint8_t *zx__sign_session(zx__sign_t *self)
     return self->session;
 }
 
+const uint8_t *zx__sign_epoch(zx__sign_t *self)
+{
+    return self->remote;
+}
+
 void zx__sign_counts(zx__sign_t *self, uint64_t *verified, uint64_t *refused)
 {
     *verified = self ? self->verified : 0;

@@ -32,4 +32,10 @@ int zx__sec_verify(zx__sec_t *self, zmsg_t *msg, int role);
 
 bool zx__sec_signing(const zx__sec_t *self);
 
+/* When signing: the broker session our messages are signed for now (16
+   bytes, zero before the broker's first verified message); else NULL. A
+   RESET from a session other than the one a READY was signed for means the
+   broker dropped that READY and is news (worker/session.c). */
+const uint8_t *zx__sec_epoch(const zx__sec_t *self);
+
 #endif

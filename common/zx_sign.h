@@ -115,6 +115,9 @@ int zx__sign_derive(zx__sign_t *self, const char *label, uint8_t out[32]);
 
 /* This side's current session (16 bytes), for tests and logs. */
 const uint8_t *zx__sign_session(zx__sign_t *self);
+/* Peer (client, worker): the broker session it signs for now, the epoch of
+   its next message (16 bytes, zero before the first verified message). */
+const uint8_t *zx__sign_epoch(zx__sign_t *self);
 /* Messages verified and refused so far. */
 void zx__sign_counts(zx__sign_t *self, uint64_t *verified, uint64_t *refused);
 

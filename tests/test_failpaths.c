@@ -1009,3 +1009,26 @@ Test(failpaths, a_result_for_an_earlier_attempt_is_dropped, .fini = s_fini)
     fp_fini(&w);
     fp_fini(&probe);
 }
+
+/* A worker counts the broker lost after its own liveness x heartbeat: one
+   with a shorter heartbeat (0.2 s) than the broker's (1 s) must still hear
+   from the broker often enough. It used to be heartbeaten every second,
+   declared the broker lost after 0.6 s and re-registered about twice a
+   second. */
+Test(failpaths, a_worker_with_a_shorter_heartbeat_than_the_broker_stays_registered, .timeout = 60,
+     .fini = s_fini)
+{
+    const char *const bargs[] = {"--heartbeat", "1", NULL};
+    cr_assert_eq(zxt_broker_start(&s_cluster, bargs), 0);
+    zx_worker_opts_t wo = {.node = "fast", .threads = 1, .procs = -1, .heartbeat = 0.2};
+    zx_worker_t *w = zx_worker_new(s_cluster.worker_ep, &wo);
+    cr_assert(w);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, s_slow_worker_run, w), 0);
+    int64_t later = zclock_mono() + 3000; /* five of the worker's liveness windows */
+    cr_assert(zxt_wait_for(s_reached, &later, 60));
+    cr_assert_eq(s_status_total("registrations"), 1, "the worker re-registered");
+    zx_worker_stop(w);
+    pthread_join(th, NULL);
+    zx_worker_destroy(&w);
+}

@@ -75,6 +75,10 @@ static void s_send_ready(zx_worker_t *w)
     w->broker_acks = false; /* until this broker acknowledges something */
     w->awaiting_welcome = true;
     w->ready_at = zclock_mono();
+    const uint8_t *epoch = zx__sec_epoch(w->sec);
+    if (epoch) {
+        memcpy(w->ready_epoch, epoch, sizeof w->ready_epoch);
+    }
     /* functions: only the pools this node has */
     int avail = s_avail_pools(w);
     size_t nfns = 0;
@@ -764,17 +768,25 @@ void zxw_on_decoded(zx_worker_t *w, int rc)
             s_on_cancel(w, &w->in, i);
         }
         break;
-    case ZXP_RESET:
+    case ZXP_RESET: {
         /* every message that crossed a broker restart draws a RESET; one
            READY answers them all (a READY per RESET was a registration
-           storm: 45 after one quick restart) */
-        if (w->awaiting_welcome && zclock_mono() - w->ready_at < w->hb_ms * w->opts.liveness) {
+           storm: 45 after one quick restart). When signing, a RESET from a
+           broker session other than the one our READY was signed for (the
+           first contact, a restarted broker) says that READY was dropped:
+           it is answered at once, else registering waits liveness x
+           heartbeat (3 s) */
+        const uint8_t *epoch = zx__sec_epoch(w->sec);
+        bool dropped = epoch && memcmp(epoch, w->ready_epoch, sizeof w->ready_epoch) != 0;
+        if (w->awaiting_welcome && !dropped &&
+            zclock_mono() - w->ready_at < w->hb_ms * w->opts.liveness) {
             break;
         }
         ZXW_INFO("worker: the broker does not know us; sending READY again");
         w->connected = false; /* results are held until it answers */
         s_send_ready(w);
         break;
+    }
     case ZXP_ERROR: {
         const msgpack_object *h = zxp_item(&w->in, 0);
         zxp_str_t m = zxp_s(h, 1);

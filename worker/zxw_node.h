@@ -85,8 +85,9 @@ struct zx_worker {
     size_t unacked_bytes;
     uint64_t results_sent; /* WRESULT items sent since our READY */
     bool broker_acks;
-    bool awaiting_welcome; /* READY sent, nothing heard since */
-    int64_t ready_at;      /* zclock_mono ms of the last READY */
+    bool awaiting_welcome;   /* READY sent, nothing heard since */
+    int64_t ready_at;        /* zclock_mono ms of the last READY */
+    uint8_t ready_epoch[16]; /* signing: the broker session that READY was signed for */
     zxw_tpool_t *tpool;
     zxw_ppool_t *ppool;
     zxw_jobtab_t jobs;   /* key -> job: every job the broker should hear of */

@@ -358,6 +358,8 @@ static void s_fetch_answer(zxb_broker_t *self, zframe_t *rid, const uint8_t *id,
     zxp_send_jobinfo(zxb_csock(self), rid, ZXP_FETCHED, id, &info);
 }
 
+static void s_waiter_free(s_waiter_t **w_p);
+
 void zxb_job_on_fetch(zxb_broker_t *self, zxb_client_t *c)
 {
     zxp_fetch_t f;
@@ -369,6 +371,19 @@ void zxb_job_on_fetch(zxb_broker_t *self, zxb_client_t *c)
     if (job && f.max > 0 && f.wait_ms > 0 && !s_has_after(self, job, f.after) &&
         (s_unfinished(job) > 0 || s_pending_after(job, f.after)) && !job->cancelled &&
         !job->expired) {
+        /* one waiting FETCH per session and job: a session that sends FETCH
+           after FETCH (a client that gave up on an answer, or a flood: 640
+           bytes each, and every turn walks the list) ends the wait of its
+           older one now, answered as at its deadline */
+        for (s_waiter_t *o = zlist_first(self->fetch_waiters); o;
+             o = zlist_next(self->fetch_waiters)) {
+            if (memcmp(o->job, f.job, ZXP_ID_LEN) == 0 && zframe_eq(o->rid, c->rid)) {
+                zlist_remove(self->fetch_waiters, o);
+                s_fetch_answer(self, o->rid, o->job, job, o->after, o->max);
+                s_waiter_free(&o);
+                break;
+            }
+        }
         s_waiter_t *w = calloc(1, sizeof *w);
         assert(w);
         w->rid = zframe_dup(c->rid);

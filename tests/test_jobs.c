@@ -599,3 +599,38 @@ Test(jobs, a_snapshot_keeps_a_job_exactly_across_a_kill, .timeout = 120, .fini =
     }
     fp_fini(&f2);
 }
+
+/* A session that sends long-poll FETCH after FETCH for one job holds one
+   wait, not one per FETCH: each new one answers the one before it at once
+   (a flood of them used to keep 640 bytes each for their whole wait, and
+   every turn of the broker walked them all). */
+Test(jobs, a_fetch_flood_holds_one_wait_per_session_and_job, .timeout = 60, .fini = s_stop)
+{
+    fb_start(&s_cluster, NULL);
+    fp_t w, j;
+    fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fp_init(&j, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fw_ready(&w, "node-f", 1, 0, "echo");
+    fj_hello(&j, "flooded", ZXP_HELLO_JOB);
+    fc_submit(&j, 1, "echo");
+    uint64_t seq;
+    fw_take_tasks(&w, 1, &seq);
+    enum { N = 1000 };
+    for (int i = 0; i < N; i++) {
+        zxp_fetch_t f = {.job = j.id, .after = 0, .max = 10, .wait_ms = 30000};
+        cr_assert(zxp_send_fetch(j.sock, &f) == 0);
+    }
+    /* the older ones are answered now, with nothing to fetch yet */
+    int fetched = 0;
+    while (fetched < N - 1 && fp_expect(&j, ZXP_FETCHED, 5000)) {
+        fetched++;
+    }
+    cr_assert_eq(fetched, N - 1, "%d of the %d older FETCHes answered at once", fetched, N - 1);
+    /* the newest still waits, and gets the result when it comes */
+    cr_assert_eq(fp_quiet(&j, 300), -1, "the newest FETCH waits");
+    fw_result_tagged(&w, j.id, seq, 0x42, 1);
+    cr_assert(fp_expect(&j, ZXP_JRESULT, 5000), "the waiting FETCH got the result");
+    cr_assert(fp_expect(&j, ZXP_FETCHED, 5000));
+    fp_fini(&w);
+    fp_fini(&j);
+}

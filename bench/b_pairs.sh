@@ -45,7 +45,11 @@ done
 zx=$bin/bench/bench_zexec floor=$floor_bin/bench/bench_zmq_floor
 plugin=$bin/examples/libzexec_bench_plugin.so
 [ -x "$zx" ] && [ -x "$floor" ] || { echo "ERROR: no $zx or $floor" >&2; exit 1; }
-[ -n "$pairs" ] || { pairs=5; [ $quick = 1 ] && pairs=2; }
+# nine pairs: under load a single pair's ratio ranges 0.6-2.6x on a 2-core
+# machine (each run keeps the placement of its threads it settles on), and
+# the median of five such ratios moved by +-0.2x between sets of the same
+# build (docs/performance.md change 39)
+[ -n "$pairs" ] || { pairs=9; [ $quick = 1 ] && pairs=2; }
 [ -n "$rounds" ] || { rounds=3000; [ $quick = 1 ] && rounds=200; }
 q=(); [ $quick = 1 ] && q=(--quick)
 

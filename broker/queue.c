@@ -22,7 +22,14 @@
       pop advances cur to the next client (fair turns), and a FIFO that empties
       leaves the ring (clearing the bit if the level empties). A client finds
       its FIFO through its own hash of (function id, pool, level), with a
-      one-entry cache for bursts.
+      one-entry cache for bursts. The rings come in blocks of 16 levels
+      behind a 16-entry table, a block made when one of its levels is first
+      used (freed with the queue): a queue used at one priority costs ~0.6 KB
+      instead of 6 KB, so distinct function names are cheap (a client is
+      charged for each one it has tasks queued under: ZXB_FIFO_CHARGE), and
+      a ring is still one indexed load away. A FIFO that empties is freed
+      unless it is the client's cached one, so a client keeps at most one
+      empty FIFO whatever names it used.
     - Free lists: per function and pool kind (thread/process), an intrusive
       list of the workers that offer it there and have free credit for it
       (credit depends on the function: placement.c), and a second list of
@@ -44,6 +51,8 @@
 
 #define S_SLAB 1024
 #define S_LEVELS 256
+#define S_BLOCK 16 /* levels per block of rings */
+#define S_NBLOCKS (S_LEVELS / S_BLOCK)
 
 struct zxb_fifo {
     zx__list_t tasks; /* zxb_task_t, oldest first */
@@ -55,6 +64,10 @@ struct zxb_fifo {
     bool in_ring;
 };
 
+typedef struct {
+    zx__list_t ring[S_BLOCK]; /* zxb_fifo_t */
+} s_block_t;
+
 /* The ring of a level is a list whose head is the FIFO whose turn it is:
    a turn moves the head to the tail, a newcomer joins at the tail (just
    before the head, so it waits one round). */
@@ -63,8 +76,15 @@ struct zxb_queue {
     uint8_t pool_req;
     uint64_t bits[S_LEVELS / 64];
     uint64_t depth;
-    zx__list_t ring[S_LEVELS]; /* zxb_fifo_t */
+    s_block_t *blocks[S_NBLOCKS]; /* NULL until one of its levels is used */
 };
+
+/* The ring of level: only for a level whose block exists (any level that
+   has or had a FIFO in it). */
+static inline zx__list_t *s_ring(const zxb_queue_t *q, unsigned level)
+{
+    return &q->blocks[level / S_BLOCK]->ring[level % S_BLOCK];
+}
 
 static zxb_fifo_t *s_fifo_of(zx__link_t *k)
 {
@@ -107,7 +127,13 @@ zxb_sched_t *zxb_sched_new(void)
 
 static void s_queue_destroy(zxb_queue_t **q_p)
 {
-    free(*q_p);
+    zxb_queue_t *q = *q_p;
+    if (q) {
+        for (int i = 0; i < S_NBLOCKS; i++) {
+            free(q->blocks[i]);
+        }
+    }
+    free(q);
     *q_p = NULL;
 }
 
@@ -410,6 +436,21 @@ zxb_fn_t *zxb_fn_intern(zxb_sched_t *self, const char *name, size_t len)
     return fn;
 }
 
+zxb_fn_t *zxb_fn_find(zxb_sched_t *self, const char *name, size_t len)
+{
+    if (len == 0 || len > ZXP_MAX_NAME) {
+        return NULL;
+    }
+    zxb_fn_t *last = self->last_fn;
+    if (last && last->len == len && memcmp(last->name, name, len) == 0) {
+        return last;
+    }
+    char key[ZXP_MAX_NAME + 1];
+    memcpy(key, name, len);
+    key[len] = 0;
+    return zhashx_lookup(self->fns, key);
+}
+
 void zxb_fn_gc(zxb_sched_t *self)
 {
     if (zhashx_size(self->fns) < 4096) {
@@ -459,6 +500,14 @@ static void s_fifo_free(void **item)
     *item = NULL;
 }
 
+/* Frees f, empty, unless the client keeps it as its cached FIFO. */
+static void s_fifo_drop(zxb_client_t *c, zxb_fifo_t *f)
+{
+    if (f != c->last_fifo) {
+        zhashx_delete(c->fifos, &f->key); /* its destructor frees f */
+    }
+}
+
 static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
 {
     uint64_t key = ((uint64_t)q->fn->id << 10) | ((uint64_t)q->pool_req << 8) | level;
@@ -474,6 +523,7 @@ static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
         zhashx_set_destructor(c->fifos, s_fifo_free);
     }
     zxb_fifo_t *f = zhashx_lookup(c->fifos, &key);
+    zxb_fifo_t *prev = c->last_fifo;
     if (!f) {
         f = calloc(1, sizeof *f);
         if (!f) {
@@ -486,12 +536,35 @@ static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
         zhashx_insert(c->fifos, &f->key, f);
     }
     c->last_fifo = f;
+    if (prev && !prev->in_ring && prev != f) {
+        s_fifo_drop(c, prev); /* no longer cached: an empty FIFO goes */
+    }
     return f;
+}
+
+bool zxb_queue_opens(zxb_client_t *c, const zxb_fn_t *fn, uint8_t pool_req, int8_t priority)
+{
+    if (!fn || !fn->q[pool_req]) {
+        return true;
+    }
+    uint8_t level = (uint8_t)(priority + 128);
+    uint64_t key = ((uint64_t)fn->id << 10) | ((uint64_t)pool_req << 8) | level;
+    zxb_fifo_t *f = c->last_fifo;
+    if (!f || f->key != key) {
+        f = c->fifos ? zhashx_lookup(c->fifos, &key) : NULL;
+    }
+    return !f || !f->in_ring;
 }
 
 static void s_ring_insert(zxb_queue_t *q, zxb_fifo_t *f)
 {
-    zx__list_t *ring = &q->ring[f->level];
+    s_block_t **b = &q->blocks[f->level / S_BLOCK];
+    if (!*b) {
+        *b = calloc(1, sizeof **b);
+        assert(*b); /* a daemon may abort on out of memory */
+    }
+    zx__list_t *ring = &(*b)->ring[f->level % S_BLOCK];
+    f->client->open_fifos++;
     if (zx__list_empty(ring)) {
         q->bits[f->level / 64] |= 1ull << (f->level % 64);
     }
@@ -501,9 +574,12 @@ static void s_ring_insert(zxb_queue_t *q, zxb_fifo_t *f)
     f->in_ring = true;
 }
 
+/* f leaves its ring, empty: the caller frees it with s_fifo_drop once
+   nothing touches it. */
 static void s_ring_remove(zxb_queue_t *q, zxb_fifo_t *f)
 {
-    zx__list_t *ring = &q->ring[f->level];
+    zx__list_t *ring = s_ring(q, f->level);
+    f->client->open_fifos--;
     zx__list_remove(ring, &f->rlink); /* the head's leaving gives the next its turn */
     if (zx__list_empty(ring)) {
         q->bits[f->level / 64] &= ~(1ull << (f->level % 64));
@@ -554,21 +630,24 @@ zxb_task_t *zxb_queue_peek(const zxb_queue_t *q)
         return NULL;
     }
     int level = s_top_level(q);
-    return level < 0 ? NULL : zxb_task_of(s_fifo_of(q->ring[level].head)->tasks.head);
+    return level < 0 ? NULL : zxb_task_of(s_fifo_of(s_ring(q, (unsigned)level)->head)->tasks.head);
 }
 
-static void s_unlink(zxb_queue_t *q, zxb_fifo_t *f, zxb_task_t *t, bool advance)
+/* Takes t out of f; returns true when f emptied (it left its ring). */
+static bool s_unlink(zxb_queue_t *q, zxb_fifo_t *f, zxb_task_t *t, bool advance)
 {
     zx__list_remove(&f->tasks, &t->link);
     q->depth--;
-    zx__list_t *ring = &q->ring[f->level];
+    zx__list_t *ring = s_ring(q, f->level);
     if (zx__list_empty(&f->tasks)) {
         s_ring_remove(q, f);
+        return true;
     } else if (advance && ring->head == &f->rlink && ring->size > 1) {
         /* its turn is over: the next client's comes */
         zx__list_remove(ring, &f->rlink);
         zx__list_push_back(ring, &f->rlink);
     }
+    return false;
 }
 
 zxb_task_t *zxb_queue_pop(zxb_sched_t *self, zxb_queue_t *q)
@@ -578,9 +657,11 @@ zxb_task_t *zxb_queue_pop(zxb_sched_t *self, zxb_queue_t *q)
         return NULL;
     }
     int level = s_top_level(q);
-    zxb_fifo_t *f = s_fifo_of(q->ring[level].head);
+    zxb_fifo_t *f = s_fifo_of(s_ring(q, (unsigned)level)->head);
     zxb_task_t *t = zxb_task_of(f->tasks.head);
-    s_unlink(q, f, t, true);
+    if (s_unlink(q, f, t, true)) {
+        s_fifo_drop(f->client, f);
+    }
     return t;
 }
 
@@ -590,7 +671,7 @@ void zxb_queue_remove(zxb_sched_t *self, zxb_task_t *t)
     zxb_queue_t *q = t->fn->q[t->pool_req];
     zxb_fifo_t *f = s_fifo_get(t->client, q, (uint8_t)(t->priority + 128));
     assert(f && f->tasks.size > 0);
-    s_unlink(q, f, t, false);
+    s_unlink(q, f, t, false); /* f is the cached one (s_fifo_get): kept */
 }
 
 uint64_t zxb_queue_depth(const zxb_queue_t *q)
@@ -605,9 +686,14 @@ void zxb_queue_each(zxb_sched_t *self, zxb_queue_t *q, void (*fn)(zxb_task_t *, 
         return;
     }
     for (int level = S_LEVELS - 1; level >= 0; level--) {
-        zxb_fifo_t *f = s_fifo_of(q->ring[level].head);
+        if (!q->blocks[level / S_BLOCK]) {
+            continue;
+        }
+        zxb_fifo_t *f = s_fifo_of(s_ring(q, (unsigned)level)->head);
         while (f) {
-            zxb_fifo_t *nextf = s_fifo_of(f->rlink.next); /* f may leave the ring below */
+            /* f may leave the ring below (and be freed: not the cached one
+               of its client, which fn's removal makes it) */
+            zxb_fifo_t *nextf = s_fifo_of(f->rlink.next);
             zxb_task_t *t = zxb_task_of(f->tasks.head);
             while (t) {
                 zxb_task_t *nt = zxb_task_of(t->link.next);
@@ -634,6 +720,9 @@ void zxb_client_fifos_drain(zxb_sched_t *self, zxb_client_t *c, void (*fn)(zxb_t
             fn(t, arg);
         }
     }
+    /* all empty now: freed (not during the walk, which deleting would upset) */
+    zhashx_purge(c->fifos);
+    c->last_fifo = NULL;
 }
 
 void zxb_client_fifos_destroy(zxb_client_t *c)

@@ -27,9 +27,10 @@
       used (freed with the queue): a queue used at one priority costs ~0.6 KB
       instead of 6 KB, so distinct function names are cheap (a client is
       charged for each one it has tasks queued under: ZXB_FIFO_CHARGE), and
-      a ring is still one indexed load away. A FIFO that empties is freed
-      unless it is the client's cached one, so a client keeps at most one
-      empty FIFO whatever names it used.
+      a ring is still one indexed load away. A client's empty FIFOs are
+      swept when they outnumber its non-empty ones (plus 64): amortized O(1)
+      per FIFO made, and its table stays in proportion to what it has queued
+      whatever names it used.
     - Free lists: per function and pool kind (thread/process), an intrusive
       list of the workers that offer it there and have free credit for it
       (credit depends on the function: placement.c), and a second list of
@@ -500,12 +501,24 @@ static void s_fifo_free(void **item)
     *item = NULL;
 }
 
-/* Frees f, empty, unless the client keeps it as its cached FIFO. */
-static void s_fifo_drop(zxb_client_t *c, zxb_fifo_t *f)
+/* Frees the client's empty FIFOs but its cached one (none is in a ring,
+   and nothing but the table points at them). */
+static void s_fifo_sweep(zxb_client_t *c)
 {
-    if (f != c->last_fifo) {
-        zhashx_delete(c->fifos, &f->key); /* its destructor frees f */
+    size_t n = 0, cap = zhashx_size(c->fifos) - c->open_fifos;
+    zxb_fifo_t **dead = malloc(cap * sizeof *dead);
+    if (!dead) {
+        return; /* a bigger table, still correct */
     }
+    for (zxb_fifo_t *f = zhashx_first(c->fifos); f && n < cap; f = zhashx_next(c->fifos)) {
+        if (!f->in_ring && f != c->last_fifo) {
+            dead[n++] = f;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        zhashx_delete(c->fifos, &dead[i]->key); /* its destructor frees it */
+    }
+    free(dead);
 }
 
 static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
@@ -523,8 +536,10 @@ static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
         zhashx_set_destructor(c->fifos, s_fifo_free);
     }
     zxb_fifo_t *f = zhashx_lookup(c->fifos, &key);
-    zxb_fifo_t *prev = c->last_fifo;
     if (!f) {
+        if (zhashx_size(c->fifos) > 2 * c->open_fifos + 64) {
+            s_fifo_sweep(c);
+        }
         f = calloc(1, sizeof *f);
         if (!f) {
             return NULL;
@@ -536,9 +551,6 @@ static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
         zhashx_insert(c->fifos, &f->key, f);
     }
     c->last_fifo = f;
-    if (prev && !prev->in_ring && prev != f) {
-        s_fifo_drop(c, prev); /* no longer cached: an empty FIFO goes */
-    }
     return f;
 }
 
@@ -574,8 +586,7 @@ static void s_ring_insert(zxb_queue_t *q, zxb_fifo_t *f)
     f->in_ring = true;
 }
 
-/* f leaves its ring, empty: the caller frees it with s_fifo_drop once
-   nothing touches it. */
+/* f leaves its ring, empty (it stays in its client's table). */
 static void s_ring_remove(zxb_queue_t *q, zxb_fifo_t *f)
 {
     zx__list_t *ring = s_ring(q, f->level);
@@ -633,21 +644,18 @@ zxb_task_t *zxb_queue_peek(const zxb_queue_t *q)
     return level < 0 ? NULL : zxb_task_of(s_fifo_of(s_ring(q, (unsigned)level)->head)->tasks.head);
 }
 
-/* Takes t out of f; returns true when f emptied (it left its ring). */
-static bool s_unlink(zxb_queue_t *q, zxb_fifo_t *f, zxb_task_t *t, bool advance)
+static void s_unlink(zxb_queue_t *q, zxb_fifo_t *f, zxb_task_t *t, bool advance)
 {
     zx__list_remove(&f->tasks, &t->link);
     q->depth--;
     zx__list_t *ring = s_ring(q, f->level);
     if (zx__list_empty(&f->tasks)) {
         s_ring_remove(q, f);
-        return true;
     } else if (advance && ring->head == &f->rlink && ring->size > 1) {
         /* its turn is over: the next client's comes */
         zx__list_remove(ring, &f->rlink);
         zx__list_push_back(ring, &f->rlink);
     }
-    return false;
 }
 
 zxb_task_t *zxb_queue_pop(zxb_sched_t *self, zxb_queue_t *q)
@@ -659,9 +667,7 @@ zxb_task_t *zxb_queue_pop(zxb_sched_t *self, zxb_queue_t *q)
     int level = s_top_level(q);
     zxb_fifo_t *f = s_fifo_of(s_ring(q, (unsigned)level)->head);
     zxb_task_t *t = zxb_task_of(f->tasks.head);
-    if (s_unlink(q, f, t, true)) {
-        s_fifo_drop(f->client, f);
-    }
+    s_unlink(q, f, t, true);
     return t;
 }
 
@@ -671,7 +677,7 @@ void zxb_queue_remove(zxb_sched_t *self, zxb_task_t *t)
     zxb_queue_t *q = t->fn->q[t->pool_req];
     zxb_fifo_t *f = s_fifo_get(t->client, q, (uint8_t)(t->priority + 128));
     assert(f && f->tasks.size > 0);
-    s_unlink(q, f, t, false); /* f is the cached one (s_fifo_get): kept */
+    s_unlink(q, f, t, false);
 }
 
 uint64_t zxb_queue_depth(const zxb_queue_t *q)
@@ -691,9 +697,7 @@ void zxb_queue_each(zxb_sched_t *self, zxb_queue_t *q, void (*fn)(zxb_task_t *, 
         }
         zxb_fifo_t *f = s_fifo_of(s_ring(q, (unsigned)level)->head);
         while (f) {
-            /* f may leave the ring below (and be freed: not the cached one
-               of its client, which fn's removal makes it) */
-            zxb_fifo_t *nextf = s_fifo_of(f->rlink.next);
+            zxb_fifo_t *nextf = s_fifo_of(f->rlink.next); /* f may leave the ring below */
             zxb_task_t *t = zxb_task_of(f->tasks.head);
             while (t) {
                 zxb_task_t *nt = zxb_task_of(t->link.next);

@@ -145,8 +145,15 @@ static void s_on_hello(zxb_broker_t *self, zxb_client_t *c, zframe_t *rid)
     c->last_recv = self->now;
     uint32_t flags = zxp_hello_flags(&self->in);
     c->want_accept = flags & ZXP_HELLO_ACCEPT;
-    if ((flags & ZXP_HELLO_JOB) || c->job) {
-        zxb_job_attach(self, c);
+    c->job_refused = false;
+    if (((flags & ZXP_HELLO_JOB) || c->job) && !zxb_job_attach(self, c)) {
+        /* no ERROR for it (a client goes on saying HELLO after one): the
+           session is welcomed and each of its tasks is refused, saying why
+           (protocol.md 13) */
+        c->job_refused = true;
+        ZXB_INFO("client %s asked for a detached job: refused, the broker holds %zu "
+                 "(--max-jobs %" PRIu64 ")",
+                 c->name, zhashx_size(self->jobs), self->cfg.max_jobs);
     }
     char hex[33];
     zxb_hex(c->session, hex);
@@ -284,6 +291,16 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
             s_reject(self, c, &s, &payload, "JournalError", refusal);
             continue;
         }
+        if (c->job_refused) {
+            char msg[256];
+            snprintf(
+                msg, sizeof msg,
+                "no detached job made: the broker holds %zu jobs, its limit (--max-jobs %" PRIu64
+                ")",
+                zhashx_size(self->jobs), self->cfg.max_jobs);
+            s_reject(self, c, &s, &payload, "QuotaError", msg);
+            continue;
+        }
         if (c->job && (c->job->cancelled || c->job->expired)) {
             s_reject(self, c, &s, &payload, "QuotaError",
                      c->job->cancelled ? "job cancelled: it takes no more tasks"
@@ -308,20 +325,31 @@ static void s_on_submit(zxb_broker_t *self, zxb_client_t *c)
             s_reject(self, c, &s, &payload, "QuotaError", msg);
             continue;
         }
-        if (c->queued_bytes + size > self->cfg.max_queued_bytes) {
+        zxb_fn_t *fn = last;
+        if (!fn || fn->len != s.fn.len || memcmp(fn->name, s.fn.ptr, s.fn.len) != 0) {
+            /* a task refused below interns nothing */
+            fn = zxb_fn_find(self->sched, s.fn.ptr, s.fn.len);
+        }
+        /* what the broker holds for the (function, pool, priority) kinds
+           it has queued counts too, beyond its first: else distinct names
+           would cost the broker ~1 KB a task against a few bytes of quota */
+        uint64_t kinds = c->open_fifos + zxb_queue_opens(c, fn, s.pool, s.priority);
+        uint64_t charged = kinds > 1 ? (kinds - 1) * ZXB_FIFO_CHARGE : 0;
+        if (c->queued_bytes + charged + size > self->cfg.max_queued_bytes) {
             char msg[512];
             snprintf(msg, sizeof msg,
-                     "client %s has %" PRIu64 " bytes of arguments queued; this task would pass "
-                     "the broker's limit (--max-queued-bytes %" PRIu64 ")",
-                     c->name, c->queued_bytes, self->cfg.max_queued_bytes);
+                     "client %s has %" PRIu64 " bytes of arguments queued under %" PRIu64
+                     " functions or priorities (%u bytes each beyond the first); this task "
+                     "would pass the broker's limit (--max-queued-bytes %" PRIu64 ")",
+                     c->name, c->queued_bytes, c->open_fifos, (unsigned)ZXB_FIFO_CHARGE,
+                     self->cfg.max_queued_bytes);
             s_reject(self, c, &s, &payload, "QuotaError", msg);
             continue;
         }
-        zxb_fn_t *fn = last;
-        if (!fn || fn->len != s.fn.len || memcmp(fn->name, s.fn.ptr, s.fn.len) != 0) {
+        if (!fn) {
             fn = zxb_fn_intern(self->sched, s.fn.ptr, s.fn.len);
-            last = fn;
         }
+        last = fn;
         t = zxb_task_alloc(self->sched);
         assert(t && fn);
         t->client = c;

@@ -85,11 +85,14 @@ void zxb_job_destroy(zxb_broker_t *self, zxb_job_t **job_p)
     *job_p = NULL;
 }
 
-void zxb_job_attach(zxb_broker_t *self, zxb_client_t *c)
+bool zxb_job_attach(zxb_broker_t *self, zxb_client_t *c)
 {
     zxb_job_t *job = c->job ? c->job : zxb_job_find(self, c->session);
     bool fresh = !job;
     if (!job) {
+        if (zhashx_size(self->jobs) >= self->cfg.max_jobs) {
+            return false; /* each is kept --job-retention: a bound on that memory */
+        }
         job = zxb_job_new(self, c->session, c->name, s_unix());
     }
     snprintf(job->name, sizeof job->name, "%s", c->name);
@@ -106,6 +109,7 @@ void zxb_job_attach(zxb_broker_t *self, zxb_client_t *c)
                  " results held",
                  hex, job->name, s_unfinished(job), job->held);
     }
+    return true;
 }
 
 void zxb_job_left(zxb_broker_t *self, zxb_client_t *c, const char *why)

@@ -69,6 +69,8 @@ static void s_usage(FILE *out)
             "                           after its last activity (default 604800: 7 days)\n"
             "  --job-max-bytes BYTES    held result bytes per job; beyond, its new tasks are\n"
             "                           refused until results are fetched (default 1G)\n"
+            "  --max-jobs N             detached jobs the broker holds; beyond, a new job's\n"
+            "                           tasks are refused (default 100000)\n"
             "  --peer ENDPOINT          one of a pair of brokers (needs --journal and\n"
             "                           --primary or --backup): the link between the two,\n"
             "                           e.g. tcp://10.0.0.5:5573 (the primary binds it, the\n"
@@ -183,6 +185,7 @@ enum {
     OPT_FSYNC,
     OPT_JOB_RETENTION,
     OPT_JOB_MAX_BYTES,
+    OPT_MAX_JOBS,
     OPT_PEER,
     OPT_PRIMARY,
     OPT_BACKUP,
@@ -233,6 +236,7 @@ int main(int argc, char *argv[])
         .fsync_interval_ms = 100,
         .job_retention_s = 7 * 86400,
         .job_max_bytes = 1ull << 30,
+        .max_jobs = 100000,
         .snapshot_bytes = 64ull << 20,
     };
     zxb_sec_config_t sec = {0};
@@ -262,6 +266,7 @@ int main(int argc, char *argv[])
         {"fsync", required_argument, NULL, OPT_FSYNC},
         {"job-retention", required_argument, NULL, OPT_JOB_RETENTION},
         {"job-max-bytes", required_argument, NULL, OPT_JOB_MAX_BYTES},
+        {"max-jobs", required_argument, NULL, OPT_MAX_JOBS},
         {"peer", required_argument, NULL, OPT_PEER},
         {"primary", no_argument, NULL, OPT_PRIMARY},
         {"backup", no_argument, NULL, OPT_BACKUP},
@@ -439,6 +444,12 @@ int main(int argc, char *argv[])
             if ((rc = s_parse_bytes("--job-max-bytes", optarg, &cfg.job_max_bytes))) {
                 return rc;
             }
+            break;
+        case OPT_MAX_JOBS:
+            if ((rc = s_parse_int("--max-jobs", optarg, 1, LONG_MAX, &n))) {
+                return rc;
+            }
+            cfg.max_jobs = (uint64_t)n;
             break;
         case OPT_PEER:
             if (!*optarg) {

@@ -22,7 +22,15 @@
       pop advances cur to the next client (fair turns), and a FIFO that empties
       leaves the ring (clearing the bit if the level empties). A client finds
       its FIFO through its own hash of (function id, pool, level), with a
-      one-entry cache for bursts.
+      one-entry cache for bursts. The rings come in blocks of 16 levels
+      behind a 16-entry table, a block made when one of its levels is first
+      used (freed with the queue): a queue used at one priority costs ~0.6 KB
+      instead of 6 KB, so distinct function names are cheap (a client is
+      charged for each one it has tasks queued under: ZXB_FIFO_CHARGE), and
+      a ring is still one indexed load away. A client's empty FIFOs are
+      swept when they outnumber its non-empty ones (plus 64): amortized O(1)
+      per FIFO made, and its table stays in proportion to what it has queued
+      whatever names it used.
     - Free lists: per function and pool kind (thread/process), an intrusive
       list of the workers that offer it there and have free credit for it
       (credit depends on the function: placement.c), and a second list of
@@ -44,6 +52,8 @@
 
 #define S_SLAB 1024
 #define S_LEVELS 256
+#define S_BLOCK 16 /* levels per block of rings */
+#define S_NBLOCKS (S_LEVELS / S_BLOCK)
 
 struct zxb_fifo {
     zx__list_t tasks; /* zxb_task_t, oldest first */
@@ -55,6 +65,10 @@ struct zxb_fifo {
     bool in_ring;
 };
 
+typedef struct {
+    zx__list_t ring[S_BLOCK]; /* zxb_fifo_t */
+} s_block_t;
+
 /* The ring of a level is a list whose head is the FIFO whose turn it is:
    a turn moves the head to the tail, a newcomer joins at the tail (just
    before the head, so it waits one round). */
@@ -63,8 +77,15 @@ struct zxb_queue {
     uint8_t pool_req;
     uint64_t bits[S_LEVELS / 64];
     uint64_t depth;
-    zx__list_t ring[S_LEVELS]; /* zxb_fifo_t */
+    s_block_t *blocks[S_NBLOCKS]; /* NULL until one of its levels is used */
 };
+
+/* The ring of level: only for a level whose block exists (any level that
+   has or had a FIFO in it). */
+static inline zx__list_t *s_ring(const zxb_queue_t *q, unsigned level)
+{
+    return &q->blocks[level / S_BLOCK]->ring[level % S_BLOCK];
+}
 
 static zxb_fifo_t *s_fifo_of(zx__link_t *k)
 {
@@ -107,7 +128,13 @@ zxb_sched_t *zxb_sched_new(void)
 
 static void s_queue_destroy(zxb_queue_t **q_p)
 {
-    free(*q_p);
+    zxb_queue_t *q = *q_p;
+    if (q) {
+        for (int i = 0; i < S_NBLOCKS; i++) {
+            free(q->blocks[i]);
+        }
+    }
+    free(q);
     *q_p = NULL;
 }
 
@@ -410,6 +437,21 @@ zxb_fn_t *zxb_fn_intern(zxb_sched_t *self, const char *name, size_t len)
     return fn;
 }
 
+zxb_fn_t *zxb_fn_find(zxb_sched_t *self, const char *name, size_t len)
+{
+    if (len == 0 || len > ZXP_MAX_NAME) {
+        return NULL;
+    }
+    zxb_fn_t *last = self->last_fn;
+    if (last && last->len == len && memcmp(last->name, name, len) == 0) {
+        return last;
+    }
+    char key[ZXP_MAX_NAME + 1];
+    memcpy(key, name, len);
+    key[len] = 0;
+    return zhashx_lookup(self->fns, key);
+}
+
 void zxb_fn_gc(zxb_sched_t *self)
 {
     if (zhashx_size(self->fns) < 4096) {
@@ -459,6 +501,26 @@ static void s_fifo_free(void **item)
     *item = NULL;
 }
 
+/* Frees the client's empty FIFOs but its cached one (none is in a ring,
+   and nothing but the table points at them). */
+static void s_fifo_sweep(zxb_client_t *c)
+{
+    size_t n = 0, cap = zhashx_size(c->fifos) - c->open_fifos;
+    zxb_fifo_t **dead = malloc(cap * sizeof *dead);
+    if (!dead) {
+        return; /* a bigger table, still correct */
+    }
+    for (zxb_fifo_t *f = zhashx_first(c->fifos); f && n < cap; f = zhashx_next(c->fifos)) {
+        if (!f->in_ring && f != c->last_fifo) {
+            dead[n++] = f;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        zhashx_delete(c->fifos, &dead[i]->key); /* its destructor frees it */
+    }
+    free(dead);
+}
+
 static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
 {
     uint64_t key = ((uint64_t)q->fn->id << 10) | ((uint64_t)q->pool_req << 8) | level;
@@ -475,6 +537,9 @@ static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
     }
     zxb_fifo_t *f = zhashx_lookup(c->fifos, &key);
     if (!f) {
+        if (zhashx_size(c->fifos) > 2 * c->open_fifos + 64) {
+            s_fifo_sweep(c);
+        }
         f = calloc(1, sizeof *f);
         if (!f) {
             return NULL;
@@ -489,9 +554,29 @@ static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
     return f;
 }
 
+bool zxb_queue_opens(zxb_client_t *c, const zxb_fn_t *fn, uint8_t pool_req, int8_t priority)
+{
+    if (!fn || !fn->q[pool_req]) {
+        return true;
+    }
+    uint8_t level = (uint8_t)(priority + 128);
+    uint64_t key = ((uint64_t)fn->id << 10) | ((uint64_t)pool_req << 8) | level;
+    zxb_fifo_t *f = c->last_fifo;
+    if (!f || f->key != key) {
+        f = c->fifos ? zhashx_lookup(c->fifos, &key) : NULL;
+    }
+    return !f || !f->in_ring;
+}
+
 static void s_ring_insert(zxb_queue_t *q, zxb_fifo_t *f)
 {
-    zx__list_t *ring = &q->ring[f->level];
+    s_block_t **b = &q->blocks[f->level / S_BLOCK];
+    if (!*b) {
+        *b = calloc(1, sizeof **b);
+        assert(*b); /* a daemon may abort on out of memory */
+    }
+    zx__list_t *ring = &(*b)->ring[f->level % S_BLOCK];
+    f->client->open_fifos++;
     if (zx__list_empty(ring)) {
         q->bits[f->level / 64] |= 1ull << (f->level % 64);
     }
@@ -501,9 +586,11 @@ static void s_ring_insert(zxb_queue_t *q, zxb_fifo_t *f)
     f->in_ring = true;
 }
 
+/* f leaves its ring, empty (it stays in its client's table). */
 static void s_ring_remove(zxb_queue_t *q, zxb_fifo_t *f)
 {
-    zx__list_t *ring = &q->ring[f->level];
+    zx__list_t *ring = s_ring(q, f->level);
+    f->client->open_fifos--;
     zx__list_remove(ring, &f->rlink); /* the head's leaving gives the next its turn */
     if (zx__list_empty(ring)) {
         q->bits[f->level / 64] &= ~(1ull << (f->level % 64));
@@ -554,14 +641,14 @@ zxb_task_t *zxb_queue_peek(const zxb_queue_t *q)
         return NULL;
     }
     int level = s_top_level(q);
-    return level < 0 ? NULL : zxb_task_of(s_fifo_of(q->ring[level].head)->tasks.head);
+    return level < 0 ? NULL : zxb_task_of(s_fifo_of(s_ring(q, (unsigned)level)->head)->tasks.head);
 }
 
 static void s_unlink(zxb_queue_t *q, zxb_fifo_t *f, zxb_task_t *t, bool advance)
 {
     zx__list_remove(&f->tasks, &t->link);
     q->depth--;
-    zx__list_t *ring = &q->ring[f->level];
+    zx__list_t *ring = s_ring(q, f->level);
     if (zx__list_empty(&f->tasks)) {
         s_ring_remove(q, f);
     } else if (advance && ring->head == &f->rlink && ring->size > 1) {
@@ -578,7 +665,7 @@ zxb_task_t *zxb_queue_pop(zxb_sched_t *self, zxb_queue_t *q)
         return NULL;
     }
     int level = s_top_level(q);
-    zxb_fifo_t *f = s_fifo_of(q->ring[level].head);
+    zxb_fifo_t *f = s_fifo_of(s_ring(q, (unsigned)level)->head);
     zxb_task_t *t = zxb_task_of(f->tasks.head);
     s_unlink(q, f, t, true);
     return t;
@@ -605,7 +692,10 @@ void zxb_queue_each(zxb_sched_t *self, zxb_queue_t *q, void (*fn)(zxb_task_t *, 
         return;
     }
     for (int level = S_LEVELS - 1; level >= 0; level--) {
-        zxb_fifo_t *f = s_fifo_of(q->ring[level].head);
+        if (!q->blocks[level / S_BLOCK]) {
+            continue;
+        }
+        zxb_fifo_t *f = s_fifo_of(s_ring(q, (unsigned)level)->head);
         while (f) {
             zxb_fifo_t *nextf = s_fifo_of(f->rlink.next); /* f may leave the ring below */
             zxb_task_t *t = zxb_task_of(f->tasks.head);
@@ -634,6 +724,9 @@ void zxb_client_fifos_drain(zxb_sched_t *self, zxb_client_t *c, void (*fn)(zxb_t
             fn(t, arg);
         }
     }
+    /* all empty now: freed (not during the walk, which deleting would upset) */
+    zhashx_purge(c->fifos);
+    c->last_fifo = NULL;
 }
 
 void zxb_client_fifos_destroy(zxb_client_t *c)

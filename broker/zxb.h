@@ -47,6 +47,7 @@ typedef struct {
     int64_t job_retention_s; /* --job-retention: a job is dropped this long after its last
                                 activity */
     uint64_t job_max_bytes;  /* --job-max-bytes: held result bytes per job */
+    uint64_t max_jobs;       /* --max-jobs: jobs a HELLO may bring the count to */
     /* a pair of brokers (pair.c, standby.c) */
     const char *peer;        /* --peer; NULL: a broker alone */
     bool pair_primary;       /* --primary (else --backup) */
@@ -268,7 +269,8 @@ struct zxb_client {
     zxb_fifo_t *last_fifo; /* one-entry cache for bursts of the same kind */
     uint64_t ntasks;       /* tasks pointing at this record (it lives while > 0) */
     uint64_t queued, queued_bytes;
-    uint64_t max_seq; /* highest seq seen: above it a SUBMIT needs no duplicate lookup */
+    uint64_t open_fifos; /* its non-empty FIFOs: each charged ZXB_FIFO_CHARGE (client.c) */
+    uint64_t max_seq;    /* highest seq seen: above it a SUBMIT needs no duplicate lookup */
     /* its use of slots, for fair turns across functions (dispatch.c): run
        time of its ended tasks, and its running ones (count, sum of starts) */
     int64_t used_us, run_start_sum;
@@ -277,6 +279,7 @@ struct zxb_client {
     uint64_t active_tick; /* the last tick that saw it with tasks (dispatch.c) */
     zxp_out_t *out_started, *out_result, *out_cancelled, *out_accepted;
     zxb_job_t *job;   /* its session is a detached job (HELLO flag JOB): jobs.c */
+    bool job_refused; /* it asked for a job beyond --max-jobs: its SUBMITs are refused */
     bool want_accept; /* HELLO flag ACCEPT: send ACCEPTED */
     zxb_client_t *dirty_next;
     bool dirty;
@@ -311,6 +314,8 @@ int64_t zxb_arrival_ms(uint64_t arrival);
 
 /* Interned function names. intern creates; NULL only on a bad name. */
 zxb_fn_t *zxb_fn_intern(zxb_sched_t *self, const char *name, size_t len);
+/* The interned function of that name, or NULL: interns nothing. */
+zxb_fn_t *zxb_fn_find(zxb_sched_t *self, const char *name, size_t len);
 /* Frees functions nobody points at, when there are many of them. */
 void zxb_fn_gc(zxb_sched_t *self);
 /* Every function (first/next): the nearest offered names for a task whose
@@ -321,6 +326,20 @@ zxb_fn_t *zxb_fn_next(zxb_sched_t *self);
 /* Queues. push puts a task at the back (or the front, for a retry) of its
    client's FIFO at its priority in fn->q[pool_req]. */
 void zxb_queue_push(zxb_sched_t *self, zxb_task_t *task, bool front);
+/* Whether a task of client for fn (NULL: not interned yet), pool_req and
+   priority would open a FIFO (one that has no task now): what it is
+   charged ZXB_FIFO_CHARGE for. */
+bool zxb_queue_opens(zxb_client_t *client, const zxb_fn_t *fn, uint8_t pool_req, int8_t priority);
+/* What the broker may hold for each (function, pool, priority) a client
+   has tasks queued under, beyond the tasks: the FIFO with its hash entry
+   (~150 B) and, at worst, the function record (376 B), its name twice (the
+   record's and the hash key's, up to 2 x 256 B) with a hash entry (~100 B),
+   its queue (~190 B) and a block of rings (~400 B): ~1.3 KB with short
+   names (measured: 82k distinct names cost 1.2 KB each), ~1.8 KB with
+   255-byte ones. A client's open FIFOs beyond its first are counted at
+   this against --max-queued-bytes (client.c), so distinct names or
+   priorities cannot make the broker hold more than that bound for it. */
+#define ZXB_FIFO_CHARGE 2048
 /* The task a pop would return: highest priority, the client whose turn it
    is, oldest first. NULL when empty. */
 zxb_task_t *zxb_queue_peek(const zxb_queue_t *q);

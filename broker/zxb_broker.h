@@ -326,8 +326,11 @@ static inline bool zxb_client_wants(const zxb_client_t *c)
 zxb_job_t *zxb_job_find(zxb_broker_t *self, const uint8_t *id);
 zxb_job_t *zxb_job_new(zxb_broker_t *self, const uint8_t *id, const char *name, int64_t created);
 void zxb_job_destroy(zxb_broker_t *self, zxb_job_t **job_p);
-/* c said HELLO with the JOB flag: its job (new, or the one it had). */
-void zxb_job_attach(zxb_broker_t *self, zxb_client_t *c);
+/* c said HELLO with the JOB flag: its job (new, or the one it had).
+   Returns false, attaching nothing, when a new job would pass --max-jobs
+   (a job replayed from the journal or a peer is made by durable.c, never
+   here, so it is never refused). */
+bool zxb_job_attach(zxb_broker_t *self, zxb_client_t *c);
 /* The job's session left: its tasks stay. */
 void zxb_job_left(zxb_broker_t *self, zxb_client_t *c, const char *why);
 const char *zxb_job_state(const zxb_job_t *job);

@@ -399,6 +399,66 @@ Test(broker, rejects_tasks_over_the_byte_quota, .timeout = 30, .fini = s_stop)
     fp_fini(&c);
 }
 
+/* Each distinct function a client has tasks queued under costs the broker
+   a function record, a queue and a FIFO: counted against --max-queued-bytes
+   (beyond the first), so a flood of distinct names is refused once the
+   bound is reached, and the broker keeps serving the client and others. */
+Test(broker, distinct_function_names_count_against_the_byte_quota, .timeout = 30, .fini = s_stop)
+{
+    const char *extra[] = {"--max-queued-bytes", "64K", NULL};
+    fb_start(&s_cluster, extra);
+    fp_t c, w;
+    fp_init(&c, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fp_init(&w, s_cluster.worker_ep, ZXP_ROLE_WORKER);
+    fc_hello(&c, "names");
+    /* a worker that offers none of them: the tasks wait (no NoWorkerError
+       before the grace) */
+    fw_ready(&w, "node-a", 1, 0, "other");
+    enum { N = 200 };
+    for (uint64_t i = 1; i <= N; i++) {
+        char fn[32];
+        snprintf(fn, sizeof fn, "u%" PRIu64, i);
+        fc_submit_ex(&c, i, fn, ZXP_POOL_ANY, 0, 0, NULL, 0);
+    }
+    /* 2048: ZXB_FIFO_CHARGE (broker/zxb.h); the first function is free */
+    uint64_t fit = 1 + (64 * 1024) / 2048;
+    uint64_t refused = 0, first = 0;
+    while (refused < N - fit) {
+        cr_assert(fp_expect(&c, ZXP_RESULT, 5000), "only %" PRIu64 " refused", refused);
+        for (size_t i = 0; i < c.in.count; i++) {
+            zxp_result_t r;
+            zxp_get_result(&c.in, i, &r);
+            cr_assert_eq(r.status, ZXP_ST_REJECTED, "seq %" PRIu64, r.seq);
+            cr_assert_gt(r.seq, fit, "seq %" PRIu64 " refused within the bound", r.seq);
+            zframe_t *f = zxp_payload_take(&c.in);
+            char type[64], msg[512];
+            fp_error_of(f, type, sizeof type, msg, sizeof msg);
+            zframe_destroy(&f);
+            cr_assert_str_eq(type, "QuotaError");
+            cr_assert(strstr(msg, "--max-queued-bytes"), "message names the limit: %s", msg);
+            first = first ? first : r.seq;
+            refused++;
+        }
+    }
+    cr_assert_eq(first, fit + 1);
+    /* more of a function it has queued still fit; the broker answers */
+    fc_submit_ex(&c, N + 1, "u1", ZXP_POOL_ANY, 0, 0, NULL, 0);
+    const msgpack_object *st = fc_status(&c);
+    cr_assert_eq(fp_status_total(st, "queued"), fit + 1);
+    cr_assert_eq(fp_status_total(st, "rejected"), N - fit);
+    /* another client has a quota of its own */
+    fp_t d;
+    fp_init(&d, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fc_hello(&d, "other-client");
+    fc_submit_ex(&d, 1, "v1", ZXP_POOL_ANY, 0, 0, NULL, 0);
+    fc_submit_ex(&d, 2, "v2", ZXP_POOL_ANY, 0, 0, NULL, 0);
+    st = fc_status(&d);
+    cr_assert_eq(fp_status_total(st, "queued"), fit + 3);
+    fp_fini(&d);
+    fp_fini(&w);
+    fp_fini(&c);
+}
+
 /* Looks up key in a msgpack map. */
 static const msgpack_object *s_get(const msgpack_object *map, const char *key)
 {

@@ -304,3 +304,45 @@ Test(broker_queue, keeps_small_payloads_inline_or_on_the_heap_and_big_ones_as_fr
     }
     zxb_sched_destroy(&s);
 }
+
+/* A client that goes through many (function, priority) kinds keeps a FIFO
+   table in proportion to what it has queued (empty FIFOs are swept), its
+   count of non-empty FIFOs (charged by client.c) stays exact, and the
+   tasks it keeps queued throughout are not disturbed. */
+Test(broker_queue, empty_fifos_are_swept_and_open_ones_counted)
+{
+    fx_t fx;
+    fx_init(&fx);
+    zxb_client_t *c = &fx.clients[0];
+    fx_task(&fx, 0, 1, 0);  /* kept queued throughout */
+    fx_task(&fx, 0, 2, 50); /* and this one, at another level */
+    cr_assert_eq(c->open_fifos, 2);
+    cr_assert(!zxb_queue_opens(c, fx.fn, ZXP_POOL_ANY, 0));
+    cr_assert(zxb_queue_opens(c, fx.fn, ZXP_POOL_ANY, 1));
+    cr_assert(zxb_queue_opens(c, fx.fn, ZXP_POOL_THREAD, 0));
+    for (uint64_t i = 0; i < 5000; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "g%" PRIu64, i);
+        zxb_fn_t *fn = zxb_fn_intern(fx.s, name, strlen(name));
+        cr_assert(zxb_queue_opens(c, fn, ZXP_POOL_ANY, (int8_t)(i % 200 - 100)));
+        zxb_task_t *t = zxb_task_alloc(fx.s);
+        t->client = c;
+        t->seq = 100 + i;
+        t->fn = fn;
+        t->priority = (int8_t)(i % 200 - 100);
+        t->pool_req = ZXP_POOL_ANY;
+        zxb_task_index(fx.s, t);
+        zxb_queue_push(fx.s, t, false);
+        cr_assert_eq(c->open_fifos, 3);
+        cr_assert(!zxb_queue_opens(c, fn, ZXP_POOL_ANY, (int8_t)(i % 200 - 100)));
+        cr_assert_eq(zxb_queue_pop(fx.s, fn->q[ZXP_POOL_ANY]), t);
+        zxb_task_unindex(fx.s, t);
+        zxb_task_free(fx.s, t);
+        cr_assert_eq(c->open_fifos, 2);
+        cr_assert_leq(zhashx_size(c->fifos), 2 * 2 + 64 + 1);
+    }
+    cr_assert_eq(fx_pop(&fx), 2);
+    cr_assert_eq(fx_pop(&fx), 1);
+    cr_assert_eq(c->open_fifos, 0);
+    fx_fini(&fx);
+}

@@ -130,6 +130,52 @@ static void fw_take_tasks(fp_t *w, size_t n, uint64_t *seqs)
     }
 }
 
+/* --max-jobs bounds the detached jobs a HELLO can make (each is kept
+   --job-retention): beyond it the session is welcomed but no job is made
+   and its tasks are refused with a QuotaError naming the limit; a job
+   that exists still attaches, and a plain session is unaffected. */
+Test(jobs, max_jobs_bounds_the_jobs_hellos_make, .timeout = 30, .fini = s_stop)
+{
+    const char *extra[] = {"--max-jobs", "2", NULL};
+    fb_start(&s_cluster, extra);
+    fp_t j[3], p;
+    for (int i = 0; i < 3; i++) {
+        fp_init(&j[i], s_cluster.client_ep, ZXP_ROLE_CLIENT);
+        char name[16];
+        snprintf(name, sizeof name, "job%d", i);
+        fj_hello(&j[i], name, ZXP_HELLO_JOB | ZXP_HELLO_ACCEPT);
+    }
+    fj_got_t got;
+    fj_fetch(&j[0], j[1].id, 0, 0, 0, &got);
+    cr_assert_str_eq(got.info.error, "", "job1 exists");
+    fj_fetch(&j[0], j[2].id, 0, 0, 0, &got);
+    cr_assert_str_neq(got.info.error, "", "job2 was not made");
+    fc_submit(&j[2], 1, "f");
+    zxp_result_t r;
+    cr_assert(fc_expect_result(&j[2], 1, 5000, &r));
+    cr_assert_eq(r.status, ZXP_ST_REJECTED);
+    zframe_t *f = zxp_payload_take(&j[2].in);
+    char type[64], msg[512];
+    fp_error_of(f, type, sizeof type, msg, sizeof msg);
+    zframe_destroy(&f);
+    cr_assert_str_eq(type, "QuotaError");
+    cr_assert(strstr(msg, "--max-jobs 2"), "message names the limit: %s", msg);
+    /* a job that exists attaches again; its tasks are taken */
+    fj_hello(&j[0], "job0", ZXP_HELLO_JOB | ZXP_HELLO_ACCEPT);
+    fc_submit(&j[0], 1, "f");
+    fj_expect_accepted(&j[0], 1);
+    /* a plain session is no job: unaffected */
+    fp_init(&p, s_cluster.client_ep, ZXP_ROLE_CLIENT);
+    fc_hello(&p, "plain");
+    fc_submit(&p, 1, "f");
+    const msgpack_object *st = fc_status(&p);
+    cr_assert_eq(fp_status_total(st, "queued"), 2);
+    for (int i = 0; i < 3; i++) {
+        fp_fini(&j[i]);
+    }
+    fp_fini(&p);
+}
+
 Test(jobs, a_job_outlives_its_session_and_is_fetched_from_another, .timeout = 60, .fini = s_stop)
 {
     fb_start(&s_cluster, NULL);

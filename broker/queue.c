@@ -406,33 +406,24 @@ int64_t zxb_arrival_ms(uint64_t arrival)
 
 zxb_fn_t *zxb_fn_intern(zxb_sched_t *self, const char *name, size_t len)
 {
-    if (len == 0 || len > ZXP_MAX_NAME) {
-        return NULL;
-    }
-    zxb_fn_t *last = self->last_fn;
-    if (last && last->len == len && memcmp(last->name, name, len) == 0) {
-        return last;
-    }
-    char key[ZXP_MAX_NAME + 1];
-    memcpy(key, name, len);
-    key[len] = 0;
-    zxb_fn_t *fn = zhashx_lookup(self->fns, key);
+    zxb_fn_t *fn = zxb_fn_find(self, name, len);
     if (fn) {
         self->last_fn = fn;
         return fn;
     }
-    fn = calloc(1, sizeof *fn);
-    if (!fn) {
+    if (len == 0 || len > ZXP_MAX_NAME || !(fn = calloc(1, sizeof *fn))) {
         return NULL;
     }
-    fn->name = strdup(key);
+    fn->name = malloc(len + 1);
     fn->len = (uint32_t)len;
     fn->id = self->next_fn_id++;
     if (!fn->name) {
         free(fn);
         return NULL;
     }
-    zhashx_insert(self->fns, key, fn);
+    memcpy(fn->name, name, len);
+    fn->name[len] = 0;
+    zhashx_insert(self->fns, fn->name, fn);
     self->last_fn = fn;
     return fn;
 }

@@ -512,23 +512,34 @@ static void s_fifo_sweep(zxb_client_t *c)
     free(dead);
 }
 
-static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
+/* A client's FIFO key: (function id, pool, level). */
+static uint64_t s_fifo_key(const zxb_fn_t *fn, uint8_t pool_req, uint8_t level)
 {
-    uint64_t key = ((uint64_t)q->fn->id << 10) | ((uint64_t)q->pool_req << 8) | level;
+    return ((uint64_t)fn->id << 10) | ((uint64_t)pool_req << 8) | level;
+}
+
+/* The client's FIFO of key, if it has one: the one-entry cache, then its table. */
+static zxb_fifo_t *s_fifo_find(const zxb_client_t *c, uint64_t key)
+{
     if (c->last_fifo && c->last_fifo->key == key) {
         return c->last_fifo;
     }
-    if (!c->fifos) {
-        c->fifos = zhashx_new();
-        zhashx_set_key_hasher(c->fifos, s_key_hash);
-        zhashx_set_key_comparator(c->fifos, s_key_cmp);
-        zhashx_set_key_duplicator(c->fifos, NULL);
-        zhashx_set_key_destructor(c->fifos, NULL);
-        zhashx_set_destructor(c->fifos, s_fifo_free);
-    }
-    zxb_fifo_t *f = zhashx_lookup(c->fifos, &key);
+    return c->fifos ? zhashx_lookup(c->fifos, &key) : NULL;
+}
+
+static zxb_fifo_t *s_fifo_get(zxb_client_t *c, zxb_queue_t *q, uint8_t level)
+{
+    uint64_t key = s_fifo_key(q->fn, q->pool_req, level);
+    zxb_fifo_t *f = s_fifo_find(c, key);
     if (!f) {
-        if (zhashx_size(c->fifos) > 2 * c->open_fifos + 64) {
+        if (!c->fifos) {
+            c->fifos = zhashx_new();
+            zhashx_set_key_hasher(c->fifos, s_key_hash);
+            zhashx_set_key_comparator(c->fifos, s_key_cmp);
+            zhashx_set_key_duplicator(c->fifos, NULL);
+            zhashx_set_key_destructor(c->fifos, NULL);
+            zhashx_set_destructor(c->fifos, s_fifo_free);
+        } else if (zhashx_size(c->fifos) > 2 * c->open_fifos + 64) {
             s_fifo_sweep(c);
         }
         f = calloc(1, sizeof *f);
@@ -550,12 +561,7 @@ bool zxb_queue_opens(zxb_client_t *c, const zxb_fn_t *fn, uint8_t pool_req, int8
     if (!fn || !fn->q[pool_req]) {
         return true;
     }
-    uint8_t level = (uint8_t)(priority + 128);
-    uint64_t key = ((uint64_t)fn->id << 10) | ((uint64_t)pool_req << 8) | level;
-    zxb_fifo_t *f = c->last_fifo;
-    if (!f || f->key != key) {
-        f = c->fifos ? zhashx_lookup(c->fifos, &key) : NULL;
-    }
+    const zxb_fifo_t *f = s_fifo_find(c, s_fifo_key(fn, pool_req, (uint8_t)(priority + 128)));
     return !f || !f->in_ring;
 }
 

@@ -719,9 +719,10 @@ bool zx__future_complete(zx_future_t *f, int status, const void *payload, size_t
      socket when it leads, else yields in a loop watching the future) for at
      most ZEXEC_SPIN_US microseconds, and only when the machine has an idle
      core (spin.c measures it): its core does not halt. Bounded three ways:
-     only while this thread's recent waits averaged under that bound, never
+     only while this thread's recent spun waits averaged under that bound
+     (zx__spin_plan, with a probe now and then once they did not), never
      past the caller's timeout, and one spinning thread per process. */
-static _Thread_local double s_recent_wait_us; /* this thread's waits, smoothed */
+static _Thread_local zx__spin_hist_t s_hist; /* this thread's waits */
 
 /* f->lock not held. Returns when f is done or at until_us. It yields rather
    than pauses: the thread stays runnable, so its core does not halt, yet a
@@ -771,7 +772,7 @@ static bool s_wait_done_locked(zx_future_t *f, double timeout)
     int max_us = zx__spin_max_us();
     int64_t t0 = zx__mono_us();
     int64_t until = dl.tv_sec < 0 ? -1 : t0 + (int64_t)(timeout * 1e6);
-    double spin = s_recent_wait_us <= max_us ? max_us : 0;
+    double spin = zx__spin_plan(&s_hist, max_us);
     if (timeout > 0 && spin > timeout * 1e6) {
         spin = timeout * 1e6;
     }
@@ -781,6 +782,7 @@ static bool s_wait_done_locked(zx_future_t *f, double timeout)
     f->sleepers++;
     pthread_mutex_unlock(&f->lock);
     bool spinning = spin >= 1 && zx__spin_begin();
+    bool spun = spinning;
     int led = ZX__LEAD_BUSY;
     if (lead) {
         /* ends the spin itself */
@@ -800,7 +802,7 @@ static bool s_wait_done_locked(zx_future_t *f, double timeout)
         }
     }
     f->sleepers--;
-    s_recent_wait_us += ((double)(zx__mono_us() - t0) - s_recent_wait_us) / 4;
+    zx__spin_note(&s_hist, spun, (double)(zx__mono_us() - t0));
     return s_done(f);
 }
 

@@ -17,8 +17,18 @@
     not switch itself off). Spinning is allowed while the rest of the
     machine left at least S_SPARE_MIN of a core idle on average, which the
     spinner then takes; time of niced processes counts as busy (s_parse_stat).
-    Until the first interval
-    (S_FIRST_MS) ends, and without /proc, the bound alone applies.
+    And nobody may have waited for a CPU much: the kernel's pressure
+    figure (/proc/pressure/cpu, "some": the time at least one runnable
+    thread waited) must stay under S_STALL_MAX of the interval. That is the
+    cost a spinner imposes, measured where it lands: on a saturated machine
+    the spinner's time was taken from threads that wanted it, which the
+    spare figure cannot see (the spinner's share looks like spare), and on
+    a machine that our own cluster keeps busy beside the spinner, with no
+    one else wanting a core, nothing waits and spinning is free. Where the
+    kernel has no pressure figure (CONFIG_PSI off), the machine must have
+    idled a little instead (S_IDLE_MIN), which also turns the spin off in
+    that second case. Until the first interval (S_FIRST_MS) ends, and
+    without /proc, the bound alone applies.
 
     One thread per process spins at a time (zx__spin_begin takes that role),
     so spinners cannot take every core from the threads that would finish
@@ -42,7 +52,8 @@
 #define S_SAMPLE_MS 100 /* the longest a decision stands before it is measured again */
 #define S_FIRST_MS 10   /* the first interval: until it ends, spinning is allowed */
 #define S_SPARE_MIN 0.5 /* idle cores, on average, needed to spin (see the top) */
-#define S_IDLE_MIN 0.1  /* and cores that really idled: none means saturated */
+#define S_STALL_MAX 0.5 /* and the share of the time some thread waited for a CPU */
+#define S_IDLE_MIN 0.1  /* without that figure, cores that really idled: none means saturated */
 
 static int s_max_us;
 static pthread_once_t s_once = PTHREAD_ONCE_INIT;
@@ -55,6 +66,7 @@ static atomic_int_fast64_t s_spent;  /* CPU ns spent spinning, all threads */
 /* the previous sample, under s_sampling */
 static uint64_t s_prev_busy, s_prev_total; /* /proc/stat jiffies */
 static int64_t s_prev_spent;
+static int64_t s_prev_stall, s_prev_at; /* pressure "some" total and zx__mono_us, in us */
 static bool s_have_prev;
 static bool s_no_proc; /* /proc/stat unreadable: never measured */
 
@@ -75,6 +87,36 @@ int zx__spin_max_us(void)
 {
     pthread_once(&s_once, s_init);
     return s_max_us;
+}
+
+/* Only waits that spun count: a wait that did not spin pays the wake-up the
+   spin exists to save. Judged by every wait, a thread whose spun waits
+   took 200 us and unspun ones 300 us (B signed, a 250 us bound) stopped
+   spinning for good after a few slow waits, in one run of three. A thread
+   the average ruled out spins on every S_PROBE_EVERY-th wait to see
+   whether spinning pays again, which with long waits costs one bound of
+   CPU per that many waits; a probe starts the average afresh, since the
+   waits it stands for did not spin. */
+#define S_PROBE_EVERY 16
+
+int zx__spin_plan(zx__spin_hist_t *h, int max_us)
+{
+    h->probe = false;
+    if (h->recent_us <= max_us) {
+        return max_us;
+    }
+    h->probe = ++h->unspun >= S_PROBE_EVERY;
+    return h->probe ? max_us : 0;
+}
+
+void zx__spin_note(zx__spin_hist_t *h, bool spun, double waited_us)
+{
+    if (!spun) {
+        return; /* the machine's policy said no, or the average did */
+    }
+    h->recent_us = h->probe ? waited_us : h->recent_us + (waited_us - h->recent_us) / 4;
+    h->unspun = 0;
+    h->probe = false;
 }
 
 /* Reads at most cap - 1 bytes of a /proc file; the length or -1. */
@@ -125,6 +167,21 @@ static int s_parse_stat(const char *text, uint64_t *busy, uint64_t *total, int *
     return 0;
 }
 
+/* The kernel's CPU pressure: microseconds in which at least one runnable
+   thread waited for a CPU, since boot ("some ... total=N" in
+   /proc/pressure/cpu); -1 without it. */
+static int64_t s_stall_us(void)
+{
+    char buf[256];
+    if (s_read("/proc/pressure/cpu", buf, sizeof buf) <= 0) {
+        return -1;
+    }
+    const char *t = strncmp(buf, "some ", 5) == 0 ? strstr(buf, "total=") : NULL;
+    char *end;
+    long long v = t ? strtoll(t + 6, &end, 10) : -1;
+    return t && end != t + 6 && v >= 0 ? (int64_t)v : -1;
+}
+
 /* Under s_sampling: measures and decides; returns the microseconds until
    the next measurement. */
 static int64_t s_measure(void)
@@ -139,6 +196,7 @@ static int64_t s_measure(void)
     }
     bool first = !s_have_prev;
     int64_t spent = atomic_load(&s_spent);
+    int64_t stall = s_stall_us(), at = zx__mono_us();
     if (s_have_prev && total > s_prev_total) {
         /* jiffies of every CPU summed: total / cpus is the interval */
         double dt = (double)(total - s_prev_total);
@@ -148,18 +206,24 @@ static int64_t s_measure(void)
         double spin_cores = interval_ns > 0 ? (double)(spent - s_prev_spent) / interval_ns : 0;
         double others = busy_cores - spin_cores;
         double spare = (double)cpus - (others > 0 ? others : 0);
-        /* Leaving the spin out of the busy time is right while some core
-           still idled; on a saturated machine the spinner's time was taken
-           from other threads that wanted it, and counting it as spare kept
-           the spin going beside one CPU-bound process per core (B loaded).
-           So the machine must also have idled a little. */
-        double idle_cores = (double)cpus - busy_cores;
-        atomic_store(&s_allowed, spare >= S_SPARE_MIN && idle_cores >= S_IDLE_MIN);
+        /* Leaving the spin out of the busy time is right only while the
+           spinner took its core from nobody; beside one CPU-bound process
+           per core it kept the spin going (B loaded). Threads that waited
+           for a CPU say whether it did (see the top). */
+        bool calm;
+        if (stall >= 0 && s_prev_stall >= 0 && at > s_prev_at) {
+            calm = (double)(stall - s_prev_stall) / (double)(at - s_prev_at) < S_STALL_MAX;
+        } else {
+            calm = (double)cpus - busy_cores >= S_IDLE_MIN;
+        }
+        atomic_store(&s_allowed, spare >= S_SPARE_MIN && calm);
     }
     if (total > s_prev_total || !s_have_prev) {
         s_prev_busy = busy;
         s_prev_total = total;
         s_prev_spent = spent;
+        s_prev_stall = stall;
+        s_prev_at = at;
         s_have_prev = true;
     }
     return first ? S_FIRST_MS * 1000 : S_SAMPLE_MS * 1000;

@@ -8,6 +8,20 @@
 
 /* ZEXEC_SPIN_US: the longest spin, in microseconds (default 250; 0: never). */
 int zx__spin_max_us(void);
+
+/* One thread's recent waits, for the second bound: a thread spins only
+   while its spun waits averaged under the bound (spinning longer would
+   not catch the result). Zero-initialised. */
+typedef struct {
+    double recent_us; /* the thread's spun waits, smoothed */
+    unsigned unspun;  /* waits the average ruled out since the last spin */
+    bool probe;       /* the wait being planned spins to test the average */
+} zx__spin_hist_t;
+/* How long the wait about to begin may spin, in microseconds (0..max_us),
+   by the thread's history alone (the machine's say is zx__spin_begin). */
+int zx__spin_plan(zx__spin_hist_t *h, int max_us);
+/* The wait zx__spin_plan planned ended after waited_us; spun: it spun. */
+void zx__spin_note(zx__spin_hist_t *h, bool spun, double waited_us);
 /* True if this thread may spin now: the machine had an idle core lately
    (measured, spin.c) and no other thread of the process spins. Then the
    caller spins for at most its bound and calls zx__spin_end. */

@@ -305,6 +305,73 @@ Test(worker_pool, exec_reports_exit_status_output_and_stderr_tail, .timeout = 60
     fb_stop(&fb);
 }
 
+/* One exec: argv and an optional env map of one KEY=VALUE; the result's stdout. */
+static void s_send_exec_env(fb_t *fb, uint64_t seq, const char *prog, const char *script,
+                            const char *key, const char *val)
+{
+    fb_args_t a;
+    msgpack_packer *pk = fb_args_begin(&a, 2);
+    msgpack_pack_array(pk, script ? 3 : 1);
+    fb_pack_str(pk, prog);
+    if (script) {
+        fb_pack_str(pk, "-c");
+        fb_pack_str(pk, script);
+    }
+    msgpack_pack_map(pk, key ? 1 : 0);
+    if (key) {
+        fb_pack_str(pk, "env");
+        msgpack_pack_map(pk, 1);
+        fb_pack_str(pk, key);
+        fb_pack_str(pk, val);
+    }
+    fb_send(fb, seq, "exec", ZXP_POOL_PROCESS, 0, &a);
+}
+
+static void s_assert_stdout(fb_t *fb, uint64_t seq, const char *want)
+{
+    cr_assert_eq(fb->res[seq].status, ZXP_ST_OK, "exec %llu failed", (unsigned long long)seq);
+    msgpack_zone z;
+    msgpack_zone_init(&z, 256);
+    msgpack_object m = fb_value(fb, seq, &z);
+    const msgpack_object *out = s_map_get(&m, "stdout");
+    cr_assert(out && out->type == MSGPACK_OBJECT_BIN);
+    cr_assert(out->via.bin.size == strlen(want) &&
+                  memcmp(out->via.bin.ptr, want, strlen(want)) == 0,
+              "exec %llu printed '%.*s', not '%s'", (unsigned long long)seq, (int)out->via.bin.size,
+              out->via.bin.ptr, want);
+    msgpack_zone_destroy(&z);
+}
+
+/* The command starts from the worker's environment with the task's env put
+   in: a task's KEY replaces the worker's own (HOME here), and leaves
+   nothing behind for the next command of the same pool child; signals the
+   pool child ignores (SIGINT, SIGTERM, SIGPIPE) are the defaults again in
+   the command; a command that is not there fails naming itself. (The
+   command is started with vfork from the pool child: change 41.) */
+Test(worker_pool, exec_env_replaces_and_does_not_leak_and_a_missing_command_fails, .timeout = 60)
+{
+    fb_t fb;
+    fb_start(&fb, "n-execenv", "--threads", "1", "--procs", "1", "--allow-exec", NULL);
+    const char *home = getenv("HOME") ? getenv("HOME") : "";
+    s_send_exec_env(&fb, 1, "/bin/sh", "echo \"$HOME\"", "HOME", "/zx-home");
+    s_send_exec_env(&fb, 2, "/bin/sh", "echo \"$HOME\"", NULL, NULL);
+    s_send_exec_env(&fb, 3, "/bin/sh", "grep -E '^Sig(Ign|Blk):' /proc/self/status", NULL, NULL);
+    s_send_exec_env(&fb, 4, "zx-no-such-command-here", NULL, NULL, NULL);
+    s_send_exec_env(&fb, 5, "/bin/sh", "echo \"$ZX_NEW\"", "ZX_NEW", "v=1");
+    cr_assert(fb_wait(&fb, fb_c_results_upto, 5, 15));
+    s_assert_stdout(&fb, 1, "/zx-home\n");
+    char want[600];
+    snprintf(want, sizeof want, "%s\n", home);
+    s_assert_stdout(&fb, 2, want);
+    s_assert_stdout(&fb, 3, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+    s_assert_stdout(&fb, 5, "v=1\n");
+    cr_assert_neq(fb.res[4].status, ZXP_ST_OK);
+    char type[64], msg[1500];
+    fb_error(&fb, 4, type, sizeof type, msg, sizeof msg);
+    cr_assert(strstr(msg, "zx-no-such-command-here"), "%s: %s", type, msg);
+    fb_stop(&fb);
+}
+
 Test(worker_pool, exec_time_limit_kills_the_command, .timeout = 60)
 {
     fb_t fb;

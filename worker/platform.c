@@ -423,12 +423,13 @@ static void s_tail(zxw_exec_result_t *r, const char *data, size_t n)
 
 /* The command's environment: ours with o->env's KEY=VALUE entries put in
    (each replaces ours of the same KEY, as putenv would), made before the
-   vfork since the child may not allocate. environ itself when there are
-   none; NULL when out of memory. */
+   vfork since the child may not allocate. environ itself (or an empty one)
+   when there are none; NULL when out of memory. */
 static char **s_envp(char *const *add)
 {
+    static char *none[] = {NULL};
     if (!add || !*add) {
-        return environ;
+        return environ ? environ : none; /* clearenv() leaves it NULL */
     }
     size_t n = 0, m = 0;
     while (environ && environ[n]) {
@@ -446,7 +447,10 @@ static char **s_envp(char *const *add)
     }
     for (size_t i = 0; i < m; i++) {
         const char *eq = strchr(add[i], '=');
-        size_t key = eq ? (size_t)(eq - add[i]) + 1 : strlen(add[i]);
+        if (!eq) {
+            continue; /* not KEY=VALUE (builtins.c makes only those) */
+        }
+        size_t key = (size_t)(eq - add[i]) + 1; /* "KEY=" */
         size_t j = 0;
         while (j < n && strncmp(envp[j], add[i], key) != 0) {
             j++;
@@ -497,7 +501,7 @@ int zxw_plat_exec(char *const argv[], const zxw_exec_opts_t *o, zxw_exec_result_
     }
     pid_t pid = s_spawn(argv, o, envp, (int[4]){in[0], out[1], err[1], ep[1]});
     int fork_errno = errno;
-    if (envp != environ) {
+    if (o->env && *o->env) {
         free(envp);
     }
     if (pid < 0) {

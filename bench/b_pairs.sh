@@ -21,7 +21,8 @@
 #                    [--floor-bin DIR]
 #
 # DIR is a build tree (DIR/bench/bench_zexec, DIR/zexec-broker, ...);
-# --floor-bin takes the floor from another tree (default DIR). Prints the
+# --floor-bin takes the floor from another tree (default DIR); --pairs sets
+# the pairs of every mode (default 15, loaded 45; --quick 2). Prints the
 # RESULT lines of both programs (floor.Bpair_<mode>_<k>_*,
 # zexec.Bpair_<mode>_<k>_*), then bpairs.load_<mode>_<k> (the 1-minute load
 # average after the pair); WRONG: ... and exit 2 when a program got a wrong
@@ -45,12 +46,19 @@ done
 zx=$bin/bench/bench_zexec floor=$floor_bin/bench/bench_zmq_floor
 plugin=$bin/examples/libzexec_bench_plugin.so
 [ -x "$zx" ] && [ -x "$floor" ] || { echo "ERROR: no $zx or $floor" >&2; exit 1; }
-# fifteen pairs: under load a single pair's ratio ranges 0.4-2.2x on a
-# 2-core machine (each run keeps the placement of its threads it settles
-# on), so the median of nine such ratios missed 1.25x about one set in six
-# even where zexec's and the relay's p50s had the same median over 45
-# pairs; of fifteen, about one in eleven (docs/performance.md change 40)
-[ -n "$pairs" ] || { pairs=15; [ $quick = 1 ] && pairs=2; }
+# fifteen pairs per mode, forty-five loaded: under load a single pair's
+# ratio ranges 0.4-2.3x on a 2-core machine, because each run keeps the
+# placement of its threads it settles on (all of a round trip's threads on
+# one CPU beside the busy process: ~100 us for the relay and for zexec
+# alike; spread over both: up to ~230 us), and a pair is the ratio of two
+# such draws. Drawn from measured loaded ratios whose median is 1.05-1.15x,
+# the median of fifteen missed 1.25x about one report in eleven, of
+# forty-five about one in fifty (docs/performance.md, changes 40 and 42).
+# The other modes' pairs vary a few tenths, and fifteen settle them.
+npairs() { # mode
+  if [ -n "$pairs" ]; then echo "$pairs"; elif [ $quick = 1 ]; then echo 2
+  elif [ "$1" = loaded ]; then echo 45; else echo 15; fi
+}
 [ -n "$rounds" ] || { rounds=3000; [ $quick = 1 ] && rounds=200; }
 q=(); [ $quick = 1 ] && q=(--quick)
 
@@ -91,7 +99,7 @@ half() { # floor|zexec mode tag
 }
 
 for mode in $modes; do
-  for k in $(seq "$pairs"); do
+  for k in $(seq "$(npairs "$mode")"); do
     tag=${mode}_$k
     [ "$mode" = loaded ] && hogs_start
     if [ $((k % 2)) = 1 ]; then half floor "$mode" "$tag"; half zexec "$mode" "$tag"

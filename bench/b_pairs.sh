@@ -51,9 +51,9 @@ plugin=$bin/examples/libzexec_bench_plugin.so
 # placement of its threads it settles on (all of a round trip's threads on
 # one CPU beside the busy process: ~100 us for the relay and for zexec
 # alike; spread over both: up to ~230 us), and a pair is the ratio of two
-# such draws. Drawn from measured loaded ratios whose median is 1.05-1.15x,
-# the median of fifteen missed 1.25x about one report in eleven, of
-# forty-five about one in fifty (docs/performance.md, changes 40 and 42).
+# such draws. Drawn from 90 measured loaded ratios (median 1.05x), the
+# median of fifteen misses 1.25x in 7.6% of draws, of forty-five in 0.6%
+# (docs/performance.md, change 42).
 # The other modes' pairs vary a few tenths, and fifteen settle them.
 npairs() { # mode
   if [ -n "$pairs" ]; then echo "$pairs"; elif [ $quick = 1 ]; then echo 2

@@ -291,9 +291,9 @@ void zxw_job_finish(zx_worker_t *w, zxw_job_t *job, bool slot_freed)
 {
     if (slot_freed) {
         /* the function has returned: a result kept for the broker's ack (or
-           held while it is away) needs no arguments, and keeping them held a
-           heartbeat's worth of every task's arguments, uncounted by the
-           held-bytes bound (a worker fed 1 MiB arguments grew by 400 MB).
+           held while it is away) needs no arguments. Kept with it, they
+           added up to a heartbeat's worth of every task's arguments, which
+           the held-results bound does not count (1 MiB arguments: 400 MB).
            A thread past its limit (slot_freed false) still reads them. */
         zframe_destroy(&job->args);
     }

@@ -4,6 +4,7 @@
     memory. */
 #include "zexec.h"
 #include "zx_test_fns.h"
+#include "zx_testutil.h"
 
 #include <criterion/criterion.h>
 #include <czmq.h>
@@ -320,19 +321,6 @@ static int s_gen(void *arg, const void **args, size_t *len)
     return 1;
 }
 
-static long s_rss_kb(void)
-{
-    FILE *fp = fopen("/proc/self/statm", "r");
-    long pages = 0, rss = 0;
-    if (fp) {
-        if (fscanf(fp, "%ld %ld", &pages, &rss) != 2) {
-            rss = 0;
-        }
-        fclose(fp);
-    }
-    return rss * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static void s_run_gen(size_t n, size_t chunksize, size_t max_in_flight, bool check_rss)
 {
     zx_executor_t *ex = s_ex(2);
@@ -355,7 +343,7 @@ static void s_run_gen(size_t n, size_t chunksize, size_t max_in_flight, bool che
         size_t in_flight = g.produced - i;
         most = in_flight > most ? in_flight : most;
         if (i == n / 10) {
-            rss0 = s_rss_kb(); /* after warm-up: allocator pools are in place */
+            rss0 = zxt_rss_kb(0); /* after warm-up: allocator pools are in place */
         }
     }
     cr_assert_eq(zx_map_next(m, &v, &len), ZX_EEND);
@@ -364,7 +352,7 @@ static void s_run_gen(size_t n, size_t chunksize, size_t max_in_flight, bool che
     check_rss = false; /* the sanitizers' quarantine keeps freed memory resident */
 #endif
     if (check_rss) {
-        long growth = s_rss_kb() - rss0;
+        long growth = zxt_rss_kb(0) - rss0;
         cr_log_info("RSS growth over %zu inputs: %ld kB", n, growth);
         cr_assert_lt(growth, 32 * 1024, "RSS grew %ld kB over %zu inputs", growth, n);
     }

@@ -51,23 +51,6 @@ static int s_fds(pid_t pid)
     return n;
 }
 
-static long s_rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f)) {
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) {
-            break;
-        }
-    }
-    if (f) {
-        fclose(f);
-    }
-    return kb;
-}
-
 static int s_tcp(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -228,7 +211,7 @@ Test(dos, a_frame_claiming_one_gib_drops_the_connection_without_allocating)
     cr_assert_gt(zxt_worker_start(&c, "w1", (const char *[]){"--procs", "0", NULL}), 0);
     zx_executor_t *ex = zx_executor_new(c.client_ep, NULL);
     cr_assert_eq(s_run(ex, 10), 10);
-    long rss0 = s_rss_kb(c.broker);
+    long rss0 = zxt_rss_kb(c.broker);
 
     /* control: the same handshake and a small frame keep the connection, so
        the drop below is the size limit's doing, not a bad handshake */
@@ -247,7 +230,7 @@ Test(dos, a_frame_claiming_one_gib_drops_the_connection_without_allocating)
     cr_assert_eq(s_open_after(fd, 5000), 0, "the broker dropped the connection");
     close(fd);
     close(ctl);
-    long rss1 = s_rss_kb(c.broker);
+    long rss1 = zxt_rss_kb(c.broker);
     cr_log_info("broker RSS before %ld kB, after %ld kB", rss0, rss1);
     cr_assert_lt(rss1 - rss0, 64 * 1024, "no 1 GiB buffer was allocated");
     cr_assert_eq(s_run(ex, 100), 100, "the broker goes on");

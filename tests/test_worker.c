@@ -735,24 +735,6 @@ Test(worker, sigterm_drains_a_task_running_on_the_loop_thread, .timeout = 60)
 
 /* ---- a finished task's arguments ------------------------------------------ */
 
-/* The worker process's resident set, in KiB; -1 when unreadable. */
-static long s_rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f)) {
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) {
-            break;
-        }
-    }
-    if (f) {
-        fclose(f);
-    }
-    return kb;
-}
-
 Test(worker, a_result_kept_for_the_brokers_ack_does_not_keep_its_arguments, .timeout = 60)
 {
     /* Results wait for the broker's ack (HEARTBEAT [n]) so a lost broker
@@ -777,7 +759,7 @@ Test(worker, a_result_kept_for_the_brokers_ack_does_not_keep_its_arguments, .tim
         fb_send0(&fb, s, "pid", s == 1 ? ZXP_POOL_THREAD : ZXP_POOL_PROCESS, 0);
     }
     cr_assert(fb_wait(&fb, fb_c_results_upto, 2, 20));
-    long rss0 = s_rss_kb(fb.pid);
+    long rss0 = zxt_rss_kb(fb.pid);
     cr_assert_gt(rss0, 0);
     for (uint64_t s = 3; s < 3 + N; s++) {
         fb_args_t a;
@@ -793,7 +775,7 @@ Test(worker, a_result_kept_for_the_brokers_ack_does_not_keep_its_arguments, .tim
         cr_assert_eq(fb.res[s].status, ZXP_ST_OK, "task %llu", (unsigned long long)s);
         cr_assert_eq(fb.res[s].count, 1);
     }
-    long rss1 = s_rss_kb(fb.pid);
+    long rss1 = zxt_rss_kb(fb.pid);
     cr_assert_lt(rss1 - rss0, 32 * 1024,
                  "the worker grew by %ld KiB with %d MiB of arguments run and unacknowledged",
                  rss1 - rss0, (int)N);

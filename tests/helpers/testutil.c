@@ -205,6 +205,27 @@ bool zxt_wait_for(bool (*cond)(void *arg), void *arg, double timeout)
     }
 }
 
+long zxt_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    if (pid) {
+        snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    } else {
+        snprintf(path, sizeof path, "/proc/self/status");
+    }
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) {
+            break;
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    return kb;
+}
+
 char *zxt_slurp(const char *path)
 {
     char *buf = NULL;

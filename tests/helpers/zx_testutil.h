@@ -55,6 +55,10 @@ void zxt_cluster_stop(zxt_cluster_t *c);
    For state that has no event to wait on (a process's existence, a file). */
 bool zxt_wait_for(bool (*cond)(void *arg), void *arg, double timeout);
 
+/* A process's resident set in KiB (VmRSS of /proc/PID/status; pid 0: this
+   one); -1 when it cannot be read. */
+long zxt_rss_kb(pid_t pid);
+
 /* A whole file as a string (malloc'd, NUL-terminated); "" when it cannot be
    read, so a missing output file reads as empty output. */
 char *zxt_slurp(const char *path);
